@@ -1,0 +1,146 @@
+"""The manifest: which plug-ins to load, where to mount them, and with what config.
+
+``{"plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
+"requirements"?}]}``. Paths are relative to the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError
+
+KINDS_WITH_PATH = ("python", "js", "wasm", "wasi", "native")
+KINDS = (*KINDS_WITH_PATH, "proxy")
+RESERVED_PREFIXES = ("/_health", "/_plugins")
+DEFAULT_TIMEOUT = 30.0
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One plug-in definition, validated. ``path`` is resolved against the manifest's folder."""
+
+    name: str
+    type: str
+    prefix: str
+    path: Path | None = None
+    url: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+    requirements: tuple[str, ...] = ()
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The definition as given (what ``GET /_plugins`` lists), with the effective prefix."""
+        return {**self.source, "prefix": self.prefix}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    plugins: list[PluginSpec]
+    base_dir: Path
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest file; raises ``ManifestError`` naming the plug-in and field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ManifestError(f"cannot read manifest {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"manifest {str(path)!r} is not valid JSON: {exc}") from None
+    return parse_manifest(data, path.resolve().parent)
+
+
+def parse_manifest(data: Any, base_dir: Path) -> Manifest:
+    """Validate a manifest already parsed from JSON. Every plug-in is checked before any loads."""
+    if not isinstance(data, dict) or not isinstance(data.get("plugins"), list):
+        raise ManifestError('a manifest must be an object with a "plugins" list')
+    specs: list[PluginSpec] = []
+    for index, entry in enumerate(data["plugins"]):
+        spec = parse_plugin(entry, base_dir, where=f"plugins[{index}]")
+        for other in specs:
+            if other.name == spec.name:
+                raise ManifestError(f"plug-in {spec.name!r}: name is used twice", spec.name, "name")
+            if other.prefix == spec.prefix:
+                raise ManifestError(
+                    f"plug-in {spec.name!r}: prefix {spec.prefix!r} is already used by {other.name!r}",
+                    spec.name,
+                    "prefix",
+                )
+        specs.append(spec)
+    return Manifest(plugins=specs, base_dir=base_dir)
+
+
+def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSpec:
+    """Validate one plug-in definition (a manifest entry, or a ``POST /_plugins`` body)."""
+    if not isinstance(entry, dict):
+        raise ManifestError(f"{where}: a plug-in definition must be an object")
+    name = entry.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ManifestError(
+            f"{where}: 'name' must be a non-empty string of letters, digits, '-', '_' or '.'",
+            None,
+            "name",
+        )
+
+    def fail(field_name: str, problem: str) -> ManifestError:
+        return ManifestError(f"plug-in {name!r}: {field_name!r} {problem}", name, field_name)
+
+    unknown = sorted(set(entry) - _KNOWN_FIELDS)
+    if unknown:
+        raise fail(unknown[0], f"is not a known field (known: {', '.join(sorted(_KNOWN_FIELDS))})")
+    kind = entry.get("type")
+    if kind not in KINDS:
+        raise fail("type", f"must be one of {', '.join(KINDS)}, got {kind!r}")
+
+    prefix = entry.get("prefix", "/" + name)
+    if not isinstance(prefix, str) or not prefix.startswith("/") or "?" in prefix or "#" in prefix:
+        raise fail("prefix", f"must be a path starting with '/', got {prefix!r}")
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else "/"
+    if any(prefix == r or prefix.startswith(r + "/") for r in RESERVED_PREFIXES):
+        raise fail("prefix", f"{prefix!r} is reserved for Valor's built-ins")
+
+    path: Path | None = None
+    url: str | None = None
+    if kind in KINDS_WITH_PATH:
+        raw_path = entry.get("path")
+        if not isinstance(raw_path, str) or not raw_path:
+            raise fail("path", f"is required for type {kind!r} (a file relative to the manifest)")
+        path = (base_dir / raw_path).resolve() if not Path(raw_path).is_absolute() else Path(raw_path)
+    else:
+        url = entry.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://[^/]+", url):
+            raise fail("url", f"must be an http:// or https:// URL for type 'proxy', got {url!r}")
+
+    config = entry.get("config", {})
+    if not isinstance(config, dict):
+        raise fail("config", "must be an object")
+    timeout = entry.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise fail("timeout", f"must be a positive number of seconds, got {timeout!r}")
+    requirements = entry.get("requirements", [])
+    if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
+        raise fail("requirements", "must be a list of requirement strings")
+
+    return PluginSpec(
+        name=name,
+        type=kind,
+        prefix=prefix,
+        path=path,
+        url=url,
+        config=config,
+        timeout=float(timeout),
+        requirements=tuple(requirements),
+        source=dict(entry),
+    )
