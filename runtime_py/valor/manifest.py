@@ -117,7 +117,7 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         raw_path = entry.get("path")
         if not isinstance(raw_path, str) or not raw_path:
             raise fail("path", f"is required for type {kind!r} (a file relative to the manifest)")
-        path = (base_dir / raw_path).resolve() if not Path(raw_path).is_absolute() else Path(raw_path)
+        path = (base_dir / raw_path).resolve()
     else:
         url = entry.get("url")
         if not isinstance(url, str) or not re.match(r"^https?://[^/]+", url):

@@ -1,0 +1,8 @@
+"""The smallest plug-in: answers every request with a greeting."""
+
+from valor import vlugin
+
+
+@vlugin
+def on_request(req):
+    return "Hello Plugin!"

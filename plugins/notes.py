@@ -1,0 +1,47 @@
+"""A small JSON API with state: ``GET /`` lists notes, ``POST /`` adds one, ``GET /{id}`` reads
+one, ``DELETE /{id}`` removes one."""
+
+from valor import HTTPError, Response, vlugin
+
+
+@vlugin
+def on_create(ctx):
+    ctx.notes = {}
+    ctx.next_id = 1
+    for text in ctx.config.get("seed", []):
+        _add(ctx, text)
+
+
+@vlugin
+async def on_request(ctx, req):
+    parts = [part for part in req.path.split("/") if part]
+    if not parts:
+        if req.method == "GET":
+            return {"notes": list(ctx.notes.values())}
+        if req.method == "POST":
+            data = req.json()
+            text = data.get("text") if isinstance(data, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise HTTPError(400, "a note needs a non-empty string field 'text'")
+            note = _add(ctx, text.strip())
+            location = f"{req.prefix}/{note['id']}"
+            return Response(note, status=201, headers={"location": location})
+        raise HTTPError(405, f"{req.method} is not allowed on /; use GET or POST")
+    if len(parts) != 1 or not parts[0].isdigit():
+        raise HTTPError(404, f"no such resource {req.path!r}; notes live at /<id>")
+    note_id = int(parts[0])
+    if note_id not in ctx.notes:
+        raise HTTPError(404, f"no note with id {note_id}")
+    if req.method == "GET":
+        return ctx.notes[note_id]
+    if req.method == "DELETE":
+        del ctx.notes[note_id]
+        return None
+    raise HTTPError(405, f"{req.method} is not allowed on /{note_id}; use GET or DELETE")
+
+
+def _add(ctx, text):
+    note = {"id": ctx.next_id, "text": text}
+    ctx.notes[note["id"]] = note
+    ctx.next_id += 1
+    return note

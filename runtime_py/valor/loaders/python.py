@@ -1,0 +1,148 @@
+"""Python plug-ins, in both hosts: a module with ``@vlugin`` hooks, or a worker-style module
+with ``onmessage(event)`` that answers through ``postMessage(message)``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import traceback
+from contextvars import ContextVar
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..concurrency import call
+from ..errors import HTTPError, PluginLoadError
+from ..manifest import PluginSpec
+from ..plugin import Context
+from ..requests import Request
+from ..responses import error_message, to_message
+from ..wire import RequestMessage, ResponseMessage, response_message
+
+_reply: ContextVar[Any] = ContextVar("valor_reply")
+
+
+async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
+    """Import the plug-in's file and pick its style."""
+    assert spec.path is not None
+    module = _import(spec.name, spec.path)
+    if callable(getattr(module, "onmessage", None)):
+        return WorkerPlugin(module)
+    on_request = getattr(module, "on_request", None)
+    if on_request is None:
+        raise PluginLoadError(
+            spec.name, "the module defines neither an @vlugin on_request nor onmessage(event)"
+        )
+    if not getattr(on_request, "__vlugin__", False):
+        raise PluginLoadError(spec.name, "on_request must be decorated with @vlugin")
+    on_create = getattr(module, "on_create", None)
+    context = None
+    if on_create is not None:
+        context = Context(spec.name, spec.config)
+        try:
+            await call(on_create, context)
+        except Exception as exc:
+            raise PluginLoadError(spec.name, f"on_create raised {_describe(exc)}") from exc
+    return DecoratedPlugin(module, context)
+
+
+class DecoratedPlugin:
+    """``on_request(req)`` or, after ``on_create(ctx)``, ``on_request(ctx, req)``."""
+
+    def __init__(self, module: ModuleType, context: Context | None) -> None:
+        self.module = module
+        self.context = context
+        self._on_request = module.on_request
+
+    async def handle(self, message: RequestMessage) -> ResponseMessage:
+        request = Request(message)
+        args = (request,) if self.context is None else (self.context, request)
+        try:
+            result = await call(self._on_request, *args)
+        except HTTPError as exc:
+            answer = error_message(exc.status, exc.detail)
+            answer["headers"].extend([k, v] for k, v in exc.headers.items())
+            return answer
+        return to_message(result)
+
+    async def close(self) -> None:
+        return None
+
+
+class MessageEvent:
+    """What ``onmessage`` receives: ``event.data`` is the wire request."""
+
+    def __init__(self, data: RequestMessage) -> None:
+        self.data = data
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, key)
+
+
+def postMessage(message: Any) -> None:
+    """Answer the request being handled. Provided to worker-style modules as a global."""
+    try:
+        reply = _reply.get()
+    except LookupError:
+        raise RuntimeError("postMessage() was called outside of onmessage") from None
+    reply(message)
+
+
+class WorkerPlugin:
+    """A worker-style module: ``onmessage(event)`` posts its answer with ``postMessage``."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self.module = module
+        self._onmessage = module.onmessage
+
+    async def handle(self, message: RequestMessage) -> ResponseMessage:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
+
+        def settle(value: Any) -> None:
+            if not answer.done():
+                answer.set_result(value)
+
+        def reply(value: Any) -> None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is loop:
+                settle(value)
+            else:  # posted from the worker thread that runs a sync onmessage
+                loop.call_soon_threadsafe(settle, value)
+
+        token = _reply.set(reply)
+        try:
+            await call(self._onmessage, MessageEvent(message))
+        finally:
+            _reply.reset(token)
+        # The answer may come later, from a task onmessage started; the runtime's timeout bounds it.
+        return response_message(await answer)
+
+    async def close(self) -> None:
+        return None
+
+
+def _import(name: str, path: Path) -> ModuleType:
+    if not path.is_file():
+        raise PluginLoadError(name, f"file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"valor_plugin_{name.replace('.', '_')}", path)
+    if spec is None or spec.loader is None:
+        raise PluginLoadError(name, f"cannot import {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    module.postMessage = postMessage  # type: ignore[attr-defined]
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise PluginLoadError(name, f"syntax error in {path} line {exc.lineno}: {exc.msg}") from exc
+    except Exception as exc:
+        raise PluginLoadError(name, f"importing {path} raised {_describe(exc)}") from exc
+    return module
+
+
+def _describe(exc: BaseException) -> str:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

@@ -1,0 +1,90 @@
+"""``Response`` and the rules that turn whatever a handler returns into a wire response."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from .wire import ResponseMessage
+
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json"
+BINARY = "application/octet-stream"
+
+
+class Response:
+    """A response with an explicit status, headers and media type."""
+
+    def __init__(
+        self,
+        content: Any = None,
+        status: int = 200,
+        headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        self.status = status
+        body, default_type = _encode(content)
+        self.body = body
+        pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
+        self.headers: list[list[str]] = [[str(k), str(v)] for k, v in pairs]
+        media_type = media_type or default_type
+        if media_type and not any(k.lower() == "content-type" for k, _ in self.headers):
+            self.headers.append(["content-type", media_type])
+
+    def message(self) -> ResponseMessage:
+        return {"status": self.status, "headers": self.headers, "body": self.body}
+
+    def __repr__(self) -> str:
+        return f"Response(status={self.status}, body={self.body[:40]!r})"
+
+
+def to_message(result: Any) -> ResponseMessage:
+    """Normalise a handler's result.
+
+    ``Response``; ``str`` (text); ``bytes``; ``dict``/``list`` (JSON); ``None`` (204);
+    ``(body, status)`` or ``(body, status, headers)``.
+    """
+    if isinstance(result, Response):
+        return result.message()
+    if isinstance(result, tuple):
+        if len(result) not in (2, 3) or not isinstance(result[1], int):
+            raise TypeError(
+                "a handler tuple must be (body, status) or (body, status, headers), "
+                f"got {result!r:.80}"
+            )
+        headers = result[2] if len(result) == 3 else None
+        return Response(result[0], status=result[1], headers=headers).message()
+    if result is None:
+        return {"status": 204, "headers": [], "body": b""}
+    return Response(result).message()
+
+
+def error_message(status: int, detail: Any, **extra: Any) -> ResponseMessage:
+    """The JSON error body every failure answers with: ``{"status", "error", "detail"}``."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body = {"status": status, "error": phrase, "detail": detail, **extra}
+    return {
+        "status": status,
+        "headers": [["content-type", JSON]],
+        "body": json.dumps(body).encode(),
+    }
+
+
+def _encode(content: Any) -> tuple[bytes, str | None]:
+    if content is None:
+        return b"", None
+    if isinstance(content, str):
+        return content.encode("utf-8"), TEXT
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        return bytes(content), BINARY
+    if isinstance(content, (dict, list)):
+        return json.dumps(content).encode("utf-8"), JSON
+    raise TypeError(
+        f"cannot answer with a {type(content).__name__}: return str, bytes, dict, list, None "
+        "or a Response"
+    )

@@ -1,0 +1,331 @@
+"""``Runtime``: mounts plug-ins under prefixes and answers wire requests, in either host."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ManifestError, PluginCrashed, PluginLoadError
+from .loaders import Loader, Plugin
+from .manifest import Manifest, PluginSpec, parse_plugin
+from .responses import JSON, error_message
+from .wire import RequestMessage, ResponseMessage, WireError, response_message
+
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+
+log = logging.getLogger("valor")
+access_log = logging.getLogger("valor.access")
+
+
+@dataclass(frozen=True)
+class Mount:
+    spec: PluginSpec
+    plugin: Plugin
+
+
+class Runtime:
+    """Routes each request to the plug-in with the longest matching prefix.
+
+    ``handle`` never raises: every failure becomes an answer with a JSON error body.
+    """
+
+    def __init__(
+        self,
+        loaders: Mapping[str, Loader],
+        *,
+        root_path: str = "",
+        registry: bool = False,
+        registry_token: str | None = None,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    ) -> None:
+        self.loaders = dict(loaders)
+        self.root_path = root_path.rstrip("/")
+        self.registry = registry
+        self.registry_token = registry_token
+        self.max_body_size = max_body_size
+        self.base_dir: Path | None = None
+        self._mounts: dict[str, Mount] = {}
+        self._routes: list[Mount] = []
+        self._subscribers: list[Callable[[], None]] = []
+        self._changing = asyncio.Lock()
+
+    # -- mounting ---------------------------------------------------------------------------
+
+    async def load(self, manifest: Manifest, strict: bool = False) -> list[PluginLoadError]:
+        """Load every plug-in of a validated manifest. Failures are logged and returned; the
+        others still load. With ``strict`` the first failure unloads everything and raises."""
+        self.base_dir = manifest.base_dir
+        failures: list[PluginLoadError] = []
+        for spec in manifest.plugins:
+            try:
+                await self.add(spec)
+            except PluginLoadError as exc:
+                if strict:
+                    await self.close()
+                    raise
+                log.error("%s", exc)
+                failures.append(exc)
+        return failures
+
+    async def add(self, spec: PluginSpec) -> Mount:
+        """Load and mount one plug-in. Raises ``ManifestError`` on a taken name or prefix and
+        ``PluginLoadError`` when its code cannot be loaded; nothing is mounted then."""
+        async with self._changing:
+            self._check_free(spec)
+            plugin = await self._load(spec)
+            mount = Mount(spec, plugin)
+            self._mounts[spec.name] = mount
+            self._reroute()
+        log.info("mounted %s plug-in %r at %s", spec.type, spec.name, spec.prefix)
+        return mount
+
+    async def remove(self, name: str) -> PluginSpec:
+        """Unmount a plug-in and release what it holds. Raises ``KeyError`` if unknown."""
+        async with self._changing:
+            mount = self._mounts.pop(name)
+            self._reroute()
+        await _close_quietly(mount)
+        log.info("removed plug-in %r", name)
+        return mount.spec
+
+    @property
+    def plugins(self) -> list[PluginSpec]:
+        return [mount.spec for mount in self._mounts.values()]
+
+    @property
+    def intercept_prefixes(self) -> list[str]:
+        """Every path prefix this runtime answers, with ``root_path``: what a service worker
+        should intercept."""
+        builtins = ["/_health", *(["/_plugins"] if self.registry else [])]
+        return [
+            self.root_path + p if p != "/" else self.root_path + "/"
+            for p in [*builtins, *(m.spec.prefix for m in self._routes)]
+        ]
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after the set of mounted plug-ins changes."""
+        self._subscribers.append(callback)
+
+    async def close(self) -> None:
+        mounts, self._mounts = list(self._mounts.values()), {}
+        self._reroute()
+        for mount in mounts:
+            await _close_quietly(mount)
+
+    def _check_free(self, spec: PluginSpec) -> None:
+        if spec.name in self._mounts:
+            raise ManifestError(
+                f"a plug-in named {spec.name!r} is already mounted", spec.name, "name"
+            )
+        for mount in self._mounts.values():
+            if mount.spec.prefix == spec.prefix:
+                raise ManifestError(
+                    f"prefix {spec.prefix!r} is already used by plug-in {mount.spec.name!r}",
+                    spec.name,
+                    "prefix",
+                )
+
+    async def _load(self, spec: PluginSpec) -> Plugin:
+        loader = self.loaders.get(spec.type)
+        if loader is None:
+            raise PluginLoadError(
+                spec.name,
+                f"type {spec.type!r} is not supported by this host "
+                f"(supported: {', '.join(sorted(self.loaders))})",
+            )
+        try:
+            return await loader(spec)
+        except PluginLoadError:
+            raise
+        except Exception as exc:
+            log.exception("loading plug-in %r failed", spec.name)
+            raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
+
+    def _reroute(self) -> None:
+        self._routes = sorted(self._mounts.values(), key=lambda m: len(m.spec.prefix), reverse=True)
+        for callback in self._subscribers:
+            try:
+                callback()
+            except Exception:
+                log.exception("a runtime subscriber failed")
+
+    # -- answering --------------------------------------------------------------------------
+
+    async def handle(self, message: RequestMessage) -> ResponseMessage:
+        """Answer one wire request."""
+        started = time.perf_counter()
+        headers = message.get("headers") or []
+        correlation_id = _header(headers, "x-request-id") or uuid.uuid4().hex
+        parts = urlsplit(message["url"])
+        path = parts.path or "/"
+        mount: Mount | None = None
+
+        if self.root_path and not (path == self.root_path or path.startswith(self.root_path + "/")):
+            response = error_message(404, f"no plug-in is mounted at {path!r}")
+        else:
+            path = path[len(self.root_path) :] or "/"
+            body = message.get("body")
+            if body is not None and len(body) > self.max_body_size:
+                response = error_message(
+                    413, f"request body is larger than the limit of {self.max_body_size} bytes"
+                )
+            elif path == "/_health":
+                response = _json(200, {"status": "ok", "plugins": len(self._mounts)})
+            elif path == "/_plugins" or path.startswith("/_plugins/"):
+                response = await self._registry(message, path)
+            else:
+                mount = self._route(path)
+                if mount is None:
+                    response = error_message(404, f"no plug-in is mounted at {path!r}")
+                else:
+                    response = await self._call(mount, message, parts, path, correlation_id)
+
+        response["headers"].append(["x-correlation-id", correlation_id])
+        if mount is not None:
+            response["headers"].append(["x-valor-plugin", mount.spec.name])
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %d %s %s %.1fms %s",
+                mount.spec.name if mount else "-",
+                response["status"],
+                message["method"],
+                parts.path,
+                (time.perf_counter() - started) * 1000,
+                correlation_id,
+            )
+        return response
+
+    def _route(self, path: str) -> Mount | None:
+        for mount in self._routes:
+            prefix = mount.spec.prefix
+            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+                return mount
+        return None
+
+    async def _call(
+        self, mount: Mount, message: RequestMessage, parts: Any, path: str, correlation_id: str
+    ) -> ResponseMessage:
+        spec = mount.spec
+        stripped = path[len(spec.prefix) :] if spec.prefix != "/" else path
+        headers = [list(pair) for pair in message.get("headers") or []]
+        if _header(headers, "x-request-id") is None:
+            headers.append(["x-request-id", correlation_id])
+        headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
+        forwarded: RequestMessage = {
+            "url": urlunsplit((parts.scheme, parts.netloc, stripped or "/", parts.query, "")),
+            "method": message["method"].upper(),
+            "headers": headers,
+            "body": message.get("body"),
+        }
+        try:
+            answer = await asyncio.wait_for(mount.plugin.handle(forwarded), spec.timeout)
+            response = response_message(answer)
+        except TimeoutError:
+            log.warning("plug-in %r did not answer within %gs", spec.name, spec.timeout)
+            return error_message(
+                504, f"plug-in {spec.name!r} did not answer within {spec.timeout:g} seconds"
+            )
+        except PluginCrashed as exc:
+            log.error("plug-in %r crashed: %s", spec.name, exc)
+            return error_message(502, f"plug-in {spec.name!r} crashed: {exc}")
+        except WireError as exc:
+            return self._failure(spec, f"plug-in {spec.name!r} answered an invalid response: {exc}")
+        except Exception:
+            return self._failure(spec, f"plug-in {spec.name!r} raised an error")
+        return response
+
+    def _failure(self, spec: PluginSpec, detail: str) -> ResponseMessage:
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("%s [error_id=%s]", detail, error_id)
+        return error_message(500, detail, error_id=error_id)
+
+    # -- the /_plugins registry ---------------------------------------------------------------
+
+    async def _registry(self, message: RequestMessage, path: str) -> ResponseMessage:
+        if not self.registry:
+            return error_message(
+                404, "the plug-in registry is not enabled (start the host with the registry on)"
+            )
+        if self.registry_token is not None:
+            given = _header(message.get("headers") or [], "authorization") or ""
+            expected = f"Bearer {self.registry_token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                answer = error_message(401, "the registry needs 'Authorization: Bearer <token>'")
+                answer["headers"].append(["www-authenticate", "Bearer"])
+                return answer
+        method = message["method"].upper()
+        name = path[len("/_plugins/") :] if path.startswith("/_plugins/") else ""
+        if method == "GET" and not name:
+            return _json(200, {"plugins": [spec.describe() for spec in self.plugins]})
+        if method == "GET":
+            mount = self._mounts.get(name)
+            if mount is None:
+                return error_message(404, f"no plug-in named {name!r}")
+            return _json(200, mount.spec.describe())
+        if method == "POST" and not name:
+            return await self._register(message.get("body") or b"")
+        if method == "DELETE" and name:
+            try:
+                spec = await self.remove(name)
+            except KeyError:
+                return error_message(404, f"no plug-in named {name!r}")
+            return _json(200, {"removed": spec.name})
+        allowed = "GET, POST" if not name else "GET, DELETE"
+        answer = error_message(405, f"{method} is not allowed on {path} (allowed: {allowed})")
+        answer["headers"].append(["allow", allowed])
+        return answer
+
+    async def _register(self, body: bytes) -> ResponseMessage:
+        try:
+            definition = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return error_message(400, f"the plug-in definition is not valid JSON: {exc}")
+        base_dir = self.base_dir or Path.cwd()
+        try:
+            spec = parse_plugin(definition, base_dir, where="plug-in definition")
+        except ManifestError as exc:
+            return error_message(400, str(exc), field=exc.field)
+        if spec.path is not None and not spec.path.is_relative_to(base_dir.resolve()):
+            return error_message(
+                400,
+                f"plug-in {spec.name!r}: 'path' must be a file inside the manifest's folder",
+                field="path",
+            )
+        try:
+            await self.add(spec)
+        except ManifestError as exc:
+            return error_message(409, str(exc), field=exc.field)
+        except PluginLoadError as exc:
+            return error_message(400, str(exc), field="path")
+        return _json(201, spec.describe())
+
+
+def _header(headers: Any, name: str) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _json(status: int, body: Any) -> ResponseMessage:
+    return {
+        "status": status,
+        "headers": [["content-type", JSON]],
+        "body": json.dumps(body).encode(),
+    }
+
+
+async def _close_quietly(mount: Mount) -> None:
+    try:
+        await mount.plugin.close()
+    except Exception:
+        log.exception("closing plug-in %r failed", mount.spec.name)

@@ -1,0 +1,165 @@
+"""The server host: an ASGI app that answers HTTP with a ``Runtime`` (CPython only)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from .loaders import Loader
+from .loaders.python import load_python
+from .manifest import load_manifest
+from .responses import error_message
+from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("valor")
+
+SERVER_LOADERS: dict[str, Loader] = {"python": load_python}
+"""Every plug-in kind the server host can load."""
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ValorApp:
+    """ASGI app. Loads the manifest at lifespan start-up (or on the first request under a
+    server that does not run lifespan)."""
+
+    def __init__(self, runtime: Runtime, manifest_path: str | Path | None, strict: bool) -> None:
+        self.runtime = runtime
+        self.manifest_path = manifest_path
+        self.strict = strict
+        self._loaded = False
+
+    async def startup(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.manifest_path is not None:
+            await self.runtime.load(load_manifest(self.manifest_path), strict=self.strict)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            if not self._loaded:
+                await self.startup()
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.runtime.max_body_size
+        headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+        try:
+            body = await _read_body(receive, headers, limit)
+        except BodyTooLarge:
+            answer = error_message(413, f"request body is larger than the limit of {limit} bytes")
+            answer["headers"].append(["connection", "close"])
+            await _send(send, answer)
+            return
+        response = await self.runtime.handle(
+            {"url": _url(scope), "method": scope["method"], "headers": headers, "body": body}
+        )
+        await _send(send, response)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.error("%s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.runtime.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(
+    manifest: str | Path | None = None,
+    *,
+    registry: bool = False,
+    token: str | None = None,
+    strict: bool = False,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    loaders: dict[str, Loader] | None = None,
+) -> ValorApp:
+    """Build the ASGI app for a manifest.
+
+    With ``registry`` on, ``/_plugins`` requires ``Authorization: Bearer <token>``; without a
+    ``token`` one is generated and logged.
+    """
+    if registry and token is None:
+        token = secrets.token_urlsafe(24)
+        log.warning("registry enabled; its bearer token for this run is %s", token)
+    runtime = Runtime(
+        loaders if loaders is not None else SERVER_LOADERS,
+        registry=registry,
+        registry_token=token if registry else None,
+        max_body_size=max_body_size,
+    )
+    return ValorApp(runtime, manifest, strict)
+
+
+async def _read_body(receive: Receive, headers: list[list[str]], limit: int) -> bytes | None:
+    for name, value in headers:
+        if name == "content-length" and value.isdigit() and int(value) > limit:
+            raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    if size == 0:
+        return None
+    return b"".join(chunks)
+
+
+def _url(scope: Scope) -> str:
+    host = next((v for k, v in scope["headers"] if k == b"host"), None)
+    if host is None:
+        server = scope.get("server") or ("localhost", None)
+        host = f"{server[0]}:{server[1]}" if server[1] else server[0]
+    else:
+        host = host.decode("latin-1")
+    # Routing happens below the ASGI root_path, as under any mount point.
+    path, root_path = scope["path"], scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :] or "/"
+    query = scope.get("query_string", b"").decode("latin-1")
+    return f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+
+
+# The server frames the body itself; a plug-in's (or an upstream's) framing headers would lie.
+_FRAMING = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+async def _send(send: Send, response: dict[str, Any]) -> None:
+    body = response["body"]
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1"))
+        for k, v in response["headers"]
+        if k.lower() not in _FRAMING
+    ]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": response["status"], "headers": headers})
+    await send({"type": "http.response.body", "body": body})
