@@ -38,6 +38,7 @@ class PluginLoadError(RuntimeError):
     def __init__(self, plugin: str, message: str) -> None:
         super().__init__(f"plug-in {plugin!r} failed to load: {message}")
         self.plugin = plugin
+        self.reason = message
 
 
 class PluginCrashed(RuntimeError):

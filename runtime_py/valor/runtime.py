@@ -305,7 +305,9 @@ class Runtime:
         except ManifestError as exc:
             return error_message(409, str(exc), field=exc.field)
         except PluginLoadError as exc:
-            return error_message(400, str(exc), field="path")
+            field_name = "path" if spec.path is not None else "url"
+            detail = f"plug-in {spec.name!r}: {field_name!r} could not be loaded: {exc.reason}"
+            return error_message(400, detail, field=field_name)
         return _json(201, spec.describe())
 
 

@@ -1,0 +1,426 @@
+"""``valor build``: bundle plug-ins, the runtime and Pyodide into a static site.
+
+The site (page, service worker, runtime worker, Pyodide core, wheels, plug-ins) answers
+``fetch()`` calls offline from any static web host, at the root or under ``--base``.
+Slow steps (npm, pip) are cached, so a rerun only copies files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ManifestError
+from .manifest import Manifest, PluginSpec, load_manifest
+
+PYODIDE_VERSION = "314.0.7"
+PYODIDE_PYTHON = "3.14"
+PYODIDE_FILES = (
+    "pyodide.mjs",
+    "pyodide.asm.mjs",
+    "pyodide.asm.wasm",
+    "python_stdlib.zip",
+    "pyodide-lock.json",
+)
+SITE_FILES = {
+    # bundle name: source file (in the repository's sw/ and web/, or the package's static/)
+    "index.html": "web/index.html",
+    "demo.js": "web/demo.js",
+    "demo.css": "web/demo.css",
+    "valor.js": "web/valor.js",
+    "valor-worker.js": "web/valor-worker.js",
+    "valor-sw.js": "sw/valor-sw.js",
+}
+BUILD_PLACEHOLDER = "/*__VALOR_BUILD__*/null"
+# Kinds a browser cannot run; they are left out of the bundle with a warning.
+SERVER_ONLY_KINDS = {"native": "native plug-ins are shared libraries, which a browser cannot load"}
+SKIP_NAMES = {"__pycache__", "node_modules", "target", "build", "dist"}
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent.parent
+
+
+class BuildError(Exception):
+    """A build that cannot go on; the message says what to do."""
+
+
+@dataclass
+class Bundle:
+    """What the build wrote: the contents of ``valor-bundle.json``."""
+
+    version: str = ""
+    base: str = "/"
+    manifest: str = "plugins/plugins.json"
+    files: list[str] = field(default_factory=list)
+    runtime_wheel: str = ""
+    installer_wheels: list[str] = field(default_factory=list)
+    requirement_wheels: list[str] = field(default_factory=list)
+    assets: list[str] = field(default_factory=list)
+
+
+class Progress:
+    """One line per step: ``[2/7] Fetching Pyodide ... done (0.4 s)``."""
+
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        self.total = total
+        self.count = 0
+        self.quiet = quiet
+
+    @contextmanager
+    def step(self, title: str) -> Iterator[list[str]]:
+        self.count += 1
+        notes: list[str] = []
+        started = time.perf_counter()
+        self._print(f"[{self.count}/{self.total}] {title} ...", end="")
+        try:
+            yield notes
+        except BaseException:
+            self._print(" failed")
+            raise
+        elapsed = time.perf_counter() - started
+        suffix = f" ({', '.join(notes)})" if notes else ""
+        self._print(f" done{suffix} {elapsed:.1f} s")
+
+    def warn(self, message: str) -> None:
+        self._print(f"\n  warning: {message}", end="")
+
+    def _print(self, text: str, end: str = "\n") -> None:
+        if not self.quiet:
+            print(text, end=end, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``valor build [MANIFEST] [--out dist] [--base /sub/path/] [--cache DIR]``."""
+    parser = argparse.ArgumentParser(
+        prog="valor build", description="Bundle plug-ins into a static site that runs offline."
+    )
+    parser.add_argument("manifest", nargs="?", default="plugins/plugins.json")
+    parser.add_argument("--out", default="dist", help="output folder (default: dist)")
+    parser.add_argument("--base", default="/", help="URL path the site is served under")
+    parser.add_argument("--cache", default=None, help="cache folder (default: ~/.cache/valor)")
+    parser.add_argument("--quiet", action="store_true", help="print only errors")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        bundle = build(args.manifest, args.out, base=args.base, cache=args.cache, quiet=args.quiet)
+    except (BuildError, ManifestError) as exc:
+        print(f"\nvalor build: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        size = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file())
+        print(
+            f"Built {args.out}/ for base {bundle.base} ({size / 1e6:.1f} MB, version "
+            f"{bundle.version}) in {time.perf_counter() - started:.1f} s"
+        )
+    return 0
+
+
+def build(
+    manifest_path: str | Path,
+    out: str | Path,
+    *,
+    base: str = "/",
+    cache: str | Path | None = None,
+    quiet: bool = False,
+) -> Bundle:
+    """Build the site into ``out`` (replaced) and return what was written."""
+    out = Path(out)
+    cache_dir = Path(cache or os.environ.get("VALOR_CACHE") or _default_cache())
+    bundle = Bundle(base=_normalise_base(base))
+    progress = Progress(total=7, quiet=quiet)
+
+    with progress.step("Checking the manifest") as notes:
+        manifest, specs = _check_manifest(Path(manifest_path), progress)
+        notes.append(f"{len(specs)} plug-ins")
+    staging = Path(tempfile.mkdtemp(prefix=".valor-build-", dir=out.resolve().parent))
+    try:
+        with progress.step(f"Fetching Pyodide {PYODIDE_VERSION} with npm") as notes:
+            pyodide_dir = _pyodide(cache_dir, notes)
+            lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
+            for name in PYODIDE_FILES:
+                _copy(pyodide_dir / name, staging / "pyodide" / name)
+        with progress.step("Building the runtime wheel") as notes:
+            wheel = _runtime_wheel(staging / "wheels")
+            bundle.runtime_wheel = f"wheels/{wheel.name}"
+            notes.append(wheel.name)
+        with progress.step("Fetching micropip and packaging with pip") as notes:
+            for name in ("micropip", "packaging"):
+                version = lock["packages"][name]["version"]
+                path = _pip_download(cache_dir, [f"{name}=={version}"], None, notes)[0]
+                _copy(path, staging / "wheels" / path.name)
+                bundle.installer_wheels.append(f"wheels/{path.name}")
+        with progress.step("Fetching plug-in requirements with pip") as notes:
+            seen: set[str] = set()
+            for spec in specs:
+                if not spec.requirements:
+                    continue
+                for path in _pip_download(cache_dir, list(spec.requirements), spec, notes):
+                    if path.name not in seen:
+                        seen.add(path.name)
+                        _copy(path, staging / "wheels" / path.name)
+                        bundle.requirement_wheels.append(f"wheels/{path.name}")
+            notes.append(f"{len(seen)} wheels")
+        with progress.step("Copying plug-ins") as notes:
+            bundle.files = _copy_plugins(manifest, specs, staging / "plugins")
+            notes.append(f"{len(bundle.files)} files")
+        with progress.step("Writing the site") as notes:
+            _write_site(staging, bundle)
+            notes.append(f"version {bundle.version}")
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return bundle
+
+
+# -- steps ------------------------------------------------------------------------------------
+
+
+def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[PluginSpec]]:
+    if not path.is_file():
+        raise BuildError(f"manifest {str(path)!r} not found")
+    manifest = load_manifest(path)
+    specs = []
+    for spec in manifest.plugins:
+        if spec.type in SERVER_ONLY_KINDS:
+            progress.warn(f"plug-in {spec.name!r} is left out: {SERVER_ONLY_KINDS[spec.type]}")
+            continue
+        if spec.path is not None and not spec.path.exists():
+            raise BuildError(f"plug-in {spec.name!r}: file {str(spec.path)!r} not found")
+        specs.append(spec)
+    return manifest, specs
+
+
+def _pyodide(cache_dir: Path, notes: list[str]) -> Path:
+    """The npm package ``pyodide``: the repository's pinned copy, else a cached install."""
+    for candidate in (
+        REPO_DIR / "node_modules" / "pyodide",
+        cache_dir / f"pyodide-{PYODIDE_VERSION}" / "node_modules" / "pyodide",
+    ):
+        if _package_version(candidate) == PYODIDE_VERSION:
+            notes.append("cached")
+            return candidate
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BuildError(
+            "npm is not installed: install Node.js (with npm), or run scripts/install-browser.sh"
+        )
+    prefix = cache_dir / f"pyodide-{PYODIDE_VERSION}"
+    prefix.mkdir(parents=True, exist_ok=True)
+    _run(
+        [npm, "install", "--prefix", str(prefix), "--no-save", "--no-audit", "--no-fund",
+         f"pyodide@{PYODIDE_VERSION}"],
+        "npm could not fetch pyodide",
+    )  # fmt: skip
+    candidate = prefix / "node_modules" / "pyodide"
+    if _package_version(candidate) != PYODIDE_VERSION:
+        raise BuildError(f"npm did not install pyodide {PYODIDE_VERSION} into {prefix}")
+    return candidate
+
+
+def _runtime_wheel(folder: Path) -> Path:
+    """A pure-Python wheel of the ``valor`` package being run, written by hand: no build
+    backend, no network, byte-identical for identical sources."""
+    from . import __version__
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"valor-{__version__}-py3-none-any.whl"
+    info = f"valor-{__version__}.dist-info"
+    entries: list[tuple[str, bytes]] = []
+    for path in sorted(PACKAGE_DIR.rglob("*")):
+        relative = path.relative_to(PACKAGE_DIR)
+        if path.is_dir() or "__pycache__" in relative.parts or path.suffix == ".pyc":
+            continue
+        if relative.parts[0] == "static":
+            continue  # the site's own files, already in the bundle
+        entries.append((f"valor/{relative.as_posix()}", path.read_bytes()))
+    entries.append((f"{info}/METADATA", _metadata(__version__).encode()))
+    entries.append((f"{info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: valor-build\n"
+                    b"Root-Is-Purelib: true\nTag: py3-none-any\n"))  # fmt: skip
+    record = [f"{name},sha256={_digest(data)},{len(data)}" for name, data in entries]
+    record.append(f"{info}/RECORD,,")
+    entries.append((f"{info}/RECORD", ("\n".join(record) + "\n").encode()))
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries:
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+    return wheel
+
+
+def _pip_download(
+    cache_dir: Path, requirements: list[str], spec: PluginSpec | None, notes: list[str]
+) -> list[Path]:
+    """Pure-Python wheels for Pyodide's Python, dependencies included, cached by request."""
+    key = hashlib.sha256(json.dumps(sorted(requirements)).encode()).hexdigest()[:16]
+    folder = cache_dir / "wheels" / f"py{PYODIDE_PYTHON}-{key}"
+    done = folder / ".complete"
+    if done.exists():
+        if "cached" not in notes:
+            notes.append("cached")
+        return [folder / name for name in done.read_text().split()]
+    _require_pip()
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    command = [
+        sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
+        "--only-binary=:all:", "--platform", "any", "--implementation", "py", "--abi", "none",
+        "--python-version", PYODIDE_PYTHON, "--dest", str(folder), *requirements,
+    ]  # fmt: skip
+    if spec is None:
+        command.insert(4, "--no-deps")
+    owner = f"plug-in {spec.name!r}: " if spec else ""
+    try:
+        _run(command, f"{owner}pip could not download {', '.join(requirements)}")
+    except BuildError as exc:
+        missing = re.search(r"No matching distribution found for (\S+)", str(exc))
+        if missing:
+            raise BuildError(
+                f"{owner}requirement {missing.group(1)!r} has no pure-Python wheel for Python "
+                f"{PYODIDE_PYTHON} (the browser installs only pure-Python wheels from the bundle)"
+            ) from None
+        raise
+    wheels = sorted(folder.glob("*.whl"))
+    impure = [w.name for w in wheels if not w.name.endswith("-none-any.whl")]
+    if impure:
+        raise BuildError(f"{owner}{', '.join(impure)} is not a pure-Python wheel")
+    done.write_text("\n".join(w.name for w in wheels))
+    return wheels
+
+
+def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> list[str]:
+    """The manifest's folder (so ``POST /_plugins`` can mount any file shipped in it), plus
+    plug-in files from elsewhere, and the browser's manifest with paths relative to it."""
+    base_dir = manifest.base_dir
+    for path in _walk(base_dir):
+        _copy(path, folder / path.relative_to(base_dir))
+    entries = []
+    for spec in specs:
+        entry = dict(spec.source)
+        if spec.path is not None:
+            if spec.path.is_relative_to(base_dir):
+                relative = spec.path.relative_to(base_dir).as_posix()
+            else:
+                relative = f"_external/{spec.name}/{spec.path.name}"
+                sources = _walk(spec.path) if spec.path.is_dir() else [spec.path]
+                for path in sources:
+                    inside = path.relative_to(spec.path.parent)
+                    _copy(path, folder / "_external" / spec.name / inside)
+            entry["path"] = relative
+        entries.append(entry)
+    (folder / "plugins.json").write_text(json.dumps({"plugins": entries}, indent=2) + "\n")
+    return sorted(f"plugins/{p.relative_to(folder).as_posix()}" for p in _walk(folder))
+
+
+def _write_site(staging: Path, bundle: Bundle) -> None:
+    for name, source in SITE_FILES.items():
+        _copy(_site_source(source), staging / name)
+    bundle.assets = sorted(p.relative_to(staging).as_posix() for p in _walk(staging))
+    bundle.assets.append("valor-bundle.json")
+    digest = hashlib.sha256()
+    for name in bundle.assets[:-1]:
+        digest.update(name.encode() + b"\0" + (staging / name).read_bytes())
+    digest.update(bundle.base.encode())
+    bundle.version = digest.hexdigest()[:12]
+    info = {
+        "version": bundle.version,
+        "base": bundle.base,
+        "manifest": bundle.manifest,
+        "files": bundle.files,
+        "runtime_wheel": bundle.runtime_wheel,
+        "installer_wheels": bundle.installer_wheels,
+        "requirement_wheels": bundle.requirement_wheels,
+        "assets": bundle.assets,
+    }
+    (staging / "valor-bundle.json").write_text(json.dumps(info, indent=2) + "\n")
+    # The page and the service worker carry the build they belong to, to detect a stale one.
+    stamp = json.dumps({"version": bundle.version, "base": bundle.base, "assets": bundle.assets})
+    for name in ("valor.js", "valor-sw.js"):
+        target = staging / name
+        text = target.read_text()
+        if BUILD_PLACEHOLDER not in text:
+            raise BuildError(f"{name} has no {BUILD_PLACEHOLDER} placeholder")
+        target.unlink()  # may be a hard link into the sources
+        target.write_text(text.replace(BUILD_PLACEHOLDER, stamp))
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _site_source(relative: str) -> Path:
+    """A site file: from the repository when run from a checkout, else from the package."""
+    for path in (REPO_DIR / relative, PACKAGE_DIR / "static" / relative):
+        if path.is_file():
+            return path
+    raise BuildError(f"the site file {relative!r} is missing from this installation of valor")
+
+
+def _walk(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_NAMES and not d.startswith("."))
+        found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+    return found
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)  # same file system: no bytes copied
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def _run(command: list[str], failure: str) -> None:
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip().splitlines()[-15:]
+        raise BuildError(f"{failure}:\n    " + "\n    ".join(output))
+
+
+def _require_pip() -> None:
+    probe = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True)
+    if probe.returncode != 0:
+        raise BuildError(
+            f"pip is not available for {sys.executable}: install it (python -m ensurepip) "
+            "or run scripts/install-browser.sh"
+        )
+
+
+def _package_version(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "package.json").read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _normalise_base(base: str) -> str:
+    if not base.startswith("/") or "?" in base or "#" in base or "//" in base:
+        raise BuildError(f"--base must be a URL path like /sub/path/, got {base!r}")
+    return "/" + base.strip("/") + "/" if base.strip("/") else "/"
+
+
+def _metadata(version: str) -> str:
+    return f"Metadata-Version: 2.1\nName: valor\nVersion: {version}\n"
+
+
+def _digest(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _default_cache() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "valor"

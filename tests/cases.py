@@ -1,0 +1,209 @@
+"""The shared request table: one list of requests and what every host must answer.
+
+A host's test sends each case with its own ``send`` (httpx against the server, ``fetch`` in
+Chromium for the browser) and calls ``case.check(answer)``. The table runs in order against a
+freshly loaded ``plugins/plugins.json``; cases never depend on ids a previous run created.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from valor.headers import Headers
+
+TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: Headers
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    method: str
+    path: str
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    plugin: str | None = None
+    """The expected ``x-valor-plugin``; ``None`` means the answer must not carry one."""
+    text: str | None = None
+    json_subset: dict[str, Any] | None = None
+    detail_contains: str | None = None
+    expect_headers: dict[str, str] = field(default_factory=dict)
+    extra: Callable[[Answer], None] | None = None
+
+    def check(self, answer: Answer) -> None:
+        where = f"{self.id}: {self.method} {self.path}"
+        assert answer.status == self.status, (
+            f"{where}: status {answer.status}, {answer.body[:300]!r}"
+        )
+        assert answer.headers.get("x-valor-plugin") == self.plugin, where
+        expected_id = self.headers.get("x-request-id")
+        correlation_id = answer.headers.get("x-correlation-id")
+        assert correlation_id, f"{where}: no x-correlation-id"
+        if expected_id:
+            assert correlation_id == expected_id, where
+        if self.text is not None:
+            assert answer.body.decode() == self.text, f"{where}: body {answer.body[:300]!r}"
+        if self.json_subset is not None or self.detail_contains is not None:
+            assert answer.headers.get("content-type", "").startswith("application/json"), where
+            data = answer.json()
+            for key, value in (self.json_subset or {}).items():
+                assert data.get(key) == value, f"{where}: {key}={data.get(key)!r} in {data}"
+            if self.detail_contains is not None:
+                assert self.detail_contains in str(data.get("detail")), f"{where}: {data}"
+        for name, value in self.expect_headers.items():
+            assert answer.headers.get(name) == value, f"{where}: {name}: {answer.headers.get(name)}"
+        if self.extra is not None:
+            self.extra(answer)
+
+
+def _echo_url(answer: Answer) -> None:
+    assert answer.headers["x-echo-url"].endswith("/x/y?z=1&z=2"), answer.headers
+    assert "/echo" not in answer.headers["x-echo-url"], "the prefix must be stripped"
+
+
+def _has_error_id(answer: Answer) -> None:
+    assert len(answer.json()["error_id"]) == 12
+
+
+def _notes_listed(answer: Answer) -> None:
+    texts = [note["text"] for note in answer.json()["notes"]]
+    assert "Try POST /notes" in texts, texts
+
+
+def _note_created(answer: Answer) -> None:
+    note = answer.json()
+    assert answer.headers["location"] == f"/notes/{note['id']}"
+
+
+CASES: list[Case] = [
+    Case(
+        "hello",
+        "GET",
+        "/hello",
+        200,
+        plugin="hello",
+        text="Hello Plugin!",
+        expect_headers={"content-type": TEXT},
+    ),
+    Case("hello-subpath", "GET", "/hello/any/sub/path", 200, plugin="hello", text="Hello Plugin!"),
+    Case(
+        "hello-post", "POST", "/hello", 200, body=b"ignored", plugin="hello", text="Hello Plugin!"
+    ),
+    Case("prefix-boundary", "GET", "/hellothere", 404, detail_contains="/hellothere"),
+    Case(
+        "correlation-id",
+        "GET",
+        "/hello",
+        200,
+        headers={"x-request-id": "req-42"},
+        plugin="hello",
+        text="Hello Plugin!",
+    ),
+    Case("greeter", "GET", "/greeter?who=Bob", 200, plugin="greeter", text="Alice says hello Bob!"),
+    Case(
+        "greeter-missing-who",
+        "GET",
+        "/greeter",
+        400,
+        plugin="greeter",
+        json_subset={"status": 400, "error": "Bad Request"},
+        detail_contains="'who'",
+    ),
+    Case(
+        "echo",
+        "PUT",
+        "/echo/x/y?z=1&z=2",
+        200,
+        headers={"content-type": "text/x-demo"},
+        body="héllo".encode(),
+        plugin="echo",
+        text="héllo",
+        expect_headers={"content-type": "text/x-demo", "x-echo-method": "PUT"},
+        extra=_echo_url,
+    ),
+    Case("notes-list", "GET", "/notes", 200, plugin="notes", extra=_notes_listed),
+    Case(
+        "notes-add",
+        "POST",
+        "/notes",
+        201,
+        headers={"content-type": "application/json"},
+        body=b'{"text": "buy milk"}',
+        plugin="notes",
+        json_subset={"text": "buy milk"},
+        extra=_note_created,
+    ),
+    Case(
+        "notes-bad-json",
+        "POST",
+        "/notes",
+        400,
+        body=b"{not json",
+        plugin="notes",
+        detail_contains="not valid JSON",
+    ),
+    Case(
+        "notes-no-text",
+        "POST",
+        "/notes",
+        400,
+        body=b'{"title": "x"}',
+        plugin="notes",
+        detail_contains="'text'",
+    ),
+    Case("notes-unknown", "GET", "/notes/999", 404, plugin="notes", detail_contains="999"),
+    Case("notes-method", "PATCH", "/notes/1", 405, body=b"{}", plugin="notes"),
+    Case(
+        "not-found",
+        "GET",
+        "/nope/x",
+        404,
+        json_subset={"status": 404, "error": "Not Found"},
+        detail_contains="/nope/x",
+    ),
+    Case("health", "GET", "/_health", 200, json_subset={"status": "ok"}),
+    Case(
+        "plugin-raises",
+        "GET",
+        "/faulty/raise",
+        500,
+        plugin="faulty",
+        detail_contains="'faulty' raised",
+        extra=_has_error_id,
+    ),
+    Case(
+        "plugin-hangs",
+        "GET",
+        "/faulty/hang",
+        504,
+        plugin="faulty",
+        detail_contains="did not answer within 2 seconds",
+    ),
+    Case("still-serving", "GET", "/faulty/ok", 200, plugin="faulty", text="still serving"),
+]
+
+SendFunction = Callable[[Case], Answer]
+
+
+def run_cases(send: SendFunction, cases: list[Case] = CASES) -> None:
+    """Send every case in order and check each answer; report all failures at once."""
+    failures = []
+    for case in cases:
+        try:
+            case.check(send(case))
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, "\n".join(failures)

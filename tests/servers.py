@@ -1,0 +1,72 @@
+"""Real hosts for tests: a uvicorn process running ``valor serve`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+MANIFEST = ROOT / "plugins" / "plugins.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextmanager
+def valor_server(
+    manifest: Path | str = MANIFEST, *args: str, log_dir: Path, startup: float = 30.0
+) -> Iterator[Server]:
+    """Run ``valor serve`` in a subprocess until the block ends; waits until it answers."""
+    port = free_port()
+    log_path = log_dir / f"valor-{port}.log"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "valor.cli", "serve", str(manifest), "--port", str(port), *args],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        deadline = time.monotonic() + startup
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"valor serve exited with {process.returncode}:\n{server.log()}")
+            try:
+                httpx.get(server.url + "/_health", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"valor serve did not start:\n{server.log()}") from None
+                time.sleep(0.05)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

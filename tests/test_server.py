@@ -1,0 +1,255 @@
+"""The server host over real HTTP: a uvicorn process serving ``plugins/plugins.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from valor.headers import Headers
+
+from tests.cases import Answer, Case, run_cases
+from tests.conftest import REGISTRY_TOKEN
+from tests.servers import Server, valor_server
+
+AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
+
+
+def send_over_http(base_url: str):
+    client = httpx.Client(base_url=base_url, timeout=10)
+
+    def send(case: Case) -> Answer:
+        response = client.request(case.method, case.path, headers=case.headers, content=case.body)
+        return Answer(
+            response.status_code, Headers(response.headers.multi_items()), response.content
+        )
+
+    return send
+
+
+def test_shared_table(server: Server) -> None:
+    run_cases(send_over_http(server.url))
+
+
+def test_access_log_names_plugin_status_method_path_time_and_id(server: Server) -> None:
+    httpx.get(server.url + "/greeter?who=Ann", headers={"x-request-id": "log-me-123"})
+    deadline = time.monotonic() + 5
+    while "log-me-123" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    line = next(line for line in server.log().splitlines() if "log-me-123" in line)
+    assert "valor.access: greeter 200 GET /greeter" in line
+    assert "ms log-me-123" in line
+
+
+def test_generated_request_ids_are_unique(server: Server) -> None:
+    ids = {httpx.get(server.url + "/hello").headers["x-correlation-id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+def test_notes_delete_then_gone(server: Server) -> None:
+    created = httpx.post(server.url + "/notes", json={"text": "temporary"})
+    assert created.status_code == 201
+    location = created.headers["location"]
+    assert httpx.delete(server.url + location).status_code == 204
+    gone = httpx.get(server.url + location)
+    assert gone.status_code == 404
+    assert "no note with id" in gone.json()["detail"]
+
+
+def test_body_over_the_limit_is_413_and_server_keeps_serving(tmp_path: Path) -> None:
+    with valor_server("plugins/plugins.json", "--max-body-size", "1024", log_dir=tmp_path) as small:
+        too_big = httpx.post(small.url + "/echo", content=b"x" * 2048)
+        assert too_big.status_code == 413
+        assert "larger than the limit of 1024 bytes" in too_big.json()["detail"]
+        # Without a content-length, the limit applies while reading the stream.
+        chunks = (b"y" * 512 for _ in range(4))
+        streamed = httpx.post(small.url + "/echo", content=chunks)
+        assert streamed.status_code == 413
+        fits = httpx.post(small.url + "/echo", content=b"z" * 1000)
+        assert fits.status_code == 200 and fits.content == b"z" * 1000
+
+
+def test_hanging_plugin_does_not_stall_others(server: Server) -> None:
+    results: dict[str, int] = {}
+    hang = threading.Thread(
+        target=lambda: results.update(hang=httpx.get(server.url + "/faulty/hang").status_code)
+    )
+    hang.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert httpx.get(server.url + "/hello").status_code == 200
+    assert time.monotonic() - started < 1.0
+    hang.join()
+    assert results["hang"] == 504
+
+
+def test_slow_sync_handler_runs_off_the_event_loop(tmp_path: Path) -> None:
+    (tmp_path / "slow.py").write_text(
+        "import time\nfrom valor import vlugin\n\n@vlugin\ndef on_request(req):\n"
+        "    time.sleep(1.5)\n    return 'slow'\n"
+    )
+    (tmp_path / "fast.py").write_text(
+        "from valor import vlugin\n\n@vlugin\ndef on_request(req):\n    return 'fast'\n"
+    )
+    manifest = tmp_path / "plugins.json"
+    manifest.write_text(
+        json.dumps(
+            {
+                "plugins": [
+                    {"name": "slow", "type": "python", "path": "slow.py"},
+                    {"name": "fast", "type": "python", "path": "fast.py"},
+                ]
+            }
+        )
+    )
+    with valor_server(manifest, log_dir=tmp_path) as running:
+        slow = threading.Thread(target=httpx.get, args=(running.url + "/slow",))
+        slow.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        assert httpx.get(running.url + "/fast").text == "fast"
+        assert time.monotonic() - started < 1.0
+        slow.join()
+
+
+class TestRegistry:
+    def test_requires_the_bearer_token(self, server: Server) -> None:
+        assert httpx.get(server.url + "/_plugins").status_code == 401
+        wrong = httpx.get(server.url + "/_plugins", headers={"authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert wrong.headers["www-authenticate"] == "Bearer"
+
+    def test_lists_definitions(self, server: Server) -> None:
+        listed = httpx.get(server.url + "/_plugins", headers=AUTH).json()["plugins"]
+        greeter = next(p for p in listed if p["name"] == "greeter")
+        assert greeter == {
+            "name": "greeter",
+            "type": "python",
+            "path": "greeter.py",
+            "config": {"name": "Alice"},
+            "prefix": "/greeter",
+        }
+
+    def test_add_use_and_remove(self, server: Server) -> None:
+        definition = {
+            "name": "greeter2",
+            "type": "python",
+            "path": "greeter.py",
+            "prefix": "/hi",
+            "config": {"name": "Zed"},
+        }
+        added = httpx.post(server.url + "/_plugins", json=definition, headers=AUTH)
+        assert added.status_code == 201, added.text
+        answer = httpx.get(server.url + "/hi?who=Amy")
+        assert answer.text == "Zed says hello Amy!"
+        assert answer.headers["x-valor-plugin"] == "greeter2"
+        removed = httpx.delete(server.url + "/_plugins/greeter2", headers=AUTH)
+        assert removed.status_code == 200
+        assert httpx.get(server.url + "/hi?who=Amy").status_code == 404
+        missing = httpx.delete(server.url + "/_plugins/greeter2", headers=AUTH)
+        assert missing.status_code == 404
+
+    @pytest.mark.parametrize(
+        ("definition", "status", "field"),
+        [
+            ({"name": "hello", "type": "python", "path": "hello.py", "prefix": "/h2"}, 409, "name"),
+            (
+                {"name": "h2", "type": "python", "path": "hello.py", "prefix": "/hello"},
+                409,
+                "prefix",
+            ),
+            ({"name": "h3", "type": "cobol", "path": "hello.py"}, 400, "type"),
+            ({"name": "h4", "type": "python"}, 400, "path"),
+            ({"name": "", "type": "python", "path": "hello.py"}, 400, "name"),
+            ({"name": "h5", "type": "python", "path": "hello.py", "config": []}, 400, "config"),
+            ({"name": "h6", "type": "python", "path": "../tests/conftest.py"}, 400, "path"),
+            ({"name": "h7", "type": "python", "path": "/etc/passwd"}, 400, "path"),
+            ({"name": "h8", "type": "python", "path": "missing.py"}, 400, "path"),
+            (
+                {"name": "h9", "type": "python", "path": "hello.py", "prefix": "/_health"},
+                400,
+                "prefix",
+            ),
+        ],
+    )
+    def test_rejects_bad_definitions(
+        self, server: Server, definition: dict, status: int, field: str
+    ) -> None:
+        before = httpx.get(server.url + "/_plugins", headers=AUTH).json()
+        answer = httpx.post(server.url + "/_plugins", json=definition, headers=AUTH)
+        assert answer.status_code == status, answer.text
+        assert answer.json()["field"] == field
+        assert repr(field) in answer.json()["detail"] or field in answer.json()["detail"]
+        assert httpx.get(server.url + "/_plugins", headers=AUTH).json() == before
+
+    def test_rejects_symlink_escape(self, server: Server, tmp_path: Path) -> None:
+        outside = tmp_path / "evil.py"
+        outside.write_text(
+            "from valor import vlugin\n@vlugin\ndef on_request(r):\n    return 'x'\n"
+        )
+        link = Path("plugins") / "evil_link.py"
+        os.symlink(outside, link)
+        try:
+            answer = httpx.post(
+                server.url + "/_plugins",
+                json={"name": "evil", "type": "python", "path": "evil_link.py"},
+                headers=AUTH,
+            )
+        finally:
+            link.unlink()
+        assert answer.status_code == 400
+        assert "inside the manifest's folder" in answer.json()["detail"]
+
+    def test_bad_json_body(self, server: Server) -> None:
+        answer = httpx.post(server.url + "/_plugins", content=b"{", headers=AUTH)
+        assert answer.status_code == 400
+        assert "not valid JSON" in answer.json()["detail"]
+
+    def test_registry_off_by_default(self, tmp_path: Path) -> None:
+        with valor_server("plugins/plugins.json", log_dir=tmp_path) as plain:
+            answer = httpx.get(plain.url + "/_plugins")
+            assert answer.status_code == 404
+            assert "registry is not enabled" in answer.json()["detail"]
+
+
+class TestManifestAtStartup:
+    def test_a_broken_plugin_is_reported_and_the_others_load(self, tmp_path: Path) -> None:
+        (tmp_path / "ok.py").write_text(
+            "from valor import vlugin\n@vlugin\ndef on_request(r):\n    return 'ok'\n"
+        )
+        (tmp_path / "broken.py").write_text("def on_request(:\n")
+        manifest = tmp_path / "plugins.json"
+        manifest.write_text(
+            json.dumps(
+                {
+                    "plugins": [
+                        {"name": "broken", "type": "python", "path": "broken.py"},
+                        {"name": "ok", "type": "python", "path": "ok.py"},
+                    ]
+                }
+            )
+        )
+        with valor_server(manifest, log_dir=tmp_path) as running:
+            assert httpx.get(running.url + "/ok").text == "ok"
+            assert httpx.get(running.url + "/broken").status_code == 404
+            assert "plug-in 'broken' failed to load: syntax error" in running.log()
+
+        with pytest.raises(RuntimeError, match="plug-in 'broken' failed to load"):
+            with valor_server(manifest, "--strict", log_dir=tmp_path):
+                pass
+
+    def test_an_invalid_manifest_names_the_plugin_and_field(self, tmp_path: Path) -> None:
+        manifest = tmp_path / "plugins.json"
+        manifest.write_text(json.dumps({"plugins": [{"name": "x", "type": "python"}]}))
+        with pytest.raises(RuntimeError, match="plug-in 'x': 'path' is required"):
+            with valor_server(manifest, log_dir=tmp_path, startup=10):
+                pass
+
+    def test_a_missing_manifest_is_a_clear_error(self, tmp_path: Path) -> None:
+        with pytest.raises(RuntimeError, match="manifest not found"):
+            with valor_server(tmp_path / "nope.json", log_dir=tmp_path, startup=10):
+                pass
