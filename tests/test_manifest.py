@@ -1,0 +1,73 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from valor.errors import ManifestError
+from valor.manifest import load_manifest, parse_manifest
+
+
+def test_example_manifest_loads(tmp_path: Path) -> None:
+    manifest = load_manifest(Path("plugins/plugins.json"))
+    names = [spec.name for spec in manifest.plugins]
+    assert names[:4] == ["hello", "greeter", "echo", "notes"]
+    greeter = manifest.plugins[1]
+    assert greeter.prefix == "/greeter"
+    assert greeter.config == {"name": "Alice"}
+    assert greeter.path == Path("plugins/greeter.py").resolve()
+    assert greeter.timeout == 30.0
+
+
+def test_prefix_is_normalised() -> None:
+    manifest = parse_manifest(
+        {"plugins": [{"name": "a", "type": "python", "path": "a.py", "prefix": "/api/v1/"}]},
+        Path("/srv"),
+    )
+    assert manifest.plugins[0].prefix == "/api/v1"
+    assert manifest.plugins[0].path == Path("/srv/a.py")
+
+
+@pytest.mark.parametrize(
+    ("data", "message", "plugin", "field"),
+    [
+        ([], 'must be an object with a "plugins" list', None, None),
+        ({"plugins": [1]}, "plugins[0]: a plug-in definition must be an object", None, None),
+        ({"plugins": [{"type": "python"}]}, "plugins[0]: 'name'", None, "name"),
+        ({"plugins": [{"name": "a", "type": "perl", "path": "a"}]}, "'type' must be one of", "a",
+         "type"),
+        ({"plugins": [{"name": "a", "type": "python"}]}, "'path' is required", "a", "path"),
+        ({"plugins": [{"name": "a", "type": "proxy", "url": "ftp://x"}]}, "'url' must be", "a",
+         "url"),
+        ({"plugins": [{"name": "a", "type": "python", "path": "a", "prefix": "x"}]},
+         "'prefix' must be a path", "a", "prefix"),
+        ({"plugins": [{"name": "a", "type": "python", "path": "a", "timeout": 0}]},
+         "'timeout' must be a positive number", "a", "timeout"),
+        ({"plugins": [{"name": "a", "type": "python", "path": "a", "colour": 1}]},
+         "'colour' is not a known field", "a", "colour"),
+        ({"plugins": [{"name": "a", "type": "python", "path": "a", "requirements": "x"}]},
+         "'requirements' must be a list", "a", "requirements"),
+        ({"plugins": [{"name": "a", "type": "python", "path": "a"},
+                      {"name": "a", "type": "python", "path": "b", "prefix": "/b"}]},
+         "name is used twice", "a", "name"),
+        ({"plugins": [{"name": "a", "type": "python", "path": "a"},
+                      {"name": "b", "type": "python", "path": "b", "prefix": "/a"}]},
+         "already used by 'a'", "b", "prefix"),
+    ],
+)
+def test_errors_name_the_plugin_and_field(data, message, plugin, field) -> None:
+    with pytest.raises(ManifestError, match=message.replace("[", r"\[").replace("]", r"\]")) as caught:
+        parse_manifest(data, Path("/srv"))
+    assert caught.value.plugin == plugin
+    assert caught.value.field == field
+
+
+def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="cannot read manifest"):
+        load_manifest(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(ManifestError, match="is not valid JSON"):
+        load_manifest(bad)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps({"plugins": []}))
+    assert load_manifest(good).base_dir == tmp_path.resolve()

@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from valor import Response
+from valor.responses import to_message
+
+
+@pytest.mark.parametrize(
+    ("result", "status", "content_type", "body"),
+    [
+        ("hi", 200, "text/plain; charset=utf-8", b"hi"),
+        (b"\x00\x01", 200, "application/octet-stream", b"\x00\x01"),
+        ({"a": 1}, 200, "application/json", b'{"a": 1}'),
+        ([1, 2], 200, "application/json", b"[1, 2]"),
+        (None, 204, None, b""),
+        (("made", 201), 201, "text/plain; charset=utf-8", b"made"),
+    ],
+)
+def test_handler_results(result, status, content_type, body) -> None:
+    message = to_message(result)
+    assert message["status"] == status
+    assert dict(message["headers"]).get("content-type") == content_type
+    assert message["body"] == body
+
+
+def test_tuple_with_headers_and_explicit_response() -> None:
+    message = to_message(({"ok": True}, 202, {"x-a": "1"}))
+    assert message["status"] == 202
+    assert ["x-a", "1"] in message["headers"]
+    assert json.loads(message["body"]) == {"ok": True}
+    custom = Response("<b>", headers={"Content-Type": "text/html"}, status=418).message()
+    assert custom["headers"] == [["Content-Type", "text/html"]]
+    assert custom["status"] == 418
+
+
+def test_unsupported_results_say_what_is_allowed() -> None:
+    with pytest.raises(TypeError, match="return str, bytes, dict, list, None or a Response"):
+        to_message(3.5)
+    with pytest.raises(TypeError, match=r"\(body, status\)"):
+        to_message(("x", "201"))

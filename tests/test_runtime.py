@@ -1,0 +1,246 @@
+"""The runtime in-process: routing, headers, built-ins, limits and failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from valor.errors import PluginCrashed, PluginLoadError
+from valor.loaders.python import load_python
+from valor.manifest import parse_manifest
+from valor.runtime import Runtime
+
+pytestmark = pytest.mark.anyio
+
+HELLO = "from valor import vlugin\n@vlugin\ndef on_request(req):\n    return {name!r} + req.path\n"
+
+
+def write(folder: Path, name: str, source: str) -> str:
+    (folder / f"{name}.py").write_text(source)
+    return f"{name}.py"
+
+
+async def runtime_with(tmp_path: Path, plugins: list[dict], **options) -> Runtime:
+    runtime = Runtime({"python": load_python}, **options)
+    await runtime.load(parse_manifest({"plugins": plugins}, tmp_path))
+    return runtime
+
+
+def request(url: str, method: str = "GET", body: bytes | None = None, headers=()) -> dict:
+    return {"url": url, "method": method, "headers": list(headers), "body": body}
+
+
+def header(answer: dict, name: str) -> str | None:
+    return next((v for k, v in answer["headers"] if k.lower() == name), None)
+
+
+async def test_longest_prefix_wins_and_prefix_is_stripped(tmp_path: Path) -> None:
+    for name in ("api", "v2", "root"):
+        write(tmp_path, name, HELLO.format(name=name))
+    runtime = await runtime_with(
+        tmp_path,
+        [
+            {"name": "api", "type": "python", "path": "api.py", "prefix": "/api"},
+            {"name": "v2", "type": "python", "path": "v2.py", "prefix": "/api/v2"},
+            {"name": "root", "type": "python", "path": "root.py", "prefix": "/"},
+        ],
+    )
+    cases = {
+        "/api": b"api/",
+        "/api/x": b"api/x",
+        "/api/v2": b"v2/",
+        "/api/v2/users/1": b"v2/users/1",
+        "/api/v20": b"api/v20",
+        "/other": b"root/other",
+    }
+    for path, body in cases.items():
+        answer = await runtime.handle(request("http://h" + path))
+        assert answer["body"] == body, path
+    assert runtime.intercept_prefixes == ["/_health", "/api/v2", "/api", "/"]
+
+
+async def test_root_path_and_forwarded_prefix(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "show",
+        "from valor import vlugin\n@vlugin\ndef on_request(req):\n"
+        "    return {'url': req.url, 'prefix': req.prefix, 'id': req.headers['x-request-id']}\n",
+    )
+    runtime = await runtime_with(
+        tmp_path, [{"name": "show", "type": "python", "path": "show.py"}], root_path="/sub/"
+    )
+    answer = await runtime.handle(request("http://h/sub/show/a?q=1"))
+    data = json.loads(answer["body"])
+    assert data["url"] == "http://h/a?q=1"
+    assert data["prefix"] == "/sub/show"
+    assert data["id"] == header(answer, "x-correlation-id")
+    assert (await runtime.handle(request("http://h/show/a")))["status"] == 404
+    assert runtime.intercept_prefixes == ["/sub/_health", "/sub/show"]
+
+
+async def test_worker_style_sync_and_async_and_late_post(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "sync_worker",
+        "def onmessage(event):\n"
+        "    postMessage({'status': 201, 'headers': [['a', 'b']], 'body': event.data['method']})\n",
+    )
+    write(
+        tmp_path,
+        "async_worker",
+        "import asyncio\n"
+        "async def later(body):\n"
+        "    await asyncio.sleep(0.01)\n"
+        "    postMessage({'status': 200, 'body': body})\n"
+        "tasks = set()\n"
+        "async def onmessage(event):\n"
+        "    tasks.add(asyncio.create_task(later(event['data']['body'])))\n",
+    )
+    runtime = await runtime_with(
+        tmp_path,
+        [
+            {"name": "s", "type": "python", "path": "sync_worker.py"},
+            {"name": "a", "type": "python", "path": "async_worker.py"},
+        ],
+    )
+    sync_answer = await runtime.handle(request("http://h/s", "DELETE"))
+    assert (sync_answer["status"], sync_answer["body"]) == (201, b"DELETE")
+    assert ["a", "b"] in sync_answer["headers"]
+    async_answer = await runtime.handle(request("http://h/a", "POST", b"\x00\xff"))
+    assert async_answer["body"] == b"\x00\xff"
+
+
+async def test_invalid_answers_and_crashes(tmp_path: Path) -> None:
+    write(tmp_path, "bad", "def onmessage(event):\n    postMessage({'status': 'ok'})\n")
+    write(tmp_path, "weird", "from valor import vlugin\n@vlugin\ndef on_request(req):\n    return 1.5\n")
+    runtime = await runtime_with(
+        tmp_path,
+        [
+            {"name": "bad", "type": "python", "path": "bad.py"},
+            {"name": "weird", "type": "python", "path": "weird.py"},
+        ],
+    )
+    bad = await runtime.handle(request("http://h/bad"))
+    assert bad["status"] == 500
+    assert "answered an invalid response" in json.loads(bad["body"])["detail"]
+    weird = await runtime.handle(request("http://h/weird"))
+    assert weird["status"] == 500
+    assert header(weird, "x-valor-plugin") == "weird"
+
+    class Crashing:
+        async def handle(self, message):
+            raise PluginCrashed("worker exited with code 1")
+
+        async def close(self):
+            return None
+
+    async def load_crashing(spec):
+        return Crashing()
+
+    runtime.loaders["js"] = load_crashing
+    from valor.manifest import parse_plugin
+
+    await runtime.add(parse_plugin({"name": "c", "type": "js", "path": "c.js"}, tmp_path))
+    crashed = await runtime.handle(request("http://h/c"))
+    assert crashed["status"] == 502
+    assert "crashed: worker exited with code 1" in json.loads(crashed["body"])["detail"]
+
+
+async def test_timeout_and_body_limit(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "slow",
+        "import asyncio\nfrom valor import vlugin\n@vlugin\nasync def on_request(req):\n"
+        "    await asyncio.sleep(10)\n",
+    )
+    write(tmp_path, "hello", HELLO.format(name="hello"))
+    runtime = await runtime_with(
+        tmp_path,
+        [
+            {"name": "slow", "type": "python", "path": "slow.py", "timeout": 0.1},
+            {"name": "hello", "type": "python", "path": "hello.py"},
+        ],
+        max_body_size=10,
+    )
+    slow = await runtime.handle(request("http://h/slow"))
+    assert slow["status"] == 504
+    assert "within 0.1 seconds" in json.loads(slow["body"])["detail"]
+    big = await runtime.handle(request("http://h/hello", "POST", b"x" * 11))
+    assert big["status"] == 413
+    assert (await runtime.handle(request("http://h/hello", "POST", b"x" * 10)))["status"] == 200
+
+
+async def test_load_failures_are_reported_and_others_load(tmp_path: Path) -> None:
+    write(tmp_path, "hello", HELLO.format(name="hello"))
+    write(tmp_path, "undecorated", "def on_request(req):\n    return 'x'\n")
+    write(tmp_path, "nothing", "X = 1\n")
+    write(
+        tmp_path,
+        "create_fails",
+        "from valor import vlugin\n@vlugin\ndef on_create(ctx):\n    raise ValueError('no db')\n"
+        "@vlugin\ndef on_request(ctx, req):\n    return 'x'\n",
+    )
+    write(tmp_path, "import_fails", "import not_a_module_anywhere\n")
+    plugins = [
+        {"name": "undecorated", "type": "python", "path": "undecorated.py"},
+        {"name": "nothing", "type": "python", "path": "nothing.py"},
+        {"name": "create_fails", "type": "python", "path": "create_fails.py"},
+        {"name": "import_fails", "type": "python", "path": "import_fails.py"},
+        {"name": "native", "type": "native", "path": "x.so"},
+        {"name": "hello", "type": "python", "path": "hello.py"},
+    ]
+    runtime = Runtime({"python": load_python})
+    failures = await runtime.load(parse_manifest({"plugins": plugins}, tmp_path))
+    messages = [str(failure) for failure in failures]
+    assert messages == [
+        "plug-in 'undecorated' failed to load: on_request must be decorated with @vlugin",
+        "plug-in 'nothing' failed to load: the module defines neither an @vlugin on_request "
+        "nor onmessage(event)",
+        "plug-in 'create_fails' failed to load: on_create raised ValueError: no db at "
+        "create_fails.py:4",
+        messages[3],
+        "plug-in 'native' failed to load: type 'native' is not supported by this host "
+        "(supported: python)",
+    ]
+    assert "ModuleNotFoundError: No module named 'not_a_module_anywhere'" in messages[3]
+    assert [spec.name for spec in runtime.plugins] == ["hello"]
+
+    strict = Runtime({"python": load_python})
+    with pytest.raises(PluginLoadError, match="native"):
+        await strict.load(parse_manifest({"plugins": plugins[::-1]}, tmp_path), strict=True)
+    assert strict.plugins == []
+
+
+async def test_registry_changes_notify_subscribers(tmp_path: Path) -> None:
+    write(tmp_path, "hello", HELLO.format(name="hello"))
+    runtime = await runtime_with(tmp_path, [], registry=True)
+    seen: list[list[str]] = []
+    runtime.subscribe(lambda: seen.append(runtime.intercept_prefixes))
+    added = await runtime.handle(
+        request("http://h/_plugins", "POST", b'{"name": "hi", "type": "python", "path": "hello.py"}')
+    )
+    assert added["status"] == 201, added["body"]
+    assert (await runtime.handle(request("http://h/hi/x")))["body"] == b"hello/x"
+    removed = await runtime.handle(request("http://h/_plugins/hi", "DELETE"))
+    assert removed["status"] == 200
+    assert seen == [["/_health", "/_plugins", "/hi"], ["/_health", "/_plugins"]]
+    wrong = await runtime.handle(request("http://h/_plugins", "PUT"))
+    assert wrong["status"] == 405
+    assert header(wrong, "allow") == "GET, POST"
+
+
+async def test_state_is_kept_between_requests(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "counter",
+        "from valor import vlugin\n@vlugin\nasync def on_create(ctx):\n"
+        "    ctx.count = ctx.config['start']\n"
+        "@vlugin\ndef on_request(ctx, req):\n    ctx.count += 1\n    return str(ctx.count)\n",
+    )
+    runtime = await runtime_with(
+        tmp_path, [{"name": "c", "type": "python", "path": "counter.py", "config": {"start": 41}}]
+    )
+    assert (await runtime.handle(request("http://h/c")))["body"] == b"42"
+    assert (await runtime.handle(request("http://h/c")))["body"] == b"43"
