@@ -19,7 +19,10 @@ from .wire import RequestMessage, ResponseMessage
 BROWSER_LOADERS: dict[str, Loader] = {"python": load_python}
 """``{kind: loader}`` for the browser; other kinds add their browser loaders here."""
 
-log = logging.getLogger("valor.browser")
+try:
+    from pyodide.ffi import JsBuffer
+except ImportError:  # CPython: importable for tools and tests, unused there
+    JsBuffer = bytes
 
 
 class BrowserHost:
@@ -48,7 +51,7 @@ class BrowserHost:
             "url": url,
             "method": method,
             "headers": headers.to_py(),
-            "body": None if body is None else body.to_bytes(),
+            "body": body.to_bytes() if isinstance(body, JsBuffer) else None,
         }
         response = await self.runtime.handle(message)
         return to_js_response(response)
@@ -62,13 +65,16 @@ async def start(
     root_path: str = "",
     on_change: Callable[[Any], None] | None = None,
     registry: bool = True,
+    access_log: bool = False,
 ) -> BrowserHost:
     """Load the manifest into a new runtime. ``on_change(prefixes)`` runs after mounts change.
 
     The registry needs no token here: it only ever holds files shipped in the bundle, and
     only this tab's runtime changes.
     """
+    # Load and failure messages go to the console; one line per request would slow every call.
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
     runtime = Runtime(BROWSER_LOADERS, root_path=root_path.rstrip("/"), registry=registry)
     failures = [str(exc) for exc in await runtime.load(load_manifest(manifest_path))]
     host = BrowserHost(runtime, failures)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import ManifestError
 from .manifest import Manifest, PluginSpec, load_manifest
@@ -112,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="/", help="URL path the site is served under")
     parser.add_argument("--cache", default=None, help="cache folder (default: ~/.cache/valor)")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument("--serve", action="store_true", help="then serve the site on localhost")
+    parser.add_argument("--host", default="127.0.0.1", help="with --serve (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="with --serve (default: 8080)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -125,7 +129,25 @@ def main(argv: list[str] | None = None) -> int:
             f"Built {args.out}/ for base {bundle.base} ({size / 1e6:.1f} MB, version "
             f"{bundle.version}) in {time.perf_counter() - started:.1f} s"
         )
+    if args.serve:
+        server = serve(args.out, bundle.base, args.host, args.port)
+        print(f"Serving {args.out}/ at http://{args.host}:{server.server_port}{bundle.base}")
+        print("Open that URL in a browser; press Ctrl+C to stop.")
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
     return 0
+
+
+def serve(folder: str | Path, base: str = "/", host: str = "127.0.0.1", port: int = 0) -> Any:
+    """A static HTTP server for the site at ``base`` (``port=0`` picks a free port). Call
+    ``serve_forever()`` on it, in a thread if needed."""
+    from .static import StaticServer
+
+    return StaticServer(Path(folder), _normalise_base(base), host, port)
 
 
 def build(

@@ -1,0 +1,227 @@
+// Valor's service worker: hands same-origin requests under the runtime's prefixes to the
+// runtime worker of a tab, over a MessagePort that tab gave us. Everything else goes to the
+// network untouched. It holds no state the browser cannot take away: when the browser stops
+// it, the prefixes come back from Cache Storage and each tab is asked for a new port.
+//
+// From a page (postMessage):  VALOR_CONNECT {nonce, version, timeout, manifest, prefixes} + port
+//                             VALOR_PREFIXES {nonce, prefixes}     after the mounts changed
+//                             VALOR_CLAIM {nonce}                  take control (hard reload)
+// To a page:                  VALOR_ACK {nonce, version}          the SW's build version
+//                             VALOR_NEED_PORT {}                   the SW lost this tab's port
+// On a port, to the worker:   {type: "request", id, url, method, headers, body}   body transferred
+// On a port, from the worker: {type: "response", id, status, headers, body}
+//                             {type: "status", status}             booting | ready | error
+//                             {type: "prefixes", prefixes}         after /_plugins changed mounts
+
+const BUILD = /*__VALOR_BUILD__*/null;
+const VERSION = BUILD?.version ?? "dev";
+const SCOPE = new URL(self.registration.scope).pathname; // the bundle's base, ends with "/"
+const ASSETS = new Set([SCOPE, ...(BUILD?.assets ?? []).map((a) => SCOPE + a)]);
+const STATE_CACHE = "valor-state";
+const STATE_URL = `${self.registration.scope}__valor_state__`;
+const DEFAULT_TIMEOUT = 35000; // ms; more than a plug-in's default 30 s, so its 504 wins
+const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+const OWN_PORT_GRACE = 1000; // ms to wait for a tab's own port when another tab could answer
+
+const tabs = new Map(); // clientId -> {port, status}
+const pending = new Map(); // request id -> settle(message)
+const portWaiters = new Map(); // clientId -> [resolve]
+let state = null; // {prefixes, timeout, manifest}: the last runtime's, persisted
+let stateLoaded = null;
+let nextId = 0;
+
+self.addEventListener("install", (event) => event.waitUntil(self.skipWaiting()));
+self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+self.addEventListener("message", (event) => event.waitUntil(onMessage(event)));
+self.addEventListener("fetch", onFetch);
+
+// -- pages and ports ------------------------------------------------------------------------
+
+async function onMessage(event) {
+  const message = event.data ?? {};
+  const source = event.source;
+  await loadState(); // after a restart, keep the saved prefixes until the page sends its own
+  if (message.type === "VALOR_CONNECT") {
+    connect(source.id, event.ports[0]);
+    await saveState({
+      prefixes: message.prefixes ?? state?.prefixes ?? [],
+      timeout: message.timeout ?? DEFAULT_TIMEOUT,
+      manifest: message.manifest ?? state?.manifest,
+    });
+    await pruneTabs();
+  } else if (message.type === "VALOR_PREFIXES") {
+    await saveState({ ...(state ?? {}), prefixes: message.prefixes });
+  } else if (message.type === "VALOR_CLAIM") {
+    await self.clients.claim();
+  } else {
+    return;
+  }
+  source.postMessage({ type: "VALOR_ACK", nonce: message.nonce, version: VERSION });
+}
+
+function connect(clientId, port) {
+  tabs.get(clientId)?.port.close();
+  const tab = { port, status: "booting" };
+  tabs.set(clientId, tab);
+  port.onmessage = (event) => {
+    const message = event.data;
+    if (message.type === "response") pending.get(message.id)?.(message);
+    else if (message.type === "status") tab.status = message.status;
+    else if (message.type === "prefixes") saveState({ ...state, prefixes: message.prefixes });
+  };
+  for (const resolve of portWaiters.get(clientId) ?? []) resolve(tab);
+  portWaiters.delete(clientId);
+}
+
+async function pruneTabs() {
+  // Chromium has no close event on ports: a closed tab's port just goes silent.
+  const alive = new Set((await self.clients.matchAll({ type: "all" })).map((c) => c.id));
+  for (const [id, tab] of tabs) {
+    if (!alive.has(id)) {
+      tab.port.close();
+      tabs.delete(id);
+    }
+  }
+}
+
+async function anyTab() {
+  await pruneTabs();
+  const all = [...tabs.values()];
+  return all.find((tab) => tab.status === "ready") ?? all[0] ?? null;
+}
+
+function waitForPort(clientId, ms) {
+  return new Promise((resolve) => {
+    const waiters = portWaiters.get(clientId) ?? [];
+    portWaiters.set(clientId, waiters);
+    waiters.push(resolve);
+    setTimeout(() => resolve(null), ms);
+  });
+}
+
+// -- state that survives a stop of the service worker ----------------------------------------
+
+async function saveState(next) {
+  state = next;
+  const cache = await caches.open(STATE_CACHE);
+  await cache.put(STATE_URL, new Response(JSON.stringify(state)));
+}
+
+function loadState() {
+  stateLoaded ??= (async () => {
+    const saved = await (await caches.open(STATE_CACHE)).match(STATE_URL);
+    state ??= saved ? await saved.json() : { prefixes: [], timeout: DEFAULT_TIMEOUT };
+  })();
+  return stateLoaded;
+}
+
+// -- requests -------------------------------------------------------------------------------
+
+function onFetch(event) {
+  const url = new URL(event.request.url);
+  if (url.origin !== self.location.origin || !url.pathname.startsWith(SCOPE)) return;
+  if (ASSETS.has(url.pathname)) return;
+  if (state === null) {
+    // Just restarted: decide once the saved prefixes are back.
+    event.respondWith(
+      loadState().then(() => (intercepts(url) ? answer(event) : fetch(event.request))),
+    );
+  } else if (intercepts(url)) {
+    event.respondWith(answer(event));
+  }
+}
+
+function intercepts(url) {
+  const path = url.pathname;
+  return state.prefixes.some((p) => path === p || path.startsWith(p.endsWith("/") ? p : `${p}/`));
+}
+
+async function answer(event) {
+  const request = event.request;
+  const timeout = state.timeout ?? DEFAULT_TIMEOUT;
+  const deadline = Date.now() + timeout;
+  const tab = await findTab(event, timeout);
+  if (tab === "boot") return bootPage();
+  if (!tab) {
+    return error(503, "no Valor runtime is running for this page: call Valor.start() first");
+  }
+  const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.arrayBuffer();
+  const id = ++nextId;
+  const message = { type: "request", id, url: request.url, method: request.method, headers: [...request.headers], body };
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      pending.delete(id);
+      resolve(
+        tab.status === "ready"
+          ? error(504, `the browser runtime did not answer within ${timeout / 1000} seconds`)
+          : error(503, `the Valor runtime is still booting (waited ${timeout / 1000} seconds)`),
+      );
+    }, Math.max(0, deadline - Date.now()));
+    pending.set(id, (reply) => {
+      clearTimeout(timer);
+      pending.delete(id);
+      resolve(toResponse(reply));
+    });
+    tab.port.postMessage(message, body ? [body] : []);
+  });
+}
+
+async function findTab(event, timeout) {
+  const clientId = event.clientId;
+  if (!clientId) {
+    // A navigation has no client yet: a live tab answers, else a page that boots a runtime.
+    return (await anyTab()) ?? (event.request.mode === "navigate" ? "boot" : null);
+  }
+  const own = tabs.get(clientId);
+  if (own) return own;
+  const client = await self.clients.get(clientId);
+  if (client) client.postMessage({ type: "VALOR_NEED_PORT" });
+  const other = await anyTab();
+  // A page that never starts Valor (or a worker) is served by another tab's runtime.
+  const grace = other && client?.type !== "window" ? 0 : other ? OWN_PORT_GRACE : timeout;
+  return (await waitForPort(clientId, grace)) ?? other;
+}
+
+function toResponse({ status, headers, body }) {
+  try {
+    return new Response(NULL_BODY.has(status) ? null : body, { status, headers });
+  } catch (problem) {
+    return error(502, `the plug-in's answer is not a valid HTTP response: ${problem.message}`);
+  }
+}
+
+function error(status, detail) {
+  const phrases = { 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" };
+  const body = JSON.stringify({ status, error: phrases[status] ?? "Error", detail });
+  return new Response(body, { status, headers: { "content-type": "application/json" } });
+}
+
+function bootPage() {
+  const options = JSON.stringify({ manifest: state.manifest, timeout: state.timeout });
+  const html = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Valor</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font: 15px system-ui, sans-serif; margin: 2rem">
+<p id="valor-boot">Starting the Valor runtime…</p>
+<script type="module">
+import { Valor } from "${SCOPE}valor.js";
+const note = document.getElementById("valor-boot");
+try {
+  await Valor.start(${options});
+  const response = await fetch(location.href);
+  const type = response.headers.get("content-type") ?? "";
+  if (type.startsWith("text/html")) {
+    document.open(); document.write(await response.text()); document.close();
+  } else {
+    const pre = document.createElement("pre");
+    pre.style.whiteSpace = "pre-wrap";
+    pre.textContent = await response.text();
+    note.textContent = response.status + " " + response.statusText;
+    note.after(pre);
+  }
+} catch (problem) {
+  note.textContent = "The Valor runtime could not start: " + problem.message;
+}
+</script></body></html>`;
+  return new Response(html, { headers: { "content-type": "text/html; charset=utf-8" } });
+}

@@ -1,0 +1,133 @@
+// The runtime worker (a module worker, one per tab): boots Pyodide, installs the Valor runtime
+// from the bundle and answers requests that the service worker sends over a MessagePort.
+//
+// Messages from the page:   {type: "boot", base, manifest}        start the runtime
+//                           {type: "port"} + ports[0]               the service worker's channel
+// Messages to the page:     {type: "status", status, ...}          booting | ready | error
+//                           {type: "prefixes", prefixes}           after /_plugins changed mounts
+// On the port, from the SW: {type: "request", id, url, method, headers, body}
+// On the port, to the SW:   {type: "response", id, status, headers, body}   body transferred
+//                           {type: "status", status}
+//                           {type: "prefixes", prefixes}           after /_plugins changed mounts
+
+let host = null; // the Python BrowserHost, once booted
+let status = "booting";
+let port = null; // the current service worker's end of this tab's channel
+const waiting = []; // requests that arrived while booting: [port, message]
+
+// Handlers first, before any await: a module worker drops messages that find no handler.
+self.onmessage = (event) => {
+  const message = event.data;
+  if (message.type === "port") adopt(event.ports[0]);
+  else if (message.type === "boot") boot(message);
+};
+
+function adopt(newPort) {
+  // A new port means the service worker restarted or was updated: the old one is dead.
+  if (port) port.close();
+  port = newPort;
+  port.onmessage = (event) => receive(newPort, event.data);
+  newPort.postMessage({ type: "status", status });
+}
+
+function receive(from, message) {
+  if (message.type !== "request") return;
+  if (host) answer(from, message);
+  else waiting.push([from, message]);
+}
+
+async function answer(to, { id, url, method, headers, body }) {
+  let reply;
+  try {
+    const response = await host.handle(url, method, headers, body ?? undefined);
+    reply = { type: "response", id, status: response.status, headers: response.headers, body: response.body };
+  } catch (error) {
+    // The runtime answers every failure itself; this is a bug in the host, not a plug-in.
+    console.error("valor: the runtime failed to answer", error);
+    reply = failure(id, 500, `the browser runtime failed: ${error}`);
+  }
+  to.postMessage(reply, reply.body ? [reply.body.buffer] : []);
+}
+
+function failure(id, status, detail) {
+  const body = new TextEncoder().encode(JSON.stringify({ status, error: "runtime error", detail }));
+  return { type: "response", id, status, headers: [["content-type", "application/json"]], body };
+}
+
+function setStatus(next, extra = {}) {
+  status = next;
+  self.postMessage({ type: "status", status, ...extra });
+  port?.postMessage({ type: "status", status });
+}
+
+async function boot({ base, manifest }) {
+  const started = performance.now();
+  const steps = {};
+  const step = async (name, work) => {
+    const t = performance.now();
+    const result = await work();
+    steps[name] = Math.round(performance.now() - t);
+    return result;
+  };
+  try {
+    const info = await step("bundle", async () => fetchJSON(`${base}valor-bundle.json`));
+    const { loadPyodide } = await import(`${base}pyodide/pyodide.mjs`);
+    const [pyodide, files] = await Promise.all([
+      step("pyodide", () => loadPyodide({ indexURL: `${base}pyodide/` })),
+      step("files", () => fetchFiles(base, info.files)),
+    ]);
+    for (const [path, bytes] of files) {
+      pyodide.FS.mkdirTree(`/valor/${path}`.replace(/\/[^/]*$/, ""));
+      pyodide.FS.writeFile(`/valor/${path}`, bytes);
+    }
+    await step("runtime", () => loadWheels(pyodide, [`${base}${info.runtime_wheel}`]));
+    const browser = pyodide.pyimport("valor.browser");
+    if (info.requirement_wheels.length) {
+      await step("requirements", async () => {
+        await loadWheels(pyodide, info.installer_wheels.map((w) => `${base}${w}`));
+        await browser.install(info.requirement_wheels.map((w) => new URL(w, new URL(base, location.href)).href));
+      });
+    }
+    // The service worker hears of new prefixes on the port, before the /_plugins answer that
+    // caused them, so a request to a new plug-in right after it is intercepted.
+    const onChange = (prefixes) => {
+      port?.postMessage({ type: "prefixes", prefixes });
+      self.postMessage({ type: "prefixes", prefixes });
+    };
+    host = await step("plugins", () =>
+      browser.start(`/valor/${manifest}`, base.replace(/\/$/, ""), onChange),
+    );
+    const state = host.describe().toJs({ dict_converter: Object.fromEntries });
+    setStatus("ready", { ...state, bootMs: Math.round(performance.now() - started), steps });
+    for (const [from, message] of waiting.splice(0)) answer(from, message);
+  } catch (error) {
+    console.error("valor: the runtime failed to boot", error);
+    setStatus("error", { error: String(error?.message ?? error) });
+    for (const [from, { id }] of waiting.splice(0)) {
+      from.postMessage(failure(id, 503, `the browser runtime failed to boot: ${error}`));
+    }
+  }
+}
+
+async function fetchJSON(url) {
+  const response = await fetch(url, { cache: "no-cache" });
+  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+  return response.json();
+}
+
+async function fetchFiles(base, paths) {
+  return Promise.all(
+    paths.map(async (path) => {
+      const response = await fetch(`${base}${path}`, { cache: "no-cache" });
+      if (!response.ok) throw new Error(`${base}${path} answered ${response.status}`);
+      return [path, new Uint8Array(await response.arrayBuffer())];
+    }),
+  );
+}
+
+async function loadWheels(pyodide, urls) {
+  // loadPackage resolves even when a package fails: collect its errors and throw them.
+  const errors = [];
+  await pyodide.loadPackage(urls, { messageCallback: () => {}, errorCallback: (e) => errors.push(e) });
+  if (errors.length) throw new Error(errors.join("; "));
+}

@@ -1,0 +1,141 @@
+// Valor in a page: `await Valor.start({manifest})` registers the service worker, starts this
+// tab's runtime worker, connects the two with a MessageChannel and resolves once requests to
+// the plug-ins are intercepted. Status events: "booting", "ready", "error" (and "status" for
+// all of them, with the details in `event.detail`); "prefixes" after /_plugins changes.
+
+const BUILD = /*__VALOR_BUILD__*/null;
+export const VERSION = BUILD?.version ?? "dev";
+const ACK_TIMEOUT = 3000; // ms for the service worker to acknowledge a message
+
+class ValorRuntime extends EventTarget {
+  status = "idle";
+  detail = {};
+  prefixes = null;
+  #options = null;
+  #worker = null;
+  #started = null;
+  #acks = new Map();
+  #nonce = 0;
+
+  /** Start the runtime of this tab; resolves with its state once requests are intercepted. */
+  start(options = {}) {
+    this.#started ??= this.#start(options).catch((error) => {
+      this.#setStatus("error", { error: error.message });
+      throw error;
+    });
+    return this.#started;
+  }
+
+  async #start({ manifest = "plugins/plugins.json", timeout = 35000, base = BUILD?.base ?? "/" } = {}) {
+    const began = performance.now();
+    this.#options = { manifest, timeout, base };
+    if (!("serviceWorker" in navigator)) {
+      throw new Error("this browser has no service workers (is the page served over http://localhost or https?)");
+    }
+    if (!location.pathname.startsWith(base)) {
+      throw new Error(`this bundle was built for ${base} but the page is at ${location.pathname}: rebuild with --base`);
+    }
+    this.#setStatus("booting");
+    const ready = new Promise((resolve, reject) => {
+      this.addEventListener("ready", resolve, { once: true });
+      this.addEventListener("error", (event) => reject(new Error(event.detail.error)), { once: true });
+    });
+    this.#startWorker(base, manifest);
+
+    const sw = navigator.serviceWorker;
+    sw.addEventListener("message", (event) => this.#onServiceWorkerMessage(event.data));
+    // A new service worker (an update) has no port yet: give it one.
+    sw.addEventListener("controllerchange", () => this.#connect().catch((e) => this.#fail(e)));
+    const registration = await sw.register(`${base}valor-sw.js?v=${VERSION}`, { scope: base });
+    await this.#controlled(registration);
+    await this.#connect();
+    await ready;
+    await this.#send({ type: "VALOR_PREFIXES", prefixes: this.prefixes });
+    this.detail.startMs = Math.round(performance.now() - began);
+    return this.detail;
+  }
+
+  #startWorker(base, manifest) {
+    this.#worker = new Worker(`${base}valor-worker.js`, { type: "module" });
+    this.#worker.onmessage = (event) => this.#onWorkerMessage(event.data);
+    this.#worker.onerror = (event) => this.#fail(new Error(`the runtime worker failed: ${event.message ?? "could not load"}`));
+    this.#worker.postMessage({ type: "boot", base, manifest });
+  }
+
+  async #controlled(registration) {
+    const sw = navigator.serviceWorker;
+    if (sw.controller?.scriptURL === new URL(`valor-sw.js?v=${VERSION}`, new URL(this.#options.base, location.href)).href) return;
+    const changed = new Promise((resolve) => sw.addEventListener("controllerchange", resolve, { once: true }));
+    // After a hard reload an active worker does not control the page until it claims it.
+    if (registration.active && !registration.installing && !registration.waiting) {
+      registration.active.postMessage({ type: "VALOR_CLAIM", nonce: 0 });
+    }
+    await changed;
+  }
+
+  async #connect() {
+    const controller = navigator.serviceWorker.controller;
+    if (!controller || !this.#worker) return;
+    const channel = new MessageChannel();
+    this.#worker.postMessage({ type: "port" }, [channel.port1]);
+    const { timeout, manifest } = this.#options;
+    const ack = await this.#send({ type: "VALOR_CONNECT", timeout, manifest, prefixes: this.prefixes, version: VERSION }, [channel.port2]);
+    if (ack.version !== VERSION) {
+      // A stale service worker: fetch the new one; its controllerchange reconnects.
+      const registration = await navigator.serviceWorker.getRegistration(this.#options.base);
+      await registration?.update();
+      console.warn(`valor: service worker ${ack.version} replaced by ${VERSION}`);
+    }
+  }
+
+  #send(message, transfer = []) {
+    const nonce = ++this.#nonce;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#acks.delete(nonce);
+        reject(new Error(`the service worker did not answer ${message.type}`));
+      }, ACK_TIMEOUT);
+      this.#acks.set(nonce, (ack) => {
+        clearTimeout(timer);
+        resolve(ack);
+      });
+      navigator.serviceWorker.controller.postMessage({ ...message, nonce }, transfer);
+    });
+  }
+
+  #onServiceWorkerMessage(message) {
+    if (message?.type === "VALOR_ACK") {
+      this.#acks.get(message.nonce)?.(message);
+      this.#acks.delete(message.nonce);
+    } else if (message?.type === "VALOR_NEED_PORT") {
+      this.#connect().catch((error) => this.#fail(error));
+    }
+  }
+
+  #onWorkerMessage(message) {
+    if (message.type === "status") {
+      const { type, status, ...detail } = message;
+      if (status === "ready") this.prefixes = detail.prefixes;
+      this.#setStatus(status, detail);
+    } else if (message.type === "prefixes") {
+      this.prefixes = message.prefixes; // the worker told the service worker already
+      this.dispatchEvent(new CustomEvent("prefixes", { detail: message.prefixes }));
+    }
+  }
+
+  #fail(error) {
+    console.error("valor:", error);
+    this.#setStatus("error", { error: error.message });
+  }
+
+  #setStatus(status, detail = {}) {
+    this.status = status;
+    this.detail = { ...this.detail, ...detail, status };
+    for (const type of [status, "status"]) {
+      this.dispatchEvent(new CustomEvent(type, { detail: this.detail }));
+    }
+  }
+}
+
+export const Valor = new ValorRuntime();
+globalThis.Valor = Valor;
