@@ -1,0 +1,347 @@
+"""``valor new``: scaffold a plug-in, its manifest entry and a test that passes.
+
+    valor new weather                      # plugins/weather.py, decorated with @vlugin
+    valor new weather --kind worker        # a worker-style Python module (onmessage/postMessage)
+    valor new weather --kind js            # plugins/weather.js, a Web Worker script
+    valor new weather --kind wasm          # plugins/src/weather.wasm.c, built to plugins/build/
+
+Nothing is written when the name, its prefix or a file it needs is already taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError
+from .manifest import Manifest, load_manifest, parse_plugin
+
+DEFAULT_MANIFEST = "plugins/plugins.json"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of plug-in is scaffolded."""
+
+    type: str
+    file: str  # where the source goes, relative to the manifest's folder; {name} is replaced
+    path: str  # the manifest entry's "path"
+    template: str
+    compiled: bool = False
+
+
+class ScaffoldError(Exception):
+    """A scaffold that would clash with what exists; nothing has been written."""
+
+
+@dataclass(frozen=True)
+class Scaffold:
+    manifest: Path
+    entry: dict[str, Any]
+    files: dict[Path, str]
+    kind: Kind
+
+
+PYTHON = '''\
+"""{name}: a Valor plug-in. ``GET {prefix}?who=Ann`` answers a greeting."""
+
+from valor import vlugin
+
+
+@vlugin
+def on_request(req):
+    who = req.query_params.get("who", "world")
+    return f"Hello {{who}}, from {name}!"
+'''
+
+WORKER = '''\
+"""{name}: a worker-style Valor plug-in. Like a Web Worker, it receives the request as
+``event.data`` ({{url, method, headers, body}}) and answers with ``postMessage``."""
+
+from urllib.parse import parse_qs, urlsplit
+
+
+def onmessage(event):
+    request = event.data
+    who = parse_qs(urlsplit(request["url"]).query).get("who", ["world"])[0]
+    postMessage(  # noqa: F821 - provided by the runtime, as in a Web Worker
+        {{
+            "status": 200,
+            "headers": [["content-type", "text/plain; charset=utf-8"]],
+            "body": f"Hello {{who}}, from {name}!",
+        }}
+    )
+'''
+
+JS = """\
+// {name}: a JavaScript plug-in (type "js"), a Web Worker script; the same file runs in both hosts.
+// It receives {{url, method, headers: [[name, value], ...], body}} and answers with postMessage.
+self.onmessage = (event) => {{
+  const who = new URL(event.data.url).searchParams.get("who") ?? "world";
+  postMessage({{
+    status: 200,
+    headers: {{ "content-type": "text/plain; charset=utf-8" }},
+    body: `Hello ${{who}}, from {name}!`,
+  }});
+}};
+"""
+
+WASM = """\
+/* {name}: a WebAssembly plug-in (type "wasm"). Build it with
+ *     python -m valor.toolchain {src_dir}
+ * in the manifest's folder; it writes {path}. ABI: docs/kinds.md. */
+#include "valor_abi.h"
+
+static uint8_t *answer;
+
+__attribute__((export_name("alloc"))) uint8_t *alloc(uint32_t len) {{
+  free(answer);
+  answer = NULL;
+  return malloc(len ? len : 1);
+}}
+
+__attribute__((export_name("handle"))) uint64_t handle(uint8_t *ptr, uint32_t len) {{
+  static const char greeting[] = "Hello world, from {name}!";
+  size_t out_len = 0;
+  answer = valor_response(200, "text/plain; charset=utf-8", greeting, sizeof greeting - 1,
+                          &out_len);
+  free(ptr);
+  return answer ? (uint64_t)(uintptr_t)answer << 32 | out_len : 0;
+}}
+"""
+
+WASI = """\
+/* {name}: a WASI plug-in (type "wasi"), CGI style. Build it with
+ *     python -m valor.toolchain {src_dir}
+ * in the manifest's folder; it writes {path}. The request is in the environment
+ * (REQUEST_METHOD, PATH_INFO, QUERY_STRING, HTTP_*) and the body on stdin; print headers, a
+ * blank line, then the body. */
+#include <stdio.h>
+
+int main(void) {{
+  printf("Status: 200\\nContent-Type: text/plain; charset=utf-8\\n\\nHello world, from {name}!");
+  return 0;
+}}
+"""
+
+NATIVE = """\
+/* {name}: a native plug-in (type "native"), server host only. Build it with
+ *     python -m valor.toolchain {src_dir}
+ * in the manifest's folder; it writes {path}. ABI: docs/kinds.md. */
+#include "valor_abi.h"
+
+int valor_handle(const uint8_t *ptr, size_t len, uint8_t **resp, size_t *resp_len) {{
+  static const char greeting[] = "Hello world, from {name}!";
+  (void)ptr;
+  (void)len;
+  *resp = valor_response(200, "text/plain; charset=utf-8", greeting, sizeof greeting - 1,
+                         resp_len);
+  return *resp ? 0 : 1;
+}}
+
+void valor_free(uint8_t *resp) {{ free(resp); }}
+"""
+
+KINDS: dict[str, Kind] = {
+    "python": Kind("python", "{name}.py", "{name}.py", PYTHON),
+    "worker": Kind("python", "{name}.py", "{name}.py", WORKER),
+    "js": Kind("js", "{name}.js", "{name}.js", JS),
+    "wasm": Kind("wasm", "src/{name}.wasm.c", "build/{name}.wasm", WASM, compiled=True),
+    "wasi": Kind("wasi", "src/{name}.wasi.c", "build/{name}.wasi.wasm", WASI, compiled=True),
+    "native": Kind("native", "src/{name}.native.c", "build/{name}.so", NATIVE, compiled=True),
+}
+
+TEST = '''\
+"""Tests for the {name} plug-in, run in-process by valor.testing.TestClient."""
+
+from pathlib import Path
+{imports}
+from valor.testing import TestClient
+
+MANIFEST = Path(__file__).parent / {manifest}
+{setup}
+
+def test_{ident}_answers() -> None:
+    with TestClient(MANIFEST) as client:
+        response = client.get("{prefix}")
+    assert response.status_code == 200
+    assert response.headers["x-valor-plugin"] == "{name}"
+    assert response.text == "Hello world, from {name}!"
+'''
+
+TEST_WHO = """
+
+def test_{ident}_greets_who() -> None:
+    with TestClient(MANIFEST) as client:
+        response = client.get("{prefix}", params={{"who": "Ann"}})
+    assert response.text == "Hello Ann, from {name}!"
+"""
+
+# Compiled kinds build before the test runs, so the test checks the source as it is now.
+TEST_BUILD = """
+SOURCES = Path(__file__).parent / {src_dir!r}
+
+
+def setup_module() -> None:
+    build(SOURCES)
+
+"""
+
+
+def plan(
+    name: str,
+    kind_name: str = "python",
+    manifest_path: str | Path = DEFAULT_MANIFEST,
+    prefix: str | None = None,
+    tests_dir: str | Path = "tests",
+) -> Scaffold:
+    """Work out every file to write, checking that nothing clashes. Writes nothing."""
+    kind = KINDS[kind_name]
+    manifest_path = Path(manifest_path)
+    base_dir = manifest_path.resolve().parent
+    existing = _existing(manifest_path, base_dir)
+
+    entry: dict[str, Any] = {"name": name, "type": kind.type, "path": kind.path.format(name=name)}
+    if prefix is not None:
+        entry["prefix"] = prefix
+    try:
+        spec = parse_plugin(entry, base_dir, where="the new plug-in")
+    except ManifestError as exc:
+        raise ScaffoldError(str(exc)) from None
+    for other in existing.plugins:
+        if other.name == name:
+            raise ScaffoldError(f"a plug-in named {name!r} is already in {manifest_path}")
+        if other.prefix == spec.prefix:
+            raise ScaffoldError(
+                f"prefix {spec.prefix!r} is already used by plug-in {other.name!r} in "
+                f"{manifest_path}; choose another with --prefix"
+            )
+
+    source = base_dir / kind.file.format(name=name)
+    src_dir = _relative(source.parent, base_dir)
+    files = {
+        source: kind.template.format(
+            name=name, prefix=spec.prefix, path=entry["path"], src_dir=src_dir
+        )
+    }
+    if kind.compiled and not (source.parent / "valor_abi.h").exists():
+        files[source.parent / "valor_abi.h"] = abi_header()
+    tests = Path(tests_dir).resolve()
+    test = _test(name, kind, spec.prefix, manifest_path.resolve(), tests)
+    files[tests / f"test_{_identifier(name)}.py"] = test
+    for path in files:
+        if path.exists():
+            raise ScaffoldError(f"{path} already exists; not overwriting it")
+    return Scaffold(manifest_path, entry, files, kind)
+
+
+def write(scaffold: Scaffold) -> None:
+    """Write the files, then add the entry to the manifest (created if absent)."""
+    for path, text in scaffold.files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    manifest = scaffold.manifest
+    data = json.loads(manifest.read_text("utf-8")) if manifest.exists() else {"plugins": []}
+    data["plugins"].append(scaffold.entry)
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    manifest.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def abi_header() -> str:
+    """The C header compiled plug-ins include (``valor_abi.h``), as shipped with Valor."""
+    from importlib.resources import files
+
+    return files("valor").joinpath("static/valor_abi.h").read_text("utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        scaffold = plan(args.name, args.kind, args.manifest, args.prefix, args.tests)
+    except ScaffoldError as exc:
+        print(f"valor new: {exc}", file=sys.stderr)
+        return 2
+    write(scaffold)
+    cwd = Path.cwd()
+    for path in scaffold.files:
+        print(f"created {_shown(path, cwd)}")
+    print(f"added {scaffold.entry['name']!r} to {scaffold.manifest}")
+    print(_next_steps(scaffold, cwd))
+    return 0
+
+
+def _existing(manifest_path: Path, base_dir: Path) -> Manifest:
+    if not manifest_path.exists():
+        return Manifest(plugins=[], base_dir=base_dir)
+    try:
+        return load_manifest(manifest_path)
+    except ManifestError as exc:
+        raise ScaffoldError(f"{exc}; fix the manifest first") from None
+
+
+def _test(name: str, kind: Kind, prefix: str, manifest: Path, tests: Path) -> str:
+    source_dir = manifest.parent / Path(kind.file.format(name=name)).parent
+    fields = {
+        "name": name,
+        "ident": _identifier(name),
+        "prefix": prefix,
+        "manifest": json.dumps(_relative(manifest, tests)),
+        "imports": "\nfrom valor.toolchain import build" if kind.compiled else "",
+        "setup": TEST_BUILD.format(src_dir=json.dumps(_relative(source_dir, tests)))
+        if kind.compiled
+        else "",
+    }
+    text = TEST.format(**fields)
+    if not kind.compiled:  # the compiled templates stay minimal: no query parsing in C
+        text += TEST_WHO.format(**fields)
+    return text
+
+
+def _next_steps(scaffold: Scaffold, cwd: Path) -> str:
+    manifest = scaffold.manifest
+    prefix = scaffold.entry.get("prefix", "/" + scaffold.entry["name"])
+    test = next(p for p in scaffold.files if p.name.startswith("test_"))
+    steps = ["", "next:"]
+    if scaffold.kind.compiled:
+        source = next(iter(scaffold.files))
+        steps.append(f"  python -m valor.toolchain {_shown(source.parent, cwd)}   # build it")
+    steps.append(f"  valor call {manifest} GET {prefix}")
+    steps.append(f"  python -m pytest {_shown(test, cwd)}")
+    return "\n".join(steps)
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def _relative(path: Path, start: Path) -> str:
+    return Path(os.path.relpath(path, start)).as_posix()
+
+
+def _shown(path: Path, cwd: Path) -> str:
+    try:
+        return str(path.relative_to(cwd))
+    except ValueError:
+        return str(path)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="valor new", description="Scaffold a plug-in, its manifest entry and a test."
+    )
+    parser.add_argument("name", metavar="NAME", help="the plug-in's name, e.g. weather")
+    parser.add_argument("--kind", choices=sorted(KINDS), default="python")
+    parser.add_argument(
+        "--manifest",
+        default=DEFAULT_MANIFEST,
+        help=f"the manifest to add it to, created if absent (default: {DEFAULT_MANIFEST})",
+    )
+    parser.add_argument("--prefix", help="where to mount it (default: /NAME)")
+    parser.add_argument("--tests", default="tests", help="where to write its test (default: tests)")
+    return parser

@@ -1,0 +1,160 @@
+"""``valor.testing.TestClient``: in-process requests, like Starlette's TestClient."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from valor.errors import PluginLoadError
+from valor.manifest import load_manifest
+from valor.runtime import Runtime
+from valor.server import SERVER_LOADERS
+from valor.testing import Response, TestClient
+
+from tests.cases import Answer, Case, run_cases
+from tests.servers import MANIFEST
+
+
+def write_plugins(folder: Path, **sources: str) -> Path:
+    """A manifest in ``folder`` mounting one Python plug-in per keyword."""
+    for name, source in sources.items():
+        (folder / f"{name}.py").write_text(source)
+    manifest = folder / "plugins.json"
+    manifest.write_text(
+        json.dumps({"plugins": [{"name": n, "type": "python", "path": f"{n}.py"} for n in sources]})
+    )
+    return manifest
+
+
+OK = "from valor import vlugin\n@vlugin\ndef on_request(r):\n    return 'ok'\n"
+
+
+def test_the_shared_table_passes_in_process() -> None:
+    with TestClient(MANIFEST) as client:
+
+        def send(case: Case) -> Answer:
+            response = client.request(
+                case.method, case.path, headers=case.headers, content=case.body
+            )
+            return Answer(response.status_code, response.headers, response.content)
+
+        run_cases(send)
+
+
+def test_response_api() -> None:
+    with TestClient(MANIFEST) as client:
+        hello = client.get("/hello")
+        assert isinstance(hello, Response)
+        assert hello.status_code == 200 and hello.is_success
+        assert hello.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert hello.content == b"Hello Plugin!"
+        assert hello.text == "Hello Plugin!"
+        missing = client.get("/nope")
+        assert missing.status_code == 404 and not missing.is_success
+        assert missing.json()["error"] == "Not Found"
+        assert repr(missing) == "<Response [404]>"
+
+
+def test_request_building() -> None:
+    with TestClient(MANIFEST) as client:
+        greeted = client.get("/greeter", params={"who": "Bob"})
+        assert greeted.text == "Alice says hello Bob!"
+        echoed = client.post("/echo/p?a=1", params=[("b", "2"), ("b", "3")], data={"k": "v w"})
+        assert echoed.headers["x-echo-url"] == "http://testserver/p?a=1&b=2&b=3"
+        assert echoed.headers["content-type"] == "application/x-www-form-urlencoded"
+        assert echoed.content == b"k=v+w"
+        sent = client.put("/echo", json={"x": [1, 2]}, headers={"x-request-id": "id-7"})
+        assert sent.json() == {"x": [1, 2]}
+        assert sent.headers["x-correlation-id"] == "id-7"
+        assert sent.headers["x-echo-method"] == "PUT"
+        assert client.patch("/echo", content="é").content == "é".encode()
+        assert client.delete("/echo").headers["x-echo-method"] == "DELETE"
+        with pytest.raises(TypeError, match="one of content=, data= or json="):
+            client.post("/echo", content=b"x", json={})
+
+
+def test_text_uses_the_declared_charset(tmp_path: Path) -> None:
+    manifest = write_plugins(
+        tmp_path,
+        latin=(
+            "from valor import Response, vlugin\n@vlugin\ndef on_request(r):\n"
+            "    return Response('café'.encode('latin-1'), "
+            "media_type='text/plain; charset=latin-1')\n"
+        ),
+    )
+    with TestClient(manifest) as client:
+        assert client.get("/latin").text == "café"
+
+
+def test_state_lasts_for_the_block_and_not_beyond() -> None:
+    with TestClient(MANIFEST) as client:
+        assert client.post("/notes", json={"text": "kept"}).status_code == 201
+        assert len(client.get("/notes").json()["notes"]) == 2
+    with TestClient(MANIFEST) as client:
+        assert len(client.get("/notes").json()["notes"]) == 1
+
+
+def test_accepts_a_manifest_object_and_base_url() -> None:
+    with TestClient(load_manifest(MANIFEST), base_url="https://example.test/") as client:
+        echoed = client.get("/echo/here")
+        assert echoed.headers["x-echo-url"] == "https://example.test/here"
+
+
+def test_accepts_a_configured_runtime() -> None:
+    runtime = Runtime(SERVER_LOADERS, root_path="/api", registry=True, registry_token="t")
+    with TestClient(runtime, MANIFEST) as client:
+        assert client.get("/api/hello").text == "Hello Plugin!"
+        assert client.get("/hello").status_code == 404
+        assert client.get("/api/_plugins").status_code == 401
+        listed = client.get("/api/_plugins", headers={"authorization": "Bearer t"})
+        assert len(listed.json()["plugins"]) == 5
+    assert runtime.plugins == []  # leaving the block unloads, like a lifespan shutdown
+
+
+def test_a_plugin_that_fails_to_load_raises_unless_not_strict(tmp_path: Path) -> None:
+    manifest = write_plugins(tmp_path, broken="def on_request(:\n", ok=OK)
+    with pytest.raises(PluginLoadError, match="plug-in 'broken' failed to load: syntax error"):
+        TestClient(manifest).start()
+    with TestClient(manifest, strict=False) as client:
+        assert client.get("/ok").text == "ok"
+        assert client.get("/broken").status_code == 404
+
+
+def test_rejects_two_manifests(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="give the manifest once"):
+        TestClient(MANIFEST, MANIFEST)
+
+
+def test_loads_on_first_request_and_close_stops_the_thread(tmp_path: Path) -> None:
+    before = threading.active_count()
+    client = TestClient(write_plugins(tmp_path, ok=OK))
+    assert client.get("/ok").text == "ok"
+    assert threading.active_count() > before
+    client.close()
+    client.close()  # closing twice is harmless
+    assert threading.active_count() == before
+
+
+@pytest.mark.anyio
+async def test_works_inside_an_async_test() -> None:
+    with TestClient(MANIFEST) as client:
+        assert client.get("/hello").text == "Hello Plugin!"
+
+
+def test_worker_style_answers_posted_from_a_task(tmp_path: Path) -> None:
+    manifest = write_plugins(
+        tmp_path,
+        later=(
+            "import asyncio\n\n"
+            "async def onmessage(event):\n"
+            "    async def answer():\n"
+            "        await asyncio.sleep(0.01)\n"
+            "        postMessage({'status': 202, 'body': 'later'})\n"
+            "    asyncio.get_running_loop().create_task(answer())\n"
+        ),
+    )
+    with TestClient(manifest) as client:
+        answer = client.get("/later")
+    assert (answer.status_code, answer.text) == (202, "later")
