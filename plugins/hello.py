@@ -4,5 +4,5 @@ from valor import vlugin
 
 
 @vlugin
-def on_request(req):
+async def on_request(req):
     return "Hello Plugin!"

@@ -33,29 +33,71 @@ def test_prefix_is_normalised() -> None:
         ([], 'must be an object with a "plugins" list', None, None),
         ({"plugins": [1]}, "plugins[0]: a plug-in definition must be an object", None, None),
         ({"plugins": [{"type": "python"}]}, "plugins[0]: 'name'", None, "name"),
-        ({"plugins": [{"name": "a", "type": "perl", "path": "a"}]}, "'type' must be one of", "a",
-         "type"),
+        (
+            {"plugins": [{"name": "a", "type": "perl", "path": "a"}]},
+            "'type' must be one of",
+            "a",
+            "type",
+        ),
         ({"plugins": [{"name": "a", "type": "python"}]}, "'path' is required", "a", "path"),
-        ({"plugins": [{"name": "a", "type": "proxy", "url": "ftp://x"}]}, "'url' must be", "a",
-         "url"),
-        ({"plugins": [{"name": "a", "type": "python", "path": "a", "prefix": "x"}]},
-         "'prefix' must be a path", "a", "prefix"),
-        ({"plugins": [{"name": "a", "type": "python", "path": "a", "timeout": 0}]},
-         "'timeout' must be a positive number", "a", "timeout"),
-        ({"plugins": [{"name": "a", "type": "python", "path": "a", "colour": 1}]},
-         "'colour' is not a known field", "a", "colour"),
-        ({"plugins": [{"name": "a", "type": "python", "path": "a", "requirements": "x"}]},
-         "'requirements' must be a list", "a", "requirements"),
-        ({"plugins": [{"name": "a", "type": "python", "path": "a"},
-                      {"name": "a", "type": "python", "path": "b", "prefix": "/b"}]},
-         "name is used twice", "a", "name"),
-        ({"plugins": [{"name": "a", "type": "python", "path": "a"},
-                      {"name": "b", "type": "python", "path": "b", "prefix": "/a"}]},
-         "already used by 'a'", "b", "prefix"),
+        (
+            {"plugins": [{"name": "a", "type": "proxy", "url": "ftp://x"}]},
+            "'url' must be",
+            "a",
+            "url",
+        ),
+        (
+            {"plugins": [{"name": "a", "type": "python", "path": "a", "prefix": "x"}]},
+            "'prefix' must be a path",
+            "a",
+            "prefix",
+        ),
+        (
+            {"plugins": [{"name": "a", "type": "python", "path": "a", "timeout": 0}]},
+            "'timeout' must be a positive number",
+            "a",
+            "timeout",
+        ),
+        (
+            {"plugins": [{"name": "a", "type": "python", "path": "a", "colour": 1}]},
+            "'colour' is not a known field",
+            "a",
+            "colour",
+        ),
+        (
+            {"plugins": [{"name": "a", "type": "python", "path": "a", "requirements": "x"}]},
+            "'requirements' must be a list",
+            "a",
+            "requirements",
+        ),
+        (
+            {
+                "plugins": [
+                    {"name": "a", "type": "python", "path": "a"},
+                    {"name": "a", "type": "python", "path": "b", "prefix": "/b"},
+                ]
+            },
+            "name is used twice",
+            "a",
+            "name",
+        ),
+        (
+            {
+                "plugins": [
+                    {"name": "a", "type": "python", "path": "a"},
+                    {"name": "b", "type": "python", "path": "b", "prefix": "/a"},
+                ]
+            },
+            "already used by 'a'",
+            "b",
+            "prefix",
+        ),
     ],
 )
 def test_errors_name_the_plugin_and_field(data, message, plugin, field) -> None:
-    with pytest.raises(ManifestError, match=message.replace("[", r"\[").replace("]", r"\]")) as caught:
+    with pytest.raises(
+        ManifestError, match=message.replace("[", r"\[").replace("]", r"\]")
+    ) as caught:
         parse_manifest(data, Path("/srv"))
     assert caught.value.plugin == plugin
     assert caught.value.field == field

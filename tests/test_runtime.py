@@ -114,7 +114,11 @@ async def test_worker_style_sync_and_async_and_late_post(tmp_path: Path) -> None
 
 async def test_invalid_answers_and_crashes(tmp_path: Path) -> None:
     write(tmp_path, "bad", "def onmessage(event):\n    postMessage({'status': 'ok'})\n")
-    write(tmp_path, "weird", "from valor import vlugin\n@vlugin\ndef on_request(req):\n    return 1.5\n")
+    write(
+        tmp_path,
+        "weird",
+        "from valor import vlugin\n@vlugin\ndef on_request(req):\n    return 1.5\n",
+    )
     runtime = await runtime_with(
         tmp_path,
         [
@@ -219,7 +223,9 @@ async def test_registry_changes_notify_subscribers(tmp_path: Path) -> None:
     seen: list[list[str]] = []
     runtime.subscribe(lambda: seen.append(runtime.intercept_prefixes))
     added = await runtime.handle(
-        request("http://h/_plugins", "POST", b'{"name": "hi", "type": "python", "path": "hello.py"}')
+        request(
+            "http://h/_plugins", "POST", b'{"name": "hi", "type": "python", "path": "hello.py"}'
+        )
     )
     assert added["status"] == 201, added["body"]
     assert (await runtime.handle(request("http://h/hi/x")))["body"] == b"hello/x"

@@ -46,6 +46,8 @@ def to_message(result: Any) -> ResponseMessage:
     ``Response``; ``str`` (text); ``bytes``; ``dict``/``list`` (JSON); ``None`` (204);
     ``(body, status)`` or ``(body, status, headers)``.
     """
+    if type(result) is str:  # the common case, without building a Response
+        return {"status": 200, "headers": [["content-type", TEXT]], "body": result.encode()}
     if isinstance(result, Response):
         return result.message()
     if isinstance(result, tuple):

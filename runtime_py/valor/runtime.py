@@ -7,13 +7,13 @@ import hmac
 import json
 import logging
 import time
-import uuid
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from .deadlines import Deadlines
 from .errors import ManifestError, PluginCrashed, PluginLoadError
 from .loaders import Loader, Plugin
 from .manifest import Manifest, PluginSpec, parse_plugin
@@ -57,6 +57,7 @@ class Runtime:
         self._routes: list[Mount] = []
         self._subscribers: list[Callable[[], None]] = []
         self._changing = asyncio.Lock()
+        self._deadlines = Deadlines()
 
     # -- mounting ---------------------------------------------------------------------------
 
@@ -164,9 +165,9 @@ class Runtime:
         """Answer one wire request."""
         started = time.perf_counter()
         headers = message.get("headers") or []
-        correlation_id = _header(headers, "x-request-id") or uuid.uuid4().hex
-        parts = urlsplit(message["url"])
-        path = parts.path or "/"
+        correlation_id = _header(headers, "x-request-id") or os.urandom(16).hex()
+        origin, full_path, query = _split_url(message["url"])
+        path = full_path
         mount: Mount | None = None
 
         if self.root_path and not (path == self.root_path or path.startswith(self.root_path + "/")):
@@ -187,7 +188,7 @@ class Runtime:
                 if mount is None:
                     response = error_message(404, f"no plug-in is mounted at {path!r}")
                 else:
-                    response = await self._call(mount, message, parts, path, correlation_id)
+                    response = await self._call(mount, message, origin, path, query, correlation_id)
 
         response["headers"].append(["x-correlation-id", correlation_id])
         if mount is not None:
@@ -198,7 +199,7 @@ class Runtime:
                 mount.spec.name if mount else "-",
                 response["status"],
                 message["method"],
-                parts.path,
+                full_path,
                 (time.perf_counter() - started) * 1000,
                 correlation_id,
             )
@@ -212,22 +213,29 @@ class Runtime:
         return None
 
     async def _call(
-        self, mount: Mount, message: RequestMessage, parts: Any, path: str, correlation_id: str
+        self,
+        mount: Mount,
+        message: RequestMessage,
+        origin: str,
+        path: str,
+        query: str,
+        correlation_id: str,
     ) -> ResponseMessage:
         spec = mount.spec
-        stripped = path[len(spec.prefix) :] if spec.prefix != "/" else path
+        stripped = (path[len(spec.prefix) :] if spec.prefix != "/" else path) or "/"
         headers = [list(pair) for pair in message.get("headers") or []]
         if _header(headers, "x-request-id") is None:
             headers.append(["x-request-id", correlation_id])
         headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
         forwarded: RequestMessage = {
-            "url": urlunsplit((parts.scheme, parts.netloc, stripped or "/", parts.query, "")),
+            "url": origin + stripped + query,
             "method": message["method"].upper(),
             "headers": headers,
             "body": message.get("body"),
         }
         try:
-            answer = await asyncio.wait_for(mount.plugin.handle(forwarded), spec.timeout)
+            async with self._deadlines.limit(spec.timeout):
+                answer = await mount.plugin.handle(forwarded)
             response = response_message(answer)
         except TimeoutError:
             log.warning("plug-in %r did not answer within %gs", spec.name, spec.timeout)
@@ -244,7 +252,7 @@ class Runtime:
         return response
 
     def _failure(self, spec: PluginSpec, detail: str) -> ResponseMessage:
-        error_id = uuid.uuid4().hex[:12]
+        error_id = os.urandom(6).hex()
         log.exception("%s [error_id=%s]", detail, error_id)
         return error_message(500, detail, error_id=error_id)
 
@@ -309,6 +317,18 @@ class Runtime:
             detail = f"plug-in {spec.name!r}: {field_name!r} could not be loaded: {exc.reason}"
             return error_message(400, detail, field=field_name)
         return _json(201, spec.describe())
+
+
+def _split_url(url: str) -> tuple[str, str, str]:
+    """``(origin, path, "?query")`` of an absolute URL or a bare path; the fragment dropped."""
+    url = url.partition("#")[0]
+    scheme_end = url.find("://")
+    path_start = url.find("/", scheme_end + 3) if scheme_end >= 0 else 0
+    if path_start < 0:
+        path_start = len(url)
+    origin, rest = url[:path_start], url[path_start:]
+    path, mark, query = rest.partition("?")
+    return origin, path or "/", mark + query
 
 
 def _header(headers: Any, name: str) -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .loaders import Loader
 from .loaders.python import load_python
+from .loaders.server_kinds import SERVER_KIND_LOADERS
 from .manifest import load_manifest
 from .responses import error_message
 from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
@@ -21,7 +22,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("valor")
 
-SERVER_LOADERS: dict[str, Loader] = {"python": load_python}
+SERVER_LOADERS: dict[str, Loader] = {"python": load_python, **SERVER_KIND_LOADERS}
 """Every plug-in kind the server host can load."""
 
 
@@ -155,11 +156,11 @@ _FRAMING = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
 async def _send(send: Send, response: dict[str, Any]) -> None:
     body = response["body"]
-    headers = [
-        (k.lower().encode("latin-1"), v.encode("latin-1"))
-        for k, v in response["headers"]
-        if k.lower() not in _FRAMING
-    ]
+    headers = []
+    for name, value in response["headers"]:
+        name = name.lower()
+        if name not in _FRAMING:
+            headers.append((name.encode("latin-1"), value.encode("latin-1")))
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": response["status"], "headers": headers})
     await send({"type": "http.response.body", "body": body})

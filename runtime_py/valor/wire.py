@@ -34,8 +34,20 @@ def response_message(message: Any) -> ResponseMessage:
     status = message.get("status", 200)
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise WireError(f"response 'status' must be an int from 100 to 599, got {status!r}")
-    headers = header_pairs(message.get("headers") or [], "response")
-    return {"status": status, "headers": headers, "body": body_bytes(message.get("body"))}
+    headers = message.get("headers") or []
+    if type(headers) is list and all(
+        type(pair) is list and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str
+        for pair in headers
+    ):
+        headers = list(headers)  # a copy: the runtime appends its own headers
+    else:
+        headers = header_pairs(headers, "response")
+    body = message.get("body")
+    return {
+        "status": status,
+        "headers": headers,
+        "body": body if type(body) is bytes else body_bytes(body),
+    }
 
 
 def header_pairs(headers: Any, what: str) -> list[list[str]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..concurrency import call
+from ..concurrency import as_async, call
 from ..errors import HTTPError, PluginLoadError
 from ..manifest import PluginSpec
 from ..plugin import Context
@@ -52,13 +52,13 @@ class DecoratedPlugin:
     def __init__(self, module: ModuleType, context: Context | None) -> None:
         self.module = module
         self.context = context
-        self._on_request = module.on_request
+        self._on_request = as_async(module.on_request)
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         request = Request(message)
         args = (request,) if self.context is None else (self.context, request)
         try:
-            result = await call(self._on_request, *args)
+            result = await self._on_request(*args)
         except HTTPError as exc:
             answer = error_message(exc.status, exc.detail)
             answer["headers"].extend([k, v] for k, v in exc.headers.items())
@@ -93,7 +93,7 @@ class WorkerPlugin:
 
     def __init__(self, module: ModuleType) -> None:
         self.module = module
-        self._onmessage = module.onmessage
+        self._onmessage = as_async(module.onmessage)
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         loop = asyncio.get_running_loop()
@@ -115,7 +115,7 @@ class WorkerPlugin:
 
         token = _reply.set(reply)
         try:
-            await call(self._onmessage, MessageEvent(message))
+            await self._onmessage(MessageEvent(message))
         finally:
             _reply.reset(token)
         # The answer may come later, from a task onmessage started; the runtime's timeout bounds it.
