@@ -9,7 +9,7 @@
 // To a page:                  VALOR_ACK {nonce, version}          the SW's build version
 //                             VALOR_NEED_PORT {}                   the SW lost this tab's port
 // On a port, to the worker:   {type: "request", id, url, method, headers, body}   body transferred
-// On a port, from the worker: {type: "response", id, status, headers, body}
+// On a port, from the worker: {type: "response", id, status, reason, headers, body}
 //                             {type: "status", status}             booting | ready | error
 //                             {type: "prefixes", prefixes}         after /_plugins changed mounts
 
@@ -182,9 +182,9 @@ async function findTab(event, timeout) {
   return (await waitForPort(clientId, grace)) ?? other;
 }
 
-function toResponse({ status, headers, body }) {
+function toResponse({ status, reason, headers, body }) {
   try {
-    return new Response(NULL_BODY.has(status) ? null : body, { status, headers });
+    return new Response(NULL_BODY.has(status) ? null : body, { status, statusText: reason, headers });
   } catch (problem) {
     return error(502, `the plug-in's answer is not a valid HTTP response: ${problem.message}`);
   }
@@ -192,8 +192,9 @@ function toResponse({ status, headers, body }) {
 
 function error(status, detail) {
   const phrases = { 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" };
-  const body = JSON.stringify({ status, error: phrases[status] ?? "Error", detail });
-  return new Response(body, { status, headers: { "content-type": "application/json" } });
+  const reason = phrases[status] ?? "Error";
+  const body = JSON.stringify({ status, error: reason, detail });
+  return new Response(body, { status, statusText: reason, headers: { "content-type": "application/json" } });
 }
 
 function bootPage() {

@@ -6,7 +6,7 @@
 // Messages to the page:     {type: "status", status, ...}          booting | ready | error
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
 // On the port, from the SW: {type: "request", id, url, method, headers, body}
-// On the port, to the SW:   {type: "response", id, status, headers, body}   body transferred
+// On the port, to the SW:   {type: "response", id, status, reason, headers, body}  (transferred)
 //                           {type: "status", status}
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
 
@@ -40,7 +40,8 @@ async function answer(to, { id, url, method, headers, body }) {
   let reply;
   try {
     const response = await host.handle(url, method, headers, body ?? undefined);
-    reply = { type: "response", id, status: response.status, headers: response.headers, body: response.body };
+    const { status, reason, headers: pairs, body: bytes } = response;
+    reply = { type: "response", id, status, reason, headers: pairs, body: bytes };
   } catch (error) {
     // The runtime answers every failure itself; this is a bug in the host, not a plug-in.
     console.error("valor: the runtime failed to answer", error);

@@ -7,6 +7,7 @@ The worker's JavaScript only moves messages; everything else happens here, in th
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 from collections.abc import Callable
 from typing import Any
 
@@ -45,8 +46,8 @@ class BrowserHost:
         }
 
     async def handle(self, url: str, method: str, headers: Any, body: Any) -> Any:
-        """Answer one request from the worker: JS values in, a JS ``{status, headers, body}``
-        out, the body a ``Uint8Array`` whose buffer the worker transfers."""
+        """Answer one request from the worker: JS values in, a JS ``{status, reason, headers,
+        body}`` out, the body a ``Uint8Array`` whose buffer the worker transfers."""
         message: RequestMessage = {
             "url": url,
             "method": method,
@@ -99,6 +100,7 @@ def to_js_response(response: ResponseMessage) -> Any:
         array.assign(body)
     answer = Object.new()
     answer.status = response["status"]
+    answer.reason = _reason(response["status"])
     answer.headers = _to_js(response["headers"])
     answer.body = array
     return answer
@@ -108,3 +110,10 @@ def _to_js(value: Any) -> Any:
     from pyodide.ffi import to_js  # Pyodide only
 
     return to_js(value)
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

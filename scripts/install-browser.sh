@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Everything the browser host and its tests need, on a fresh Debian machine. Idempotent:
+# a second run only checks. Chromium from apt, Pyodide (pinned in package-lock.json) from npm,
+# Playwright for Python from pip (it drives the system Chromium; no browser download).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing chromium"
+  apt_install chromium
+fi
+if ! command -v npm >/dev/null; then
+  echo "installing node and npm"
+  apt_install nodejs npm
+fi
+
+wanted=$(node -p "require('./package-lock.json').packages['node_modules/pyodide'].version")
+have=$(node -p "try { require('./node_modules/pyodide/package.json').version } catch { '' }")
+if [ "$wanted" != "$have" ]; then
+  echo "installing pyodide $wanted with npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+python3 -m pip install --quiet --disable-pip-version-check "playwright>=1.45" "pytest-playwright>=0.5"
+echo "browser host: chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), pyodide $wanted"

@@ -1,0 +1,148 @@
+"""Browser tests: the bundle is built once per session, served by a real static HTTP server on
+127.0.0.1 (at ``/`` and under a sub-path) and driven in real headless Chromium.
+
+Booting Pyodide takes seconds, so one runtime tab (``runtime_page``) is shared by most tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page
+from valor.build import build, serve
+from valor.headers import Headers
+
+from tests.cases import Answer, Case
+from tests.servers import MANIFEST, ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+SUB_PATH = "/sub/path/"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+# A page in the site that loads valor.js without starting it, so a test picks the options.
+BLANK_PAGE = '<!doctype html><meta charset="utf-8"><script type="module" src="valor.js"></script>'
+START = "(options) => Valor.start(options)"
+
+
+@dataclass
+class Site:
+    url: str  # ends with "/"
+    base: str
+    folder: Path
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args() -> dict[str, Any]:
+    """Launch the system Chromium for pytest-playwright, kept off every network but loopback."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser.sh")
+    return {"executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
+
+
+def _site(tmp_path_factory: pytest.TempPathFactory, base: str) -> Iterator[Site]:
+    folder = tmp_path_factory.mktemp("site") / "dist"
+    build(MANIFEST, folder, base=base, quiet=True)
+    (folder / "blank.html").write_text(BLANK_PAGE)
+    server = serve(folder, base)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Site(server.url, base, folder)
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """``plugins/plugins.json`` bundled for the root of a host."""
+    yield from _site(tmp_path_factory, "/")
+
+
+@pytest.fixture(scope="session")
+def sub_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The same plug-ins bundled for, and served under, a sub-path."""
+    yield from _site(tmp_path_factory, SUB_PATH)
+
+
+@pytest.fixture(scope="session")
+def runtime_context(browser: Browser) -> Iterator[BrowserContext]:
+    context = browser.new_context()
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def runtime_page(runtime_context: BrowserContext, site: Site) -> Page:
+    """The demo page with its runtime booted: shared, so Pyodide boots once for most tests."""
+    page = runtime_context.new_page()
+    page.goto(site.url)
+    page.evaluate(START, {})
+    return page
+
+
+def start_page(context: BrowserContext, url: str, **options: Any) -> Page:
+    """A new tab on ``blank.html`` whose runtime is started with ``options``."""
+    page = context.new_page()
+    page.goto(url + "blank.html")
+    page.evaluate(START, options)
+    return page
+
+
+FETCH = """async ({url, method, headers, body}) => {
+  const init = {method, headers};
+  if (body !== null) init.body = Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
+  const response = await fetch(url, init);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return {status: response.status, headers: [...response.headers], body: btoa(binary)};
+}"""
+
+
+def fetch(
+    page: Page,
+    url: str,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> Answer:
+    """``fetch()`` in the page, as a script of the page would; the answer as the table wants."""
+    result = page.evaluate(
+        FETCH,
+        {
+            "url": url,
+            "method": method,
+            "headers": headers or {},
+            "body": None if body is None else base64.b64encode(body).decode(),
+        },
+    )
+    return Answer(result["status"], Headers(result["headers"]), base64.b64decode(result["body"]))
+
+
+def browser_send(page: Page, site: Site):
+    """A ``send`` for the shared request table: paths are relative to the site's base."""
+
+    def send(case: Case) -> Answer:
+        url = site.url + case.path.lstrip("/")
+        return fetch(page, url, case.method, case.headers, case.body)
+
+    return send
