@@ -7,8 +7,8 @@ The worker's JavaScript only moves messages; everything else happens here, in th
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 from .loaders import Loader
