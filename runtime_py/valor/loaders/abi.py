@@ -28,31 +28,16 @@ class AbiError(ValueError):
 def encode_request(message: RequestMessage) -> bytes:
     """A wire request as one ABI buffer."""
     head = {"method": message["method"], "url": message["url"], "headers": message["headers"]}
-    return _pack(head, message.get("body") or b"")
-
-
-def decode_request(buffer: bytes) -> RequestMessage:
-    """An ABI buffer back into a wire request (what a plug-in side written in Python reads)."""
-    head, body = _unpack(buffer)
-    try:
-        headers = header_pairs(head.get("headers") or [], "request")
-    except WireError as exc:
-        raise AbiError(str(exc)) from None
-    method, url = head.get("method"), head.get("url")
-    if not isinstance(method, str) or not isinstance(url, str):
-        raise AbiError("a request head needs string 'method' and 'url'")
-    return {"method": method, "url": url, "headers": headers, "body": body or None}
-
-
-def encode_response(message: ResponseMessage) -> bytes:
-    """A wire response as one ABI buffer."""
-    head = {"status": message["status"], "headers": message["headers"]}
-    return _pack(head, message.get("body") or b"")
+    return pack_message(head, message.get("body") or b"")
 
 
 def decode_response(buffer: bytes) -> ResponseMessage:
     """A plug-in's ABI buffer as a checked wire response; ``AbiError`` says what is wrong."""
-    head, body = _unpack(buffer)
+    return response_from(*unpack_message(buffer))
+
+
+def response_from(head: dict[str, Any], body: bytes) -> ResponseMessage:
+    """A response head and body as a checked wire response."""
     status = head.get("status", 200)
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise AbiError(f"response 'status' must be an int from 100 to 599, got {status!r}")
@@ -63,23 +48,20 @@ def decode_response(buffer: bytes) -> ResponseMessage:
     return {"status": status, "headers": headers, "body": body}
 
 
-def pack_pointer(ptr: int, length: int) -> int:
-    """``(ptr << 32) | len``: how a wasm ``handle`` returns its answer in one i64."""
-    return (ptr << 32) | length
-
-
 def unpack_pointer(packed: int) -> tuple[int, int]:
     """The ``(ptr, len)`` in a packed i64 (wasm returns it signed, so mask it first)."""
     packed &= 0xFFFF_FFFF_FFFF_FFFF
     return packed >> 32, packed & 0xFFFF_FFFF
 
 
-def _pack(head: dict[str, Any], body: bytes) -> bytes:
+def pack_message(head: dict[str, Any], body: bytes) -> bytes:
+    """A head and a body as one buffer."""
     raw = json.dumps(head, separators=(",", ":")).encode()
     return b"".join((_LEN.pack(len(raw)), raw, body))
 
 
-def _unpack(buffer: bytes) -> tuple[dict[str, Any], bytes]:
+def unpack_message(buffer: bytes) -> tuple[dict[str, Any], bytes]:
+    """A buffer's head and body; ``AbiError`` says what is wrong."""
     if len(buffer) < _LEN.size:
         raise AbiError(f"a message needs at least 4 bytes (the head length), got {len(buffer)}")
     (size,) = _LEN.unpack_from(buffer)

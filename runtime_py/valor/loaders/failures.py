@@ -1,0 +1,30 @@
+"""How non-Python plug-ins report a failure the runtime cannot see as an exception: a trap, an
+exit code, a bad answer, an unreachable upstream. Answered like the runtime's own errors."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from ..responses import error_message
+from ..wire import ResponseMessage
+
+log = logging.getLogger("valor.plugins")
+
+
+class PluginFailed(Exception):
+    """Raised inside a loader; ``answer()`` turns it into the error response."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+    def answer(self) -> ResponseMessage:
+        """The JSON error answer; a 500 carries an ``error_id`` that is also in the log."""
+        if self.status != 500:
+            log.warning("%s", self.detail)
+            return error_message(self.status, self.detail)
+        error_id = uuid.uuid4().hex[:12]
+        log.error("%s [error_id=%s]", self.detail, error_id)
+        return error_message(500, self.detail, error_id=error_id)

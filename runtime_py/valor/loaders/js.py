@@ -1,0 +1,64 @@
+"""Server loader for ``type: "js"``: a Web Worker script run by a real Worker inside Deno.
+
+One long-lived Deno process per plug-in (``js_host/deno_host.mjs``) holds a pool of workers
+(``config.workers``, default 2), each started from ``js_host/boot.mjs``, which imports the
+plug-in's file unchanged. Requests cross over stdin/stdout as frames (``valor.loaders.process``).
+A worker that throws answers 502 and is replaced; a request past its timeout (504) terminates
+its worker. ``fetch``, timers and ``crypto`` are Deno's own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import deno
+
+from ..errors import PluginLoadError
+from ..manifest import PluginSpec
+from ..wire import RequestMessage, ResponseMessage
+from .abi import encode_request
+from .process import PluginProcess, answer_of
+
+HOST_DIR = Path(__file__).with_name("js_host")
+
+
+class JsPlugin:
+    def __init__(self, spec: PluginSpec, process: PluginProcess) -> None:
+        self.spec = spec
+        self.process = process
+
+    async def handle(self, message: RequestMessage) -> ResponseMessage:
+        head, body = await self.process.request(encode_request(message))
+        return answer_of(self.spec.name, head, body)
+
+    async def close(self) -> None:
+        await self.process.close()
+
+
+def deno_command(script: Path, workers: int) -> list[str]:
+    """The Deno command line: reads only the plug-in's folder and Valor's host files."""
+    return [
+        deno.find_deno_bin(),
+        "run",
+        "--quiet",
+        "--no-prompt",
+        "--no-config",
+        "--no-lock",
+        f"--allow-read={script.parent},{HOST_DIR}",
+        "--allow-net",
+        str(HOST_DIR / "deno_host.mjs"),
+        script.as_uri(),
+        str(workers),
+    ]
+
+
+async def load_js(spec: PluginSpec) -> JsPlugin:
+    script = Path(spec.path or "")
+    if not script.is_file():
+        raise PluginLoadError(spec.name, f"no script at {str(script)!r}")
+    workers = spec.config.get("workers", 2)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise PluginLoadError(spec.name, f"config 'workers' must be 1 to 64, got {workers!r}")
+    process = PluginProcess(spec.name, deno_command(script, workers), on_cancel="message")
+    await process.start()
+    return JsPlugin(spec, process)

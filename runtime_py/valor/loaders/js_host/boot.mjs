@@ -1,0 +1,13 @@
+// Starts a JS plug-in inside a dedicated worker: imports the plug-in's script (its URL is the
+// worker's name) unchanged, then tells the pool it is ready, or why it could not load.
+// The same file runs in Deno on the server and in the browser.
+if ("Deno" in globalThis) {
+  // On the server stdout carries the frames to Valor: console output goes to stderr (the log).
+  for (const level of ["log", "info", "debug"]) console[level] = console.error;
+}
+try {
+  await import(self.name);
+  self.postMessage({ __valor: "ready" });
+} catch (error) {
+  self.postMessage({ __valor: "error", error: String(error?.stack || error) });
+}

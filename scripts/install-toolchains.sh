@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Toolchains for the non-Python plug-in kinds, then the examples built from source.
+# C to wasm32 and native: clang, lld (wasm-ld), wasi-libc and the wasm32 compiler runtime (Debian
+# packages). Deno (js), wasmtime (wasm, wasi) and httpx (proxy) are pip dependencies of valor.
+# Idempotent: installs only what is missing, and rebuilds only changed sources.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v clang >/dev/null || missing+=(clang)
+command -v wasm-ld >/dev/null || missing+=(lld)
+[ -e /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
+compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a" >/dev/null \
+  || missing+=(libclang-rt-dev-wasm32)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+python3 - <<'PY'
+import importlib.util, subprocess, sys
+wanted = [m for m in ("deno", "wasmtime", "httpx") if importlib.util.find_spec(m) is None]
+if wanted:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", *wanted])
+PY
+
+python3 -m valor.toolchain plugins/src >/dev/null
+echo "toolchains ready; examples built in plugins/build/"

@@ -1,0 +1,188 @@
+"""Every plug-in kind in the server host, over real HTTP: the shared table per kind, then what
+each kind does when it crashes, hangs, is misconfigured or is added at run time."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.cases import run_cases
+from tests.conftest import REGISTRY_TOKEN
+from tests.kinds.conftest import EXAMPLES, GARBAGE
+from tests.kinds.table import KINDS, MAX_BODY, kind_cases
+from tests.servers import Server
+from tests.test_server import send_over_http
+
+AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shared_table_per_kind(kinds_server: Server, kind: str) -> None:
+    run_cases(send_over_http(kinds_server.url), kind_cases(kind))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_oversized_body_is_a_413_and_the_plugin_keeps_serving(
+    kinds_server: Server, kind: str
+) -> None:
+    answer = httpx.post(kinds_server.url + f"/{kind}/echo", content=b"x" * (MAX_BODY + 1))
+    assert answer.status_code == 413 and answer.json()["status"] == 413
+    assert httpx.get(kinds_server.url + f"/{kind}").text == "Hello Plugin!"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_registry_adds_and_removes_a_plugin_at_run_time(
+    kinds_server: Server, upstream: str, kind: str
+) -> None:
+    name = f"{kind}-added"
+    source = {"url": upstream} if kind == "proxy" else {"path": EXAMPLES[kind]}
+    definition = {"name": name, "type": kind, "prefix": f"/added/{kind}", **source}
+    with httpx.Client(base_url=kinds_server.url, timeout=10) as client:
+        created = client.post("/_plugins", json=definition, headers=AUTH)
+        assert created.status_code == 201, created.text
+        answer = client.get(f"/added/{kind}")
+        assert (answer.status_code, answer.text) == (200, "Hello Plugin!")
+        assert answer.headers["x-valor-plugin"] == name
+        assert client.delete(f"/_plugins/{name}", headers=AUTH).status_code == 200
+        assert client.get(f"/added/{kind}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("js", "SyntaxError"),
+        ("wasm", "is not a valid WebAssembly module"),
+        ("wasi", "is not a valid WebAssembly module"),
+        ("native", "garbage.so"),
+    ],
+)
+def test_a_bad_module_file_is_a_load_error_naming_the_plugin(
+    kinds_server: Server, kind: str, reason: str
+) -> None:
+    name = f"{kind}-bad"
+    definition = {"name": name, "type": kind, "path": GARBAGE[kind][0]}
+    answer = httpx.post(kinds_server.url + "/_plugins", json=definition, headers=AUTH, timeout=30)
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert repr(name) in detail and reason in detail, detail
+    assert httpx.get(kinds_server.url + f"/{kind}").status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["js", "wasm", "wasi", "native"])
+def test_a_missing_module_file_is_a_load_error(kinds_server: Server, kind: str) -> None:
+    definition = {"name": f"{kind}-missing", "type": kind, "path": "nowhere/missing.bin"}
+    answer = httpx.post(kinds_server.url + "/_plugins", json=definition, headers=AUTH, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert f"'{kind}-missing'" in answer.json()["detail"]
+
+
+def test_a_kind_with_the_wrong_exports_is_a_clear_load_error(kinds_server: Server) -> None:
+    # A WASI command is not a wasm plug-in (it imports WASI and has no alloc/handle), and the
+    # other way round.
+    wrong = [
+        ("wasm-wrong", "wasm", "hello.wasi.wasm", "must import nothing"),
+        ("wasi-wrong", "wasi", "hello.wasm", "must be a command exporting '_start'"),
+        ("native-wrong", "native", "hello.wasm", "invalid ELF header"),
+    ]
+    for name, kind, path, reason in wrong:
+        definition = {"name": name, "type": kind, "path": path}
+        answer = httpx.post(kinds_server.url + "/_plugins", json=definition, headers=AUTH)
+        assert answer.status_code == 400, answer.text
+        assert reason in answer.json()["detail"], answer.text
+
+
+def test_js_worker_has_timers_crypto_and_fetch(kinds_server: Server, upstream: str) -> None:
+    answer = httpx.get(
+        kinds_server.url + "/js-faulty/later", headers={"x-upstream": upstream}, timeout=10
+    )
+    assert answer.status_code == 200, answer.text
+    data = answer.json()
+    assert len(data["uuid"]) == 36
+    assert data["sha256"] == hashlib.sha256(b"valor").hexdigest()
+    assert data["fetched"] == "Hello Plugin!"
+
+
+def test_js_answer_that_is_not_a_response_is_a_500(kinds_server: Server) -> None:
+    answer = httpx.get(kinds_server.url + "/js-faulty/bad")
+    assert answer.status_code == 500
+    assert "expected {status, headers, body}" in answer.json()["detail"]
+
+
+def test_js_hung_worker_does_not_block_the_others(kinds_server: Server) -> None:
+    hung: list[httpx.Response] = []
+    thread = threading.Thread(
+        target=lambda: hung.append(httpx.get(kinds_server.url + "/js-faulty/hang", timeout=10))
+    )
+    thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    answer = httpx.get(kinds_server.url + "/js-faulty/")
+    assert answer.text == "Hello Plugin!" and time.monotonic() - started < 1.0
+    thread.join()
+    assert hung[0].status_code == 504
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_concurrent_requests_get_their_own_answers(kinds_server: Server, kind: str) -> None:
+    async def run() -> None:
+        async with httpx.AsyncClient(base_url=kinds_server.url, timeout=30) as client:
+            bodies = [f"{kind}-{i}".encode() for i in range(40)]
+            answers = await asyncio.gather(
+                *[client.post(f"/{kind}/echo", content=body) for body in bodies]
+            )
+            assert [a.content for a in answers] == bodies
+
+    asyncio.run(run())
+
+
+def test_wasm_memory_cap_and_fuel(kinds_server: Server) -> None:
+    big = httpx.get(kinds_server.url + "/wasm-faulty/big")
+    assert big.status_code == 500 and "trapped" in big.json()["detail"], big.text
+    fuel = httpx.get(kinds_server.url + "/wasm-fuel")
+    assert fuel.status_code == 500 and "ran out of fuel" in fuel.json()["detail"], fuel.text
+    assert httpx.get(kinds_server.url + "/wasm-faulty").text == "Hello Plugin!"
+
+
+def test_wasi_exit_code_and_bad_output_are_500s_and_stderr_is_logged(
+    kinds_server: Server,
+) -> None:
+    exited = httpx.get(kinds_server.url + "/wasi-faulty/exit")
+    assert exited.status_code == 500 and "exited with code 3" in exited.json()["detail"]
+    garbage = httpx.get(kinds_server.url + "/wasi-faulty/garbage")
+    assert garbage.status_code == 500 and "no header block" in garbage.json()["detail"]
+    deadline = time.monotonic() + 5
+    while "faulty.wasi: giving up" not in kinds_server.log():
+        assert time.monotonic() < deadline, kinds_server.log()[-2000:]
+        time.sleep(0.05)
+
+
+def test_native_error_code_and_stdout_noise(kinds_server: Server) -> None:
+    failed = httpx.get(kinds_server.url + "/native-faulty/fail")
+    assert failed.status_code == 500 and "returned 7" in failed.json()["detail"]
+    printed = httpx.get(kinds_server.url + "/native-faulty/print")
+    assert printed.text == "Hello Plugin!"
+
+
+def test_proxy_forwards_method_path_query_headers_and_body(kinds_server: Server) -> None:
+    answer = httpx.put(
+        kinds_server.url + "/proxy/echo?a=1&a=2",
+        content=b"payload",
+        headers={"content-type": "text/x-demo", "connection": "keep-alive"},
+    )
+    assert answer.status_code == 200 and answer.content == b"payload"
+    assert answer.headers["x-echo-method"] == "PUT"
+    assert answer.headers["x-echo-query"] == "a=1&a=2"
+    assert answer.headers["x-echo-forwarded-host"] == kinds_server.url.split("://")[1]
+    assert answer.headers.get_list("set-cookie") == ["a=1", "b=2"]
+    assert answer.headers.get_list("x-valor-plugin") == ["proxy"]
+
+
+def test_proxy_down_names_the_upstream(kinds_server: Server) -> None:
+    answer = httpx.get(kinds_server.url + "/proxy-down/x")
+    assert answer.status_code == 502
+    assert "unreachable" in answer.json()["detail"]
