@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -14,7 +15,7 @@ from valor.headers import Headers
 
 from tests.cases import Answer, Case, run_cases
 from tests.conftest import REGISTRY_TOKEN
-from tests.servers import Server, valor_server
+from tests.servers import MANIFEST, Server, valor_server
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
 
@@ -238,18 +239,57 @@ class TestManifestAtStartup:
             assert httpx.get(running.url + "/broken").status_code == 404
             assert "plug-in 'broken' failed to load: syntax error" in running.log()
 
-        with pytest.raises(RuntimeError, match="plug-in 'broken' failed to load"):
-            with valor_server(manifest, "--strict", log_dir=tmp_path):
-                pass
+        with (
+            pytest.raises(RuntimeError, match="plug-in 'broken' failed to load"),
+            valor_server(manifest, "--strict", log_dir=tmp_path),
+        ):
+            pass
 
     def test_an_invalid_manifest_names_the_plugin_and_field(self, tmp_path: Path) -> None:
         manifest = tmp_path / "plugins.json"
         manifest.write_text(json.dumps({"plugins": [{"name": "x", "type": "python"}]}))
-        with pytest.raises(RuntimeError, match="plug-in 'x': 'path' is required"):
-            with valor_server(manifest, log_dir=tmp_path, startup=10):
-                pass
+        with (
+            pytest.raises(RuntimeError, match="plug-in 'x': 'path' is required"),
+            valor_server(manifest, log_dir=tmp_path, startup=10),
+        ):
+            pass
 
     def test_a_missing_manifest_is_a_clear_error(self, tmp_path: Path) -> None:
-        with pytest.raises(RuntimeError, match="manifest not found"):
-            with valor_server(tmp_path / "nope.json", log_dir=tmp_path, startup=10):
-                pass
+        with (
+            pytest.raises(RuntimeError, match="manifest not found"),
+            valor_server(tmp_path / "nope.json", log_dir=tmp_path, startup=10),
+        ):
+            pass
+
+
+def test_reload_picks_up_an_edited_plugin(tmp_path: Path) -> None:
+    plugin = tmp_path / "live.py"
+    plugin.write_text("from valor import vlugin\n@vlugin\ndef on_request(req):\n    return 'v1'\n")
+    manifest = tmp_path / "plugins.json"
+    manifest.write_text(
+        json.dumps({"plugins": [{"name": "live", "type": "python", "path": "live.py"}]})
+    )
+    with valor_server(manifest, "--reload", log_dir=tmp_path) as running:
+        assert httpx.get(running.url + "/live").text == "v1"
+        deadline = time.monotonic() + 20
+        answer = ""
+        while answer != "v2" and time.monotonic() < deadline:
+            # Rewritten each round: the watcher may not be watching yet right after start-up.
+            plugin.write_text(plugin.read_text().replace("v1", "v2"))
+            time.sleep(0.5)
+            with contextlib.suppress(httpx.TransportError):  # restarting
+                answer = httpx.get(running.url + "/live", timeout=2).text
+        assert answer == "v2"
+
+
+@pytest.mark.anyio
+async def test_create_app_works_without_lifespan_in_process() -> None:
+    from valor.server import create_app
+
+    app = create_app(MANIFEST)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        answer = await client.get("/greeter", params={"who": "Eve"})
+    assert answer.text == "Alice says hello Eve!"
+    assert answer.headers["x-valor-plugin"] == "greeter"
+    await app.runtime.close()

@@ -74,7 +74,8 @@ def parse_manifest(data: Any, base_dir: Path) -> Manifest:
                 raise ManifestError(f"plug-in {spec.name!r}: name is used twice", spec.name, "name")
             if other.prefix == spec.prefix:
                 raise ManifestError(
-                    f"plug-in {spec.name!r}: prefix {spec.prefix!r} is already used by {other.name!r}",
+                    f"plug-in {spec.name!r}: prefix {spec.prefix!r} is already used by "
+                    f"{other.name!r}",
                     spec.name,
                     "prefix",
                 )
