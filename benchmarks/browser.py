@@ -1,0 +1,273 @@
+"""Browser latency and throughput: Valor's service worker + Pyodide runtime against a service
+worker that answers in JavaScript (the floor), in one run of plain headless Chromium.
+
+Plain Chromium, not Playwright (which slows service-worker traffic). The pages post their
+figures back to this script's small HTTP server on 127.0.0.1. Measures, for each side:
+p50/p90/p99 of sequential hello requests, throughput of concurrent requests, a 5 MB echo, and
+for Valor the time to the first intercepted response on a first and on a repeat visit.
+Targets: p50 ratio <= 1.15, 5 MB ratio <= 1.2.
+
+    python benchmarks/browser.py [--requests 500] [--concurrent 200] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "runtime_py"))
+
+from valor.build import build  # noqa: E402
+from valor.static import MIME_TYPES  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-extensions",
+]
+
+# The floor: the same answers as the hello and echo plug-ins, straight from the service worker.
+FLOOR_SW = """
+self.addEventListener("install", (e) => e.waitUntil(self.skipWaiting()));
+self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
+self.addEventListener("fetch", (event) => {
+  const path = new URL(event.request.url).pathname;
+  if (path === "/floor/hello") {
+    event.respondWith(new Response("Hello Plugin!", {headers: {"content-type": "text/plain; charset=utf-8"}}));
+  } else if (path.startsWith("/floor/echo")) {
+    const type = event.request.headers.get("content-type") ?? "application/octet-stream";
+    event.respondWith(event.request.arrayBuffer().then((b) => new Response(b, {headers: {"content-type": type}})));
+  }
+});
+"""
+
+BENCH_JS = """
+const params = new URLSearchParams(location.search);
+const target = location.pathname.split("/")[1];
+const phase = params.get("phase");
+const config = JSON.parse(params.get("config"));
+
+async function startTarget() {
+  if (target === "valor") {
+    const { Valor } = await import("./valor.js");
+    await Valor.start();
+  } else {
+    const sw = navigator.serviceWorker;
+    await sw.register("floor-sw.js", { scope: "/floor/" });
+    if (!sw.controller) await new Promise((r) => sw.addEventListener("controllerchange", r, { once: true }));
+  }
+}
+
+async function hello() {
+  const r = await fetch("hello");
+  const text = await r.text();
+  if (text !== "Hello Plugin!") throw new Error("wrong answer: " + text);
+}
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function suite() {
+  for (let i = 0; i < 50; i++) await hello();
+  const times = [];
+  for (let i = 0; i < config.requests; i++) {
+    const t = performance.now();
+    await hello();
+    times.push(performance.now() - t);
+  }
+  times.sort((a, b) => a - b);
+  let t = performance.now();
+  const all = await Promise.all(Array.from({ length: config.concurrent }, async (_, i) => {
+    const r = await fetch("echo/" + i, { method: "POST", body: "n" + i });
+    return (await r.text()) === "n" + i;
+  }));
+  const concurrentMs = performance.now() - t;
+  if (!all.every(Boolean)) throw new Error("a concurrent request got a wrong answer");
+  const data = new Uint8Array(5 * 1024 * 1024);
+  for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  const echoes = [];
+  for (let i = 0; i < 7; i++) {
+    t = performance.now();
+    const r = await fetch("echo/big", { method: "POST", body: data, headers: { "content-type": "application/octet-stream" } });
+    const back = new Uint8Array(await r.arrayBuffer());
+    echoes.push(performance.now() - t);
+    if (back.length !== data.length || back[12345] !== data[12345]) throw new Error("5 MB echo differs");
+  }
+  echoes.sort((a, b) => a - b);
+  return {
+    p50: percentile(times, 50), p90: percentile(times, 90), p99: percentile(times, 99),
+    rps: config.concurrent / (concurrentMs / 1000), echo5mb: echoes[3],
+  };
+}
+
+async function main() {
+  const result = { target, phase };
+  try {
+    await startTarget();
+    await hello();
+    result.firstResponseMs = performance.now(); // since navigation start
+    if (phase === "suite") Object.assign(result, await suite());
+  } catch (error) {
+    result.error = String(error?.stack ?? error);
+  }
+  const r = await fetch("/results", { method: "POST", body: JSON.stringify(result) });
+  const { next } = await r.json();
+  if (next) location.href = next;
+}
+main();
+"""
+
+BENCH_HTML = '<!doctype html><meta charset="utf-8"><script type="module" src="bench.js"></script>'
+
+
+class BenchServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, folders: dict[str, Path], plan: list[str]) -> None:
+        super().__init__(("127.0.0.1", 0), BenchHandler)
+        self.folders = folders
+        self.plan = plan
+        self.results: list[dict[str, Any]] = []
+        self.done = threading.Event()
+
+
+class BenchHandler(http.server.SimpleHTTPRequestHandler):
+    extensions_map = MIME_TYPES  # type: ignore[assignment]
+    server: BenchServer
+
+    def translate_path(self, path: str) -> str:
+        clean = path.split("?", 1)[0]
+        name, _, rest = clean.lstrip("/").partition("/")
+        folder = self.server.folders.get(name)
+        if folder is None:
+            return "/nonexistent"
+        return str(folder / rest) if rest else str(folder / "index.html")
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["content-length"]))
+        self.server.results.append(json.loads(body))
+        plan = self.server.plan
+        answer = json.dumps({"next": plan.pop(0) if plan else None}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+        if not plan:
+            self.server.done.set()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def run(requests: int, concurrent: int, rounds: int, timeout: float) -> list[dict[str, Any]]:
+    work = Path(tempfile.mkdtemp(prefix="valor-bench-"))
+    try:
+        valor_dir = work / "valor"
+        build(ROOT / "plugins" / "plugins.json", valor_dir, base="/valor/", quiet=True)
+        floor_dir = work / "floor"
+        floor_dir.mkdir()
+        (floor_dir / "floor-sw.js").write_text(FLOOR_SW)
+        for folder in (valor_dir, floor_dir):
+            (folder / "bench.html").write_text(BENCH_HTML)
+            (folder / "bench.js").write_text(BENCH_JS)
+
+        config = json.dumps({"requests": requests, "concurrent": concurrent})
+        server = BenchServer({"valor": valor_dir, "floor": floor_dir}, [])
+        origin = f"http://127.0.0.1:{server.server_port}"
+
+        def page(target: str, phase: str) -> str:
+            return f"{origin}/{target}/bench.html?phase={phase}&config={config}"
+
+        # First visits of each, then the suites alternating, so drift hits both sides alike.
+        plan = [page("valor", "first"), page("floor", "first"), page("valor", "repeat")]
+        for _ in range(rounds):
+            plan += [page("floor", "suite"), page("valor", "suite")]
+        first = plan.pop(0)
+        server.plan = plan
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+        profile = work / "profile"
+        command = [CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={profile}", first]
+        browser = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if not server.done.wait(timeout):
+                raise SystemExit(f"timed out after {timeout:g} s; results so far: {server.results}")
+        finally:
+            browser.terminate()
+            browser.wait(10)
+            server.shutdown()
+        return server.results
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def report(results: list[dict[str, Any]]) -> None:
+    errors = [r for r in results if "error" in r]
+    if errors:
+        raise SystemExit("\n".join(f"{r['target']} {r['phase']}: {r['error']}" for r in errors))
+
+    def best(target: str) -> dict[str, float]:
+        suites = [r for r in results if r["target"] == target and r["phase"] == "suite"]
+        # The best round of each side: the least disturbed by the rest of the machine.
+        return {
+            key: (max if key == "rps" else min)(s[key] for s in suites)
+            for key in ("p50", "p90", "p99", "rps", "echo5mb")
+        }
+
+    floor, valor = best("floor"), best("valor")
+    visits = {r["phase"]: r["firstResponseMs"] for r in results if r["target"] == "valor"}
+    floor_first = next(r["firstResponseMs"] for r in results if r["phase"] == "first")
+    print(f"{'':28}{'JS floor':>12}{'Valor':>12}{'ratio':>9}")
+    for key, label in (("p50", "hello p50 (ms)"), ("p90", "hello p90 (ms)"), ("p99", "hello p99 (ms)")):
+        print(f"{label:28}{floor[key]:12.3f}{valor[key]:12.3f}{valor[key] / floor[key]:9.2f}")
+    print(
+        f"{'200 concurrent (req/s)':28}{floor['rps']:12.0f}{valor['rps']:12.0f}"
+        f"{valor['rps'] / floor['rps']:9.2f}"
+    )
+    print(
+        f"{'5 MB echo (ms)':28}{floor['echo5mb']:12.1f}{valor['echo5mb']:12.1f}"
+        f"{valor['echo5mb'] / floor['echo5mb']:9.2f}"
+    )
+    print(f"{'first response, 1st visit':28}{floor_first:12.0f}{visits['first']:12.0f}  ms")
+    print(f"{'first response, repeat':28}{'':12}{visits['repeat']:12.0f}  ms")
+    p50_ratio, echo_ratio = valor["p50"] / floor["p50"], valor["echo5mb"] / floor["echo5mb"]
+    print(
+        f"targets: p50 ratio {p50_ratio:.2f} (<= 1.15: {'met' if p50_ratio <= 1.15 else 'missed'}),"
+        f" 5 MB ratio {echo_ratio:.2f} (<= 1.2: {'met' if echo_ratio <= 1.2 else 'missed'})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=500)
+    parser.add_argument("--concurrent", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=2, help="suite rounds per side (best kept)")
+    parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
+    args = parser.parse_args()
+    results = run(args.requests, args.concurrent, args.rounds, args.timeout)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    report(results)
+
+
+if __name__ == "__main__":
+    main()
