@@ -5,12 +5,20 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from valor.call import main
+from valor import call
 
 from tests.servers import MANIFEST
+
+
+def main(argv: list[str]) -> int:
+    """``valor call``'s main() in-process, in a thread of its own as in a fresh process: other
+    test modules may leave an event loop registered in the main thread."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call.main, argv).result()
 
 
 def valor_call(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -12,8 +17,9 @@ from valor.manifest import load_manifest
 from valor.runtime import Runtime
 from valor.server import SERVER_LOADERS
 from valor.testing import Response, TestClient
+from valor.testing.client import Client
 
-from tests.cases import Answer, Case, run_cases
+from tests.cases import CASES, Answer, Case, run_cases
 from tests.servers import MANIFEST
 
 
@@ -128,19 +134,27 @@ def test_rejects_two_manifests(tmp_path: Path) -> None:
 
 
 def test_loads_on_first_request_and_close_stops_the_thread(tmp_path: Path) -> None:
-    before = threading.active_count()
+    def client_threads() -> int:
+        return sum(t.name == "valor-test-client" for t in threading.enumerate())
+
+    before = client_threads()
     client = TestClient(write_plugins(tmp_path, ok=OK))
     assert client.get("/ok").text == "ok"
-    assert threading.active_count() > before
+    assert client_threads() == before + 1
     client.close()
     client.close()  # closing twice is harmless
-    assert threading.active_count() == before
+    assert client_threads() == before
 
 
-@pytest.mark.anyio
-async def test_works_inside_an_async_test() -> None:
-    with TestClient(MANIFEST) as client:
-        assert client.get("/hello").text == "Hello Plugin!"
+def test_works_while_an_event_loop_runs() -> None:
+    """As in an async test: the client keeps its own loop and leaves the caller's alone."""
+
+    async def async_test() -> str:
+        with TestClient(MANIFEST) as client:
+            return client.get("/hello").text
+
+    with ThreadPoolExecutor(1) as pool:  # a thread of its own, whatever the session left running
+        assert pool.submit(asyncio.run, async_test()).result() == "Hello Plugin!"
 
 
 def test_worker_style_answers_posted_from_a_task(tmp_path: Path) -> None:
@@ -158,3 +172,123 @@ def test_worker_style_answers_posted_from_a_task(tmp_path: Path) -> None:
     with TestClient(manifest) as client:
         answer = client.get("/later")
     assert (answer.status_code, answer.text) == (202, "later")
+
+
+# -- the pytest plug-in: valor_host runs a test on the server host and in Chromium ------------
+
+NOT_INTERCEPTED = {"prefix-boundary", "not-found"}  # unmounted paths go to the static host
+
+
+def test_the_shared_table_on_both_hosts(valor_host: Client) -> None:
+    cases = (
+        CASES
+        if valor_host.name == "server"
+        else [case for case in CASES if case.id not in NOT_INTERCEPTED]
+    )
+
+    def send(case: Case) -> Answer:
+        response = valor_host.request(
+            case.method, case.path, headers=case.headers, content=case.body
+        )
+        return Answer(response.status_code, response.headers, response.content)
+
+    run_cases(send, cases)
+
+
+TWO_HOST_TEST = """
+def test_greets(valor_host):
+    answer = valor_host.get("/weather", params={"who": "Ann"})
+    assert answer.status_code == 200
+    assert answer.headers["x-valor-plugin"] == "weather"
+    assert answer.text == "Hello Ann, from weather!"
+"""
+
+
+def author_project(folder: Path) -> Path:
+    """A plug-in author's project: ``valor new weather`` and a test using ``valor_host``."""
+    done = subprocess.run(
+        [sys.executable, "-m", "valor.cli", "new", "weather"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    (folder / "tests" / "test_hosts.py").write_text(TWO_HOST_TEST)
+    return folder
+
+
+def run_pytest(folder: Path, *args: str, env: dict[str, str] | None = None):
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_plugin_authors_get_both_hosts(tmp_path: Path) -> None:
+    project = author_project(tmp_path)
+    done = run_pytest(project, "tests/test_hosts.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASSED tests/test_hosts.py::test_greets[server]" in done.stdout
+    assert "PASSED tests/test_hosts.py::test_greets[browser]" in done.stdout
+
+    # A plug-in that answers wrongly fails on both hosts.
+    source = project / "plugins" / "weather.py"
+    source.write_text(source.read_text().replace("Hello", "Bye"))
+    failed = run_pytest(project, "tests/test_hosts.py")
+    assert failed.returncode == 1
+    assert "FAILED tests/test_hosts.py::test_greets[server]" in failed.stdout
+    assert "FAILED tests/test_hosts.py::test_greets[browser]" in failed.stdout
+
+
+def test_hosts_can_be_chosen(tmp_path: Path) -> None:
+    project = author_project(tmp_path)
+    done = run_pytest(project, "tests/test_hosts.py", "--valor-hosts=server")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout and "[browser]" not in done.stdout
+    wrong = run_pytest(project, "tests/test_hosts.py", "--valor-hosts=servre")
+    assert wrong.returncode != 0
+    assert "unknown host 'servre'" in wrong.stderr + wrong.stdout
+
+
+def test_the_browser_run_skips_only_without_playwright(tmp_path: Path) -> None:
+    project = author_project(tmp_path)
+    shim = tmp_path / "no-playwright" / "playwright"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('playwright is blocked for this test')\n")
+    done = run_pytest(
+        project,
+        "tests/test_hosts.py",
+        "-p",
+        "no:playwright",  # pytest-playwright itself would import the blocked module
+        env={"PYTHONPATH": str(shim.parent)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed, 1 skipped" in done.stdout
+    assert "the browser host needs Playwright" in done.stdout
+
+
+def test_a_broken_bundle_fails_rather_than_skips(tmp_path: Path) -> None:
+    project = author_project(tmp_path)
+    (project / "plugins" / "weather.py").unlink()  # the build refuses a missing file
+    done = run_pytest(project, "tests/test_hosts.py", "--valor-hosts=browser")
+    assert done.returncode == 1
+    assert "ERROR tests/test_hosts.py::test_greets[browser]" in done.stdout
+    assert "skipped" not in done.stdout
+
+
+def test_the_pytest_plugin_is_registered_and_imports_nothing_heavy() -> None:
+    probe = (
+        "import importlib.metadata as m, sys\n"
+        "entry = {e.name: e.value for e in m.entry_points(group='pytest11')}['valor']\n"
+        "import valor.testing.pytest_plugin\n"
+        "heavy = ['httpx', 'playwright', 'uvicorn', 'wasmtime', 'starlette', 'valor.server',\n"
+        "         'valor.build', 'valor.testing.hosts']\n"
+        "print(entry, [name for name in heavy if name in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "valor.testing.pytest_plugin []", done.stderr

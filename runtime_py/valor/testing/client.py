@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json as jsonlib
-import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from os import PathLike
 from typing import Any, TypeVar
@@ -14,6 +12,7 @@ from ..loaders import Loader
 from ..manifest import Manifest, load_manifest
 from ..runtime import Runtime
 from ..wire import RequestMessage
+from .loop import LoopThread
 from .response import Response
 
 T = TypeVar("T")
@@ -142,8 +141,7 @@ class TestClient(Client):
         self.manifest = manifest
         self.base_url = base_url
         self.strict = strict
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop: LoopThread | None = None
 
     def __enter__(self) -> TestClient:
         self.start()
@@ -156,11 +154,7 @@ class TestClient(Client):
         """Start the loop and load the plug-ins (idempotent)."""
         if self._loop is not None:
             return
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="valor-test-client", daemon=True
-        )
-        self._thread.start()
+        self._loop = LoopThread("valor-test-client")
         try:
             if self.manifest is not None:
                 self.run(self.runtime.load(self.manifest, strict=self.strict))
@@ -170,23 +164,19 @@ class TestClient(Client):
 
     def close(self) -> None:
         """Unload the plug-ins and stop the loop."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        loop, self._loop = self._loop, None
+        if loop is None:
             return
         try:
-            self.run(self.runtime.close())
-            self.run(loop.shutdown_default_executor())
+            loop.run(self.runtime.close())
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
-            self._loop = self._thread = None
+            loop.stop()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the client's loop (e.g. ``runtime.add(spec)``); return its result."""
         self.start()
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        return self._loop.run(coroutine)
 
     def send(self, message: RequestMessage) -> Response:
         return Response.from_message(self.run(self.runtime.handle(message)))

@@ -1,0 +1,281 @@
+"""The two real hosts as test clients: ``ServerHost`` (``valor serve``, real uvicorn) and
+``BrowserHost`` (the built bundle on a static server, in headless Chromium).
+
+Both speak the ``Client`` API (``host.get("/hello")``), so one test runs against either.
+Third-party modules (httpx, Playwright) are imported only when a host starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+from ..wire import RequestMessage
+from .client import Client
+from .loop import LoopThread
+from .response import Response
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+BOOT_TIMEOUT = 120.0  # seconds for a host to start: Pyodide's first boot takes a few
+
+
+class HostError(RuntimeError):
+    """A host that did not start; the message carries its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerHost(Client):
+    """``valor serve MANIFEST`` in a subprocess on 127.0.0.1, reached over HTTP with httpx."""
+
+    name = "server"
+
+    def __init__(
+        self,
+        manifest: str | PathLike[str],
+        args: Sequence[str] = (),
+        log_dir: str | PathLike[str] | None = None,
+    ) -> None:
+        self.manifest = Path(manifest)
+        self.args = list(args)
+        self.log_dir = Path(log_dir) if log_dir is not None else None
+        self.base_url = ""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._http: Any = None
+        self._log_path: Path | None = None
+
+    def __enter__(self) -> ServerHost:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        import httpx
+
+        port = free_port()
+        log_dir = self.log_dir or Path(tempfile.mkdtemp(prefix="valor-server-"))
+        self._log_path = log_dir / f"valor-serve-{port}.log"
+        command = [sys.executable, "-m", "valor.cli", "serve", str(self.manifest)]
+        with open(self._log_path, "wb") as log:
+            self._process = subprocess.Popen(
+                [*command, "--host", "127.0.0.1", "--port", str(port), *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.base_url = f"http://127.0.0.1:{port}/"
+        self._http = httpx.Client(timeout=BOOT_TIMEOUT)
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while True:
+            if self._process.poll() is not None:
+                log_text = self.log()
+                self.close()
+                raise HostError(f"valor serve exited with {self._process.returncode}:\n{log_text}")
+            try:
+                self._http.get(self.base_url + "_health", timeout=1)
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    log_text = self.log()
+                    self.close()
+                    raise HostError(f"valor serve did not start:\n{log_text}") from None
+                time.sleep(0.05)
+
+    def log(self) -> str:
+        """What the server has written so far (access log, load failures, tracebacks)."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        return self._log_path.read_text(errors="replace")
+
+    def send(self, message: RequestMessage) -> Response:
+        answer = self._http.request(
+            message["method"], message["url"], headers=message["headers"], content=message["body"]
+        )
+        return Response(answer.status_code, answer.headers.multi_items(), answer.content)
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def find_chromium() -> str | None:
+    """A Chromium to drive: ``$VALOR_CHROMIUM``, one on ``PATH``, else Playwright's own."""
+    configured = os.environ.get("VALOR_CHROMIUM")
+    if configured:
+        return configured  # a wrong path is a configuration error, reported when launching
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+class Chromium:
+    """Headless Chromium driven by Playwright on its own loop, shared by browser hosts.
+
+    ``executable`` None means Playwright's downloaded Chromium (``playwright install``).
+    """
+
+    def __init__(self, executable: str | None) -> None:
+        self.executable = executable
+        self.loop: LoopThread | None = None
+        self.browser: Any = None
+        self._playwright: Any = None
+
+    def start(self) -> Chromium:
+        from playwright.async_api import async_playwright
+
+        self.loop = LoopThread("valor-chromium")
+        try:
+            self._playwright = self.loop.run(async_playwright().start())
+            self.browser = self.loop.run(
+                self._playwright.chromium.launch(
+                    executable_path=self.executable, headless=True, args=CHROMIUM_ARGS
+                )
+            )
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def run(self, coroutine: Any, timeout: float = BOOT_TIMEOUT) -> Any:
+        assert self.loop is not None, "Chromium is not started"
+        return self.loop.run(coroutine, timeout)
+
+    def close(self) -> None:
+        loop, self.loop = self.loop, None
+        if loop is None:
+            return
+        try:
+            if self.browser is not None:
+                loop.run(self.browser.close())
+            if self._playwright is not None:
+                loop.run(self._playwright.stop())
+        finally:
+            loop.stop()
+
+
+FETCH = """async ({url, method, headers, body}) => {
+  const init = {method, headers};
+  if (body !== null) init.body = Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
+  const response = await fetch(url, init);
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  let binary = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return {status: response.status, headers: [...response.headers], body: btoa(binary)};
+}"""
+
+
+class BrowserHost(Client):
+    """The manifest built by ``valor build``, served by a static server on 127.0.0.1 and
+    answered in Chromium: each request is a ``fetch()`` in the page, which the service worker
+    hands to the page's Pyodide runtime."""
+
+    name = "browser"
+
+    def __init__(
+        self,
+        manifest: str | PathLike[str],
+        chromium: Chromium,
+        folder: str | PathLike[str] | None = None,
+        base: str = "/",
+    ) -> None:
+        self.manifest = Path(manifest)
+        self.chromium = chromium
+        self.folder = Path(folder) if folder is not None else None
+        self.base = base
+        self.base_url = ""
+        self.console: list[str] = []
+        self._server: Any = None
+        self._context: Any = None
+        self._page: Any = None
+
+    def __enter__(self) -> BrowserHost:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        from ..build import build, serve
+
+        folder = self.folder or Path(tempfile.mkdtemp(prefix="valor-site-"))
+        build(self.manifest, folder / "dist", base=self.base, quiet=True)
+        self._server = serve(folder / "dist", self.base)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.base_url = self._server.url
+        try:
+            self.chromium.run(self._open())
+        except Exception as exc:
+            console = "\n".join(self.console[-30:])
+            self.close()
+            raise HostError(f"the browser host did not start: {exc}\nconsole:\n{console}") from exc
+
+    async def _open(self) -> None:
+        self._context = await self.chromium.browser.new_context()
+        self._page = await self._context.new_page()
+        self._page.on("console", lambda message: self.console.append(message.text))
+        await self._page.goto(self.base_url)
+        await self._page.evaluate("() => Valor.start()")
+
+    def send(self, message: RequestMessage) -> Response:
+        body = message["body"]
+        result = self.chromium.run(
+            self._page.evaluate(
+                FETCH,
+                {
+                    "url": message["url"],
+                    "method": message["method"],
+                    "headers": message["headers"],
+                    "body": None if body is None else base64.b64encode(body).decode(),
+                },
+            )
+        )
+        return Response(result["status"], result["headers"], base64.b64decode(result["body"]))
+
+    def close(self) -> None:
+        if self._context is not None and self.chromium.loop is not None:
+            self.chromium.run(self._context.close())
+        self._context = self._page = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
