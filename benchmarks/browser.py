@@ -234,7 +234,9 @@ def report(results: list[dict[str, Any]]) -> None:
 
     floor, valor = best("floor"), best("valor")
     visits = {r["phase"]: r["firstResponseMs"] for r in results if r["target"] == "valor"}
-    floor_first = next(r["firstResponseMs"] for r in results if r["phase"] == "first")
+    floor_first = next(
+        r["firstResponseMs"] for r in results if r["target"] == "floor" and r["phase"] == "first"
+    )
     print(f"{'':28}{'JS floor':>12}{'Valor':>12}{'ratio':>9}")
     for key, label in (("p50", "hello p50 (ms)"), ("p90", "hello p90 (ms)"), ("p99", "hello p99 (ms)")):
         print(f"{label:28}{floor[key]:12.3f}{valor[key]:12.3f}{valor[key] / floor[key]:9.2f}")

@@ -11,6 +11,7 @@
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
 
 let host = null; // the Python BrowserHost, once booted
+let handle = null; // host.handle, looked up once: each lookup makes a new proxy
 let status = "booting";
 let port = null; // the current service worker's end of this tab's channel
 const waiting = []; // requests that arrived while booting: [port, message]
@@ -32,22 +33,28 @@ function adopt(newPort) {
 
 function receive(from, message) {
   if (message.type !== "request") return;
-  if (host) answer(from, message);
+  if (handle) answer(from, message);
   else waiting.push([from, message]);
 }
 
 async function answer(to, { id, url, method, headers, body }) {
   let reply;
   try {
-    const response = await host.handle(url, method, headers, body ?? undefined);
-    const { status, reason, headers: pairs, body: bytes } = response;
+    // Most answers come back at once; a plug-in that waits returns a promise (a PyProxy).
+    let result = handle(url, method, headers.map(([k, v]) => `${k}: ${v}`).join("\r\n"), body);
+    if (typeof result.then === "function") {
+      const later = result;
+      result = await later;
+      later.destroy();
+    }
+    const [status, reason, pairs, bytes] = result;
     reply = { type: "response", id, status, reason, headers: pairs, body: bytes };
   } catch (error) {
     // The runtime answers every failure itself; this is a bug in the host, not a plug-in.
     console.error("valor: the runtime failed to answer", error);
     reply = failure(id, 500, `the browser runtime failed: ${error}`);
   }
-  to.postMessage(reply, reply.body ? [reply.body.buffer] : []);
+  to.postMessage(reply, [reply.body.buffer]);
 }
 
 function failure(id, status, detail) {
@@ -99,6 +106,7 @@ async function boot({ base, manifest }) {
       browser.start(`/valor/${manifest}`, base.replace(/\/$/, ""), onChange),
     );
     const state = host.describe().toJs({ dict_converter: Object.fromEntries });
+    handle = host.handle;
     setStatus("ready", { ...state, bootMs: Math.round(performance.now() - started), steps });
     for (const [from, message] of waiting.splice(0)) answer(from, message);
   } catch (error) {

@@ -37,14 +37,14 @@ PYODIDE_FILES = (
     "python_stdlib.zip",
     "pyodide-lock.json",
 )
-SITE_FILES = {
-    # bundle name: source file (in the repository's sw/ and web/, or the package's static/)
-    "index.html": "web/index.html",
-    "demo.js": "web/demo.js",
-    "demo.css": "web/demo.css",
-    "valor.js": "web/valor.js",
-    "valor-worker.js": "web/valor-worker.js",
-    "valor-sw.js": "sw/valor-sw.js",
+# The site's own files: everything in web/ (page, runtime worker, browser loaders' helpers)
+# and the service worker, from the repository or, when installed, from the package's static/.
+SITE_FOLDERS = ("web", "sw")
+# The browser side of the js, wasm and wasi kinds: bundle name: file in the valor package.
+KIND_FILES = {
+    "kinds/pool.mjs": "loaders/js_host/pool.mjs",
+    "kinds/boot.mjs": "loaders/js_host/boot.mjs",
+    "kinds/wasm-executor.mjs": "loaders/js_host/wasm-executor.mjs",
 }
 BUILD_PLACEHOLDER = "/*__VALOR_BUILD__*/null"
 # Kinds a browser cannot run; they are left out of the bundle with a warning.
@@ -335,6 +335,12 @@ def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> 
         if spec.path is not None:
             if spec.path.is_relative_to(base_dir):
                 relative = spec.path.relative_to(base_dir).as_posix()
+                # Built plug-ins (build/hello.wasm) live in folders the walk skips.
+                _copy(spec.path, folder / relative)
+                # Also when the walk skipped its folder (a build/ output, for instance).
+                sources = _walk(spec.path) if spec.path.is_dir() else [spec.path]
+                for path in sources:
+                    _copy(path, folder / path.relative_to(base_dir))
             else:
                 relative = f"_external/{spec.name}/{spec.path.name}"
                 sources = _walk(spec.path) if spec.path.is_dir() else [spec.path]
@@ -348,8 +354,10 @@ def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> 
 
 
 def _write_site(staging: Path, bundle: Bundle) -> None:
-    for name, source in SITE_FILES.items():
-        _copy(_site_source(source), staging / name)
+    for name in SITE_FOLDERS:
+        source = _site_folder(name)
+        for path in _walk(source):
+            _copy(path, staging / path.relative_to(source))
     bundle.assets = sorted(p.relative_to(staging).as_posix() for p in _walk(staging))
     bundle.assets.append("valor-bundle.json")
     digest = hashlib.sha256()
@@ -372,22 +380,23 @@ def _write_site(staging: Path, bundle: Bundle) -> None:
     stamp = json.dumps({"version": bundle.version, "base": bundle.base, "assets": bundle.assets})
     for name in ("valor.js", "valor-sw.js"):
         target = staging / name
+        if not target.is_file():
+            raise BuildError(f"the site file {name!r} is missing from this installation of valor")
         text = target.read_text()
         if BUILD_PLACEHOLDER not in text:
             raise BuildError(f"{name} has no {BUILD_PLACEHOLDER} placeholder")
-        target.unlink()  # may be a hard link into the sources
         target.write_text(text.replace(BUILD_PLACEHOLDER, stamp))
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _site_source(relative: str) -> Path:
-    """A site file: from the repository when run from a checkout, else from the package."""
-    for path in (REPO_DIR / relative, PACKAGE_DIR / "static" / relative):
-        if path.is_file():
-            return path
-    raise BuildError(f"the site file {relative!r} is missing from this installation of valor")
+def _site_folder(name: str) -> Path:
+    """A folder of site files: the repository's when run from a checkout, else the package's."""
+    for folder in (REPO_DIR / name, PACKAGE_DIR / "static" / name):
+        if folder.is_dir():
+            return folder
+    raise BuildError(f"the site folder {name!r} is missing from this installation of valor")
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -399,11 +408,9 @@ def _walk(folder: Path) -> list[Path]:
 
 
 def _copy(source: Path, target: Path) -> None:
+    # A copy, not a link: editing the site must never change the sources or the cache.
     target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, target)  # same file system: no bytes copied
-    except OSError:
-        shutil.copy2(source, target)
+    shutil.copyfile(source, target)
 
 
 def _run(command: list[str], failure: str) -> None:
