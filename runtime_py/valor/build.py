@@ -40,11 +40,10 @@ PYODIDE_FILES = (
 # The site's own files: everything in web/ (page, runtime worker, browser loaders' helpers)
 # and the service worker, from the repository or, when installed, from the package's static/.
 SITE_FOLDERS = ("web", "sw")
-# The browser side of the js, wasm and wasi kinds: bundle name: file in the valor package.
+# The JS worker pool that both hosts run (Deno on the server): bundle name: file in the package.
 KIND_FILES = {
     "kinds/pool.mjs": "loaders/js_host/pool.mjs",
     "kinds/boot.mjs": "loaders/js_host/boot.mjs",
-    "kinds/wasm-executor.mjs": "loaders/js_host/wasm-executor.mjs",
 }
 BUILD_PLACEHOLDER = "/*__VALOR_BUILD__*/null"
 # Kinds a browser cannot run; they are left out of the bundle with a warning.
@@ -335,8 +334,6 @@ def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> 
         if spec.path is not None:
             if spec.path.is_relative_to(base_dir):
                 relative = spec.path.relative_to(base_dir).as_posix()
-                # Built plug-ins (build/hello.wasm) live in folders the walk skips.
-                _copy(spec.path, folder / relative)
                 # Also when the walk skipped its folder (a build/ output, for instance).
                 sources = _walk(spec.path) if spec.path.is_dir() else [spec.path]
                 for path in sources:
@@ -358,6 +355,8 @@ def _write_site(staging: Path, bundle: Bundle) -> None:
         source = _site_folder(name)
         for path in _walk(source):
             _copy(path, staging / path.relative_to(source))
+    for name, source in KIND_FILES.items():
+        _copy(PACKAGE_DIR / source, staging / name)
     bundle.assets = sorted(p.relative_to(staging).as_posix() for p in _walk(staging))
     bundle.assets.append("valor-bundle.json")
     digest = hashlib.sha256()

@@ -5,6 +5,14 @@ if ("Deno" in globalThis) {
   // On the server stdout carries the frames to Valor: console output goes to stderr (the log).
   for (const level of ["log", "info", "debug"]) console[level] = console.error;
 }
+// A rejected promise (a throw in an async handler) crashes the worker, as a throw does: browsers
+// only report it inside the worker, so rethrow it where the pool sees an error event.
+self.addEventListener("unhandledrejection", (event) => {
+  event.preventDefault();
+  setTimeout(() => {
+    throw event.reason;
+  });
+});
 try {
   await import(self.name);
   self.postMessage({ __valor: "ready" });

@@ -41,12 +41,11 @@ function handle(id, payload) {
   const head = JSON.parse(decoder.decode(payload.subarray(4, 4 + headLength)));
   if (head.cancel) return pool.cancel(id);
   const body = payload.subarray(4 + headLength);
-  pool
-    .request(id, { url: head.url, method: head.method, headers: head.headers, body: body.length ? body : null })
-    .then(
-      (answer) => send(id, { status: answer.status, headers: answer.headers }, answer.body),
-      (error) => send(id, { error: String(error?.message || error), crashed: Boolean(error?.crashed) }),
-    );
+  const request = { url: head.url, method: head.method, headers: head.headers, body: body.length ? body : null };
+  pool.answer(id, request).then((answer) => {
+    if (answer.error !== undefined) send(id, answer);
+    else send(id, { status: answer.status, headers: answer.headers }, answer.body);
+  });
 }
 
 /** Reads exact byte counts from a stream without re-copying what it has buffered. */

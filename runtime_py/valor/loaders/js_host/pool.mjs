@@ -33,6 +33,14 @@ export class WorkerPool {
     });
   }
 
+  /** Like request(), but never rejects: resolves to the answer or to {error, crashed}. */
+  answer(id, request) {
+    return this.request(id, request).catch((error) => ({
+      error: String(error?.message || error),
+      crashed: Boolean(error?.crashed),
+    }));
+  }
+
   /** Give up on request `id`: drop it from the queue, or terminate the worker running it. */
   cancel(id) {
     const queued = this.#queue.findIndex((job) => job.id === id);

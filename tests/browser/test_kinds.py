@@ -1,0 +1,132 @@
+"""Every plug-in kind in the browser host, in real Chromium: the same per-kind table as the
+server (one table, two hosts), plus load errors and the registry. Native plug-ins cannot run in
+a browser: the build leaves them out and the registry refuses them with a clear error."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page
+from valor.build import build, serve
+
+from tests.browser.conftest import BLANK_PAGE, Site, browser_send, fetch, start_page
+from tests.cases import run_cases
+from tests.kinds import conftest as kinds
+from tests.kinds.table import BROWSER_KINDS, hello_cases, kind_cases
+
+pytestmark = pytest.mark.browser
+# The kinds' fixtures (a real upstream, the built plug-ins) are shared with the server tests.
+upstream = kinds.upstream
+kinds_site = kinds.kinds_site
+
+
+@pytest.fixture(scope="module")
+def kinds_bundle(tmp_path_factory: pytest.TempPathFactory, kinds_site: Path) -> Iterator[Site]:
+    """The kinds manifest (every kind, examples and fixtures) bundled and served."""
+    folder = tmp_path_factory.mktemp("kinds-site") / "dist"
+    build(kinds_site / "plugins.json", folder, quiet=True)
+    (folder / "blank.html").write_text(BLANK_PAGE)
+    server = serve(folder, "/")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Site(server.url, "/", folder)
+    finally:
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def kinds_page(browser: Browser, kinds_bundle: Site) -> Iterator[Page]:
+    context = browser.new_context()
+    page = start_page(context, kinds_bundle.url)
+    yield page
+    context.close()
+
+
+def post_plugin(page: Page, site: Site, definition: dict) -> tuple[int, dict]:
+    import json
+
+    answer = fetch(
+        page,
+        site.url + "_plugins",
+        "POST",
+        {"content-type": "application/json"},
+        json.dumps(definition).encode(),
+    )
+    return answer.status, answer.json()
+
+
+def test_native_is_left_out_of_the_bundle(kinds_page: Page) -> None:
+    mounted = kinds_page.evaluate("Valor.prefixes")
+    assert "/js" in mounted and "/wasm" in mounted
+    assert "/native" not in mounted and "/native-faulty" not in mounted
+
+
+@pytest.mark.parametrize("kind", BROWSER_KINDS)
+def test_shared_table_per_kind(kinds_page: Page, kinds_bundle: Site, kind: str) -> None:
+    run_cases(browser_send(kinds_page, kinds_bundle), kind_cases(kind))
+
+
+@pytest.mark.parametrize("kind", BROWSER_KINDS)
+def test_registry_adds_a_plugin_at_run_time(
+    kinds_page: Page, kinds_bundle: Site, upstream: str, kind: str
+) -> None:
+    name = f"{kind}-added"
+    source = {"url": upstream} if kind == "proxy" else {"path": kinds.EXAMPLES[kind]}
+    status, body = post_plugin(
+        kinds_page, kinds_bundle, {"name": name, "type": kind, "prefix": f"/added-{kind}", **source}
+    )
+    assert status == 201, body
+    run_cases(browser_send(kinds_page, kinds_bundle), hello_cases(kind, name, f"/added-{kind}"))
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("js", "SyntaxError"),
+        ("wasm", "is not a valid WebAssembly module"),
+        ("wasi", "is not a valid WebAssembly module"),
+        ("native", "a browser cannot load"),
+    ],
+)
+def test_a_bad_module_is_a_load_error_naming_the_plugin(
+    kinds_page: Page, kinds_bundle: Site, kind: str, reason: str
+) -> None:
+    name = f"{kind}-bad"
+    status, body = post_plugin(
+        kinds_page, kinds_bundle, {"name": name, "type": kind, "path": kinds.GARBAGE[kind][0]}
+    )
+    assert status == 400, body
+    assert repr(name) in body["detail"] and reason in body["detail"], body
+
+
+def test_js_worker_has_timers_crypto_and_fetch(
+    kinds_page: Page, kinds_bundle: Site, upstream: str
+) -> None:
+    import hashlib
+
+    answer = fetch(
+        kinds_page, kinds_bundle.url + "js-faulty/later", headers={"x-upstream": upstream}
+    )
+    assert answer.status == 200, answer.body
+    data = answer.json()
+    assert len(data["uuid"]) == 36
+    assert data["sha256"] == hashlib.sha256(b"valor").hexdigest()
+    assert data["fetched"] == "Hello Plugin!"
+
+
+def test_wasi_exit_code_is_a_500(kinds_page: Page, kinds_bundle: Site) -> None:
+    answer = fetch(kinds_page, kinds_bundle.url + "wasi-faulty/exit")
+    assert answer.status == 500 and "exited with code 3" in answer.json()["detail"]
+
+
+def test_wasm_memory_cap(kinds_page: Page, kinds_bundle: Site) -> None:
+    answer = fetch(kinds_page, kinds_bundle.url + "wasm-faulty/big")
+    assert answer.status == 500 and "cap" in answer.json()["detail"], answer.body
+    assert fetch(kinds_page, kinds_bundle.url + "wasm-faulty").body == b"Hello Plugin!"
