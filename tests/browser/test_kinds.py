@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
-from valor.build import build, serve
 
 from tests.browser.conftest import BLANK_PAGE, Site, browser_send, fetch, start_page
 from tests.cases import run_cases
 from tests.kinds import conftest as kinds
 from tests.kinds.table import BROWSER_KINDS, hello_cases, kind_cases
+from valor.build import build, serve
 
 pytestmark = pytest.mark.browser
 # The kinds' fixtures (a real upstream, the built plug-ins) are shared with the server tests.

@@ -13,16 +13,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from valor import toolchain
 
 from tests.conftest import REGISTRY_TOKEN
 from tests.kinds.table import FAULTY_TIMEOUT, MAX_BODY
 from tests.servers import ROOT, Server, free_port, valor_server
+from valor import toolchain
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 EXAMPLES = {"js": "hello.js", "wasm": "hello.wasm", "wasi": "hello.wasi.wasm", "native": "hello.so"}
 FAULTY = {kind: path.replace("hello", "faulty") for kind, path in EXAMPLES.items()}
+FAULTY_CONFIG = {
+    "wasm-faulty": {"max_memory_mb": 16},  # /big grows past it
+    "native-faulty": {"greeting": "hi"},  # /config answers it (valor_init)
+}
 # Files that are not what their kind needs, for the load-error tests.
 GARBAGE = {
     "js": ("garbage.js", b"self.onmessage = (event) => {{{ not javascript"),
@@ -50,7 +54,9 @@ def kinds_manifest(upstream: str) -> dict:
             {"name": f"{kind}-faulty", "type": kind, "path": FAULTY[kind],
              "timeout": FAULTY_TIMEOUT}
         )  # fmt: skip
-    plugins[3]["config"] = {"max_memory_mb": 16}  # wasm-faulty: /big passes the cap
+    for plugin in plugins:
+        if plugin["name"] in FAULTY_CONFIG:
+            plugin["config"] = FAULTY_CONFIG[plugin["name"]]
     plugins += [
         {"name": "wasm-fuel", "type": "wasm", "path": "hello.wasm", "config": {"fuel": 100}},
         {"name": "proxy", "type": "proxy", "url": upstream},

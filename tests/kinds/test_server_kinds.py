@@ -166,6 +166,7 @@ def test_native_error_code_and_stdout_noise(kinds_server: Server) -> None:
     assert failed.status_code == 500 and "returned 7" in failed.json()["detail"]
     printed = httpx.get(kinds_server.url + "/native-faulty/print")
     assert printed.text == "Hello Plugin!"
+    assert httpx.get(kinds_server.url + "/native-faulty/config").json() == {"greeting": "hi"}
 
 
 def test_proxy_forwards_method_path_query_headers_and_body(kinds_server: Server) -> None:
