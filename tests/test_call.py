@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from valor import call
 
 from tests.servers import MANIFEST
+from valor import call
 
 
 def main(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from valor.scaffold import main
 
 KINDS = ["python", "worker"]

@@ -12,15 +12,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+
+from tests.cases import CASES, Answer, Case, run_cases
+from tests.servers import MANIFEST
 from valor.errors import PluginLoadError
 from valor.manifest import load_manifest
 from valor.runtime import Runtime
 from valor.server import SERVER_LOADERS
 from valor.testing import Response, TestClient
 from valor.testing.client import Client
-
-from tests.cases import CASES, Answer, Case, run_cases
-from tests.servers import MANIFEST
 
 
 def write_plugins(folder: Path, **sources: str) -> Path:

@@ -52,7 +52,7 @@ $("request").addEventListener("submit", async (event) => {
     if (at > 0) headers.append(line.slice(0, at).trim(), line.slice(at + 1).trim());
   }
   const body = ["GET", "HEAD"].includes(method) ? undefined : $("body").value;
-  const url = new URL($("path").value.replace(/^\//, ""), location.origin + base);
+  const url = new URL($("path").value.replace(/^\//, ""), target());
   $("send").disabled = true;
   const started = performance.now();
   try {
@@ -90,6 +90,21 @@ function el(tag, content, props = {}) {
   if (typeof content === "string") node.textContent = content;
   else if (content) node.append(content);
   return node;
+}
+
+// `?server=URL` (set by `valor dev`) adds a choice of host: this tab's runtime, or a server host
+// at URL (same origin, or one that allows this origin).
+const server = new URLSearchParams(location.search).get("server");
+if (server) {
+  const choice = el("select", "", { id: "host", name: "host" });
+  choice.append(el("option", "this browser", { value: "browser" }), el("option", "server", { value: "server" }));
+  const label = el("label", "Host ", { className: "host" });
+  label.append(choice);
+  $("send").before(label);
+}
+
+function target() {
+  return $("host")?.value === "server" ? new URL(server, location.href) : location.origin + base;
 }
 
 Valor.start().catch(() => { /* shown by the status event */ });

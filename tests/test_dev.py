@@ -1,0 +1,178 @@
+"""``valor dev``: the bundle and the server host side by side, rebuilt and reloaded on changes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from valor.testing.hosts import Chromium, free_port
+
+PLUGIN = "from valor import vlugin\n\n@vlugin\ndef on_request(req):\n    return {text!r}\n"
+
+
+@dataclass
+class DevRun:
+    folder: Path
+    site: str
+    server: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def version(self) -> int:
+        return httpx.get(self.site + "_dev/version").json()["version"]
+
+    def set_plugin(self, text: str) -> None:
+        (self.folder / "plugins" / "hello.py").write_text(PLUGIN.format(text=text))
+
+
+def wait_for(check: Callable[[], Any], what: str, run: DevRun, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; valor dev said:\n{run.log()}")
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[DevRun]:
+    (tmp_path / "plugins").mkdir()
+    manifest = {"plugins": [{"name": "hello", "type": "python", "path": "hello.py"}]}
+    (tmp_path / "plugins" / "plugins.json").write_text(json.dumps(manifest))
+    (tmp_path / "plugins" / "hello.py").write_text(PLUGIN.format(text="one"))
+    site_port, server_port = free_port(), free_port()
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "valor.cli", "dev", "plugins/plugins.json",
+             "--port", str(site_port), "--server-port", str(server_port), "--out", "site"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    run = DevRun(
+        tmp_path,
+        f"http://127.0.0.1:{site_port}/",
+        f"http://127.0.0.1:{server_port}/",
+        process,
+        log_path,
+    )
+    try:
+        wait_for(lambda: httpx.get(run.site + "_server/_health").status_code == 200, "start", run)
+        yield run
+    finally:
+        process.terminate()  # SIGTERM: valor dev stops its server subprocess too
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, run.log()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(run.server + "_health", timeout=2)
+
+
+def test_serves_both_hosts_side_by_side(dev: DevRun) -> None:
+    assert httpx.get(dev.server + "hello").text == "one"
+    proxied = httpx.post(dev.site + "_server/hello?x=1", content=b"body")
+    assert proxied.text == "one"
+    assert proxied.headers["x-valor-plugin"] == "hello"
+    assert httpx.get(dev.site + "_server/nope").status_code == 404
+    page = httpx.get(dev.site)
+    assert '<script type="module" src="/_dev/reload.js"></script></head>' in page.text
+    assert "location.reload()" in httpx.get(dev.site + "_dev/reload.js").text
+    bundle = httpx.get(dev.site + "valor-bundle.json").json()
+    assert "plugins/hello.py" in bundle["files"]
+    assert httpx.delete(dev.site + "index.html").status_code == 405
+    assert f"demo page, either host: {dev.site}?server=/_server/" in dev.log()
+
+
+def test_a_change_rebuilds_restarts_and_reloads(dev: DevRun) -> None:
+    version = dev.version()
+    dev.set_plugin("two")
+    wait_for(lambda: httpx.get(dev.server + "hello").text == "two", "the server restart", dev)
+    assert "return 'two'" in httpx.get(dev.site + "plugins/hello.py").text
+    assert dev.version() > version
+    assert "changed: plugins/hello.py" in dev.log()
+
+
+def test_a_broken_build_keeps_the_last_good_bundle(dev: DevRun) -> None:
+    manifest = dev.folder / "plugins" / "plugins.json"
+    good = manifest.read_text()
+    bundle = httpx.get(dev.site + "valor-bundle.json").json()["version"]
+    manifest.write_text('{"plugins": [{"name": "hello", "type": "python"}]}')
+    wait_for(lambda: "build failed" in dev.log(), "the build failure", dev)
+    assert "plug-in 'hello': 'path' is required" in dev.log()
+    assert httpx.get(dev.site + "valor-bundle.json").json()["version"] == bundle
+    manifest.write_text(good)
+    dev.set_plugin("fixed")
+    wait_for(lambda: httpx.get(dev.server + "hello").text == "fixed", "recovery", dev)
+    wait_for(
+        lambda: httpx.get(dev.site + "valor-bundle.json").json()["version"] != bundle,
+        "a new bundle",
+        dev,
+    )
+
+
+def test_the_demo_page_sends_to_either_host_and_reloads_on_change(
+    dev: DevRun, valor_chromium: Chromium
+) -> None:
+    async def scenario() -> dict[str, Any]:
+        context = await valor_chromium.browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.goto(dev.site + "?server=/_server/")
+            await page.evaluate("() => Valor.start()")
+
+            async def send(host: str) -> dict[str, str]:
+                await page.select_option("#host", host)
+                await page.fill("#path", "hello")
+                await page.click("#send")
+                await page.wait_for_selector("#response:not([hidden])")
+                await page.wait_for_function("() => !document.querySelector('#send').disabled")
+                rows = await page.eval_on_selector_all(
+                    "#response-headers tr",
+                    "rows => rows.map(r => [r.cells[0].textContent, r.cells[1].textContent])",
+                )
+                body = await page.text_content("#response-body")
+                return {"body": body or "", **dict(rows)}
+
+            on_server = await send("server")
+            in_browser = await send("browser")
+            await page.evaluate("() => { window.beforeChange = true; }")
+            async with page.expect_navigation(timeout=60_000):
+                dev.set_plugin("changed")  # the dev page polls and reloads after the rebuild
+            assert await page.evaluate("() => window.beforeChange") is None
+            await asyncio.wait_for(page.evaluate("() => Valor.start()"), 60)
+            reloaded = await page.evaluate("async () => (await fetch('hello')).text()")
+            return {"server": on_server, "browser": in_browser, "reloaded": reloaded}
+        finally:
+            await context.close()
+
+    seen = valor_chromium.run(scenario())
+    assert seen["server"]["body"] == "one"
+    assert seen["server"]["server"] == "uvicorn"  # answered by the server host
+    assert seen["browser"]["body"] == "one"
+    assert "server" not in seen["browser"]  # answered in the page's own runtime
+    assert seen["browser"]["x-valor-plugin"] == "hello"
+    assert seen["reloaded"] == "changed"
