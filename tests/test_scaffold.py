@@ -12,7 +12,7 @@ import pytest
 
 from valor.scaffold import main
 
-KINDS = ["python", "worker"]
+KINDS = ["python", "worker", "js", "wasm", "wasi", "native"]
 
 
 def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -50,11 +50,20 @@ def test_each_kind_scaffolds_a_plugin_whose_test_passes(
     manifest = json.loads((project / "plugins/plugins.json").read_text())
     entry = manifest["plugins"][0]
     assert entry["name"] == "weather"
-    assert (project / "plugins" / entry["path"]).is_file()
+    assert (project / "plugins" / entry["path"]).is_file()  # compiled kinds are built at once
 
     done = run_pytest(project, "tests/test_weather.py")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "passed" in done.stdout
+    for check in (["check"], ["format", "--check"]):  # generated Python is lint-clean
+        linted = subprocess.run(
+            [sys.executable, "-m", "ruff", *check, "--isolated", "tests", "plugins"],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert linted.returncode == 0, linted.stdout + linted.stderr
 
     called = subprocess.run(
         [sys.executable, "-m", "valor.cli", "call", "plugins/plugins.json", "GET", "/weather"],
@@ -74,6 +83,15 @@ def test_the_generated_test_can_fail(project: Path) -> None:
     done = run_pytest(project, "tests")
     assert done.returncode == 1
     assert "2 failed" in done.stdout
+
+
+def test_a_compiled_plugin_is_rebuilt_by_its_test(project: Path) -> None:
+    assert main(["calc", "--kind", "wasm"]) == 0
+    source = project / "plugins" / "src" / "calc.wasm.c"
+    source.write_text(source.read_text().replace("Hello world", "Changed"))
+    done = run_pytest(project, "tests")
+    assert done.returncode == 1
+    assert "'Changed, from calc!'" in done.stdout  # the test saw the rebuilt module
 
 
 def test_adds_to_an_existing_manifest_and_keeps_its_entries(project: Path) -> None:

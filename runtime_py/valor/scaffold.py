@@ -161,8 +161,8 @@ TEST = '''\
 """Tests for the {name} plug-in, run in-process by valor.testing.TestClient."""
 
 from pathlib import Path
-{imports}
-from valor.testing import TestClient
+
+from valor.testing import TestClient{imports}
 
 MANIFEST = Path(__file__).parent / {manifest}
 {setup}
@@ -184,13 +184,11 @@ def test_{ident}_greets_who() -> None:
 """
 
 # Compiled kinds build before the test runs, so the test checks the source as it is now.
-TEST_BUILD = """
-SOURCES = Path(__file__).parent / {src_dir!r}
+TEST_BUILD = """SOURCES = Path(__file__).parent / {src_dir}
 
 
 def setup_module() -> None:
     build(SOURCES)
-
 """
 
 
@@ -231,7 +229,7 @@ def plan(
         )
     }
     if kind.compiled and not (source.parent / "valor_abi.h").exists():
-        files[source.parent / "valor_abi.h"] = abi_header()
+        files[source.parent / "valor_abi.h"] = abi_header()  # the sources include it
     tests = Path(tests_dir).resolve()
     test = _test(name, kind, spec.prefix, manifest_path.resolve(), tests)
     files[tests / f"test_{_identifier(name)}.py"] = test
@@ -254,10 +252,13 @@ def write(scaffold: Scaffold) -> None:
 
 
 def abi_header() -> str:
-    """The C header compiled plug-ins include (``valor_abi.h``), as shipped with Valor."""
-    from importlib.resources import files
-
-    return files("valor").joinpath("static/valor_abi.h").read_text("utf-8")
+    """The C header compiled plug-ins include (``valor_abi.h``): the checkout's copy when run
+    from one, else the package's."""
+    package = Path(__file__).resolve().parent
+    for path in (package.parent.parent / "plugins/src/valor_abi.h", package / "static/valor_abi.h"):
+        if path.is_file():
+            return path.read_text("utf-8")
+    raise ScaffoldError("valor_abi.h is missing from this installation of valor")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,8 +273,25 @@ def main(argv: list[str] | None = None) -> int:
     for path in scaffold.files:
         print(f"created {_shown(path, cwd)}")
     print(f"added {scaffold.entry['name']!r} to {scaffold.manifest}")
-    print(_next_steps(scaffold, cwd))
+    built = scaffold.kind.compiled and _build(scaffold, cwd)
+    print(_next_steps(scaffold, cwd, built))
     return 0
+
+
+def _build(scaffold: Scaffold, cwd: Path) -> bool:
+    """Compile a new C plug-in now if the toolchain is here; else say what is missing."""
+    from .toolchain import BuildError, build
+
+    source = next(iter(scaffold.files))
+    try:
+        outputs = build(source.parent)
+    except BuildError as exc:
+        print(f"not built yet: {exc}")
+        return False
+    target = scaffold.manifest.resolve().parent / scaffold.entry["path"]
+    if target in outputs:
+        print(f"built {_shown(target, cwd)}")
+    return True
 
 
 def _existing(manifest_path: Path, base_dir: Path) -> Manifest:
@@ -303,14 +321,15 @@ def _test(name: str, kind: Kind, prefix: str, manifest: Path, tests: Path) -> st
     return text
 
 
-def _next_steps(scaffold: Scaffold, cwd: Path) -> str:
+def _next_steps(scaffold: Scaffold, cwd: Path, built: bool) -> str:
     manifest = scaffold.manifest
     prefix = scaffold.entry.get("prefix", "/" + scaffold.entry["name"])
     test = next(p for p in scaffold.files if p.name.startswith("test_"))
     steps = ["", "next:"]
     if scaffold.kind.compiled:
         source = next(iter(scaffold.files))
-        steps.append(f"  python -m valor.toolchain {_shown(source.parent, cwd)}   # build it")
+        when = "after each change" if built else "once the toolchain is installed"
+        steps.append(f"  python -m valor.toolchain {_shown(source.parent, cwd)}   # build {when}")
     steps.append(f"  valor call {manifest} GET {prefix}")
     steps.append(f"  python -m pytest {_shown(test, cwd)}")
     return "\n".join(steps)
