@@ -3,10 +3,10 @@ each kind does when it crashes, hangs, is misconfigured or is added at run time.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -129,15 +129,14 @@ def test_js_hung_worker_does_not_block_the_others(kinds_server: Server) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_concurrent_requests_get_their_own_answers(kinds_server: Server, kind: str) -> None:
-    async def run() -> None:
-        async with httpx.AsyncClient(base_url=kinds_server.url, timeout=30) as client:
-            bodies = [f"{kind}-{i}".encode() for i in range(40)]
-            answers = await asyncio.gather(
-                *[client.post(f"/{kind}/echo", content=body) for body in bodies]
-            )
-            assert [a.content for a in answers] == bodies
-
-    asyncio.run(run())
+    # Threads, not asyncio: Playwright's sync API may own this thread's event loop.
+    bodies = [f"{kind}-{i}".encode() for i in range(40)]
+    with (
+        httpx.Client(base_url=kinds_server.url, timeout=30) as client,
+        ThreadPoolExecutor(max_workers=20) as pool,
+    ):
+        answers = list(pool.map(lambda b: client.post(f"/{kind}/echo", content=b), bodies))
+    assert [a.content for a in answers] == bodies
 
 
 def test_wasm_memory_cap_and_fuel(kinds_server: Server) -> None:
