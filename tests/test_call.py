@@ -59,7 +59,7 @@ def test_json_body_and_headers(capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0
     assert out.startswith("HTTP 201 Created\n")
     assert "location: /notes/2\n" in out
-    assert "x-correlation-id: r-1\n" in out
+    assert "x-correlation-id: r-1\n" in out  # the runtime found "X-Request-Id" as x-request-id
     assert json.loads(out.partition("\n\n")[2]) == {"id": 2, "text": "buy milk"}
 
 

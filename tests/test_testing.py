@@ -81,6 +81,19 @@ def test_request_building() -> None:
             client.post("/echo", content=b"x", json={})
 
 
+def test_header_names_arrive_in_lower_case_as_in_both_hosts(tmp_path: Path) -> None:
+    manifest = write_plugins(
+        tmp_path,
+        names=(
+            "def onmessage(event):\n"
+            "    postMessage({'body': [n for n, _ in event.data['headers']]})\n"
+        ),
+    )
+    with TestClient(manifest) as client:
+        names = client.get("/names", headers={"X-Custom": "1"}).json()
+    assert names[0] == "x-custom"
+
+
 def test_text_uses_the_declared_charset(tmp_path: Path) -> None:
     manifest = write_plugins(
         tmp_path,

@@ -128,7 +128,7 @@ def _header(line: str) -> list[str]:
     name, colon, value = line.partition(":")
     if not colon or not name.strip():
         raise UsageError(f"a header must look like 'Name: value', got {line!r}")
-    return [name.strip(), value.strip()]
+    return [name.strip().lower(), value.strip()]  # as both hosts hand names over
 
 
 def _read_data(data: str) -> bytes:

@@ -79,7 +79,8 @@ def build_request(
     if sum(x is not None for x in (content, data, json)) > 1:
         raise TypeError("give one of content=, data= or json=")
     pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
-    header_list = [[str(name), str(value)] for name, value in pairs]
+    # Lower-case names, as both hosts hand them over (ASGI and fetch() both do).
+    header_list = [[str(name).lower(), str(value)] for name, value in pairs]
     body: bytes | None = None
     media_type = None
     if content is not None:
