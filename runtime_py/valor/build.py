@@ -166,6 +166,7 @@ def build(
     with progress.step("Checking the manifest") as notes:
         manifest, specs = _check_manifest(Path(manifest_path), progress)
         notes.append(f"{len(specs)} plug-ins")
+    out.resolve().parent.mkdir(parents=True, exist_ok=True)  # --out a/b/c with no a/b yet
     staging = Path(tempfile.mkdtemp(prefix=".valor-build-", dir=out.resolve().parent))
     try:
         with progress.step(f"Fetching Pyodide {PYODIDE_VERSION} with npm") as notes:
