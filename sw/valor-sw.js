@@ -136,25 +136,37 @@ function intercepts(url) {
   return state.prefixes.some((p) => path === p || path.startsWith(p.endsWith("/") ? p : `${p}/`));
 }
 
-async function answer(event) {
+function answer(event) {
   const request = event.request;
-  const timeout = state.timeout ?? DEFAULT_TIMEOUT;
-  const deadline = Date.now() + timeout;
-  const tab = await findTab(event, timeout);
+  const hasBody = request.method !== "GET" && request.method !== "HEAD";
+  const tab = event.clientId ? tabs.get(event.clientId) : undefined;
+  // The common case, without a single await: this tab's port is known and there is no body.
+  if (tab && !hasBody) return send(tab, request, undefined, Date.now() + timeoutMs());
+  return answerSlowly(event, hasBody);
+}
+
+async function answerSlowly(event, hasBody) {
+  const deadline = Date.now() + timeoutMs();
+  const tab = await findTab(event, timeoutMs());
   if (tab === "boot") return bootPage();
   if (!tab) {
     return error(503, "no Valor runtime is running for this page: call Valor.start() first");
   }
-  const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.arrayBuffer();
+  const body = hasBody ? await event.request.arrayBuffer() : undefined;
+  return send(tab, event.request, body, deadline);
+}
+
+function send(tab, request, body, deadline) {
   const id = ++nextId;
   const message = { type: "request", id, url: request.url, method: request.method, headers: [...request.headers], body };
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       pending.delete(id);
+      const seconds = timeoutMs() / 1000;
       resolve(
         tab.status === "ready"
-          ? error(504, `the browser runtime did not answer within ${timeout / 1000} seconds`)
-          : error(503, `the Valor runtime is still booting (waited ${timeout / 1000} seconds)`),
+          ? error(504, `the browser runtime did not answer within ${seconds} seconds`)
+          : error(503, `the Valor runtime is still booting (waited ${seconds} seconds)`),
       );
     }, Math.max(0, deadline - Date.now()));
     pending.set(id, (reply) => {
@@ -164,6 +176,10 @@ async function answer(event) {
     });
     tab.port.postMessage(message, body ? [body] : []);
   });
+}
+
+function timeoutMs() {
+  return state.timeout ?? DEFAULT_TIMEOUT;
 }
 
 async function findTab(event, timeout) {
