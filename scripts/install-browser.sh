@@ -29,4 +29,10 @@ if [ "$wanted" != "$have" ]; then
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check "playwright>=1.45" "pytest-playwright>=0.5"
+
+# One build fills the bundler's cache (micropip and packaging wheels), so the tests' builds
+# need no network.
+scratch=$(mktemp -d)
+python3 build.py plugins/plugins.json --out "$scratch/dist" --quiet
+rm -rf "$scratch"
 echo "browser host: chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'), pyodide $wanted"

@@ -309,10 +309,11 @@ def _pip_download(
         _run(command, f"{owner}pip could not download {', '.join(requirements)}")
     except BuildError as exc:
         missing = re.search(r"No matching distribution found for (\S+)", str(exc))
-        if missing:
+        if missing and spec is not None:
             raise BuildError(
                 f"{owner}requirement {missing.group(1)!r} has no pure-Python wheel for Python "
-                f"{PYODIDE_PYTHON} (the browser installs only pure-Python wheels from the bundle)"
+                f"{PYODIDE_PYTHON} on the package index (or no such package exists); the "
+                "browser installs only pure-Python wheels, from the bundle"
             ) from None
         raise
     wheels = sorted(folder.glob("*.whl"))

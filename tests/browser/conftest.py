@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
-from valor.build import build, serve
-from valor.headers import Headers
 
 from tests.cases import Answer, Case
 from tests.servers import MANIFEST, ROOT
+from valor.build import build, serve
+from valor.headers import Headers
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

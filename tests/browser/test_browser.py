@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.conftest import ARTIFACTS, START, Site, browser_send, fetch, start_page
+from tests.browser.wheels import write_wheel
 from tests.cases import CASES, run_cases
+from valor.build import build, serve
 
 pytestmark = pytest.mark.browser
 
@@ -237,3 +241,37 @@ def test_demo_page_as_a_person_uses_it(runtime_page: Page, site: Site) -> None:
     page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
     digest = hashlib.sha256((ARTIFACTS / "demo.png").read_bytes()).hexdigest()
     assert digest  # the artifact exists and was written
+
+
+def test_requirements_are_installed_from_the_bundle(
+    browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A local wheel folder stands in for the package index: the test needs no network.
+    files = {"valor_testdep/__init__.py": 'WORD = "from a bundled requirement"\n'}
+    write_wheel(tmp_path / "index", "valor_testdep", "1.0", "py3-none-any", files)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "index"))
+    plugin = {"name": "dep", "type": "python", "path": "dep.py", "requirements": ["valor_testdep"]}
+    source = tmp_path / "plugins"
+    source.mkdir()
+    (source / "dep.py").write_text(
+        "import valor_testdep\nfrom valor import vlugin\n\n"
+        "@vlugin\ndef on_request(req):\n    return valor_testdep.WORD\n"
+    )
+    (source / "plugins.json").write_text(json.dumps({"plugins": [plugin]}))
+    build(source / "plugins.json", tmp_path / "dist", quiet=True)
+    info = json.loads((tmp_path / "dist" / "valor-bundle.json").read_text())
+    assert info["requirement_wheels"] == ["wheels/valor_testdep-1.0-py3-none-any.whl"]
+    server = serve(tmp_path / "dist")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        state = page.evaluate(START, {})
+        assert state["failures"] == [] and "requirements" in state["steps"]
+        assert fetch(page, server.url + "dep").body == b"from a bundled requirement"
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,131 @@
+"""``valor build`` without a browser: what the bundle holds, the cache, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.browser.wheels import write_wheel
+from tests.servers import MANIFEST, ROOT
+from valor import build as build_module
+from valor.build import PYODIDE_FILES, BuildError, build
+
+
+def manifest(folder: Path, plugins: list[dict], files: dict[str, str]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    path = folder / "plugins.json"
+    path.write_text(json.dumps({"plugins": plugins}))
+    return path
+
+
+HELLO = "from valor import vlugin\n\n@vlugin\ndef on_request(req):\n    return 'hi'\n"
+
+
+def test_bundle_contents(tmp_path: Path) -> None:
+    out = tmp_path / "dist"
+    bundle = build(MANIFEST, out, base="/sub/path", quiet=True)
+    assert bundle.base == "/sub/path/"
+    for name in ("index.html", "valor.js", "valor-sw.js", "valor-worker.js", "demo.js"):
+        assert (out / name).is_file(), name
+    for name in PYODIDE_FILES:
+        assert (out / "pyodide" / name).is_file(), name
+    info = json.loads((out / "valor-bundle.json").read_text())
+    assert info["version"] == bundle.version and info["base"] == "/sub/path/"
+    wheels = [Path(w).name for w in [info["runtime_wheel"], *info["installer_wheels"]]]
+    assert wheels[0].startswith("valor-") and wheels[0].endswith("-py3-none-any.whl")
+    assert [w.split("-")[0] for w in wheels[1:]] == ["micropip", "packaging"]
+    assert all((out / w).is_file() for w in [info["runtime_wheel"], *info["installer_wheels"]])
+    assert "plugins/plugins.json" in info["files"] and "plugins/hello.py" in info["files"]
+    # The page and the service worker carry the same build stamp.
+    for name in ("valor.js", "valor-sw.js"):
+        assert f'"version": "{bundle.version}"' in (out / name).read_text(), name
+
+
+def test_rerun_uses_the_cache_and_takes_seconds(tmp_path: Path) -> None:
+    build(MANIFEST, tmp_path / "a", quiet=True)
+    started = time.perf_counter()
+    first = build(MANIFEST, tmp_path / "a", quiet=True)
+    assert time.perf_counter() - started < 5
+    assert build(MANIFEST, tmp_path / "b", quiet=True).version == first.version
+
+
+def test_progress_is_printed_step_by_step(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "build.py"), str(MANIFEST), "--out", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    steps = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(steps) == 7 and steps[0].startswith("[1/7] Checking the manifest")
+    assert all(" done" in line for line in steps)
+    assert "Built " in result.stdout
+
+
+def test_missing_plugin_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = manifest(tmp_path / "p", [{"name": "ghost", "type": "python", "path": "ghost.py"}], {})
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "build.py"), str(path), "--out", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "plug-in 'ghost': file" in result.stderr and "ghost.py' not found" in result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_bad_base_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BuildError, match="--base must be a URL path"):
+        build(MANIFEST, tmp_path / "d", base="sub", quiet=True)
+
+
+def test_missing_npm_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No pinned copy in the checkout or the cache, and no npm on the PATH.
+    monkeypatch.setattr(build_module, "REPO_DIR", tmp_path / "nowhere")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(BuildError, match="npm is not installed"):
+        build(MANIFEST, tmp_path / "d", cache=tmp_path / "cache", quiet=True)
+
+
+def test_requirement_without_a_pure_python_wheel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheels = tmp_path / "index"
+    tag = "cp314-cp314-manylinux_2_17_x86_64"
+    write_wheel(wheels, "valor_native_only", "1.0", tag, {"valor_native_only/__init__.py": ""})
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    plugin = {
+        "name": "needy",
+        "type": "python",
+        "path": "h.py",
+        "requirements": ["valor_native_only"],
+    }
+    path = manifest(tmp_path / "p", [plugin], {"h.py": HELLO})
+    with pytest.raises(BuildError) as error:
+        build(path, tmp_path / "d", quiet=True)
+    message = str(error.value)
+    assert (
+        "plug-in 'needy'" in message and "'valor_native_only' has no pure-Python wheel" in message
+    )
+
+
+def test_native_plugins_are_left_out_with_a_warning(tmp_path: Path, capsys) -> None:
+    plugins = [
+        {"name": "hi", "type": "python", "path": "h.py"},
+        {"name": "fast", "type": "native", "path": "libfast.so"},
+    ]
+    path = manifest(tmp_path / "p", plugins, {"h.py": HELLO, "libfast.so": ""})
+    build(path, tmp_path / "d")
+    assert "plug-in 'fast' is left out" in capsys.readouterr().out
+    shipped = json.loads((tmp_path / "d" / "plugins" / "plugins.json").read_text())
+    assert [p["name"] for p in shipped["plugins"]] == ["hi"]
