@@ -176,3 +176,46 @@ def test_the_demo_page_sends_to_either_host_and_reloads_on_change(
     assert "server" not in seen["browser"]  # answered in the page's own runtime
     assert seen["browser"]["x-valor-plugin"] == "hello"
     assert seen["reloaded"] == "changed"
+
+
+def test_a_changed_c_source_is_compiled_and_served(tmp_path: Path) -> None:
+    """A wasm plug-in: editing its C source recompiles it, once, and both hosts get it."""
+    subprocess.run(
+        [sys.executable, "-m", "valor.cli", "new", "calc", "--kind", "wasm"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    site_port, server_port = free_port(), free_port()
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "valor.cli", "dev", "--port", str(site_port),
+             "--server-port", str(server_port), "--out", "site"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    run = DevRun(
+        tmp_path,
+        f"http://127.0.0.1:{site_port}/",
+        f"http://127.0.0.1:{server_port}/",
+        process,
+        log_path,
+    )
+    try:
+        calc = run.site + "_server/calc"
+        wait_for(lambda: httpx.get(calc).text == "Hello world, from calc!", "start", run)
+        source = tmp_path / "plugins" / "src" / "calc.wasm.c"
+        source.write_text(source.read_text().replace("Hello world", "Compiled again"))
+        wait_for(lambda: httpx.get(calc).text == "Compiled again, from calc!", "the recompile", run)
+        assert "compiled calc.wasm" in run.log()
+        wasm = httpx.get(run.site + "plugins/build/calc.wasm").content
+        assert b"Compiled again" in wasm  # the bundle has the new module too
+        time.sleep(3)  # the compiled output's own change event must not cause a second round
+        assert run.log().count("valor dev: changed:") == 1, run.log()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

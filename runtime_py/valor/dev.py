@@ -4,7 +4,8 @@
 
 builds the bundle and serves it (the browser host, with the demo page) on ``--port``, runs
 ``valor serve`` (the server host) on ``--server-port``, and watches the manifest's folder: on a
-change it rebuilds the bundle, restarts the server and reloads open demo pages. On the site,
+change it recompiles C plug-ins whose sources changed, rebuilds the bundle, restarts the server
+and reloads open demo pages. On the site,
 ``/_server/...`` is the server host through a same-origin proxy, so the demo page at
 ``/?server=/_server/`` can send each request to either host.
 """
@@ -206,6 +207,7 @@ class Dev:
         self.site.daemon_threads = True
         self.version = 0
         self.say = say
+        self._compiled: set[str] = set()
 
     @property
     def site_url(self) -> str:
@@ -226,9 +228,31 @@ class Dev:
         self.say(f"valor dev: built bundle {bundle.version} in {elapsed:.1f} s")
         return True
 
+    def compile(self, sources: set[Path]) -> None:
+        """Rebuild the C plug-ins of the folders holding ``sources`` (``valor.toolchain``)."""
+        from .toolchain import BuildError, build
+
+        for folder in sorted({source.parent for source in sources}):
+            outputs = folder.parent / "build"
+            before = _mtimes(outputs)
+            try:
+                build(folder, outputs)
+            except BuildError as exc:
+                self.say(f"valor dev: compiling failed, keeping the last build:\n  {exc}")
+                continue
+            built = {path for path, mtime in _mtimes(outputs).items() if before.get(path) != mtime}
+            if built:
+                self.say(f"valor dev: compiled {', '.join(sorted(Path(p).name for p in built))}")
+            # Our own outputs come back as a change event: one rebuild is enough.
+            self._compiled |= built
+
     def changed(self, paths: set[str]) -> None:
+        paths, self._compiled = paths - self._compiled, set()
+        if not paths:
+            return
         shown = ", ".join(sorted(os.path.relpath(p) for p in paths)[:5])
         self.say(f"valor dev: changed: {shown}")
+        self.compile({Path(p) for p in paths if p.endswith((".c", ".h"))})
         self.rebuild()
         self.server.restart()
         self.version += 1  # open demo pages reload
@@ -236,6 +260,9 @@ class Dev:
     def run(self, stop: threading.Event) -> None:
         from watchfiles import watch
 
+        out = self.out.resolve()
+        self.compile({p for p in self.manifest.parent.rglob("*.c") if not p.is_relative_to(out)})
+        self._compiled.clear()
         self.rebuild()
         self.server.start()
         threading.Thread(target=self.site.serve_forever, daemon=True).start()
@@ -246,12 +273,15 @@ class Dev:
             f"           demo page, either host: {self.site_url}?server={SERVER_PATH}\n"
             f"           watching {self.manifest.parent}/ (Ctrl+C to stop)"
         )
-        out = self.out.resolve()
         try:
             for changes in watch(
                 self.manifest.parent,
                 stop_event=stop,
-                watch_filter=lambda _, path: not Path(path).is_relative_to(out),
+                watch_filter=lambda _, path: (
+                    not (
+                        Path(path).is_relative_to(out) or ".part" in Path(path).name  # compiling
+                    )
+                ),
                 raise_interrupt=False,
             ):
                 self.changed({path for _, path in changes})
@@ -289,6 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         dev.run(stop)
     return 0
+
+
+def _mtimes(folder: Path) -> dict[str, float]:
+    if not folder.is_dir():
+        return {}
+    return {str(path): path.stat().st_mtime for path in folder.iterdir() if path.is_file()}
 
 
 def _say(text: str) -> None:
