@@ -296,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="valor dev",
         description="Serve the bundle and the server side by side, rebuilding on changes.",
     )
-    parser.add_argument("manifest", nargs="?", default="plugins/plugins.json")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "manifest", nargs="?", default="plugins/plugins.json", help="default: plugins/plugins.json"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="for both (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="the site (default: 8080)")
     parser.add_argument(
         "--server-port", type=int, default=8000, help="the server host (default: 8000)"

@@ -355,7 +355,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="valor new", description="Scaffold a plug-in, its manifest entry and a test."
     )
     parser.add_argument("name", metavar="NAME", help="the plug-in's name, e.g. weather")
-    parser.add_argument("--kind", choices=sorted(KINDS), default="python")
+    parser.add_argument(
+        "--kind",
+        choices=sorted(KINDS),
+        default="python",
+        help="python (@vlugin, the default), worker (Python onmessage/postMessage), js, "
+        "wasm, wasi or native (C sources, compiled with valor.toolchain)",
+    )
     parser.add_argument(
         "--manifest",
         default=DEFAULT_MANIFEST,
