@@ -25,3 +25,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         log_dir=tmp_path_factory.mktemp("server"),
     ) as running:
         yield running
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run browser tests last: Playwright's sync API leaves an event loop running in the main
+    thread, which anyio tests after it cannot share."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)

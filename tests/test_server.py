@@ -66,6 +66,7 @@ def test_body_over_the_limit_is_413_and_server_keeps_serving(tmp_path: Path) -> 
         too_big = httpx.post(small.url + "/echo", content=b"x" * 2048)
         assert too_big.status_code == 413
         assert "larger than the limit of 1024 bytes" in too_big.json()["detail"]
+        assert too_big.headers["x-correlation-id"]
         # Without a content-length, the limit applies while reading the stream.
         chunks = (b"y" * 512 for _ in range(4))
         streamed = httpx.post(small.url + "/echo", content=chunks)

@@ -6,8 +6,8 @@ import asyncio
 import hmac
 import json
 import logging
-import time
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,43 +164,58 @@ class Runtime:
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         """Answer one wire request."""
         started = time.perf_counter()
-        headers = message.get("headers") or []
-        correlation_id = _header(headers, "x-request-id") or os.urandom(16).hex()
         origin, full_path, query = _split_url(message["url"])
-        path = full_path
+        correlation_id = _header(message["headers"], "x-request-id") or os.urandom(16).hex()
+        path = full_path[len(self.root_path) :] or "/"
         mount: Mount | None = None
+        body = message.get("body")
 
-        if self.root_path and not (path == self.root_path or path.startswith(self.root_path + "/")):
-            response = error_message(404, f"no plug-in is mounted at {path!r}")
+        if (self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/":
+            response = error_message(404, f"no plug-in is mounted at {full_path!r}")
+        elif body is not None and len(body) > self.max_body_size:
+            response = self.too_large()
+        elif path == "/_health":
+            response = _json(200, {"status": "ok", "plugins": len(self._mounts)})
+        elif path == "/_plugins" or path.startswith("/_plugins/"):
+            response = await self._registry(message, path)
         else:
-            path = path[len(self.root_path) :] or "/"
-            body = message.get("body")
-            if body is not None and len(body) > self.max_body_size:
-                response = error_message(
-                    413, f"request body is larger than the limit of {self.max_body_size} bytes"
-                )
-            elif path == "/_health":
-                response = _json(200, {"status": "ok", "plugins": len(self._mounts)})
-            elif path == "/_plugins" or path.startswith("/_plugins/"):
-                response = await self._registry(message, path)
+            mount = self._route(path)
+            if mount is None:
+                response = error_message(404, f"no plug-in is mounted at {path!r}")
             else:
-                mount = self._route(path)
-                if mount is None:
-                    response = error_message(404, f"no plug-in is mounted at {path!r}")
-                else:
-                    response = await self._call(mount, message, origin, path, query, correlation_id)
+                response = await self._call(mount, message, origin, path, query, correlation_id)
+        return self.finish(message, response, correlation_id, mount, started)
 
+    def too_large(self) -> ResponseMessage:
+        """The 413 answer, also for a host that stops reading a body past the limit."""
+        return error_message(
+            413, f"request body is larger than the limit of {self.max_body_size} bytes"
+        )
+
+    def finish(
+        self,
+        message: RequestMessage,
+        response: ResponseMessage,
+        correlation_id: str | None = None,
+        mount: Mount | None = None,
+        started: float | None = None,
+    ) -> ResponseMessage:
+        """Add Valor's headers to an answer and write its access-log line. Hosts call it for
+        answers they give themselves (a body too large to read), so those look the same."""
+        if correlation_id is None:
+            correlation_id = _header(message["headers"], "x-request-id") or os.urandom(16).hex()
         response["headers"].append(["x-correlation-id", correlation_id])
         if mount is not None:
             response["headers"].append(["x-valor-plugin", mount.spec.name])
         if access_log.isEnabledFor(logging.INFO):
+            elapsed = (time.perf_counter() - started) * 1000 if started is not None else 0.0
             access_log.info(
                 "%s %d %s %s %.1fms %s",
                 mount.spec.name if mount else "-",
                 response["status"],
                 message["method"],
-                full_path,
-                (time.perf_counter() - started) * 1000,
+                _split_url(message["url"])[1],
+                elapsed,
                 correlation_id,
             )
         return response

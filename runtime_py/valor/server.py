@@ -12,7 +12,6 @@ from .loaders import Loader
 from .loaders.python import load_python
 from .loaders.server_kinds import SERVER_KIND_LOADERS
 from .manifest import load_manifest
-from .responses import error_message
 from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
 
 Scope = MutableMapping[str, Any]
@@ -58,17 +57,13 @@ class ValorApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.runtime.max_body_size
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+        message = {"url": _url(scope), "method": scope["method"], "headers": headers, "body": None}
         try:
-            body = await _read_body(receive, headers, limit)
+            message["body"] = await _read_body(receive, headers, limit)
         except BodyTooLarge:
-            answer = error_message(413, f"request body is larger than the limit of {limit} bytes")
-            answer["headers"].append(["connection", "close"])
-            await _send(send, answer)
+            await _send(send, self.runtime.finish(message, self.runtime.too_large()))
             return
-        response = await self.runtime.handle(
-            {"url": _url(scope), "method": scope["method"], "headers": headers, "body": body}
-        )
-        await _send(send, response)
+        await _send(send, await self.runtime.handle(message))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
