@@ -21,6 +21,7 @@ from valor.runtime import Runtime
 from valor.server import SERVER_LOADERS
 from valor.testing import Response, TestClient
 from valor.testing.client import Client
+from valor.testing.hosts import HostError, ServerHost
 
 
 def write_plugins(folder: Path, **sources: str) -> Path:
@@ -240,6 +241,13 @@ def run_pytest(folder: Path, *args: str, env: dict[str, str] | None = None):
         timeout=600,
         env={**os.environ, **(env or {})},
     )
+
+
+def test_a_server_host_that_cannot_start_says_why(tmp_path: Path) -> None:
+    manifest = tmp_path / "plugins.json"
+    manifest.write_text('{"plugins": [{"name": "x", "type": "python"}]}')
+    with pytest.raises(HostError, match=r"(?s)exited with .*plug-in 'x': 'path' is required"):
+        ServerHost(manifest, log_dir=tmp_path).start()
 
 
 def test_plugin_authors_get_both_hosts(tmp_path: Path) -> None:

@@ -93,10 +93,11 @@ class ServerHost(Client):
         self._http = httpx.Client(timeout=BOOT_TIMEOUT)
         deadline = time.monotonic() + BOOT_TIMEOUT
         while True:
-            if self._process.poll() is not None:
+            status = self._process.poll()
+            if status is not None:
                 log_text = self.log()
                 self.close()
-                raise HostError(f"valor serve exited with {self._process.returncode}:\n{log_text}")
+                raise HostError(f"valor serve exited with {status}:\n{log_text}")
             try:
                 self._http.get(self.base_url + "_health", timeout=1)
                 return
