@@ -5,9 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
-# Each part installs its own tools (Chromium, toolchains, Pyodide); each script is idempotent.
-for script in scripts/install-*.sh; do
-  [ -e "$script" ] || continue
+# Each part installs its own tools; each script is idempotent. The toolchains come first: they
+# build the example plug-ins that the browser bundle packs.
+for script in scripts/install-toolchains.sh scripts/install-browser.sh scripts/install-docs.sh; do
   echo "==> $script"
   bash "$script"
 done
