@@ -349,7 +349,9 @@ def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> 
             entry["path"] = relative
         entries.append(entry)
     (folder / "plugins.json").write_text(json.dumps({"plugins": entries}, indent=2) + "\n")
-    return sorted(f"plugins/{p.relative_to(folder).as_posix()}" for p in _walk(folder))
+    # Every file copied, build/ outputs included: the runtime worker loads exactly these.
+    copied = (p for p in folder.rglob("*") if p.is_file())
+    return sorted(f"plugins/{p.relative_to(folder).as_posix()}" for p in copied)
 
 
 def _write_site(staging: Path, bundle: Bundle) -> None:
