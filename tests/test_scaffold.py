@@ -75,6 +75,34 @@ def test_each_kind_scaffolds_a_plugin_whose_test_passes(
     assert called.stdout.endswith("Hello world, from weather!\n")
 
 
+BOTH_HOSTS = """
+import pytest
+
+
+@pytest.mark.parametrize("name", {names!r})
+def test_each_kind(valor_host, name):
+    answer = valor_host.get("/" + name)
+    assert answer.status_code == 200, (valor_host.name, answer.text[:300])
+    assert answer.text == f"Hello world, from {{name}}!"
+"""
+
+
+def test_every_scaffolded_kind_answers_on_both_hosts(project: Path) -> None:
+    """What ``valor new`` writes runs unchanged on the server and in Chromium (native is
+    server-only: left out of the bundle, so checked on the server alone)."""
+    browser_kinds = [kind for kind in KINDS if kind != "native"]
+    for kind in KINDS:
+        assert main([f"k-{kind}", "--kind", kind]) == 0
+    (project / "tests" / "test_hosts.py").write_text(
+        BOTH_HOSTS.format(names=[f"k-{kind}" for kind in browser_kinds])
+    )
+    done = run_pytest(project, "-rA", "tests/test_hosts.py")
+    assert done.returncode == 0, done.stdout + done.stderr
+    for kind in browser_kinds:
+        for host in ("server", "browser"):
+            assert f"test_each_kind[{host}-k-{kind}]" in done.stdout
+
+
 def test_the_generated_test_can_fail(project: Path) -> None:
     """The scaffolded test checks the plug-in's answer, so breaking the plug-in breaks it."""
     assert main(["weather"]) == 0
