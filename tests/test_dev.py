@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -219,3 +220,29 @@ def test_a_changed_c_source_is_compiled_and_served(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_a_missing_manifest_or_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    missing = subprocess.run(
+        [sys.executable, "-m", "valor.cli", "dev", "nope.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2
+    assert "valor dev: manifest not found: nope.json" in missing.stderr
+    (tmp_path / "plugins.json").write_text('{"plugins": []}')
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = subprocess.run(
+            [sys.executable, "-m", "valor.cli", "dev", "plugins.json", "--port", str(port)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert taken.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in taken.stderr
