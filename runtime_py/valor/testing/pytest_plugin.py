@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # imported when a host starts, so loading this plug-in stays cheap
+    from .client import Client
+    from .hosts import Chromium
 
 HOSTS = ("server", "browser")
 
@@ -54,7 +58,7 @@ def valor_manifest(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def valor_chromium() -> Iterator[Any]:
+def valor_chromium() -> Iterator[Chromium]:
     """One headless Chromium for the session's browser hosts (skips if none is installed)."""
     try:
         from playwright.async_api import async_playwright  # noqa: F401
@@ -83,14 +87,14 @@ def valor_host(
     request: pytest.FixtureRequest,
     valor_manifest: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Any]:
+) -> Iterator[Client]:
     """A running host serving ``valor_manifest``: ``valor_host.get("/hello")`` and friends,
     answering ``valor.testing.Response``. ``valor_host.name`` is "server" or "browser"."""
     from .hosts import BrowserHost, ServerHost
 
     kind = getattr(request, "param", "server")
     folder = tmp_path_factory.mktemp(f"valor-{kind}")
-    host: Any
+    host: ServerHost | BrowserHost
     if kind == "server":
         host = ServerHost(valor_manifest, log_dir=folder)
     else:
