@@ -142,6 +142,21 @@ def test_adds_to_an_existing_manifest_and_keeps_its_entries(project: Path) -> No
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_keeps_the_manifest_layout_and_adds_one_line(project: Path) -> None:
+    (project / "plugins").mkdir()
+    manifest = project / "plugins" / "plugins.json"
+    layout = (
+        '{\n  "plugins": [\n'
+        '    {"name": "a", "type": "python", "path": "a.py"},\n'
+        '    {"name": "b", "type": "python", "path": "b.py", "config": {"x": [1, 2]}}\n'
+        "  ]\n}\n"
+    )
+    manifest.write_text(layout)
+    assert main(["weather"]) == 0
+    added = '    {"name": "weather", "type": "python", "path": "weather.py"}\n'
+    assert manifest.read_text() == layout.replace("}}\n  ]", "}},\n" + added + "  ]")
+
+
 def test_names_become_identifiers(project: Path) -> None:
     assert main(["my-api.v2"]) == 0
     assert (project / "tests" / "test_my_api_v2.py").is_file()

@@ -245,10 +245,37 @@ def write(scaffold: Scaffold) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     manifest = scaffold.manifest
-    data = json.loads(manifest.read_text("utf-8")) if manifest.exists() else {"plugins": []}
-    data["plugins"].append(scaffold.entry)
+    if manifest.exists():
+        text = _appended(manifest.read_text("utf-8"), scaffold.entry)
+    else:
+        text = json.dumps({"plugins": [scaffold.entry]}, indent=2) + "\n"
     manifest.parent.mkdir(parents=True, exist_ok=True)
-    manifest.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    manifest.write_text(text, encoding="utf-8")
+
+
+def _appended(text: str, entry: dict[str, Any]) -> str:
+    """The manifest's text with ``entry`` added as the last plug-in, keeping the rest of the
+    file as its author laid it out; reformatted only when its layout is unusual."""
+    data = json.loads(text)
+    data["plugins"].append(entry)
+    end = re.search(r"\]\s*\}\s*$", text)
+    if end is not None:
+        before = text[: end.start()].rstrip()
+        gap = text[len(before) : end.start()]  # between the last entry and "]"
+        separator = "," if before.endswith("}") else ""
+        if "\n" in gap:  # one entry per line (or more): a new line, indented like the last
+            last_line = before[before.rfind("\n") + 1 :]
+            indent = re.match(r"[ \t]*", last_line).group(0) if separator else gap[1:] + "  "
+            added = f"{separator}\n{indent}{json.dumps(entry)}"
+        else:
+            added = f"{separator}{' ' if separator else ''}{json.dumps(entry)}"
+        candidate = before + added + text[len(before) :]
+        try:
+            if json.loads(candidate) == data:
+                return candidate
+        except json.JSONDecodeError:
+            pass
+    return json.dumps(data, indent=2) + "\n"
 
 
 def abi_header() -> str:
