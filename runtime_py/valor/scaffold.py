@@ -279,13 +279,8 @@ def _appended(text: str, entry: dict[str, Any]) -> str:
 
 
 def abi_header() -> str:
-    """The C header compiled plug-ins include (``valor_abi.h``): the checkout's copy when run
-    from one, else the package's."""
-    package = Path(__file__).resolve().parent
-    for path in (package.parent.parent / "plugins/src/valor_abi.h", package / "static/valor_abi.h"):
-        if path.is_file():
-            return path.read_text("utf-8")
-    raise ScaffoldError("valor_abi.h is missing from this installation of valor")
+    """The C header compiled plug-ins include (``valor_abi.h``), as the package ships it."""
+    return (Path(__file__).resolve().parent / "static" / "valor_abi.h").read_text("utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:

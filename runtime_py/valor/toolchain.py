@@ -3,7 +3,8 @@
 The kind is in the file name: ``X.wasm.c`` becomes ``OUT/X.wasm`` (a wasm plug-in),
 ``X.wasi.c`` becomes ``OUT/X.wasi.wasm`` (a WASI program) and ``X.native.c`` becomes
 ``OUT/X.so`` (a native shared library). ``OUT`` defaults to ``SRC_DIR/../build``. Outputs newer
-than their source and the headers next to it are kept, so reruns take milliseconds.
+than their source and the headers are kept, so reruns take milliseconds. ``valor_abi.h`` (the
+C helper for the buffer format, in the package's ``static/``) is on the include path.
 Needs clang with the wasm32 target, lld, wasi-libc and ``libclang-rt-dev-wasm32``
 (``scripts/install-toolchains.sh`` installs them).
 """
@@ -16,6 +17,8 @@ import sys
 from pathlib import Path
 
 WASI_SYSROOT = "/usr"
+# valor_abi.h, the C helper for the buffer format, ships in the package.
+INCLUDE_DIR = Path(__file__).resolve().parent / "static"
 _WASM = ["--target=wasm32-wasi", f"--sysroot={WASI_SYSROOT}", "-O2", "-Wl,--strip-all"]
 TARGETS = {
     # A reactor has no main(); it only exports alloc/handle (and _initialize, run once).
@@ -41,7 +44,7 @@ def build(src_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Compile every plug-in source in ``src_dir``; returns the outputs, built or up to date."""
     src_dir = Path(src_dir)
     out_dir = Path(out_dir) if out_dir else src_dir.parent / "build"
-    headers = list(src_dir.glob("*.h"))
+    headers = [*src_dir.glob("*.h"), *INCLUDE_DIR.glob("*.h")]
     outputs = []
     for source in sorted(src_dir.glob("*.c")):
         target = output_for(source, out_dir)
@@ -62,7 +65,8 @@ def _compile(source: Path, target: Path) -> None:
     flags = next(f for suffix, (_, f) in TARGETS.items() if source.name.endswith(suffix))
     # Write to a temporary name first so a failed build never leaves a half-written output.
     partial = target.with_name(target.name + ".part")
-    command = [clang, *flags, "-I", str(source.parent), "-o", str(partial), str(source)]
+    include = ["-I", str(source.parent), "-I", str(INCLUDE_DIR)]
+    command = [clang, *flags, *include, "-o", str(partial), str(source)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
