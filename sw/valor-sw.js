@@ -6,6 +6,7 @@
 // From a page (postMessage):  VALOR_CONNECT {nonce, version, timeout, manifest, prefixes} + port
 //                             VALOR_PREFIXES {nonce, prefixes}     after the mounts changed
 //                             VALOR_CLAIM {nonce}                  take control (hard reload)
+//                             VALOR_SKIP_WAITING {nonce}           activate now (an update)
 // To a page:                  VALOR_ACK {nonce, version}          the SW's build version
 //                             VALOR_NEED_PORT {}                   the SW lost this tab's port
 // On a port, to the worker:   {type: "request", id, url, method, headers, body}   body transferred
@@ -53,6 +54,8 @@ async function onMessage(event) {
     await saveState({ ...(state ?? {}), prefixes: message.prefixes });
   } else if (message.type === "VALOR_CLAIM") {
     await self.clients.claim();
+  } else if (message.type === "VALOR_SKIP_WAITING") {
+    await self.skipWaiting();
   } else {
     return;
   }

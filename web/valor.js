@@ -6,6 +6,8 @@
 const BUILD = /*__VALOR_BUILD__*/null;
 export const VERSION = BUILD?.version ?? "dev";
 const ACK_TIMEOUT = 3000; // ms for the service worker to acknowledge a message
+const CONTROL_TIMEOUT = 15000; // ms for a new service worker to take control
+const NUDGE_INTERVAL = 500; // ms between reminders to a waiting service worker
 
 class ValorRuntime extends EventTarget {
   status = "idle";
@@ -64,13 +66,30 @@ class ValorRuntime extends EventTarget {
 
   async #controlled(registration) {
     const sw = navigator.serviceWorker;
-    if (sw.controller?.scriptURL === new URL(`valor-sw.js?v=${VERSION}`, new URL(this.#options.base, location.href)).href) return;
-    const changed = new Promise((resolve) => sw.addEventListener("controllerchange", resolve, { once: true }));
-    // After a hard reload an active worker does not control the page until it claims it.
-    if (registration.active && !registration.installing && !registration.waiting) {
-      registration.active.postMessage({ type: "VALOR_CLAIM", nonce: 0 });
-    }
-    await changed;
+    const wanted = new URL(`valor-sw.js?v=${VERSION}`, new URL(this.#options.base, location.href)).href;
+    if (sw.controller?.scriptURL === wanted) return;
+    await new Promise((resolve, reject) => {
+      // An update that called skipWaiting can still wait on the outgoing worker's last
+      // events: remind it until it takes over.
+      const nudge = setInterval(async () => {
+        const waiting = (await sw.getRegistration(this.#options.base))?.waiting;
+        if (waiting?.scriptURL === wanted) waiting.postMessage({ type: "VALOR_SKIP_WAITING", nonce: 0 });
+      }, NUDGE_INTERVAL);
+      const timer = setTimeout(() => {
+        clearInterval(nudge);
+        reject(new Error(`the service worker did not take control of this page within ${CONTROL_TIMEOUT / 1000} s`));
+      }, CONTROL_TIMEOUT);
+      sw.addEventListener("controllerchange", () => {
+        clearInterval(nudge);
+        clearTimeout(timer);
+        resolve();
+      }, { once: true });
+      // After a hard reload the active worker controls the page only once it claims it. (Only
+      // then: a claim by an outgoing worker can hold up its successor's activation.)
+      if (!sw.controller && registration.active?.scriptURL === wanted) {
+        registration.active.postMessage({ type: "VALOR_CLAIM", nonce: 0 });
+      }
+    });
   }
 
   async #connect() {

@@ -72,12 +72,13 @@ class Bundle:
 
 
 class Progress:
-    """One line per step: ``[2/7] Fetching Pyodide ... done (0.4 s)``."""
+    """One line per step: ``[2/7] Fetching Pyodide ... done (cached) 0.4 s``, then its warnings."""
 
     def __init__(self, total: int, quiet: bool = False) -> None:
         self.total = total
         self.count = 0
         self.quiet = quiet
+        self.warnings: list[str] = []
 
     @contextmanager
     def step(self, title: str) -> Iterator[list[str]]:
@@ -90,12 +91,16 @@ class Progress:
         except BaseException:
             self._print(" failed")
             raise
+        finally:
+            warnings, self.warnings = self.warnings, []
         elapsed = time.perf_counter() - started
         suffix = f" ({', '.join(notes)})" if notes else ""
         self._print(f" done{suffix} {elapsed:.1f} s")
+        for warning in warnings:
+            self._print(f"  warning: {warning}")
 
     def warn(self, message: str) -> None:
-        self._print(f"\n  warning: {message}", end="")
+        self.warnings.append(message)
 
     def _print(self, text: str, end: str = "\n") -> None:
         if not self.quiet:

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from tests.browser.conftest import ARTIFACTS, START, Site, browser_send, fetch, start_page
+from tests.browser.conftest import (
+    ARTIFACTS,
+    BLANK_PAGE,
+    START,
+    Site,
+    browser_send,
+    fetch,
+    start_page,
+)
 from tests.browser.wheels import write_wheel
 from tests.cases import CASES, run_cases
 from valor.build import build, serve
@@ -271,6 +279,37 @@ def test_requirements_are_installed_from_the_bundle(
         state = page.evaluate(START, {})
         assert state["failures"] == [] and "requirements" in state["steps"]
         assert fetch(page, server.url + "dep").body == b"from a bundled requirement"
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_stale_service_worker_is_replaced_on_update(browser: Browser, tmp_path: Path) -> None:
+    source = tmp_path / "plugins"
+    source.mkdir()
+    (source / "plugins.json").write_text(
+        json.dumps({"plugins": [{"name": "v", "type": "python", "path": "v.py"}]})
+    )
+    plugin = "from valor import vlugin\n\n@vlugin\ndef on_request(req):\n    return {!r}\n"
+    (source / "v.py").write_text(plugin.format("one"))
+    first = build(source / "plugins.json", tmp_path / "dist", quiet=True)
+    (tmp_path / "dist" / "blank.html").write_text(BLANK_PAGE)
+    server = serve(tmp_path / "dist")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = start_page(context, server.url)
+        assert fetch(page, server.url + "v").body == b"one"
+        (source / "v.py").write_text(plugin.format("two"))
+        second = build(source / "plugins.json", tmp_path / "dist", quiet=True)
+        (tmp_path / "dist" / "blank.html").write_text(BLANK_PAGE)
+        assert second.version != first.version
+        page.reload()
+        page.evaluate(START, {})
+        script_url = page.evaluate("navigator.serviceWorker.controller.scriptURL")
+        assert script_url.endswith(f"valor-sw.js?v={second.version}")
+        assert fetch(page, server.url + "v").body == b"two"
     finally:
         context.close()
         server.shutdown()
