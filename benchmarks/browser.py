@@ -42,99 +42,8 @@ CHROMIUM_ARGS = [
     "--disable-extensions",
 ]
 
-# The floor: the same answers as the hello and echo plug-ins, straight from the service worker.
-FLOOR_SW = """
-self.addEventListener("install", (e) => e.waitUntil(self.skipWaiting()));
-self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
-self.addEventListener("fetch", (event) => {
-  const path = new URL(event.request.url).pathname;
-  if (path === "/floor/hello") {
-    event.respondWith(new Response("Hello Plugin!", {headers: {"content-type": "text/plain; charset=utf-8"}}));
-  } else if (path.startsWith("/floor/echo")) {
-    const type = event.request.headers.get("content-type") ?? "application/octet-stream";
-    event.respondWith(event.request.arrayBuffer().then((b) => new Response(b, {headers: {"content-type": type}})));
-  }
-});
-"""
 
-BENCH_JS = """
-const params = new URLSearchParams(location.search);
-const target = location.pathname.split("/")[1];
-const phase = params.get("phase");
-const config = JSON.parse(params.get("config"));
-
-async function startTarget() {
-  if (target === "valor") {
-    const { Valor } = await import("./valor.js");
-    await Valor.start();
-  } else {
-    const sw = navigator.serviceWorker;
-    await sw.register("floor-sw.js", { scope: "/floor/" });
-    if (!sw.controller) await new Promise((r) => sw.addEventListener("controllerchange", r, { once: true }));
-  }
-}
-
-async function hello() {
-  const r = await fetch("hello");
-  const text = await r.text();
-  if (text !== "Hello Plugin!") throw new Error("wrong answer: " + text);
-}
-
-function percentile(sorted, p) {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
-async function suite() {
-  for (let i = 0; i < 50; i++) await hello();
-  const times = [];
-  for (let i = 0; i < config.requests; i++) {
-    const t = performance.now();
-    await hello();
-    times.push(performance.now() - t);
-  }
-  times.sort((a, b) => a - b);
-  let t = performance.now();
-  const all = await Promise.all(Array.from({ length: config.concurrent }, async (_, i) => {
-    const r = await fetch("echo/" + i, { method: "POST", body: "n" + i });
-    return (await r.text()) === "n" + i;
-  }));
-  const concurrentMs = performance.now() - t;
-  if (!all.every(Boolean)) throw new Error("a concurrent request got a wrong answer");
-  const data = new Uint8Array(5 * 1024 * 1024);
-  for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
-  const echoes = [];
-  for (let i = 0; i < 7; i++) {
-    t = performance.now();
-    const r = await fetch("echo/big", { method: "POST", body: data, headers: { "content-type": "application/octet-stream" } });
-    const back = new Uint8Array(await r.arrayBuffer());
-    echoes.push(performance.now() - t);
-    if (back.length !== data.length || back[12345] !== data[12345]) throw new Error("5 MB echo differs");
-  }
-  echoes.sort((a, b) => a - b);
-  return {
-    p50: percentile(times, 50), p90: percentile(times, 90), p99: percentile(times, 99),
-    rps: config.concurrent / (concurrentMs / 1000), echo5mb: echoes[3],
-  };
-}
-
-async function main() {
-  const result = { target, phase, isolated: self.crossOriginIsolated };
-  try {
-    await startTarget();
-    await hello();
-    result.firstResponseMs = performance.now(); // since navigation start
-    if (phase === "suite") Object.assign(result, await suite());
-  } catch (error) {
-    result.error = String(error?.stack ?? error);
-  }
-  const r = await fetch("/results", { method: "POST", body: JSON.stringify(result) });
-  const { next } = await r.json();
-  if (next) location.href = next;
-}
-main();
-"""
-
-BENCH_HTML = '<!doctype html><meta charset="utf-8"><script type="module" src="bench.js"></script>'
+PAGES = Path(__file__).resolve().parent / "browser_pages"  # bench.html, bench.js, floor-sw.js
 
 
 class BenchServer(http.server.ThreadingHTTPServer):
@@ -190,10 +99,10 @@ def run(requests: int, concurrent: int, rounds: int, timeout: float) -> list[dic
         build(ROOT / "plugins" / "plugins.json", valor_dir, base="/valor/", quiet=True)
         floor_dir = work / "floor"
         floor_dir.mkdir()
-        (floor_dir / "floor-sw.js").write_text(FLOOR_SW)
+        shutil.copy(PAGES / "floor-sw.js", floor_dir)
         for folder in (valor_dir, floor_dir):
-            (folder / "bench.html").write_text(BENCH_HTML)
-            (folder / "bench.js").write_text(BENCH_JS)
+            shutil.copy(PAGES / "bench.html", folder)
+            shutil.copy(PAGES / "bench.js", folder)
 
         config = json.dumps({"requests": requests, "concurrent": concurrent})
         server = BenchServer({"valor": valor_dir, "floor": floor_dir}, [])
@@ -244,7 +153,8 @@ def report(results: list[dict[str, Any]]) -> None:
         r["firstResponseMs"] for r in results if r["target"] == "floor" and r["phase"] == "first"
     )
     print(f"{'':28}{'JS floor':>12}{'Valor':>12}{'ratio':>9}")
-    for key, label in (("p50", "hello p50 (ms)"), ("p90", "hello p90 (ms)"), ("p99", "hello p99 (ms)")):
+    for key in ("p50", "p90", "p99"):
+        label = f"hello {key} (ms)"
         print(f"{label:28}{floor[key]:12.3f}{valor[key]:12.3f}{valor[key] / floor[key]:9.2f}")
     print(
         f"{'200 concurrent (req/s)':28}{floor['rps']:12.0f}{valor['rps']:12.0f}"
@@ -267,7 +177,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=500)
     parser.add_argument("--concurrent", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=2, help="suite rounds per side (best kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="suite rounds per side (best kept)")
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--json", action="store_true", help="print the raw results as JSON")
     args = parser.parse_args()

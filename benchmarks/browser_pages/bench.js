@@ -1,0 +1,75 @@
+// Runs in a page controlled by Valor's service worker or the floor's; posts figures to /results.
+const params = new URLSearchParams(location.search);
+const target = location.pathname.split("/")[1];
+const phase = params.get("phase");
+const config = JSON.parse(params.get("config"));
+
+async function startTarget() {
+  if (target === "valor") {
+    const { Valor } = await import("./valor.js");
+    await Valor.start();
+  } else {
+    const sw = navigator.serviceWorker;
+    await sw.register("floor-sw.js", { scope: "/floor/" });
+    if (!sw.controller) await new Promise((r) => sw.addEventListener("controllerchange", r, { once: true }));
+  }
+}
+
+async function hello() {
+  const r = await fetch("hello");
+  const text = await r.text();
+  if (text !== "Hello Plugin!") throw new Error("wrong answer: " + text);
+}
+
+function percentile(sorted, p) {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function suite() {
+  for (let i = 0; i < 50; i++) await hello();
+  const times = [];
+  for (let i = 0; i < config.requests; i++) {
+    const t = performance.now();
+    await hello();
+    times.push(performance.now() - t);
+  }
+  times.sort((a, b) => a - b);
+  let t = performance.now();
+  const all = await Promise.all(Array.from({ length: config.concurrent }, async (_, i) => {
+    const r = await fetch("echo/" + i, { method: "POST", body: "n" + i });
+    return (await r.text()) === "n" + i;
+  }));
+  const concurrentMs = performance.now() - t;
+  if (!all.every(Boolean)) throw new Error("a concurrent request got a wrong answer");
+  const data = new Uint8Array(5 * 1024 * 1024);
+  for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  const echoes = [];
+  for (let i = 0; i < 7; i++) {
+    t = performance.now();
+    const r = await fetch("echo/big", { method: "POST", body: data, headers: { "content-type": "application/octet-stream" } });
+    const back = new Uint8Array(await r.arrayBuffer());
+    echoes.push(performance.now() - t);
+    if (back.length !== data.length || back[12345] !== data[12345]) throw new Error("5 MB echo differs");
+  }
+  echoes.sort((a, b) => a - b);
+  return {
+    p50: percentile(times, 50), p90: percentile(times, 90), p99: percentile(times, 99),
+    rps: config.concurrent / (concurrentMs / 1000), echo5mb: echoes[3],
+  };
+}
+
+async function main() {
+  const result = { target, phase, isolated: self.crossOriginIsolated };
+  try {
+    await startTarget();
+    await hello();
+    result.firstResponseMs = performance.now(); // since navigation start
+    if (phase === "suite") Object.assign(result, await suite());
+  } catch (error) {
+    result.error = String(error?.stack ?? error);
+  }
+  const r = await fetch("/results", { method: "POST", body: JSON.stringify(result) });
+  const { next } = await r.json();
+  if (next) location.href = next;
+}
+main();
