@@ -3,7 +3,6 @@ navigations, load, large bodies, failures, the registry and the demo page."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -247,8 +246,7 @@ def test_demo_page_as_a_person_uses_it(runtime_page: Page, site: Site) -> None:
     expect(page.locator("#response-body")).to_contain_text('"text": "from the demo"')
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
-    digest = hashlib.sha256((ARTIFACTS / "demo.png").read_bytes()).hexdigest()
-    assert digest  # the artifact exists and was written
+    assert (ARTIFACTS / "demo.png").stat().st_size > 10_000
 
 
 def test_requirements_are_installed_from_the_bundle(
