@@ -4,7 +4,7 @@
 // it, the prefixes come back from Cache Storage and each tab is asked for a new port.
 //
 // From a page (postMessage):  VALOR_CONNECT {nonce, version, timeout, manifest, prefixes} + port
-//                             VALOR_PREFIXES {nonce, prefixes}     after the mounts changed
+//                             VALOR_PREFIXES {nonce, prefixes}     the runtime is ready
 //                             VALOR_CLAIM {nonce}                  take control (hard reload)
 //                             VALOR_SKIP_WAITING {nonce}           activate now (an update)
 // To a page:                  VALOR_ACK {nonce, version}          the SW's build version
@@ -24,10 +24,10 @@ const DEFAULT_TIMEOUT = 35000; // ms; more than a plug-in's default 30 s, so its
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 const OWN_PORT_GRACE = 1000; // ms to wait for a tab's own port when another tab could answer
 
-const tabs = new Map(); // clientId -> {port, status}
+const tabs = new Map(); // clientId -> {port, status, prefixes}
 const pending = new Map(); // request id -> settle(message)
 const portWaiters = new Map(); // clientId -> [resolve]
-let state = null; // {prefixes, timeout, manifest}: the last runtime's, persisted
+let state = null; // {prefixes, timeout, manifest}: all tabs' prefixes, persisted
 let stateLoaded = null;
 let nextId = 0;
 
@@ -44,14 +44,12 @@ async function onMessage(event) {
   await loadState(); // after a restart, keep the saved prefixes until the page sends its own
   if (message.type === "VALOR_CONNECT") {
     connect(source.id, event.ports[0]);
-    await saveState({
-      prefixes: message.prefixes ?? state?.prefixes ?? [],
-      timeout: message.timeout ?? DEFAULT_TIMEOUT,
-      manifest: message.manifest ?? state?.manifest,
-    });
+    state.timeout = message.timeout ?? DEFAULT_TIMEOUT;
+    state.manifest = message.manifest ?? state.manifest;
     await pruneTabs();
+    await setPrefixes(source.id, message.prefixes);
   } else if (message.type === "VALOR_PREFIXES") {
-    await saveState({ ...(state ?? {}), prefixes: message.prefixes });
+    await setPrefixes(source.id, message.prefixes);
   } else if (message.type === "VALOR_CLAIM") {
     await self.clients.claim();
   } else if (message.type === "VALOR_SKIP_WAITING") {
@@ -63,14 +61,15 @@ async function onMessage(event) {
 }
 
 function connect(clientId, port) {
-  tabs.get(clientId)?.port.close();
-  const tab = { port, status: "booting" };
+  const previous = tabs.get(clientId);
+  previous?.port.close();
+  const tab = { port, status: "booting", prefixes: previous?.prefixes ?? null };
   tabs.set(clientId, tab);
   port.onmessage = (event) => {
     const message = event.data;
     if (message.type === "response") pending.get(message.id)?.(message);
     else if (message.type === "status") tab.status = message.status;
-    else if (message.type === "prefixes") saveState({ ...state, prefixes: message.prefixes });
+    else if (message.type === "prefixes") setPrefixes(clientId, message.prefixes);
   };
   for (const resolve of portWaiters.get(clientId) ?? []) resolve(tab);
   portWaiters.delete(clientId);
@@ -85,6 +84,15 @@ async function pruneTabs() {
       tabs.delete(id);
     }
   }
+}
+
+function setPrefixes(clientId, prefixes) {
+  // Each tab's runtime has its own mounts (/_plugins changes one tab only): intercept them all.
+  const tab = tabs.get(clientId);
+  if (tab && prefixes) tab.prefixes = prefixes;
+  const known = [...tabs.values()].filter((t) => t.prefixes);
+  const all = known.length ? [...new Set(known.flatMap((t) => t.prefixes))] : (prefixes ?? state.prefixes);
+  return saveState({ ...state, prefixes: all });
 }
 
 async function anyTab() {
@@ -105,7 +113,7 @@ function waitForPort(clientId, ms) {
 // -- state that survives a stop of the service worker ----------------------------------------
 
 async function saveState(next) {
-  state = next;
+  state = next; // at once: requests right after see the new prefixes
   const cache = await caches.open(STATE_CACHE);
   await cache.put(STATE_URL, new Response(JSON.stringify(state)));
 }

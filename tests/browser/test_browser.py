@@ -68,7 +68,14 @@ def test_only_prefixes_are_intercepted(runtime_page: Page, site: Site) -> None:
 def test_two_tabs_get_their_own_answers(
     runtime_context: BrowserContext, runtime_page: Page, site: Site
 ) -> None:
+    # Plug-ins added in one tab stay intercepted when another tab's runtime starts without them.
+    definition = {"name": "only-first", "type": "python", "path": "hello.py"}
+    added = fetch(runtime_page, site.url + "_plugins", "POST", body=json.dumps(definition).encode())
+    assert added.status == 201
     other = start_page(runtime_context, site.url)
+    assert fetch(runtime_page, site.url + "only-first").body == b"Hello Plugin!"
+    assert fetch(other, site.url + "only-first").status == 404  # its runtime has no such mount
+    assert fetch(runtime_page, site.url + "_plugins/only-first", "DELETE").status == 200
     script = """async (tab) => Promise.all(Array.from({length: 50}, async (_, i) => {
       const body = `${tab}-${i}`;
       const r = await fetch("echo/" + body, {method: "POST", body});
