@@ -5,7 +5,7 @@
 //                           {type: "port"} + ports[0]               the service worker's channel
 // Messages to the page:     {type: "status", status, ...}          booting | ready | error
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
-// On the port, from the SW: {type: "request", id, url, method, headers, body}
+// On the port, from the SW: {type: "request", id, url, method, headers, body}  headers: CRLF lines
 // On the port, to the SW:   {type: "response", id, status, reason, headers, body}  (transferred)
 //                           {type: "status", status}
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
@@ -41,7 +41,7 @@ async function answer(to, { id, url, method, headers, body }) {
   let reply;
   try {
     // Most answers come back at once; a plug-in that waits returns a promise (a PyProxy).
-    let result = handle(url, method, headers.map(([k, v]) => `${k}: ${v}`).join("\r\n"), body);
+    let result = handle(url, method, headers, body);
     if (typeof result.then === "function") {
       const later = result;
       result = await later;
