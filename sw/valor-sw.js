@@ -62,8 +62,8 @@ async function onMessage(event) {
 }
 
 function connect(clientId, port) {
+  // The previous port stays open: answers to requests already sent on it still arrive there.
   const previous = tabs.get(clientId);
-  previous?.port.close();
   const tab = { port, status: "booting", prefixes: previous?.prefixes ?? null };
   tabs.set(clientId, tab);
   port.onmessage = (event) => {

@@ -14,6 +14,8 @@ let host = null; // the Python BrowserHost, once booted
 let handle = null; // host.handle, looked up once: each lookup makes a new proxy
 let status = "booting";
 let port = null; // the current service worker's end of this tab's channel
+const ports = []; // the latest ports, the current one last
+const KEEP_PORTS = 4;
 const waiting = []; // requests that arrived while booting: [port, message]
 
 // Handlers first, before any await: a module worker drops messages that find no handler.
@@ -24,8 +26,10 @@ self.onmessage = (event) => {
 };
 
 function adopt(newPort) {
-  // A new port means the service worker restarted or was updated: the old one is dead.
-  if (port) port.close();
+  // A new port means the service worker restarted or was updated. Older ports stay open a
+  // while, for answers to requests that came on them; the oldest are closed.
+  ports.push(newPort);
+  while (ports.length > KEEP_PORTS) ports.shift().close();
   port = newPort;
   port.onmessage = (event) => receive(newPort, event.data);
   newPort.postMessage({ type: "status", status });

@@ -18,6 +18,7 @@ class ValorRuntime extends EventTarget {
   #started = null;
   #acks = new Map();
   #nonce = 0;
+  #connecting = null;
 
   /** Start the runtime of this tab; resolves with its state once requests are intercepted. */
   start(options = {}) {
@@ -42,15 +43,16 @@ class ValorRuntime extends EventTarget {
       this.addEventListener("ready", resolve, { once: true });
       this.addEventListener("error", (event) => reject(new Error(event.detail.error)), { once: true });
     });
+    ready.catch(() => {}); // awaited below, unless an earlier step fails first
     this.#startWorker(base, manifest);
 
     const sw = navigator.serviceWorker;
     sw.addEventListener("message", (event) => this.#onServiceWorkerMessage(event.data));
-    // A new service worker (an update) has no port yet: give it one.
-    sw.addEventListener("controllerchange", () => this.#connect().catch((e) => this.#fail(e)));
     const registration = await sw.register(`${base}valor-sw.js?v=${VERSION}`, { scope: base });
     await this.#controlled(registration);
     await this.#connect();
+    // A later service worker (an update) has no port yet: give it one.
+    sw.addEventListener("controllerchange", () => this.#connect().catch((e) => this.#fail(e)));
     await ready;
     await this.#send({ type: "VALOR_PREFIXES", prefixes: this.prefixes });
     this.detail.startMs = Math.round(performance.now() - began);
@@ -92,7 +94,15 @@ class ValorRuntime extends EventTarget {
     });
   }
 
-  async #connect() {
+  #connect() {
+    // Several requests can ask for a port at once after a restart: one channel answers them all.
+    this.#connecting ??= this.#openChannel().finally(() => {
+      this.#connecting = null;
+    });
+    return this.#connecting;
+  }
+
+  async #openChannel() {
     const controller = navigator.serviceWorker.controller;
     if (!controller || !this.#worker) return;
     const channel = new MessageChannel();

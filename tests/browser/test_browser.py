@@ -115,6 +115,15 @@ def test_service_worker_stopped_mid_session(
             answer = fetch(runtime_page, site.url + f"greeter?who=round{round_}")
             assert answer.status == 200, answer.body
             assert answer.body == f"Alice says hello round{round_}!".encode()
+        # Many requests at once after a stop: they share the one new port.
+        cdp.send("ServiceWorker.stopAllWorkers")
+        answers = runtime_page.evaluate(
+            """async () => Promise.all(Array.from({length: 50}, async (_, i) => {
+              const r = await fetch("echo/" + i, {method: "POST", body: "after-stop-" + i});
+              return [r.status, await r.text()];
+            }))"""
+        )
+        assert answers == [[200, f"after-stop-{i}"] for i in range(50)]
     finally:
         cdp.send("ServiceWorker.disable")
         cdp.detach()
