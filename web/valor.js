@@ -23,7 +23,7 @@ class ValorRuntime extends EventTarget {
   /** Start the runtime of this tab; resolves with its state once requests are intercepted. */
   start(options = {}) {
     this.#started ??= this.#start(options).catch((error) => {
-      this.#setStatus("error", { error: error.message });
+      if (this.status !== "error") this.#setStatus("error", { error: error.message });
       throw error;
     });
     return this.#started;

@@ -4,6 +4,7 @@ navigations, load, large bodies, failures, the registry and the demo page."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -324,6 +325,36 @@ def test_a_stale_service_worker_is_replaced_on_update(browser: Browser, tmp_path
         script_url = page.evaluate("navigator.serviceWorker.controller.scriptURL")
         assert script_url.endswith(f"valor-sw.js?v={second.version}")
         assert fetch(page, server.url + "v").body == b"two"
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_runtime_that_cannot_boot_is_an_error_event(
+    browser: Browser, site: Site, tmp_path: Path
+) -> None:
+    broken = tmp_path / "dist"
+    shutil.copytree(site.folder, broken)
+    info = json.loads((broken / "valor-bundle.json").read_text())
+    (broken / info["runtime_wheel"]).unlink()
+    server = serve(broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(server.url + "blank.html")
+        outcome = page.evaluate(
+            """async () => {
+              const events = [];
+              Valor.addEventListener("status", (e) => events.push(e.detail.status));
+              try { await Valor.start(); return ["resolved", events]; }
+              catch (error) { return [error.message, events, Valor.detail.error]; }
+            }"""
+        )
+        message, events, detail = outcome
+        assert events == ["booting", "error"]
+        assert "valor-0.1.0-py3-none-any.whl" in message and message == detail
     finally:
         context.close()
         server.shutdown()
