@@ -62,8 +62,10 @@ async function answer(to, { id, url, method, headers, body }) {
 }
 
 function failure(id, status, detail) {
-  const body = new TextEncoder().encode(JSON.stringify({ status, error: "runtime error", detail }));
-  return { type: "response", id, status, headers: [["content-type", "application/json"]], body };
+  // The same JSON error body as the runtime's: {status, error, detail}.
+  const reason = { 500: "Internal Server Error", 503: "Service Unavailable" }[status];
+  const body = new TextEncoder().encode(JSON.stringify({ status, error: reason, detail }));
+  return { type: "response", id, status, reason, headers: [["content-type", "application/json"]], body };
 }
 
 function setStatus(next, extra = {}) {
