@@ -8,7 +8,7 @@
 //                             VALOR_CLAIM {nonce}                  take control (hard reload)
 //                             VALOR_SKIP_WAITING {nonce}           activate now (an update)
 // To a page:                  VALOR_ACK {nonce, version}          the SW's build version
-//                             VALOR_NEED_PORT {}                   the SW lost this tab's port
+//                             VALOR_NEED_PORT {epoch}              the SW lost this tab's port
 // On a port, to the worker:   {type: "request", id, url, method, headers, body}   body transferred,
 //                             headers as "name: value" lines joined by CRLF
 // On a port, from the worker: {type: "response", id, status, reason, headers, body}
@@ -31,6 +31,8 @@ const portWaiters = new Map(); // clientId -> [resolve]
 let state = null; // {prefixes, timeout, manifest}: all tabs' prefixes, persisted
 let stateLoaded = null;
 let nextId = 0;
+// This instance of the worker: a tab answers each instance's many VALOR_NEED_PORTs once.
+const EPOCH = crypto.randomUUID();
 
 self.addEventListener("install", (event) => event.waitUntil(self.skipWaiting()));
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
@@ -103,6 +105,9 @@ async function anyTab() {
 }
 
 function waitForPort(clientId, ms) {
+  // The tab may have connected while this request was looking for it.
+  const tab = tabs.get(clientId);
+  if (tab) return Promise.resolve(tab);
   return new Promise((resolve) => {
     const waiters = portWaiters.get(clientId) ?? [];
     portWaiters.set(clientId, waiters);
@@ -207,7 +212,7 @@ async function findTab(event, timeout) {
   const own = tabs.get(clientId);
   if (own) return own;
   const client = await self.clients.get(clientId);
-  if (client) client.postMessage({ type: "VALOR_NEED_PORT" });
+  if (client) client.postMessage({ type: "VALOR_NEED_PORT", epoch: EPOCH });
   const other = await anyTab();
   // A page that never starts Valor (or a worker) is served by another tab's runtime.
   const grace = other && client?.type !== "window" ? 0 : other ? OWN_PORT_GRACE : timeout;

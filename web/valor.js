@@ -5,7 +5,7 @@
 
 const BUILD = /*__VALOR_BUILD__*/null;
 export const VERSION = BUILD?.version ?? "dev";
-const ACK_TIMEOUT = 3000; // ms for the service worker to acknowledge a message
+const ACK_TIMEOUT = 10000; // ms for the service worker to acknowledge a message
 const CONTROL_TIMEOUT = 15000; // ms for a new service worker to take control
 const NUDGE_INTERVAL = 500; // ms between reminders to a waiting service worker
 
@@ -18,7 +18,7 @@ class ValorRuntime extends EventTarget {
   #started = null;
   #acks = new Map();
   #nonce = 0;
-  #connecting = null;
+  #epoch = null; // the service worker instance this tab last sent a port to on request
 
   /** Start the runtime of this tab; resolves with its state once requests are intercepted. */
   start(options = {}) {
@@ -94,15 +94,7 @@ class ValorRuntime extends EventTarget {
     });
   }
 
-  #connect() {
-    // Several requests can ask for a port at once after a restart: one channel answers them all.
-    this.#connecting ??= this.#openChannel().finally(() => {
-      this.#connecting = null;
-    });
-    return this.#connecting;
-  }
-
-  async #openChannel() {
+  async #connect() {
     const controller = navigator.serviceWorker.controller;
     if (!controller || !this.#worker) return;
     const channel = new MessageChannel();
@@ -136,8 +128,13 @@ class ValorRuntime extends EventTarget {
     if (message?.type === "VALOR_ACK") {
       this.#acks.get(message.nonce)?.(message);
       this.#acks.delete(message.nonce);
-    } else if (message?.type === "VALOR_NEED_PORT") {
-      this.#connect().catch((error) => this.#fail(error));
+    } else if (message?.type === "VALOR_NEED_PORT" && message.epoch !== this.#epoch) {
+      // Every waiting request of a restarted service worker asks: one port answers them all.
+      this.#epoch = message.epoch;
+      this.#connect().catch((error) => {
+        this.#epoch = null; // the next request's ask tries again
+        console.warn("valor: reconnecting failed:", error);
+      });
     }
   }
 
