@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from valor.headers import Headers
 
 from tests.cases import Answer, Case, run_cases
 from tests.conftest import REGISTRY_TOKEN
 from tests.servers import MANIFEST, Server, valor_server
+from valor.headers import Headers
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
 
