@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -e .
+# The wasm, wasi and native examples are compiled from source (idempotent).
+bash scripts/install-toolchains.sh
 # npm fetches the pinned Pyodide for the bundle (skipped when already there).
 [ -d node_modules/pyodide ] || npm ci --no-audit --no-fund --loglevel=error
 # The bundle's static server runs beside the server host; Ctrl+C stops both.
