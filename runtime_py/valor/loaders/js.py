@@ -9,6 +9,7 @@ its worker. ``fetch``, timers and ``crypto`` are Deno's own.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import deno
@@ -35,10 +36,19 @@ class JsPlugin:
         await self.process.close()
 
 
-def deno_command(script: Path, workers: int) -> list[str]:
+def deno_binary() -> str | None:
+    """The ``deno`` wheel's binary, else one on PATH. (The wheel guesses its scripts folder
+    from the running interpreter, which is wrong in a venv that sees a system ``deno``.)"""
+    candidate = deno.find_deno_bin()
+    if Path(candidate).is_file():
+        return candidate
+    return shutil.which("deno")
+
+
+def deno_command(script: Path, workers: int, binary: str) -> list[str]:
     """The Deno command line: reads only the plug-in's folder and Valor's host files."""
     return [
-        deno.find_deno_bin(),
+        binary,
         "run",
         "--quiet",
         "--no-prompt",
@@ -59,6 +69,9 @@ async def load_js(spec: PluginSpec) -> JsPlugin:
     workers = spec.config.get("workers", 2)
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
         raise PluginLoadError(spec.name, f"config 'workers' must be 1 to 64, got {workers!r}")
-    process = PluginProcess(spec.name, deno_command(script, workers), on_cancel="message")
+    binary = deno_binary()
+    if binary is None:
+        raise PluginLoadError(spec.name, "js plug-ins need Deno: pip install deno")
+    process = PluginProcess(spec.name, deno_command(script, workers, binary), on_cancel="message")
     await process.start()
     return JsPlugin(spec, process)
