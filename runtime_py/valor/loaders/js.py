@@ -39,10 +39,10 @@ class JsPlugin:
 def deno_binary() -> str | None:
     """The ``deno`` wheel's binary, else one on PATH. (The wheel guesses its scripts folder
     from the running interpreter, which is wrong in a venv that sees a system ``deno``.)"""
-    candidate = deno.find_deno_bin()
-    if Path(candidate).is_file():
-        return candidate
-    return shutil.which("deno")
+    try:
+        return deno.find_deno_bin()
+    except FileNotFoundError:
+        return shutil.which("deno")
 
 
 def deno_command(script: Path, workers: int, binary: str) -> list[str]:
