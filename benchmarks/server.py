@@ -25,6 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 UVICORN = [sys.executable, "-m", "uvicorn", "--log-level", "warning"]
 
+# The example manifest by default; BENCH_MANIFEST picks another (say, only hello).
+MANIFEST = os.environ.get("BENCH_MANIFEST", str(ROOT / "plugins" / "plugins.json"))
+
 TARGETS: dict[str, tuple[list[str], dict[str, str], str]] = {
     "starlette": (["benchmarks.baseline_app:app", "--no-access-log"], {}, "/hello"),
     # uvicorn's own access log, for comparison with Valor's (uvicorn's is off for Valor).
@@ -35,12 +38,12 @@ TARGETS: dict[str, tuple[list[str], dict[str, str], str]] = {
     ),
     "valor": (
         ["valor.cli:app_from_environment", "--factory", "--no-access-log"],
-        {"VALOR_MANIFEST": str(ROOT / "plugins" / "plugins.json"), "VALOR_LOG_LEVEL": "warning"},
+        {"VALOR_MANIFEST": MANIFEST, "VALOR_LOG_LEVEL": "warning"},
         "/hello",
     ),
     "valor+access-log": (
         ["valor.cli:app_from_environment", "--factory", "--no-access-log", "--log-level", "info"],
-        {"VALOR_MANIFEST": str(ROOT / "plugins" / "plugins.json"), "VALOR_LOG_LEVEL": "info"},
+        {"VALOR_MANIFEST": MANIFEST, "VALOR_LOG_LEVEL": "info"},
         "/hello",
     ),
 }

@@ -55,6 +55,7 @@ class Runtime:
         self.base_dir: Path | None = None
         self._mounts: dict[str, Mount] = {}
         self._routes: list[Mount] = []
+        self._by_prefix: dict[str, Mount] = {}
         self._subscribers: list[Callable[[], None]] = []
         self._changing = asyncio.Lock()
         self._deadlines = Deadlines()
@@ -153,6 +154,7 @@ class Runtime:
 
     def _reroute(self) -> None:
         self._routes = sorted(self._mounts.values(), key=lambda m: len(m.spec.prefix), reverse=True)
+        self._by_prefix = {mount.spec.prefix: mount for mount in self._routes}
         for callback in self._subscribers:
             try:
                 callback()
@@ -221,11 +223,13 @@ class Runtime:
         return response
 
     def _route(self, path: str) -> Mount | None:
-        for mount in self._routes:
-            prefix = mount.spec.prefix
-            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+        # Walk up the path one segment at a time: the first mounted prefix is the longest.
+        candidate = path
+        while True:
+            mount = self._by_prefix.get(candidate)
+            if mount is not None or candidate == "/":
                 return mount
-        return None
+            candidate = candidate[: candidate.rfind("/")] or "/"
 
     async def _call(
         self,
