@@ -28,19 +28,11 @@ sys.path.insert(0, str(ROOT / "runtime_py"))
 
 from valor.build import build  # noqa: E402
 from valor.static import MIME_TYPES  # noqa: E402
+from valor.testing.hosts import CHROMIUM_ARGS as HEADLESS_ARGS  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-extensions",
-]
+# Plain headless Chromium, kept off the closed network; extensions only add noise.
+CHROMIUM_ARGS = ["--headless", *HEADLESS_ARGS, "--disable-extensions"]
 
 
 PAGES = Path(__file__).resolve().parent / "browser_pages"  # bench.html, bench.js, floor-sw.js

@@ -21,17 +21,9 @@ from tests.cases import Answer, Case
 from tests.servers import MANIFEST, ROOT
 from valor.build import build, serve
 from valor.headers import Headers
+from valor.testing.hosts import CHROMIUM_ARGS, FETCH
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SUB_PATH = "/sub/path/"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 # A page in the site that loads valor.js without starting it, so a test picks the options.
@@ -103,19 +95,6 @@ def start_page(context: BrowserContext, url: str, **options: Any) -> Page:
     page.goto(url + "blank.html")
     page.evaluate(START, options)
     return page
-
-
-FETCH = """async ({url, method, headers, body}) => {
-  const init = {method, headers};
-  if (body !== null) init.body = Uint8Array.from(atob(body), (c) => c.charCodeAt(0));
-  const response = await fetch(url, init);
-  const bytes = new Uint8Array(await response.arrayBuffer());
-  let binary = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return {status: response.status, headers: [...response.headers], body: btoa(binary)};
-}"""
 
 
 def fetch(
