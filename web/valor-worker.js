@@ -3,7 +3,9 @@
 //
 // Messages from the page:   {type: "boot", base, manifest}        start the runtime
 //                           {type: "port"} + ports[0]               the service worker's channel
+//                           {type: "ping"}                          are you responsive?
 // Messages to the page:     {type: "status", status, ...}          booting | ready | error
+//                           {type: "pong"}
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
 // On the port, from the SW: {type: "request", id, url, method, headers, body}  headers: CRLF lines
 // On the port, to the SW:   {type: "response", id, status, reason, headers, body}  (transferred)
@@ -23,6 +25,7 @@ self.onmessage = (event) => {
   const message = event.data;
   if (message.type === "port") adopt(event.ports[0]);
   else if (message.type === "boot") boot(message);
+  else if (message.type === "ping") self.postMessage({ type: "pong" });
 };
 
 function adopt(newPort) {

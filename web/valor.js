@@ -7,6 +7,7 @@ const BUILD = /*__VALOR_BUILD__*/null;
 export const VERSION = BUILD?.version ?? "dev";
 const ACK_TIMEOUT = 10000; // ms for the service worker to acknowledge a message
 const CONTROL_TIMEOUT = 15000; // ms for a new service worker to take control
+const WATCH_INTERVAL = 1000; // ms between pings of a ready runtime worker
 const NUDGE_INTERVAL = 500; // ms between reminders to a waiting service worker
 
 class ValorRuntime extends EventTarget {
@@ -17,6 +18,8 @@ class ValorRuntime extends EventTarget {
   #worker = null;
   #started = null;
   #acks = new Map();
+  #lastPong = 0;
+  #watchdog = null;
   #nonce = 0;
   #epoch = null; // the service worker instance this tab last sent a port to on request
 
@@ -55,6 +58,7 @@ class ValorRuntime extends EventTarget {
     sw.addEventListener("controllerchange", () => this.#connect().catch((e) => this.#fail(e)));
     await ready;
     await this.#send({ type: "VALOR_PREFIXES", prefixes: this.prefixes });
+    this.#watch();
     this.detail.startMs = Math.round(performance.now() - began);
     return this.detail;
   }
@@ -64,6 +68,30 @@ class ValorRuntime extends EventTarget {
     this.#worker.onmessage = (event) => this.#onWorkerMessage(event.data);
     this.#worker.onerror = (event) => this.#fail(new Error(`the runtime worker failed: ${event.message ?? "could not load"}`));
     this.#worker.postMessage({ type: "boot", base, manifest });
+  }
+
+  // A plug-in that blocks the worker's thread (a sync endless loop) would wedge this tab's
+  // runtime for good: the service worker answers 504s, but nothing else runs there. A ready
+  // worker that has not answered a ping for longer than the request timeout is replaced by a
+  // fresh one (plug-in state is lost, as when the server restarts).
+  #watch() {
+    this.#lastPong = performance.now();
+    clearInterval(this.#watchdog);
+    this.#watchdog = setInterval(() => {
+      if (this.status !== "ready") this.#lastPong = performance.now();
+      else if (performance.now() - this.#lastPong > this.#options.timeout) this.#restartWorker();
+      else this.#worker.postMessage({ type: "ping" });
+    }, WATCH_INTERVAL);
+  }
+
+  #restartWorker() {
+    const seconds = this.#options.timeout / 1000;
+    console.warn(`valor: the runtime worker did not respond for ${seconds} s (a plug-in blocking it?): restarting it`);
+    this.#worker.terminate();
+    this.#setStatus("booting", { restarts: (this.detail.restarts ?? 0) + 1 });
+    this.#startWorker(this.#options.base, this.#options.manifest);
+    this.#lastPong = performance.now();
+    this.#connect().catch((error) => this.#fail(error));
   }
 
   async #controlled(registration) {
@@ -139,7 +167,9 @@ class ValorRuntime extends EventTarget {
   }
 
   #onWorkerMessage(message) {
-    if (message.type === "status") {
+    if (message.type === "pong") {
+      this.#lastPong = performance.now();
+    } else if (message.type === "status") {
       const { type, status, ...detail } = message;
       if (status === "ready") this.prefixes = detail.prefixes;
       this.#setStatus(status, detail);

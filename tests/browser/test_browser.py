@@ -23,6 +23,7 @@ from tests.browser.conftest import (
 )
 from tests.browser.wheels import write_wheel
 from tests.cases import CASES, run_cases
+from tests.servers import MANIFEST
 from valor.build import build, serve
 
 pytestmark = pytest.mark.browser
@@ -355,6 +356,44 @@ def test_a_runtime_that_cannot_boot_is_an_error_event(
         message, events, detail = outcome
         assert events == ["booting", "error"]
         assert "valor-0.1.0-py3-none-any.whl" in message and message == detail
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_plugin_that_blocks_the_worker_gets_it_restarted(
+    browser: Browser, tmp_path: Path
+) -> None:
+    source = tmp_path / "plugins"
+    source.mkdir()
+    (source / "spin.py").write_text(
+        "from valor import vlugin\n\n@vlugin\ndef on_request(req):\n    while True:\n        pass\n"
+    )
+    (source / "hello.py").write_text((MANIFEST.parent / "hello.py").read_text())
+    (source / "plugins.json").write_text(
+        json.dumps(
+            {
+                "plugins": [
+                    {"name": "spin", "type": "python", "path": "spin.py"},
+                    {"name": "hello", "type": "python", "path": "hello.py"},
+                ]
+            }
+        )
+    )
+    build(source / "plugins.json", tmp_path / "dist", quiet=True)
+    (tmp_path / "dist" / "blank.html").write_text(BLANK_PAGE)
+    server = serve(tmp_path / "dist")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        page = start_page(context, server.url, timeout=3000)
+        stuck = fetch(page, server.url + "spin")
+        assert stuck.status == 504
+        # The page notices the worker no longer answers and starts a fresh one.
+        page.wait_for_function("Valor.detail.restarts === 1 && Valor.status === 'ready'")
+        answer = fetch(page, server.url + "hello")
+        assert (answer.status, answer.body) == (200, b"Hello Plugin!")
     finally:
         context.close()
         server.shutdown()
