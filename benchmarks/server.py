@@ -5,7 +5,11 @@ by wrk over keep-alive connections on 127.0.0.1, alternating rounds in one run. 
 writes one access line per request (uvicorn's for Starlette, Valor's own for Valor), to
 /dev/null. Prints requests per second, median latency and the ratios (target: >= 0.95).
 
-    python benchmarks/server.py [--seconds 5] [--rounds 3] [--connections 32]
+    python benchmarks/server.py [--seconds 5] [--rounds 3] [--connections 32] [--kinds]
+
+``--kinds`` adds the same hello answer from the js, wasm, wasi and native examples, so the
+cost of each kind is visible beside Python's (``benchmarks/kinds.py`` has per-kind latency in
+both hosts).
 """
 
 from __future__ import annotations
@@ -47,6 +51,16 @@ TARGETS: dict[str, tuple[list[str], dict[str, str], str]] = {
         "/hello",
     ),
 }
+# The same hello answer from each other kind mounted by the example manifest, through Valor.
+KIND_PATHS = {
+    "js": "/hello-js",
+    "wasm": "/hello-wasm",
+    "wasi": "/hello-wasi",
+    "native": "/hello-native",
+}
+for kind, kind_path in KIND_PATHS.items():
+    TARGETS[f"valor:{kind}"] = (TARGETS["valor"][0], TARGETS["valor"][1], kind_path)
+DEFAULT_TARGETS = ["starlette", "starlette+access-log", "valor", "valor+access-log"]
 
 
 def free_port() -> int:
@@ -94,8 +108,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--targets", nargs="*", default=list(TARGETS))
+    parser.add_argument("--targets", nargs="*", default=DEFAULT_TARGETS, choices=list(TARGETS))
+    parser.add_argument(
+        "--kinds", action="store_true", help="also each other kind's hello (valor:js, ...)"
+    )
     args = parser.parse_args()
+    if args.kinds:
+        args.targets += [f"valor:{kind}" for kind in KIND_PATHS]
     if shutil.which("wrk") is None:
         raise SystemExit("benchmarks/server.py needs wrk: apt-get install wrk")
 
