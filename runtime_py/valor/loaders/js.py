@@ -16,24 +16,9 @@ import deno
 
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
-from ..wire import RequestMessage, ResponseMessage
-from .abi import encode_request
-from .process import PluginProcess, answer_of
+from .process import PluginProcess, ProcessPlugin
 
 HOST_DIR = Path(__file__).with_name("js_host")
-
-
-class JsPlugin:
-    def __init__(self, spec: PluginSpec, process: PluginProcess) -> None:
-        self.spec = spec
-        self.process = process
-
-    async def handle(self, message: RequestMessage) -> ResponseMessage:
-        head, body = await self.process.request(encode_request(message))
-        return answer_of(self.spec.name, head, body)
-
-    async def close(self) -> None:
-        await self.process.close()
 
 
 def deno_binary() -> str | None:
@@ -62,7 +47,7 @@ def deno_command(script: Path, workers: int, binary: str) -> list[str]:
     ]
 
 
-async def load_js(spec: PluginSpec) -> JsPlugin:
+async def load_js(spec: PluginSpec) -> ProcessPlugin:
     script = Path(spec.path or "")
     if not script.is_file():
         raise PluginLoadError(spec.name, f"no script at {str(script)!r}")
@@ -74,4 +59,4 @@ async def load_js(spec: PluginSpec) -> JsPlugin:
         raise PluginLoadError(spec.name, "js plug-ins need Deno: pip install deno")
     process = PluginProcess(spec.name, deno_command(script, workers, binary), on_cancel="message")
     await process.start()
-    return JsPlugin(spec, process)
+    return ProcessPlugin(spec.name, process)

@@ -14,31 +14,16 @@ from pathlib import Path
 
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
-from ..wire import RequestMessage, ResponseMessage
-from .abi import encode_request
-from .process import PluginProcess, answer_of
+from .process import PluginProcess, ProcessPlugin
 
 CHILD = Path(__file__).with_name("native_child.py")
 
 
-class NativePlugin:
-    def __init__(self, spec: PluginSpec, process: PluginProcess) -> None:
-        self.spec = spec
-        self.process = process
-
-    async def handle(self, message: RequestMessage) -> ResponseMessage:
-        head, body = await self.process.request(encode_request(message))
-        return answer_of(self.spec.name, head, body)
-
-    async def close(self) -> None:
-        await self.process.close()
-
-
-async def load_native(spec: PluginSpec) -> NativePlugin:
+async def load_native(spec: PluginSpec) -> ProcessPlugin:
     path = Path(spec.path or "")
     if not path.is_file():
         raise PluginLoadError(spec.name, f"no shared library at {str(path)!r}")
     argv = [sys.executable, "-I", str(CHILD), str(path), json.dumps(spec.config)]
     process = PluginProcess(spec.name, argv, on_cancel="kill")
     await process.start()
-    return NativePlugin(spec, process)
+    return ProcessPlugin(spec.name, process)

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import PluginCrashed, PluginLoadError
-from ..wire import ResponseMessage
-from .abi import AbiError, pack_message, response_from, unpack_message
+from ..wire import RequestMessage, ResponseMessage
+from .abi import AbiError, encode_request, pack_message, response_from, unpack_message
 from .failures import PluginFailed
 
 log = logging.getLogger("valor.plugins")
@@ -200,3 +200,18 @@ def answer_of(name: str, head: dict[str, Any], body: bytes) -> ResponseMessage:
         return response_from(head, body)
     except AbiError as exc:
         return PluginFailed(500, f"plug-in {name!r} answered badly: {exc}").answer()
+
+
+class ProcessPlugin:
+    """A plug-in answered by a ``PluginProcess`` (Deno for js, the ctypes child for native)."""
+
+    def __init__(self, name: str, process: PluginProcess) -> None:
+        self.name = name
+        self.process = process
+
+    async def handle(self, message: RequestMessage) -> ResponseMessage:
+        head, body = await self.process.request(encode_request(message))
+        return answer_of(self.name, head, body)
+
+    async def close(self) -> None:
+        await self.process.close()
