@@ -167,7 +167,8 @@ class Runtime:
         """Answer one wire request."""
         started = time.perf_counter()
         origin, full_path, query = _split_url(message["url"])
-        correlation_id = _header(message["headers"], "x-request-id") or os.urandom(16).hex()
+        request_id = _header(message["headers"], "x-request-id")
+        correlation_id = request_id or os.urandom(16).hex()
         path = full_path[len(self.root_path) :] or "/"
         mount: Mount | None = None
         body = message.get("body")
@@ -185,7 +186,9 @@ class Runtime:
             if mount is None:
                 response = error_message(404, f"no plug-in is mounted at {path!r}")
             else:
-                response = await self._call(mount, message, origin, path, query, correlation_id)
+                response = await self._call(
+                    mount, message, origin, path, query, correlation_id, request_id
+                )
         return self.finish(message, response, correlation_id, mount, started)
 
     def too_large(self) -> ResponseMessage:
@@ -239,11 +242,12 @@ class Runtime:
         path: str,
         query: str,
         correlation_id: str,
+        request_id: str | None,
     ) -> ResponseMessage:
         spec = mount.spec
         stripped = (path[len(spec.prefix) :] if spec.prefix != "/" else path) or "/"
-        headers = [list(pair) for pair in message.get("headers") or []]
-        if _header(headers, "x-request-id") is None:
+        headers = list(message["headers"])  # a new list: the host's stays as it came
+        if not request_id:
             headers.append(["x-request-id", correlation_id])
         headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
         forwarded: RequestMessage = {
