@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT / "runtime_py"))
 
 from valor import toolchain  # noqa: E402
 from valor.build import build  # noqa: E402
+from valor.processes import free_port  # noqa: E402
 from valor.static import MIME_TYPES  # noqa: E402
 from valor.testing.hosts import CHROMIUM_ARGS as HEADLESS_ARGS  # noqa: E402
 
@@ -66,12 +66,6 @@ async def upstream(scope: dict, receive: Any, send: Any) -> None:
     headers.append((b"content-type", b"text/plain; charset=utf-8"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"Hello Plugin!"})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(port: int, path: str, process: subprocess.Popen[bytes], what: str) -> None:

@@ -18,13 +18,14 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from valor.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 UVICORN = [sys.executable, "-m", "uvicorn", "--log-level", "warning"]
@@ -61,12 +62,6 @@ KIND_PATHS = {
 for kind, kind_path in KIND_PATHS.items():
     TARGETS[f"valor:{kind}"] = (TARGETS["valor"][0], TARGETS["valor"][1], kind_path)
 DEFAULT_TARGETS = ["starlette", "starlette+access-log", "valor", "valor+access-log"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start(target: str) -> tuple[subprocess.Popen[bytes], str]:

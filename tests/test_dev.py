@@ -17,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from valor.testing.hosts import Chromium, free_port
+from valor.processes import free_port
+from valor.testing.hosts import Chromium
 
 PLUGIN = "from valor import vlugin\n\n@vlugin\ndef on_request(req):\n    return {text!r}\n"
 

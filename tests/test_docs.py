@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import ROOT, free_port
+from tests.servers import ROOT
+from valor.processes import free_port
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 COMMAND_TIMEOUT = 240  # seconds; the first `valor build` on a machine fetches Pyodide

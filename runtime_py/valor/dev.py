@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError
+from .processes import stop_process
 from .static import MIME_TYPES
 
 SERVER_PATH = "/_server/"
@@ -84,13 +85,8 @@ class ServerProcess:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process)
 
     def restart(self) -> None:
         self.stop()

@@ -16,8 +16,9 @@ import pytest
 
 from tests.conftest import REGISTRY_TOKEN
 from tests.kinds.table import FAULTY_TIMEOUT, MAX_BODY
-from tests.servers import ROOT, Server, free_port, valor_server
+from tests.servers import ROOT, Server, valor_server
 from valor import toolchain
+from valor.processes import free_port, stop_process
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -90,12 +91,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.05)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+from ..processes import free_port, stop_process
 from ..wire import RequestMessage
 from .client import Client
 from .loop import LoopThread
@@ -41,12 +41,6 @@ BOOT_TIMEOUT = 120.0  # seconds for a host to start: Pyodide's first boot takes 
 
 class HostError(RuntimeError):
     """A host that did not start; the message carries its log."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerHost(Client):
@@ -125,13 +119,8 @@ class ServerHost(Client):
             self._http.close()
             self._http = None
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process)
 
 
 def find_chromium() -> str | None:
