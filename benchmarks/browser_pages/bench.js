@@ -10,8 +10,16 @@ async function startTarget() {
     await Valor.start();
   } else {
     const sw = navigator.serviceWorker;
-    await sw.register("floor-sw.js", { scope: "/floor/" });
+    await sw.register(`${target}-sw.js`, { scope: `/${target}/` });
     if (!sw.controller) await new Promise((r) => sw.addEventListener("controllerchange", r, { once: true }));
+    if (target === "port") {
+      const worker = new Worker("port-worker.js", { type: "module" });
+      const channel = new MessageChannel();
+      worker.postMessage(null, [channel.port1]);
+      const connected = new Promise((r) => sw.addEventListener("message", r, { once: true }));
+      sw.controller.postMessage(null, [channel.port2]);
+      await connected;
+    }
   }
 }
 

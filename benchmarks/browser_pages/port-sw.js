@@ -1,0 +1,30 @@
+// The transport floor: Valor's path without Python. Requests go over a tab's MessagePort to a
+// module worker that answers in JavaScript, and back, exactly as Valor's service worker does.
+self.addEventListener("install", (e) => e.waitUntil(self.skipWaiting()));
+self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
+const ports = new Map(); // clientId -> port
+const pending = new Map(); // id -> resolve
+let nextId = 0;
+self.addEventListener("message", (event) => {
+  const port = event.ports[0];
+  port.onmessage = ({ data }) => pending.get(data.id)?.(data);
+  ports.set(event.source.id, port);
+  event.source.postMessage("connected");
+});
+self.addEventListener("fetch", (event) => {
+  const port = ports.get(event.clientId);
+  if (!port || !new URL(event.request.url).pathname.startsWith("/port/")) return;
+  event.respondWith((async () => {
+    const request = event.request;
+    const body = request.method === "GET" ? undefined : await request.arrayBuffer();
+    let headers = "";
+    for (const [name, value] of request.headers) headers += headers ? `\r\n${name}: ${value}` : `${name}: ${value}`;
+    const id = ++nextId;
+    const reply = await new Promise((resolve) => {
+      pending.set(id, resolve);
+      port.postMessage({ type: "request", id, url: request.url, method: request.method, headers, body }, body ? [body] : []);
+    });
+    pending.delete(id);
+    return new Response(reply.body, { status: reply.status, headers: reply.headers });
+  })());
+});
