@@ -30,6 +30,12 @@ from valor.processes import free_port
 ROOT = Path(__file__).resolve().parent.parent
 UVICORN = [sys.executable, "-m", "uvicorn", "--log-level", "warning"]
 
+# The server on one core and wrk on another, so neither steals the other's time slices (and runs
+# are comparable); on a single core machine both share it.
+PINNED = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+SERVER_CPU = ["taskset", "-c", "0"] if PINNED else []
+LOAD_CPU = ["taskset", "-c", "1"] if PINNED else []
+
 # The example manifest by default; BENCH_MANIFEST picks another (say, only hello).
 MANIFEST = os.environ.get("BENCH_MANIFEST", str(ROOT / "plugins" / "plugins.json"))
 
@@ -68,7 +74,7 @@ def start(target: str) -> tuple[subprocess.Popen[bytes], str]:
     args, env, path = TARGETS[target]
     port = free_port()
     process = subprocess.Popen(
-        [*UVICORN, "--port", str(port), *args],
+        [*SERVER_CPU, *UVICORN, "--port", str(port), *args],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
@@ -87,7 +93,15 @@ def start(target: str) -> tuple[subprocess.Popen[bytes], str]:
 
 def wrk(url: str, seconds: float, connections: int) -> tuple[float, float]:
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url],
+        [
+            *LOAD_CPU,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -4,12 +4,24 @@
 requests a second mostly finishes them long before any limit. ``Deadlines`` keeps one timer
 for all of them, which wakes every ``tick`` seconds while requests are in flight and cancels
 those past their deadline, so a limit fires at most ``tick`` late.
+
+It is two plain calls around the awaited work rather than a context manager: the async
+context protocol alone cost more than the rest of the bookkeeping.
+
+    task = deadlines.start(seconds)
+    try:
+        result = await work()
+    except asyncio.CancelledError:
+        if deadlines.stop(task):
+            ...  # the deadline passed
+        raise
+    deadlines.stop(task)  # on every other way out too
 """
 
 from __future__ import annotations
 
 import asyncio
-from types import TracebackType
+from time import monotonic
 
 
 class Deadlines:
@@ -19,45 +31,30 @@ class Deadlines:
         self._expired: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
 
-    def limit(self, seconds: float) -> _Limit:
-        """``async with deadlines.limit(s)``: ``TimeoutError`` if the block runs past ``s``."""
-        return _Limit(self, seconds)
+    def start(self, seconds: float) -> asyncio.Task[object]:
+        """Give the current task ``seconds`` to finish; returns it, for ``stop``."""
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("Deadlines.start() must be called from a task")
+        self._pending[task] = monotonic() + seconds
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.tick, self._check)
+        return task
 
-    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
-        now = loop.time()
+    def stop(self, task: asyncio.Task[object]) -> bool:
+        """Forget ``task``'s deadline. True when the deadline passed and its cancellation is
+        the only one pending (the task's own ``CancelledError`` is then a timeout)."""
+        del self._pending[task]
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        return task.uncancel() == 0
+
+    def _check(self) -> None:
+        now = monotonic()
         for task, deadline in list(self._pending.items()):
             if deadline <= now and task not in self._expired:
                 self._expired.add(task)
                 task.cancel()
-        self._timer = loop.call_later(self.tick, self._check, loop) if self._pending else None
-
-
-class _Limit:
-    __slots__ = ("deadlines", "seconds", "task")
-
-    def __init__(self, deadlines: Deadlines, seconds: float) -> None:
-        self.deadlines = deadlines
-        self.seconds = seconds
-
-    async def __aenter__(self) -> None:
-        deadlines = self.deadlines
-        task = self.task = asyncio.current_task()
-        assert task is not None
         loop = asyncio.get_running_loop()
-        deadlines._pending[task] = loop.time() + self.seconds
-        if deadlines._timer is None:
-            deadlines._timer = loop.call_later(deadlines.tick, deadlines._check, loop)
-
-    async def __aexit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        deadlines, task = self.deadlines, self.task
-        del deadlines._pending[task]
-        if task in deadlines._expired:
-            deadlines._expired.discard(task)
-            # The block may end on its own after the cancel was sent (it swallowed it).
-            if task.uncancel() == 0 and kind is asyncio.CancelledError:
-                raise TimeoutError from None
+        self._timer = loop.call_later(self.tick, self._check) if self._pending else None

@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import os
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ access_log = logging.getLogger("valor.access")
 class Mount:
     spec: PluginSpec
     plugin: Plugin
+    forwarded_prefix: str  # the x-forwarded-prefix its requests carry
 
 
 class Runtime:
@@ -84,7 +86,7 @@ class Runtime:
         async with self._changing:
             self._check_free(spec)
             plugin = await self._load(spec)
-            mount = Mount(spec, plugin)
+            mount = Mount(spec, plugin, self.root_path + spec.prefix.rstrip("/"))
             self._mounts[spec.name] = mount
             self._reroute()
         log.info("mounted %s plug-in %r at %s", spec.type, spec.name, spec.prefix)
@@ -168,7 +170,7 @@ class Runtime:
         started = time.perf_counter()
         origin, full_path, query = _split_url(message["url"])
         request_id = _header(message["headers"], "x-request-id")
-        correlation_id = request_id or os.urandom(16).hex()
+        correlation_id = request_id or new_request_id()
         path = full_path[len(self.root_path) :] or "/"
         mount: Mount | None = None
         body = message.get("body")
@@ -208,7 +210,7 @@ class Runtime:
         """Add Valor's headers to an answer and write its access-log line. Hosts call it for
         answers they give themselves (a body too large to read), so those look the same."""
         if correlation_id is None:
-            correlation_id = _header(message["headers"], "x-request-id") or os.urandom(16).hex()
+            correlation_id = _header(message["headers"], "x-request-id") or new_request_id()
         response["headers"].append(["x-correlation-id", correlation_id])
         if mount is not None:
             response["headers"].append(["x-valor-plugin", mount.spec.name])
@@ -249,30 +251,46 @@ class Runtime:
         headers = list(message["headers"])  # a new list: the host's stays as it came
         if not request_id:
             headers.append(["x-request-id", correlation_id])
-        headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
+        headers.append(["x-forwarded-prefix", mount.forwarded_prefix])
         forwarded: RequestMessage = {
             "url": origin + stripped + query,
             "method": message["method"].upper(),
             "headers": headers,
             "body": message.get("body"),
         }
+        deadlines = self._deadlines
+        task = deadlines.start(spec.timeout)
         try:
-            async with self._deadlines.limit(spec.timeout):
-                answer = await mount.plugin.handle(forwarded)
-            response = response_message(answer)
-        except TimeoutError:
-            log.warning("plug-in %r did not answer within %gs", spec.name, spec.timeout)
-            return error_message(
-                504, f"plug-in {spec.name!r} did not answer within {spec.timeout:g} seconds"
-            )
-        except PluginCrashed as exc:
+            answer = await mount.plugin.handle(forwarded)
+        except BaseException as exc:
+            expired = deadlines.stop(task)
+            if expired and isinstance(exc, asyncio.CancelledError):
+                return self._timed_out(spec)
+            if not isinstance(exc, Exception):
+                raise
+            return self._failed(spec, exc)
+        deadlines.stop(task)
+        try:
+            return response_message(answer)
+        except WireError as exc:
+            return self._failed(spec, exc)
+
+    def _timed_out(self, spec: PluginSpec) -> ResponseMessage:
+        log.warning("plug-in %r did not answer within %gs", spec.name, spec.timeout)
+        return error_message(
+            504, f"plug-in {spec.name!r} did not answer within {spec.timeout:g} seconds"
+        )
+
+    def _failed(self, spec: PluginSpec, exc: Exception) -> ResponseMessage:
+        """The answer for a plug-in that raised ``exc`` (called while handling it)."""
+        if isinstance(exc, TimeoutError):  # its own, say an upstream's: the same 504
+            return self._timed_out(spec)
+        if isinstance(exc, PluginCrashed):
             log.error("plug-in %r crashed: %s", spec.name, exc)
             return error_message(502, f"plug-in {spec.name!r} crashed: {exc}")
-        except WireError as exc:
+        if isinstance(exc, WireError):
             return self._failure(spec, f"plug-in {spec.name!r} answered an invalid response: {exc}")
-        except Exception:
-            return self._failure(spec, f"plug-in {spec.name!r} raised an error")
-        return response
+        return self._failure(spec, f"plug-in {spec.name!r} raised an error")
 
     def _failure(self, spec: PluginSpec, detail: str) -> ResponseMessage:
         error_id = os.urandom(6).hex()
@@ -342,6 +360,16 @@ class Runtime:
         return _json(201, spec.describe())
 
 
+# Request ids need to be unique, not secret: a seeded PRNG is several times cheaper than
+# os.urandom, which is a system call per request.
+_ids = random.Random(os.urandom(32))
+
+
+def new_request_id() -> str:
+    """A random 128-bit id as 32 hex digits, for a request that came without one."""
+    return f"{_ids.getrandbits(128):032x}"
+
+
 def _split_url(url: str) -> tuple[str, str, str]:
     """``(origin, path, "?query")`` of an absolute URL or a bare path; the fragment dropped."""
     url = url.partition("#")[0]
@@ -355,8 +383,9 @@ def _split_url(url: str) -> tuple[str, str, str]:
 
 
 def _header(headers: Any, name: str) -> str | None:
+    size = len(name)
     for key, value in headers:
-        if key.lower() == name:
+        if len(key) == size and key.lower() == name:  # the length first spares most lower()s
             return value
     return None
 

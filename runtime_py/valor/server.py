@@ -59,7 +59,8 @@ class ValorApp:
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         message = {"url": _url(scope), "method": scope["method"], "headers": headers, "body": None}
         try:
-            message["body"] = await _read_body(receive, scope, headers, limit)
+            if _has_body(scope, headers, limit):
+                message["body"] = await _read_body(receive, limit)
         except BodyTooLarge:
             await _send(send, self.runtime.finish(message, self.runtime.too_large()))
             return
@@ -108,9 +109,8 @@ def create_app(
     return ValorApp(runtime, manifest, strict)
 
 
-async def _read_body(
-    receive: Receive, scope: Scope, headers: list[list[str]], limit: int
-) -> bytes | None:
+def _has_body(scope: Scope, headers: list[list[str]], limit: int) -> bool:
+    """Whether to read a body; ``BodyTooLarge`` if its announced length is over ``limit``."""
     # An HTTP/1.x request with neither Content-Length nor Transfer-Encoding has no body (RFC
     # 9112, 6.3). Not asking for one then saves the server re-arming its socket for reading.
     # HTTP/2 and 3 carry bodies without those headers, so they are always read.
@@ -122,8 +122,10 @@ async def _read_body(
             framed = framed or value != "0"
         elif name == "transfer-encoding":
             framed = True
-    if not framed:
-        return None
+    return framed
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     more = True
@@ -143,7 +145,11 @@ async def _read_body(
 
 
 def _url(scope: Scope) -> str:
-    host = next((v for k, v in scope["headers"] if k == b"host"), None)
+    host = None
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value
+            break
     if host is None:
         server = scope.get("server") or ("localhost", None)
         host = f"{server[0]}:{server[1]}" if server[1] else server[0]
@@ -159,15 +165,28 @@ def _url(scope: Scope) -> str:
 
 # The server frames the body itself; a plug-in's (or an upstream's) framing headers would lie.
 _FRAMING = {"content-length", "transfer-encoding", "connection", "keep-alive"}
+# Header names as ASGI wants them (lower-case bytes), or None for framing headers. Answers use a
+# small set of names, so encoding each once saves work on every response; the size bound keeps
+# a plug-in that invents names from growing it without end.
+_names: dict[str, bytes | None] = {}
+_NAMES_MAX = 1024
+
+
+def _asgi_name(name: str) -> bytes | None:
+    lower = name.lower()
+    encoded = None if lower in _FRAMING else lower.encode("latin-1")
+    if len(_names) < _NAMES_MAX:
+        _names[name] = encoded
+    return encoded
 
 
 async def _send(send: Send, response: dict[str, Any]) -> None:
     body = response["body"]
     headers = []
     for name, value in response["headers"]:
-        name = name.lower()
-        if name not in _FRAMING:
-            headers.append((name.encode("latin-1"), value.encode("latin-1")))
+        encoded = _names[name] if name in _names else _asgi_name(name)
+        if encoded is not None:
+            headers.append((encoded, value.encode("latin-1")))
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": response["status"], "headers": headers})
     await send({"type": "http.response.body", "body": body})

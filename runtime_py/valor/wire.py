@@ -29,25 +29,40 @@ class WireError(ValueError):
 
 def response_message(message: Any) -> ResponseMessage:
     """Check a plug-in's answer and normalise it: status int, header pairs of str, body bytes."""
-    if not isinstance(message, dict):
+    if type(message) is dict:
+        # Most answers are already in shape: check them without building anything new.
+        status, headers, body = (
+            message.get("status", 200),
+            message.get("headers"),
+            message.get("body"),
+        )
+        if (
+            type(status) is int
+            and 100 <= status <= 599
+            and type(body) is bytes
+            and type(headers) is list
+            and _is_pair_list(headers)
+        ):
+            return {"status": status, "headers": headers.copy(), "body": body}
+    elif not isinstance(message, dict):
         raise WireError(f"a response must be a dict, got {type(message).__name__}")
     status = message.get("status", 200)
     if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
         raise WireError(f"response 'status' must be an int from 100 to 599, got {status!r}")
-    headers = message.get("headers") or []
-    if type(headers) is list and all(
-        type(pair) is list and len(pair) == 2 and type(pair[0]) is str and type(pair[1]) is str
-        for pair in headers
-    ):
-        headers = list(headers)  # a copy: the runtime appends its own headers
-    else:
-        headers = header_pairs(headers, "response")
-    body = message.get("body")
     return {
         "status": status,
-        "headers": headers,
-        "body": body if type(body) is bytes else body_bytes(body),
+        "headers": header_pairs(message.get("headers") or [], "response"),
+        "body": body_bytes(message.get("body")),
     }
+
+
+def _is_pair_list(headers: list[Any]) -> bool:
+    for pair in headers:
+        if type(pair) is not list or len(pair) != 2:
+            return False
+        if type(pair[0]) is not str or type(pair[1]) is not str:
+            return False
+    return True
 
 
 def header_pairs(headers: Any, what: str) -> list[list[str]]:

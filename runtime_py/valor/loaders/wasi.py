@@ -20,7 +20,7 @@ from ..wire import RequestMessage, ResponseMessage
 from .cgi import CgiError, cgi_environ, parse_cgi_output
 from .failures import PluginFailed
 from .wasm_limits import WasmLimits, wasm_limits
-from .wasmtime_host import arm, compile_module, make_engine, new_store, trap_failure
+from .wasmtime_host import armed, compile_module, make_engine, new_store, trap_failure
 
 log = logging.getLogger("valor.plugins")
 
@@ -60,11 +60,11 @@ class WasiPlugin:
             config.stdin_file = stdin_path
         store = new_store(self._engine, self.limits)
         store.set_wasi(config)
-        arm(store, self.limits)
         code = 0
         try:
-            instance = self._pre.instantiate(store)
-            instance.exports(store)["_start"](store)
+            with armed(store, self.limits):
+                instance = self._pre.instantiate(store)
+                instance.exports(store)["_start"](store)
         except wasmtime.ExitTrap as exit_:
             code = exit_.code
         except wasmtime.Trap as trap:

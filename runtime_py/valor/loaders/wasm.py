@@ -20,7 +20,7 @@ from ..wire import RequestMessage, ResponseMessage
 from .abi import AbiError, decode_response, encode_request, unpack_pointer
 from .failures import PluginFailed
 from .wasm_limits import WasmLimits, wasm_limits
-from .wasmtime_host import arm, compile_module, make_engine, new_store, trap_failure
+from .wasmtime_host import armed, compile_module, make_engine, new_store, trap_failure
 
 REQUIRED_EXPORTS = {
     "memory": wasmtime.MemoryType,
@@ -49,11 +49,11 @@ class WasmPlugin:
 
     def _instantiate(self) -> _Instance:
         store = new_store(self._engine, self.limits)
-        arm(store, self.limits)
-        instance = wasmtime.Instance(store, self._module, [])
-        exports = instance.exports(store)
-        if "_initialize" in exports:
-            exports["_initialize"](store)
+        with armed(store, self.limits):
+            instance = wasmtime.Instance(store, self._module, [])
+            exports = instance.exports(store)
+            if "_initialize" in exports:
+                exports["_initialize"](store)
         return _Instance(store, exports["memory"], exports["alloc"], exports["handle"])
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
@@ -69,24 +69,28 @@ class WasmPlugin:
         except IndexError:
             slot = self._instantiate()
         store = slot.store
-        arm(store, self.limits)
-        try:
-            ptr = slot.alloc(store, len(data))
-            if not ptr:
-                raise PluginFailed(
-                    500,
-                    f"plug-in {self.spec.name!r} could not allocate {len(data)} bytes "
-                    f"(memory cap {self.limits.max_memory // (1024 * 1024)} MiB)",
-                )
-            slot.memory.write(store, data, ptr)
-            out_ptr, out_len = unpack_pointer(slot.handle(store, ptr, len(data)))
-            if not out_ptr:
-                raise PluginFailed(500, f"plug-in {self.spec.name!r}: handle() returned no answer")
-            if out_ptr + out_len > slot.memory.data_len(store):
-                raise PluginFailed(500, f"plug-in {self.spec.name!r}: answer is outside its memory")
-            answer = bytes(slot.memory.read(store, out_ptr, out_ptr + out_len))
-        except wasmtime.Trap as trap:
-            raise trap_failure(self.spec, self.limits, trap) from None
+        with armed(store, self.limits):
+            try:
+                ptr = slot.alloc(store, len(data))
+                if not ptr:
+                    raise PluginFailed(
+                        500,
+                        f"plug-in {self.spec.name!r} could not allocate {len(data)} bytes "
+                        f"(memory cap {self.limits.max_memory // (1024 * 1024)} MiB)",
+                    )
+                slot.memory.write(store, data, ptr)
+                out_ptr, out_len = unpack_pointer(slot.handle(store, ptr, len(data)))
+                if not out_ptr:
+                    raise PluginFailed(
+                        500, f"plug-in {self.spec.name!r}: handle() returned no answer"
+                    )
+                if out_ptr + out_len > slot.memory.data_len(store):
+                    raise PluginFailed(
+                        500, f"plug-in {self.spec.name!r}: answer is outside its memory"
+                    )
+                answer = bytes(slot.memory.read(store, out_ptr, out_ptr + out_len))
+            except wasmtime.Trap as trap:
+                raise trap_failure(self.spec, self.limits, trap) from None
         self._idle.append(slot)
         try:
             return decode_response(answer)

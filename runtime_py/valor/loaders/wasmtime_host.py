@@ -2,7 +2,8 @@
 
 Time limits use epoch interruption: one daemon thread ticks every engine, and each call gets
 a deadline of the plug-in's timeout (plus a tick, so the runtime's own 504 normally wins and
-this only frees the thread). CPython only.
+this only frees the thread). The thread ticks only while wasm runs, so an idle server (or one
+answering other kinds) never wakes it. CPython only.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import wasmtime
@@ -24,10 +27,14 @@ TICK = 0.05
 _engines: weakref.WeakSet[wasmtime.Engine] = weakref.WeakSet()
 _ticker_lock = threading.Lock()
 _ticker: threading.Thread | None = None
+_busy = threading.Condition()
+_running = 0  # wasm calls in progress, in every engine
 
 
 def _tick_forever() -> None:
     while True:
+        with _busy:
+            _busy.wait_for(lambda: _running > 0)
         time.sleep(TICK)
         for engine in list(_engines):
             engine.increment_epoch()
@@ -70,11 +77,21 @@ def new_store(engine: wasmtime.Engine, limits: WasmLimits) -> wasmtime.Store:
     return store
 
 
-def arm(store: wasmtime.Store, limits: WasmLimits) -> None:
-    """Give the store a fresh deadline (and fuel) before each request."""
+@contextmanager
+def armed(store: wasmtime.Store, limits: WasmLimits) -> Iterator[None]:
+    """Run wasm in the block with a fresh deadline (and fuel) on the store."""
+    global _running
     store.set_epoch_deadline(math.ceil(limits.timeout / TICK) + 1)
     if limits.fuel is not None:
         store.set_fuel(limits.fuel)
+    with _busy:
+        _running += 1
+        _busy.notify()
+    try:
+        yield
+    finally:
+        with _busy:
+            _running -= 1
 
 
 def trap_failure(spec: PluginSpec, limits: WasmLimits, trap: wasmtime.Trap) -> PluginFailed:

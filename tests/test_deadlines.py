@@ -1,0 +1,78 @@
+"""``Deadlines``: one timer cancels every task past its limit, and tells such a cancel apart
+from any other."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from valor.deadlines import Deadlines
+
+pytestmark = pytest.mark.anyio
+
+TICK = 0.01
+
+
+async def limited(deadlines: Deadlines, seconds: float, work: float) -> str:
+    task = deadlines.start(seconds)
+    try:
+        await asyncio.sleep(work)
+    except asyncio.CancelledError:
+        if deadlines.stop(task):
+            return "timed out"
+        raise
+    deadlines.stop(task)
+    return "done"
+
+
+async def test_work_within_its_limit_is_left_alone() -> None:
+    deadlines = Deadlines(TICK)
+    assert await limited(deadlines, 1.0, 0.03) == "done"
+
+
+async def test_work_past_its_limit_is_cancelled_within_a_tick() -> None:
+    deadlines = Deadlines(TICK)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await limited(deadlines, 0.05, 10) == "timed out"
+    assert 0.05 <= loop.time() - started < 0.05 + 5 * TICK
+
+
+async def test_each_task_keeps_its_own_limit() -> None:
+    deadlines = Deadlines(TICK)
+    results = await asyncio.gather(
+        limited(deadlines, 0.03, 10), limited(deadlines, 1.0, 0.1), limited(deadlines, 1.0, 0)
+    )
+    assert results == ["timed out", "done", "done"]
+
+
+async def test_the_timer_stops_when_nothing_is_in_flight() -> None:
+    deadlines = Deadlines(TICK)
+    await limited(deadlines, 1.0, 0)
+    assert deadlines._timer is not None  # armed by the request, runs one more tick
+    await asyncio.sleep(3 * TICK)
+    assert deadlines._timer is None
+
+
+async def test_a_cancel_from_elsewhere_is_not_a_timeout() -> None:
+    deadlines = Deadlines(TICK)
+    task = asyncio.create_task(limited(deadlines, 10, 10))
+    await asyncio.sleep(TICK)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_a_task_that_swallows_the_cancel_is_uncancelled() -> None:
+    deadlines = Deadlines(TICK)
+
+    async def stubborn() -> int:
+        task = deadlines.start(0.02)
+        with contextlib.suppress(asyncio.CancelledError):  # and finishes anyway
+            await asyncio.sleep(10)
+        assert deadlines.stop(task)
+        return asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+    assert await stubborn() == 0
