@@ -1,27 +1,40 @@
 """Server throughput: the hello plug-in through Valor against a bare Starlette app.
 
 Both run under the same uvicorn settings (one worker, log level warning, no access log), loaded
-by wrk over keep-alive connections on 127.0.0.1, alternating rounds in one run. A second pair
-writes one access line per request (uvicorn's for Starlette, Valor's own for Valor), to
-/dev/null. Prints requests per second, median latency and the ratios (target: >= 0.95).
+by wrk over keep-alive connections on 127.0.0.1, the server pinned to one core and wrk to
+another. Each round loads every target once, in turn, and gives one Valor/Starlette ratio; the
+median over the rounds is the figure (a shared machine's speed drifts by 10% or more within
+seconds, which runs seconds apart mostly cancel). A second pair writes one access line per
+request (uvicorn's for Starlette, Valor's own for Valor), to /dev/null. Prints requests per
+second, median latency and the ratios (target: >= 0.95).
 
-    python benchmarks/server.py [--seconds 5] [--rounds 3] [--connections 32] [--kinds]
+    python benchmarks/server.py [--seconds 2] [--rounds 12] [--connections 32] [--kinds]
+    python benchmarks/server.py --instructions [--requests 1000]
 
 ``--kinds`` adds the same hello answer from the js, wasm, wasi and native examples, so the
 cost of each kind is visible beside Python's (``benchmarks/kinds.py`` has per-kind latency in
 both hosts).
+
+``--instructions`` counts instead of timing: each server runs under valgrind's callgrind and
+answers sequential requests on one keep-alive connection; the instructions it executes per
+request (the difference between two runs of different lengths, so start-up cancels out) are
+the same from run to run on any machine, unlike requests per second. The throughput ratio of
+a CPU-bound server is the inverse ratio of its instructions per request.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -70,25 +83,33 @@ for kind, kind_path in KIND_PATHS.items():
 DEFAULT_TARGETS = ["starlette", "starlette+access-log", "valor", "valor+access-log"]
 
 
-def start(target: str) -> tuple[subprocess.Popen[bytes], str]:
+def start(
+    target: str,
+    command: list[str] | None = None,
+    timeout: float = 10,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a target's server (under ``command``, say valgrind) and wait until it answers."""
     args, env, path = TARGETS[target]
+    env = {**env, **(extra_env or {})}
     port = free_port()
     process = subprocess.Popen(
-        [*SERVER_CPU, *UVICORN, "--port", str(port), *args],
+        [*(command or SERVER_CPU), *UVICORN, "--port", str(port), *args],
         cwd=ROOT,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}{path}"
-    for _ in range(200):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(url, timeout=1).read()
+            urllib.request.urlopen(url, timeout=timeout).read()
             return process, url
         except OSError:
             time.sleep(0.05)
     process.kill()
-    raise SystemExit(f"{target} did not start")
+    raise SystemExit(f"{target} did not start within {timeout:g} s")
 
 
 def wrk(url: str, seconds: float, connections: int) -> tuple[float, float]:
@@ -112,44 +133,110 @@ def wrk(url: str, seconds: float, connections: int) -> tuple[float, float]:
     return rps, float(p50.group(1)) * scale
 
 
+def instructions(target: str, requests: int) -> float:
+    """Instructions the target's server executes per request, counted by callgrind."""
+    counts = [callgrind_total(target, n) for n in (WARM_UP, WARM_UP + requests)]
+    return (counts[1] - counts[0]) / requests
+
+
+WARM_UP = 200  # requests in the shorter of the two runs: imports and first calls are done
+
+
+def callgrind_total(target: str, requests: int) -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        # One file per process: the plug-in kinds' helper processes forked from the server
+        # would otherwise write over its counts.
+        valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/out.%p"]
+        # The same string hashes, so the same work, in every run.
+        process, url = start(target, valgrind, timeout=600, extra_env={"PYTHONHASHSEED": "0"})
+        try:
+            parts = urllib.parse.urlsplit(url)
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
+            for _ in range(requests):
+                connection.request("GET", parts.path)
+                connection.getresponse().read()
+            connection.close()
+            # A dump on request, then a kill: callgrind 3.19 can abort on a signal that lands
+            # in a process with threads, such as the server's shutdown on SIGINT.
+            subprocess.run(
+                ["callgrind_control", "--dump", str(process.pid)],
+                check=True,
+                timeout=600,
+                capture_output=True,
+            )
+        finally:
+            process.kill()
+            process.wait()
+        counts = (Path(folder) / f"out.{process.pid}.1").read_text()
+        summary = re.search(r"^summary: (\d+)", counts, re.MULTILINE)
+        return int(summary.group(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=2)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--targets", nargs="*", default=DEFAULT_TARGETS, choices=list(TARGETS))
     parser.add_argument(
         "--kinds", action="store_true", help="also each other kind's hello (valor:js, ...)"
     )
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions per request (valgrind)"
+    )
+    parser.add_argument("--requests", type=int, default=1000, help="with --instructions")
     args = parser.parse_args()
+    if args.instructions:
+        count_instructions(args.requests)
+        return
     if args.kinds:
         args.targets += [f"valor:{kind}" for kind in KIND_PATHS]
     if shutil.which("wrk") is None:
         raise SystemExit("benchmarks/server.py needs wrk: apt-get install wrk")
 
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in args.targets}
-    for round_number in range(args.rounds):
+    # Every server stays up for the whole run (an idle one costs nothing), so rounds are short
+    # and a pair of runs is seconds apart; the order flips each round to cancel drift.
+    servers = {}
+    try:
         for name in args.targets:
-            process, url = start(name)
-            try:
-                wrk(url, 1, args.connections)  # warm-up
-                results[name].append(wrk(url, args.seconds, args.connections))
-            finally:
-                process.terminate()
-                process.wait()
-        print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+            servers[name] = start(name)
+            wrk(servers[name][1], 1, args.connections)  # warm-up
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in args.targets}
+        for round_number in range(args.rounds):
+            order = args.targets if round_number % 2 == 0 else args.targets[::-1]
+            for name in order:
+                results[name].append(wrk(servers[name][1], args.seconds, args.connections))
+            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        for process, _ in servers.values():
+            process.terminate()
+            process.wait()
 
     print(f"{'target':<22} {'req/s':>10} {'p50 ms':>8}")
-    medians = {}
     for name, runs in results.items():
         rps = statistics.median(r for r, _ in runs)
         p50 = statistics.median(p for _, p in runs)
-        medians[name] = rps
         print(f"{name:<22} {rps:>10.0f} {p50:>8.2f}")
     for name, baseline in (("valor", "starlette"), ("valor+access-log", "starlette+access-log")):
-        if name in medians and baseline in medians:
-            ratio = medians[name] / medians[baseline]
-            print(f"ratio {name} / {baseline}: {ratio:.3f}  (target >= 0.95)")
+        if name in results and baseline in results:
+            ratios = [
+                a / b for (a, _), (b, _) in zip(results[name], results[baseline], strict=True)
+            ]
+            print(
+                f"ratio {name} / {baseline}: {statistics.median(ratios):.3f} median of "
+                f"{len(ratios)} rounds ({min(ratios):.3f} to {max(ratios):.3f})  (target >= 0.95)"
+            )
+
+
+def count_instructions(requests: int) -> None:
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--instructions needs valgrind: apt-get install valgrind")
+    counts = {}
+    for name in ("starlette", "valor"):
+        counts[name] = instructions(name, requests)
+        print(f"{name:<22} {counts[name]:>10,.0f} instructions per request")
+    ratio = counts["starlette"] / counts["valor"]
+    print(f"throughput ratio valor / starlette from instructions: {ratio:.3f}  (target >= 0.95)")
 
 
 if __name__ == "__main__":

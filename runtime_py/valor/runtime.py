@@ -367,7 +367,7 @@ _ids = random.Random(os.urandom(32))
 
 def new_request_id() -> str:
     """A random 128-bit id as 32 hex digits, for a request that came without one."""
-    return f"{_ids.getrandbits(128):032x}"
+    return _ids.getrandbits(128).to_bytes(16, "big").hex()
 
 
 def _split_url(url: str) -> tuple[str, str, str]:
