@@ -47,24 +47,26 @@ class ValorApp:
             await self.runtime.load(load_manifest(self.manifest_path), strict=self.strict)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            if not self._loaded:
-                await self.startup()
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.runtime.max_body_size
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        if not self._loaded:
+            await self.startup()
+        # The request path, inline: each coroutine call costs more than most of its steps.
+        runtime = self.runtime
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         message = {"url": _url(scope), "method": scope["method"], "headers": headers, "body": None}
         try:
-            if _has_body(scope, headers, limit):
-                message["body"] = await _read_body(receive, limit)
+            if _has_body(scope, headers, runtime.max_body_size):
+                message["body"] = await _read_body(receive, runtime.max_body_size)
         except BodyTooLarge:
-            await _send(send, self.runtime.finish(message, self.runtime.too_large()))
-            return
-        await _send(send, await self.runtime.handle(message))
+            response = runtime.finish(message, runtime.too_large())
+        else:
+            response = await runtime.handle(message)
+        start, body = _response_events(response)
+        await send(start)
+        await send(body)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -180,7 +182,8 @@ def _asgi_name(name: str) -> bytes | None:
     return encoded
 
 
-async def _send(send: Send, response: dict[str, Any]) -> None:
+def _response_events(response: dict[str, Any]) -> tuple[Message, Message]:
+    """The ASGI ``http.response.start`` and ``http.response.body`` events of an answer."""
     body = response["body"]
     headers = []
     for name, value in response["headers"]:
@@ -188,5 +191,7 @@ async def _send(send: Send, response: dict[str, Any]) -> None:
         if encoded is not None:
             headers.append((encoded, value.encode("latin-1")))
     headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": response["status"], "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    return (
+        {"type": "http.response.start", "status": response["status"], "headers": headers},
+        {"type": "http.response.body", "body": body},
+    )
