@@ -1,5 +1,7 @@
 """Browser latency and throughput: Valor's service worker + Pyodide runtime against a service
-worker that answers in JavaScript (the floor), in one run of plain headless Chromium.
+worker that answers in JavaScript (the floor), in one run of plain headless Chromium. A third
+side, the port floor, takes Valor's path to a module worker over the tab's MessagePort but
+answers there in JavaScript: Valor's time over it is what Python costs.
 
 Plain Chromium, not Playwright (which slows service-worker traffic). The pages post their
 figures back to this script's small HTTP server on 127.0.0.1. Measures, for each side:
