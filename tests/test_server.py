@@ -15,6 +15,7 @@ import pytest
 from tests.cases import Answer, Case, run_cases
 from tests.conftest import REGISTRY_TOKEN
 from tests.servers import MANIFEST, Server, valor_server
+from valor import server as host
 from valor.headers import Headers
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
@@ -294,3 +295,37 @@ async def test_create_app_works_without_lifespan_in_process() -> None:
     assert answer.text == "Alice says hello Eve!"
     assert answer.headers["x-valor-plugin"] == "greeter"
     await app.runtime.close()
+
+
+def test_answers_become_asgi_events_with_lower_case_names_and_our_own_framing() -> None:
+    answer = {
+        "status": 201,
+        "headers": [
+            ["Content-Type", "text/plain"],
+            ["X-Thing", "1"],
+            ["Content-Length", "999"],
+            ["Transfer-Encoding", "chunked"],
+            ["connection", "close"],
+            ["x-thing", "2"],
+        ],
+        "body": b"created",
+    }
+    start, body = host._response_events(answer)
+    assert start == {
+        "type": "http.response.start",
+        "status": 201,
+        "headers": [
+            (b"content-type", b"text/plain"),
+            (b"x-thing", b"1"),
+            (b"x-thing", b"2"),
+            (b"content-length", b"7"),
+        ],
+    }
+    assert body == {"type": "http.response.body", "body": b"created"}
+
+
+def test_the_header_name_cache_stops_growing_at_its_bound() -> None:
+    many = [[f"x-made-up-{n}", "v"] for n in range(host._NAMES_MAX + 10)]
+    start, _ = host._response_events({"status": 200, "headers": many, "body": b""})
+    assert len(start["headers"]) == len(many) + 1  # every one sent, and content-length
+    assert len(host._names) <= host._NAMES_MAX
