@@ -3,20 +3,26 @@ each kind does when it crashes, hangs, is misconfigured or is added at run time.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
-from tests.kinds.conftest import EXAMPLES, GARBAGE
+from tests.kinds.conftest import EXAMPLES, FAULTY, GARBAGE
 from tests.kinds.table import KINDS, MAX_BODY, kind_cases
 from tests.servers import Server
 from tests.test_server import send_over_http
+from valor.loaders.abi import encode_request
+from valor.loaders.failures import PluginFailed
+from valor.loaders.server_kinds import SERVER_KIND_LOADERS
+from valor.manifest import parse_plugin
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
 
@@ -186,3 +192,25 @@ def test_proxy_down_names_the_upstream(kinds_server: Server) -> None:
     answer = httpx.get(kinds_server.url + "/proxy-down/x")
     assert answer.status_code == 502
     assert "unreachable" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("kind", ["wasm", "wasi"])
+def test_a_hung_wasm_call_is_interrupted_and_frees_its_thread(kinds_site: Path, kind: str) -> None:
+    # The runtime answers 504 on its own timer whatever happens to the call; this checks that
+    # the epoch ticker (which sleeps while no wasm runs) wakes and stops the call itself.
+    definition = {"name": "hung", "type": kind, "path": FAULTY[kind], "timeout": 0.5}
+    plugin = asyncio.run(SERVER_KIND_LOADERS[kind](parse_plugin(definition, kinds_site)))
+    hang = {"url": "http://test/hang", "method": "GET", "headers": [], "body": None}
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            plugin._call(encode_request(hang)) if kind == "wasm" else plugin._run(hang)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=call, daemon=True)  # daemon: a stuck call must not hang us
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "the wasm call was never interrupted"
+    assert isinstance(outcome[0], PluginFailed) and outcome[0].status == 504
