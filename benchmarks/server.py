@@ -133,13 +133,13 @@ def wrk(url: str, seconds: float, connections: int) -> tuple[float, float]:
     return rps, float(p50.group(1)) * scale
 
 
+WARM_UP = 200  # requests in the shorter of the two runs: imports and first calls are done
+
+
 def instructions(target: str, requests: int) -> float:
     """Instructions the target's server executes per request, counted by callgrind."""
     counts = [callgrind_total(target, n) for n in (WARM_UP, WARM_UP + requests)]
     return (counts[1] - counts[0]) / requests
-
-
-WARM_UP = 200  # requests in the shorter of the two runs: imports and first calls are done
 
 
 def callgrind_total(target: str, requests: int) -> int:

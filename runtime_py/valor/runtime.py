@@ -31,7 +31,6 @@ access_log = logging.getLogger("valor.access")
 class Mount:
     spec: PluginSpec
     plugin: Plugin
-    forwarded_prefix: str  # the x-forwarded-prefix its requests carry
 
 
 class Runtime:
@@ -86,7 +85,7 @@ class Runtime:
         async with self._changing:
             self._check_free(spec)
             plugin = await self._load(spec)
-            mount = Mount(spec, plugin, self.root_path + spec.prefix.rstrip("/"))
+            mount = Mount(spec, plugin)
             self._mounts[spec.name] = mount
             self._reroute()
         log.info("mounted %s plug-in %r at %s", spec.type, spec.name, spec.prefix)
@@ -251,7 +250,7 @@ class Runtime:
         headers = list(message["headers"])  # a new list: the host's stays as it came
         if not request_id:
             headers.append(["x-request-id", correlation_id])
-        headers.append(["x-forwarded-prefix", mount.forwarded_prefix])
+        headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
         forwarded: RequestMessage = {
             "url": origin + stripped + query,
             "method": message["method"].upper(),
