@@ -3,14 +3,13 @@
 from valor import HTTPError, vlugin
 
 
-@vlugin
 def on_create(ctx):
-    ctx.name = ctx.config.get("name", "Valor")
+    ctx.state.greeter = ctx.config.get("name", "Valor")
 
 
 @vlugin
-def on_request(ctx, req):
+def greet(ctx, req):
     who = req.query_params.get("who")
     if not who:
         raise HTTPError(400, "missing query parameter 'who', as in /greeter?who=Bob")
-    return f"{ctx.name} says hello {who}!"
+    return f"{ctx.state.greeter} says hello {who}!"

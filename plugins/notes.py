@@ -4,10 +4,9 @@ one, ``DELETE /{id}`` removes one."""
 from valor import HTTPError, Response, vlugin
 
 
-@vlugin
 def on_create(ctx):
-    ctx.notes = {}
-    ctx.next_id = 1
+    ctx.state.notes = {}
+    ctx.state.next_id = 1
     for text in ctx.config.get("seed", []):
         _add(ctx, text)
 
@@ -17,7 +16,7 @@ async def on_request(ctx, req):
     parts = [part for part in req.path.split("/") if part]
     if not parts:
         if req.method == "GET":
-            return {"notes": list(ctx.notes.values())}
+            return {"notes": list(ctx.state.notes.values())}
         if req.method == "POST":
             data = req.json()
             text = data.get("text") if isinstance(data, dict) else None
@@ -25,23 +24,23 @@ async def on_request(ctx, req):
                 raise HTTPError(400, "a note needs a non-empty string field 'text'")
             note = _add(ctx, text.strip())
             location = f"{req.prefix}/{note['id']}"
-            return Response(note, status=201, headers={"location": location})
+            return Response(note, status_code=201, headers={"location": location})
         raise HTTPError(405, f"{req.method} is not allowed on /; use GET or POST")
     if len(parts) != 1 or not parts[0].isdigit():
         raise HTTPError(404, f"no such resource {req.path!r}; notes live at /<id>")
     note_id = int(parts[0])
-    if note_id not in ctx.notes:
+    if note_id not in ctx.state.notes:
         raise HTTPError(404, f"no note with id {note_id}")
     if req.method == "GET":
-        return ctx.notes[note_id]
+        return ctx.state.notes[note_id]
     if req.method == "DELETE":
-        del ctx.notes[note_id]
+        del ctx.state.notes[note_id]
         return None
     raise HTTPError(405, f"{req.method} is not allowed on /{note_id}; use GET or DELETE")
 
 
 def _add(ctx, text):
-    note = {"id": ctx.next_id, "text": text}
-    ctx.notes[note["id"]] = note
-    ctx.next_id += 1
+    note = {"id": ctx.state.next_id, "text": text}
+    ctx.state.notes[note["id"]] = note
+    ctx.state.next_id += 1
     return note

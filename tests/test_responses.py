@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from valor import Response
+from valor import HTTPError, Response
 from valor.responses import to_message
 
 
@@ -39,3 +39,33 @@ def test_unsupported_results_say_what_is_allowed() -> None:
         to_message(3.5)
     with pytest.raises(TypeError, match=r"\(body, status\)"):
         to_message(("x", "201"))
+
+
+def test_status_code_as_in_starlette_and_the_old_status_still_works() -> None:
+    assert Response("made", status_code=201).status_code == 201
+    assert Response("made", 201).message()["status"] == 201
+    assert Response("x").status_code == 200
+    old = Response("made", status=202)
+    assert (old.status_code, old.status, old.message()["status"]) == (202, 202, 202)
+    assert repr(old) == "Response(status_code=202, body=b'made')"
+    with pytest.raises(TypeError, match="status_code=201 and status=202: give one"):
+        Response("x", status_code=201, status=202)
+
+
+def test_http_error_status_code() -> None:
+    error = HTTPError(404, "no such note", headers={"x-a": "1"})
+    assert (error.status_code, error.status, error.detail) == (404, 404, "no such note")
+    assert str(error) == "404: no such note"
+    assert HTTPError(status_code=418).detail == "I'm a Teapot"
+    assert HTTPError(status=409).status_code == 409
+    with pytest.raises(TypeError, match="HTTPError\\(\\) needs a status_code"):
+        HTTPError()
+
+
+def test_public_exceptions_are_exported() -> None:
+    import valor
+    from valor import errors
+
+    for name in ("HTTPError", "ManifestError", "PluginLoadError", "PluginCrashed"):
+        assert getattr(valor, name) is getattr(errors, name)
+        assert name in valor.__all__

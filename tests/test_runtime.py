@@ -200,8 +200,8 @@ async def test_load_failures_are_reported_and_others_load(tmp_path: Path) -> Non
     messages = [str(failure) for failure in failures]
     assert messages == [
         "plug-in 'undecorated' failed to load: on_request must be decorated with @vlugin",
-        "plug-in 'nothing' failed to load: the module defines neither an @vlugin on_request "
-        "nor onmessage(event)",
+        "plug-in 'nothing' failed to load: the module defines neither an @vlugin request "
+        "handler nor onmessage(event)",
         "plug-in 'create_fails' failed to load: on_create raised ValueError: no db at "
         "create_fails.py:4",
         messages[3],
@@ -242,8 +242,9 @@ async def test_state_is_kept_between_requests(tmp_path: Path) -> None:
         tmp_path,
         "counter",
         "from valor import vlugin\n@vlugin\nasync def on_create(ctx):\n"
-        "    ctx.count = ctx.config['start']\n"
-        "@vlugin\ndef on_request(ctx, req):\n    ctx.count += 1\n    return str(ctx.count)\n",
+        "    ctx.state.count = ctx.config['start']\n"
+        "@vlugin\ndef count(ctx, req):\n"
+        "    ctx.state.count += 1\n    return str(ctx.state.count)\n",
     )
     runtime = await runtime_with(
         tmp_path, [{"name": "c", "type": "python", "path": "counter.py", "config": {"start": 41}}]

@@ -1,10 +1,22 @@
 """Valor: a plug-in runtime for HTTP APIs. The same plug-ins run on a server and in the browser."""
 
-from .errors import HTTPError
-from .plugin import Context, vlugin
-from .requests import Request
+from .errors import HTTPError, ManifestError, PluginCrashed, PluginLoadError
+from .plugin import Context, State, vlugin
+from .requests import QueryParams, Request
 from .responses import Response
 
 __version__ = "0.1.0"
 
-__all__ = ["Context", "HTTPError", "Request", "Response", "__version__", "vlugin"]
+__all__ = [
+    "Context",
+    "HTTPError",
+    "ManifestError",
+    "PluginCrashed",
+    "PluginLoadError",
+    "QueryParams",
+    "Request",
+    "Response",
+    "State",
+    "__version__",
+    "vlugin",
+]

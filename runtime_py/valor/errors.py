@@ -7,20 +7,32 @@ from typing import Any
 
 
 class HTTPError(Exception):
-    """Raise from a handler to answer ``status`` with a JSON error body naming ``detail``."""
+    """Raise from a handler to answer ``status_code`` with a JSON error body naming
+    ``detail``, as Starlette's ``HTTPException``."""
 
     def __init__(
-        self, status: int, detail: Any = None, headers: dict[str, str] | None = None
+        self,
+        status_code: int | None = None,
+        detail: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        status: int | None = None,
     ) -> None:
+        status_code = pick_status_code(status_code, status, "HTTPError")
         if detail is None:
-            detail = _phrase(status)
-        super().__init__(status, detail)
-        self.status = status
+            detail = _phrase(status_code)
+        super().__init__(status_code, detail)
+        self.status_code = status_code
         self.detail = detail
         self.headers = dict(headers or {})
 
+    @property
+    def status(self) -> int:
+        """The old name of ``status_code``, kept working."""
+        return self.status_code
+
     def __str__(self) -> str:
-        return f"{self.status}: {self.detail}"
+        return f"{self.status_code}: {self.detail}"
 
 
 class ManifestError(ValueError):
@@ -43,6 +55,17 @@ class PluginLoadError(RuntimeError):
 
 class PluginCrashed(RuntimeError):
     """A plug-in's process or worker died while answering (answered as 502)."""
+
+
+def pick_status_code(status_code: int | None, status: int | None, owner: str) -> int:
+    """``status_code``, or the old keyword ``status`` that means the same."""
+    if status is None:
+        if status_code is None:
+            raise TypeError(f"{owner}() needs a status_code")
+        return status_code
+    if status_code is not None and status_code != status:
+        raise TypeError(f"{owner}() got status_code={status_code} and status={status}: give one")
+    return status
 
 
 def _phrase(status: int) -> str:

@@ -1,38 +1,59 @@
-"""The plug-in API: ``@vlugin`` marks a module's hooks, ``Context`` carries config and state."""
+"""The plug-in API: ``@vlugin`` marks a module's request handler, ``Context`` is what the
+plug-in's hooks share: Valor's name, config and logger, and the plug-in's own ``state``."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-HOOKS = ("on_create", "on_request")
+CREATE_HOOK = "on_create"
 
 
 def vlugin(function: F) -> F:
-    """Mark ``on_request`` (and optionally ``on_create``) as a Valor plug-in hook.
+    """Mark ``function`` as the module's request handler, whatever its name.
 
-    ``on_request(req)``, or ``on_request(ctx, req)`` when the module also has ``on_create(ctx)``.
-    Both may be sync or async.
+    The handler takes ``(req)``, or ``(ctx, req)`` when the module also has an ``on_create(ctx)``
+    creation hook (which ``@vlugin`` may mark too). Either may be sync or async. A module has
+    one handler.
     """
-    if function.__name__ not in HOOKS:
-        raise TypeError(
-            f"@vlugin marks one of {', '.join(HOOKS)}; got a function named {function.__name__!r}"
-        )
-    function.__vlugin__ = True  # type: ignore[attr-defined]
+    role = "create" if function.__name__ == CREATE_HOOK else "handler"
+    function.__vlugin__ = role  # type: ignore[attr-defined]
     return function
 
 
+def is_handler(value: object) -> bool:
+    """Whether ``value`` is a function ``@vlugin`` marked as a request handler."""
+    return callable(value) and getattr(value, "__vlugin__", None) == "handler"
+
+
+class State(SimpleNamespace):
+    """The plug-in's own state, as attributes (``ctx.state.notes = {}``), like Starlette's
+    ``State``. It lives as long as the loaded plug-in."""
+
+
 class Context:
-    """What ``on_create`` receives and ``on_request`` gets back: the plug-in's name, its
-    manifest ``config``, a logger, and any attributes the plug-in sets to keep state."""
+    """What ``on_create`` receives and the handler gets back: the plug-in's ``name``, its
+    manifest ``config``, a logger ``log`` (``valor.plugin.<name>``), and ``state``, where the
+    plug-in keeps whatever it likes. Setting any other attribute is an error naming
+    ``ctx.state``, so plug-in state never shadows Valor's own attributes."""
+
+    __slots__ = ("config", "log", "name", "state")
 
     def __init__(self, name: str, config: dict[str, Any]) -> None:
-        self.name = name
-        self.config = config
-        self.log = logging.getLogger(f"valor.plugin.{name}")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "config", config)
+        object.__setattr__(self, "log", logging.getLogger(f"valor.plugin.{name}"))
+        object.__setattr__(self, "state", State())
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"cannot set ctx.{name}: ctx.name, ctx.config and ctx.log are Valor's; keep the "
+            f"plug-in's own state on ctx.state (ctx.state.{name} = ...)"
+        )
 
     def __repr__(self) -> str:
         return f"Context(name={self.name!r})"

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from .errors import HTTPError
 from .headers import Headers
 from .wire import RequestMessage
 
 
-class QueryParams(Headers):
-    """Query parameters: multi-valued and ordered like headers, but case-sensitive."""
+class QueryParams(Mapping[str, str]):
+    """Query parameters: an immutable, case-sensitive multi-dict in the order they came, like
+    Starlette's. ``params["q"]`` is the first value, ``getlist("q")`` all of them."""
 
-    __slots__ = ()
+    __slots__ = ("_pairs",)
+
+    def __init__(self, params: str | Iterable[Iterable[str]] | Mapping[str, str] = ()) -> None:
+        if isinstance(params, str):
+            params = parse_qsl(params, keep_blank_values=True)
+        items = params.items() if isinstance(params, Mapping) else params
+        self._pairs: list[tuple[str, str]] = [(str(k), str(v)) for k, v in items]
 
     def __getitem__(self, name: str) -> str:
         for key, value in self._pairs:
@@ -26,18 +34,32 @@ class QueryParams(Headers):
     def __contains__(self, name: object) -> bool:
         return any(key == name for key, _ in self._pairs)
 
-    def __iter__(self):  # type: ignore[override]
-        seen: set[str] = set()
-        for key, _ in self._pairs:
-            if key not in seen:
-                seen.add(key)
-                yield key
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(key for key, _ in self._pairs))
 
     def __len__(self) -> int:
-        return len({key for key, _ in self._pairs})
+        return len(dict.fromkeys(key for key, _ in self._pairs))
 
     def getlist(self, name: str) -> list[str]:
+        """Every value of ``name``, in order."""
         return [value for key, value in self._pairs if key == name]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """Every pair, repeated names included, in order."""
+        return list(self._pairs)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, QueryParams):
+            return sorted(self._pairs) == sorted(other._pairs)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        return urlencode(self._pairs)
+
+    def __repr__(self) -> str:
+        return f"QueryParams({str(self)!r})"
 
 
 class Request:
@@ -70,7 +92,7 @@ class Request:
 
     @cached_property
     def query_params(self) -> QueryParams:
-        return QueryParams(parse_qsl(urlsplit(self.url).query, keep_blank_values=True))
+        return QueryParams(urlsplit(self.url).query)
 
     @property
     def body(self) -> bytes:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+from .errors import pick_status_code
 from .wire import ResponseMessage
 
 TEXT = "text/plain; charset=utf-8"
@@ -20,11 +21,15 @@ class Response:
     def __init__(
         self,
         content: Any = None,
-        status: int = 200,
+        status_code: int | None = None,
         headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
         media_type: str | None = None,
+        *,
+        status: int | None = None,
     ) -> None:
-        self.status = status
+        if status_code is None and status is None:
+            status_code = 200
+        self.status_code = pick_status_code(status_code, status, "Response")
         body, default_type = _encode(content)
         self.body = body
         pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
@@ -33,11 +38,16 @@ class Response:
         if media_type and not any(k.lower() == "content-type" for k, _ in self.headers):
             self.headers.append(["content-type", media_type])
 
+    @property
+    def status(self) -> int:
+        """The old name of ``status_code``, kept working."""
+        return self.status_code
+
     def message(self) -> ResponseMessage:
-        return {"status": self.status, "headers": self.headers, "body": self.body}
+        return {"status": self.status_code, "headers": self.headers, "body": self.body}
 
     def __repr__(self) -> str:
-        return f"Response(status={self.status}, body={self.body[:40]!r})"
+        return f"Response(status_code={self.status_code}, body={self.body[:40]!r})"
 
 
 def to_message(result: Any) -> ResponseMessage:
@@ -57,7 +67,7 @@ def to_message(result: Any) -> ResponseMessage:
                 f"got {result!r:.80}"
             )
         headers = result[2] if len(result) == 3 else None
-        return Response(result[0], status=result[1], headers=headers).message()
+        return Response(result[0], result[1], headers).message()
     if result is None:
         return {"status": 204, "headers": [], "body": b""}
     return Response(result).message()

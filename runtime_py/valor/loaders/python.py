@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import traceback
+from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
@@ -14,12 +15,13 @@ from typing import Any
 from ..concurrency import as_async, call
 from ..errors import HTTPError, PluginLoadError
 from ..manifest import PluginSpec
-from ..plugin import Context
+from ..plugin import Context, is_handler
 from ..requests import Request
 from ..responses import error_message, to_message
 from ..wire import RequestMessage, ResponseMessage, response_message
 
 _reply: ContextVar[Any] = ContextVar("valor_reply")
+_VALOR_DIR = str(Path(__file__).resolve().parent.parent) + "/"
 
 
 async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
@@ -28,13 +30,7 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
     module = _import(spec.name, spec.path)
     if callable(getattr(module, "onmessage", None)):
         return WorkerPlugin(module)
-    on_request = getattr(module, "on_request", None)
-    if on_request is None:
-        raise PluginLoadError(
-            spec.name, "the module defines neither an @vlugin on_request nor onmessage(event)"
-        )
-    if not getattr(on_request, "__vlugin__", False):
-        raise PluginLoadError(spec.name, "on_request must be decorated with @vlugin")
+    handler = _handler(spec.name, module)
     on_create = getattr(module, "on_create", None)
     context = None
     if on_create is not None:
@@ -43,16 +39,19 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
             await call(on_create, context)
         except Exception as exc:
             raise PluginLoadError(spec.name, f"on_create raised {_describe(exc)}") from exc
-    return DecoratedPlugin(module, context)
+    return DecoratedPlugin(module, handler, context)
 
 
 class DecoratedPlugin:
-    """``on_request(req)`` or, after ``on_create(ctx)``, ``on_request(ctx, req)``."""
+    """The ``@vlugin`` handler: ``handler(req)`` or, after ``on_create(ctx)``,
+    ``handler(ctx, req)``."""
 
-    def __init__(self, module: ModuleType, context: Context | None) -> None:
+    def __init__(
+        self, module: ModuleType, handler: Callable[..., Any], context: Context | None
+    ) -> None:
         self.module = module
         self.context = context
-        self._on_request = as_async(module.on_request)
+        self._on_request = as_async(handler)
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         request = Request(message)
@@ -60,7 +59,7 @@ class DecoratedPlugin:
         try:
             result = await self._on_request(*args)
         except HTTPError as exc:
-            answer = error_message(exc.status, exc.detail)
+            answer = error_message(exc.status_code, exc.detail)
             answer["headers"].extend([k, v] for k, v in exc.headers.items())
             return answer
         return to_message(result)
@@ -125,6 +124,23 @@ class WorkerPlugin:
         return None
 
 
+def _handler(name: str, module: ModuleType) -> Callable[..., Any]:
+    """The module's one ``@vlugin`` request handler, whatever its name."""
+    found = list(
+        {id(value): value for value in vars(module).values() if is_handler(value)}.values()
+    )
+    if len(found) > 1:
+        names = ", ".join(sorted(function.__name__ for function in found))
+        raise PluginLoadError(name, f"@vlugin marks one request handler per module; found {names}")
+    if found:
+        return found[0]
+    if callable(getattr(module, "on_request", None)):
+        raise PluginLoadError(name, "on_request must be decorated with @vlugin")
+    raise PluginLoadError(
+        name, "the module defines neither an @vlugin request handler nor onmessage(event)"
+    )
+
+
 def _import(name: str, path: Path) -> ModuleType:
     if not path.is_file():
         raise PluginLoadError(name, f"file not found: {path}")
@@ -143,6 +159,11 @@ def _import(name: str, path: Path) -> ModuleType:
 
 
 def _describe(exc: BaseException) -> str:
-    frames = traceback.extract_tb(exc.__traceback__)
+    # Where the plug-in's own code raised, not Valor's (a rejected ``ctx.x = ...``).
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith(_VALOR_DIR)
+    ]
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
