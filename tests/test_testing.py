@@ -11,6 +11,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.cases import CASES, Answer, Case, run_cases
@@ -20,7 +21,6 @@ from valor.manifest import load_manifest
 from valor.runtime import Runtime
 from valor.server import SERVER_LOADERS
 from valor.testing import Response, TestClient
-from valor.testing.client import Client
 from valor.testing.hosts import HostError, ServerHost
 
 
@@ -53,7 +53,8 @@ def test_the_shared_table_passes_in_process() -> None:
 def test_response_api() -> None:
     with TestClient(MANIFEST) as client:
         hello = client.get("/hello")
-        assert isinstance(hello, Response)
+        assert isinstance(client, httpx.Client)
+        assert Response is httpx.Response and isinstance(hello, httpx.Response)
         assert hello.status_code == 200 and hello.is_success
         assert hello.headers["Content-Type"] == "text/plain; charset=utf-8"
         assert hello.content == b"Hello Plugin!"
@@ -61,14 +62,16 @@ def test_response_api() -> None:
         missing = client.get("/nope")
         assert missing.status_code == 404 and not missing.is_success
         assert missing.json()["error"] == "Not Found"
-        assert repr(missing) == "<Response [404]>"
+        assert repr(missing) == "<Response [404 Not Found]>"
 
 
 def test_request_building() -> None:
     with TestClient(MANIFEST) as client:
         greeted = client.get("/greeter", params={"who": "Bob"})
         assert greeted.text == "Alice says hello Bob!"
-        echoed = client.post("/echo/p?a=1", params=[("b", "2"), ("b", "3")], data={"k": "v w"})
+        echoed = client.post(
+            "/echo/p", params=[("a", "1"), ("b", "2"), ("b", "3")], data={"k": "v w"}
+        )
         assert echoed.headers["x-echo-url"] == "http://testserver/p?a=1&b=2&b=3"
         assert echoed.headers["content-type"] == "application/x-www-form-urlencoded"
         assert echoed.content == b"k=v+w"
@@ -78,8 +81,48 @@ def test_request_building() -> None:
         assert sent.headers["x-echo-method"] == "PUT"
         assert client.patch("/echo", content="é").content == "é".encode()
         assert client.delete("/echo").headers["x-echo-method"] == "DELETE"
-        with pytest.raises(TypeError, match="one of content=, data= or json="):
-            client.post("/echo", content=b"x", json={})
+
+
+def test_the_plugin_sees_what_a_server_would(tmp_path: Path) -> None:
+    manifest = write_plugins(
+        tmp_path,
+        seen=(
+            "def onmessage(event):\n"
+            "    postMessage({'body': {k: v for k, v in event.data.items() if k != 'body'}})\n"
+        ),
+    )
+    with TestClient(manifest) as client:
+        seen = client.get("/seen/a?b=1", headers={"X-Custom": "1"}).json()
+    assert seen["url"] == "http://testserver/a?b=1" and seen["method"] == "GET"
+    headers = dict(seen["headers"])
+    assert headers["host"] == "testserver" and headers["x-custom"] == "1"
+    with TestClient(manifest) as client:
+        posted = client.post("/seen", content=b"").json()  # an empty body arrives as none
+    assert dict(posted["headers"])["content-length"] == "0"
+
+
+COOKIES_AND_REDIRECTS = (
+    "from valor import Response, vlugin\n"
+    "@vlugin\n"
+    "def route(req):\n"
+    "    if req.path == '/login':\n"
+    "        return Response(None, 303, {'location': '/jar/me', 'set-cookie': 'who=ann; Path=/'})\n"
+    "    return {'cookie': req.headers.get('cookie')}\n"
+)
+
+
+def test_httpx_features_come_for_free(tmp_path: Path) -> None:
+    manifest = write_plugins(tmp_path, jar=COOKIES_AND_REDIRECTS)
+    with TestClient(manifest) as client:
+        followed = client.post("/jar/login")  # redirects are followed, as in Starlette's
+        assert followed.json() == {"cookie": "who=ann"}
+        assert [r.status_code for r in followed.history] == [303]
+        assert client.cookies["who"] == "ann"
+        assert client.get("/jar/me").json() == {"cookie": "who=ann"}
+    with TestClient(manifest, follow_redirects=False, headers={"x-a": "1"}) as client:
+        answer = client.post("/jar/login")
+        assert answer.status_code == 303 and answer.next_request is not None
+        assert client.headers["x-a"] == "1"
 
 
 def test_header_names_arrive_in_lower_case_as_in_both_hosts(tmp_path: Path) -> None:
@@ -92,7 +135,7 @@ def test_header_names_arrive_in_lower_case_as_in_both_hosts(tmp_path: Path) -> N
     )
     with TestClient(manifest) as client:
         names = client.get("/names", headers={"X-Custom": "1"}).json()
-    assert names[0] == "x-custom"
+    assert "x-custom" in names and all(name == name.lower() for name in names)
 
 
 def test_text_uses_the_declared_charset(tmp_path: Path) -> None:
@@ -137,6 +180,8 @@ def test_a_plugin_that_fails_to_load_raises_unless_not_strict(tmp_path: Path) ->
     manifest = write_plugins(tmp_path, broken="def on_request(:\n", ok=OK)
     with pytest.raises(PluginLoadError, match="plug-in 'broken' failed to load: syntax error"):
         TestClient(manifest).start()
+    with pytest.raises(PluginLoadError), TestClient(manifest):
+        pass
     with TestClient(manifest, strict=False) as client:
         assert client.get("/ok").text == "ok"
         assert client.get("/broken").status_code == 404
@@ -193,7 +238,7 @@ def test_worker_style_answers_posted_from_a_task(tmp_path: Path) -> None:
 NOT_INTERCEPTED = {"prefix-boundary", "not-found"}  # unmounted paths go to the static host
 
 
-def test_the_shared_table_on_both_hosts(valor_host: Client) -> None:
+def test_the_shared_table_on_both_hosts(valor_host: httpx.Client) -> None:
     cases = (
         CASES
         if valor_host.name == "server"

@@ -1,155 +1,35 @@
-"""``TestClient``: answer requests in-process through a ``Runtime``, like Starlette's."""
+"""``TestClient``: an ``httpx.Client`` whose transport answers in-process through a
+``Runtime``, as Starlette's TestClient answers through an ASGI app."""
 
 from __future__ import annotations
 
-import json as jsonlib
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from os import PathLike
 from typing import Any, TypeVar
-from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
 
 from ..loaders import Loader
 from ..manifest import Manifest, load_manifest
 from ..runtime import Runtime
-from ..wire import RequestMessage
 from .loop import LoopThread
-from .response import Response
 
 T = TypeVar("T")
-HeaderTypes = Mapping[str, str] | Sequence[tuple[str, str]] | None
-ParamTypes = Mapping[str, Any] | Sequence[tuple[str, Any]] | None
 
 
-class Client:
-    """The request API every Valor test client shares; subclasses implement ``send``."""
+class RuntimeTransport(httpx.BaseTransport):
+    """Hands each request to ``runtime`` as a wire message, on an event loop of its own in a
+    background thread; ``manifest`` loads on entering (or on the first request)."""
 
-    base_url = "http://testserver"
-
-    def request(
-        self,
-        method: str,
-        url: str,
-        *,
-        params: ParamTypes = None,
-        headers: HeaderTypes = None,
-        content: bytes | str | None = None,
-        data: Mapping[str, Any] | None = None,
-        json: Any = None,
-    ) -> Response:
-        """Send one request. ``content`` is the raw body, ``data`` a form, ``json`` a JSON value."""
-        if not urlsplit(url).scheme:  # relative to base_url, whose path is kept, as in httpx
-            url = self.base_url.rstrip("/") + "/" + url.lstrip("/")
-        return self.send(build_request(method, url, params, headers, content, data, json))
-
-    def send(self, message: RequestMessage) -> Response:
-        raise NotImplementedError
-
-    def get(self, url: str, **kwargs: Any) -> Response:
-        return self.request("GET", url, **kwargs)
-
-    def head(self, url: str, **kwargs: Any) -> Response:
-        return self.request("HEAD", url, **kwargs)
-
-    def options(self, url: str, **kwargs: Any) -> Response:
-        return self.request("OPTIONS", url, **kwargs)
-
-    def post(self, url: str, **kwargs: Any) -> Response:
-        return self.request("POST", url, **kwargs)
-
-    def put(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PUT", url, **kwargs)
-
-    def patch(self, url: str, **kwargs: Any) -> Response:
-        return self.request("PATCH", url, **kwargs)
-
-    def delete(self, url: str, **kwargs: Any) -> Response:
-        return self.request("DELETE", url, **kwargs)
-
-
-def build_request(
-    method: str,
-    url: str,
-    params: ParamTypes = None,
-    headers: HeaderTypes = None,
-    content: bytes | str | None = None,
-    data: Mapping[str, Any] | None = None,
-    json: Any = None,
-) -> RequestMessage:
-    """The wire request for a client call."""
-    if sum(x is not None for x in (content, data, json)) > 1:
-        raise TypeError("give one of content=, data= or json=")
-    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers or [])
-    # Lower-case names, as both hosts hand them over (ASGI and fetch() both do).
-    header_list = [[str(name).lower(), str(value)] for name, value in pairs]
-    body: bytes | None = None
-    media_type = None
-    if content is not None:
-        body = content.encode() if isinstance(content, str) else bytes(content)
-    elif data is not None:
-        body, media_type = urlencode(data, doseq=True).encode(), "application/x-www-form-urlencoded"
-    elif json is not None:
-        body, media_type = jsonlib.dumps(json).encode(), "application/json"
-    if media_type and not any(name.lower() == "content-type" for name, _ in header_list):
-        header_list.append(["content-type", media_type])
-    if params:
-        parts = urlsplit(url)
-        query = "&".join(q for q in (parts.query, urlencode(params, doseq=True)) if q)
-        url = urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-    return {"url": url, "method": method.upper(), "headers": header_list, "body": body}
-
-
-class TestClient(Client):
-    """Answer requests in-process. ``app`` is a manifest path, a ``Manifest`` or a ``Runtime``.
-
-    ::
-
-        with TestClient("plugins/plugins.json") as client:
-            assert client.get("/hello").text == "Hello Plugin!"
-
-    The plug-ins load on entering the block (or on the first request) and unload on leaving it;
-    by default a plug-in that fails to load raises ``PluginLoadError``. A ``Runtime`` lets you
-    choose its settings (``root_path``, ``registry``, ...); ``manifest`` is then loaded into it.
-    The runtime runs on an event loop in a background thread, so the client works from sync
-    and async tests alike, and plug-in state lasts for the whole block.
-    """
-
-    __test__ = False  # not a test class, whatever pytest thinks of the name
-
-    def __init__(
-        self,
-        app: str | PathLike[str] | Manifest | Runtime,
-        manifest: str | PathLike[str] | Manifest | None = None,
-        *,
-        base_url: str = "http://testserver",
-        strict: bool = True,
-        loaders: Mapping[str, Loader] | None = None,
-    ) -> None:
-        if isinstance(app, Runtime):
-            self.runtime = app
-        else:
-            if manifest is not None:
-                raise TypeError(
-                    "give the manifest once: TestClient(manifest) or (runtime, manifest)"
-                )
-            if loaders is None:
-                from ..server import SERVER_LOADERS
-
-                loaders = SERVER_LOADERS
-            self.runtime = Runtime(loaders)
-            manifest = app
-        if manifest is not None and not isinstance(manifest, Manifest):
-            manifest = load_manifest(manifest)
+    def __init__(self, runtime: Runtime, manifest: Manifest | None, strict: bool = True) -> None:
+        self.runtime = runtime
         self.manifest = manifest
-        self.base_url = base_url
         self.strict = strict
         self._loop: LoopThread | None = None
 
-    def __enter__(self) -> TestClient:
+    def __enter__(self) -> RuntimeTransport:
         self.start()
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     def start(self) -> None:
         """Start the loop and load the plug-ins (idempotent)."""
@@ -163,6 +43,28 @@ class TestClient(Client):
             self.close()
             raise
 
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the transport's loop and return its result."""
+        self.start()
+        assert self._loop is not None
+        return self._loop.run(coroutine)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        # Header names in lower case, as both hosts hand them over (ASGI and fetch() both do).
+        message = {
+            "url": str(request.url),
+            "method": request.method,
+            "headers": [[name, value] for name, value in request.headers.multi_items()],
+            "body": request.read() or None,
+        }
+        answer = self.run(self.runtime.handle(message))  # type: ignore[arg-type]
+        return httpx.Response(
+            answer["status"],
+            headers=[(name, value) for name, value in answer["headers"]],
+            content=answer["body"],
+            request=request,
+        )
+
     def close(self) -> None:
         """Unload the plug-ins and stop the loop."""
         loop, self._loop = self._loop, None
@@ -173,11 +75,72 @@ class TestClient(Client):
         finally:
             loop.stop()
 
+
+class TestClient(httpx.Client):
+    """Answer requests in-process, with httpx's whole API. ``app`` is a manifest path, a
+    ``Manifest`` or a ``Runtime``.
+
+    ::
+
+        with TestClient("plugins/plugins.json") as client:
+            assert client.get("/hello").text == "Hello Plugin!"
+
+    The plug-ins load on entering the block (or on the first request) and unload on leaving it;
+    by default a plug-in that fails to load raises ``PluginLoadError``. A ``Runtime`` lets you
+    choose its settings (``root_path``, ``registry``, ...); ``manifest`` is then loaded into it.
+    The runtime runs on an event loop in a background thread, so the client works from sync
+    and async tests alike, and plug-in state lasts for the whole block. Other keyword
+    arguments go to ``httpx.Client`` (``headers=``, ``cookies=``, ``timeout=``, ...).
+    """
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    def __init__(
+        self,
+        app: str | PathLike[str] | Manifest | Runtime,
+        manifest: str | PathLike[str] | Manifest | None = None,
+        *,
+        base_url: str = "http://testserver",
+        strict: bool = True,
+        loaders: Mapping[str, Loader] | None = None,
+        follow_redirects: bool = True,
+        **options: Any,
+    ) -> None:
+        if isinstance(app, Runtime):
+            runtime = app
+        else:
+            if manifest is not None:
+                raise TypeError(
+                    "give the manifest once: TestClient(manifest) or (runtime, manifest)"
+                )
+            if loaders is None:
+                from ..server import SERVER_LOADERS
+
+                loaders = SERVER_LOADERS
+            runtime = Runtime(loaders)
+            manifest = app
+        if manifest is not None and not isinstance(manifest, Manifest):
+            manifest = load_manifest(manifest)
+        self.transport = RuntimeTransport(runtime, manifest, strict)
+        super().__init__(
+            base_url=base_url,
+            transport=self.transport,
+            follow_redirects=follow_redirects,
+            **options,
+        )
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.transport.runtime
+
+    @property
+    def manifest(self) -> Manifest | None:
+        return self.transport.manifest
+
+    def start(self) -> None:
+        """Load the plug-ins now rather than on entering the block or the first request."""
+        self.transport.start()
+
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the client's loop (e.g. ``runtime.add(spec)``); return its result."""
-        self.start()
-        assert self._loop is not None
-        return self._loop.run(coroutine)
-
-    def send(self, message: RequestMessage) -> Response:
-        return Response.from_message(self.run(self.runtime.handle(message)))
+        return self.transport.run(coroutine)

@@ -1,8 +1,8 @@
 """The two real hosts as test clients: ``ServerHost`` (``valor serve``, real uvicorn) and
 ``BrowserHost`` (the built bundle on a static server, in headless Chromium).
 
-Both speak the ``Client`` API (``host.get("/hello")``), so one test runs against either.
-Third-party modules (httpx, Playwright) are imported only when a host starts.
+Both are ``httpx.Client``s (``host.get("/hello")``), as ``TestClient`` is, so one test runs
+against any of them. Playwright is imported only when a browser starts.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ..processes import free_port, stop_process
-from ..wire import RequestMessage
-from .client import Client
 from .loop import LoopThread
-from .response import Response
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -43,8 +42,8 @@ class HostError(RuntimeError):
     """A host that did not start; the message carries its log."""
 
 
-class ServerHost(Client):
-    """``valor serve MANIFEST`` in a subprocess on 127.0.0.1, reached over HTTP with httpx."""
+class ServerHost(httpx.Client):
+    """``valor serve MANIFEST`` in a subprocess on 127.0.0.1, reached over HTTP."""
 
     name = "server"
 
@@ -54,24 +53,23 @@ class ServerHost(Client):
         args: Sequence[str] = (),
         log_dir: str | PathLike[str] | None = None,
     ) -> None:
+        # Redirects are followed, as fetch() follows them in the browser host.
+        super().__init__(timeout=BOOT_TIMEOUT, follow_redirects=True)
         self.manifest = Path(manifest)
         self.args = list(args)
         self.log_dir = Path(log_dir) if log_dir is not None else None
-        self.base_url = ""
         self._process: subprocess.Popen[bytes] | None = None
-        self._http: Any = None
         self._log_path: Path | None = None
 
     def __enter__(self) -> ServerHost:
+        super().__enter__()
         self.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
     def start(self) -> None:
-        import httpx
-
         port = free_port()
         log_dir = self.log_dir or Path(tempfile.mkdtemp(prefix="valor-server-"))
         self._log_path = log_dir / f"valor-serve-{port}.log"
@@ -84,7 +82,6 @@ class ServerHost(Client):
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self.base_url = f"http://127.0.0.1:{port}/"
-        self._http = httpx.Client(timeout=BOOT_TIMEOUT)
         deadline = time.monotonic() + BOOT_TIMEOUT
         while True:
             status = self._process.poll()
@@ -93,7 +90,7 @@ class ServerHost(Client):
                 self.close()
                 raise HostError(f"valor serve exited with {status}:\n{log_text}")
             try:
-                self._http.get(self.base_url + "_health", timeout=1)
+                self.get("/_health", timeout=1)
                 return
             except httpx.TransportError:
                 if time.monotonic() > deadline:
@@ -108,16 +105,8 @@ class ServerHost(Client):
             return ""
         return self._log_path.read_text(errors="replace")
 
-    def send(self, message: RequestMessage) -> Response:
-        answer = self._http.request(
-            message["method"], message["url"], headers=message["headers"], content=message["body"]
-        )
-        return Response(answer.status_code, answer.headers.multi_items(), answer.content)
-
     def close(self) -> None:
-        if self._http is not None:
-            self._http.close()
-            self._http = None
+        super().close()
         process, self._process = self._process, None
         if process is not None:
             stop_process(process)
@@ -193,7 +182,36 @@ FETCH = """async ({url, method, headers, body}) => {
 }"""
 
 
-class BrowserHost(Client):
+class BrowserTransport(httpx.BaseTransport):
+    """Sends each request as a ``fetch()`` in ``host``'s page, where the service worker hands
+    it to the page's Pyodide runtime."""
+
+    def __init__(self, host: BrowserHost) -> None:
+        self.host = host
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        host = self.host
+        body = request.read()
+        result = host.chromium.run(
+            host._page.evaluate(
+                FETCH,
+                {
+                    "url": str(request.url),
+                    "method": request.method,
+                    "headers": request.headers.multi_items(),
+                    "body": base64.b64encode(body).decode() if body else None,
+                },
+            )
+        )
+        return httpx.Response(
+            result["status"],
+            headers=[(name, value) for name, value in result["headers"]],
+            content=base64.b64decode(result["body"]),
+            request=request,
+        )
+
+
+class BrowserHost(httpx.Client):
     """The manifest built by ``valor build``, served by a static server on 127.0.0.1 and
     answered in Chromium: each request is a ``fetch()`` in the page, which the service worker
     hands to the page's Pyodide runtime."""
@@ -207,21 +225,22 @@ class BrowserHost(Client):
         folder: str | PathLike[str] | None = None,
         base: str = "/",
     ) -> None:
+        super().__init__(transport=BrowserTransport(self), timeout=BOOT_TIMEOUT)
         self.manifest = Path(manifest)
         self.chromium = chromium
         self.folder = Path(folder) if folder is not None else None
         self.base = base
-        self.base_url = ""
         self.console: list[str] = []
         self._server: Any = None
         self._context: Any = None
         self._page: Any = None
 
     def __enter__(self) -> BrowserHost:
+        super().__enter__()
         self.start()
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
     def start(self) -> None:
@@ -243,25 +262,11 @@ class BrowserHost(Client):
         self._context = await self.chromium.browser.new_context()
         self._page = await self._context.new_page()
         self._page.on("console", lambda message: self.console.append(message.text))
-        await self._page.goto(self.base_url)
+        await self._page.goto(str(self.base_url))
         await self._page.evaluate("() => Valor.start()")
 
-    def send(self, message: RequestMessage) -> Response:
-        body = message["body"]
-        result = self.chromium.run(
-            self._page.evaluate(
-                FETCH,
-                {
-                    "url": message["url"],
-                    "method": message["method"],
-                    "headers": message["headers"],
-                    "body": None if body is None else base64.b64encode(body).decode(),
-                },
-            )
-        )
-        return Response(result["status"], result["headers"], base64.b64decode(result["body"]))
-
     def close(self) -> None:
+        super().close()
         if self._context is not None and self.chromium.loop is not None:
             self.chromium.run(self._context.close())
         self._context = self._page = None

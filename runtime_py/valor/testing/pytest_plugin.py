@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:  # imported when a host starts, so loading this plug-in stays cheap
-    from .client import Client
+    import httpx
+
     from .hosts import Chromium
 
 HOSTS = ("server", "browser")
@@ -87,9 +88,10 @@ def valor_host(
     request: pytest.FixtureRequest,
     valor_manifest: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Client]:
-    """A running host serving ``valor_manifest``: ``valor_host.get("/hello")`` and friends,
-    answering ``valor.testing.Response``. ``valor_host.name`` is "server" or "browser"."""
+) -> Iterator[httpx.Client]:
+    """A running host serving ``valor_manifest``, as an ``httpx.Client``:
+    ``valor_host.get("/hello")`` and the rest of httpx's API. ``valor_host.name`` is "server"
+    or "browser"."""
     from .hosts import BrowserHost, ServerHost
 
     kind = getattr(request, "param", "server")
