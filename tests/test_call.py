@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -165,3 +168,48 @@ def test_a_broken_plugin_is_reported_and_the_others_answer(tmp_path: Path) -> No
     assert strict.returncode == 2
     assert b"plug-in 'broken' failed to load" in strict.stderr
     assert strict.stdout == b""
+
+
+def test_a_js_plugin_leaves_stderr_clean(tmp_path: Path) -> None:
+    """Stopping Deno used to log asyncio's "Unknown child process pid N" now and then."""
+    (tmp_path / "hello.js").write_text((MANIFEST.parent / "hello.js").read_text())
+    manifest = tmp_path / "plugins.json"
+    manifest.write_text('{"plugins": [{"name": "js", "type": "js", "path": "hello.js"}]}')
+    for _ in range(4):
+        done = valor_call(str(manifest), "GET", "/js", "-b")
+        assert (done.returncode, done.stdout, done.stderr) == (0, b"Hello Plugin!", b"")
+
+
+def test_stopping_a_plugin_process_never_reaps_it_behind_the_child_watcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only asyncio's child watcher may wait for a plug-in's process: a ``waitpid`` anywhere
+    else can reap it first, and the watcher then logs "Unknown child process pid"."""
+    from valor.loaders.process import PluginProcess
+
+    waiters: list[str] = []
+    real_waitpid = os.waitpid
+
+    def waitpid(pid: int, options: int) -> tuple[int, int]:
+        waiters.append(threading.current_thread().name)
+        return real_waitpid(pid, options)
+
+    def poll(self: subprocess.Popen[bytes]) -> int | None:  # Popen.poll calls waitpid
+        waiters.append(f"Popen.poll in {threading.current_thread().name}")
+        return real_poll(self)
+
+    real_poll = subprocess.Popen.poll
+    monkeypatch.setattr(os, "waitpid", waitpid)
+    monkeypatch.setattr(subprocess.Popen, "poll", poll)
+    ready = "import sys, struct; h=b'{\"ready\": true}'; m=struct.pack('<I', len(h))+h; "
+    ready += "sys.stdout.buffer.write(struct.pack('>II', 0, len(m))+m); sys.stdout.flush(); "
+    ready += "sys.stdin.read()"
+
+    async def start_and_stop() -> None:
+        process = PluginProcess("p", [sys.executable, "-c", ready])
+        await process.start()
+        await process.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, start_and_stop()).result()
+    assert waiters and all(name.startswith("asyncio-waitpid") for name in waiters), waiters

@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
+import signal
 import struct
 from collections import deque
 from collections.abc import Sequence
@@ -175,8 +177,10 @@ class PluginProcess:
 
     async def _kill(self, proc: asyncio.subprocess.Process) -> None:
         if proc.returncode is None:
+            # os.kill, not proc.kill(): Popen polls before signalling, and a poll that reaps the
+            # process behind asyncio's child watcher makes it log "Unknown child process pid".
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+                os.kill(proc.pid, signal.SIGKILL)
             await proc.wait()
         if self._proc is proc:
             self._proc = None
