@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import re
 import shutil
@@ -38,6 +39,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from valor.logs import logging_config
 from valor.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +53,10 @@ LOAD_CPU = ["taskset", "-c", "1"] if PINNED else []
 
 # The example manifest by default; BENCH_MANIFEST picks another (say, only hello).
 MANIFEST = os.environ.get("BENCH_MANIFEST", str(ROOT / "plugins" / "plugins.json"))
+
+# Valor's loggers have no handler of their own: its access lines need a logging configuration.
+LOG_CONFIG = Path(tempfile.mkdtemp(prefix="valor-bench-")) / "logging.json"
+LOG_CONFIG.write_text(json.dumps(logging_config("info")))
 
 TARGETS: dict[str, tuple[list[str], dict[str, str], str]] = {
     "starlette": (["benchmarks.baseline_app:app", "--no-access-log"], {}, "/hello"),
@@ -66,7 +72,15 @@ TARGETS: dict[str, tuple[list[str], dict[str, str], str]] = {
         "/hello",
     ),
     "valor+access-log": (
-        ["valor.cli:app_from_environment", "--factory", "--no-access-log", "--log-level", "info"],
+        [
+            "valor.cli:app_from_environment",
+            "--factory",
+            "--no-access-log",
+            "--log-level",
+            "info",
+            "--log-config",
+            str(LOG_CONFIG),
+        ],  # valor serve's: Valor's lines to stderr
         {"VALOR_MANIFEST": MANIFEST, "VALOR_LOG_LEVEL": "info"},
         "/hello",
     ),

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from http import HTTPStatus
 from pathlib import Path
 
 from .errors import ManifestError, PluginLoadError
+from .logs import log_warnings_to_stderr
 from .manifest import Manifest, load_manifest
 from .wire import RequestMessage, ResponseMessage
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ManifestError, UsageError) as exc:
         print(f"valor call: {exc}", file=sys.stderr)
         return 2
-    _log_to_stderr()
+    log_warnings_to_stderr()  # load failures and tracebacks: stdout holds only the answer
     try:
         response = asyncio.run(call(manifest, message, strict=args.strict))
     except PluginLoadError as exc:
@@ -111,17 +111,6 @@ def write_response(response: ResponseMessage, body_only: bool = False) -> None:
     if body and not body_only and not body.endswith(b"\n"):
         out.write("\n")
     out.flush()
-
-
-def _log_to_stderr() -> None:
-    # Load failures and plug-in tracebacks go to stderr, so stdout holds only the answer.
-    logger = logging.getLogger("valor")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
 
 
 def _header(line: str) -> list[str]:

@@ -1,4 +1,6 @@
-"""The ``valor`` command. Each subcommand lives in the module that owns it."""
+"""Valor runs HTTP plug-ins (Python, JavaScript, WebAssembly, WASI, native, proxies) on a
+server and, unchanged, in the browser. Every command takes the manifest, a JSON file listing
+the plug-ins (default: plugins/plugins.json)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-# Subcommands implemented in their own modules, each with ``main(argv) -> int``.
+# Each subcommand but serve lives in the module that owns it, with ``main(argv) -> int``.
 DELEGATED = {
     "build": ("valor.build", "bundle plug-ins into a static site for the browser host"),
     "dev": ("valor.dev", "serve the bundle and the server side by side, rebuilding on changes"),
@@ -34,36 +37,119 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="valor", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="valor",
+        description=__doc__,
+        epilog="`valor COMMAND --help` describes a command's options.",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve_parser = commands.add_parser("serve", help="serve plug-ins over HTTP with uvicorn")
-    serve_parser.add_argument("manifest", nargs="?", default=DEFAULT_MANIFEST)
-    serve_parser.add_argument("--host", default="127.0.0.1")
-    serve_parser.add_argument("--port", type=int, default=8000)
-    serve_parser.add_argument("--registry", action="store_true", help="enable /_plugins")
+    serve_parser = commands.add_parser(
+        "serve",
+        help="serve plug-ins over HTTP with uvicorn",
+        description="Serve the manifest's plug-ins over HTTP with uvicorn. Options named as "
+        "uvicorn's mean what they mean there.",
+    )
+    serve_parser.add_argument(
+        "manifest",
+        nargs="?",
+        default=DEFAULT_MANIFEST,
+        metavar="MANIFEST",
+        help="the manifest: a JSON file listing the plug-ins, their paths relative to it "
+        f"(default: {DEFAULT_MANIFEST})",
+    )
+    serve_parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1; 0.0.0.0 for every interface)",
+    )
+    serve_parser.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    serve_parser.add_argument(
+        "--registry", action="store_true", help="enable /_plugins, behind --token"
+    )
     serve_parser.add_argument(
         "--token",
         default=os.environ.get("VALOR_TOKEN"),
         help="bearer token for /_plugins (default: $VALOR_TOKEN, else generated and logged)",
     )
-    serve_parser.add_argument("--strict", action="store_true", help="fail if any plug-in fails")
-    serve_parser.add_argument("--reload", action="store_true", help="restart on file changes")
-    serve_parser.add_argument("--max-body-size", type=int, default=10 * 1024 * 1024)
-    serve_parser.add_argument("--workers", type=int, default=1)
-    serve_parser.add_argument("--log-level", default="info")
+    serve_parser.add_argument(
+        "--strict", action="store_true", help="refuse to start if any plug-in fails to load"
+    )
+    serve_parser.add_argument(
+        "--reload", action="store_true", help="restart when the manifest's folder changes"
+    )
+    serve_parser.add_argument(
+        "--max-body-size",
+        type=int,
+        default=10 * 1024 * 1024,
+        metavar="BYTES",
+        help="larger request bodies answer 413 (default: 10485760, 10 MiB)",
+    )
+    serve_parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port (default: 1)",
+    )
+    _add_deployment_options(serve_parser)
     for name, (_, help_text) in DELEGATED.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
-def configure_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger("valor")
-    if not logger.handlers:
-        logger.addHandler(handler)
-    logger.setLevel(level.upper())
-    logger.propagate = False
+def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
+    """uvicorn's deployment options, passed through under uvicorn's names."""
+    parser.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        default=None,
+        help="log level of Valor's and uvicorn's loggers; info logs one access line per "
+        "request (default: info, or what --log-config says)",
+    )
+    parser.add_argument(
+        "--log-config",
+        metavar="FILE",
+        help="logging configuration for the standard logging module, as uvicorn's: a .json "
+        "or .yaml dictConfig, else an .ini fileConfig (default: Valor's access lines and "
+        "warnings to stderr)",
+    )
+    parser.add_argument(
+        "--root-path",
+        default="",
+        metavar="PATH",
+        help="the path prefix a proxy serves the app under, the ASGI root_path (default: none)",
+    )
+    parser.add_argument(
+        "--proxy-headers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="trust X-Forwarded-Proto and X-Forwarded-For from --forwarded-allow-ips (default: on)",
+    )
+    parser.add_argument(
+        "--forwarded-allow-ips",
+        metavar="IPS",
+        help="comma-separated addresses (or *) whose proxy headers to trust "
+        "(default: $FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+    )
+    parser.add_argument("--uds", metavar="PATH", help="bind to this Unix domain socket instead")
+    parser.add_argument("--ssl-keyfile", metavar="FILE", help="TLS private key (PEM)")
+    parser.add_argument("--ssl-certfile", metavar="FILE", help="TLS certificate chain (PEM)")
+
+
+def _deployment_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``uvicorn.run`` keywords for the options ``_add_deployment_options`` adds."""
+    from .logs import logging_config
+
+    return {
+        "log_config": args.log_config or logging_config(args.log_level or "info"),
+        "log_level": args.log_level,
+        "root_path": args.root_path,
+        "proxy_headers": args.proxy_headers,
+        "forwarded_allow_ips": args.forwarded_allow_ips,
+        "uds": args.uds,
+        "ssl_keyfile": args.ssl_keyfile,
+        "ssl_certfile": args.ssl_certfile,
+    }
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -80,7 +166,7 @@ def serve(args: argparse.Namespace) -> int:
         VALOR_REGISTRY="1" if args.registry else "",
         VALOR_STRICT="1" if args.strict else "",
         VALOR_MAX_BODY_SIZE=str(args.max_body_size),
-        VALOR_LOG_LEVEL=args.log_level,
+        VALOR_LOG_LEVEL=args.log_level or "",
     )
     if args.registry:
         if not args.token:
@@ -99,7 +185,7 @@ def serve(args: argparse.Namespace) -> int:
         reload_includes=["*.py", "*.json", "*.js", "*.wasm", "*.so"] if args.reload else None,
         workers=args.workers if not args.reload else None,
         access_log=False,  # Valor writes its own access line, with plug-in and correlation id
-        log_level=args.log_level,
+        **_deployment_options(args),
     )
     return 0
 
@@ -108,7 +194,9 @@ def app_from_environment():
     """Build the app from ``VALOR_*`` variables (set by ``valor serve``)."""
     from .server import create_app
 
-    configure_logging(os.environ.get("VALOR_LOG_LEVEL", "info"))
+    level = os.environ.get("VALOR_LOG_LEVEL")
+    if level:  # no handler here: the logging configuration decides where records go
+        logging.getLogger("valor").setLevel(level.upper())
     return create_app(
         os.environ["VALOR_MANIFEST"],
         registry=bool(os.environ.get("VALOR_REGISTRY")),
