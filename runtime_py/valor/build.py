@@ -72,7 +72,8 @@ class Bundle:
 
 
 class Progress:
-    """One line per step: ``[2/7] Fetching Pyodide ... done (cached) 0.4 s``, then its warnings."""
+    """One line per step: ``[2/7] Getting Pyodide ... done (cached in DIR) 0.4 s``, then its
+    warnings."""
 
     def __init__(self, total: int, quiet: bool = False) -> None:
         self.total = total
@@ -174,7 +175,7 @@ def build(
     out.resolve().parent.mkdir(parents=True, exist_ok=True)  # --out a/b/c with no a/b yet
     staging = Path(tempfile.mkdtemp(prefix=".valor-build-", dir=out.resolve().parent))
     try:
-        with progress.step(f"Fetching Pyodide {PYODIDE_VERSION} with npm") as notes:
+        with progress.step(f"Getting Pyodide {PYODIDE_VERSION}") as notes:
             pyodide_dir = _pyodide(cache_dir, notes)
             lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
             for name in PYODIDE_FILES:
@@ -234,13 +235,14 @@ def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[Plug
 
 
 def _pyodide(cache_dir: Path, notes: list[str]) -> Path:
-    """The npm package ``pyodide``: the repository's pinned copy, else a cached install."""
-    for candidate in (
-        REPO_DIR / "node_modules" / "pyodide",
-        cache_dir / f"pyodide-{PYODIDE_VERSION}" / "node_modules" / "pyodide",
+    """The npm package ``pyodide``: the repository's pinned copy, else a cached install, else
+    one npm installs into the cache; ``notes`` says which."""
+    for candidate, where in (
+        (REPO_DIR / "node_modules" / "pyodide", "from"),
+        (cache_dir / f"pyodide-{PYODIDE_VERSION}" / "node_modules" / "pyodide", "cached in"),
     ):
         if _package_version(candidate) == PYODIDE_VERSION:
-            notes.append("cached")
+            notes.append(f"{where} {candidate}")
             return candidate
     npm = shutil.which("npm")
     if npm is None:
@@ -257,6 +259,7 @@ def _pyodide(cache_dir: Path, notes: list[str]) -> Path:
     candidate = prefix / "node_modules" / "pyodide"
     if _package_version(candidate) != PYODIDE_VERSION:
         raise BuildError(f"npm did not install pyodide {PYODIDE_VERSION} into {prefix}")
+    notes.append(f"installed with npm into {candidate}")
     return candidate
 
 

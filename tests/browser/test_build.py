@@ -129,3 +129,23 @@ def test_native_plugins_are_left_out_with_a_warning(tmp_path: Path, capsys) -> N
     assert "plug-in 'fast' is left out" in capsys.readouterr().out
     shipped = json.loads((tmp_path / "d" / "plugins" / "plugins.json").read_text())
     assert [p["name"] for p in shipped["plugins"]] == ["hi"]
+
+
+def test_the_pyodide_step_says_where_pyodide_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The checkout's pinned copy: an empty --cache stays empty, and the step says so.
+    empty = tmp_path / "empty-cache"
+    build(MANIFEST, tmp_path / "a", cache=empty)
+    pinned = build_module.REPO_DIR / "node_modules" / "pyodide"
+    line = next(x for x in capsys.readouterr().out.splitlines() if "Pyodide" in x)
+    assert line.startswith("[2/7] Getting Pyodide ") and f"done (from {pinned}) " in line
+    assert "cached" not in line and not list(empty.glob("pyodide-*"))
+    # No copy in the checkout: one installed in the cache earlier.
+    cached = tmp_path / "cache" / f"pyodide-{build_module.PYODIDE_VERSION}" / "node_modules"
+    cached.mkdir(parents=True)
+    (cached / "pyodide").symlink_to(pinned.resolve())
+    monkeypatch.setattr(build_module, "REPO_DIR", tmp_path / "nowhere")
+    build(MANIFEST, tmp_path / "b", cache=tmp_path / "cache")
+    line = next(x for x in capsys.readouterr().out.splitlines() if "Pyodide" in x)
+    assert f"done (cached in {cached / 'pyodide'}) " in line
