@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -94,11 +95,14 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     loaders: dict[str, Loader] | None = None,
 ) -> ValorApp:
-    """Build the ASGI app for a manifest.
+    """Build the ASGI app for a manifest: by default ``$VALOR_MANIFEST``, else
+    ``plugins/plugins.json``, so ``uvicorn --factory valor.server:create_app`` serves it.
 
     With ``registry`` on, ``/_plugins`` requires ``Authorization: Bearer <token>``; without a
     ``token`` one is generated and logged.
     """
+    if manifest is None:
+        manifest = os.environ.get("VALOR_MANIFEST", "plugins/plugins.json")
     if registry and token is None:
         token = secrets.token_urlsafe(24)
         log.warning("registry enabled; its bearer token for this run is %s", token)
