@@ -329,3 +329,14 @@ def test_the_header_name_cache_stops_growing_at_its_bound() -> None:
     start, _ = host._response_events({"status": 200, "headers": many, "body": b""})
     assert len(start["headers"]) == len(many) + 1  # every one sent, and content-length
     assert len(host._names) <= host._NAMES_MAX
+
+
+def test_create_app_serves_valor_manifest_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """So that ``uvicorn --factory valor.server:create_app`` is the whole command."""
+    from valor.server import create_app
+
+    monkeypatch.setenv("VALOR_MANIFEST", "elsewhere/plugins.json")
+    assert create_app().manifest_path == "elsewhere/plugins.json"
+    monkeypatch.delenv("VALOR_MANIFEST")
+    assert create_app().manifest_path == "plugins/plugins.json"
+    assert create_app(MANIFEST).manifest_path == MANIFEST
