@@ -98,6 +98,10 @@ def test_context_keeps_valor_attributes_apart_from_state() -> None:
         ctx.name = "other"
     with pytest.raises(AttributeError, match=r"ctx\.state"):
         ctx.state = State()
+    with pytest.raises(
+        AttributeError, match=r"ctx has no attribute 'notes': .*\(ctx.state.notes\)"
+    ):
+        ctx.notes  # noqa: B018
     with pytest.raises(AttributeError):
         ctx.state.missing  # noqa: B018
 

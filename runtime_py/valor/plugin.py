@@ -49,6 +49,12 @@ class Context:
         object.__setattr__(self, "log", logging.getLogger(f"valor.plugin.{name}"))
         object.__setattr__(self, "state", State())
 
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"ctx has no attribute {name!r}: the plug-in's own state lives on ctx.state "
+            f"(ctx.state.{name})"
+        )
+
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(
             f"cannot set ctx.{name}: ctx.name, ctx.config and ctx.log are Valor's; keep the "
