@@ -58,6 +58,9 @@ def test_help_is_written_for_users() -> None:
     assert "(default: 127.0.0.1;" in serve and "(default: 8000)" in serve
     for option in UVICORN_OPTIONS:
         assert option in serve, option
+    dev = valor("dev", "--help").stdout
+    assert "MANIFEST" in dev and "a JSON file listing the plug-ins" in dev
+    assert "(default: 8080)" in dev and "(default: 8000)" in dev
     for option in ("--limit-concurrency", "--timeout-keep-alive"):
         assert option not in UVICORN_OPTIONS  # added with the limits, not here
 

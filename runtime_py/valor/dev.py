@@ -293,12 +293,25 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve the bundle and the server side by side, rebuilding on changes.",
     )
     parser.add_argument(
-        "manifest", nargs="?", default="plugins/plugins.json", help="default: plugins/plugins.json"
+        "manifest",
+        nargs="?",
+        default="plugins/plugins.json",
+        metavar="MANIFEST",
+        help="the manifest: a JSON file listing the plug-ins; its folder is watched "
+        "(default: plugins/plugins.json)",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="for both (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="the site (default: 8080)")
     parser.add_argument(
-        "--server-port", type=int, default=8000, help="the server host (default: 8000)"
+        "--host", default="127.0.0.1", help="address both servers bind (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port of the site, the browser host (default: 8080)"
+    )
+    parser.add_argument(
+        "--server-port",
+        type=int,
+        default=8000,
+        metavar="PORT",
+        help="port of the server host, also proxied at /_server/ (default: 8000)",
     )
     parser.add_argument("--out", default=".valor-dev", help="bundle folder (default: .valor-dev)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
