@@ -61,8 +61,6 @@ def test_help_is_written_for_users() -> None:
     dev = valor("dev", "--help").stdout
     assert "MANIFEST" in dev and "a JSON file listing the plug-ins" in dev
     assert "(default: 8080)" in dev and "(default: 8000)" in dev
-    for option in ("--limit-concurrency", "--timeout-keep-alive"):
-        assert option not in UVICORN_OPTIONS  # added with the limits, not here
 
 
 def test_options_reach_uvicorn_under_its_names() -> None:
