@@ -3,6 +3,12 @@
 // network untouched. It holds no state the browser cannot take away: when the browser stops
 // it, the prefixes come back from Cache Storage and each tab is asked for a new port.
 //
+// Offline: at install it stores the bundle's files in a cache named after the build's version
+// and answers them from there; activation deletes older versions' caches. A file asked for with
+// `?v=VERSION` (the runtime worker's) comes from that version's cache first; Pyodide's files
+// from this version's; the few files that say which build is current (the page, valor.js) from
+// the network first, then the cache, so a new build is picked up on the next load.
+//
 // From a page (postMessage):  VALOR_CONNECT {nonce, version, timeout, manifest, prefixes} + port
 //                             VALOR_PREFIXES {nonce, prefixes}     the runtime is ready
 //                             VALOR_CLAIM {nonce}                  take control (hard reload)
@@ -20,6 +26,8 @@ const VERSION = BUILD?.version ?? "dev";
 const SCOPE = new URL(self.registration.scope).pathname; // the bundle's base, ends with "/"
 const ASSETS = new Set([SCOPE, ...(BUILD?.assets ?? []).map((a) => SCOPE + a)]);
 const STATE_CACHE = "valor-state";
+const FILES_CACHE = `valor-files:${SCOPE}:`; // + version: one per build and base
+const CACHE_FIRST = `${SCOPE}pyodide/`; // Pyodide's files change only with a new Pyodide
 const STATE_URL = `${self.registration.scope}__valor_state__`;
 const DEFAULT_TIMEOUT = 35000; // ms; more than a plug-in's default 30 s, so its 504 wins
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
@@ -34,8 +42,8 @@ let nextId = 0;
 // This instance of the worker: a tab answers each instance's many VALOR_NEED_PORTs once.
 const EPOCH = crypto.randomUUID();
 
-self.addEventListener("install", (event) => event.waitUntil(self.skipWaiting()));
-self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+self.addEventListener("install", (event) => event.waitUntil(Promise.all([precache(), self.skipWaiting()])));
+self.addEventListener("activate", (event) => event.waitUntil(Promise.all([self.clients.claim(), dropOldCaches()])));
 self.addEventListener("message", (event) => event.waitUntil(onMessage(event)));
 self.addEventListener("fetch", onFetch);
 
@@ -132,12 +140,56 @@ function loadState() {
   return stateLoaded;
 }
 
+// -- the bundle's files, kept for offline use -------------------------------------------------
+
+async function precache() {
+  const cache = await caches.open(FILES_CACHE + VERSION);
+  await Promise.all(
+    (BUILD?.assets ?? []).map(async (asset) => {
+      const url = SCOPE + asset;
+      try {
+        if (await cache.match(url)) return;
+        const response = await fetch(url, { cache: "no-cache" });
+        if (response.ok) await cache.put(url, response);
+        else console.warn(`valor: not kept for offline use: ${url} answered ${response.status}`);
+      } catch (problem) {
+        console.warn(`valor: not kept for offline use: ${url}: ${problem.message}`);
+      }
+    }),
+  );
+}
+
+async function dropOldCaches() {
+  const names = await caches.keys();
+  const old = names.filter((name) => name.startsWith(FILES_CACHE) && name !== FILES_CACHE + VERSION);
+  await Promise.all(old.map((name) => caches.delete(name)));
+}
+
+async function fromFiles(request, url) {
+  const path = url.pathname === SCOPE ? `${SCOPE}index.html` : url.pathname;
+  const wanted = url.searchParams.get("v");
+  if (wanted || path.startsWith(CACHE_FIRST)) {
+    const cached = await caches.match(path, { cacheName: FILES_CACHE + (wanted ?? VERSION) });
+    return cached ?? fetch(request);
+  }
+  try {
+    return await fetch(request);
+  } catch (offline) {
+    const cached = await caches.match(path, { cacheName: FILES_CACHE + VERSION });
+    if (cached) return cached;
+    throw offline;
+  }
+}
+
 // -- requests -------------------------------------------------------------------------------
 
 function onFetch(event) {
   const url = new URL(event.request.url);
   if (url.origin !== self.location.origin || !url.pathname.startsWith(SCOPE)) return;
-  if (ASSETS.has(url.pathname)) return;
+  if (ASSETS.has(url.pathname)) {
+    if (event.request.method === "GET") event.respondWith(fromFiles(event.request, url));
+    return;
+  }
   if (state === null) {
     // Just restarted: decide once the saved prefixes are back.
     event.respondWith(

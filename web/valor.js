@@ -64,10 +64,10 @@ class ValorRuntime extends EventTarget {
   }
 
   #startWorker(base, manifest) {
-    this.#worker = new Worker(`${base}valor-worker.js`, { type: "module" });
+    this.#worker = new Worker(`${base}valor-worker.js?v=${VERSION}`, { type: "module" });
     this.#worker.onmessage = (event) => this.#onWorkerMessage(event.data);
     this.#worker.onerror = (event) => this.#fail(new Error(`the runtime worker failed: ${event.message ?? "could not load"}`));
-    this.#worker.postMessage({ type: "boot", base, manifest });
+    this.#worker.postMessage({ type: "boot", base, manifest, version: VERSION });
   }
 
   // A plug-in that blocks the worker's thread (a sync endless loop) would wedge this tab's

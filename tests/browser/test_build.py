@@ -65,7 +65,7 @@ def test_progress_is_printed_step_by_step(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     steps = [line for line in result.stdout.splitlines() if line.startswith("[")]
-    assert len(steps) == 7 and steps[0].startswith("[1/7] Checking the manifest")
+    assert len(steps) == 8 and steps[0].startswith("[1/8] Checking the manifest")
     assert all(" done" in line for line in steps)
     assert "Built " in result.stdout
 
