@@ -32,6 +32,11 @@ const STATE_URL = `${self.registration.scope}__valor_state__`;
 const DEFAULT_TIMEOUT = 35000; // ms; more than a plug-in's default 30 s, so its 504 wins
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 const OWN_PORT_GRACE = 1000; // ms to wait for a tab's own port when another tab could answer
+// `valor build --fallback URL`: a server host with the same manifest answers until the tab's
+// runtime is ready (or when it could not boot); if the server is unreachable, requests wait
+// for the runtime as without one.
+const FALLBACK = BUILD?.fallback ?? null;
+const CORS_HEADERS = ["access-control-allow-origin", "access-control-expose-headers"];
 
 const tabs = new Map(); // clientId -> {port, status, prefixes}
 const pending = new Map(); // request id -> settle(message)
@@ -135,7 +140,8 @@ async function saveState(next) {
 function loadState() {
   stateLoaded ??= (async () => {
     const saved = await (await caches.open(STATE_CACHE)).match(STATE_URL);
-    state ??= saved ? await saved.json() : { prefixes: [], timeout: DEFAULT_TIMEOUT };
+    // The manifest's prefixes are intercepted from the start, before any runtime has booted.
+    state ??= saved ? await saved.json() : { prefixes: BUILD?.prefixes ?? [], timeout: DEFAULT_TIMEOUT };
   })();
   return stateLoaded;
 }
@@ -209,19 +215,56 @@ function answer(event) {
   const request = event.request;
   const hasBody = request.method !== "GET" && request.method !== "HEAD";
   const tab = event.clientId ? tabs.get(event.clientId) : undefined;
+  if (FALLBACK && !runtimeReady(tab)) return answerByServer(event, hasBody);
   // The common case, without a single await: this tab's port is known and there is no body.
   if (tab && !hasBody) return send(tab, request, undefined, Date.now() + timeoutMs());
   return answerSlowly(event, hasBody);
 }
 
-async function answerSlowly(event, hasBody) {
+function runtimeReady(tab) {
+  // This tab's runtime, or, for a client that has none, any tab's.
+  if (tab) return tab.status === "ready";
+  return [...tabs.values()].some((other) => other.status === "ready");
+}
+
+async function answerByServer(event, hasBody) {
+  const request = event.request;
+  const body = hasBody ? await request.arrayBuffer() : undefined;
+  const url = new URL(request.url);
+  const target = FALLBACK + url.pathname.slice(SCOPE.length) + url.search;
+  try {
+    const reply = await fetch(target, {
+      method: request.method,
+      headers: request.headers,
+      body,
+      mode: "cors",
+      credentials: "omit",
+      cache: "no-store",
+      redirect: "manual", // a plug-in's redirect is the answer, not something to follow
+    });
+    if (reply.type !== "opaqueredirect") {
+      // A same-origin answer, with every header the server exposed (x-valor-host: server)
+      // but those of the cross-origin call itself.
+      const headers = new Headers(reply.headers);
+      for (const name of CORS_HEADERS) headers.delete(name);
+      if (headers.get("vary")?.toLowerCase() === "origin") headers.delete("vary");
+      const content = NULL_BODY.has(reply.status) ? null : await reply.arrayBuffer();
+      return new Response(content, { status: reply.status, statusText: reply.statusText, headers });
+    }
+  } catch (unreachable) {
+    console.warn(`valor: the fallback server ${FALLBACK} is unreachable (${unreachable.message}): waiting for the runtime`);
+  }
+  return answerSlowly(event, hasBody, body);
+}
+
+async function answerSlowly(event, hasBody, readBody = undefined) {
   const deadline = Date.now() + timeoutMs();
   const tab = await findTab(event, timeoutMs());
   if (tab === "boot") return bootPage();
   if (!tab) {
     return error(503, "no Valor runtime is running for this page: call Valor.start() first");
   }
-  const body = hasBody ? await event.request.arrayBuffer() : undefined;
+  const body = hasBody ? (readBody ?? (await event.request.arrayBuffer())) : undefined;
   return send(tab, event.request, body, deadline);
 }
 
