@@ -149,14 +149,26 @@ function loadState() {
 // -- the bundle's files, kept for offline use -------------------------------------------------
 
 async function precache() {
+  if (!BUILD) return;
   const cache = await caches.open(FILES_CACHE + VERSION);
+  // On a first visit the runtime worker fetches the same files at the same time: asking for the
+  // very URLs it asks for (`?v=` for those it fetches itself) lets the HTTP cache serve them
+  // once, instead of every large file crossing the network twice.
+  const versioned = new Set(["valor-bundle.json", "valor-worker.js"]);
+  try {
+    const info = await (await fetch(`${SCOPE}valor-bundle.json?v=${VERSION}`, { cache: "no-cache" })).json();
+    for (const path of [...info.files, info.runtime_wheel, info.snapshot?.path]) versioned.add(path);
+  } catch (problem) {
+    console.warn(`valor: the bundle's file list is unreadable: ${problem.message}`);
+  }
   await Promise.all(
-    (BUILD?.assets ?? []).map(async (asset) => {
-      const url = SCOPE + asset;
+    BUILD.assets.map(async (asset) => {
+      const path = SCOPE + asset;
+      const url = versioned.has(asset) ? `${path}?v=${VERSION}` : path;
       try {
-        if (await cache.match(url)) return;
+        if (await cache.match(path)) return;
         const response = await fetch(url, { cache: "no-cache" });
-        if (response.ok) await cache.put(url, response);
+        if (response.ok) await cache.put(path, response);
         else console.warn(`valor: not kept for offline use: ${url} answered ${response.status}`);
       } catch (problem) {
         console.warn(`valor: not kept for offline use: ${url}: ${problem.message}`);

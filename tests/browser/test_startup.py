@@ -184,9 +184,15 @@ def test_a_new_build_replaces_the_old_cache(browser: Browser, tmp_path: Path) ->
         page.reload()
         page.evaluate(START, {})
         assert fetch(page, server.url + "v").body == b"two"
-        names = page.evaluate("caches.keys()")
-        assert f"valor-files:/:{second.version}" in names
-        assert f"valor-files:/:{first.version}" not in names, "dropped when the new one activated"
+        # The new service worker controls the page; its activation drops the old files.
+        assert page.evaluate("navigator.serviceWorker.controller.scriptURL").endswith(
+            f"valor-sw.js?v={second.version}"
+        )
+        old = f"valor-files:/:{first.version}"
+        page.wait_for_function(
+            "async (old) => !(await caches.keys()).includes(old)", arg=old, timeout=BOOT
+        )
+        assert f"valor-files:/:{second.version}" in page.evaluate("caches.keys()")
 
 
 class GatedServer(StaticServer):
