@@ -60,6 +60,7 @@ MANIFEST = ROOT / "plugins" / "plugins.json"
 PAGES = Path(__file__).resolve().parent / "browser_pages"
 BENCH_PAGES = ("bench.html", "bench.js")
 VISITS = ("first", "repeat", "offline", "fallback")
+NOSNAP = (("nosnap", "first"), ("nosnap", "repeat"))  # the baseline: built with --no-snapshot
 
 
 class SiteServer(http.server.ThreadingHTTPServer):
@@ -158,12 +159,13 @@ class ResultsHandler(http.server.BaseHTTPRequestHandler):
 def prepare(work: Path, fallback: str) -> dict[str, Path]:
     """Build the bundles (the benchmark pages shipped in them, so they load offline too) and
     lay out the other sites."""
-    folders = {"valor": work / "valor", "fallback": work / "fallback"}
+    folders = {"valor": work / "valor", "fallback": work / "fallback", "nosnap": work / "nosnap"}
     site_folders = build_module.SITE_FOLDERS
     build_module.SITE_FOLDERS = (*site_folders, PAGES.relative_to(ROOT).as_posix())
     try:
         build(MANIFEST, folders["valor"], base="/valor/", quiet=True)
         build(MANIFEST, folders["fallback"], base="/fallback/", fallback=fallback, quiet=True)
+        build(MANIFEST, folders["nosnap"], base="/nosnap/", snapshot=False, quiet=True)
     finally:
         build_module.SITE_FOLDERS = site_folders
     sides = {**FLOORS, "msw": []}
@@ -194,7 +196,9 @@ def drive(sites: Sites, first: str, plan: list[tuple[str, str]], profile: Path, 
     browser = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         if not results.done.wait(timeout):
-            raise SystemExit(f"timed out after {timeout:g} s; results so far: {results.results}")
+            # Kept, so one stuck page does not throw away the figures of a long run.
+            step = plan[len(results.results) - 1][0] if results.results else first
+            results.results.append({"target": "-", "phase": "-", "error": f"stuck at {step}"})
     finally:
         browser.terminate()
         browser.wait(10)
@@ -228,6 +232,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 (page("valor", "repeat"), "up"),
                 (page("valor", "offline"), "down"),
                 (page("fallback", "fallback"), "up"),
+                (page("nosnap", "first"), "up"),
+                (page("nosnap", "repeat"), "up"),
             ]
             startup += drive(sites, page("msw", "first"), plan, work / f"profile-{n}", args.timeout)
         plan = []
@@ -263,41 +269,54 @@ def spread(values: list[float]) -> str:
 
 def report(figures: dict[str, Any]) -> None:
     results = figures["startup"] + figures["suite"]
-    errors = [r for r in results if "error" in r]
-    if errors:
-        raise SystemExit("\n".join(f"{r['target']} {r['phase']}: {r['error']}" for r in errors))
-    startup = figures["startup"]
+    for failed in (r for r in results if "error" in r):
+        print(f"error: {failed['target']} {failed['phase']}: {failed['error']}")
+    startup = [r for r in figures["startup"] if "error" not in r]
 
-    def visits(phase: str, key: str = "firstResponseMs") -> list[float]:
-        target = "msw" if phase == "msw" else None
+    def visits(phase: str, key: str = "firstResponseMs", target: str = "") -> list[float]:
+        """The figures of ``phase`` visits to ``target`` (Valor's bundles when not given)."""
+        valor = {"valor", "fallback"}
         return [
             r[key]
             for r in startup
-            if (r["target"] == target if target else r["phase"] == phase and r["target"] != "msw")
+            if r["phase"] == phase and (r["target"] == target if target else r["target"] in valor)
         ]
 
-    runs = len(visits("first"))
-    print(f"Start-up, {runs} runs (a new browser profile each), ms from navigation: median [range]")
-    print(f"  {'Valor first answer, first visit':44}{spread(visits('first'))}")
-    print(f"  {'Valor first answer, repeat visit':44}{spread(visits('repeat'))}")
-    print(f"  {'Valor first answer, offline repeat visit':44}{spread(visits('offline'))}")
     started = visits("fallback", "startMs")
     answered = visits("fallback")
     gaps = [a - s for s, a in zip(started, answered, strict=True)]
-    hosts = sorted({r["host"] for r in startup if r["phase"] == "fallback"})
-    print(f"  {'with --fallback: Valor.start() resolved':44}{spread(started)}")
-    print(f"  {'with --fallback: first answer (' + '/'.join(hosts) + ')':44}{spread(answered)}")
-    print(f"  {'with --fallback: answer after start()':44}{spread(gaps)}")
-    print(f"  {'MSW first answer, first visit':44}{spread(visits('msw'))}")
+    hosts = "/".join(sorted({r["host"] for r in startup if r["phase"] == "fallback"}))
+    rows = [
+        ("Valor first answer, first visit", visits("first")),
+        ("Valor first answer, repeat visit", visits("repeat")),
+        ("Valor first answer, offline repeat visit", visits("offline")),
+        ("with --fallback: Valor.start() resolved", started),
+        (f"with --fallback: first answer ({hosts})", answered),
+        ("with --fallback: answer after start()", gaps),
+        ("MSW first answer, first visit", visits("first", target="msw")),
+        # The baseline, in the same runs: the same bundle built with --no-snapshot.
+        ("--no-snapshot: first answer, first visit", visits("first", target="nosnap")),
+        ("--no-snapshot: first answer, repeat visit", visits("repeat", target="nosnap")),
+    ]
+    runs = len(visits("first"))
+    print(f"Start-up, {runs} runs (a new browser profile each), ms from navigation: median [range]")
+    for label, values in rows:
+        print(f"  {label:44}{spread(values)}")
     print("Valor boot steps (ms, median):")
     names = ["bundle", "files", "pyodide", "runtime", "plugins"]
-    print(f"  {'':12}" + "".join(f"{n:>10}" for n in [*names, "boot"]) + f"{'snapshot':>10}")
-    for phase in ("first", "repeat", "offline", "fallback"):
-        rows = [r for r in startup if r["phase"] == phase and r["target"] != "msw"]
-        cells = [statistics.median(r["steps"].get(n, 0) for r in rows) for n in names]
-        cells.append(statistics.median(r["bootMs"] for r in rows))
-        booted = sum(bool(r["snapshot"]) for r in rows)
-        print(f"  {phase:12}" + "".join(f"{c:10.0f}" for c in cells) + f"{booted:>7}/{len(rows)}")
+    print(f"  {'':24}" + "".join(f"{n:>10}" for n in [*names, "boot"]) + f"{'snapshot':>10}")
+    for target, phase in [*(("valor", p) for p in VISITS), *NOSNAP]:
+        rows_of = [r for r in startup if r["phase"] == phase and r["target"] == target]
+        if phase == "fallback":
+            rows_of = [r for r in startup if r["target"] == "fallback"]
+        if not rows_of:
+            continue
+        label = phase if target == "valor" else f"{phase} (no snapshot)"
+        cells = [statistics.median(r["steps"].get(n, 0) for r in rows_of) for n in names]
+        cells.append(statistics.median(r["bootMs"] for r in rows_of))
+        booted = sum(bool(r["snapshot"]) for r in rows_of)
+        line = "".join(f"{c:10.0f}" for c in cells)
+        print(f"  {label:24}{line}{booted:>7}/{len(rows_of)}")
     sizes = figures["transfer"]
     total = sum(sizes.values())
     parts = ", ".join(f"{name} {size / 1e6:.2f} MB" for name, size in sizes.items())
@@ -305,6 +324,8 @@ def report(figures: dict[str, Any]) -> None:
     print()
 
     suites = figures["suite"]
+    if any(r["phase"] == "-" for r in suites):
+        raise SystemExit("the latency suite did not finish: no table")
 
     def best(target: str) -> dict[str, float]:
         rounds = [r for r in suites if r["target"] == target and r["phase"] == "suite"]
@@ -327,6 +348,8 @@ def report(figures: dict[str, Any]) -> None:
             f"{valor[key]:10{form}}{valor[key] / floor[key]:13.2f}{valor[key] / msw[key]:11.2f}"
         )
     repeat, first = statistics.median(visits("repeat")), statistics.median(visits("first"))
+    old_repeat = statistics.median(visits("repeat", target="nosnap"))
+    old_first = statistics.median(visits("first", target="nosnap"))
     offline, gap = statistics.median(visits("offline")), statistics.median(gaps)
     p50_ratio, echo_ratio = valor["p50"] / floor["p50"], valor["echo5mb"] / floor["echo5mb"]
 
@@ -337,7 +360,8 @@ def report(figures: dict[str, Any]) -> None:
         f"targets: repeat visit {repeat / 1000:.2f} s (<= 0.6: {verdict(repeat <= 600)}), "
         f"first visit {first / 1000:.2f} s (<= 2.0: {verdict(first <= 2000)}), "
         f"fallback answer {gap:.0f} ms after start() (<= 50: {verdict(gap <= 50)}), "
-        f"offline {offline / repeat:.2f} x repeat; "
+        f"offline {offline / repeat:.2f} x repeat; against --no-snapshot in the same runs: "
+        f"first visit {first / old_first:.2f} x, repeat {repeat / old_repeat:.2f} x; "
         f"p50 ratio {p50_ratio:.2f} (<= 1.15: {verdict(p50_ratio <= 1.15)}), "
         f"5 MB ratio {echo_ratio:.2f} (<= 1.2: {verdict(echo_ratio <= 1.2)})"
     )

@@ -4,7 +4,7 @@ const params = new URLSearchParams(location.search);
 const target = location.pathname.split("/")[1];
 const phase = params.get("phase");
 const config = JSON.parse(params.get("config"));
-const VALOR_SITES = new Set(["valor", "fallback"]);
+const VALOR_SITES = new Set(["valor", "fallback", "nosnap"]);
 let detail = null; // Valor's start-up details
 
 async function startTarget() {
