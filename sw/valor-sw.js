@@ -241,6 +241,11 @@ function runtimeReady(tab) {
 
 async function answerByServer(event, hasBody) {
   const request = event.request;
+  if (event.clientId && !tabs.has(event.clientId)) {
+    // Restarted, this service worker lost the tab's port: the server answers while the tab
+    // sends a new one (its runtime may well be ready).
+    self.clients.get(event.clientId).then((client) => client?.postMessage({ type: "VALOR_NEED_PORT", epoch: EPOCH }));
+  }
   const body = hasBody ? await request.arrayBuffer() : undefined;
   const url = new URL(request.url);
   const target = FALLBACK + url.pathname.slice(SCOPE.length) + url.search;

@@ -195,9 +195,35 @@ def test_a_new_build_replaces_the_old_cache(browser: Browser, tmp_path: Path) ->
         assert f"valor-files:/:{second.version}" in page.evaluate("caches.keys()")
 
 
+GATE_PLUGIN = """import sys
+from valor import vlugin
+
+@vlugin
+async def on_create(ctx):
+    if sys.platform == "emscripten":  # the browser's runtime waits; the server's does not
+        from js import fetch
+        await fetch("/gate-opened")  # not under a prefix: the network answers
+
+@vlugin
+def on_request(ctx, req):
+    return "open"
+"""
+
+
+def gated_manifest(folder: Path) -> Path:
+    """``plugins/plugins.json`` plus ``gate``, whose ``on_create`` holds the browser's boot
+    until ``GatedServer``'s gate opens: the tab's runtime stays booting as long as a test
+    needs, with no timing involved. The server host runs the same manifest."""
+    shutil.copytree(MANIFEST.parent, folder)
+    (folder / "gate.py").write_text(GATE_PLUGIN)
+    manifest = json.loads((folder / "plugins.json").read_text())
+    manifest["plugins"].append({"name": "gate", "type": "python", "path": "gate.py"})
+    (folder / "plugins.json").write_text(json.dumps(manifest))
+    return folder / "plugins.json"
+
+
 class GatedServer(StaticServer):
-    """A static host that holds the runtime worker's manifest until ``gate`` is set: the tab's
-    runtime stays booting for as long as a test needs, with no timing involved."""
+    """A static host that answers ``GET /gate-opened`` only once ``gate`` is set."""
 
     def __init__(self, folder: Path, gate: threading.Event) -> None:
         super().__init__(folder, "/")
@@ -205,9 +231,12 @@ class GatedServer(StaticServer):
         assert isinstance(handler, functools.partial)
 
         def do_get(request) -> None:
-            if request.path.startswith("/plugins/plugins.json?v="):
-                gate.wait(BOOT / 1000)
-            handler.func.do_GET(request)
+            if request.path != "/gate-opened":
+                handler.func.do_GET(request)
+                return
+            gate.wait(BOOT / 1000)
+            request.send_response(204)
+            request.end_headers()
 
         gated = type("GatedHandler", (handler.func,), {"do_GET": do_get})
         self.RequestHandlerClass = functools.partial(gated, **handler.keywords)
@@ -223,6 +252,7 @@ def test_the_fallback_answers_while_the_runtime_boots_then_the_browser_does(
 ) -> None:
     gate = threading.Event()
     folder = tmp_path / "dist"
+    manifest = gated_manifest(tmp_path / "plugins")
     requests = [
         ("GET", "hello", None),
         ("GET", "greeter?who=Fallback", None),
@@ -234,8 +264,8 @@ def test_the_fallback_answers_while_the_runtime_boots_then_the_browser_does(
     ]
     with served(GatedServer(folder, gate)) as static:
         origin = static.url.rstrip("/")
-        with valor_server(MANIFEST, "--cors", origin, log_dir=tmp_path) as server:
-            build(MANIFEST, folder, fallback=server.url, quiet=True)
+        with valor_server(manifest, "--cors", origin, log_dir=tmp_path) as server:
+            build(manifest, folder, fallback=server.url, quiet=True)
             (folder / "blank.html").write_text(BLANK_PAGE)
             try:
                 with new_context(browser) as context:
@@ -258,6 +288,19 @@ def test_the_fallback_answers_while_the_runtime_boots_then_the_browser_does(
                     page.wait_for_function("Valor.status === 'ready'", timeout=BOOT)
                     after = send_all()
                     assert [a.headers["x-valor-host"] for a in after] == ["browser"] * 7
+                    # A restarted service worker has lost the tab's port: the server answers
+                    # until the tab sends a new one, then the tab's runtime again.
+                    cdp = context.new_cdp_session(page)
+                    cdp.send("ServiceWorker.enable")
+                    cdp.send("ServiceWorker.stopAllWorkers")
+                    page.wait_for_function(
+                        """async () => {
+                          const r = await fetch("hello");
+                          return r.status === 200 && r.headers.get("x-valor-host") === "browser";
+                        }""",
+                        timeout=BOOT,
+                        polling=100,
+                    )
             finally:
                 gate.set()
     # Equal answers, but for the host header; the error id of a failure is random.
@@ -274,7 +317,7 @@ def test_with_the_fallback_down_requests_wait_for_the_runtime(
     gate = threading.Event()
     nothing_there = f"http://127.0.0.1:{free_port()}/"
     folder = tmp_path / "dist"
-    build(MANIFEST, folder, fallback=nothing_there, quiet=True)
+    build(gated_manifest(tmp_path / "plugins"), folder, fallback=nothing_there, quiet=True)
     (folder / "blank.html").write_text(BLANK_PAGE)
     with served(GatedServer(folder, gate)) as server, new_context(browser) as context:
         try:
