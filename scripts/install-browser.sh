@@ -23,8 +23,11 @@ fi
 
 wanted=$(node -p "require('./package-lock.json').packages['node_modules/pyodide'].version")
 have=$(node -p "try { require('./node_modules/pyodide/package.json').version } catch { '' }")
-if [ "$wanted" != "$have" ]; then
-  echo "installing pyodide $wanted with npm ci"
+# msw: the peer that benchmarks/browser.py measures Valor against.
+wanted_msw=$(node -p "require('./package-lock.json').packages['node_modules/msw'].version")
+have_msw=$(node -p "try { require('./node_modules/msw/package.json').version } catch { '' }")
+if [ "$wanted" != "$have" ] || [ "$wanted_msw" != "$have_msw" ]; then
+  echo "installing pyodide $wanted and msw $wanted_msw with npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 

@@ -3,6 +3,12 @@
 // network untouched. It holds no state the browser cannot take away: when the browser stops
 // it, the prefixes come back from Cache Storage and each tab is asked for a new port.
 //
+// Offline: at install it stores the bundle's files in a cache named after the build's version
+// and answers them from there; activation deletes older versions' caches. A file asked for with
+// `?v=VERSION` (the runtime worker's) comes from that version's cache first; Pyodide's files
+// from this version's; the few files that say which build is current (the page, valor.js) from
+// the network first, then the cache, so a new build is picked up on the next load.
+//
 // From a page (postMessage):  VALOR_CONNECT {nonce, version, timeout, manifest, prefixes} + port
 //                             VALOR_PREFIXES {nonce, prefixes}     the runtime is ready
 //                             VALOR_CLAIM {nonce}                  take control (hard reload)
@@ -20,10 +26,17 @@ const VERSION = BUILD?.version ?? "dev";
 const SCOPE = new URL(self.registration.scope).pathname; // the bundle's base, ends with "/"
 const ASSETS = new Set([SCOPE, ...(BUILD?.assets ?? []).map((a) => SCOPE + a)]);
 const STATE_CACHE = "valor-state";
+const FILES_CACHE = `valor-files:${SCOPE}:`; // + version: one per build and base
+const CACHE_FIRST = `${SCOPE}pyodide/`; // Pyodide's files change only with a new Pyodide
 const STATE_URL = `${self.registration.scope}__valor_state__`;
 const DEFAULT_TIMEOUT = 35000; // ms; more than a plug-in's default 30 s, so its 504 wins
 const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 const OWN_PORT_GRACE = 1000; // ms to wait for a tab's own port when another tab could answer
+// `valor build --fallback URL`: a server host with the same manifest answers until the tab's
+// runtime is ready (or when it could not boot); if the server is unreachable, requests wait
+// for the runtime as without one.
+const FALLBACK = BUILD?.fallback ?? null;
+const CORS_HEADERS = ["access-control-allow-origin", "access-control-expose-headers"];
 
 const tabs = new Map(); // clientId -> {port, status, prefixes}
 const pending = new Map(); // request id -> settle(message)
@@ -34,8 +47,8 @@ let nextId = 0;
 // This instance of the worker: a tab answers each instance's many VALOR_NEED_PORTs once.
 const EPOCH = crypto.randomUUID();
 
-self.addEventListener("install", (event) => event.waitUntil(self.skipWaiting()));
-self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+self.addEventListener("install", (event) => event.waitUntil(Promise.all([precache(), self.skipWaiting()])));
+self.addEventListener("activate", (event) => event.waitUntil(Promise.all([self.clients.claim(), dropOldCaches()])));
 self.addEventListener("message", (event) => event.waitUntil(onMessage(event)));
 self.addEventListener("fetch", onFetch);
 
@@ -127,9 +140,63 @@ async function saveState(next) {
 function loadState() {
   stateLoaded ??= (async () => {
     const saved = await (await caches.open(STATE_CACHE)).match(STATE_URL);
-    state ??= saved ? await saved.json() : { prefixes: [], timeout: DEFAULT_TIMEOUT };
+    // The manifest's prefixes are intercepted from the start, before any runtime has booted.
+    state ??= saved ? await saved.json() : { prefixes: BUILD?.prefixes ?? [], timeout: DEFAULT_TIMEOUT };
   })();
   return stateLoaded;
+}
+
+// -- the bundle's files, kept for offline use -------------------------------------------------
+
+async function precache() {
+  if (!BUILD) return;
+  const cache = await caches.open(FILES_CACHE + VERSION);
+  // On a first visit the runtime worker fetches the same files at the same time: asking for the
+  // very URLs it asks for (`?v=` for those it fetches itself) lets the HTTP cache serve them
+  // once, instead of every large file crossing the network twice.
+  const versioned = new Set(["valor-bundle.json", "valor-worker.js"]);
+  try {
+    const info = await (await fetch(`${SCOPE}valor-bundle.json?v=${VERSION}`, { cache: "no-cache" })).json();
+    for (const path of [...info.files, info.runtime_wheel, info.snapshot?.path]) versioned.add(path);
+  } catch (problem) {
+    console.warn(`valor: the bundle's file list is unreadable: ${problem.message}`);
+  }
+  await Promise.all(
+    BUILD.assets.map(async (asset) => {
+      const path = SCOPE + asset;
+      const url = versioned.has(asset) ? `${path}?v=${VERSION}` : path;
+      try {
+        if (await cache.match(path)) return;
+        const response = await fetch(url, { cache: "no-cache" });
+        if (response.ok) await cache.put(path, response);
+        else console.warn(`valor: not kept for offline use: ${url} answered ${response.status}`);
+      } catch (problem) {
+        console.warn(`valor: not kept for offline use: ${url}: ${problem.message}`);
+      }
+    }),
+  );
+}
+
+async function dropOldCaches() {
+  const names = await caches.keys();
+  const old = names.filter((name) => name.startsWith(FILES_CACHE) && name !== FILES_CACHE + VERSION);
+  await Promise.all(old.map((name) => caches.delete(name)));
+}
+
+async function fromFiles(request, url) {
+  const path = url.pathname === SCOPE ? `${SCOPE}index.html` : url.pathname;
+  const wanted = url.searchParams.get("v");
+  if (wanted || path.startsWith(CACHE_FIRST)) {
+    const cached = await caches.match(path, { cacheName: FILES_CACHE + (wanted ?? VERSION) });
+    return cached ?? fetch(request);
+  }
+  try {
+    return await fetch(request);
+  } catch (offline) {
+    const cached = await caches.match(path, { cacheName: FILES_CACHE + VERSION });
+    if (cached) return cached;
+    throw offline;
+  }
 }
 
 // -- requests -------------------------------------------------------------------------------
@@ -137,7 +204,10 @@ function loadState() {
 function onFetch(event) {
   const url = new URL(event.request.url);
   if (url.origin !== self.location.origin || !url.pathname.startsWith(SCOPE)) return;
-  if (ASSETS.has(url.pathname)) return;
+  if (ASSETS.has(url.pathname)) {
+    if (event.request.method === "GET") event.respondWith(fromFiles(event.request, url));
+    return;
+  }
   if (state === null) {
     // Just restarted: decide once the saved prefixes are back.
     event.respondWith(
@@ -157,19 +227,61 @@ function answer(event) {
   const request = event.request;
   const hasBody = request.method !== "GET" && request.method !== "HEAD";
   const tab = event.clientId ? tabs.get(event.clientId) : undefined;
+  if (FALLBACK && !runtimeReady(tab)) return answerByServer(event, hasBody);
   // The common case, without a single await: this tab's port is known and there is no body.
   if (tab && !hasBody) return send(tab, request, undefined, Date.now() + timeoutMs());
   return answerSlowly(event, hasBody);
 }
 
-async function answerSlowly(event, hasBody) {
+function runtimeReady(tab) {
+  // This tab's runtime, or, for a client that has none, any tab's.
+  if (tab) return tab.status === "ready";
+  return [...tabs.values()].some((other) => other.status === "ready");
+}
+
+async function answerByServer(event, hasBody) {
+  const request = event.request;
+  if (event.clientId && !tabs.has(event.clientId)) {
+    // Restarted, this service worker lost the tab's port: the server answers while the tab
+    // sends a new one (its runtime may well be ready).
+    self.clients.get(event.clientId).then((client) => client?.postMessage({ type: "VALOR_NEED_PORT", epoch: EPOCH }));
+  }
+  const body = hasBody ? await request.arrayBuffer() : undefined;
+  const url = new URL(request.url);
+  const target = FALLBACK + url.pathname.slice(SCOPE.length) + url.search;
+  try {
+    const reply = await fetch(target, {
+      method: request.method,
+      headers: request.headers,
+      body,
+      mode: "cors",
+      credentials: "omit",
+      cache: "no-store",
+      redirect: "manual", // a plug-in's redirect is the answer, not something to follow
+    });
+    if (reply.type !== "opaqueredirect") {
+      // A same-origin answer, with every header the server exposed (x-valor-host: server)
+      // but those of the cross-origin call itself.
+      const headers = new Headers(reply.headers);
+      for (const name of CORS_HEADERS) headers.delete(name);
+      if (headers.get("vary")?.toLowerCase() === "origin") headers.delete("vary");
+      const content = NULL_BODY.has(reply.status) ? null : await reply.arrayBuffer();
+      return new Response(content, { status: reply.status, statusText: reply.statusText, headers });
+    }
+  } catch (unreachable) {
+    console.warn(`valor: the fallback server ${FALLBACK} is unreachable (${unreachable.message}): waiting for the runtime`);
+  }
+  return answerSlowly(event, hasBody, body);
+}
+
+async function answerSlowly(event, hasBody, readBody = undefined) {
   const deadline = Date.now() + timeoutMs();
   const tab = await findTab(event, timeoutMs());
   if (tab === "boot") return bootPage();
   if (!tab) {
     return error(503, "no Valor runtime is running for this page: call Valor.start() first");
   }
-  const body = hasBody ? await event.request.arrayBuffer() : undefined;
+  const body = hasBody ? (readBody ?? (await event.request.arrayBuffer())) : undefined;
   return send(tab, event.request, body, deadline);
 }
 

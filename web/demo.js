@@ -71,6 +71,10 @@ function showResponse(response, text, ms) {
   $("response-status").textContent = response ? `${response.status} ${response.statusText}` : "Network error";
   $("response-status").dataset.ok = String(Boolean(response?.ok));
   $("response-time").textContent = `${ms.toFixed(1)} ms`;
+  // x-valor-host: "browser" (this tab's runtime) or "server" (the --fallback while booting).
+  const host = response?.headers.get("x-valor-host");
+  $("response-host").textContent = host ? `answered by the ${host}` : "";
+  $("response-host").dataset.host = host ?? "";
   $("response-headers").replaceChildren(
     ...[...(response?.headers ?? [])].map(([k, v]) => {
       const row = el("tr", "");
@@ -107,4 +111,10 @@ function target() {
   return $("host")?.value === "server" ? new URL(server, location.href) : location.origin + base;
 }
 
-Valor.start().catch(() => { /* shown by the status event */ });
+Valor.start().then((detail) => {
+  // With a fallback server, requests can be sent before this tab's runtime is ready.
+  if (detail.fallback && Valor.status === "booting") {
+    $("status-text").textContent = "Booting the Python runtime; the server answers meanwhile…";
+    $("send").disabled = false;
+  }
+}).catch(() => { /* shown by the status event */ });

@@ -1,7 +1,7 @@
 // The runtime worker (a module worker, one per tab): boots Pyodide, installs the Valor runtime
 // from the bundle and answers requests that the service worker sends over a MessagePort.
 //
-// Messages from the page:   {type: "boot", base, manifest}        start the runtime
+// Messages from the page:   {type: "boot", base, manifest, version}  start the runtime
 //                           {type: "port"} + ports[0]               the service worker's channel
 //                           {type: "ping"}                          are you responsive?
 // Messages to the page:     {type: "status", status, ...}          booting | ready | error
@@ -77,9 +77,13 @@ function setStatus(next, extra = {}) {
   port?.postMessage({ type: "status", status });
 }
 
-async function boot({ base, manifest }) {
+async function boot({ base, manifest, version }) {
+  // The service worker answers `?v=VERSION` from that build's cache, so one boot never mixes
+  // files of two builds.
+  const file = (path) => `${base}${path}?v=${version}`;
   const started = performance.now();
   const steps = {};
+  const warnings = [];
   const step = async (name, work) => {
     const t = performance.now();
     const result = await work();
@@ -87,17 +91,48 @@ async function boot({ base, manifest }) {
     return result;
   };
   try {
-    const info = await step("bundle", async () => fetchJSON(`${base}valor-bundle.json`));
-    const { loadPyodide } = await import(`${base}pyodide/pyodide.mjs`);
-    const [pyodide, files] = await Promise.all([
-      step("pyodide", () => loadPyodide({ indexURL: `${base}pyodide/` })),
-      step("files", () => fetchFiles(base, info.files)),
-    ]);
-    for (const [path, bytes] of files) {
+    const info = await step("bundle", async () => fetchJSON(file("valor-bundle.json")));
+    // Everything at once: Pyodide (which fetches its wasm and standard library itself), the
+    // snapshot, the runtime wheel and the plug-ins' files. Nothing waits for anything else.
+    const pyodideModule = import(`${base}pyodide/pyodide.mjs`);
+    const snapshot = info.snapshot ? fetchBytes(file(info.snapshot.path)) : null;
+    snapshot?.catch(() => {}); // reported when used
+    // A missing wheel is fatal, with or without a snapshot.
+    const wheel = fetchBytes(file(info.runtime_wheel)).catch((error) => {
+      throw Object.assign(error, { fatal: true });
+    });
+    wheel.catch(() => {});
+    const files = step("files", () => fetchFiles(info.files, file));
+    files.catch(() => {});
+    const { loadPyodide } = await pyodideModule;
+    const indexURL = `${base}pyodide/`;
+    let pyodide = null;
+    if (snapshot) {
+      try {
+        pyodide = await step("pyodide", async () => {
+          const booted = await loadPyodide({ indexURL, _loadSnapshot: snapshot });
+          await step("runtime", async () => unpackRuntime(booted, await wheel));
+          booted.pyimport("valor.snapshot").restore(info.snapshot.key, navigator.language ?? "");
+          return booted;
+        });
+      } catch (error) {
+        if (error.fatal) throw error;
+        // Made for another Pyodide or build, or damaged: boot as without one.
+        const warning = `the memory snapshot ${info.snapshot.path} was skipped (${summary(error)}): booted without it`;
+        console.warn(`valor: ${warning}`);
+        warnings.push(warning);
+      }
+    } else {
+      warnings.push("this bundle has no memory snapshot (built with --no-snapshot, or without Node): booted without it");
+    }
+    if (!pyodide) {
+      pyodide = await step("pyodide", () => loadPyodide({ indexURL }));
+      await step("runtime", async () => unpackRuntime(pyodide, await wheel));
+    }
+    for (const [path, bytes] of await files) {
       pyodide.FS.mkdirTree(`/valor/${path}`.replace(/\/[^/]*$/, ""));
       pyodide.FS.writeFile(`/valor/${path}`, bytes);
     }
-    await step("runtime", () => loadWheels(pyodide, [`${base}${info.runtime_wheel}`]));
     const browser = pyodide.pyimport("valor.browser");
     if (info.requirement_wheels.length) {
       await step("requirements", async () => {
@@ -116,15 +151,39 @@ async function boot({ base, manifest }) {
     );
     const state = host.describe().toJs({ dict_converter: Object.fromEntries });
     handle = host.handle;
-    setStatus("ready", { ...state, bootMs: Math.round(performance.now() - started), steps });
+    const fromSnapshot = Boolean(snapshot) && warnings.length === 0;
+    const bootMs = Math.round(performance.now() - started);
+    setStatus("ready", { ...state, bootMs, steps, snapshot: fromSnapshot, warnings });
     for (const [from, message] of waiting.splice(0)) answer(from, message);
   } catch (error) {
     console.error("valor: the runtime failed to boot", error);
-    setStatus("error", { error: String(error?.message ?? error) });
+    setStatus("error", { error: String(error?.message ?? error), warnings });
     for (const [from, { id }] of waiting.splice(0)) {
       from.postMessage(failure(id, 503, `the browser runtime failed to boot: ${error}`));
     }
   }
+}
+
+function summary(error) {
+  // A Python error's last line names it; a JavaScript error's first line does.
+  const lines = String(error?.message ?? error).trim().split("\n");
+  return lines[0].startsWith("Traceback") ? lines.at(-1) : lines[0];
+}
+
+function unpackRuntime(pyodide, wheel) {
+  // The snapshot holds imported modules, not their files: the wheel's files go on the file
+  // system for what is read later (tracebacks' source lines, lazy imports).
+  pyodide.FS.writeFile("/tmp/valor.whl", wheel);
+  pyodide.runPython(`
+import os, sysconfig, zipfile
+zipfile.ZipFile("/tmp/valor.whl").extractall(sysconfig.get_paths()["purelib"])
+os.remove("/tmp/valor.whl")`);
+}
+
+async function fetchBytes(url) {
+  const response = await fetch(url, { cache: "no-cache" });
+  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+  return new Uint8Array(await response.arrayBuffer());
 }
 
 async function fetchJSON(url) {
@@ -133,14 +192,8 @@ async function fetchJSON(url) {
   return response.json();
 }
 
-async function fetchFiles(base, paths) {
-  return Promise.all(
-    paths.map(async (path) => {
-      const response = await fetch(`${base}${path}`, { cache: "no-cache" });
-      if (!response.ok) throw new Error(`${base}${path} answered ${response.status}`);
-      return [path, new Uint8Array(await response.arrayBuffer())];
-    }),
-  );
+async function fetchFiles(paths, file) {
+  return Promise.all(paths.map(async (path) => [path, await fetchBytes(file(path))]));
 }
 
 async function loadWheels(pyodide, urls) {

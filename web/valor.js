@@ -56,18 +56,25 @@ class ValorRuntime extends EventTarget {
     await this.#connect();
     // A later service worker (an update) has no port yet: give it one.
     sw.addEventListener("controllerchange", () => this.#connect().catch((e) => this.#fail(e)));
-    await ready;
-    await this.#send({ type: "VALOR_PREFIXES", prefixes: this.prefixes });
+    const runtimeReady = ready.then(() => this.#send({ type: "VALOR_PREFIXES", prefixes: this.prefixes }));
     this.#watch();
+    if (BUILD?.fallback) {
+      // Requests are intercepted now: the server answers them until this tab's runtime is ready.
+      runtimeReady.catch((error) => console.warn("valor: the runtime did not start:", error.message));
+      this.detail.startMs = Math.round(performance.now() - began);
+      this.detail.fallback = BUILD.fallback;
+      return this.detail;
+    }
+    await runtimeReady;
     this.detail.startMs = Math.round(performance.now() - began);
     return this.detail;
   }
 
   #startWorker(base, manifest) {
-    this.#worker = new Worker(`${base}valor-worker.js`, { type: "module" });
+    this.#worker = new Worker(`${base}valor-worker.js?v=${VERSION}`, { type: "module" });
     this.#worker.onmessage = (event) => this.#onWorkerMessage(event.data);
     this.#worker.onerror = (event) => this.#fail(new Error(`the runtime worker failed: ${event.message ?? "could not load"}`));
-    this.#worker.postMessage({ type: "boot", base, manifest });
+    this.#worker.postMessage({ type: "boot", base, manifest, version: VERSION });
   }
 
   // A plug-in that blocks the worker's thread (a sync endless loop) would wedge this tab's
@@ -128,7 +135,9 @@ class ValorRuntime extends EventTarget {
     const channel = new MessageChannel();
     this.#worker.postMessage({ type: "port" }, [channel.port1]);
     const { timeout, manifest } = this.#options;
-    const ack = await this.#send({ type: "VALOR_CONNECT", timeout, manifest, prefixes: this.prefixes, version: VERSION }, [channel.port2]);
+    // Until the runtime is ready, the manifest's prefixes (from the build) are intercepted.
+    const prefixes = this.prefixes ?? BUILD?.prefixes ?? null;
+    const ack = await this.#send({ type: "VALOR_CONNECT", timeout, manifest, prefixes, version: VERSION }, [channel.port2]);
     if (ack.version !== VERSION) {
       // A stale service worker: fetch the new one; its controllerchange reconnects.
       const registration = await navigator.serviceWorker.getRegistration(this.#options.base);

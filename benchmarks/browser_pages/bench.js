@@ -1,13 +1,33 @@
-// Runs in a page controlled by Valor's service worker or the floor's; posts figures to /results.
+// Runs in a page controlled by Valor's service worker, MSW's or a floor's; posts figures to the
+// benchmark's results server (another origin: the site's host is stopped for offline visits).
 const params = new URLSearchParams(location.search);
 const target = location.pathname.split("/")[1];
 const phase = params.get("phase");
 const config = JSON.parse(params.get("config"));
+const VALOR_SITES = new Set(["valor", "fallback", "nosnap"]);
+let detail = null; // Valor's start-up details
 
 async function startTarget() {
-  if (target === "valor") {
+  if (VALOR_SITES.has(target)) {
     const { Valor } = await import("./valor.js");
-    await Valor.start();
+    detail = await Valor.start();
+  } else if (target === "msw") {
+    await new Promise((resolve, reject) => {
+      const script = Object.assign(document.createElement("script"), { src: "msw.js", onload: resolve, onerror: reject });
+      document.head.append(script);
+    });
+    const { setupWorker, http, HttpResponse } = self.MockServiceWorker;
+    const worker = setupWorker(
+      http.get("/msw/hello", () => new HttpResponse("Hello Plugin!", { headers: { "content-type": "text/plain; charset=utf-8" } })),
+      http.post("/msw/echo/*", async ({ request }) => new HttpResponse(await request.arrayBuffer(), {
+        headers: { "content-type": request.headers.get("content-type") ?? "text/plain;charset=UTF-8" },
+      })),
+    );
+    await worker.start({
+      serviceWorker: { url: "/msw/mockServiceWorker.js", options: { scope: "/msw/" } },
+      quiet: true,
+      onUnhandledRequest: "bypass",
+    });
   } else {
     const sw = navigator.serviceWorker;
     await sw.register(`${target}-sw.js`, { scope: `/${target}/` });
@@ -27,6 +47,7 @@ async function hello() {
   const r = await fetch("hello");
   const text = await r.text();
   if (text !== "Hello Plugin!") throw new Error("wrong answer: " + text);
+  return r.headers.get("x-valor-host");
 }
 
 function percentile(sorted, p) {
@@ -70,13 +91,22 @@ async function main() {
   const result = { target, phase, isolated: self.crossOriginIsolated };
   try {
     await startTarget();
-    await hello();
-    result.firstResponseMs = performance.now(); // since navigation start
+    result.startMs = performance.now(); // since navigation start
+    result.host = await hello();
+    result.firstResponseMs = performance.now();
+    if (detail) {
+      // With a fallback, the runtime keeps booting after the first answer: wait for its figures.
+      const { Valor } = await import("./valor.js");
+      if (Valor.status === "booting") await new Promise((r) => Valor.addEventListener("ready", r, { once: true }));
+      result.bootMs = Valor.detail.bootMs;
+      result.steps = Valor.detail.steps;
+      result.snapshot = Valor.detail.snapshot;
+    }
     if (phase === "suite") Object.assign(result, await suite());
   } catch (error) {
     result.error = String(error?.stack ?? error);
   }
-  const r = await fetch("/results", { method: "POST", body: JSON.stringify(result) });
+  const r = await fetch(params.get("results"), { method: "POST", body: JSON.stringify(result) });
   const { next } = await r.json();
   if (next) location.href = next;
 }

@@ -108,9 +108,14 @@ async def install(urls: list[str]) -> None:
     await micropip.install(list(urls), deps=False)
 
 
+# Which host answered: the one header in which the two hosts' answers differ, by design.
+HOST_HEADER = ["x-valor-host", "browser"]
+
+
 def to_js_response(response: ResponseMessage) -> Any:
     status = response["status"]
-    return to_js([status, _reason(status), response["headers"], response["body"]])
+    headers = [*response["headers"], HOST_HEADER]
+    return to_js([status, _reason(status), headers, response["body"]])
 
 
 async def _answer_later(task: asyncio.Task[ResponseMessage]) -> Any:

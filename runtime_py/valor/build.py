@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 from .errors import ManifestError
 from .manifest import Manifest, PluginSpec, load_manifest
+from .runtime import intercept_prefixes
 
 PYODIDE_VERSION = "314.0.7"
 PYODIDE_PYTHON = "3.14"
@@ -48,6 +50,9 @@ KIND_FILES = {
 BUILD_PLACEHOLDER = "/*__VALOR_BUILD__*/null"
 # Kinds a browser cannot run; they are left out of the bundle with a warning.
 SERVER_ONLY_KINDS = {"native": "native plug-ins are shared libraries, which a browser cannot load"}
+SNAPSHOT_FILE = "snapshot.bin"
+SNAPSHOT_SCRIPT = "snapshot.mjs"  # run with Node; ships in the package
+SNAPSHOT_TIMEOUT = 300  # seconds for Node to make the snapshot (a few on a quiet machine)
 SKIP_NAMES = {"__pycache__", "node_modules", "target", "build", "dist"}
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent.parent
@@ -69,10 +74,15 @@ class Bundle:
     installer_wheels: list[str] = field(default_factory=list)
     requirement_wheels: list[str] = field(default_factory=list)
     assets: list[str] = field(default_factory=list)
+    snapshot: dict[str, Any] | None = None
+    """``{path, key, bytes, gzip_bytes}`` of the memory snapshot, or ``None`` without one."""
+    fallback: str | None = None
+    prefixes: list[str] = field(default_factory=list)
+    """What the service worker intercepts from the start: the manifest's mounts and built-ins."""
 
 
 class Progress:
-    """One line per step: ``[2/7] Getting Pyodide ... done (cached in DIR) 0.4 s``, then its
+    """One line per step: ``[2/8] Getting Pyodide ... done (cached in DIR) 0.4 s``, then its
     warnings."""
 
     def __init__(self, total: int, quiet: bool = False) -> None:
@@ -118,13 +128,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="/", help="URL path the site is served under")
     parser.add_argument("--cache", default=None, help="cache folder (default: ~/.cache/valor)")
     parser.add_argument("--quiet", action="store_true", help="print only errors")
+    parser.add_argument(
+        "--no-snapshot",
+        dest="snapshot",
+        action="store_false",
+        help="leave out the memory snapshot (the browser then boots Python from scratch)",
+    )
+    parser.add_argument(
+        "--fallback",
+        metavar="URL",
+        default=None,
+        help="a server host running the same manifest (valor serve --cors ORIGIN) that answers "
+        "while this tab's runtime boots",
+    )
     parser.add_argument("--serve", action="store_true", help="then serve the site on localhost")
     parser.add_argument("--host", default="127.0.0.1", help="with --serve (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="with --serve (default: 8080)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
-        bundle = build(args.manifest, args.out, base=args.base, cache=args.cache, quiet=args.quiet)
+        bundle = build(
+            args.manifest,
+            args.out,
+            base=args.base,
+            cache=args.cache,
+            quiet=args.quiet,
+            snapshot=args.snapshot,
+            fallback=args.fallback,
+        )
     except (BuildError, ManifestError) as exc:
         print(f"\nvalor build: error: {exc}", file=sys.stderr)
         return 1
@@ -162,16 +193,23 @@ def build(
     base: str = "/",
     cache: str | Path | None = None,
     quiet: bool = False,
+    snapshot: bool = True,
+    fallback: str | None = None,
 ) -> Bundle:
-    """Build the site into ``out`` (replaced) and return what was written."""
+    """Build the site into ``out`` (replaced) and return what was written. ``snapshot`` makes
+    the memory snapshot the browser boots from; ``fallback`` is the URL of a server host that
+    answers while a tab's runtime boots."""
     out = Path(out)
     cache_dir = Path(cache or os.environ.get("VALOR_CACHE") or _default_cache())
-    bundle = Bundle(base=_normalise_base(base))
-    progress = Progress(total=7, quiet=quiet)
+    bundle = Bundle(base=_normalise_base(base), fallback=_check_fallback(fallback))
+    progress = Progress(total=8, quiet=quiet)
 
     with progress.step("Checking the manifest") as notes:
         manifest, specs = _check_manifest(Path(manifest_path), progress)
         notes.append(f"{len(specs)} plug-ins")
+        bundle.prefixes = intercept_prefixes(
+            bundle.base.rstrip("/"), [spec.prefix for spec in specs], registry=True
+        )
     out.resolve().parent.mkdir(parents=True, exist_ok=True)  # --out a/b/c with no a/b yet
     staging = Path(tempfile.mkdtemp(prefix=".valor-build-", dir=out.resolve().parent))
     try:
@@ -184,6 +222,14 @@ def build(
             wheel = _runtime_wheel(staging / "wheels")
             bundle.runtime_wheel = f"wheels/{wheel.name}"
             notes.append(wheel.name)
+        with progress.step("Making the memory snapshot with Node") as notes:
+            if snapshot:
+                bundle.snapshot = _snapshot(cache_dir, pyodide_dir, wheel, staging, progress, notes)
+                if bundle.snapshot:
+                    size, packed = bundle.snapshot["bytes"], bundle.snapshot["gzip_bytes"]
+                    notes.append(f"{size / 1e6:.1f} MB, {packed / 1e6:.1f} MB gzipped")
+            else:
+                notes.append("skipped: --no-snapshot")
         with progress.step("Fetching micropip and packaging with pip") as notes:
             for name in ("micropip", "packaging"):
                 version = lock["packages"][name]["version"]
@@ -232,6 +278,59 @@ def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[Plug
             raise BuildError(f"plug-in {spec.name!r}: file {str(spec.path)!r} not found")
         specs.append(spec)
     return manifest, specs
+
+
+def _check_fallback(url: str | None) -> str | None:
+    if url is None:
+        return None
+    if not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", url):
+        raise BuildError(f"--fallback must be an http(s) URL like http://host:8000/, got {url!r}")
+    return url if url.endswith("/") else url + "/"
+
+
+def _snapshot(
+    cache_dir: Path,
+    pyodide_dir: Path,
+    wheel: Path,
+    staging: Path,
+    progress: Progress,
+    notes: list[str],
+) -> dict[str, Any] | None:
+    """Make the memory snapshot with Node (cached by Pyodide, runtime wheel and script); without
+    Node, or when it fails, warn and leave it out: the browser then boots as without one."""
+    script = PACKAGE_DIR / SNAPSHOT_SCRIPT
+    digest = hashlib.sha256(PYODIDE_VERSION.encode() + wheel.read_bytes() + script.read_bytes())
+    key = digest.hexdigest()[:16]
+    cached = cache_dir / "snapshots" / f"{key}.bin"
+    if not cached.exists():
+        node = shutil.which("node")
+        if node is None:
+            progress.warn("Node.js is not installed: no memory snapshot, the browser boots slower")
+            return None
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".partial")
+        command = [node, str(script), str(pyodide_dir.resolve()), str(wheel), key, str(partial)]
+        try:
+            result = subprocess.run(
+                command, capture_output=True, text=True, timeout=SNAPSHOT_TIMEOUT
+            )
+        except subprocess.TimeoutExpired:
+            result = None
+        if result is None or result.returncode != 0:
+            why = "timed out" if result is None else (result.stderr or result.stdout).strip()
+            progress.warn(f"no memory snapshot: node {SNAPSHOT_SCRIPT} failed: {why[-600:]}")
+            partial.unlink(missing_ok=True)
+            return None
+        with open(partial, "rb") as raw:
+            packed = len(gzip.compress(raw.read(), compresslevel=6))
+        cached.with_suffix(".gzip-size").write_text(str(packed))
+        partial.rename(cached)
+    else:
+        notes.append("cached")
+    _copy(cached, staging / SNAPSHOT_FILE)
+    size_file = cached.with_suffix(".gzip-size")
+    packed = int(size_file.read_text()) if size_file.exists() else 0
+    return {"path": SNAPSHOT_FILE, "key": key, "bytes": cached.stat().st_size, "gzip_bytes": packed}
 
 
 def _pyodide(cache_dir: Path, notes: list[str]) -> Path:
@@ -369,7 +468,9 @@ def _write_site(staging: Path, bundle: Bundle) -> None:
             _copy(path, staging / path.relative_to(source))
     for name, source in KIND_FILES.items():
         _copy(PACKAGE_DIR / source, staging / name)
-    bundle.assets = sorted(p.relative_to(staging).as_posix() for p in _walk(staging))
+    # Every file written, build/ outputs of plug-ins included: the service worker keeps them all.
+    written = (p for p in staging.rglob("*") if p.is_file())
+    bundle.assets = sorted(p.relative_to(staging).as_posix() for p in written)
     bundle.assets.append("valor-bundle.json")
     digest = hashlib.sha256()
     for name in bundle.assets[:-1]:
@@ -385,10 +486,21 @@ def _write_site(staging: Path, bundle: Bundle) -> None:
         "installer_wheels": bundle.installer_wheels,
         "requirement_wheels": bundle.requirement_wheels,
         "assets": bundle.assets,
+        "snapshot": bundle.snapshot,
+        "fallback": bundle.fallback,
+        "prefixes": bundle.prefixes,
     }
     (staging / "valor-bundle.json").write_text(json.dumps(info, indent=2) + "\n")
     # The page and the service worker carry the build they belong to, to detect a stale one.
-    stamp = json.dumps({"version": bundle.version, "base": bundle.base, "assets": bundle.assets})
+    stamp = json.dumps(
+        {
+            "version": bundle.version,
+            "base": bundle.base,
+            "assets": bundle.assets,
+            "fallback": bundle.fallback,
+            "prefixes": bundle.prefixes,
+        }
+    )
     for name in ("valor.js", "valor-sw.js"):
         target = staging / name
         if not target.is_file():

@@ -92,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
         help="processes sharing the port (default: 1)",
     )
     _add_deployment_options(serve_parser)
+    serve_parser.add_argument(
+        "--cors",
+        metavar="ORIGIN",
+        action="append",
+        default=[],
+        help="let pages of ORIGIN (a bundle built with --fallback) call this server; repeatable",
+    )
     for name, (_, help_text) in DELEGATED.items():
         commands.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -167,6 +174,7 @@ def serve(args: argparse.Namespace) -> int:
         VALOR_STRICT="1" if args.strict else "",
         VALOR_MAX_BODY_SIZE=str(args.max_body_size),
         VALOR_LOG_LEVEL=args.log_level or "",
+        VALOR_CORS=" ".join(args.cors),
     )
     if args.registry:
         if not args.token:
@@ -197,13 +205,19 @@ def app_from_environment():
     level = os.environ.get("VALOR_LOG_LEVEL")
     if level:  # no handler here: the logging configuration decides where records go
         logging.getLogger("valor").setLevel(level.upper())
-    return create_app(
+    app = create_app(
         os.environ["VALOR_MANIFEST"],
         registry=bool(os.environ.get("VALOR_REGISTRY")),
         token=os.environ.get("VALOR_TOKEN") or None,
         strict=bool(os.environ.get("VALOR_STRICT")),
         max_body_size=int(os.environ.get("VALOR_MAX_BODY_SIZE", 10 * 1024 * 1024)),
     )
+    origins = os.environ.get("VALOR_CORS", "").split()
+    if origins:
+        from .cors import CorsMiddleware
+
+        return CorsMiddleware(app, origins)
+    return app
 
 
 if __name__ == "__main__":

@@ -108,11 +108,9 @@ class Runtime:
     def intercept_prefixes(self) -> list[str]:
         """Every path prefix this runtime answers, with ``root_path``: what a service worker
         should intercept."""
-        builtins = ["/_health", *(["/_plugins"] if self.registry else [])]
-        return [
-            self.root_path + p if p != "/" else self.root_path + "/"
-            for p in [*builtins, *(m.spec.prefix for m in self._routes)]
-        ]
+        return intercept_prefixes(
+            self.root_path, [m.spec.prefix for m in self._routes], self.registry
+        )
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` after the set of mounted plug-ins changes."""
@@ -362,6 +360,17 @@ class Runtime:
 # Request ids need to be unique, not secret: a seeded PRNG is several times cheaper than
 # os.urandom, which is a system call per request.
 _ids = random.Random(os.urandom(32))
+
+
+def intercept_prefixes(root_path: str, prefixes: list[str], registry: bool) -> list[str]:
+    """The built-ins' and ``prefixes`` under ``root_path``: what a service worker intercepts."""
+    builtins = ["/_health", *(["/_plugins"] if registry else [])]
+    return [root_path + p if p != "/" else root_path + "/" for p in [*builtins, *prefixes]]
+
+
+def reseed_request_ids() -> None:
+    """Give the request-id generator a fresh seed (after a boot from a memory snapshot)."""
+    _ids.seed(os.urandom(32))
 
 
 def new_request_id() -> str:

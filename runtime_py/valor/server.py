@@ -169,6 +169,8 @@ def _url(scope: Scope) -> str:
     return f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
 
 
+# Which host answered: the one header in which the two hosts' answers differ, by design.
+HOST_HEADER = (b"x-valor-host", b"server")
 # The server frames the body itself; a plug-in's (or an upstream's) framing headers would lie.
 _FRAMING = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 # Header names as ASGI wants them (lower-case bytes), or None for framing headers. Answers use a
@@ -194,6 +196,7 @@ def _response_events(response: dict[str, Any]) -> tuple[Message, Message]:
         encoded = _names[name] if name in _names else _asgi_name(name)
         if encoded is not None:
             headers.append((encoded, value.encode("latin-1")))
+    headers.append(HOST_HEADER)
     headers.append((b"content-length", str(len(body)).encode()))
     return (
         {"type": "http.response.start", "status": response["status"], "headers": headers},

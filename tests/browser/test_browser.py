@@ -255,6 +255,7 @@ def test_demo_page_as_a_person_uses_it(runtime_page: Page, site: Site) -> None:
     expect(page.locator("#response-status")).to_have_text("200 OK")
     expect(page.locator("#response-body")).to_have_text("Alice says hello Dana!")
     expect(page.locator("#response-headers")).to_contain_text("x-valor-plugin")
+    expect(page.locator("#response-host")).to_have_text("answered by the browser")
     page.select_option("#method", "POST")
     page.fill("#path", "notes")
     page.fill("#headers", "content-type: application/json")

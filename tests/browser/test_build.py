@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -46,6 +47,58 @@ def test_bundle_contents(tmp_path: Path) -> None:
     # The page and the service worker carry the same build stamp.
     for name in ("valor.js", "valor-sw.js"):
         assert f'"version": "{bundle.version}"' in (out / name).read_text(), name
+    # The memory snapshot, made for this runtime wheel, and kept offline with the rest.
+    assert info["snapshot"]["path"] == "snapshot.bin" and len(info["snapshot"]["key"]) == 16
+    assert (out / "snapshot.bin").stat().st_size == info["snapshot"]["bytes"] > 10_000_000
+    assert "snapshot.bin" in info["assets"] and "plugins/build/hello.wasm" in info["assets"]
+    # Intercepted from the start: the built-ins and the mounts, under the base.
+    assert info["prefixes"][:3] == ["/sub/path/_health", "/sub/path/_plugins", "/sub/path/hello"]
+    assert info["fallback"] is None
+
+
+def test_no_snapshot_leaves_it_out(tmp_path: Path) -> None:
+    build(MANIFEST, tmp_path / "d", snapshot=False, quiet=True)
+    info = json.loads((tmp_path / "d" / "valor-bundle.json").read_text())
+    assert info["snapshot"] is None and not (tmp_path / "d" / "snapshot.bin").exists()
+
+
+def script_copy(tmp_path: Path, extra: str) -> Path:
+    """The snapshot script with a change, so its snapshot is not in the cache."""
+    script = tmp_path / "snapshot.mjs"
+    source = (build_module.PACKAGE_DIR / build_module.SNAPSHOT_SCRIPT).read_text()
+    script.write_text(source + extra)
+    return script
+
+
+def test_without_node_the_build_warns_and_leaves_the_snapshot_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(build_module, "SNAPSHOT_SCRIPT", script_copy(tmp_path, "// no node\n"))
+    which = build_module.shutil.which
+    monkeypatch.setattr(build_module.shutil, "which", lambda n: None if n == "node" else which(n))
+    bundle = build(MANIFEST, tmp_path / "d")
+    assert bundle.snapshot is None and not (tmp_path / "d" / "snapshot.bin").exists()
+    assert "warning: Node.js is not installed: no memory snapshot" in capsys.readouterr().out
+
+
+def test_a_failing_snapshot_script_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    broken = script_copy(tmp_path, 'throw new Error("cannot snapshot here");\n')
+    monkeypatch.setattr(build_module, "SNAPSHOT_SCRIPT", broken)
+    bundle = build(MANIFEST, tmp_path / "d")
+    assert bundle.snapshot is None
+    output = capsys.readouterr().out
+    assert "warning: no memory snapshot: node" in output and "cannot snapshot here" in output
+
+
+def test_fallback_is_stamped_into_the_page_and_the_service_worker(tmp_path: Path) -> None:
+    bundle = build(MANIFEST, tmp_path / "d", fallback="http://127.0.0.1:9/api", quiet=True)
+    assert bundle.fallback == "http://127.0.0.1:9/api/"
+    for name in ("valor.js", "valor-sw.js"):
+        assert '"fallback": "http://127.0.0.1:9/api/"' in (tmp_path / "d" / name).read_text()
+    with pytest.raises(BuildError, match="--fallback must be an http"):
+        build(MANIFEST, tmp_path / "e", fallback="127.0.0.1:9", quiet=True)
 
 
 def test_rerun_uses_the_cache_and_takes_seconds(tmp_path: Path) -> None:
@@ -65,8 +118,9 @@ def test_progress_is_printed_step_by_step(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     steps = [line for line in result.stdout.splitlines() if line.startswith("[")]
-    assert len(steps) == 7 and steps[0].startswith("[1/7] Checking the manifest")
+    assert len(steps) == 8 and steps[0].startswith("[1/8] Checking the manifest")
     assert all(" done" in line for line in steps)
+    assert re.search(r"\[4/8\] Making the memory snapshot with Node .* MB, .* MB gzipped", steps[3])
     assert "Built " in result.stdout
 
 
@@ -139,7 +193,7 @@ def test_the_pyodide_step_says_where_pyodide_came_from(
     build(MANIFEST, tmp_path / "a", cache=empty)
     pinned = build_module.REPO_DIR / "node_modules" / "pyodide"
     line = next(x for x in capsys.readouterr().out.splitlines() if "Pyodide" in x)
-    assert line.startswith("[2/7] Getting Pyodide ") and f"done (from {pinned}) " in line
+    assert line.startswith("[2/8] Getting Pyodide ") and f"done (from {pinned}) " in line
     assert "cached" not in line and not list(empty.glob("pyodide-*"))
     # No copy in the checkout: one installed in the cache earlier.
     cached = tmp_path / "cache" / f"pyodide-{build_module.PYODIDE_VERSION}" / "node_modules"

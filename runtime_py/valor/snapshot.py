@@ -1,0 +1,78 @@
+"""What goes into the browser's memory snapshot, and what is renewed after booting from it.
+
+``valor build`` makes the snapshot in Node (``snapshot.mjs``): Pyodide started, the runtime
+wheel unpacked, then ``prepare`` imports every module the runtime and the plug-in kinds need,
+so a browser boot skips Python's start-up and those imports. What may go in: imported modules
+and their constants. What must not: plug-ins (their ``on_create`` runs at boot, so their state
+is fresh), JavaScript objects (a heap cannot carry them; ``js`` is not imported), anything of
+the build machine (the environment is reset to what a browser has), and any state that must
+differ between boots: ``restore`` reseeds ``random`` and the request-id generator. Python's
+string-hash seed is chosen at start-up and cannot be changed later, so every boot from one
+snapshot hashes strings alike; nothing in Valor depends on it being random.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import sys
+
+MODULES = (
+    "valor.browser",
+    "valor.loaders.python",
+    "valor.loaders.browser_kinds",
+    "pyodide.code",
+    "pyodide.ffi",
+    "pyodide.webloop",
+    "zipfile",
+    "sysconfig",
+)
+"""Imported before the snapshot is taken: the runtime, every kind's loader, and what they
+import lazily."""
+
+# The environment of a browser boot (Emscripten's defaults and Pyodide's own); the LANG of the
+# visitor's browser is set after restoring.
+BROWSER_ENVIRON = {
+    "USER": "web_user",
+    "LOGNAME": "web_user",
+    "PATH": "/",
+    "PWD": "/",
+    "HOME": "/home/pyodide",
+    "LANG": "C.UTF-8",
+    "_": "./this.program",
+}
+KEPT = {"PYTHONINSPECT", "LD_LIBRARY_PATH"}  # set by Pyodide itself, the same everywhere
+
+key: str | None = None
+"""The build key the snapshot was made for (``None`` outside a snapshot)."""
+
+
+class SnapshotMismatch(Exception):
+    """A snapshot made for another build."""
+
+
+def prepare(build_key: str) -> None:
+    """Called in Node just before the snapshot is taken."""
+    global key
+    for name in MODULES:
+        importlib.import_module(name)
+    if "js" in sys.modules:
+        raise RuntimeError("the js module was imported: a snapshot must hold no JS objects")
+    for name in list(os.environ):
+        if name not in BROWSER_ENVIRON and name not in KEPT:
+            del os.environ[name]
+    os.environ.update(BROWSER_ENVIRON)
+    key = build_key
+
+
+def restore(build_key: str, language: str) -> None:
+    """Called in the browser right after booting from the snapshot: check that it was made for
+    this build, then renew what must differ between boots."""
+    if key != build_key:
+        raise SnapshotMismatch(f"it was made for build {key}, this is build {build_key}")
+    from .runtime import reseed_request_ids
+
+    random.seed()
+    reseed_request_ids()
+    os.environ["LANG"] = f"{language.replace('-', '_', 1)}.UTF-8" if language else "C.UTF-8"

@@ -1,0 +1,338 @@
+"""Start-up in real Chromium: booting from the build's memory snapshot (and refusing one that
+does not fit), the site kept offline after one visit, a new build replacing the old files, and
+the server fallback (a real ``valor serve``) answering while the tab's runtime boots."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext
+
+from tests.browser.conftest import BLANK_PAGE, START, Site, browser_send, fetch, start_page
+from tests.browser.test_browser import BROWSER_CASES
+from tests.cases import Answer, run_cases
+from tests.servers import MANIFEST, valor_server
+from valor.build import build, serve
+from valor.processes import free_port
+from valor.snapshot import BROWSER_ENVIRON, KEPT
+from valor.static import StaticServer
+
+pytestmark = pytest.mark.browser
+BOOT = 120_000  # ms: a busy machine boots slowly
+PROBE = """import os, random, sys
+from valor import vlugin
+
+@vlugin
+def on_request(req):
+    return {"random": random.random(), "environ": dict(os.environ), "argv": sys.argv,
+            "executable": sys.executable}
+"""
+# The headers in which the hosts' answers differ: which host answered (by design), and what
+# uvicorn adds to every answer of the server.
+HOST_HEADERS = {"x-valor-host", "date", "server", "content-length"}
+
+
+@contextmanager
+def served(server: StaticServer) -> Iterator[StaticServer]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def new_context(browser: Browser) -> Iterator[BrowserContext]:
+    """A new browser profile: nothing cached, no service worker."""
+    context = browser.new_context()
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def manifest(folder: Path, files: dict[str, str]) -> Path:
+    """A manifest of Python plug-ins, one per file, named after it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    plugins = [{"name": Path(name).stem, "type": "python", "path": name} for name in files]
+    (folder / "plugins.json").write_text(json.dumps({"plugins": plugins}))
+    return folder / "plugins.json"
+
+
+def test_the_shared_table_runs_on_a_runtime_booted_from_the_snapshot(
+    browser: Browser, site: Site
+) -> None:
+    with new_context(browser) as context:
+        page = start_page(context, site.url)
+        detail = page.evaluate("Valor.detail")
+        assert detail["snapshot"] is True and detail["warnings"] == []
+        run_cases(browser_send(page, site), BROWSER_CASES)
+        assert fetch(page, site.url + "hello").headers["x-valor-host"] == "browser"
+
+
+def _other_pyodide(folder: Path) -> None:
+    data = bytearray((folder / "snapshot.bin").read_bytes())
+    data[16:48] = bytes(32)  # the Pyodide build id the snapshot was made with
+    (folder / "snapshot.bin").write_bytes(bytes(data))
+
+
+def _other_build(folder: Path) -> None:
+    info = json.loads((folder / "valor-bundle.json").read_text())
+    info["snapshot"]["key"] = "0123456789abcdef"  # as if the runtime wheel had changed
+    (folder / "valor-bundle.json").write_text(json.dumps(info))
+
+
+def _damaged(folder: Path) -> None:
+    data = (folder / "snapshot.bin").read_bytes()
+    (folder / "snapshot.bin").write_bytes(b"\0" * 64 + data[64 : len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        (_other_pyodide, "Snapshot build id mismatch"),
+        (_other_build, "it was made for build"),
+        (_damaged, "invalid magic number"),
+    ],
+    ids=["other-pyodide", "other-build", "damaged"],
+)
+def test_a_snapshot_that_does_not_fit_is_skipped_with_a_warning(
+    browser: Browser, site: Site, tmp_path: Path, spoil, reason: str
+) -> None:
+    folder = tmp_path / "dist"
+    shutil.copytree(site.folder, folder)
+    spoil(folder)
+    with served(serve(folder)) as server, new_context(browser) as context:
+        page = start_page(context, server.url)
+        detail = page.evaluate("Valor.detail")
+        assert detail["status"] == "ready" and detail["snapshot"] is False
+        [warning] = detail["warnings"]
+        assert "memory snapshot snapshot.bin was skipped" in warning and reason in warning
+        assert "booted without it" in warning
+        answer = fetch(page, server.url + "greeter?who=Snap")
+        assert (answer.status, answer.body) == (200, b"Alice says hello Snap!")
+
+
+def test_boots_from_one_snapshot_differ_and_keep_nothing_of_the_build_machine(
+    browser: Browser, tmp_path: Path
+) -> None:
+    path = manifest(tmp_path / "plugins", {"probe.py": PROBE})
+    build(path, tmp_path / "dist", quiet=True)
+    (tmp_path / "dist" / "blank.html").write_text(BLANK_PAGE)
+    seen = []
+    with served(serve(tmp_path / "dist")) as server:
+        for _ in range(2):
+            with new_context(browser) as context:  # two profiles, two boots
+                page = start_page(context, server.url)
+                assert page.evaluate("Valor.detail.snapshot") is True
+                answer = fetch(page, server.url + "probe")
+                seen.append((answer.headers["x-correlation-id"], answer.json()))
+    (first_id, first), (second_id, second) = seen
+    assert first_id != second_id, "the request-id generator was reseeded"
+    assert first["random"] != second["random"], "random was reseeded"
+    for probe in (first, second):
+        assert set(probe["environ"]) <= set(BROWSER_ENVIRON) | KEPT
+        assert probe["environ"]["_"] == "./this.program" and probe["environ"]["LANG"] != ""
+        assert probe["executable"] == "" or "this.program" in probe["executable"]
+        everything = json.dumps(probe)
+        for trace in (str(Path.home()), str(MANIFEST.parent.parent), "node", str(tmp_path)):
+            assert trace not in everything, trace
+
+
+def test_after_one_visit_the_site_boots_and_answers_offline(
+    browser: Browser, site: Site, tmp_path: Path
+) -> None:
+    folder = tmp_path / "dist"
+    shutil.copytree(site.folder, folder)
+    with new_context(browser) as context:
+        page = context.new_page()
+        with served(serve(folder)) as server:
+            page.goto(server.url)  # the demo page
+            page.evaluate(START, {})
+            assert fetch(page, server.url + "hello").status == 200
+        # The static host is stopped: nothing answers on its port any more.
+        page.reload()
+        detail = page.evaluate(START, {})
+        assert detail["status"] == "ready" and detail["snapshot"] is True
+        run_cases(browser_send(page, Site(server.url, "/", folder)), BROWSER_CASES)
+        assert fetch(page, server.url + "valor-bundle.json").status == 200  # from the cache
+
+
+def test_a_new_build_replaces_the_old_cache(browser: Browser, tmp_path: Path) -> None:
+    plugin = "from valor import vlugin\n\n@vlugin\ndef on_request(req):\n    return {!r}\n"
+    path = manifest(tmp_path / "plugins", {"v.py": plugin.format("one")})
+    first = build(path, tmp_path / "dist", quiet=True)
+    (tmp_path / "dist" / "blank.html").write_text(BLANK_PAGE)
+    with served(serve(tmp_path / "dist")) as server, new_context(browser) as context:
+        page = start_page(context, server.url)
+        assert fetch(page, server.url + "v").body == b"one"
+        assert f"valor-files:/:{first.version}" in page.evaluate("caches.keys()")
+        (tmp_path / "plugins" / "v.py").write_text(plugin.format("two"))
+        second = build(path, tmp_path / "dist", quiet=True)
+        (tmp_path / "dist" / "blank.html").write_text(BLANK_PAGE)
+        page.reload()
+        page.evaluate(START, {})
+        assert fetch(page, server.url + "v").body == b"two"
+        # The new service worker controls the page; its activation drops the old files.
+        assert page.evaluate("navigator.serviceWorker.controller.scriptURL").endswith(
+            f"valor-sw.js?v={second.version}"
+        )
+        old = f"valor-files:/:{first.version}"
+        page.wait_for_function(
+            "async (old) => !(await caches.keys()).includes(old)", arg=old, timeout=BOOT
+        )
+        assert f"valor-files:/:{second.version}" in page.evaluate("caches.keys()")
+
+
+GATE_PLUGIN = """import sys
+from valor import vlugin
+
+@vlugin
+async def on_create(ctx):
+    if sys.platform == "emscripten":  # the browser's runtime waits; the server's does not
+        from js import fetch
+        await fetch("/gate-opened")  # not under a prefix: the network answers
+
+@vlugin
+def on_request(ctx, req):
+    return "open"
+"""
+
+
+def gated_manifest(folder: Path) -> Path:
+    """``plugins/plugins.json`` plus ``gate``, whose ``on_create`` holds the browser's boot
+    until ``GatedServer``'s gate opens: the tab's runtime stays booting as long as a test
+    needs, with no timing involved. The server host runs the same manifest."""
+    shutil.copytree(MANIFEST.parent, folder)
+    (folder / "gate.py").write_text(GATE_PLUGIN)
+    manifest = json.loads((folder / "plugins.json").read_text())
+    manifest["plugins"].append({"name": "gate", "type": "python", "path": "gate.py"})
+    (folder / "plugins.json").write_text(json.dumps(manifest))
+    return folder / "plugins.json"
+
+
+class GatedServer(StaticServer):
+    """A static host that answers ``GET /gate-opened`` only once ``gate`` is set."""
+
+    def __init__(self, folder: Path, gate: threading.Event) -> None:
+        super().__init__(folder, "/")
+        handler = self.RequestHandlerClass
+        assert isinstance(handler, functools.partial)
+
+        def do_get(request) -> None:
+            if request.path != "/gate-opened":
+                handler.func.do_GET(request)
+                return
+            gate.wait(BOOT / 1000)
+            request.send_response(204)
+            request.end_headers()
+
+        gated = type("GatedHandler", (handler.func,), {"do_GET": do_get})
+        self.RequestHandlerClass = functools.partial(gated, **handler.keywords)
+
+
+def comparable(answer: Answer) -> tuple[int, list[tuple[str, str]], bytes]:
+    headers = [(n.lower(), v) for n, v in answer.headers.items() if n.lower() not in HOST_HEADERS]
+    return answer.status, sorted(headers), answer.body
+
+
+def test_the_fallback_answers_while_the_runtime_boots_then_the_browser_does(
+    browser: Browser, tmp_path: Path
+) -> None:
+    gate = threading.Event()
+    folder = tmp_path / "dist"
+    manifest = gated_manifest(tmp_path / "plugins")
+    requests = [
+        ("GET", "hello", None),
+        ("GET", "greeter?who=Fallback", None),
+        ("GET", "notes", None),
+        ("POST", "notes", b'{"text": "hi"}'),
+        ("GET", "hello-js", None),
+        ("GET", "hello-wasm", None),
+        ("GET", "faulty/raise", None),
+    ]
+    with served(GatedServer(folder, gate)) as static:
+        origin = static.url.rstrip("/")
+        with valor_server(manifest, "--cors", origin, log_dir=tmp_path) as server:
+            build(manifest, folder, fallback=server.url, quiet=True)
+            (folder / "blank.html").write_text(BLANK_PAGE)
+            try:
+                with new_context(browser) as context:
+                    page = context.new_page()
+                    page.goto(static.url + "blank.html")
+                    detail = page.evaluate(START, {})
+                    # Resolved while the runtime still boots: it cannot, until the gate opens.
+                    assert detail["status"] == "booting"
+                    assert detail["fallback"] == server.url + "/"
+
+                    def send_all() -> list[Answer]:
+                        return [
+                            fetch(page, static.url + path, method, {"x-request-id": f"r{i}"}, body)
+                            for i, (method, path, body) in enumerate(requests)
+                        ]
+
+                    during = send_all()
+                    assert [a.headers["x-valor-host"] for a in during] == ["server"] * 7
+                    gate.set()
+                    page.wait_for_function("Valor.status === 'ready'", timeout=BOOT)
+                    after = send_all()
+                    assert [a.headers["x-valor-host"] for a in after] == ["browser"] * 7
+                    # A restarted service worker has lost the tab's port: the server answers
+                    # until the tab sends a new one, then the tab's runtime again.
+                    cdp = context.new_cdp_session(page)
+                    cdp.send("ServiceWorker.enable")
+                    cdp.send("ServiceWorker.stopAllWorkers")
+                    page.wait_for_function(
+                        """async () => {
+                          const r = await fetch("hello");
+                          return r.status === 200 && r.headers.get("x-valor-host") === "browser";
+                        }""",
+                        timeout=BOOT,
+                        polling=100,
+                    )
+            finally:
+                gate.set()
+    # Equal answers, but for the host header; the error id of a failure is random.
+    for one, other in zip(during[:-1], after[:-1], strict=True):
+        assert comparable(one) == comparable(other)
+    assert (during[-1].status, after[-1].status) == (500, 500)
+    # Plug-in state lives in each host: the note posted to the server is not in the browser.
+    assert during[3].json()["id"] == after[3].json()["id"] == 2
+
+
+def test_with_the_fallback_down_requests_wait_for_the_runtime(
+    browser: Browser, tmp_path: Path
+) -> None:
+    gate = threading.Event()
+    nothing_there = f"http://127.0.0.1:{free_port()}/"
+    folder = tmp_path / "dist"
+    build(gated_manifest(tmp_path / "plugins"), folder, fallback=nothing_there, quiet=True)
+    (folder / "blank.html").write_text(BLANK_PAGE)
+    with served(GatedServer(folder, gate)) as server, new_context(browser) as context:
+        try:
+            page = context.new_page()
+            page.goto(server.url + "blank.html")
+            status = page.evaluate(
+                """async () => {
+                  await Valor.start();
+                  window.answer = fetch("greeter?who=Patient").then(async (r) =>
+                    [r.status, r.headers.get("x-valor-host"), await r.text()]);
+                  return Valor.status;
+                }"""
+            )
+            assert status == "booting"  # the request was sent while the runtime booted
+        finally:
+            gate.set()
+        answer = page.evaluate("window.answer")
+        assert answer == [200, "browser", "Alice says hello Patient!"]
