@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
+
+from .status import reason
 
 
 class HTTPError(Exception):
@@ -46,7 +47,4 @@ class PluginCrashed(RuntimeError):
 
 
 def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+    return reason(status) or "Error"

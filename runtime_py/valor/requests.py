@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .errors import HTTPError
 from .headers import Headers
@@ -61,7 +61,8 @@ class Request:
 
     @cached_property
     def path(self) -> str:
-        return urlsplit(self.url).path or "/"
+        """The path below the prefix, percent-decoded (``url`` keeps it as sent)."""
+        return unquote(urlsplit(self.url).path) or "/"
 
     @property
     def prefix(self) -> str:

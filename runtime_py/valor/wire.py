@@ -7,6 +7,7 @@ A response is ``{status, headers: [[name, value], ...], body: bytes}``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypedDict
 
 
@@ -54,6 +55,39 @@ def response_message(message: Any) -> ResponseMessage:
         "headers": header_pairs(message.get("headers") or [], "response"),
         "body": body_bytes(message.get("body")),
     }
+
+
+# What HTTP/1.1 and fetch() can both carry: a final status, token header names, and values of
+# visible Latin-1 characters, spaces and tabs (RFC 9110, 5.1 and 5.5).
+NO_BODY = frozenset({204, 205, 304})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_valid_names: set[str] = set()
+_VALID_NAMES_MAX = 1024
+
+
+def http_answer(answer: ResponseMessage) -> ResponseMessage:
+    """Check that an answer is valid HTTP, so both hosts send it alike or neither does: a
+    status from 200 to 599, no body with 204, 205 or 304, header names that are tokens and
+    values without control characters or characters past Latin-1. Leading and trailing spaces
+    of a value are dropped, as ``fetch()`` does. Raises ``WireError`` naming the problem."""
+    status = answer["status"]
+    if not 200 <= status <= 599:
+        raise WireError(f"status {status} is not a final HTTP status (200 to 599)")
+    if answer["body"] and status in NO_BODY:
+        raise WireError(f"a {status} answer cannot have a body ({len(answer['body'])} bytes)")
+    headers = answer["headers"]
+    for index, (name, value) in enumerate(headers):
+        if name not in _valid_names:
+            if not _TOKEN.fullmatch(name):
+                raise WireError(f"header name {name!r} is not a valid HTTP field name")
+            if len(_valid_names) < _VALID_NAMES_MAX:
+                _valid_names.add(name)
+        if not _VALUE.fullmatch(value):
+            raise WireError(f"header {name!r} has a value HTTP cannot carry: {value!r:.80}")
+        if value[:1] in (" ", "\t") or value[-1:] in (" ", "\t"):
+            headers[index] = [name, value.strip(" \t")]
+    return answer
 
 
 def _is_pair_list(headers: list[Any]) -> bool:
