@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from valor.headers import Headers
@@ -209,13 +209,15 @@ _ERROR_ID = re.compile(rb'"error_id": "[0-9a-f]{12}"')
 def fetch_view(pairs: Iterable[Iterable[str]]) -> list[tuple[str, str]]:
     """Header pairs as ``fetch()`` shows them to a page: names in lower case and sorted, a
     repeated name's values joined by ", " in the order they came (set-cookie is never shown).
+    Order and repeats stay checkable: ``[a: 1, b: 2, a: 3]`` shows as ``a: "1, 3"`` then ``b``.
     This is all a page can see of an answer's headers, so both hosts are compared in it."""
     combined: dict[str, list[str]] = {}
     for name, value in pairs:
         lower = name.lower()
         if lower != "set-cookie" and lower not in NOT_COMPARED:
             combined.setdefault(lower, []).append(value)
-    return [(name, ", ".join(combined[name])) for name in sorted(combined)]
+    # Chromium trims a joined value's ends too: two empty values show as ",".
+    return [(name, ", ".join(combined[name]).strip(" \t")) for name in sorted(combined)]
 
 
 def comparable(answer: Answer, origin: str) -> tuple[int, str, list[tuple[str, str]], bytes]:
@@ -243,9 +245,12 @@ def compare_cases(
     origins: tuple[str, str],
     cases: list[Case] = CASES,
 ) -> None:
-    """Send every case to two hosts; check each answer and compare the two in full."""
+    """Send every case to two hosts; check each answer and compare the two in full. A case
+    without an ``x-request-id`` gets one, the same for both, so the plug-ins see the same."""
     failures = []
     for case in cases:
+        if "x-request-id" not in case.headers:
+            case = replace(case, headers={**case.headers, "x-request-id": f"compare-{case.id}"})
         try:
             one, two = first(case), second(case)
             case.check(one)

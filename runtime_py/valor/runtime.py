@@ -413,12 +413,17 @@ def _fetch_order(headers: Any) -> list[list[str]]:
     same list wherever it runs."""
     pairs = sorted([[name.lower(), value] for name, value in headers], key=_name)
     combined: list[list[str]] = []
+    repeated = False
     for pair in pairs:
         if combined and combined[-1][0] == pair[0]:
             separator = "; " if pair[0] == "cookie" else ", "
             combined[-1][1] = combined[-1][1] + separator + pair[1]
+            repeated = True
         else:
             combined.append(pair)
+    if repeated:  # joined values are trimmed, as Chromium trims them (two empty ones are ",")
+        for pair in combined:
+            pair[1] = pair[1].strip(" \t")
     return combined
 
 

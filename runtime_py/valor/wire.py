@@ -57,11 +57,12 @@ def response_message(message: Any) -> ResponseMessage:
     }
 
 
-# What HTTP/1.1 and fetch() can both carry: a final status, token header names, and values of
-# visible Latin-1 characters, spaces and tabs (RFC 9110, 5.1 and 5.5).
+# What HTTP/1.1 and fetch() both carry unchanged: a final status, token header names, and
+# values of visible ASCII, spaces and tabs (RFC 9110, 5.1 and 5.5). Latin-1 past ASCII is
+# obsolete in HTTP, and a service worker's answer turns it into UTF-8: not the same bytes.
 NO_BODY = frozenset({204, 205, 304})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_VALUE = re.compile(r"[\t\x20-\x7e\x80-\xff]*")
+_VALUE = re.compile(r"[\t\x20-\x7e]*")
 _valid_names: set[str] = set()
 _VALID_NAMES_MAX = 1024
 
@@ -69,8 +70,8 @@ _VALID_NAMES_MAX = 1024
 def http_answer(answer: ResponseMessage) -> ResponseMessage:
     """Check that an answer is valid HTTP, so both hosts send it alike or neither does: a
     status from 200 to 599, no body with 204, 205 or 304, header names that are tokens and
-    values without control characters or characters past Latin-1. Leading and trailing spaces
-    of a value are dropped, as ``fetch()`` does. Raises ``WireError`` naming the problem."""
+    values of visible ASCII, spaces and tabs. Spaces and tabs at either end of a value are
+    dropped, as ``fetch()`` drops them. Raises ``WireError`` naming the problem."""
     status = answer["status"]
     if not 200 <= status <= 599:
         raise WireError(f"status {status} is not a final HTTP status (200 to 599)")

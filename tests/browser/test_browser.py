@@ -22,8 +22,8 @@ from tests.browser.conftest import (
     start_page,
 )
 from tests.browser.wheels import write_wheel
-from tests.cases import CASES, run_cases
-from tests.servers import MANIFEST
+from tests.cases import CASES, compare_cases
+from tests.servers import MANIFEST, Server, http_send
 from valor.build import build, serve
 
 pytestmark = pytest.mark.browser
@@ -35,8 +35,14 @@ NOT_INTERCEPTED = {"prefix-boundary", "not-found"}
 BROWSER_CASES = [case for case in CASES if case.id not in NOT_INTERCEPTED]
 
 
-def test_shared_table(runtime_page: Page, site: Site) -> None:
-    run_cases(browser_send(runtime_page, site), BROWSER_CASES)
+def origin(site: Site) -> str:
+    return site.url[: -len(site.base)]
+
+
+def test_shared_table(runtime_page: Page, site: Site, server: Server) -> None:
+    # Each case goes to a real server too: the two answers are checked and compared in full.
+    sends = (http_send(server.url), browser_send(runtime_page, site))
+    compare_cases(*sends, (server.url, origin(site)), BROWSER_CASES)
     for case in CASES:
         if case.id in NOT_INTERCEPTED:
             answer = browser_send(runtime_page, site)(case)
@@ -44,15 +50,16 @@ def test_shared_table(runtime_page: Page, site: Site) -> None:
             assert "x-correlation-id" not in answer.headers, "went to the network untouched"
 
 
-def test_shared_table_under_a_sub_path(browser: Browser, sub_site: Site) -> None:
+def test_shared_table_under_a_sub_path(browser: Browser, sub_site: Site, server: Server) -> None:
     context = browser.new_context()
     try:
         page = context.new_page()
         page.goto(sub_site.url)
         page.evaluate(START, {})
         # The notes plug-in answers Location with the full path, which includes the base.
-        cases = [case for case in BROWSER_CASES if case.id != "notes-add"]
-        run_cases(browser_send(page, sub_site), cases)
+        cases = [case for case in BROWSER_CASES if not case.id.startswith("notes-")]
+        sends = (http_send(server.url), browser_send(page, sub_site))
+        compare_cases(*sends, (server.url, origin(sub_site)), cases)
         outside = fetch(page, sub_site.url.replace(sub_site.base, "/") + "hello")
         assert outside.status == 404 and "x-valor-plugin" not in outside.headers
         assert page.evaluate("Valor.prefixes").count("/sub/path/hello") == 1

@@ -1,4 +1,5 @@
-"""Answers what a decorated handler sees of its request, as JSON."""
+"""Answers what a decorated handler sees of its request, as JSON (of the headers only ``x-``
+ones: each client, httpx or Chromium, adds its own others)."""
 
 from valor import vlugin
 
@@ -10,6 +11,6 @@ def on_request(req):
         "path": req.path,
         "url": req.url,
         "query": list(req.query_params.items()),
-        "headers": req.headers.raw(),
+        "headers": [pair for pair in req.headers.raw() if pair[0].startswith("x-")],
         "body": req.body.decode("latin-1"),
     }
