@@ -260,3 +260,14 @@ async def test_first_requests_without_lifespan_wait_for_the_plugins(tmp_path: Pa
         answers = await asyncio.gather(*(client.get("/slow") for _ in range(5)))
     assert [(a.status_code, a.text) for a in answers] == [(200, "loaded")] * 5
     await app.runtime.close()
+
+
+def test_no_content_length_where_http_has_no_body() -> None:
+    from valor.server import _response_events
+
+    def framing(status: int, head: bool = False) -> list[tuple[bytes, bytes]]:
+        start, _ = _response_events({"status": status, "headers": [], "body": b""}, head)
+        return [pair for pair in start["headers"] if pair[0] == b"content-length"]
+
+    assert framing(204) == framing(304) == framing(200, head=True) == []
+    assert framing(205) == framing(200) == [(b"content-length", b"0")]

@@ -18,7 +18,6 @@ from .manifest import load_manifest
 from .responses import error_message
 from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
 from .status import REASONS
-from .wire import NO_BODY
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -250,7 +249,7 @@ def _response_events(response: dict[str, Any], head: bool = False) -> tuple[Mess
         if encoded is not None:
             headers.append((encoded, value.encode("latin-1")))
     # A HEAD answer has no body to count, and 204 and 304 must not announce one (RFC 9110).
-    if not head and response["status"] not in NO_BODY:
+    if not head and response["status"] not in (204, 304):
         headers.append((b"content-length", str(len(body)).encode()))
     return (
         {"type": "http.response.start", "status": response["status"], "headers": headers},
