@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -191,7 +192,7 @@ class Runtime:
                 response = error_message(404, f"no plug-in is mounted at {raw_path!r}")
             else:
                 response = await self._call(
-                    mount, message, origin, raw_path, query, body, correlation_id, request_id
+                    mount, message, origin, raw_path, path, query, body, correlation_id, request_id
                 )
         if message["method"].upper() == "HEAD":
             response["body"] = b""  # the answer a GET would get, without its body
@@ -246,6 +247,7 @@ class Runtime:
         message: RequestMessage,
         origin: str,
         raw_path: str,
+        path: str,
         query: str,
         body: bytes | None,
         correlation_id: str,
@@ -258,7 +260,7 @@ class Runtime:
         headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
         method = message["method"].upper()
         forwarded: RequestMessage = {
-            "url": origin + _below(raw_path, spec.prefix) + query,
+            "url": origin + _below(raw_path, path, spec.prefix) + query,
             # HEAD reaches every kind of plug-in as GET; handle() drops the body.
             "method": "GET" if method == "HEAD" else method,
             "headers": headers,
@@ -277,7 +279,7 @@ class Runtime:
             return self._failed(spec, exc)
         deadlines.stop(task)
         try:
-            return _without_own_headers(http_answer(response_message(answer)))
+            return http_answer(response_message(answer), drop=_NOT_FROM_PLUGINS)
         except WireError as exc:
             return self._failed(spec, exc)
 
@@ -396,8 +398,11 @@ def _decoded(raw_path: str) -> str:
     return unquote(raw_path.replace("%2F", "%252F").replace("%2f", "%252f"))
 
 
-def _below(raw_path: str, prefix: str) -> str:
-    """``raw_path`` without the segments of the mount ``prefix`` that matched it (decoded)."""
+def _below(raw_path: str, path: str, prefix: str) -> str:
+    """``raw_path`` without the segments of the mount ``prefix`` that matched ``path`` (its
+    decoded form)."""
+    if path is raw_path:  # nothing was decoded
+        return (path[len(prefix) :] if prefix != "/" else path) or "/"
     end = 0
     for _ in range(prefix.count("/") if prefix != "/" else 0):
         end = raw_path.find("/", end + 1)
@@ -411,7 +416,9 @@ def _fetch_order(headers: Any) -> list[list[str]]:
     sorted, a repeated name's values joined by ``", "`` in order (``"; "`` for ``cookie``).
     RFC 9110 (5.3) lets a recipient combine them so; doing it in both hosts gives a plug-in the
     same list wherever it runs."""
-    pairs = sorted([[name.lower(), value] for name, value in headers], key=_name)
+    pairs = sorted([[name.lower(), value] for name, value in headers], key=_first)
+    if len({name for name, _ in pairs}) == len(pairs):
+        return pairs  # no name repeats, the usual case
     combined: list[list[str]] = []
     repeated = False
     for pair in pairs:
@@ -427,29 +434,20 @@ def _fetch_order(headers: Any) -> list[list[str]]:
     return combined
 
 
-def _name(pair: list[str]) -> str:
-    return pair[0]
-
+_first = itemgetter(0)
 
 # Set by the runtime only, once, on every answer; framing is each host's own (content-length
 # of the bytes it sends). A plug-in's copies of these are dropped.
-_NOT_FROM_PLUGINS = {
-    "x-correlation-id",
-    "x-valor-plugin",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-}
-
-
-def _without_own_headers(answer: ResponseMessage) -> ResponseMessage:
-    headers = answer["headers"]
-    for name, _ in headers:
-        if name.lower() in _NOT_FROM_PLUGINS:
-            answer["headers"] = [p for p in headers if p[0].lower() not in _NOT_FROM_PLUGINS]
-            break
-    return answer
+_NOT_FROM_PLUGINS = frozenset(
+    [
+        "x-correlation-id",
+        "x-valor-plugin",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+    ]
+)
 
 
 def _header(headers: Any, name: str) -> str | None:

@@ -187,6 +187,9 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
 
 # host[:port] as RFC 3986 allows it: a name, an IPv4 address or a bracketed IPv6 literal.
 _HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
+# Hosts seen valid: a server is reached under a few names, each checked once. Bounded.
+_valid_hosts: set[str] = set()
+_VALID_HOSTS_MAX = 256
 
 
 def _url(scope: Scope) -> tuple[str, str | None]:
@@ -195,15 +198,17 @@ def _url(scope: Scope) -> tuple[str, str | None]:
     The path and query come from the request target alone (``raw_path``, still
     percent-encoded, as the browser host hands them over); Host only names the origin.
     """
-    hosts = [value.decode("latin-1") for name, value in scope["headers"] if name == b"host"]
-    if hosts and (len(hosts) > 1 or not _HOST.fullmatch(hosts[0])):
-        bad_host: str | None = ", ".join(hosts)
-        hosts = []
-    else:
-        bad_host = None
-    if hosts:
-        host = hosts[0]
-    else:
+    host = bad_host = None
+    for name, value in scope["headers"]:
+        if name == b"host":  # h11 refuses a request with two
+            host = value.decode("latin-1")
+            if host not in _valid_hosts:
+                if not _HOST.fullmatch(host):
+                    host, bad_host = None, host
+                elif len(_valid_hosts) < _VALID_HOSTS_MAX:
+                    _valid_hosts.add(host)
+            break
+    if host is None:
         server = scope.get("server") or ("localhost", None)
         host = f"{server[0]}:{server[1]}" if server[1] else server[0]
     raw_path = scope.get("raw_path")
