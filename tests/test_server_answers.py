@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.cases import run_cases
+from tests.conftest import REGISTRY_TOKEN
 from tests.parity.table import PARITY_CASES
 from tests.servers import PARITY_MANIFEST, Server, http_send, raw_request, valor_server
 
@@ -203,6 +204,14 @@ def test_head_answers_like_get_without_a_body(parity_server: Server) -> None:
     assert get_answer.json()["method"] == "GET"
     missing = httpx.head(parity_server.url + "/nowhere")
     assert (missing.status_code, missing.content) == (404, b"")
+
+
+def test_head_on_the_builtins(server: Server) -> None:
+    auth = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
+    for path, headers in [("/_health", {}), ("/_plugins", auth), ("/_plugins/hello", auth)]:
+        head = httpx.head(server.url + path, headers=headers)
+        assert (head.status_code, head.content) == (200, b""), path
+        assert head.headers["content-type"] == "application/json"
 
 
 # -- what a plug-in receives ---------------------------------------------------------------
