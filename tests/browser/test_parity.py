@@ -200,13 +200,17 @@ def test_fuzz_answers(parity_server: Server, parity_page: Page, parity_site: Sit
     origins = (parity_server.url, origin(parity_site))
 
     @FUZZ
-    @given(wanted=answers(), method=st.sampled_from(["POST", "PUT", "PATCH"]))
-    def check(wanted: dict, method: str) -> None:
+    @given(
+        wanted=answers(),
+        method=st.sampled_from(["POST", "PUT", "PATCH"]),
+        target=st.sampled_from(["/answer", "/js-answer"]),  # a Python and a JS plug-in
+    )
+    def check(wanted: dict, method: str, target: str) -> None:
         if budget.spent():
             return
-        request = {"method": method, "target": "/answer", "headers": [],
+        request = {"method": method, "target": target, "headers": [],
                    "body": json.dumps(wanted).encode()}  # fmt: skip
         served, browsed = send_both(parity_server, parity_page, parity_site, request, "fuzz")
-        assert_same(served, browsed, origins, f"{method} answering {wanted!r}")
+        assert_same(served, browsed, origins, f"{method} {target} answering {wanted!r}")
 
     check()
