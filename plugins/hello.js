@@ -1,5 +1,5 @@
 // A JavaScript plug-in (type "js"): a Web Worker script, the same file in both hosts.
-// It receives the request {url, method, headers: [[name, value], ...], body: Uint8Array | null}
+// It receives the request {url, method, headers: [[name, value], ...], body: ArrayBuffer | null}
 // and answers with postMessage({status, headers, body}).
 self.onmessage = (event) => {
   const { url, method, headers, body } = event.data;

@@ -333,7 +333,10 @@ async function findTab(event, timeout) {
 
 function toResponse({ status, reason, headers, body }) {
   try {
-    return new Response(NULL_BODY.has(status) ? null : body, { status, statusText: reason, headers });
+    // One append per pair: a header the plug-in repeats is kept, in order, as on the server.
+    const list = new Headers();
+    for (const [name, value] of headers) list.append(name, value);
+    return new Response(NULL_BODY.has(status) ? null : body, { status, statusText: reason, headers: list });
   } catch (problem) {
     return error(502, `the plug-in's answer is not a valid HTTP response: ${problem.message}`);
   }

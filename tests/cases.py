@@ -3,13 +3,15 @@
 A host's test sends each case with its own ``send`` (httpx against the server, ``fetch`` in
 Chromium for the browser) and calls ``case.check(answer)``. The table runs in order against a
 freshly loaded ``plugins/plugins.json``; cases never depend on ids a previous run created.
+``compare_cases`` sends each case to two hosts, checks both and compares the answers in full.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from valor.headers import Headers
@@ -22,6 +24,7 @@ class Answer:
     status: int
     headers: Headers
     body: bytes
+    reason: str = ""
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -196,6 +199,71 @@ CASES: list[Case] = [
 ]
 
 SendFunction = Callable[[Case], Answer]
+
+# Added by each HTTP server itself, not part of an answer: framing, and uvicorn's date and
+# server (a service worker's answer has neither).
+NOT_COMPARED = {"content-length", "transfer-encoding", "connection", "keep-alive", "date", "server"}
+_ERROR_ID = re.compile(rb'"error_id": "[0-9a-f]{12}"')
+
+
+def fetch_view(pairs: Iterable[Iterable[str]]) -> list[tuple[str, str]]:
+    """Header pairs as ``fetch()`` shows them to a page: names in lower case and sorted, a
+    repeated name's values joined by ", " in the order they came (set-cookie is never shown).
+    Order and repeats stay checkable: ``[a: 1, b: 2, a: 3]`` shows as ``a: "1, 3"`` then ``b``.
+    This is all a page can see of an answer's headers, so both hosts are compared in it."""
+    combined: dict[str, list[str]] = {}
+    for name, value in pairs:
+        lower = name.lower()
+        if lower != "set-cookie" and lower not in NOT_COMPARED:
+            combined.setdefault(lower, []).append(value)
+    # Chromium trims a joined value's ends too: two empty values show as ",".
+    return [(name, ", ".join(combined[name]).strip(" \t")) for name in sorted(combined)]
+
+
+def comparable(answer: Answer, origin: str) -> tuple[int, str, list[tuple[str, str]], bytes]:
+    """What must be equal between hosts: the host's own origin (its address) becomes ORIGIN
+    (HOST without the scheme), and the values that are random by design (a generated
+    correlation id, an error id) marks."""
+    host = origin.partition("://")[2]  # as in x-forwarded-host
+    headers = []
+    for name, value in fetch_view(answer.headers.raw()):
+        if name == "x-correlation-id" and len(value) == 32:
+            value = "<generated id>"
+        headers.append((name, value.replace(origin, "ORIGIN").replace(host, "HOST")))
+    body = answer.body.replace(origin.encode(), b"ORIGIN").replace(host.encode(), b"HOST")
+    return answer.status, answer.reason, headers, _ERROR_ID.sub(b'"error_id": "<id>"', body)
+
+
+def assert_same(first: Answer, second: Answer, origins: tuple[str, str], where: str) -> None:
+    """Both hosts gave the same answer: status, reason, headers and body bytes."""
+    a, b = comparable(first, origins[0]), comparable(second, origins[1])
+    assert a == b, f"{where}: the hosts answered differently:\n  {a!r:.1500}\n  {b!r:.1500}"
+    assert len(first.headers.getlist("x-correlation-id")) == 1, f"{where}: {first.headers}"
+
+
+def compare_cases(
+    first: SendFunction,
+    second: SendFunction,
+    origins: tuple[str, str],
+    cases: list[Case] = CASES,
+    not_compared: Collection[str] = (),
+) -> None:
+    """Send every case to two hosts; check each answer and compare the two in full (except the
+    cases named in ``not_compared``, which only are checked). A case without an
+    ``x-request-id`` gets one, the same for both, so the plug-ins see the same."""
+    failures = []
+    for case in cases:
+        if "x-request-id" not in case.headers:
+            case = replace(case, headers={**case.headers, "x-request-id": f"compare-{case.id}"})
+        try:
+            one, two = first(case), second(case)
+            case.check(one)
+            case.check(two)
+            if case.id not in not_compared:
+                assert_same(one, two, origins, case.id)
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, "\n".join(failures)
 
 
 def run_cases(send: SendFunction, cases: list[Case] = CASES) -> None:

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import MANIFEST, Server, valor_server
+from tests.servers import MANIFEST, PARITY_MANIFEST, Server, valor_server
 
 REGISTRY_TOKEN = "test-token"
 
@@ -24,6 +24,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         REGISTRY_TOKEN,
         log_dir=tmp_path_factory.mktemp("server"),
     ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def parity_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``valor serve tests/parity/plugins/plugins.json``, fresh for each test module."""
+    with valor_server(PARITY_MANIFEST, log_dir=tmp_path_factory.mktemp("parity")) as running:
         yield running
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,10 +14,13 @@ from pathlib import Path
 
 import httpx
 
+from tests.cases import Answer, Case
+from valor.headers import Headers
 from valor.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "plugins" / "plugins.json"
+PARITY_MANIFEST = ROOT / "tests" / "parity" / "plugins" / "plugins.json"
 
 
 @dataclass
@@ -27,6 +31,37 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def http_answer(response: httpx.Response) -> Answer:
+    """An httpx response as the table compares it: every header as sent, in order."""
+    pairs = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in response.headers.raw]
+    return Answer(response.status_code, Headers(pairs), response.content, response.reason_phrase)
+
+
+def http_send(base_url: str):
+    """A ``send`` for the shared request table, over HTTP with httpx."""
+    client = httpx.Client(base_url=base_url, timeout=10)
+
+    def send(case: Case) -> Answer:
+        response = client.request(case.method, case.path, headers=case.headers, content=case.body)
+        return http_answer(response)
+
+    return send
+
+
+def raw_request(url: str, request: bytes, timeout: float = 10) -> tuple[str, list[str], bytes]:
+    """Send ``request`` byte for byte (``Connection: close``) to the server at ``url``; return
+    the status line, the header lines and the body, as a client that trusts nothing would."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as connection:
+        connection.sendall(request)
+        received = b""
+        while chunk := connection.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    return status_line, header_lines, body
 
 
 @contextmanager

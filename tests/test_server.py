@@ -12,29 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cases import Answer, Case, run_cases
+from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
-from tests.servers import MANIFEST, Server, valor_server
+from tests.servers import MANIFEST, Server, http_send, valor_server
 from valor import server as host
-from valor.headers import Headers
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
 
 
-def send_over_http(base_url: str):
-    client = httpx.Client(base_url=base_url, timeout=10)
-
-    def send(case: Case) -> Answer:
-        response = client.request(case.method, case.path, headers=case.headers, content=case.body)
-        return Answer(
-            response.status_code, Headers(response.headers.multi_items()), response.content
-        )
-
-    return send
-
-
 def test_shared_table(server: Server) -> None:
-    run_cases(send_over_http(server.url))
+    run_cases(http_send(server.url))
 
 
 def test_access_log_names_plugin_status_method_path_time_and_id(server: Server) -> None:

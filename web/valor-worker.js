@@ -19,6 +19,7 @@ let port = null; // the current service worker's end of this tab's channel
 const ports = []; // the latest ports, the current one last
 const KEEP_PORTS = 4;
 const waiting = []; // requests that arrived while booting: [port, message]
+let bootFailure = null; // why the boot failed: every request is answered 503 with it at once
 
 // Handlers first, before any await: a module worker drops messages that find no handler.
 self.onmessage = (event) => {
@@ -41,6 +42,7 @@ function adopt(newPort) {
 function receive(from, message) {
   if (message.type !== "request") return;
   if (handle) answer(from, message);
+  else if (bootFailure) from.postMessage(failure(message.id, 503, bootFailure));
   else waiting.push([from, message]);
 }
 
@@ -157,10 +159,9 @@ async function boot({ base, manifest, version }) {
     for (const [from, message] of waiting.splice(0)) answer(from, message);
   } catch (error) {
     console.error("valor: the runtime failed to boot", error);
+    bootFailure = `the browser runtime failed to boot: ${error?.message ?? error}`;
     setStatus("error", { error: String(error?.message ?? error), warnings });
-    for (const [from, { id }] of waiting.splice(0)) {
-      from.postMessage(failure(id, 503, `the browser runtime failed to boot: ${error}`));
-    }
+    for (const [from, { id }] of waiting.splice(0)) from.postMessage(failure(id, 503, bootFailure));
   }
 }
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from http import HTTPStatus
 from typing import Any
 
 from .loaders import Loader
@@ -17,6 +16,7 @@ from .loaders.browser_kinds import BROWSER_KIND_LOADERS
 from .loaders.python import load_python
 from .manifest import load_manifest
 from .runtime import Runtime
+from .status import reason
 from .wire import RequestMessage, ResponseMessage
 
 BROWSER_LOADERS: dict[str, Loader] = {"python": load_python, **BROWSER_KIND_LOADERS}
@@ -115,15 +115,8 @@ HOST_HEADER = ["x-valor-host", "browser"]
 def to_js_response(response: ResponseMessage) -> Any:
     status = response["status"]
     headers = [*response["headers"], HOST_HEADER]
-    return to_js([status, _reason(status), headers, response["body"]])
+    return to_js([status, reason(status), headers, response["body"]])
 
 
 async def _answer_later(task: asyncio.Task[ResponseMessage]) -> Any:
     return to_js_response(await task)
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""

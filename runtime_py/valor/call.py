@@ -14,12 +14,12 @@ import argparse
 import asyncio
 import json
 import sys
-from http import HTTPStatus
 from pathlib import Path
 
 from .errors import ManifestError, PluginLoadError
 from .logs import log_warnings_to_stderr
 from .manifest import Manifest, load_manifest
+from .status import reason
 from .wire import RequestMessage, ResponseMessage
 
 BASE_URL = "http://localhost"
@@ -94,11 +94,7 @@ def write_response(response: ResponseMessage, body_only: bool = False) -> None:
     out = sys.stdout
     if not body_only:
         status = response["status"]
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = ""
-        out.write(f"HTTP {status} {phrase}".rstrip() + "\n")
+        out.write(f"HTTP {status} {reason(status)}".rstrip() + "\n")
         for name, value in response["headers"]:
             out.write(f"{name}: {value}\n")
         out.write("\n")

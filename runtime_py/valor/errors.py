@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
+
+from .status import reason
 
 
 class HTTPError(Exception):
@@ -69,7 +70,4 @@ def pick_status_code(status_code: int | None, status: int | None, owner: str) ->
 
 
 def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"
+    return reason(status) or "Error"

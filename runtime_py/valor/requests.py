@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cached_property
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .errors import HTTPError
 from .headers import Headers
@@ -83,7 +83,8 @@ class Request:
 
     @cached_property
     def path(self) -> str:
-        return urlsplit(self.url).path or "/"
+        """The path below the prefix, percent-decoded (``url`` keeps it as sent)."""
+        return unquote(urlsplit(self.url).path) or "/"
 
     @property
     def prefix(self) -> str:

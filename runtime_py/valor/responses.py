@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from http import HTTPStatus
 from typing import Any
 
 from .errors import pick_status_code
+from .status import reason
 from .wire import ResponseMessage
 
 TEXT = "text/plain; charset=utf-8"
@@ -75,11 +75,7 @@ def to_message(result: Any) -> ResponseMessage:
 
 def error_message(status: int, detail: Any, **extra: Any) -> ResponseMessage:
     """The JSON error body every failure answers with: ``{"status", "error", "detail"}``."""
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    body = {"status": status, "error": phrase, "detail": detail, **extra}
+    body = {"status": status, "error": reason(status) or "Error", "detail": detail, **extra}
     return {
         "status": status,
         "headers": [["content-type", JSON]],

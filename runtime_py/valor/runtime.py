@@ -11,15 +11,17 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from .deadlines import Deadlines
 from .errors import ManifestError, PluginCrashed, PluginLoadError
 from .loaders import Loader, Plugin
 from .manifest import Manifest, PluginSpec, parse_plugin
 from .responses import JSON, error_message
-from .wire import RequestMessage, ResponseMessage, WireError, response_message
+from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
@@ -168,9 +170,11 @@ class Runtime:
         origin, full_path, query = _split_url(message["url"])
         request_id = _header(message["headers"], "x-request-id")
         correlation_id = request_id or new_request_id()
-        path = full_path[len(self.root_path) :] or "/"
+        # The path as sent (percent-encoded), below the root path; routing decodes it.
+        raw_path = full_path[len(self.root_path) :] or "/"
+        path = _decoded(raw_path)
         mount: Mount | None = None
-        body = message.get("body")
+        body = message.get("body") or None  # an empty body is no body, in both hosts
 
         if (self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/":
             response = error_message(404, f"no plug-in is mounted at {full_path!r}")
@@ -183,11 +187,13 @@ class Runtime:
         else:
             mount = self._route(path)
             if mount is None:
-                response = error_message(404, f"no plug-in is mounted at {path!r}")
+                response = error_message(404, f"no plug-in is mounted at {raw_path!r}")
             else:
                 response = await self._call(
-                    mount, message, origin, path, query, correlation_id, request_id
+                    mount, message, origin, raw_path, path, query, body, correlation_id, request_id
                 )
+        if message["method"].upper() == "HEAD":
+            response["body"] = b""  # the answer a GET would get, without its body
         return self.finish(message, response, correlation_id, mount, started)
 
     def too_large(self) -> ResponseMessage:
@@ -238,22 +244,25 @@ class Runtime:
         mount: Mount,
         message: RequestMessage,
         origin: str,
+        raw_path: str,
         path: str,
         query: str,
+        body: bytes | None,
         correlation_id: str,
         request_id: str | None,
     ) -> ResponseMessage:
         spec = mount.spec
-        stripped = (path[len(spec.prefix) :] if spec.prefix != "/" else path) or "/"
-        headers = list(message["headers"])  # a new list: the host's stays as it came
+        headers = _fetch_order(message["headers"])  # a new list: the host's stays as it came
         if not request_id:
             headers.append(["x-request-id", correlation_id])
         headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
+        method = message["method"].upper()
         forwarded: RequestMessage = {
-            "url": origin + stripped + query,
-            "method": message["method"].upper(),
+            "url": origin + _below(raw_path, path, spec.prefix) + query,
+            # HEAD reaches every kind of plug-in as GET; handle() drops the body.
+            "method": "GET" if method == "HEAD" else method,
             "headers": headers,
-            "body": message.get("body"),
+            "body": body,
         }
         deadlines = self._deadlines
         task = deadlines.start(spec.timeout)
@@ -268,7 +277,7 @@ class Runtime:
             return self._failed(spec, exc)
         deadlines.stop(task)
         try:
-            return response_message(answer)
+            return http_answer(response_message(answer), drop=_NOT_FROM_PLUGINS)
         except WireError as exc:
             return self._failed(spec, exc)
 
@@ -309,6 +318,8 @@ class Runtime:
                 answer["headers"].append(["www-authenticate", "Bearer"])
                 return answer
         method = message["method"].upper()
+        if method == "HEAD":  # as for plug-ins: a GET whose body handle() drops
+            method = "GET"
         name = path[len("/_plugins/") :] if path.startswith("/_plugins/") else ""
         if method == "GET" and not name:
             return _json(200, {"plugins": [spec.describe() for spec in self.plugins]})
@@ -388,6 +399,66 @@ def _split_url(url: str) -> tuple[str, str, str]:
     origin, rest = url[:path_start], url[path_start:]
     path, mark, query = rest.partition("?")
     return origin, path or "/", mark + query
+
+
+def _decoded(raw_path: str) -> str:
+    """The path percent-decoded for routing, except ``%2F``: an encoded slash is part of a
+    segment's name, never a separator (RFC 3986), so it cannot reach another mount."""
+    if "%" not in raw_path:
+        return raw_path
+    return unquote(raw_path.replace("%2F", "%252F").replace("%2f", "%252f"))
+
+
+def _below(raw_path: str, path: str, prefix: str) -> str:
+    """``raw_path`` without the segments of the mount ``prefix`` that matched ``path`` (its
+    decoded form)."""
+    if path is raw_path:  # nothing was decoded
+        return (path[len(prefix) :] if prefix != "/" else path) or "/"
+    end = 0
+    for _ in range(prefix.count("/") if prefix != "/" else 0):
+        end = raw_path.find("/", end + 1)
+        if end < 0:
+            return "/"
+    return raw_path[end:] or "/"
+
+
+def _fetch_order(headers: Any) -> list[list[str]]:
+    """Request headers as ``fetch()`` hands them to a service worker: names in lower case,
+    sorted, a repeated name's values joined by ``", "`` in order (``"; "`` for ``cookie``).
+    RFC 9110 (5.3) lets a recipient combine them so; doing it in both hosts gives a plug-in the
+    same list wherever it runs."""
+    pairs = sorted([[name.lower(), value] for name, value in headers], key=_first)
+    if len({name for name, _ in pairs}) == len(pairs):
+        return pairs  # no name repeats, the usual case
+    combined: list[list[str]] = []
+    repeated = False
+    for pair in pairs:
+        if combined and combined[-1][0] == pair[0]:
+            separator = "; " if pair[0] == "cookie" else ", "
+            combined[-1][1] = combined[-1][1] + separator + pair[1]
+            repeated = True
+        else:
+            combined.append(pair)
+    if repeated:  # joined values are trimmed, as Chromium trims them (two empty ones are ",")
+        for pair in combined:
+            pair[1] = pair[1].strip(" \t")
+    return combined
+
+
+_first = itemgetter(0)
+
+# Set by the runtime only, once, on every answer; framing is each host's own (content-length
+# of the bytes it sends). A plug-in's copies of these are dropped.
+_NOT_FROM_PLUGINS = frozenset(
+    [
+        "x-correlation-id",
+        "x-valor-plugin",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+    ]
+)
 
 
 def _header(headers: Any, name: str) -> str | None:

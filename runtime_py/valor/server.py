@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .loaders import Loader
 from .loaders.python import load_python
 from .loaders.server_kinds import SERVER_KIND_LOADERS
 from .manifest import load_manifest
+from .responses import error_message
 from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
+from .status import REASONS
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -39,13 +44,18 @@ class ValorApp:
         self.manifest_path = manifest_path
         self.strict = strict
         self._loaded = False
+        self._loading: asyncio.Future[None] | None = None
 
     async def startup(self) -> None:
-        if self._loaded:
-            return
-        self._loaded = True
+        """Load the manifest once; requests that come while it loads wait for it."""
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(self._load())
+        await asyncio.shield(self._loading)
+
+    async def _load(self) -> None:
         if self.manifest_path is not None:
             await self.runtime.load(load_manifest(self.manifest_path), strict=self.strict)
+        self._loaded = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,7 +67,18 @@ class ValorApp:
         # The request path, inline: each coroutine call costs more than most of its steps.
         runtime = self.runtime
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
-        message = {"url": _url(scope), "method": scope["method"], "headers": headers, "body": None}
+        url, bad_host = _url(scope)
+        message = {"url": url, "method": scope["method"], "headers": headers, "body": None}
+        head = scope["method"] == "HEAD"
+        if bad_host is not None:
+            # Routing never looks at Host, but the origin a plug-in sees must be a real one.
+            detail = f"the Host header {bad_host!r} is not a valid host[:port]"
+            start, body = _response_events(
+                runtime.finish(message, error_message(400, detail)), head
+            )
+            await send(start)
+            await send(body)
+            return
         try:
             if _has_body(scope, headers, runtime.max_body_size):
                 message["body"] = await _read_body(receive, runtime.max_body_size)
@@ -65,7 +86,7 @@ class ValorApp:
             response = runtime.finish(message, runtime.too_large())
         else:
             response = await runtime.handle(message)
-        start, body = _response_events(response)
+        start, body = _response_events(response, head)
         await send(start)
         await send(body)
 
@@ -112,7 +133,25 @@ def create_app(
         registry_token=token if registry else None,
         max_body_size=max_body_size,
     )
+    use_runtime_reasons()
     return ValorApp(runtime, manifest, strict)
+
+
+def use_runtime_reasons() -> None:
+    """Have uvicorn's status lines carry the runtime's reason phrases (``valor.status``), as
+    the browser host's answers do. ASGI has no field for a reason; uvicorn takes it from the
+    running Python's ``http.HTTPStatus``, whose phrases change between versions."""
+    from uvicorn.protocols.http import h11_impl
+
+    for status in h11_impl.STATUS_PHRASES:
+        h11_impl.STATUS_PHRASES[status] = REASONS.get(status, "").encode()
+    try:
+        from uvicorn.protocols.http import httptools_impl
+    except ImportError:  # httptools is optional
+        return
+    for status in httptools_impl.STATUS_LINE:
+        line = f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n"
+        httptools_impl.STATUS_LINE[status] = line.encode()
 
 
 def _has_body(scope: Scope, headers: list[list[str]], limit: int) -> bool:
@@ -150,23 +189,47 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _url(scope: Scope) -> str:
-    host = None
+# host[:port] as RFC 3986 allows it: a name, an IPv4 address or a bracketed IPv6 literal.
+_HOST = re.compile(r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?")
+# Hosts seen valid: a server is reached under a few names, each checked once. Bounded.
+_valid_hosts: set[str] = set()
+_VALID_HOSTS_MAX = 256
+
+
+def _url(scope: Scope) -> tuple[str, str | None]:
+    """The request's absolute URL, and the Host header's value if it is not a valid host.
+
+    The path and query come from the request target alone (``raw_path``, still
+    percent-encoded, as the browser host hands them over); Host only names the origin.
+    """
+    host = bad_host = None
     for name, value in scope["headers"]:
-        if name == b"host":
-            host = value
+        if name == b"host":  # h11 refuses a request with two
+            host = value.decode("latin-1")
+            if host not in _valid_hosts:
+                if not _HOST.fullmatch(host):
+                    host, bad_host = None, host
+                elif len(_valid_hosts) < _VALID_HOSTS_MAX:
+                    _valid_hosts.add(host)
             break
     if host is None:
         server = scope.get("server") or ("localhost", None)
         host = f"{server[0]}:{server[1]}" if server[1] else server[0]
-    else:
-        host = host.decode("latin-1")
+    raw_path = scope.get("raw_path")
+    path = raw_path.decode("latin-1") if raw_path else _quote_path(scope["path"])
     # Routing happens below the ASGI root_path, as under any mount point.
-    path, root_path = scope["path"], scope.get("root_path", "")
+    root_path = _quote_path(scope.get("root_path", ""))
     if root_path and path.startswith(root_path):
         path = path[len(root_path) :] or "/"
     query = scope.get("query_string", b"").decode("latin-1")
-    return f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+    url = f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+    return url, bad_host
+
+
+def _quote_path(path: str) -> str:
+    # For a server that gives no raw_path (it is optional in ASGI): ``?`` and ``#`` must stay
+    # in the path.
+    return quote(path, safe="/:@!$&'()*+,;=~-._")
 
 
 # Which host answered: the one header in which the two hosts' answers differ, by design.
@@ -188,7 +251,7 @@ def _asgi_name(name: str) -> bytes | None:
     return encoded
 
 
-def _response_events(response: dict[str, Any]) -> tuple[Message, Message]:
+def _response_events(response: dict[str, Any], head: bool = False) -> tuple[Message, Message]:
     """The ASGI ``http.response.start`` and ``http.response.body`` events of an answer."""
     body = response["body"]
     headers = []
@@ -197,7 +260,9 @@ def _response_events(response: dict[str, Any]) -> tuple[Message, Message]:
         if encoded is not None:
             headers.append((encoded, value.encode("latin-1")))
     headers.append(HOST_HEADER)
-    headers.append((b"content-length", str(len(body)).encode()))
+    # A HEAD answer has no body to count, and 204 and 304 must not announce one (RFC 9110).
+    if not head and response["status"] not in (204, 304):
+        headers.append((b"content-length", str(len(body)).encode()))
     return (
         {"type": "http.response.start", "status": response["status"], "headers": headers},
         {"type": "http.response.body", "body": body},

@@ -7,6 +7,7 @@ A response is ``{status, headers: [[name, value], ...], body: bytes}``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypedDict
 
 
@@ -54,6 +55,49 @@ def response_message(message: Any) -> ResponseMessage:
         "headers": header_pairs(message.get("headers") or [], "response"),
         "body": body_bytes(message.get("body")),
     }
+
+
+# What HTTP/1.1 and fetch() both carry unchanged: a final status, token header names, and
+# values of visible ASCII, spaces and tabs (RFC 9110, 5.1 and 5.5). Latin-1 past ASCII is
+# obsolete in HTTP, and a service worker's answer turns it into UTF-8: not the same bytes.
+NO_BODY = frozenset({204, 205, 304})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TRIMMED_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?")
+_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# Names seen valid and not dropped: most answers use a few, checked once each. Bounded, so a
+# plug-in that invents names cannot grow it without end.
+_kept_names: set[str] = set()
+_KEPT_NAMES_MAX = 1024
+
+
+def http_answer(answer: ResponseMessage, drop: frozenset[str] = frozenset()) -> ResponseMessage:
+    """Check that an answer is valid HTTP, so both hosts send it alike or neither does: a
+    status from 200 to 599, no body with 204, 205 or 304, header names that are tokens and
+    values of visible ASCII, spaces and tabs. Spaces and tabs at either end of a value are
+    dropped, as ``fetch()`` drops them, and so are headers named in ``drop`` (lower case).
+    Raises ``WireError`` naming the problem."""
+    status = answer["status"]
+    if not 200 <= status <= 599:
+        raise WireError(f"status {status} is not a final HTTP status (200 to 599)")
+    if answer["body"] and status in NO_BODY:
+        raise WireError(f"a {status} answer cannot have a body ({len(answer['body'])} bytes)")
+    headers = answer["headers"]
+    dropped = False
+    for index, (name, value) in enumerate(headers):
+        if name not in _kept_names:
+            if not _TOKEN.fullmatch(name):
+                raise WireError(f"header name {name!r} is not a valid HTTP field name")
+            if name.lower() in drop:
+                dropped = True
+            elif len(_kept_names) < _KEPT_NAMES_MAX:
+                _kept_names.add(name)
+        if not _TRIMMED_VALUE.fullmatch(value):
+            if not _VALUE.fullmatch(value):
+                raise WireError(f"header {name!r} has a value HTTP cannot carry: {value!r:.80}")
+            headers[index] = [name, value.strip(" \t")]
+    if dropped:
+        answer["headers"] = [pair for pair in headers if pair[0].lower() not in drop]
+    return answer
 
 
 def _is_pair_list(headers: list[Any]) -> bool:

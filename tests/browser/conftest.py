@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
 from tests.cases import Answer, Case
-from tests.servers import MANIFEST, ROOT
+from tests.servers import MANIFEST, PARITY_MANIFEST, ROOT
 from valor.build import build, serve
 from valor.headers import Headers
 from valor.testing.hosts import CHROMIUM_ARGS, FETCH
@@ -46,9 +46,11 @@ def browser_type_launch_args() -> dict[str, Any]:
     return {"executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
 
 
-def _site(tmp_path_factory: pytest.TempPathFactory, base: str) -> Iterator[Site]:
+def _site(
+    tmp_path_factory: pytest.TempPathFactory, base: str, manifest: Path = MANIFEST
+) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("site") / "dist"
-    build(MANIFEST, folder, base=base, quiet=True)
+    build(manifest, folder, base=base, quiet=True)
     (folder / "blank.html").write_text(BLANK_PAGE)
     server = serve(folder, base)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -71,6 +73,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 def sub_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The same plug-ins bundled for, and served under, a sub-path."""
     yield from _site(tmp_path_factory, SUB_PATH)
+
+
+@pytest.fixture(scope="module")
+def parity_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """``tests/parity/plugins`` bundled for the root of a host."""
+    yield from _site(tmp_path_factory, "/", PARITY_MANIFEST)
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +109,7 @@ def fetch(
     page: Page,
     url: str,
     method: str = "GET",
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | list[list[str]] | None = None,
     body: bytes | None = None,
 ) -> Answer:
     """``fetch()`` in the page, as a script of the page would; the answer as the table wants."""
@@ -114,7 +122,12 @@ def fetch(
             "body": None if body is None else base64.b64encode(body).decode(),
         },
     )
-    return Answer(result["status"], Headers(result["headers"]), base64.b64decode(result["body"]))
+    return Answer(
+        result["status"],
+        Headers(result["headers"]),
+        base64.b64decode(result["body"]),
+        result["reason"],
+    )
 
 
 def browser_send(page: Page, site: Site):

@@ -22,8 +22,8 @@ from tests.browser.conftest import (
     start_page,
 )
 from tests.browser.wheels import write_wheel
-from tests.cases import CASES, run_cases
-from tests.servers import MANIFEST
+from tests.cases import CASES, compare_cases
+from tests.servers import MANIFEST, Server, http_send
 from valor.build import build, serve
 
 pytestmark = pytest.mark.browser
@@ -33,10 +33,18 @@ pytestmark = pytest.mark.browser
 # leaves them to the network (the static host's 404), by design. They are checked below.
 NOT_INTERCEPTED = {"prefix-boundary", "not-found"}
 BROWSER_CASES = [case for case in CASES if case.id not in NOT_INTERCEPTED]
+# The native plug-in is server-only, so /_health counts one plug-in more on the server.
+DIFFERENT_BY_DESIGN = {"health"}
 
 
-def test_shared_table(runtime_page: Page, site: Site) -> None:
-    run_cases(browser_send(runtime_page, site), BROWSER_CASES)
+def origin(site: Site) -> str:
+    return site.url[: -len(site.base)]
+
+
+def test_shared_table(runtime_page: Page, site: Site, server: Server) -> None:
+    # Each case goes to a real server too: the two answers are checked and compared in full.
+    sends = (http_send(server.url), browser_send(runtime_page, site))
+    compare_cases(*sends, (server.url, origin(site)), BROWSER_CASES, DIFFERENT_BY_DESIGN)
     for case in CASES:
         if case.id in NOT_INTERCEPTED:
             answer = browser_send(runtime_page, site)(case)
@@ -44,15 +52,16 @@ def test_shared_table(runtime_page: Page, site: Site) -> None:
             assert "x-correlation-id" not in answer.headers, "went to the network untouched"
 
 
-def test_shared_table_under_a_sub_path(browser: Browser, sub_site: Site) -> None:
+def test_shared_table_under_a_sub_path(browser: Browser, sub_site: Site, server: Server) -> None:
     context = browser.new_context()
     try:
         page = context.new_page()
         page.goto(sub_site.url)
         page.evaluate(START, {})
         # The notes plug-in answers Location with the full path, which includes the base.
-        cases = [case for case in BROWSER_CASES if case.id != "notes-add"]
-        run_cases(browser_send(page, sub_site), cases)
+        cases = [case for case in BROWSER_CASES if not case.id.startswith("notes-")]
+        sends = (http_send(server.url), browser_send(page, sub_site))
+        compare_cases(*sends, (server.url, origin(sub_site)), cases, DIFFERENT_BY_DESIGN)
         outside = fetch(page, sub_site.url.replace(sub_site.base, "/") + "hello")
         assert outside.status == 404 and "x-valor-plugin" not in outside.headers
         assert page.evaluate("Valor.prefixes").count("/sub/path/hello") == 1
@@ -357,6 +366,35 @@ def test_a_runtime_that_cannot_boot_is_an_error_event(
         message, events, detail = outcome
         assert events == ["booting", "error"]
         assert "valor-0.1.0-py3-none-any.whl" in message and message == detail
+    finally:
+        context.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_failed_boot_answers_503_at_once(browser: Browser, site: Site, tmp_path: Path) -> None:
+    broken = tmp_path / "dist"
+    shutil.copytree(site.folder, broken)
+    server = serve(broken)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = browser.new_context()
+    try:
+        # A first boot works, so the service worker intercepts the plug-ins' prefixes.
+        page = start_page(context, server.url, timeout=20_000)
+        # The next boot fails: a plug-in file the runtime loads is gone from the site.
+        (broken / "plugins" / "hello.py").unlink()
+        page.reload()
+        status, body, waited = page.evaluate(
+            """async () => {
+              try { await Valor.start({timeout: 20000}); } catch (error) {}
+              const started = performance.now();
+              const r = await fetch("hello");
+              return [r.status, await r.json(), performance.now() - started];
+            }"""
+        )
+        assert status == 503, body
+        assert "failed to boot" in body["detail"] and "hello.py" in body["detail"]
+        assert waited < 5000, "answered at once, not after the 20 s timeout"
     finally:
         context.close()
         server.shutdown()

@@ -28,13 +28,16 @@ def _same_bytes(expected: bytes):
 
 
 def hello_cases(kind: str, name: str | None = None, prefix: str | None = None) -> list[Case]:
-    """The example's answers: hello, echo (text and binary), no route, correlation id."""
+    """The example's answers: hello (GET and HEAD), echo (text and binary), no route, correlation
+    id."""
     name = name or kind
     p = prefix or f"/{kind}"
     return [
         Case(f"{name}-hello", "GET", p, 200, plugin=name, text="Hello Plugin!",
              expect_headers={"content-type": TEXT}),
         Case(f"{name}-hello-slash", "GET", p + "/", 200, plugin=name, text="Hello Plugin!"),
+        Case(f"{name}-head", "HEAD", p, 200, plugin=name, text="",
+             expect_headers={"content-type": TEXT}),
         Case(f"{name}-correlation-id", "GET", p, 200, headers={"x-request-id": f"{name}-42"},
              plugin=name, text="Hello Plugin!"),
         Case(f"{name}-echo", "POST", p + "/echo", 200, headers={"content-type": "text/x-demo"},

@@ -17,8 +17,7 @@ from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
 from tests.kinds.conftest import EXAMPLES, FAULTY, GARBAGE
 from tests.kinds.table import KINDS, MAX_BODY, kind_cases
-from tests.servers import Server
-from tests.test_server import send_over_http
+from tests.servers import Server, http_send
 from valor.loaders.abi import encode_request
 from valor.loaders.failures import PluginFailed
 from valor.loaders.server_kinds import SERVER_KIND_LOADERS
@@ -29,7 +28,7 @@ AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_shared_table_per_kind(kinds_server: Server, kind: str) -> None:
-    run_cases(send_over_http(kinds_server.url), kind_cases(kind))
+    run_cases(http_send(kinds_server.url), kind_cases(kind))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import sys
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -149,6 +150,10 @@ def _import(name: str, path: Path) -> ModuleType:
         raise PluginLoadError(name, f"cannot import {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     module.postMessage = postMessage  # type: ignore[attr-defined]
+    # Modules beside the plug-in import as they do beside a script: its folder comes first.
+    folder = str(path.parent.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except SyntaxError as exc:

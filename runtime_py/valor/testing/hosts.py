@@ -178,7 +178,8 @@ FETCH = """async ({url, method, headers, body}) => {
   for (let i = 0; i < bytes.length; i += 0x8000) {
     binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
   }
-  return {status: response.status, headers: [...response.headers], body: btoa(binary)};
+  return {status: response.status, reason: response.statusText, headers: [...response.headers],
+          body: btoa(binary)};
 }"""
 
 

@@ -118,8 +118,9 @@ export class WorkerPool {
       if (!slot.booted || slot.job) continue;
       const job = (slot.job = this.#queue.shift());
       const { url, method, headers, body } = job.request;
-      const copy = body ? new Uint8Array(body) : null;
-      slot.worker.postMessage({ url, method, headers, body: copy }, copy ? [copy.buffer] : []);
+      // An ArrayBuffer, as the original Valor's worker format hands it (a copy, transferred).
+      const copy = body ? new Uint8Array(body).buffer : null;
+      slot.worker.postMessage({ url, method, headers, body: copy }, copy ? [copy] : []);
     }
   }
 }
