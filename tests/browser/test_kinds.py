@@ -15,7 +15,13 @@ from playwright.sync_api import Browser, Page
 from tests.browser.conftest import BLANK_PAGE, Site, browser_send, fetch, start_page
 from tests.cases import run_cases
 from tests.kinds import conftest as kinds
-from tests.kinds.table import BROWSER_KINDS, hello_cases, kind_cases
+from tests.kinds.table import (
+    BROWSER_KINDS,
+    BROWSER_RUST_MOUNTS,
+    hello_cases,
+    kind_cases,
+    rust_cases,
+)
 from valor.build import build, serve
 
 pytestmark = pytest.mark.browser
@@ -71,6 +77,11 @@ def test_native_is_left_out_of_the_bundle(kinds_page: Page) -> None:
 @pytest.mark.parametrize("kind", BROWSER_KINDS)
 def test_shared_table_per_kind(kinds_page: Page, kinds_bundle: Site, kind: str) -> None:
     run_cases(browser_send(kinds_page, kinds_bundle), kind_cases(kind))
+
+
+@pytest.mark.parametrize("mount", BROWSER_RUST_MOUNTS)
+def test_rust_plugins(kinds_page: Page, kinds_bundle: Site, mount: str) -> None:
+    run_cases(browser_send(kinds_page, kinds_bundle), rust_cases(mount))
 
 
 @pytest.mark.parametrize("kind", BROWSER_KINDS)

@@ -16,7 +16,7 @@ import pytest
 from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
 from tests.kinds.conftest import EXAMPLES, FAULTY, GARBAGE
-from tests.kinds.table import KINDS, MAX_BODY, kind_cases
+from tests.kinds.table import KINDS, MAX_BODY, RUST_MOUNTS, kind_cases, rust_cases
 from tests.servers import Server
 from tests.test_server import send_over_http
 from valor.loaders.abi import encode_request
@@ -32,7 +32,12 @@ def test_shared_table_per_kind(kinds_server: Server, kind: str) -> None:
     run_cases(send_over_http(kinds_server.url), kind_cases(kind))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mount", RUST_MOUNTS)
+def test_rust_plugins_per_kind(kinds_server: Server, mount: str) -> None:
+    run_cases(send_over_http(kinds_server.url), rust_cases(mount))
+
+
+@pytest.mark.parametrize("kind", [*KINDS, *RUST_MOUNTS])
 def test_oversized_body_is_a_413_and_the_plugin_keeps_serving(
     kinds_server: Server, kind: str
 ) -> None:

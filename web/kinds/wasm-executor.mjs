@@ -3,13 +3,14 @@
 // other way). Pure plumbing: the ABI and CGI encoding and decoding stay in Python
 // (valor.loaders.abi, valor.loaders.cgi); this file only moves bytes in and out of the module.
 //
-// In:  {type: "load", mode: "wasm" | "wasi", bytes, maxMemory}  -> {type: "loaded"} | {type: "error", error}
+// In:  {type: "load", mode: "wasm" | "wasi", bytes, maxMemory, config}  -> {type: "loaded"} | {type: "error", error}
 //      {type: "call", id, buffer}                    (wasm)      -> {id, buffer} | {id, error, trap}
 //      {type: "call", id, argv, env, stdin}          (wasi)      -> {id, stdout, stderr, code} | {id, error, trap}
 
 let mode = null;
 let module = null;
 let maxMemory = Infinity;
+let config = new Uint8Array(0); // the manifest's config as JSON, for the optional valor_init
 let instance = null; // wasm kind: reused until it traps
 
 self.onmessage = async ({ data }) => {
@@ -17,6 +18,7 @@ self.onmessage = async ({ data }) => {
     try {
       mode = data.mode;
       maxMemory = data.maxMemory || Infinity;
+      config = data.config || config;
       module = await WebAssembly.compile(data.bytes);
       if (mode === "wasm") startInstance();
       self.postMessage({ type: "loaded" });
@@ -39,6 +41,13 @@ self.onmessage = async ({ data }) => {
 function startInstance() {
   instance = new WebAssembly.Instance(module, {});
   instance.exports._initialize?.();
+  const { memory, alloc, valor_init } = instance.exports;
+  if (!valor_init) return;
+  const ptr = alloc(config.length);
+  if (!ptr) throw new Error("could not allocate its config");
+  new Uint8Array(memory.buffer, ptr, config.length).set(config);
+  const code = valor_init(ptr, config.length);
+  if (code !== 0) throw new Error(`valor_init() returned ${code}`);
 }
 
 function callWasm({ buffer }) {

@@ -22,7 +22,7 @@ from ..errors import PluginCrashed, PluginLoadError
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
 from . import Loader
-from .abi import AbiError, decode_response, encode_request
+from .abi import AbiError, decode_response, encode_config, encode_request
 from .cgi import CgiError, cgi_environ, parse_cgi_output
 from .failures import PluginFailed
 from .proxy_rules import forward_headers, relay_headers, upstream_url
@@ -175,7 +175,8 @@ class Executor:
         worker.onerror = on_error
         self._worker = worker
         load = {"type": "load", "mode": self.mode, "bytes": js_bytes(self.module)}
-        worker.postMessage(js_object({**load, "maxMemory": self.max_memory}))
+        config = js_bytes(encode_config(self.spec.config))
+        worker.postMessage(js_object({**load, "maxMemory": self.max_memory, "config": config}))
         await self._ready
 
     def _receive(self, data: Any) -> None:

@@ -3,7 +3,9 @@
 ABI (see ``docs/kinds.md``): the module imports nothing and exports ``memory``,
 ``alloc(len: i32) -> i32`` and ``handle(ptr: i32, len: i32) -> i64``. The host writes the
 request (``valor.loaders.abi`` format) at ``alloc``'s pointer, calls ``handle`` and reads the
-answer at ``(result >> 32, result & 0xffffffff)``; ``_initialize`` runs once if exported.
+answer at ``(result >> 32, result & 0xffffffff)``; ``_initialize`` runs once if exported, then
+``valor_init(ptr, len) -> i32`` if exported, with the plug-in's ``config`` as JSON at
+``alloc``'s pointer (non-zero: the instance cannot start).
 Instances are pooled; a trap throws its instance away, so the next request gets a fresh one.
 """
 
@@ -17,7 +19,7 @@ import wasmtime
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
-from .abi import AbiError, decode_response, encode_request, unpack_pointer
+from .abi import AbiError, decode_response, encode_config, encode_request, unpack_pointer
 from .failures import PluginFailed
 from .wasm_limits import WasmLimits, wasm_limits
 from .wasmtime_host import armed, compile_module, make_engine, new_store, trap_failure
@@ -54,7 +56,20 @@ class WasmPlugin:
             exports = instance.exports(store)
             if "_initialize" in exports:
                 exports["_initialize"](store)
-        return _Instance(store, exports["memory"], exports["alloc"], exports["handle"])
+            slot = _Instance(store, exports["memory"], exports["alloc"], exports["handle"])
+            if "valor_init" in exports:
+                self._init(slot, exports["valor_init"])
+        return slot
+
+    def _init(self, slot: _Instance, valor_init: wasmtime.Func) -> None:
+        config = encode_config(self.spec.config)
+        ptr = slot.alloc(slot.store, len(config))
+        if not ptr:
+            raise PluginFailed(500, f"plug-in {self.spec.name!r} could not allocate its config")
+        slot.memory.write(slot.store, config, ptr)
+        code = valor_init(slot.store, ptr, len(config))
+        if code != 0:
+            raise PluginFailed(500, f"plug-in {self.spec.name!r}: valor_init() returned {code}")
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         try:
@@ -121,5 +136,5 @@ async def load_wasm(spec: PluginSpec) -> WasmPlugin:
             )
     try:
         return await asyncio.to_thread(WasmPlugin, spec, engine, module, limits)
-    except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+    except (wasmtime.WasmtimeError, wasmtime.Trap, PluginFailed) as exc:
         raise PluginLoadError(spec.name, f"instantiating the module failed: {exc}") from None
