@@ -10,9 +10,10 @@ Needs clang with the wasm32 target, lld, wasi-libc and ``libclang-rt-dev-wasm32`
 Rust: a folder ``X/`` with a ``Cargo.toml`` (a ``cdylib`` using the ``valor`` crate in
 ``sdk/rust/``) becomes both ``OUT/X.wasm`` (a wasm plug-in, ``wasm32-unknown-unknown``) and
 ``OUT/X.so`` (a native plug-in): ``cargo build --offline --release``, cargo's own files in
-``OUT/.cargo-target/``. Needs a cargo and rustc that have the wasm32 target: Debian's
-``rustc``, ``cargo`` and ``libstd-rust-dev-wasm32``, found even when another Rust (e.g.
-rustup's, without that target) comes first on ``PATH``.
+``~/.cache/valor/cargo-target/`` (or ``CARGO_TARGET_DIR``). Needs a cargo and rustc with the
+wasm32 target: Debian's ``rustc``, ``cargo`` and ``libstd-rust-dev-wasm32``, found even when
+another Rust (rustup's, without that target) comes first on ``PATH``.
+
 ``scripts/install-toolchains.sh`` installs all of them.
 """
 
@@ -87,7 +88,7 @@ def build_crate(crate: Path, out_dir: Path) -> list[Path]:
         return list(outputs.values())
     cargo, rustc = find_rust()
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "RUSTC": rustc, "CARGO_TARGET_DIR": str(out_dir / ".cargo-target")}
+    env = {**os.environ, "RUSTC": rustc, "CARGO_TARGET_DIR": str(cargo_target_dir())}
     for kind, (triple, _) in RUST_KINDS.items():
         command = [cargo, "build", "--offline", "--release", "--lib", "--quiet"]
         command += ["--message-format=json-render-diagnostics"]
@@ -103,6 +104,15 @@ def build_crate(crate: Path, out_dir: Path) -> list[Path]:
         shutil.copyfile(library, partial)
         partial.replace(outputs[kind])
     return list(outputs.values())
+
+
+def cargo_target_dir() -> Path:
+    """Where cargo works: ``CARGO_TARGET_DIR`` if set, else one cache folder for every crate,
+    so the SDK is compiled once, not once per plug-in folder."""
+    if os.environ.get("CARGO_TARGET_DIR"):
+        return Path(os.environ["CARGO_TARGET_DIR"])
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "valor" / "cargo-target"
 
 
 def _rust_sources(folder: Path) -> list[Path]:
@@ -128,28 +138,30 @@ def _cdylib(messages: str, crate: Path) -> str | None:
     return None
 
 
+def find_rust(search: str | None = None) -> tuple[str, str]:
+    """A ``(cargo, rustc)`` pair, from one folder, whose rustc has the wasm32 target's standard
+    library: the folders of ``search`` (default: ``PATH``, then Debian's /usr/bin) in order.
+    ``BuildError`` names the packages to install."""
+    if search is None:
+        search = os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin"))
+    return _find_rust(search)
+
+
 @functools.cache
-def find_rust() -> tuple[str, str]:
-    """A ``(cargo, rustc)`` pair whose rustc has the wasm32 target's standard library: the one
-    on ``PATH`` if it has it, else Debian's in /usr/bin. ``BuildError`` names the packages."""
-    seen = []
-    for cargo, rustc in (
-        (shutil.which("cargo"), shutil.which("rustc")),
-        ("/usr/bin/cargo", "/usr/bin/rustc"),
-    ):
-        if not (cargo and rustc and Path(cargo).exists() and Path(rustc).exists()):
+def _find_rust(search: str) -> tuple[str, str]:
+    tried: list[str] = []
+    for folder in dict.fromkeys(search.split(os.pathsep)):
+        cargo, rustc = Path(folder, "cargo"), Path(folder, "rustc")
+        if not folder or not (os.access(cargo, os.X_OK) and os.access(rustc, os.X_OK)):
             continue
-        seen.append(rustc)
-        if _has_target(rustc, RUST_WASM_TARGET):
-            return cargo, rustc
-    if not seen:
-        raise BuildError(
-            f"Rust is not installed: install Debian's {RUST_PACKAGES} "
-            "(scripts/install-toolchains.sh does)"
-        )
+        tried.append(str(rustc))
+        if _has_target(str(rustc), RUST_WASM_TARGET):
+            return str(cargo), str(rustc)
+    install = f"install Debian's {RUST_PACKAGES} (scripts/install-toolchains.sh does)"
+    if not tried:
+        raise BuildError(f"Rust (cargo and rustc) is not installed: {install}")
     raise BuildError(
-        f"no Rust toolchain here can build for {RUST_WASM_TARGET} (tried {', '.join(seen)}): "
-        f"install Debian's {RUST_PACKAGES} (scripts/install-toolchains.sh does)"
+        f"no Rust here can build for {RUST_WASM_TARGET} (tried {', '.join(tried)}): {install}"
     )
 
 
