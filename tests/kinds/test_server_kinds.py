@@ -17,7 +17,7 @@ from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
 from tests.kinds.conftest import EXAMPLES, FAULTY, GARBAGE
 from tests.kinds.table import KINDS, MAX_BODY, RUST_MOUNTS, kind_cases, rust_cases
-from tests.servers import Server
+from tests.servers import ROOT, Server
 from tests.test_server import send_over_http
 from valor.loaders.abi import encode_request
 from valor.loaders.failures import PluginFailed
@@ -219,3 +219,48 @@ def test_a_hung_wasm_call_is_interrupted_and_frees_its_thread(kinds_site: Path, 
     thread.join(5)
     assert not thread.is_alive(), "the wasm call was never interrupted"
     assert isinstance(outcome[0], PluginFailed) and outcome[0].status == 504
+
+
+RUST_AND_C = ["hello-wasm", "hello-native", "hello-rust", "hello-rust-native"]
+HELLO_REQUESTS = [
+    ("GET", "", {}, b""),
+    ("POST", "/echo", {"content-type": "text/x-demo"}, "héllo".encode()),
+    ("POST", "/echo", {"content-type": "application/octet-stream"}, bytes(range(256))),
+    ("GET", "/nope?x=1", {}, b""),
+]
+
+
+def comparable(answer: httpx.Response) -> tuple:
+    """An answer in full, but for the headers that name the plug-in or the request."""
+    headers = tuple(
+        sorted(
+            (k, v)
+            for k, v in answer.headers.items()
+            if k not in ("x-valor-plugin", "x-correlation-id")
+        )
+    )
+    return answer.status_code, headers, answer.content
+
+
+def test_rust_examples_answer_exactly_as_the_c_and_python_ones() -> None:
+    """hello-rust (wasm and native) answers every request of the table byte for byte as the
+    C examples do; greeter-rust greets as greeter.py does."""
+    from valor.testing import TestClient
+
+    with TestClient(ROOT / "plugins" / "plugins.json") as client:
+        for method, path, headers, body in HELLO_REQUESTS:
+            answers = {
+                name: comparable(client.request(method, f"/{name}{path}", headers=headers,
+                                                content=body))
+                for name in RUST_AND_C
+            }  # fmt: skip
+            assert len(set(answers.values())) == 1, (method, path, answers)
+        python, rust = (
+            comparable(client.get(f"/{n}?who=Bob")) for n in ("greeter", "greeter-rust")
+        )
+        assert python == rust and rust[2] == b"Alice says hello Bob!"
+        python, rust = (client.get(f"/{n}").json() for n in ("greeter", "greeter-rust"))
+        assert {k: python[k] for k in ("status", "error")} == {
+            k: rust[k] for k in ("status", "error")
+        }
+        assert python["detail"].startswith(rust["detail"].split(" as in ")[0])
