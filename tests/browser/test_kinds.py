@@ -141,3 +141,22 @@ def test_wasm_memory_cap(kinds_page: Page, kinds_bundle: Site) -> None:
     answer = fetch(kinds_page, kinds_bundle.url + "wasm-faulty/big")
     assert answer.status == 500 and "cap" in answer.json()["detail"], answer.body
     assert fetch(kinds_page, kinds_bundle.url + "wasm-faulty").body == b"Hello Plugin!"
+
+
+@pytest.mark.parametrize("kind", ["wasm", "wasi"])
+def test_a_timed_out_call_fails_only_itself(
+    kinds_page: Page, kinds_bundle: Site, kind: str
+) -> None:
+    """A call queued behind one that hangs is answered once the hung one times out (its
+    executor is restarted for it), not failed with it."""
+    statuses = kinds_page.evaluate(
+        """async ([base, kind]) => {
+            const hang = fetch(`${base}${kind}-faulty/hang`);
+            await new Promise((resolve) => setTimeout(resolve, 500));
+            const queued = fetch(`${base}${kind}-faulty/`);
+            const [hung, answered] = await Promise.all([hang, queued]);
+            return [hung.status, answered.status, await answered.text()];
+        }""",
+        [kinds_bundle.url, kind],
+    )
+    assert statuses == [504, 200, "Hello Plugin!"]

@@ -146,7 +146,11 @@ async def load_js(spec: PluginSpec) -> BrowserJsPlugin:
 
 class Executor:
     """A ``kinds/wasm-executor.mjs`` worker running one module; terminated and restarted when
-    a call is cancelled (the runtime's timeout) or the worker dies."""
+    the call it is running is cancelled (the runtime's timeout) or the worker dies.
+
+    The worker runs calls one at a time in the order they were sent, so the oldest pending
+    call is the one running: cancelling it restarts the worker and sends the calls queued
+    behind it again; cancelling another one only forgets it."""
 
     def __init__(self, spec: PluginSpec, mode: str, module: bytes, max_memory: int) -> None:
         self.spec = spec
@@ -155,7 +159,7 @@ class Executor:
         self.max_memory = max_memory
         self._worker: Any = None
         self._ready: asyncio.Future[None] | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[Any], dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._proxies: list[Any] = []
 
@@ -186,7 +190,7 @@ class Executor:
         elif kind == "error" and self._ready and not self._ready.done():
             self._ready.set_exception(PluginLoadError(self.spec.name, str(data.error)))
         else:
-            future = self._pending.pop(int(data.id), None)
+            future, _ = self._pending.pop(int(data.id), (None, None))
             if future is not None and not future.done():
                 future.set_result(data)
 
@@ -195,8 +199,10 @@ class Executor:
             # The worker died while loading (its script is missing, for one).
             self._ready.set_exception(PluginLoadError(self.spec.name, message))
         self.terminate()
-        error = PluginCrashed(f"its executor worker failed: {message}")
-        for future in self._pending.values():
+        self._fail_pending(PluginCrashed(f"its executor worker failed: {message}"))
+
+    def _fail_pending(self, error: Exception) -> None:
+        for future, _ in self._pending.values():
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
@@ -209,14 +215,44 @@ class Executor:
             raise PluginCrashed(f"it could not restart: {exc.reason}") from None
         call_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[call_id] = future
-        self._worker.postMessage(js_object({"type": "call", "id": call_id, **fields}))
+        self._send(call_id, future, fields)
         try:
             return await future
         except asyncio.CancelledError:
-            # Nothing interrupts wasm in a browser but terminating its worker.
-            self._fail("terminated after a timeout")
+            self._cancel(call_id)
             raise
+
+    def _send(self, call_id: int, future: asyncio.Future[Any], fields: dict[str, Any]) -> None:
+        self._pending[call_id] = (future, fields)
+        self._worker.postMessage(js_object({"type": "call", "id": call_id, **fields}))
+
+    def _cancel(self, call_id: int) -> None:
+        running = next(iter(self._pending), None)
+        self._pending.pop(call_id, None)
+        if call_id != running:
+            return  # not started yet: its answer, when it comes, is dropped
+        # Nothing interrupts wasm in a browser but terminating its worker.
+        queued = list(self._pending.items())
+        self._pending.clear()
+        self.terminate()
+        if queued:
+            task = asyncio.ensure_future(self._send_again(queued))
+            task.add_done_callback(lambda t: t.exception())
+
+    async def _send_again(
+        self, queued: list[tuple[int, tuple[asyncio.Future[Any], dict[str, Any]]]]
+    ) -> None:
+        """The calls that were waiting behind a cancelled one, sent to a fresh worker."""
+        try:
+            await self.start()
+        except PluginLoadError as exc:
+            self.terminate()
+            self._pending = dict(queued)
+            self._fail_pending(PluginCrashed(f"it could not restart: {exc.reason}"))
+            return
+        for call_id, (future, fields) in queued:
+            if not future.done():
+                self._send(call_id, future, fields)
 
     def terminate(self) -> None:
         if self._worker is not None:
