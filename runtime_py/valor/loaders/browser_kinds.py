@@ -110,7 +110,7 @@ class BrowserJsPlugin:
         if error is not None:
             if field(answer, "crashed"):
                 raise PluginCrashed(str(error))
-            return PluginFailed(500, f"plug-in {self.spec.name!r} failed: {error}").answer()
+            raise PluginFailed(500, f"plug-in {self.spec.name!r} failed: {error}")
         return {
             "status": int(answer.status),
             "headers": answer.headers.to_py(),
@@ -270,11 +270,11 @@ class BrowserWasmPlugin:
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         answer = await self.executor.call({"buffer": js_bytes(encode_request(message))})
         if field(answer, "error") is not None:
-            return _trap_or_error(self.spec, answer)
+            raise _trap_or_error(self.spec, answer)
         try:
             return decode_response(answer.buffer.to_bytes())
         except AbiError as exc:
-            return PluginFailed(500, f"plug-in {self.spec.name!r} answered badly: {exc}").answer()
+            raise PluginFailed(500, f"plug-in {self.spec.name!r} answered badly: {exc}") from None
 
     async def close(self) -> None:
         self.executor.terminate()
@@ -295,28 +295,26 @@ class BrowserWasiPlugin:
             }
         )
         if field(answer, "error") is not None:
-            return _trap_or_error(self.spec, answer)
+            raise _trap_or_error(self.spec, answer)
         if field(answer, "stderr"):
             text = str(answer.stderr).rstrip()
             logging.getLogger("valor.plugins").warning(
                 "plug-in %s stderr: %s", self.spec.name, text
             )
         if answer.code != 0:
-            return PluginFailed(
-                500, f"plug-in {self.spec.name!r} exited with code {answer.code}"
-            ).answer()
+            raise PluginFailed(500, f"plug-in {self.spec.name!r} exited with code {answer.code}")
         try:
             return parse_cgi_output(answer.stdout.to_bytes())
         except CgiError as exc:
-            return PluginFailed(500, f"plug-in {self.spec.name!r} answered badly: {exc}").answer()
+            raise PluginFailed(500, f"plug-in {self.spec.name!r} answered badly: {exc}") from None
 
     async def close(self) -> None:
         self.executor.terminate()
 
 
-def _trap_or_error(spec: PluginSpec, answer: Any) -> ResponseMessage:
+def _trap_or_error(spec: PluginSpec, answer: Any) -> PluginFailed:
     what = "trapped" if field(answer, "trap") else "failed"
-    return PluginFailed(500, f"plug-in {spec.name!r} {what}: {field(answer, 'error')}").answer()
+    return PluginFailed(500, f"plug-in {spec.name!r} {what}: {field(answer, 'error')}")
 
 
 async def _executor(spec: PluginSpec, mode: str) -> Executor:
@@ -373,7 +371,7 @@ class BrowserProxyPlugin:
             raise
         except Exception as exc:  # a JsException: the network failed
             detail = f"plug-in {self.spec.name!r}: upstream {self.base} is unreachable: "
-            return PluginFailed(502, detail + _js_message(exc)).answer()
+            raise PluginFailed(502, detail + _js_message(exc)) from None
         headers = [(str(n), str(v)) for n, v in Array.from_(response.headers).to_py()]
         kept = [[n, v] for n, v in relay_headers(headers) if n.lower() not in BROWSER_DROPPED]
         return {"status": int(response.status), "headers": kept, "body": data}

@@ -1,5 +1,6 @@
-"""How non-Python plug-ins report a failure the runtime cannot see as an exception: a trap, an
-exit code, a bad answer, an unreachable upstream. Answered like the runtime's own errors."""
+"""How loaders report a failure of a plug-in while it answers: a trap, an exit code, a bad
+answer, an unreachable upstream. Loaders raise it; the runtime answers it (``Runtime._failed``,
+the one place failures become answers), like its own errors."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ log = logging.getLogger("valor.plugins")
 
 
 class PluginFailed(Exception):
-    """Raised inside a loader; ``answer()`` turns it into the error response."""
+    """Raised by a loader; ``answer()`` is the error response the runtime sends."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)

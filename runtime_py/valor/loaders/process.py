@@ -191,15 +191,15 @@ class PluginProcess:
 
 
 def answer_of(name: str, head: dict[str, Any], body: bytes) -> ResponseMessage:
-    """Turn an answer frame into a wire response, or the failure it reports."""
+    """Turn an answer frame into a wire response; raise the failure it reports."""
     if "error" in head:
         if head.get("crashed"):
             raise PluginCrashed(str(head["error"]))
-        return PluginFailed(500, f"plug-in {name!r} failed: {head['error']}").answer()
+        raise PluginFailed(500, f"plug-in {name!r} failed: {head['error']}")
     try:
         return response_from(head, body)
     except AbiError as exc:
-        return PluginFailed(500, f"plug-in {name!r} answered badly: {exc}").answer()
+        raise PluginFailed(500, f"plug-in {name!r} answered badly: {exc}") from None
 
 
 class ProcessPlugin:

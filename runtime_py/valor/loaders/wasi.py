@@ -37,10 +37,7 @@ class WasiPlugin:
         self._pre = linker.instantiate_pre(module)
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
-        try:
-            return await asyncio.to_thread(self._run, message)
-        except PluginFailed as failure:
-            return failure.answer()
+        return await asyncio.to_thread(self._run, message)
 
     def _run(self, message: RequestMessage) -> ResponseMessage:
         stdout: list[bytes] = []

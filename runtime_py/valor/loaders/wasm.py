@@ -72,10 +72,7 @@ class WasmPlugin:
             raise PluginFailed(500, f"plug-in {self.spec.name!r}: valor_init() returned {code}")
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
-        try:
-            return await asyncio.to_thread(self._call, encode_request(message))
-        except PluginFailed as failure:
-            return failure.answer()
+        return await asyncio.to_thread(self._call, encode_request(message))
 
     def _call(self, data: bytes) -> ResponseMessage:
         # Runs in a worker thread: wasmtime releases the GIL while wasm runs.
