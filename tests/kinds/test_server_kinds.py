@@ -19,9 +19,9 @@ from tests.kinds.conftest import EXAMPLES, FAULTY, GARBAGE
 from tests.kinds.table import KINDS, MAX_BODY, RUST_MOUNTS, kind_cases, rust_cases
 from tests.servers import ROOT, Server
 from tests.test_server import send_over_http
-from valor.loaders.abi import encode_request
 from valor.loaders.failures import PluginFailed
 from valor.loaders.server_kinds import SERVER_KIND_LOADERS
+from valor.loaders.wasm import exchange
 from valor.manifest import parse_plugin
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
@@ -210,7 +210,10 @@ def test_a_hung_wasm_call_is_interrupted_and_frees_its_thread(kinds_site: Path, 
 
     def call() -> None:
         try:
-            plugin._call(encode_request(hang)) if kind == "wasm" else plugin._run(hang)
+            if kind == "wasm":
+                plugin.engine._run(lambda: exchange(plugin.spec, plugin.limits, hang))
+            else:
+                plugin._run(hang)
         except BaseException as exc:
             outcome.append(exc)
 

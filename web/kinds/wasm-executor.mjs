@@ -1,73 +1,65 @@
 // Runs one wasm or WASI plug-in in the browser, in its own dedicated worker so the runtime can
 // terminate it when a request runs past its timeout (an endless loop cannot be interrupted any
-// other way). Pure plumbing: the ABI and CGI encoding and decoding stay in Python
-// (valor.loaders.abi, valor.loaders.cgi); this file only moves bytes in and out of the module.
+// other way). Only the engine: it compiles, instantiates and calls. The wasm ABI (which exports
+// to call, with what, and what the answer means), the memory cap (set in the module's bytes) and
+// CGI stay in Python (valor.loaders.wasm, valor.loaders.wasm_limits, valor.loaders.cgi).
 //
-// In:  {type: "load", mode: "wasm" | "wasi", bytes, maxMemory, config}  -> {type: "loaded"} | {type: "error", error}
-//      {type: "call", id, buffer}                    (wasm)      -> {id, buffer} | {id, error, trap}
-//      {type: "call", id, argv, env, stdin}          (wasi)      -> {id, stdout, stderr, code} | {id, error, trap}
+// In:  {type: "load", mode: "wasm" | "wasi", bytes}   -> {type: "loaded", imports, exports} | {type: "error", error}
+//      {type: "call", id, op, args}           (wasm)  -> {id, value} | {id, error, trap}
+//        op: "start" (a new instance) | "call" [export, ...args] | "write" [ptr, bytes]
+//            | "read" [ptr, len] | "size" []; an i64 result comes back as text
+//      {type: "call", id, argv, env, stdin}   (wasi)  -> {id, stdout, stderr, code} | {id, error, trap}
 
 let mode = null;
 let module = null;
-let maxMemory = Infinity;
-let config = new Uint8Array(0); // the manifest's config as JSON, for the optional valor_init
-let instance = null; // wasm kind: reused until it traps
+let instance = null; // wasm kind: the one Python started, until a step fails
 
 self.onmessage = async ({ data }) => {
   if (data.type === "load") {
     try {
       mode = data.mode;
-      maxMemory = data.maxMemory || Infinity;
-      config = data.config || config;
       module = await WebAssembly.compile(data.bytes);
-      if (mode === "wasm") startInstance();
-      self.postMessage({ type: "loaded" });
+      const imports = WebAssembly.Module.imports(module).map((i) => `${i.module}.${i.name}`);
+      const exports = Object.fromEntries(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
+      self.postMessage({ type: "loaded", imports, exports });
     } catch (error) {
       self.postMessage({ type: "error", error: String(error?.message || error) });
     }
   } else if (data.type === "call") {
     let answer;
     try {
-      answer = mode === "wasm" ? callWasm(data) : runWasi(data);
+      answer = mode === "wasm" ? step(data) : runWasi(data);
     } catch (error) {
-      instance = null; // a trap leaves the instance in an unknown state: the next call gets a fresh one
+      instance = null; // a trap leaves the instance in an unknown state
       answer = { error: String(error?.message || error), trap: error instanceof WebAssembly.RuntimeError };
     }
-    const transfer = [answer.buffer, answer.stdout].filter(Boolean).map((b) => b.buffer);
+    const transfer = [answer.value, answer.stdout].filter((b) => b instanceof Uint8Array).map((b) => b.buffer);
     self.postMessage({ id: data.id, ...answer }, transfer);
   }
 };
 
-function startInstance() {
-  instance = new WebAssembly.Instance(module, {});
-  instance.exports._initialize?.();
-  const { memory, alloc, valor_init } = instance.exports;
-  if (!valor_init) return;
-  const ptr = alloc(config.length);
-  if (!ptr) throw new Error("could not allocate its config");
-  new Uint8Array(memory.buffer, ptr, config.length).set(config);
-  const code = valor_init(ptr, config.length);
-  if (code !== 0) throw new Error(`valor_init() returned ${code}`);
-}
-
-function callWasm({ buffer }) {
-  if (!instance) startInstance();
-  const { memory, alloc, handle } = instance.exports;
-  const ptr = alloc(buffer.length);
-  if (!ptr) return { error: `could not allocate ${buffer.length} bytes` };
-  new Uint8Array(memory.buffer, ptr, buffer.length).set(buffer);
-  const packed = BigInt.asUintN(64, BigInt(handle(ptr, buffer.length)));
-  const outPtr = Number(packed >> 32n);
-  const outLen = Number(packed & 0xffffffffn);
-  if (!outPtr) return { error: "handle() returned no answer" };
-  if (outPtr + outLen > memory.buffer.byteLength) return { error: "answer is outside its memory" };
-  const answer = new Uint8Array(memory.buffer, outPtr, outLen).slice();
-  if (memory.buffer.byteLength > maxMemory) {
-    // A browser cannot cap a module's own memory up front: drop an instance that grew past it.
-    instance = null;
-    return { error: `memory grew past the ${maxMemory / 1048576} MiB cap`, trap: true };
+function step({ op, args }) {
+  if (op === "start") {
+    instance = new WebAssembly.Instance(module, {});
+    return { value: null };
   }
-  return { buffer: answer };
+  if (!instance) throw new Error("no instance (it failed)");
+  const { memory } = instance.exports;
+  switch (op) {
+    case "call": {
+      const value = instance.exports[args[0]](...args.slice(1));
+      return { value: typeof value === "bigint" ? value.toString() : (value ?? null) };
+    }
+    case "write":
+      new Uint8Array(memory.buffer, args[0], args[1].length).set(args[1]);
+      return { value: null };
+    case "read":
+      return { value: new Uint8Array(memory.buffer, args[0], args[1]).slice() };
+    case "size":
+      return { value: memory.buffer.byteLength };
+    default:
+      throw new Error(`unknown step ${op}`);
+  }
 }
 
 function runWasi({ argv, env, stdin }) {

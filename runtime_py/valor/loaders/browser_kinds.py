@@ -1,7 +1,8 @@
 """The browser host's loaders for the js, wasm, wasi, proxy and native kinds (Pyodide only).
 
-Logic stays in Python and is shared with the server: the ABI (``abi``), CGI (``cgi``), limits
-(``wasm_limits``) and proxy rules (``proxy_rules``). What runs in JavaScript is transport:
+Logic stays in Python and is shared with the server: the wasm kind (``wasm``: checks, the ABI's
+steps, the memory cap), CGI (``cgi``), limits (``wasm_limits``) and proxy rules
+(``proxy_rules``). What runs in JavaScript is transport:
 ``kinds/pool.mjs`` and ``kinds/boot.mjs`` (the same worker pool Deno runs on the server) and
 ``kinds/wasm-executor.mjs`` (a worker per wasm/WASI plug-in that can be terminated on timeout,
 since nothing else stops an endless loop in the browser). URLs resolve against the runtime
@@ -15,20 +16,31 @@ import asyncio
 import itertools
 import json
 import logging
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import PluginCrashed, PluginLoadError
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
 from . import Loader
-from .abi import AbiError, decode_response, encode_config, encode_request
 from .cgi import CgiError, cgi_environ, parse_cgi_output
 from .failures import PluginFailed
 from .proxy_rules import forward_headers, relay_headers, upstream_url
-from .wasm_limits import wasm_limits
+from .wasm import (
+    Step,
+    Steps,
+    WasmPlugin,
+    check_module,
+    invalid_module,
+    load,
+    read_module,
+    run_steps_async,
+    start_steps,
+)
+from .wasm_limits import WasmLimits, capped_module, wasm_limits
 
 log = logging.getLogger("valor.plugins")
+T = TypeVar("T")
 BUNDLE_ROOT = "/valor/"
 # The body a browser's fetch hands over is already decoded and re-framed.
 BROWSER_DROPPED = {"content-encoding", "content-length"}
@@ -68,15 +80,6 @@ def field(value: Any, name: str) -> Any:
     """A JS object's property, ``None`` when it is missing, undefined or null."""
     found = getattr(value, name, None)
     return None if found is None or type(found).__name__ == "JsNull" else found
-
-
-def read_file(spec: PluginSpec) -> bytes:
-    try:
-        return Path(spec.path or "").read_bytes()
-    except OSError as exc:
-        raise PluginLoadError(
-            spec.name, f"cannot read {str(spec.path)!r}: {exc.strerror}"
-        ) from None
 
 
 # -- js ---------------------------------------------------------------------------------------
@@ -152,11 +155,12 @@ class Executor:
     call is the one running: cancelling it restarts the worker and sends the calls queued
     behind it again; cancelling another one only forgets it."""
 
-    def __init__(self, spec: PluginSpec, mode: str, module: bytes, max_memory: int) -> None:
+    def __init__(self, spec: PluginSpec, mode: str, module: bytes) -> None:
         self.spec = spec
         self.mode = mode
         self.module = module
-        self.max_memory = max_memory
+        self.imports: list[str] = []
+        self.exports: dict[str, str] = {}
         self._worker: Any = None
         self._ready: asyncio.Future[None] | None = None
         self._pending: dict[int, tuple[asyncio.Future[Any], dict[str, Any]]] = {}
@@ -179,13 +183,14 @@ class Executor:
         worker.onerror = on_error
         self._worker = worker
         load = {"type": "load", "mode": self.mode, "bytes": js_bytes(self.module)}
-        config = js_bytes(encode_config(self.spec.config))
-        worker.postMessage(js_object({**load, "maxMemory": self.max_memory, "config": config}))
+        worker.postMessage(js_object(load))
         await self._ready
 
     def _receive(self, data: Any) -> None:
         kind = field(data, "type")
         if kind == "loaded" and self._ready and not self._ready.done():
+            self.imports = data.imports.to_py()
+            self.exports = data.exports.to_py()
             self._ready.set_result(None)
         elif kind == "error" and self._ready and not self._ready.done():
             self._ready.set_exception(PluginLoadError(self.spec.name, str(data.error)))
@@ -262,22 +267,65 @@ class Executor:
         self._worker, self._ready, self._proxies = None, None, []
 
 
-class BrowserWasmPlugin:
-    def __init__(self, spec: PluginSpec, executor: Executor) -> None:
-        self.spec = spec
-        self.executor = executor
+class BrowserWasmEngine:
+    """The browser's engine for the wasm kind (``valor.loaders.wasm`` holds the rest): one
+    instance in an executor worker, which runs the ABI's steps one message each. One request at
+    a time: the steps of two requests must not interleave on one instance."""
 
-    async def handle(self, message: RequestMessage) -> ResponseMessage:
-        answer = await self.executor.call({"buffer": js_bytes(encode_request(message))})
+    def __init__(self, spec: PluginSpec, limits: WasmLimits, executor: Executor) -> None:
+        self.spec = spec
+        self.limits = limits
+        self.executor = executor
+        self._lock = asyncio.Lock()
+        self._started = False
+
+    @classmethod
+    async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> BrowserWasmEngine:
+        executor = await _executor(spec, "wasm", data)
+        self = cls(spec, limits, executor)
+        try:
+            check_module(spec, executor.imports, executor.exports)
+            await self.run(_no_steps)
+        except (PluginFailed, PluginCrashed) as exc:
+            executor.terminate()
+            raise PluginLoadError(spec.name, f"instantiating the module failed: {exc}") from None
+        except PluginLoadError:
+            executor.terminate()
+            raise
+        return self
+
+    async def run(self, steps: Callable[[], Steps[T]]) -> T:
+        async with self._lock:
+            try:
+                if not self._started:
+                    await self._do(("start",))
+                    exports = self.executor.exports
+                    await run_steps_async(start_steps(self.spec, self.limits, exports), self._do)
+                    self._started = True
+                return await run_steps_async(steps(), self._do)
+            except BaseException:
+                self._started = False  # a trap, a failure or a timeout: a fresh instance next
+                raise
+
+    async def _do(self, step: Step) -> Any:
+        op, *args = step
+        if op == "write":
+            args = [args[0], js_bytes(args[1])]
+        answer = await self.executor.call({"op": op, "args": args})
         if field(answer, "error") is not None:
             raise _trap_or_error(self.spec, answer)
-        try:
-            return decode_response(answer.buffer.to_bytes())
-        except AbiError as exc:
-            raise PluginFailed(500, f"plug-in {self.spec.name!r} answered badly: {exc}") from None
+        value = field(answer, "value")
+        if op == "read":
+            return value.to_bytes()
+        return int(value) if isinstance(value, str) else value  # an i64 comes as text
 
     async def close(self) -> None:
         self.executor.terminate()
+
+
+def _no_steps() -> Steps[None]:
+    return
+    yield
 
 
 class BrowserWasiPlugin:
@@ -317,26 +365,24 @@ def _trap_or_error(spec: PluginSpec, answer: Any) -> PluginFailed:
     return PluginFailed(500, f"plug-in {spec.name!r} {what}: {field(answer, 'error')}")
 
 
-async def _executor(spec: PluginSpec, mode: str) -> Executor:
-    limits = wasm_limits(spec)
-    executor = Executor(spec, mode, read_file(spec), limits.max_memory)
+async def _executor(spec: PluginSpec, mode: str, module: bytes) -> Executor:
+    executor = Executor(spec, mode, module)
     try:
         await executor.start()
     except PluginLoadError as exc:
         executor.terminate()
-        first = exc.reason.strip().splitlines()[0] if exc.reason.strip() else "invalid module"
-        raise PluginLoadError(
-            spec.name, f"{Path(spec.path or '').name!r} is not a valid WebAssembly module: {first}"
-        ) from None
+        raise invalid_module(spec, exc.reason) from None
     return executor
 
 
-async def load_wasm(spec: PluginSpec) -> BrowserWasmPlugin:
-    return BrowserWasmPlugin(spec, await _executor(spec, "wasm"))
+async def load_wasm(spec: PluginSpec) -> WasmPlugin:
+    return await load(spec, BrowserWasmEngine.create)
 
 
 async def load_wasi(spec: PluginSpec) -> BrowserWasiPlugin:
-    return BrowserWasiPlugin(spec, await _executor(spec, "wasi"))
+    limits = wasm_limits(spec)
+    module = capped_module(read_module(spec), limits.max_memory)
+    return BrowserWasiPlugin(spec, await _executor(spec, "wasi", module))
 
 
 # -- proxy ------------------------------------------------------------------------------------
