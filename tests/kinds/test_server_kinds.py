@@ -19,6 +19,7 @@ from tests.kinds.conftest import EXAMPLES, FAULTY, GARBAGE
 from tests.kinds.table import KINDS, MAX_BODY, RUST_MOUNTS, kind_cases, rust_cases
 from tests.servers import ROOT, Server
 from tests.test_server import send_over_http
+from valor.loaders.cgi import cgi_environ
 from valor.loaders.failures import PluginFailed
 from valor.loaders.server_kinds import SERVER_KIND_LOADERS
 from valor.loaders.wasm import exchange
@@ -213,7 +214,7 @@ def test_a_hung_wasm_call_is_interrupted_and_frees_its_thread(kinds_site: Path, 
             if kind == "wasm":
                 plugin.engine._run(lambda: exchange(plugin.spec, plugin.limits, hang))
             else:
-                plugin._run(hang)
+                plugin.engine._run(["hung"], cgi_environ(hang), b"")
         except BaseException as exc:
             outcome.append(exc)
 

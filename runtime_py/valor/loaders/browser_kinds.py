@@ -23,9 +23,10 @@ from ..errors import PluginCrashed, PluginLoadError
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
 from . import Loader
-from .cgi import CgiError, cgi_environ, parse_cgi_output
 from .failures import PluginFailed
 from .proxy_rules import forward_headers, relay_headers, upstream_url
+from .wasi import WasiPlugin, check_command
+from .wasi import load as load_wasi_with
 from .wasm import (
     Step,
     Steps,
@@ -33,11 +34,10 @@ from .wasm import (
     check_module,
     invalid_module,
     load,
-    read_module,
     run_steps_async,
     start_steps,
 )
-from .wasm_limits import WasmLimits, capped_module, wasm_limits
+from .wasm_limits import WasmLimits
 
 log = logging.getLogger("valor.plugins")
 T = TypeVar("T")
@@ -328,33 +328,32 @@ def _no_steps() -> Steps[None]:
     yield
 
 
-class BrowserWasiPlugin:
+class BrowserWasiEngine:
+    """The browser's engine for the WASI kind (``valor.loaders.wasi`` holds the rest): Valor's
+    WASI shim in an executor worker, a fresh instance per run."""
+
     def __init__(self, spec: PluginSpec, executor: Executor) -> None:
         self.spec = spec
         self.executor = executor
 
-    async def handle(self, message: RequestMessage) -> ResponseMessage:
-        body = message.get("body")
-        answer = await self.executor.call(
-            {
-                "argv": [self.spec.name],
-                "env": cgi_environ(message),
-                "stdin": js_bytes(body) if body else None,
-            }
-        )
+    @classmethod
+    async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> BrowserWasiEngine:
+        executor = await _executor(spec, "wasi", data)
+        try:
+            check_command(spec, executor.exports)
+        except PluginLoadError:
+            executor.terminate()
+            raise
+        return cls(spec, executor)
+
+    async def run(
+        self, argv: list[str], env: dict[str, str], stdin: bytes
+    ) -> tuple[bytes, str, int]:
+        fields = {"argv": argv, "env": env, "stdin": js_bytes(stdin) if stdin else None}
+        answer = await self.executor.call(fields)
         if field(answer, "error") is not None:
             raise _trap_or_error(self.spec, answer)
-        if field(answer, "stderr"):
-            text = str(answer.stderr).rstrip()
-            logging.getLogger("valor.plugins").warning(
-                "plug-in %s stderr: %s", self.spec.name, text
-            )
-        if answer.code != 0:
-            raise PluginFailed(500, f"plug-in {self.spec.name!r} exited with code {answer.code}")
-        try:
-            return parse_cgi_output(answer.stdout.to_bytes())
-        except CgiError as exc:
-            raise PluginFailed(500, f"plug-in {self.spec.name!r} answered badly: {exc}") from None
+        return answer.stdout.to_bytes(), str(field(answer, "stderr") or ""), int(answer.code)
 
     async def close(self) -> None:
         self.executor.terminate()
@@ -379,10 +378,8 @@ async def load_wasm(spec: PluginSpec) -> WasmPlugin:
     return await load(spec, BrowserWasmEngine.create)
 
 
-async def load_wasi(spec: PluginSpec) -> BrowserWasiPlugin:
-    limits = wasm_limits(spec)
-    module = capped_module(read_module(spec), limits.max_memory)
-    return BrowserWasiPlugin(spec, await _executor(spec, "wasi", module))
+async def load_wasi(spec: PluginSpec) -> WasiPlugin:
+    return await load_wasi_with(spec, BrowserWasiEngine.create)
 
 
 # -- proxy ------------------------------------------------------------------------------------
