@@ -23,7 +23,8 @@ from ..errors import PluginCrashed, PluginLoadError
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
 from . import Loader
-from .failures import PluginFailed
+from .failures import PluginFailed, reported_failure
+from .js import js_workers
 from .proxy_rules import forward_headers, relay_headers, upstream_url
 from .wasi import WasiPlugin, check_command
 from .wasi import load as load_wasi_with
@@ -111,9 +112,7 @@ class BrowserJsPlugin:
             raise
         error = field(answer, "error")
         if error is not None:
-            if field(answer, "crashed"):
-                raise PluginCrashed(str(error))
-            raise PluginFailed(500, f"plug-in {self.spec.name!r} failed: {error}")
+            raise reported_failure(self.spec.name, error, bool(field(answer, "crashed")))
         return {
             "status": int(answer.status),
             "headers": answer.headers.to_py(),
@@ -128,9 +127,7 @@ async def load_js(spec: PluginSpec) -> BrowserJsPlugin:
     from pyodide.code import run_js
 
     script = plugin_url(spec)
-    workers = spec.config.get("workers", 2)
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
-        raise PluginLoadError(spec.name, f"config 'workers' must be 1 to 64, got {workers!r}")
+    workers = js_workers(spec)
     pool_module = await run_js(f"import({json.dumps(site_url('kinds/pool.mjs'))})")
     make_worker = run_js(
         "(boot, script) => () => new Worker(boot, {type: 'module', name: script})"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from ..errors import PluginCrashed
 from ..responses import error_message
 from ..wire import ResponseMessage
 
@@ -29,3 +30,11 @@ class PluginFailed(Exception):
         error_id = uuid.uuid4().hex[:12]
         log.error("%s [error_id=%s]", self.detail, error_id)
         return error_message(500, self.detail, error_id=error_id)
+
+
+def reported_failure(name: str, error: object, crashed: bool) -> Exception:
+    """What a plug-in's process or worker reported instead of an answer (js and native, in
+    both hosts): a crash (502; it is restarted) or a failure (500)."""
+    if crashed:
+        return PluginCrashed(str(error))
+    return PluginFailed(500, f"plug-in {name!r} failed: {error}")

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import PluginCrashed, PluginLoadError
 from ..wire import RequestMessage, ResponseMessage
 from .abi import AbiError, encode_request, pack_message, response_from, unpack_message
-from .failures import PluginFailed
+from .failures import PluginFailed, reported_failure
 
 log = logging.getLogger("valor.plugins")
 FRAME = struct.Struct(">II")
@@ -193,9 +193,7 @@ class PluginProcess:
 def answer_of(name: str, head: dict[str, Any], body: bytes) -> ResponseMessage:
     """Turn an answer frame into a wire response; raise the failure it reports."""
     if "error" in head:
-        if head.get("crashed"):
-            raise PluginCrashed(str(head["error"]))
-        raise PluginFailed(500, f"plug-in {name!r} failed: {head['error']}")
+        raise reported_failure(name, head["error"], bool(head.get("crashed")))
     try:
         return response_from(head, body)
     except AbiError as exc:
