@@ -4,7 +4,7 @@ Each request runs the program once in a fresh instance (as WAGI does): the envir
 ``valor.loaders.cgi``, the body on stdin, the answer parsed from stdout, stderr to the log.
 A non-zero exit or a trap answers 500; past the time limit, 504. Everything but running the
 program is here, once; a host gives only its ``WasiEngine``: wasmtime's WASI on the server
-(``wasmtime_host``), Valor's WASI shim in an executor worker in the browser (``browser_kinds``
+(``wasmtime_host``), Valor's WASI shim in an executor worker in the browser (``browser_wasm``
 and ``web/kinds/wasm-executor.mjs``).
 """
 

@@ -11,7 +11,7 @@ Everything but running wasm is here, once: the checks, the ABI's steps, the memo
 failures. The steps are a generator of ``Step``s (call an export, write, read, memory size), so
 the server runs them in a thread and the browser over messages to its executor worker. A host
 gives only its ``WasmEngine``: wasmtime on the server (``wasmtime_host``), the browser's
-``WebAssembly`` in a worker (``browser_kinds`` and ``web/kinds/wasm-executor.mjs``), which
+``WebAssembly`` in a worker (``browser_wasm`` and ``web/kinds/wasm-executor.mjs``), which
 instantiate the module and run steps on an instance.
 """
 
