@@ -248,7 +248,7 @@ def comparable(answer: httpx.Response) -> tuple:
 
 def test_rust_examples_answer_exactly_as_the_c_and_python_ones() -> None:
     """hello-rust (wasm and native) answers every request of the table byte for byte as the
-    C examples do; greeter-rust greets as greeter.py does."""
+    C examples do; rust-greeter (plugins/src/greeter-rust) greets as greeter.py does."""
     from valor.testing import TestClient
 
     with TestClient(ROOT / "plugins" / "plugins.json") as client:
@@ -260,10 +260,10 @@ def test_rust_examples_answer_exactly_as_the_c_and_python_ones() -> None:
             }  # fmt: skip
             assert len(set(answers.values())) == 1, (method, path, answers)
         python, rust = (
-            comparable(client.get(f"/{n}?who=Bob")) for n in ("greeter", "greeter-rust")
+            comparable(client.get(f"/{n}?who=Bob")) for n in ("greeter", "rust-greeter")
         )
         assert python == rust and rust[2] == b"Alice says hello Bob!"
-        python, rust = (client.get(f"/{n}").json() for n in ("greeter", "greeter-rust"))
+        python, rust = (client.get(f"/{n}").json() for n in ("greeter", "rust-greeter"))
         assert {k: python[k] for k in ("status", "error")} == {
             k: rust[k] for k in ("status", "error")
         }
