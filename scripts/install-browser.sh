@@ -21,10 +21,13 @@ if ! command -v npm >/dev/null; then
   apt_install nodejs npm
 fi
 
-wanted=$(node -p "require('./package-lock.json').packages['node_modules/pyodide'].version")
-have=$(node -p "try { require('./node_modules/pyodide/package.json').version } catch { '' }")
-if [ "$wanted" != "$have" ]; then
-  echo "installing pyodide $wanted with npm ci"
+# Pyodide and the WASI shim the wasm executor runs WASI plug-ins on.
+pinned() { node -p "require('./package-lock.json').packages['node_modules/$1'].version"; }
+installed() { node -p "try { require('./node_modules/$1/package.json').version } catch { '' }"; }
+wanted=$(pinned pyodide)
+if [ "$wanted" != "$(installed pyodide)" ] \
+  || [ "$(pinned @bjorn3/browser_wasi_shim)" != "$(installed @bjorn3/browser_wasi_shim)" ]; then
+  echo "installing pyodide $wanted and the WASI shim with npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 

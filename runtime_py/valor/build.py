@@ -29,6 +29,9 @@ from .errors import ManifestError
 from .manifest import Manifest, PluginSpec, load_manifest
 
 PYODIDE_VERSION = "314.0.7"
+# The WASI shim the browser's wasm executor runs WASI plug-ins on (pinned in package.json too).
+WASI_SHIM = "@bjorn3/browser_wasi_shim"
+WASI_SHIM_VERSION = "0.4.2"
 PYODIDE_PYTHON = "3.14"
 PYODIDE_FILES = (
     "pyodide.mjs",
@@ -175,10 +178,13 @@ def build(
     staging = Path(tempfile.mkdtemp(prefix=".valor-build-", dir=out.resolve().parent))
     try:
         with progress.step(f"Fetching Pyodide {PYODIDE_VERSION} with npm") as notes:
-            pyodide_dir = _pyodide(cache_dir, notes)
+            pyodide_dir = _npm_package("pyodide", PYODIDE_VERSION, cache_dir, notes)
             lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
             for name in PYODIDE_FILES:
                 _copy(pyodide_dir / name, staging / "pyodide" / name)
+            shim_dir = _npm_package(WASI_SHIM, WASI_SHIM_VERSION, cache_dir, notes)
+            for path in sorted((shim_dir / "dist").glob("*.js")):
+                _copy(path, staging / "kinds" / "wasi-shim" / path.name)
         with progress.step("Building the runtime wheel") as notes:
             wheel = _runtime_wheel(staging / "wheels")
             bundle.runtime_wheel = f"wheels/{wheel.name}"
@@ -233,30 +239,29 @@ def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[Plug
     return manifest, specs
 
 
-def _pyodide(cache_dir: Path, notes: list[str]) -> Path:
-    """The npm package ``pyodide``: the repository's pinned copy, else a cached install."""
-    for candidate in (
-        REPO_DIR / "node_modules" / "pyodide",
-        cache_dir / f"pyodide-{PYODIDE_VERSION}" / "node_modules" / "pyodide",
-    ):
-        if _package_version(candidate) == PYODIDE_VERSION:
-            notes.append("cached")
+def _npm_package(name: str, version: str, cache_dir: Path, notes: list[str]) -> Path:
+    """An npm package (Pyodide, the WASI shim): the repository's pinned copy, else a cached
+    install."""
+    prefix = cache_dir / f"{name.replace('/', '+')}-{version}"
+    for candidate in (REPO_DIR / "node_modules" / name, prefix / "node_modules" / name):
+        if _package_version(candidate) == version:
+            if "cached" not in notes:
+                notes.append("cached")
             return candidate
     npm = shutil.which("npm")
     if npm is None:
         raise BuildError(
             "npm is not installed: install Node.js (with npm), or run scripts/install-browser.sh"
         )
-    prefix = cache_dir / f"pyodide-{PYODIDE_VERSION}"
     prefix.mkdir(parents=True, exist_ok=True)
     _run(
         [npm, "install", "--prefix", str(prefix), "--no-save", "--no-audit", "--no-fund",
-         f"pyodide@{PYODIDE_VERSION}"],
-        "npm could not fetch pyodide",
+         f"{name}@{version}"],
+        f"npm could not fetch {name}",
     )  # fmt: skip
-    candidate = prefix / "node_modules" / "pyodide"
-    if _package_version(candidate) != PYODIDE_VERSION:
-        raise BuildError(f"npm did not install pyodide {PYODIDE_VERSION} into {prefix}")
+    candidate = prefix / "node_modules" / name
+    if _package_version(candidate) != version:
+        raise BuildError(f"npm did not install {name} {version} into {prefix}")
     return candidate
 
 
