@@ -8,9 +8,10 @@
 // random and exit; its in-memory file system starts empty (no preopened folders).
 //
 // In:  {type: "load", mode: "wasm" | "wasi", bytes}   -> {type: "loaded", imports, exports} | {type: "error", error}
-//      {type: "call", id, op, args}           (wasm)  -> {id, value} | {id, error, trap}
+//      {type: "call", id, op, args}           (wasm)  -> {id, value, size} | {id, error, trap}
 //        op: "start" (a new instance) | "call" [export, ...args] | "write" [ptr, bytes]
-//            | "read" [ptr, len] | "size" []; an i64 result comes back as text
+//            | "read" [ptr, len] | "size" []; an i64 result comes back as text; size is the
+//            memory's size in bytes after the step
 //      {type: "call", id, argv, env, stdin}   (wasi)  -> {id, stdout, stderr, code} | {id, error, trap}
 
 import { ConsoleStdout, File, OpenFile, WASI } from "./wasi-shim/index.js";
@@ -34,6 +35,7 @@ self.onmessage = async ({ data }) => {
     let answer;
     try {
       answer = mode === "wasm" ? step(data) : runWasi(data);
+      if (instance) answer.size = instance.exports.memory.buffer.byteLength;
     } catch (error) {
       instance = null; // a trap leaves the instance in an unknown state
       answer = { error: String(error?.message || error), trap: error instanceof WebAssembly.RuntimeError };

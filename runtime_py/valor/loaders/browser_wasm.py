@@ -112,6 +112,13 @@ class Executor:
             self._cancel(call_id)
             raise
 
+    def post(self, fields: dict[str, Any]) -> None:
+        """Send a call whose answer nobody awaits (the worker must be running): a failure in it
+        shows in the next call's answer, which the worker runs after it."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._send(next(self._ids), future, fields)
+
     def _send(self, call_id: int, future: asyncio.Future[Any], fields: dict[str, Any]) -> None:
         self._pending[call_id] = (future, fields)
         self._worker.postMessage(js_object({"type": "call", "id": call_id, **fields}))
@@ -163,6 +170,7 @@ class BrowserWasmEngine:
         self.executor = executor
         self._lock = asyncio.Lock()
         self._started = False
+        self._size = 0  # the memory's size in bytes, as of the last answer
 
     @classmethod
     async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> BrowserWasmEngine:
@@ -193,12 +201,19 @@ class BrowserWasmEngine:
                 raise
 
     async def _do(self, step: Step) -> Any:
+        # A round trip to the worker costs more than the step itself, so two steps take none:
+        # "write" is sent without waiting (the next step's answer comes after it, and fails if
+        # it failed), and "size" is in every answer.
         op, *args = step
         if op == "write":
-            args = [args[0], js_bytes(args[1])]
+            self.executor.post({"op": op, "args": [args[0], js_bytes(args[1])]})
+            return None
+        if op == "size":
+            return self._size
         answer = await self.executor.call({"op": op, "args": args})
         if field(answer, "error") is not None:
             raise _trap_or_error(self.spec, answer)
+        self._size = field(answer, "size") or 0
         value = field(answer, "value")
         if op == "read":
             return value.to_bytes()
