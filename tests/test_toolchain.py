@@ -103,3 +103,19 @@ def test_no_rust_with_the_wasm_target_names_the_packages(tmp_path: Path) -> None
     assert "rustc, cargo and libstd-rust-dev-wasm32" in message
     with pytest.raises(toolchain.BuildError, match="is not installed"):
         toolchain.find_rust(str(tmp_path))
+
+
+def test_the_rust_sdk_passes_its_own_tests() -> None:
+    """The SDK's unit tests (JSON as Python writes it, the buffer format, Request and
+    Response), with the same cargo and rustc the plug-ins are built with."""
+    import subprocess
+
+    cargo, rustc = toolchain.find_rust()
+    env = {**os.environ, "RUSTC": rustc, "CARGO_TARGET_DIR": str(toolchain.cargo_target_dir())}
+    manifest = toolchain.RUST_SDK / "Cargo.toml"
+    done = subprocess.run(
+        [cargo, "test", "--offline", "--quiet", "--lib", "--manifest-path", str(manifest)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "test result: ok" in done.stdout
