@@ -22,12 +22,15 @@ from tests.kinds.table import (
     kind_cases,
     rust_cases,
 )
+from tests.servers import Server
+from tests.test_server import send_over_http
 from valor.build import build, serve
 
 pytestmark = pytest.mark.browser
 # The kinds' fixtures (a real upstream, the built plug-ins) are shared with the server tests.
 upstream = kinds.upstream
 kinds_site = kinds.kinds_site
+kinds_server = kinds.kinds_server
 
 
 @pytest.fixture(scope="module")
@@ -162,3 +165,27 @@ def test_a_timed_out_call_fails_only_itself(
         [kinds_bundle.url, kind],
     )
     assert statuses == [504, 200, "Hello Plugin!"]
+
+
+# Headers that belong to the transport or to one request, not to the plug-in's answer.
+TRANSPORT = {"x-correlation-id", "date", "server", "content-length", "transfer-encoding"}
+
+
+def test_rust_plugins_answer_the_same_in_both_hosts(
+    kinds_page: Page, kinds_bundle: Site, kinds_server: Server
+) -> None:
+    """The Rust examples built to wasm: every request of their table answered by the server
+    and by the browser, compared in full (status, headers, body bytes)."""
+    on_server, in_browser = send_over_http(kinds_server.url), browser_send(kinds_page, kinds_bundle)
+    for case in rust_cases("rust-wasm"):
+        if case.path.endswith("/hang"):
+            continue  # a 504 names the same timeout, after it; not worth two more seconds
+        answers = [send(case) for send in (on_server, in_browser)]
+        server, browser = (
+            (a.status, sorted((k, v) for k, v in a.headers.items() if k not in TRANSPORT), a.body)
+            for a in answers
+        )
+        assert ("x-valor-plugin", case.plugin) in server[1], server
+        if case.status == 500:  # each host's error_id is its own
+            server, browser = server[:2], browser[:2]
+        assert server == browser, case.id
