@@ -1,7 +1,8 @@
 """Per-kind latency: the same hello answer from each plug-in kind, in both hosts, in one run.
 
 Mounts the hello example of every kind (python, js, wasm, wasi, native, proxy to a bare
-uvicorn upstream on 127.0.0.1) at ``/<kind>`` and measures sequential GETs of it:
+uvicorn upstream on 127.0.0.1) at ``/<kind>``, and the Rust hello built to wasm and native at
+``/rust-wasm`` and ``/rust-native`` beside the C ones, and measures sequential GETs of it:
 
 - server: ``valor serve`` under uvicorn, one keep-alive connection, p50/p90/p99 in ms, and
   requests per second with 16 connections (wrk, when installed);
@@ -38,14 +39,17 @@ from valor.processes import free_port  # noqa: E402
 from valor.static import MIME_TYPES  # noqa: E402
 from valor.testing.hosts import CHROMIUM_ARGS as HEADLESS_ARGS  # noqa: E402
 
-KINDS = ("python", "js", "wasm", "wasi", "native", "proxy")
-BROWSER_KINDS = ("python", "js", "wasm", "wasi", "proxy")
-EXAMPLES = {
-    "python": ROOT / "plugins" / "hello.py",
-    "js": ROOT / "plugins" / "hello.js",
-    "wasm": ROOT / "plugins" / "build" / "hello.wasm",
-    "wasi": ROOT / "plugins" / "build" / "hello.wasi.wasm",
-    "native": ROOT / "plugins" / "build" / "hello.so",
+KINDS = ("python", "js", "wasm", "rust-wasm", "wasi", "native", "rust-native", "proxy")
+BROWSER_KINDS = ("python", "js", "wasm", "rust-wasm", "wasi", "proxy")
+BUILT = ROOT / "plugins" / "build"
+EXAMPLES = {  # mount: (type, file)
+    "python": ("python", ROOT / "plugins" / "hello.py"),
+    "js": ("js", ROOT / "plugins" / "hello.js"),
+    "wasm": ("wasm", BUILT / "hello.wasm"),
+    "rust-wasm": ("wasm", BUILT / "hello-rust.wasm"),
+    "wasi": ("wasi", BUILT / "hello.wasi.wasm"),
+    "native": ("native", BUILT / "hello.so"),
+    "rust-native": ("native", BUILT / "hello-rust.so"),
 }
 CHROMIUM = "/usr/bin/chromium"
 # Plain headless Chromium, kept off the closed network; extensions only add noise.
@@ -86,9 +90,9 @@ def site(folder: Path, upstream_url: str) -> Path:
     """The examples and their manifest in ``folder``."""
     toolchain.build(ROOT / "plugins" / "src")
     plugins = []
-    for kind, path in EXAMPLES.items():
+    for mount, (kind, path) in EXAMPLES.items():
         shutil.copy(path, folder / path.name)
-        plugins.append({"name": kind, "type": kind, "path": path.name})
+        plugins.append({"name": mount, "type": kind, "path": path.name})
     plugins.append({"name": "proxy", "type": "proxy", "url": upstream_url})
     manifest = folder / "plugins.json"
     manifest.write_text(json.dumps({"plugins": plugins}, indent=2))
@@ -244,14 +248,14 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"hello, {args.requests} sequential requests per kind; latency in ms")
-    header = f"{'kind':<8}"
+    header = f"{'kind':<12}"
     for host in results:
         header += f"{host + ' p50':>14}{'p90':>8}{'p99':>8}"
         if host == "server":
             header += f"{'req/s':>9}"
     print(header)
     for kind in KINDS:
-        line = f"{kind:<8}"
+        line = f"{kind:<12}"
         for host, figures in results.items():
             got = figures.get(kind)
             if got is None:

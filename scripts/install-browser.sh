@@ -21,13 +21,17 @@ if ! command -v npm >/dev/null; then
   apt_install nodejs npm
 fi
 
-wanted=$(node -p "require('./package-lock.json').packages['node_modules/pyodide'].version")
-have=$(node -p "try { require('./node_modules/pyodide/package.json').version } catch { '' }")
-# msw: the peer that benchmarks/browser.py measures Valor against.
-wanted_msw=$(node -p "require('./package-lock.json').packages['node_modules/msw'].version")
-have_msw=$(node -p "try { require('./node_modules/msw/package.json').version } catch { '' }")
-if [ "$wanted" != "$have" ] || [ "$wanted_msw" != "$have_msw" ]; then
-  echo "installing pyodide $wanted and msw $wanted_msw with npm ci"
+# Pyodide, the WASI shim the wasm executor runs WASI plug-ins on, and msw (the peer that
+# benchmarks/browser.py measures Valor against).
+pinned() { node -p "require('./package-lock.json').packages['node_modules/$1'].version"; }
+installed() { node -p "try { require('./node_modules/$1/package.json').version } catch { '' }"; }
+wanted=$(pinned pyodide)
+stale=""
+for package in pyodide @bjorn3/browser_wasi_shim msw; do
+  [ "$(pinned $package)" = "$(installed $package)" ] || stale=1
+done
+if [ -n "$stale" ]; then
+  echo "installing pyodide $wanted, the WASI shim and msw with npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Toolchains for the non-Python plug-in kinds, then the examples built from source.
 # C to wasm32 and native: clang, lld (wasm-ld), wasi-libc and the wasm32 compiler runtime (Debian
-# packages). Deno (js), wasmtime (wasm, wasi) and httpx (proxy) are pip dependencies of valor.
+# packages). Rust to wasm32 and native: Debian's rustc, cargo and libstd-rust-dev-wasm32 (whatever
+# other Rust is on PATH: valor.toolchain picks the one with the wasm32 target). Deno (js),
+# wasmtime (wasm, wasi) and httpx (proxy) are pip dependencies of valor.
 # Idempotent: installs only what is missing, and rebuilds only changed sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,9 @@ command -v wasm-ld >/dev/null || missing+=(lld)
 [ -e /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
 compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a" >/dev/null \
   || missing+=(libclang-rt-dev-wasm32)
+[ -x /usr/bin/rustc ] || missing+=(rustc)
+[ -x /usr/bin/cargo ] || missing+=(cargo)
+[ -d /usr/lib/rustlib/wasm32-unknown-unknown ] || missing+=(libstd-rust-dev-wasm32)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"

@@ -10,8 +10,8 @@ The conventions (also in docs/README.md):
 - A block whose info string says ``file=PATH`` (```python file=app.py) is written to PATH
   before the commands after it run, so a tutorial's files are the ones its commands use.
 - ``<!-- docs-test: skip REASON -->`` right before a fence leaves the block out.
-- Each file runs top to bottom in a fresh folder holding a copy of ``plugins/``; ``cd DIR``
-  changes the folder for the commands after it. Every command must exit 0.
+- Each file runs top to bottom in a fresh folder holding a copy of ``plugins/`` and ``sdk/``;
+  ``cd DIR`` changes the folder for the commands after it. Every command must exit 0.
 - A command ending in ``&``, or a server (``valor serve``, ``valor dev``, ``valor build
   --serve``, ``uvicorn``, ``python -m http.server``), runs in the background until the file is
   done; the next command waits until its ports accept connections.
@@ -234,9 +234,10 @@ def _accepts(port: int) -> bool:
 
 @pytest.fixture
 def session(tmp_path: Path) -> Iterator[Session]:
-    shutil.copytree(
-        ROOT / "plugins", tmp_path / "plugins", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    for folder in ("plugins", "sdk"):  # the Rust examples find the SDK at ../../../sdk
+        shutil.copytree(
+            ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__", "target")
+        )
     running = Session(tmp_path)
     try:
         yield running

@@ -12,7 +12,7 @@ import pytest
 
 from valor.scaffold import main
 
-KINDS = ["python", "worker", "js", "wasm", "wasi", "native"]
+KINDS = ["python", "worker", "js", "wasm", "wasi", "native", "rust"]
 
 
 def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -31,6 +31,9 @@ from .manifest import Manifest, PluginSpec, load_manifest
 from .runtime import intercept_prefixes
 
 PYODIDE_VERSION = "314.0.7"
+# The WASI shim the browser's wasm executor runs WASI plug-ins on (pinned in package.json too).
+WASI_SHIM = "@bjorn3/browser_wasi_shim"
+WASI_SHIM_VERSION = "0.4.2"
 PYODIDE_PYTHON = "3.14"
 PYODIDE_FILES = (
     "pyodide.mjs",
@@ -214,10 +217,14 @@ def build(
     staging = Path(tempfile.mkdtemp(prefix=".valor-build-", dir=out.resolve().parent))
     try:
         with progress.step(f"Getting Pyodide {PYODIDE_VERSION}") as notes:
-            pyodide_dir = _pyodide(cache_dir, notes)
+            pyodide_dir = _npm_package("pyodide", PYODIDE_VERSION, cache_dir, notes)
             lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
             for name in PYODIDE_FILES:
                 _copy(pyodide_dir / name, staging / "pyodide" / name)
+            # The step's note says where Pyodide came from; the shim comes the same way.
+            shim_dir = _npm_package(WASI_SHIM, WASI_SHIM_VERSION, cache_dir, [])
+            for path in sorted((shim_dir / "dist").glob("*.js")):
+                _copy(path, staging / "kinds" / "wasi-shim" / path.name)
         with progress.step("Building the runtime wheel") as notes:
             wheel = _runtime_wheel(staging / "wheels")
             bundle.runtime_wheel = f"wheels/{wheel.name}"
@@ -333,14 +340,15 @@ def _snapshot(
     return {"path": SNAPSHOT_FILE, "key": key, "bytes": cached.stat().st_size, "gzip_bytes": packed}
 
 
-def _pyodide(cache_dir: Path, notes: list[str]) -> Path:
-    """The npm package ``pyodide``: the repository's pinned copy, else a cached install, else
-    one npm installs into the cache; ``notes`` says which."""
+def _npm_package(name: str, version: str, cache_dir: Path, notes: list[str]) -> Path:
+    """An npm package (Pyodide, the WASI shim): the repository's pinned copy, else a cached
+    install, else one npm installs into the cache; ``notes`` says which."""
+    prefix = cache_dir / f"{name.replace('/', '+')}-{version}"
     for candidate, where in (
-        (REPO_DIR / "node_modules" / "pyodide", "from"),
-        (cache_dir / f"pyodide-{PYODIDE_VERSION}" / "node_modules" / "pyodide", "cached in"),
+        (REPO_DIR / "node_modules" / name, "from"),
+        (prefix / "node_modules" / name, "cached in"),
     ):
-        if _package_version(candidate) == PYODIDE_VERSION:
+        if _package_version(candidate) == version:
             notes.append(f"{where} {candidate}")
             return candidate
     npm = shutil.which("npm")
@@ -348,16 +356,15 @@ def _pyodide(cache_dir: Path, notes: list[str]) -> Path:
         raise BuildError(
             "npm is not installed: install Node.js (with npm), or run scripts/install-browser.sh"
         )
-    prefix = cache_dir / f"pyodide-{PYODIDE_VERSION}"
     prefix.mkdir(parents=True, exist_ok=True)
     _run(
         [npm, "install", "--prefix", str(prefix), "--no-save", "--no-audit", "--no-fund",
-         f"pyodide@{PYODIDE_VERSION}"],
-        "npm could not fetch pyodide",
+         f"{name}@{version}"],
+        f"npm could not fetch {name}",
     )  # fmt: skip
-    candidate = prefix / "node_modules" / "pyodide"
-    if _package_version(candidate) != PYODIDE_VERSION:
-        raise BuildError(f"npm did not install pyodide {PYODIDE_VERSION} into {prefix}")
+    candidate = prefix / "node_modules" / name
+    if _package_version(candidate) != version:
+        raise BuildError(f"npm did not install {name} {version} into {prefix}")
     notes.append(f"installed with npm into {candidate}")
     return candidate
 

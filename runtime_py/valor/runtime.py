@@ -19,6 +19,7 @@ from urllib.parse import unquote
 from .deadlines import Deadlines
 from .errors import ManifestError, PluginCrashed, PluginLoadError
 from .loaders import Loader, Plugin
+from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
 from .responses import JSON, error_message
 from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
@@ -291,6 +292,8 @@ class Runtime:
         """The answer for a plug-in that raised ``exc`` (called while handling it)."""
         if isinstance(exc, TimeoutError):  # its own, say an upstream's: the same 504
             return self._timed_out(spec)
+        if isinstance(exc, PluginFailed):  # a trap, an exit code, a bad answer, no upstream
+            return exc.answer()
         if isinstance(exc, PluginCrashed):
             log.error("plug-in %r crashed: %s", spec.name, exc)
             return error_message(502, f"plug-in {spec.name!r} crashed: {exc}")

@@ -4,6 +4,7 @@
     valor new weather --kind worker        # a worker-style Python module (onmessage/postMessage)
     valor new weather --kind js            # plugins/weather.js, a Web Worker script
     valor new weather --kind wasm          # plugins/src/weather.wasm.c, built to plugins/build/
+    valor new weather --kind rust          # plugins/src/weather/, a Rust crate (wasm and native)
 
 Nothing is written when the name, its prefix or a file it needs is already taken.
 """
@@ -34,6 +35,9 @@ class Kind:
     path: str  # the manifest entry's "path"
     template: str
     compiled: bool = False
+    extra: tuple[tuple[str, str], ...] = ()  # more (file, template) pairs, e.g. a Cargo.toml
+    crate: bool = False  # a Rust crate: built from the folder holding it
+    greets_who: bool = True  # the C templates stay minimal: no query parsing in C
 
 
 class ScaffoldError(Exception):
@@ -148,13 +152,60 @@ int valor_handle(const uint8_t *ptr, size_t len, uint8_t **resp, size_t *resp_le
 void valor_free(uint8_t *resp) {{ free(resp); }}
 """
 
+RUST = """\
+//! {name}: a Valor plug-in in Rust. Build it with
+//!     python -m valor.toolchain {src_dir}
+//! in the manifest's folder: it writes {path} (the wasm kind, for both hosts) and the same
+//! crate as a native library, {native}. The SDK: sdk/rust/ in Valor; docs/kinds.md.
+use valor::*;
+
+#[vlugin]
+fn on_request(req: Request) -> Response {{
+    let who = req.query_param("who").unwrap_or_else(|| "world".to_string());
+    format!("Hello {{}}, from {name}!", who).into()
+}}
+"""
+
+CARGO_TOML = """\
+[package]
+name = "{package}"
+version = "0.1.0"
+edition = "2021"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+valor = {{ path = {sdk} }}
+
+[profile.release]
+opt-level = "s"
+strip = true
+"""
+
 KINDS: dict[str, Kind] = {
     "python": Kind("python", "{name}.py", "{name}.py", PYTHON),
     "worker": Kind("python", "{name}.py", "{name}.py", WORKER),
     "js": Kind("js", "{name}.js", "{name}.js", JS),
-    "wasm": Kind("wasm", "src/{name}.wasm.c", "build/{name}.wasm", WASM, compiled=True),
-    "wasi": Kind("wasi", "src/{name}.wasi.c", "build/{name}.wasi.wasm", WASI, compiled=True),
-    "native": Kind("native", "src/{name}.native.c", "build/{name}.so", NATIVE, compiled=True),
+    "wasm": Kind(
+        "wasm", "src/{name}.wasm.c", "build/{name}.wasm", WASM, compiled=True, greets_who=False
+    ),
+    "wasi": Kind(
+        "wasi", "src/{name}.wasi.c", "build/{name}.wasi.wasm", WASI, compiled=True, greets_who=False
+    ),
+    "native": Kind(
+        "native", "src/{name}.native.c", "build/{name}.so", NATIVE, compiled=True, greets_who=False
+    ),
+    "rust": Kind(
+        "wasm",
+        "src/{name}/src/lib.rs",
+        "build/{name}.wasm",
+        RUST,
+        compiled=True,
+        extra=(("src/{name}/Cargo.toml", CARGO_TOML),),
+        crate=True,
+    ),
 }
 
 TEST = '''\
@@ -222,13 +273,18 @@ def plan(
             )
 
     source = base_dir / kind.file.format(name=name)
-    src_dir = _relative(source.parent, base_dir)
-    files = {
-        source: kind.template.format(
-            name=name, prefix=spec.prefix, path=entry["path"], src_dir=src_dir
-        )
+    fields = {
+        "name": name,
+        "prefix": spec.prefix,
+        "path": entry["path"],
+        "src_dir": _relative(sources_dir(kind, source), base_dir),
     }
-    if kind.compiled and not (source.parent / "valor_abi.h").exists():
+    if kind.crate:
+        fields.update(_crate_fields(name, entry["path"]))
+    files = {source: kind.template.format(**fields)}
+    for extra, template in kind.extra:
+        files[base_dir / extra.format(name=name)] = template.format(**fields)
+    if kind.compiled and not kind.crate and not (source.parent / "valor_abi.h").exists():
         files[source.parent / "valor_abi.h"] = abi_header()  # the sources include it
     tests = Path(tests_dir).resolve()
     test = _test(name, kind, spec.prefix, manifest_path.resolve(), tests)
@@ -237,6 +293,27 @@ def plan(
         if path.exists():
             raise ScaffoldError(f"{path} already exists; not overwriting it")
     return Scaffold(manifest_path, entry, files, kind)
+
+
+def sources_dir(kind: Kind, source: Path) -> Path:
+    """The folder ``valor.toolchain`` builds: the source's own, or the one holding the crate."""
+    return source.parents[2] if kind.crate else source.parent
+
+
+def _crate_fields(name: str, path: str) -> dict[str, str]:
+    from .toolchain import RUST_SDK
+
+    if not (RUST_SDK / "Cargo.toml").is_file():
+        raise ScaffoldError(
+            f"the Rust SDK is not at {RUST_SDK} (it is sdk/rust/valor in a checkout of Valor); "
+            "set VALOR_RUST_SDK to its folder"
+        )
+    package = re.sub(r"[^A-Za-z0-9_-]", "-", name)
+    return {
+        "package": package if package[0].isalpha() else f"plugin-{package}",
+        "sdk": json.dumps(RUST_SDK.as_posix()),
+        "native": path.removesuffix(".wasm") + ".so",
+    }
 
 
 def write(scaffold: Scaffold) -> None:
@@ -306,7 +383,7 @@ def _build(scaffold: Scaffold, cwd: Path) -> bool:
 
     source = next(iter(scaffold.files))
     try:
-        outputs = build(source.parent)
+        outputs = build(sources_dir(scaffold.kind, source))
     except BuildError as exc:
         print(f"not built yet: {exc}")
         return False
@@ -326,7 +403,7 @@ def _existing(manifest_path: Path, base_dir: Path) -> Manifest:
 
 
 def _test(name: str, kind: Kind, prefix: str, manifest: Path, tests: Path) -> str:
-    source_dir = manifest.parent / Path(kind.file.format(name=name)).parent
+    source_dir = sources_dir(kind, manifest.parent / kind.file.format(name=name))
     fields = {
         "name": name,
         "ident": _identifier(name),
@@ -338,7 +415,7 @@ def _test(name: str, kind: Kind, prefix: str, manifest: Path, tests: Path) -> st
         else "",
     }
     text = TEST.format(**fields)
-    if not kind.compiled:  # the compiled templates stay minimal: no query parsing in C
+    if kind.greets_who:
         text += TEST_WHO.format(**fields)
     return text
 
@@ -351,7 +428,8 @@ def _next_steps(scaffold: Scaffold, cwd: Path, built: bool) -> str:
     if scaffold.kind.compiled:
         source = next(iter(scaffold.files))
         when = "after each change" if built else "once the toolchain is installed"
-        steps.append(f"  python -m valor.toolchain {_shown(source.parent, cwd)}   # build {when}")
+        folder = _shown(sources_dir(scaffold.kind, source), cwd)
+        steps.append(f"  python -m valor.toolchain {folder}   # build {when}")
     steps.append(f"  valor call {manifest} GET {prefix}")
     steps.append(f"  python -m pytest {_shown(test, cwd)}")
     return "\n".join(steps)
@@ -382,7 +460,8 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(KINDS),
         default="python",
         help="python (@vlugin, the default), worker (Python onmessage/postMessage), js, "
-        "wasm, wasi or native (C sources, compiled with valor.toolchain)",
+        "wasm, wasi or native (C sources), or rust (a crate, to wasm and native); compiled "
+        "kinds are built with valor.toolchain",
     )
     parser.add_argument(
         "--manifest",

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import REGISTRY_TOKEN
-from tests.kinds.table import FAULTY_TIMEOUT, MAX_BODY
+from tests.kinds.table import FAULTY_TIMEOUT, MAX_BODY, RUST_MOUNTS
 from tests.servers import ROOT, Server, valor_server
 from valor import toolchain
 from valor.processes import free_port, stop_process
@@ -58,6 +58,15 @@ def kinds_manifest(upstream: str) -> dict:
     for plugin in plugins:
         if plugin["name"] in FAULTY_CONFIG:
             plugin["config"] = FAULTY_CONFIG[plugin["name"]]
+    for mount, kind in RUST_MOUNTS.items():
+        suffix = EXAMPLES[kind][len("hello") :]  # the same crates, built to .wasm and .so
+        plugins += [
+            {"name": mount, "type": kind, "path": "hello-rust" + suffix},
+            {"name": f"{mount}-faulty", "type": kind, "path": "faulty-rust" + suffix,
+             "timeout": FAULTY_TIMEOUT},
+            {"name": f"greeter-{mount}", "type": kind, "path": "greeter-rust" + suffix,
+             "config": {"name": "Alice"}},
+        ]  # fmt: skip
     plugins += [
         {"name": "wasm-fuel", "type": "wasm", "path": "hello.wasm", "config": {"fuel": 100}},
         {"name": "proxy", "type": "proxy", "url": upstream},

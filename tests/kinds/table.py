@@ -11,6 +11,9 @@ from tests.cases import TEXT, Answer, Case
 
 KINDS = ("js", "wasm", "wasi", "native", "proxy")
 BROWSER_KINDS = ("js", "wasm", "wasi", "proxy")
+# The Rust examples (plugins/src/*-rust/), one source built to both kinds: mount -> kind.
+RUST_MOUNTS = {"rust-wasm": "wasm", "rust-native": "native"}
+BROWSER_RUST_MOUNTS = ("rust-wasm",)
 BINARY = bytes(range(256)) * 64
 MAX_BODY = 64 * 1024
 FAULTY_TIMEOUT = 2
@@ -72,3 +75,38 @@ def failure_cases(kind: str) -> list[Case]:
 
 def kind_cases(kind: str) -> list[Case]:
     return hello_cases(kind) + failure_cases(kind)
+
+
+def rust_cases(mount: str) -> list[Case]:
+    """The Rust examples: the hello table, a panic (500 with an error id, then serving again),
+    a hang (504), and the greeter's config and state, with a body that is not UTF-8."""
+    faulty = f"{mount}-faulty"
+    greeter = f"greeter-{mount}"
+    hello = "Hello Plugin!"
+    return [
+        *hello_cases(mount),
+        Case(f"{mount}-panic", "GET", f"/{faulty}/panic", 500, plugin=faulty,
+             json_subset={"status": 500}, detail_contains=repr(faulty), extra=_has_error_id),
+        Case(f"{mount}-after-panic", "GET", f"/{faulty}", 200, plugin=faulty, text=hello),
+        Case(f"{mount}-hang", "GET", f"/{faulty}/hang", 504, plugin=faulty,
+             detail_contains=f"did not answer within {FAULTY_TIMEOUT} seconds"),
+        Case(f"{mount}-after-hang", "GET", f"/{faulty}", 200, plugin=faulty, text=hello),
+        Case(f"{greeter}-config", "GET", f"/{greeter}?who=Bob", 200, plugin=greeter,
+             text="Alice says hello Bob!", expect_headers={"content-type": TEXT}),
+        Case(f"{greeter}-no-who", "GET", f"/{greeter}", 400, plugin=greeter,
+             json_subset={"status": 400, "error": "Bad Request"},
+             detail_contains="missing query parameter 'who'"),
+        Case(f"{greeter}-not-utf8", "PUT", f"/{greeter}/name", 400, plugin=greeter,
+             body=b"\xff\xfe", json_subset={"status": 400}, detail_contains="not UTF-8"),
+        Case(f"{greeter}-state", "PUT", f"/{greeter}/name", 200, plugin=greeter,
+             body="Zoé".encode(), text="I am Zoé now"),
+        Case(f"{greeter}-state-kept", "GET", f"/{greeter}?who=Bob", 200, plugin=greeter,
+             text="Zoé says hello Bob!"),
+        Case(f"{greeter}-state-back", "PUT", f"/{greeter}/name", 200, plugin=greeter,
+             body=b"Alice", text="I am Alice now"),
+    ]  # fmt: skip
+
+
+def _has_error_id(answer: Answer) -> None:
+    error_id = answer.json().get("error_id")
+    assert isinstance(error_id, str) and len(error_id) == 12, answer.json()

@@ -16,11 +16,12 @@ import pytest
 from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
 from tests.kinds.conftest import EXAMPLES, FAULTY, GARBAGE
-from tests.kinds.table import KINDS, MAX_BODY, kind_cases
-from tests.servers import Server, http_send
-from valor.loaders.abi import encode_request
+from tests.kinds.table import KINDS, MAX_BODY, RUST_MOUNTS, kind_cases, rust_cases
+from tests.servers import ROOT, Server, http_send
+from valor.loaders.cgi import cgi_environ
 from valor.loaders.failures import PluginFailed
 from valor.loaders.server_kinds import SERVER_KIND_LOADERS
+from valor.loaders.wasm import exchange
 from valor.manifest import parse_plugin
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
@@ -31,7 +32,12 @@ def test_shared_table_per_kind(kinds_server: Server, kind: str) -> None:
     run_cases(http_send(kinds_server.url), kind_cases(kind))
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mount", RUST_MOUNTS)
+def test_rust_plugins_per_kind(kinds_server: Server, mount: str) -> None:
+    run_cases(http_send(kinds_server.url), rust_cases(mount))
+
+
+@pytest.mark.parametrize("kind", [*KINDS, *RUST_MOUNTS])
 def test_oversized_body_is_a_413_and_the_plugin_keeps_serving(
     kinds_server: Server, kind: str
 ) -> None:
@@ -204,7 +210,10 @@ def test_a_hung_wasm_call_is_interrupted_and_frees_its_thread(kinds_site: Path, 
 
     def call() -> None:
         try:
-            plugin._call(encode_request(hang)) if kind == "wasm" else plugin._run(hang)
+            if kind == "wasm":
+                plugin.engine._run(lambda: exchange(plugin.spec, plugin.limits, hang))
+            else:
+                plugin.engine._run(["hung"], cgi_environ(hang), b"")
         except BaseException as exc:
             outcome.append(exc)
 
@@ -213,3 +222,48 @@ def test_a_hung_wasm_call_is_interrupted_and_frees_its_thread(kinds_site: Path, 
     thread.join(5)
     assert not thread.is_alive(), "the wasm call was never interrupted"
     assert isinstance(outcome[0], PluginFailed) and outcome[0].status == 504
+
+
+RUST_AND_C = ["hello-wasm", "hello-native", "hello-rust", "hello-rust-native"]
+HELLO_REQUESTS = [
+    ("GET", "", {}, b""),
+    ("POST", "/echo", {"content-type": "text/x-demo"}, "héllo".encode()),
+    ("POST", "/echo", {"content-type": "application/octet-stream"}, bytes(range(256))),
+    ("GET", "/nope?x=1", {}, b""),
+]
+
+
+def comparable(answer: httpx.Response) -> tuple:
+    """An answer in full, but for the headers that name the plug-in or the request."""
+    headers = tuple(
+        sorted(
+            (k, v)
+            for k, v in answer.headers.items()
+            if k not in ("x-valor-plugin", "x-correlation-id")
+        )
+    )
+    return answer.status_code, headers, answer.content
+
+
+def test_rust_examples_answer_exactly_as_the_c_and_python_ones() -> None:
+    """hello-rust (wasm and native) answers every request of the table byte for byte as the
+    C examples do; rust-greeter (plugins/src/greeter-rust) greets as greeter.py does."""
+    from valor.testing import TestClient
+
+    with TestClient(ROOT / "plugins" / "plugins.json") as client:
+        for method, path, headers, body in HELLO_REQUESTS:
+            answers = {
+                name: comparable(client.request(method, f"/{name}{path}", headers=headers,
+                                                content=body))
+                for name in RUST_AND_C
+            }  # fmt: skip
+            assert len(set(answers.values())) == 1, (method, path, answers)
+        python, rust = (
+            comparable(client.get(f"/{n}?who=Bob")) for n in ("greeter", "rust-greeter")
+        )
+        assert python == rust and rust[2] == b"Alice says hello Bob!"
+        python, rust = (client.get(f"/{n}").json() for n in ("greeter", "rust-greeter"))
+        assert {k: python[k] for k in ("status", "error")} == {
+            k: rust[k] for k in ("status", "error")
+        }
+        assert python["detail"].startswith(rust["detail"].split(" as in ")[0])

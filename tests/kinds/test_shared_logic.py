@@ -129,3 +129,22 @@ def test_builder_names_outputs_by_kind_and_reports_compile_errors(tmp_path: Path
     with pytest.raises(toolchain.BuildError, match=r"building bad\.native\.c failed"):
         toolchain.build(src)
     assert not (tmp_path / "build" / "bad.so").exists()
+
+
+def test_the_memory_cap_is_written_into_the_module() -> None:
+    """Both hosts cap a module's memory the same way: its declared maximum (so memory.grow
+    fails past it in wasmtime and in a browser alike)."""
+    import wasmtime
+
+    from valor.loaders.wasm_limits import capped_module
+
+    built = toolchain.build(Path(__file__).parents[2] / "plugins" / "src")
+    for path in [p for p in built if p.suffix == ".wasm"]:
+        capped = capped_module(path.read_bytes(), 16 * 1024 * 1024)
+        module = wasmtime.Module(wasmtime.Engine(), capped)
+        memory = next(e.type for e in module.exports if isinstance(e.type, wasmtime.MemoryType))
+        assert memory.limits.max == 256, path  # 16 MiB in 64 KiB pages
+        again = capped_module(capped, 64 * 1024 * 1024)  # a larger cap never raises a maximum
+        assert again == capped
+    assert capped_module(b"not wasm", 1) == b"not wasm"
+    assert capped_module(b"\0asm\x01\0\0\0\x05\x09", 1) == b"\0asm\x01\0\0\0\x05\x09"  # truncated

@@ -31,6 +31,11 @@ def encode_request(message: RequestMessage) -> bytes:
     return pack_message(head, message.get("body") or b"")
 
 
+def encode_config(config: dict[str, Any]) -> bytes:
+    """A plug-in's manifest ``config`` as ``valor_init`` receives it (wasm and native): JSON."""
+    return json.dumps(config, separators=(",", ":")).encode()
+
+
 def decode_response(buffer: bytes) -> ResponseMessage:
     """A plug-in's ABI buffer as a checked wire response; ``AbiError`` says what is wrong."""
     return response_from(*unpack_message(buffer))

@@ -1,11 +1,13 @@
-"""How non-Python plug-ins report a failure the runtime cannot see as an exception: a trap, an
-exit code, a bad answer, an unreachable upstream. Answered like the runtime's own errors."""
+"""How loaders report a failure of a plug-in while it answers: a trap, an exit code, a bad
+answer, an unreachable upstream. Loaders raise it; the runtime answers it (``Runtime._failed``,
+the one place failures become answers), like its own errors."""
 
 from __future__ import annotations
 
 import logging
 import uuid
 
+from ..errors import PluginCrashed
 from ..responses import error_message
 from ..wire import ResponseMessage
 
@@ -13,7 +15,7 @@ log = logging.getLogger("valor.plugins")
 
 
 class PluginFailed(Exception):
-    """Raised inside a loader; ``answer()`` turns it into the error response."""
+    """Raised by a loader; ``answer()`` is the error response the runtime sends."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -28,3 +30,11 @@ class PluginFailed(Exception):
         error_id = uuid.uuid4().hex[:12]
         log.error("%s [error_id=%s]", self.detail, error_id)
         return error_message(500, self.detail, error_id=error_id)
+
+
+def reported_failure(name: str, error: object, crashed: bool) -> Exception:
+    """What a plug-in's process or worker reported instead of an answer (js and native, in
+    both hosts): a crash (502; it is restarted) or a failure (500)."""
+    if crashed:
+        return PluginCrashed(str(error))
+    return PluginFailed(500, f"plug-in {name!r} failed: {error}")

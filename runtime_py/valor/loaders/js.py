@@ -1,4 +1,8 @@
-"""Server loader for ``type: "js"``: a Web Worker script run by a real Worker inside Deno.
+"""``type: "js"``: a Web Worker script run by real Workers; on the server inside Deno.
+
+``js_workers`` (the pool's size) is shared with the browser host, which starts the same pool
+in the runtime worker (``browser_kinds``); a worker's failure is mapped by
+``failures.reported_failure`` in both.
 
 One long-lived Deno process per plug-in (``js_host/deno_host.mjs``) holds a pool of workers
 (``config.workers``, default 2), each started from ``js_host/boot.mjs``, which imports the
@@ -12,8 +16,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import deno
-
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
 from .process import PluginProcess, ProcessPlugin
@@ -21,12 +23,22 @@ from .process import PluginProcess, ProcessPlugin
 HOST_DIR = Path(__file__).with_name("js_host")
 
 
+def js_workers(spec: PluginSpec) -> int:
+    """``config.workers``: how many workers answer at once (1 to 64, default 2)."""
+    workers = spec.config.get("workers", 2)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise PluginLoadError(spec.name, f"config 'workers' must be 1 to 64, got {workers!r}")
+    return workers
+
+
 def deno_binary() -> str | None:
     """The ``deno`` wheel's binary, else one on PATH. (The wheel guesses its scripts folder
     from the running interpreter, which is wrong in a venv that sees a system ``deno``.)"""
     try:
+        import deno  # the server's engine only: not in the browser
+
         return deno.find_deno_bin()
-    except FileNotFoundError:
+    except (ImportError, FileNotFoundError):
         return shutil.which("deno")
 
 
@@ -51,9 +63,7 @@ async def load_js(spec: PluginSpec) -> ProcessPlugin:
     script = Path(spec.path or "")
     if not script.is_file():
         raise PluginLoadError(spec.name, f"no script at {str(script)!r}")
-    workers = spec.config.get("workers", 2)
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
-        raise PluginLoadError(spec.name, f"config 'workers' must be 1 to 64, got {workers!r}")
+    workers = js_workers(spec)
     binary = deno_binary()
     if binary is None:
         raise PluginLoadError(spec.name, "js plug-ins need Deno: pip install deno")

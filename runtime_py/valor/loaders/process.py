@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import PluginCrashed, PluginLoadError
 from ..wire import RequestMessage, ResponseMessage
 from .abi import AbiError, encode_request, pack_message, response_from, unpack_message
-from .failures import PluginFailed
+from .failures import PluginFailed, reported_failure
 
 log = logging.getLogger("valor.plugins")
 FRAME = struct.Struct(">II")
@@ -195,15 +195,13 @@ class PluginProcess:
 
 
 def answer_of(name: str, head: dict[str, Any], body: bytes) -> ResponseMessage:
-    """Turn an answer frame into a wire response, or the failure it reports."""
+    """Turn an answer frame into a wire response; raise the failure it reports."""
     if "error" in head:
-        if head.get("crashed"):
-            raise PluginCrashed(str(head["error"]))
-        return PluginFailed(500, f"plug-in {name!r} failed: {head['error']}").answer()
+        raise reported_failure(name, head["error"], bool(head.get("crashed")))
     try:
         return response_from(head, body)
     except AbiError as exc:
-        return PluginFailed(500, f"plug-in {name!r} answered badly: {exc}").answer()
+        raise PluginFailed(500, f"plug-in {name!r} answered badly: {exc}") from None
 
 
 class ProcessPlugin:

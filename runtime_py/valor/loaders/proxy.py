@@ -42,13 +42,13 @@ class ProxyPlugin:
                 await response.aclose()
         except httpx.TimeoutException:
             detail = f"plug-in {self.spec.name!r}: upstream {self.base} did not answer in time"
-            return PluginFailed(504, detail).answer()
+            raise PluginFailed(504, detail) from None
         except httpx.HTTPError as exc:
             detail = (
                 f"plug-in {self.spec.name!r}: upstream {self.base} is unreachable: "
                 f"{type(exc).__name__}: {exc}"
             )
-            return PluginFailed(502, detail).answer()
+            raise PluginFailed(502, detail) from None
         return {
             "status": response.status_code,
             "headers": relay_headers(response.headers.multi_items()),

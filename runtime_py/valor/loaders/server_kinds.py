@@ -14,8 +14,8 @@ from . import Loader, Plugin
 
 _MODULES = {
     "js": ("valor.loaders.js", "load_js", "deno"),
-    "wasm": ("valor.loaders.wasm", "load_wasm", "wasmtime"),
-    "wasi": ("valor.loaders.wasi", "load_wasi", "wasmtime"),
+    "wasm": ("valor.loaders.wasmtime_host", "load_wasm", "wasmtime"),
+    "wasi": ("valor.loaders.wasmtime_host", "load_wasi", "wasmtime"),
     "native": ("valor.loaders.native", "load_native", None),
     "proxy": ("valor.loaders.proxy", "load_proxy", "httpx"),
 }

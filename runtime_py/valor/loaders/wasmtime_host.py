@@ -1,4 +1,6 @@
-"""What the wasm and WASI loaders share on the server: wasmtime engines, limits and traps.
+"""The server's WebAssembly engines, on wasmtime: ``WasmtimeEngine`` for the wasm kind
+(``valor.loaders.wasm``) and ``WasmtimeWasi`` for the WASI kind (``valor.loaders.wasi``), with
+the limits and traps they share.
 
 Time limits use epoch interruption: one daemon thread ticks every engine, and each call gets
 a deadline of the plug-in's timeout (plus a tick, so the runtime's own 504 normally wins and
@@ -8,20 +10,38 @@ answering other kinds) never wakes it. CPython only.
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
+import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import Any, TypeVar
 
 import wasmtime
 
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
 from .failures import PluginFailed
+from .wasi import WasiPlugin, check_command
+from .wasi import load as load_wasi_with
+from .wasm import (
+    Step,
+    Steps,
+    WasmPlugin,
+    check_module,
+    invalid_module,
+    load,
+    read_module,
+    run_steps,
+    start_steps,
+)
 from .wasm_limits import WasmLimits
+
+T = TypeVar("T")
 
 TICK = 0.05
 _engines: weakref.WeakSet[wasmtime.Engine] = weakref.WeakSet()
@@ -55,20 +75,17 @@ def make_engine(limits: WasmLimits) -> wasmtime.Engine:
     return engine
 
 
-def compile_module(spec: PluginSpec, engine: wasmtime.Engine) -> wasmtime.Module:
-    """Read and compile the plug-in's module; a missing or bad file is a clear load error."""
-    path = Path(spec.path or "")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise PluginLoadError(spec.name, f"cannot read {str(path)!r}: {exc.strerror}") from None
+def compile_module(
+    spec: PluginSpec, engine: wasmtime.Engine, data: bytes | None = None
+) -> wasmtime.Module:
+    """Compile the plug-in's module (read from its path unless given); a missing or bad file is
+    a clear load error."""
+    if data is None:
+        data = read_module(spec)
     try:
         return wasmtime.Module(engine, data)
     except wasmtime.WasmtimeError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid module"
-        raise PluginLoadError(
-            spec.name, f"{path.name!r} is not a valid WebAssembly module: {first}"
-        ) from None
+        raise invalid_module(spec, str(exc)) from None
 
 
 def new_store(engine: wasmtime.Engine, limits: WasmLimits) -> wasmtime.Store:
@@ -104,3 +121,162 @@ def trap_failure(spec: PluginSpec, limits: WasmLimits, trap: wasmtime.Trap) -> P
         return PluginFailed(500, f"plug-in {spec.name!r} ran out of fuel ({limits.fuel} units)")
     message = str(trap.message).strip().splitlines()[0]
     return PluginFailed(500, f"plug-in {spec.name!r} trapped: {message}")
+
+
+class _Instance:
+    """One instance of a wasm plug-in, and the steps it can run."""
+
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+        self.store = store
+        self.exports = instance.exports(store)
+        memory = self.exports["memory"]
+        assert isinstance(memory, wasmtime.Memory)
+        self.memory = memory
+
+    def do(self, step: Step) -> Any:
+        op, *args = step
+        if op == "call":
+            return self.exports[args[0]](self.store, *args[1:])
+        if op == "write":
+            self.memory.write(self.store, args[1], args[0])
+            return None
+        if op == "read":
+            ptr, size = args
+            return bytes(self.memory.read(self.store, ptr, ptr + size))
+        if op == "size":
+            return self.memory.data_len(self.store)
+        raise ValueError(f"unknown step {op!r}")
+
+
+class WasmtimeEngine:
+    """The server's engine for the wasm kind: a pool of instances of one module, each call in a
+    worker thread (wasmtime releases the GIL while wasm runs). A failed instance is dropped,
+    so the next request gets a fresh one."""
+
+    def __init__(
+        self, spec: PluginSpec, limits: WasmLimits, engine: wasmtime.Engine, module: wasmtime.Module
+    ) -> None:
+        self.spec = spec
+        self.limits = limits
+        self._engine = engine
+        self._module = module
+        self._exports = [e.name for e in module.exports]
+        self._idle: list[_Instance] = []
+
+    @classmethod
+    async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> WasmtimeEngine:
+        engine = make_engine(limits)
+        module = await asyncio.to_thread(compile_module, spec, engine, data)
+        imports = [f"{i.module}.{i.name}" for i in module.imports]
+        check_module(spec, imports, {e.name: _kind(e.type) for e in module.exports})
+        self = cls(spec, limits, engine, module)
+        try:
+            self._idle.append(await asyncio.to_thread(self._instantiate))
+        except (wasmtime.WasmtimeError, wasmtime.Trap, PluginFailed) as exc:
+            raise PluginLoadError(spec.name, f"instantiating the module failed: {exc}") from None
+        return self
+
+    def _instantiate(self) -> _Instance:
+        store = new_store(self._engine, self.limits)
+        with armed(store, self.limits):
+            slot = _Instance(store, wasmtime.Instance(store, self._module, []))
+            run_steps(start_steps(self.spec, self.limits, self._exports), slot.do)
+        return slot
+
+    async def run(self, steps: Callable[[], Steps[T]]) -> T:
+        return await asyncio.to_thread(self._run, steps)
+
+    def _run(self, steps: Callable[[], Steps[T]]) -> T:
+        try:
+            slot = self._idle.pop() if self._idle else self._instantiate()
+            with armed(slot.store, self.limits):
+                result = run_steps(steps(), slot.do)
+        except wasmtime.Trap as trap:
+            raise trap_failure(self.spec, self.limits, trap) from None
+        self._idle.append(slot)
+        return result
+
+    async def close(self) -> None:
+        self._idle.clear()
+
+
+def _kind(export: object) -> str:
+    if isinstance(export, wasmtime.FuncType):
+        return "function"
+    if isinstance(export, wasmtime.MemoryType):
+        return "memory"
+    return type(export).__name__
+
+
+async def load_wasm(spec: PluginSpec) -> WasmPlugin:
+    """The server's loader for ``type: "wasm"``."""
+    return await load(spec, WasmtimeEngine.create)
+
+
+class WasmtimeWasi:
+    """The server's engine for the WASI kind: wasmtime's WASI, a fresh instance per run, in a
+    worker thread."""
+
+    def __init__(
+        self, spec: PluginSpec, limits: WasmLimits, engine: wasmtime.Engine, module: wasmtime.Module
+    ) -> None:
+        self.spec = spec
+        self.limits = limits
+        self._engine = engine
+        linker = wasmtime.Linker(engine)
+        linker.define_wasi()
+        self._pre = linker.instantiate_pre(module)
+
+    @classmethod
+    async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> WasmtimeWasi:
+        engine = make_engine(limits)
+        module = await asyncio.to_thread(compile_module, spec, engine, data)
+        check_command(spec, [e.name for e in module.exports])
+        try:
+            return cls(spec, limits, engine, module)
+        except wasmtime.WasmtimeError as exc:
+            raise PluginLoadError(spec.name, f"linking the WASI program failed: {exc}") from None
+
+    async def run(
+        self, argv: list[str], env: dict[str, str], stdin: bytes
+    ) -> tuple[bytes, str, int]:
+        return await asyncio.to_thread(self._run, argv, env, stdin)
+
+    def _run(self, argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[bytes, str, int]:
+        stdout: list[bytes] = []
+        stderr: list[bytes] = []
+        config = wasmtime.WasiConfig()
+        config.argv = argv
+        config.env = list(env.items())
+        config.stdout_custom = stdout.append
+        config.stderr_custom = stderr.append
+        stdin_path = None
+        if stdin:
+            # wasmtime's WASI reads stdin only from a file.
+            fd, stdin_path = tempfile.mkstemp(prefix="valor-wasi-")
+            with os.fdopen(fd, "wb") as file:
+                file.write(stdin)
+            config.stdin_file = stdin_path
+        store = new_store(self._engine, self.limits)
+        store.set_wasi(config)
+        code = 0
+        try:
+            with armed(store, self.limits):
+                instance = self._pre.instantiate(store)
+                instance.exports(store)["_start"](store)
+        except wasmtime.ExitTrap as exit_:
+            code = exit_.code
+        except wasmtime.Trap as trap:
+            raise trap_failure(self.spec, self.limits, trap) from None
+        finally:
+            if stdin_path:
+                os.unlink(stdin_path)
+        return b"".join(stdout), b"".join(stderr).decode(errors="replace"), code
+
+    async def close(self) -> None:
+        pass
+
+
+async def load_wasi(spec: PluginSpec) -> WasiPlugin:
+    """The server's loader for ``type: "wasi"``."""
+    return await load_wasi_with(spec, WasmtimeWasi.create)
