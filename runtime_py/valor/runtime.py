@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .deadlines import Deadlines
+from .concurrency import PluginBusy
+from .deadlines import DeadlineExceeded, Deadlines
 from .errors import ManifestError, PluginCrashed, PluginLoadError
 from .loaders import Loader, Plugin
 from .manifest import Manifest, PluginSpec, parse_plugin
@@ -149,7 +150,7 @@ class Runtime:
             return await loader(spec)
         except PluginLoadError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit, GeneratorExit) as exc:
             log.exception("loading plug-in %r failed", spec.name)
             raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
 
@@ -263,12 +264,15 @@ class Runtime:
             answer = await mount.plugin.handle(forwarded)
         except BaseException as exc:
             expired = deadlines.stop(task)
-            if expired and isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, DeadlineExceeded) or (
+                expired and isinstance(exc, asyncio.CancelledError)
+            ):
                 return self._timed_out(spec)
             if not isinstance(exc, Exception):
                 raise
             return self._failed(spec, exc)
-        deadlines.stop(task)
+        if deadlines.stop(task):  # it caught its cancellation and answered late anyway
+            return self._timed_out(spec)
         try:
             return response_message(answer)
         except WireError as exc:
@@ -284,6 +288,9 @@ class Runtime:
         """The answer for a plug-in that raised ``exc`` (called while handling it)."""
         if isinstance(exc, TimeoutError):  # its own, say an upstream's: the same 504
             return self._timed_out(spec)
+        if isinstance(exc, PluginBusy):
+            log.warning("%s", exc)
+            return error_message(503, str(exc))
         if isinstance(exc, PluginCrashed):
             log.error("plug-in %r crashed: %s", spec.name, exc)
             return error_message(502, f"plug-in {spec.name!r} crashed: {exc}")

@@ -14,6 +14,7 @@ import tempfile
 
 import wasmtime
 
+from ..concurrency import DEFAULT_THREADS, Threads
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
@@ -35,10 +36,11 @@ class WasiPlugin:
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
         self._pre = linker.instantiate_pre(module)
+        self._threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         try:
-            return await asyncio.to_thread(self._run, message)
+            return await self._threads.run(self._run, message)
         except PluginFailed as failure:
             return failure.answer()
 
@@ -83,7 +85,7 @@ class WasiPlugin:
             raise PluginFailed(500, f"plug-in {self.spec.name!r} answered badly: {exc}") from None
 
     async def close(self) -> None:
-        pass
+        self._threads.close()
 
 
 async def load_wasi(spec: PluginSpec) -> WasiPlugin:

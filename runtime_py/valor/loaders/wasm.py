@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import wasmtime
 
+from ..concurrency import DEFAULT_THREADS, Threads
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
@@ -46,6 +47,7 @@ class WasmPlugin:
         self._engine = engine
         self._module = module
         self._idle: list[_Instance] = [self._instantiate()]
+        self._threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
 
     def _instantiate(self) -> _Instance:
         store = new_store(self._engine, self.limits)
@@ -58,7 +60,7 @@ class WasmPlugin:
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         try:
-            return await asyncio.to_thread(self._call, encode_request(message))
+            return await self._threads.run(self._call, encode_request(message))
         except PluginFailed as failure:
             return failure.answer()
 
@@ -99,6 +101,7 @@ class WasmPlugin:
 
     async def close(self) -> None:
         self._idle.clear()
+        self._threads.close()
 
 
 async def load_wasm(spec: PluginSpec) -> WasmPlugin:
