@@ -152,3 +152,65 @@ def test_sys_exit_while_loading_is_a_load_error(tmp_path: Path, where: str) -> N
     )
     assert strict.returncode != 0
     assert "plug-in 'quits' failed to load: " in strict.stderr
+
+
+ISOLATED = {
+    "exits": "import os\n@vlugin\ndef on_request(req):\n"
+    "    if req.path == '/exit':\n        os._exit(1)\n    return str(os.getpid())\n",
+    "hog": "@vlugin\nasync def on_request(req):\n    kept = bytearray(2 * 1024**3)\n"
+    "    return str(len(kept))\n",
+    "env": "import os\n@vlugin\nasync def on_request(req):\n    return sorted(os.environ)\n",
+}
+
+
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("isolated")
+    for name, source in ISOLATED.items():
+        (folder / f"{name}.py").write_text("from valor import vlugin\n" + source)
+    entries = [
+        {"name": name, "type": "python", "path": f"{name}.py", "isolation": "process"}
+        for name in ISOLATED
+    ]
+    entries[1]["limits"] = {"memory_mb": 512}
+    entries.append(
+        {"name": "spin", "type": "python", "path": "spin.py", "isolation": "process", "timeout": 1}
+    )
+    entries.append({"name": "hello", "type": "python", "path": "hello.py"})
+    with valor_server(write_plugins(folder, entries), log_dir=folder) as running:
+        yield running
+
+
+def test_os_exit_in_an_isolated_plugin_costs_its_process_not_the_server(isolated: Server) -> None:
+    first = httpx.get(isolated.url + "/exits").text
+    assert httpx.get(isolated.url + "/exits").text == first  # one long-lived process
+    crashed = httpx.get(isolated.url + "/exits/exit")
+    assert crashed.status_code == 502
+    assert "crashed" in crashed.json()["detail"]
+    assert crashed.headers["x-correlation-id"]
+    assert httpx.get(isolated.url + "/hello").text == "hello"
+    assert httpx.get(isolated.url + "/exits").text != first  # restarted
+
+
+def test_an_isolated_plugin_is_held_to_its_memory_limit(isolated: Server) -> None:
+    answer = httpx.get(isolated.url + "/hog", timeout=30)
+    assert answer.status_code == 500  # MemoryError inside its process
+    assert answer.json()["error_id"]
+    assert httpx.get(isolated.url + "/hello").text == "hello"
+
+
+def test_an_isolated_cpu_loop_is_killed_at_its_timeout(isolated: Server) -> None:
+    thread, result = in_background(isolated.url + "/spin")
+    time.sleep(0.3)
+    assert timed_get(isolated.url + "/hello")[1] < 1
+    thread.join()
+    status, elapsed = result["answer"]
+    assert status == 504 and elapsed < 2.5
+
+
+def test_helper_processes_get_a_minimal_environment(isolated: Server) -> None:
+    names = httpx.get(isolated.url + "/env").json()
+    assert "PYTHONPATH" in names
+    assert not [name for name in names if name.startswith("VALOR_")]
+    inherited = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DENO_DIR"}
+    assert set(names) <= inherited | {"PYTHONPATH", "PYTHONUNBUFFERED"}
