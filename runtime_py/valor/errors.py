@@ -45,6 +45,15 @@ class PluginCrashed(RuntimeError):
     """A plug-in's process or worker died while answering (answered as 502)."""
 
 
+class BodyError(Exception):
+    """A request body that could not be read: too large (413), too slow (408), cut short."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

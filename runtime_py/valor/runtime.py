@@ -9,14 +9,14 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .concurrency import PluginBusy
 from .deadlines import DeadlineExceeded, Deadlines
-from .errors import ManifestError, PluginCrashed, PluginLoadError
+from .errors import BodyError, ManifestError, PluginCrashed, PluginLoadError
 from .loaders import Loader, Plugin
 from .manifest import Manifest, PluginSpec, parse_plugin
 from .responses import JSON, error_message
@@ -26,6 +26,9 @@ DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
 log = logging.getLogger("valor")
 access_log = logging.getLogger("valor.access")
+
+BodyReader = Callable[[], Awaitable["bytes | None"]]
+"""Reads a request's body for a host that reads it late; raises ``BodyError``."""
 
 
 @dataclass(frozen=True)
@@ -165,8 +168,12 @@ class Runtime:
 
     # -- answering --------------------------------------------------------------------------
 
-    async def handle(self, message: RequestMessage) -> ResponseMessage:
-        """Answer one wire request."""
+    async def handle(
+        self, message: RequestMessage, read_body: BodyReader | None = None
+    ) -> ResponseMessage:
+        """Answer one wire request. A host may pass ``read_body`` instead of a body: it is
+        called only once the request is known to reach a plug-in or the registry's login has
+        passed, so nobody can make the host read bodies it would throw away."""
         started = time.perf_counter()
         origin, full_path, query = _split_url(message["url"])
         request_id = _header(message["headers"], "x-request-id")
@@ -182,16 +189,28 @@ class Runtime:
         elif path == "/_health":
             response = _json(200, {"status": "ok", "plugins": len(self._mounts)})
         elif path == "/_plugins" or path.startswith("/_plugins/"):
-            response = await self._registry(message, path)
+            response = await self._registry(message, path, read_body)
         else:
             mount = self._route(path)
             if mount is None:
                 response = error_message(404, f"no plug-in is mounted at {path!r}")
             else:
-                response = await self._call(
+                response = await self._receive(message, read_body) or await self._call(
                     mount, message, origin, path, query, correlation_id, request_id
                 )
         return self.finish(message, response, correlation_id, mount, started)
+
+    async def _receive(
+        self, message: RequestMessage, read_body: BodyReader | None
+    ) -> ResponseMessage | None:
+        """Read the body now, if the host left it to us; the error answer if that failed."""
+        if read_body is None:
+            return None
+        try:
+            message["body"] = await read_body()
+        except BodyError as exc:
+            return error_message(exc.status, exc.detail)
+        return None
 
     def too_large(self) -> ResponseMessage:
         """The 413 answer, also for a host that stops reading a body past the limit."""
@@ -305,7 +324,9 @@ class Runtime:
 
     # -- the /_plugins registry ---------------------------------------------------------------
 
-    async def _registry(self, message: RequestMessage, path: str) -> ResponseMessage:
+    async def _registry(
+        self, message: RequestMessage, path: str, read_body: BodyReader | None = None
+    ) -> ResponseMessage:
         if not self.registry:
             return error_message(
                 404, "the plug-in registry is not enabled (start the host with the registry on)"
@@ -317,6 +338,9 @@ class Runtime:
                 answer = error_message(401, "the registry needs 'Authorization: Bearer <token>'")
                 answer["headers"].append(["www-authenticate", "Bearer"])
                 return answer
+        failed = await self._receive(message, read_body)
+        if failed is not None:
+            return failed
         method = message["method"].upper()
         name = path[len("/_plugins/") :] if path.startswith("/_plugins/") else ""
         if method == "GET" and not name:
