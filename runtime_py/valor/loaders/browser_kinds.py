@@ -25,7 +25,13 @@ from . import Loader
 from .abi import AbiError, decode_response, encode_request
 from .cgi import CgiError, cgi_environ, parse_cgi_output
 from .failures import PluginFailed
-from .proxy_rules import forward_headers, relay_headers, upstream_url
+from .proxy_rules import (
+    DEFAULT_RESPONSE_BYTES,
+    UnsafePath,
+    forward_headers,
+    relay_headers,
+    upstream_url,
+)
 from .wasm_limits import wasm_limits
 
 log = logging.getLogger("valor.plugins")
@@ -319,6 +325,10 @@ class BrowserProxyPlugin:
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         from js import AbortController, Array, fetch
 
+        try:
+            target = upstream_url(self.base, message["url"])
+        except UnsafePath as exc:
+            return PluginFailed(400, f"plug-in {self.spec.name!r}: {exc}").answer()
         controller = AbortController.new()
         body = message.get("body")
         init = {
@@ -329,7 +339,7 @@ class BrowserProxyPlugin:
         if body and message["method"] not in ("GET", "HEAD"):
             init["body"] = js_bytes(body)
         try:
-            response = await fetch(upstream_url(self.base, message["url"]), js_object(init))
+            response = await fetch(target, js_object(init))
             data = (await response.arrayBuffer()).to_bytes()
         except asyncio.CancelledError:
             controller.abort()
@@ -337,6 +347,10 @@ class BrowserProxyPlugin:
         except Exception as exc:  # a JsException: the network failed
             detail = f"plug-in {self.spec.name!r}: upstream {self.base} is unreachable: "
             return PluginFailed(502, detail + _js_message(exc)).answer()
+        limit = self.spec.limits.get("response_bytes", DEFAULT_RESPONSE_BYTES)
+        if len(data) > limit:
+            detail = f"upstream {self.base} answered a body larger than the limit of {limit} bytes"
+            return PluginFailed(502, f"plug-in {self.spec.name!r}: {detail}").answer()
         headers = [(str(n), str(v)) for n, v in Array.from_(response.headers).to_py()]
         kept = [[n, v] for n, v in relay_headers(headers) if n.lower() not in BROWSER_DROPPED]
         return {"status": int(response.status), "headers": kept, "body": data}
