@@ -1,5 +1,11 @@
 """A small JSON API with state: ``GET /`` lists notes, ``POST /`` adds one, ``GET /{id}`` reads
-one, ``DELETE /{id}`` removes one."""
+one, ``DELETE /{id}`` removes one.
+
+The notes live in the process that serves them (``valor serve --workers 2`` runs two lists).
+Added notes get random ids, so two processes never hand out the same id for different notes.
+"""
+
+import secrets
 
 from valor import HTTPError, Response, vlugin
 
@@ -9,7 +15,8 @@ def on_create(ctx):
     ctx.notes = {}
     ctx.next_id = 1
     for text in ctx.config.get("seed", []):
-        _add(ctx, text)
+        _add(ctx, text, ctx.next_id)
+        ctx.next_id += 1
 
 
 @vlugin
@@ -23,7 +30,7 @@ async def on_request(ctx, req):
             text = data.get("text") if isinstance(data, dict) else None
             if not isinstance(text, str) or not text.strip():
                 raise HTTPError(400, "a note needs a non-empty string field 'text'")
-            note = _add(ctx, text.strip())
+            note = _add(ctx, text.strip(), _new_id(ctx))
             location = f"{req.prefix}/{note['id']}"
             return Response(note, status=201, headers={"location": location})
         raise HTTPError(405, f"{req.method} is not allowed on /; use GET or POST")
@@ -40,8 +47,14 @@ async def on_request(ctx, req):
     raise HTTPError(405, f"{req.method} is not allowed on /{note_id}; use GET or DELETE")
 
 
-def _add(ctx, text):
-    note = {"id": ctx.next_id, "text": text}
-    ctx.notes[note["id"]] = note
-    ctx.next_id += 1
+def _add(ctx, text, note_id):
+    note = {"id": note_id, "text": text}
+    ctx.notes[note_id] = note
     return note
+
+
+def _new_id(ctx):
+    while True:  # 12 digits: still a JSON number any client reads exactly
+        note_id = 10**11 + secrets.randbelow(9 * 10**11)
+        if note_id not in ctx.notes:
+            return note_id

@@ -71,6 +71,8 @@ def load_manifest(path: str | Path) -> Manifest:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"manifest {str(path)!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"manifest {str(path)!r} is nested too deeply") from None
     return parse_manifest(data, path.resolve().parent)
 
 
@@ -130,6 +132,8 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         raw_path = entry.get("path")
         if not isinstance(raw_path, str) or not raw_path:
             raise fail("path", f"is required for type {kind!r} (a file relative to the manifest)")
+        if "\x00" in raw_path:
+            raise fail("path", "must not contain a NUL character")
         path = (base_dir / raw_path).resolve()
     else:
         url = entry.get("url")

@@ -240,7 +240,7 @@ class Runtime:
                 mount.spec.name if mount else "-",
                 response["status"],
                 message["method"],
-                _split_url(message["url"])[1],
+                _printable(_split_url(message["url"])[1]),
                 elapsed,
                 correlation_id,
             )
@@ -267,7 +267,9 @@ class Runtime:
     ) -> ResponseMessage:
         spec = mount.spec
         stripped = (path[len(spec.prefix) :] if spec.prefix != "/" else path) or "/"
-        headers = list(message["headers"])  # a new list: the host's stays as it came
+        # A new list (the host's stays as it came), without a client's x-forwarded-prefix: the
+        # prefix a plug-in builds links with (a Location) is the runtime's, never the client's.
+        headers = [h for h in message["headers"] if not _is_forwarded_prefix(h[0])]
         if not request_id:
             headers.append(["x-request-id", correlation_id])
         headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
@@ -368,6 +370,8 @@ class Runtime:
             definition = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return error_message(400, f"the plug-in definition is not valid JSON: {exc}")
+        except RecursionError:
+            return error_message(400, "the plug-in definition is nested too deeply")
         base_dir = self.base_dir or Path.cwd()
         try:
             spec = parse_plugin(definition, base_dir, where="plug-in definition")
@@ -410,6 +414,17 @@ def _split_url(url: str) -> tuple[str, str, str]:
     origin, rest = url[:path_start], url[path_start:]
     path, mark, query = rest.partition("?")
     return origin, path or "/", mark + query
+
+
+def _is_forwarded_prefix(name: str) -> bool:
+    return len(name) == 18 and name.lower() == "x-forwarded-prefix"
+
+
+def _printable(text: str) -> str:
+    """``text`` for a log line: control characters escaped, so a request cannot forge lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _header(headers: Any, name: str) -> str | None:
