@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Toolchains for the non-Python plug-in kinds, then the examples built from source.
 # C to wasm32 and native: clang, lld (wasm-ld), wasi-libc and the wasm32 compiler runtime (Debian
-# packages). Deno (js), wasmtime (wasm, wasi) and httpx (proxy) are pip dependencies of valor.
+# packages), and clang's own runtime (libFuzzer, sanitizers). Deno (js), wasmtime (wasm, wasi) and httpx (proxy) are pip dependencies of valor.
 # Idempotent: installs only what is missing, and rebuilds only changed sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,9 @@ command -v wasm-ld >/dev/null || missing+=(lld)
 [ -e /usr/lib/wasm32-wasi/libc.a ] || missing+=(wasi-libc)
 compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a" >/dev/null \
   || missing+=(libclang-rt-dev-wasm32)
+# libFuzzer and the sanitizers' runtimes, for the valor_abi.h fuzz test.
+compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null \
+  || missing+=(libclang-rt-dev)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
