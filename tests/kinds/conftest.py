@@ -27,6 +27,7 @@ FAULTY = {kind: path.replace("hello", "faulty") for kind, path in EXAMPLES.items
 FAULTY_CONFIG = {
     "wasm-faulty": {"max_memory_mb": 16},  # /big grows past it
     "native-faulty": {"greeting": "hi"},  # /config answers it (valor_init)
+    "js-faulty": {"max_memory_mb": 64},  # /grow grows past it
 }
 # Files that are not what their kind needs, for the load-error tests.
 GARBAGE = {
