@@ -18,48 +18,44 @@ DEFAULT_THREADS = 8
 
 
 class PluginBusy(Exception):
-    """Every worker thread of a plug-in is taken (the runtime answers 503)."""
+    """Every worker thread of a plug-in is held by a call past its timeout (answered 503)."""
 
 
 class Threads:
-    """A plug-in's own worker threads. A call past its timeout keeps its thread until the code
-    returns (Python cannot stop a thread), so a plug-in stuck that way uses up its own
-    ``size`` threads and then answers 503, while every other plug-in keeps its threads."""
+    """A plug-in's own worker threads. Calls wait for a free thread in turn (within their
+    timeout). A call past its timeout keeps its thread until the code returns (Python cannot
+    stop a thread); once all ``size`` threads are held that way the plug-in answers 503 at once,
+    while every other plug-in keeps its own threads."""
 
     def __init__(self, name: str, size: int = DEFAULT_THREADS) -> None:
         self.name = name
         self.size = size
-        self.busy = 0
+        self.abandoned = 0  # threads still running a call whose caller gave up
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
-        """``function(*args)`` in one of the threads; ``PluginBusy`` when none is free."""
-        with self._lock:
-            if self.busy >= self.size:
-                raise PluginBusy(
-                    f"plug-in {self.name!r} is busy: all its {self.size} threads are taken"
-                )
-            self.busy += 1
+        """``function(*args)`` in one of the threads; ``PluginBusy`` when all are stuck."""
+        if self.abandoned >= self.size:
+            raise PluginBusy(
+                f"plug-in {self.name!r} is busy: all its {self.size} threads are still running "
+                "calls that timed out"
+            )
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=f"valor-{self.name}")
-        context = contextvars.copy_context()
+        future = self._executor.submit(contextvars.copy_context().run, function, *args)
         try:
-            future = self._executor.submit(self._call, context, function, args)
-        except BaseException:
-            self._release()
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if not future.cancel():  # already running: its thread stays taken until it returns
+                with self._lock:
+                    self.abandoned += 1
+                future.add_done_callback(self._release)
             raise
-        return await asyncio.wrap_future(future)
 
-    def _call(self, context: contextvars.Context, function: Callable[..., Any], args: Any) -> Any:
-        try:
-            return context.run(function, *args)
-        finally:
-            self._release()
-
-    def _release(self) -> None:
+    def _release(self, future: object) -> None:
         with self._lock:
-            self.busy -= 1
+            self.abandoned -= 1
 
     def close(self) -> None:
         if self._executor is not None:

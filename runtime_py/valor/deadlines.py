@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import threading
+import weakref
 from time import monotonic
 
 WATCHDOG_SIGNAL = getattr(signal, "SIGUSR2", None)
@@ -46,8 +47,7 @@ class Deadlines:
         self._expired: dict[asyncio.Task[object], int] = {}  # how often each was cancelled
         self._timer: asyncio.TimerHandle | None = None
         self._beat = monotonic()  # when the timer last ran: late means the loop is held
-        self._busy = threading.Event()  # requests in flight: the watchdog watches
-        self._watchdog: threading.Thread | None = None
+        self._watched = False
 
     def start(self, seconds: float) -> asyncio.Task[object]:
         """Give the current task ``seconds`` to finish; returns it, for ``stop``."""
@@ -58,9 +58,10 @@ class Deadlines:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.tick, self._check)
             self._beat = monotonic()
-            self._busy.set()
-            if self._watchdog is None:
-                self._start_watchdog()
+            if not self._watched:
+                self._watched = _watchdog.watch(self)
+        if not _watchdog.busy.is_set():
+            _watchdog.busy.set()
         return task
 
     def stop(self, task: asyncio.Task[object]) -> bool:
@@ -83,43 +84,20 @@ class Deadlines:
                 task.cancel()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.tick, self._check) if self._pending else None
-        if self._timer is None:
-            self._busy.clear()
 
-    # -- the watchdog -----------------------------------------------------------------------
-
-    def _start_watchdog(self) -> None:
-        # Signal handlers run in the main thread only, which is where uvicorn runs the loop.
-        if WATCHDOG_SIGNAL is None or threading.current_thread() is not threading.main_thread():
-            self._watchdog = threading.current_thread()  # none, and do not try again
-            return
-        if signal.getsignal(WATCHDOG_SIGNAL) not in (signal.SIG_DFL, None):
-            self._watchdog = threading.current_thread()  # the application uses the signal
-            return
-        signal.signal(WATCHDOG_SIGNAL, self._interrupt)
-        self._watchdog = threading.Thread(
-            target=self._watch, args=(threading.main_thread().ident,), daemon=True
-        )
-        self._watchdog.start()
-
-    def _watch(self, loop_thread: int | None) -> None:
-        assert WATCHDOG_SIGNAL is not None and loop_thread is not None
+    def overdue(self, now: float) -> bool:
+        """Whether the loop is held while a deadline passed (called from the watchdog)."""
         late = 2 * self.tick
-        while True:
-            self._busy.wait()
-            threading.Event().wait(self.tick)
-            now = monotonic()
-            if now - self._beat < late:
-                continue  # the loop is free; the timer does the work
-            try:
-                overdue = any(deadline + late <= now for deadline in list(self._pending.values()))
-            except RuntimeError:  # the loop changed the dict while we read it
-                continue
-            if overdue:
-                signal.pthread_kill(loop_thread, WATCHDOG_SIGNAL)
+        if now - self._beat < late:
+            return False  # the loop is free; the timer does the work
+        try:
+            return any(deadline + late <= now for deadline in list(self._pending.values()))
+        except RuntimeError:  # the loop changed the dict while we read it
+            return False
 
-    def _interrupt(self, signum: int, frame: object) -> None:
-        # Runs in the loop's thread, between two bytecodes of whatever holds it.
+    def interrupt(self) -> None:
+        """In the loop's thread: raise ``DeadlineExceeded`` if the running task is past its
+        deadline."""
         try:
             task = asyncio.current_task()
         except RuntimeError:
@@ -127,3 +105,59 @@ class Deadlines:
         deadline = self._pending.get(task) if task is not None else None
         if deadline is not None and deadline <= monotonic():
             raise DeadlineExceeded
+
+
+class _Watchdog:
+    """One thread for every ``Deadlines`` of the process: while requests are in flight it
+    checks each tick whether a loop is held past a deadline, and signals the main thread."""
+
+    def __init__(self) -> None:
+        self.busy = threading.Event()
+        self._watched: weakref.WeakSet[Deadlines] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._usable: bool | None = None
+
+    def watch(self, deadlines: Deadlines) -> bool:
+        """Watch ``deadlines`` (whose loop runs in this thread), if this thread can be
+        signalled; True once that is settled either way."""
+        if self._install():
+            self._watched.add(deadlines)
+        return True
+
+    def _install(self) -> bool:
+        # Signal handlers run in the main thread only, which is where uvicorn runs the loop.
+        if threading.current_thread() is not threading.main_thread() or WATCHDOG_SIGNAL is None:
+            return False
+        if self._usable is None:
+            current = signal.getsignal(WATCHDOG_SIGNAL)
+            self._usable = current in (signal.SIG_DFL, None)  # else the application uses it
+            if self._usable:
+                signal.signal(WATCHDOG_SIGNAL, self._interrupt)
+                self._thread = threading.Thread(
+                    target=self._watch, args=(threading.main_thread().ident,), daemon=True
+                )
+                self._thread.start()
+        return self._usable
+
+    def _watch(self, loop_thread: int) -> None:
+        assert WATCHDOG_SIGNAL is not None
+        while True:
+            self.busy.wait()
+            watched = list(self._watched)
+            tick = min((d.tick for d in watched), default=0.05)
+            threading.Event().wait(tick)
+            now = monotonic()
+            if any(d.overdue(now) for d in watched):
+                signal.pthread_kill(loop_thread, WATCHDOG_SIGNAL)
+            elif not any(d._pending for d in watched):
+                self.busy.clear()  # the next start() sets it again
+                if any(d._pending for d in watched):  # unless it came in between
+                    self.busy.set()
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        # Runs in the main thread, between two bytecodes of whatever holds its loop.
+        for deadlines in list(self._watched):
+            deadlines.interrupt()
+
+
+_watchdog = _Watchdog()

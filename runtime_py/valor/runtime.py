@@ -269,7 +269,9 @@ class Runtime:
         stripped = (path[len(spec.prefix) :] if spec.prefix != "/" else path) or "/"
         # A new list (the host's stays as it came), without a client's x-forwarded-prefix: the
         # prefix a plug-in builds links with (a Location) is the runtime's, never the client's.
-        headers = [h for h in message["headers"] if not _is_forwarded_prefix(h[0])]
+        headers = [
+            h for h in message["headers"] if len(h[0]) != 18 or h[0].lower() != "x-forwarded-prefix"
+        ]
         if not request_id:
             headers.append(["x-request-id", correlation_id])
         headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
@@ -414,10 +416,6 @@ def _split_url(url: str) -> tuple[str, str, str]:
     origin, rest = url[:path_start], url[path_start:]
     path, mark, query = rest.partition("?")
     return origin, path or "/", mark + query
-
-
-def _is_forwarded_prefix(name: str) -> bool:
-    return len(name) == 18 and name.lower() == "x-forwarded-prefix"
 
 
 def _printable(text: str) -> str:
