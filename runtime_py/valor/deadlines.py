@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import threading
 import weakref
 from time import monotonic
@@ -126,7 +127,12 @@ class _Watchdog:
 
     def _install(self) -> bool:
         # Signal handlers run in the main thread only, which is where uvicorn runs the loop.
-        if threading.current_thread() is not threading.main_thread() or WATCHDOG_SIGNAL is None:
+        # Pyodide has neither threads nor signals: the browser's worker has its own limits.
+        if (
+            WATCHDOG_SIGNAL is None
+            or sys.platform == "emscripten"
+            or threading.current_thread() is not threading.main_thread()
+        ):
             return False
         if self._usable is None:
             current = signal.getsignal(WATCHDOG_SIGNAL)
