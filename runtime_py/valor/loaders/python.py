@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..concurrency import DEFAULT_THREADS, Threads, as_async, call
+from ..concurrency import DEFAULT_THREADS, HAS_THREADS, Threads, as_async, call
 from ..errors import HTTPError, PluginLoadError
 from ..manifest import PluginSpec
 from ..plugin import Context
@@ -25,7 +25,7 @@ _reply: ContextVar[Any] = ContextVar("valor_reply")
 async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
     """Import the plug-in's file and pick its style."""
     assert spec.path is not None
-    if spec.isolation == "process":
+    if spec.isolation == "process" and HAS_THREADS:  # the browser has no processes to spare
         from .python_process import load_isolated_python
 
         return await load_isolated_python(spec)  # type: ignore[return-value]
