@@ -179,8 +179,17 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         {"name": "spin", "type": "python", "path": "spin.py", "isolation": "process", "timeout": 1}
     )
     entries.append({"name": "hello", "type": "python", "path": "hello.py"})
+    burn = {"name": "burn", "type": "python", "path": "spin.py", "isolation": "process"}
+    entries.append({**burn, "timeout": 15, "limits": {"cpu_seconds": 1}})
     with valor_server(write_plugins(folder, entries), log_dir=folder) as running:
         yield running
+
+
+def test_an_isolated_plugin_is_held_to_its_cpu_limit(isolated: Server) -> None:
+    status, elapsed = timed_get(isolated.url + "/burn")
+    assert status == 502  # SIGXCPU ended its process, long before the 15 s timeout
+    assert elapsed < 8
+    assert "burn" in httpx.get(isolated.url + "/burn", timeout=30).json()["detail"]  # restarted
 
 
 def test_os_exit_in_an_isolated_plugin_costs_its_process_not_the_server(isolated: Server) -> None:
