@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import weakref
-from time import monotonic
+from time import monotonic, sleep
 
 WATCHDOG_SIGNAL = getattr(signal, "SIGUSR2", None)
 
@@ -48,7 +48,7 @@ class Deadlines:
         self._expired: dict[asyncio.Task[object], int] = {}  # how often each was cancelled
         self._timer: asyncio.TimerHandle | None = None
         self._beat = monotonic()  # when the timer last ran: late means the loop is held
-        self._watched = False
+        self._watched: bool | None = None  # by the watchdog; None: not asked yet
 
     def start(self, seconds: float) -> asyncio.Task[object]:
         """Give the current task ``seconds`` to finish; returns it, for ``stop``."""
@@ -59,10 +59,10 @@ class Deadlines:
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.tick, self._check)
             self._beat = monotonic()
-            if not self._watched:
+            if self._watched is None:
                 self._watched = _watchdog.watch(self)
-        if not _watchdog.busy.is_set():
-            _watchdog.busy.set()
+            if self._watched:
+                _watchdog.arm()
         return task
 
     def stop(self, task: asyncio.Task[object]) -> bool:
@@ -85,6 +85,8 @@ class Deadlines:
                 task.cancel()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.tick, self._check) if self._pending else None
+        if self._timer is None and self._watched:
+            _watchdog.disarm()
 
     def overdue(self, now: float) -> bool:
         """Whether the loop is held while a deadline passed (called from the watchdog)."""
@@ -109,21 +111,35 @@ class Deadlines:
 
 
 class _Watchdog:
-    """One thread for every ``Deadlines`` of the process: while requests are in flight it
-    checks each tick whether a loop is held past a deadline, and signals the main thread."""
+    """One thread for every ``Deadlines`` of the process: while any of their timers is armed
+    (requests in flight) it checks each tick whether the loop is held past a deadline, and
+    signals the main thread. Arming and disarming happen in the main thread, only when a timer
+    starts or stops, so a busy server pays nothing per request."""
 
     def __init__(self) -> None:
         self.busy = threading.Event()
+        self.armed = 0
         self._watched: weakref.WeakSet[Deadlines] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._usable: bool | None = None
 
     def watch(self, deadlines: Deadlines) -> bool:
         """Watch ``deadlines`` (whose loop runs in this thread), if this thread can be
-        signalled; True once that is settled either way."""
-        if self._install():
-            self._watched.add(deadlines)
+        signalled; whether it is."""
+        if not self._install():
+            return False
+        self._watched.add(deadlines)
         return True
+
+    def arm(self) -> None:
+        self.armed += 1
+        if self.armed == 1:
+            self.busy.set()
+
+    def disarm(self) -> None:
+        self.armed -= 1
+        if self.armed == 0:
+            self.busy.clear()
 
     def _install(self) -> bool:
         # Signal handlers run in the main thread only, which is where uvicorn runs the loop.
@@ -151,14 +167,10 @@ class _Watchdog:
             self.busy.wait()
             watched = list(self._watched)
             tick = min((d.tick for d in watched), default=0.05)
-            threading.Event().wait(tick)
+            sleep(tick)
             now = monotonic()
             if any(d.overdue(now) for d in watched):
                 signal.pthread_kill(loop_thread, WATCHDOG_SIGNAL)
-            elif not any(d._pending for d in watched):
-                self.busy.clear()  # the next start() sets it again
-                if any(d._pending for d in watched):  # unless it came in between
-                    self.busy.set()
 
     def _interrupt(self, signum: int, frame: object) -> None:
         # Runs in the main thread, between two bytecodes of whatever holds its loop.

@@ -195,7 +195,8 @@ class Runtime:
             if mount is None:
                 response = error_message(404, f"no plug-in is mounted at {path!r}")
             else:
-                response = await self._receive(message, read_body) or await self._call(
+                failed = await self._receive(message, read_body) if read_body else None
+                response = failed or await self._call(
                     mount, message, origin, path, query, correlation_id, request_id
                 )
         return self.finish(message, response, correlation_id, mount, started)
