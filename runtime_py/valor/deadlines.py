@@ -34,6 +34,7 @@ import weakref
 from time import monotonic, sleep
 
 WATCHDOG_SIGNAL = getattr(signal, "SIGUSR2", None)
+WATCH_INTERVAL = 0.2
 
 
 class DeadlineExceeded(BaseException):
@@ -165,9 +166,10 @@ class _Watchdog:
         assert WATCHDOG_SIGNAL is not None
         while True:
             self.busy.wait()
+            # A few times a second: each wake-up takes the GIL from the loop, and a held loop
+            # is then interrupted at most this much later.
+            sleep(WATCH_INTERVAL)
             watched = list(self._watched)
-            tick = min((d.tick for d in watched), default=0.05)
-            sleep(tick)
             now = monotonic()
             if any(d.overdue(now) for d in watched):
                 signal.pthread_kill(loop_thread, WATCHDOG_SIGNAL)
