@@ -27,7 +27,6 @@ FAULTY = {kind: path.replace("hello", "faulty") for kind, path in EXAMPLES.items
 FAULTY_CONFIG = {
     "wasm-faulty": {"max_memory_mb": 16},  # /big grows past it
     "native-faulty": {"greeting": "hi"},  # /config answers it (valor_init)
-    "js-faulty": {"max_memory_mb": 64},  # /grow grows past it
 }
 # Files that are not what their kind needs, for the load-error tests.
 GARBAGE = {
@@ -61,6 +60,14 @@ def kinds_manifest(upstream: str) -> dict:
             plugin["config"] = FAULTY_CONFIG[plugin["name"]]
     plugins += [
         {"name": "wasm-fuel", "type": "wasm", "path": "hello.wasm", "config": {"fuel": 100}},
+        # Its own Deno process: /grow ends it (V8 out of memory), which would fail other tests.
+        {
+            "name": "js-grow",
+            "type": "js",
+            "path": "faulty.js",
+            "timeout": 20,
+            "config": {"max_memory_mb": 64},
+        },
         {"name": "proxy", "type": "proxy", "url": upstream},
         {"name": "proxy-faulty", "type": "proxy", "url": upstream, "timeout": FAULTY_TIMEOUT},
         {"name": "proxy-down", "type": "proxy", "url": f"http://127.0.0.1:{free_port()}/base"},
