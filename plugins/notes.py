@@ -1,14 +1,19 @@
 """A small JSON API with state: ``GET /`` lists notes, ``POST /`` adds one, ``GET /{id}`` reads
-one, ``DELETE /{id}`` removes one."""
+one, ``DELETE /{id}`` removes one.
+
+The notes live in the process that serves them (``valor serve --workers 2`` runs two lists).
+Added notes get random ids, so two processes never hand out the same id for different notes.
+"""
+
+import secrets
 
 from valor import HTTPError, Response, vlugin
 
 
 def on_create(ctx):
     ctx.state.notes = {}
-    ctx.state.next_id = 1
-    for text in ctx.config.get("seed", []):
-        _add(ctx, text)
+    for note_id, text in enumerate(ctx.config.get("seed", []), start=1):
+        _add(ctx, text, note_id)
 
 
 @vlugin
@@ -22,7 +27,7 @@ async def on_request(ctx, req):
             text = data.get("text") if isinstance(data, dict) else None
             if not isinstance(text, str) or not text.strip():
                 raise HTTPError(400, "a note needs a non-empty string field 'text'")
-            note = _add(ctx, text.strip())
+            note = _add(ctx, text.strip(), _new_id(ctx))
             location = f"{req.prefix}/{note['id']}"
             return Response(note, status_code=201, headers={"location": location})
         raise HTTPError(405, f"{req.method} is not allowed on /; use GET or POST")
@@ -39,8 +44,14 @@ async def on_request(ctx, req):
     raise HTTPError(405, f"{req.method} is not allowed on /{note_id}; use GET or DELETE")
 
 
-def _add(ctx, text):
-    note = {"id": ctx.state.next_id, "text": text}
-    ctx.state.notes[note["id"]] = note
-    ctx.state.next_id += 1
+def _add(ctx, text, note_id):
+    note = {"id": note_id, "text": text}
+    ctx.state.notes[note_id] = note
     return note
+
+
+def _new_id(ctx):
+    while True:  # 12 digits: still a JSON number any client reads exactly
+        note_id = 10**11 + secrets.randbelow(9 * 10**11)
+        if note_id not in ctx.state.notes:
+            return note_id

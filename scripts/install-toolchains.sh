@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Toolchains for the non-Python plug-in kinds, then the examples built from source.
 # C to wasm32 and native: clang, lld (wasm-ld), wasi-libc and the wasm32 compiler runtime (Debian
-# packages). Rust to wasm32 and native: Debian's rustc, cargo and libstd-rust-dev-wasm32 (whatever
-# other Rust is on PATH: valor.toolchain picks the one with the wasm32 target). Deno (js),
-# wasmtime (wasm, wasi) and httpx (proxy) are pip dependencies of valor.
+# packages), and clang's own runtime (libFuzzer, sanitizers, for the valor_abi.h fuzz test). Rust
+# to wasm32 and native: Debian's rustc, cargo and libstd-rust-dev-wasm32 (whatever other Rust is on
+# PATH: valor.toolchain picks the one with the wasm32 target). Deno (js), wasmtime (wasm, wasi)
+# and httpx (proxy) are pip dependencies of valor.
 # Idempotent: installs only what is missing, and rebuilds only changed sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,9 @@ compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a" 
 [ -x /usr/bin/rustc ] || missing+=(rustc)
 [ -x /usr/bin/cargo ] || missing+=(cargo)
 [ -d /usr/lib/rustlib/wasm32-unknown-unknown ] || missing+=(libstd-rust-dev-wasm32)
+# libFuzzer and the sanitizers' runtimes, for the valor_abi.h fuzz test.
+compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null \
+  || missing+=(libclang-rt-dev)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"

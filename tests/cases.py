@@ -222,13 +222,16 @@ def fetch_view(pairs: Iterable[Iterable[str]]) -> list[tuple[str, str]]:
 
 def comparable(answer: Answer, origin: str) -> tuple[int, str, list[tuple[str, str]], bytes]:
     """What must be equal between hosts: the host's own origin (its address) becomes ORIGIN
-    (HOST without the scheme), and the values that are random by design (a generated
-    correlation id, an error id) marks."""
+    (HOST without the scheme), and the values that are random or differ by design (a generated
+    correlation id, an error id, ``x-valor-host``) marks."""
     host = origin.partition("://")[2]  # as in x-forwarded-host
     headers = []
     for name, value in fetch_view(answer.headers.raw()):
         if name == "x-correlation-id" and len(value) == 32:
             value = "<generated id>"
+        elif name == "x-valor-host":  # the one header that differs by design: who answered
+            assert value in ("server", "browser"), f"x-valor-host: {value!r}"
+            value = "<host>"
         headers.append((name, value.replace(origin, "ORIGIN").replace(host, "HOST")))
     body = answer.body.replace(origin.encode(), b"ORIGIN").replace(host.encode(), b"HOST")
     return answer.status, answer.reason, headers, _ERROR_ID.sub(b'"error_id": "<id>"', body)

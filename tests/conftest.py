@@ -20,9 +20,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with valor_server(
         MANIFEST,
         "--registry",
-        "--token",
-        REGISTRY_TOKEN,
         log_dir=tmp_path_factory.mktemp("server"),
+        env={"VALOR_TOKEN": REGISTRY_TOKEN},  # not --token: argv is visible to every user
     ) as running:
         yield running
 

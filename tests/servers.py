@@ -66,9 +66,15 @@ def raw_request(url: str, request: bytes, timeout: float = 10) -> tuple[str, lis
 
 @contextmanager
 def valor_server(
-    manifest: Path | str = MANIFEST, *args: str, log_dir: Path, startup: float = 30.0
+    manifest: Path | str = MANIFEST,
+    *args: str,
+    log_dir: Path,
+    startup: float = 30.0,
+    env: dict[str, str] | None = None,
+    open_files: int | None = None,
 ) -> Iterator[Server]:
-    """Run ``valor serve`` in a subprocess until the block ends; waits until it answers."""
+    """Run ``valor serve`` in a subprocess until the block ends; waits until it answers.
+    ``env`` adds to the environment; ``open_files`` lowers the server's open-file limit."""
     port = free_port()
     log_path = log_dir / f"valor-{port}.log"
     with open(log_path, "w") as log_file:
@@ -77,7 +83,8 @@ def valor_server(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            preexec_fn=None if open_files is None else lambda: _limit_files(open_files),
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:
@@ -95,3 +102,9 @@ def valor_server(
         yield server
     finally:
         stop_process(process)
+
+
+def _limit_files(count: int) -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))

@@ -61,9 +61,10 @@ def test_json_body_and_headers(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert status == 0
     assert out.startswith("HTTP 201 Created\n")
-    assert "location: /notes/2\n" in out
+    note = json.loads(out.partition("\n\n")[2])
+    assert note["text"] == "buy milk"
+    assert f"location: /notes/{note['id']}\n" in out
     assert "x-correlation-id: r-1\n" in out  # the runtime found "X-Request-Id" as x-request-id
-    assert json.loads(out.partition("\n\n")[2]) == {"id": 2, "text": "buy milk"}
 
 
 def test_data_from_a_file_round_trips_bytes(tmp_path: Path) -> None:

@@ -76,3 +76,55 @@ async def test_a_task_that_swallows_the_cancel_is_uncancelled() -> None:
         return asyncio.current_task().cancelling()  # type: ignore[union-attr]
 
     assert await stubborn() == 0
+
+
+async def test_a_task_that_catches_its_cancellation_is_cancelled_again() -> None:
+    deadlines = Deadlines(TICK)
+    task = deadlines.start(0.02)
+    caught = 0
+    try:
+        for _ in range(3):
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                caught += 1
+    finally:
+        assert deadlines.stop(task)  # only the deadline's cancellations were pending
+    assert caught == 3
+
+
+async def test_code_holding_the_loop_past_its_deadline_is_interrupted() -> None:
+    import time
+
+    from valor.deadlines import DeadlineExceeded
+
+    deadlines = Deadlines(TICK)
+    task = deadlines.start(0.05)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        try:
+            while time.monotonic() - started < 5:  # never awaits: the timer cannot run
+                pass
+        finally:
+            deadlines.stop(task)
+    assert time.monotonic() - started < 1
+
+
+async def test_other_tasks_holding_the_loop_are_not_interrupted() -> None:
+    import time
+
+    deadlines = Deadlines(TICK)
+
+    async def expired() -> None:
+        deadlines.start(0.01)
+        await asyncio.Event().wait()
+
+    waiting = asyncio.ensure_future(expired())
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    while time.monotonic() - started < 0.3:  # this task has no deadline: left alone
+        pass
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting

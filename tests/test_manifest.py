@@ -113,3 +113,39 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     good.write_text(json.dumps({"plugins": []}))
     assert load_manifest(good).base_dir == tmp_path.resolve()
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_timeout_must_be_finite(tmp_path: Path, text: str) -> None:
+    # json.loads reads NaN and Infinity; a NaN deadline never passes, an infinite one never ends.
+    manifest = tmp_path / "plugins.json"
+    entry = '{"name": "a", "type": "python", "path": "a.py", "timeout": ' + text + "}"
+    manifest.write_text('{"plugins": [' + entry + "]}")
+    with pytest.raises(ManifestError, match="'timeout' must be a positive number") as caught:
+        load_manifest(manifest)
+    assert caught.value.field == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("entry", "field"),
+    [
+        ({"type": "js", "path": "a.js", "isolation": "process"}, "isolation"),
+        ({"type": "python", "path": "a.py", "isolation": "vm"}, "isolation"),
+        ({"type": "python", "path": "a.py", "limits": {"threads": 0}}, "limits"),
+        ({"type": "python", "path": "a.py", "limits": {"threads": 1.5}}, "limits"),
+        ({"type": "python", "path": "a.py", "limits": {"disk": 1}}, "limits"),
+        ({"type": "python", "path": "a.py", "limits": []}, "limits"),
+    ],
+)
+def test_isolation_and_limits_are_checked(entry: dict, field: str) -> None:
+    with pytest.raises(ManifestError) as caught:
+        parse_manifest({"plugins": [{"name": "a", **entry}]}, Path("/srv"))
+    assert caught.value.field == field
+
+
+def test_isolation_and_limits_are_kept() -> None:
+    entry = {"name": "a", "type": "python", "path": "a.py", "isolation": "process"}
+    entry["limits"] = {"threads": 4, "memory_mb": 256, "cpu_seconds": 10}
+    spec = parse_manifest({"plugins": [entry]}, Path("/srv")).plugins[0]
+    assert spec.isolation == "process"
+    assert spec.limits == {"threads": 4, "memory_mb": 256, "cpu_seconds": 10}

@@ -69,7 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser.add_argument(
         "--token",
         default=os.environ.get("VALOR_TOKEN"),
-        help="bearer token for /_plugins (default: $VALOR_TOKEN, else generated and logged)",
+        help="bearer token for /_plugins (default: $VALOR_TOKEN, else generated and logged); "
+        "visible to every user in ps: prefer --token-file or $VALOR_TOKEN",
+    )
+    serve_parser.add_argument(
+        "--token-file", type=Path, help="read the /_plugins bearer token from this file"
     )
     serve_parser.add_argument(
         "--strict", action="store_true", help="refuse to start if any plug-in fails to load"
@@ -98,6 +102,28 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="let pages of ORIGIN (a bundle built with --fallback) call this server; repeatable",
+    )
+    # Connection limits, named as uvicorn names them (see docs/security.md).
+    serve_parser.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=None,
+        help="answer 503 past this many connections and tasks (default: half the open-file limit)",
+    )
+    serve_parser.add_argument(
+        "--timeout-keep-alive", type=float, default=5, help="close idle keep-alive connections"
+    )
+    serve_parser.add_argument(
+        "--timeout-headers",
+        type=float,
+        default=10,
+        help="close a connection that has not sent a whole request head in this many seconds",
+    )
+    serve_parser.add_argument(
+        "--timeout-body",
+        type=float,
+        default=30,
+        help="answer 408 when a request body stops arriving for this many seconds",
     )
     for name, (_, help_text) in DELEGATED.items():
         commands.add_parser(name, help=help_text, add_help=False)
@@ -176,6 +202,18 @@ def serve(args: argparse.Namespace) -> int:
         VALOR_LOG_LEVEL=args.log_level or "",
         VALOR_CORS=" ".join(args.cors),
     )
+    if args.token_file is not None:
+        try:
+            args.token = args.token_file.read_text().strip()
+        except OSError as exc:
+            print(f"valor: cannot read --token-file: {exc.strerror}", file=sys.stderr)
+            return 2
+    elif args.token and args.token != os.environ.get("VALOR_TOKEN"):
+        print("valor: --token is visible in ps; prefer --token-file", file=sys.stderr)
+    os.environ.update(
+        VALOR_TIMEOUT_HEADERS=str(args.timeout_headers),
+        VALOR_TIMEOUT_BODY=str(args.timeout_body),
+    )
     if args.registry:
         if not args.token:
             import secrets
@@ -194,8 +232,19 @@ def serve(args: argparse.Namespace) -> int:
         workers=args.workers if not args.reload else None,
         access_log=False,  # Valor writes its own access line, with plug-in and correlation id
         **_deployment_options(args),
+        http="valor.connections:GuardedH11Protocol",
+        limit_concurrency=args.limit_concurrency or default_limit_concurrency(),
+        timeout_keep_alive=args.timeout_keep_alive,
     )
     return 0
+
+
+def default_limit_concurrency() -> int:
+    """Half the process's open-file limit: the rest stays for plug-ins, upstreams and logs."""
+    import resource
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(16, min(soft, 1 << 20) // 2) if soft != resource.RLIM_INFINITY else 1 << 19
 
 
 def app_from_environment():
@@ -211,6 +260,7 @@ def app_from_environment():
         token=os.environ.get("VALOR_TOKEN") or None,
         strict=bool(os.environ.get("VALOR_STRICT")),
         max_body_size=int(os.environ.get("VALOR_MAX_BODY_SIZE", 10 * 1024 * 1024)),
+        body_timeout=float(os.environ.get("VALOR_TIMEOUT_BODY") or 30),
     )
     origins = os.environ.get("VALOR_CORS", "").split()
     if origins:

@@ -16,20 +16,40 @@ context protocol alone cost more than the rest of the bookkeeping.
             ...  # the deadline passed
         raise
     deadlines.stop(task)  # on every other way out too
+
+A task past its deadline is cancelled again on every tick, so code that catches one
+cancellation and awaits something else is cancelled again. Code that holds the event loop
+itself (a loop on the CPU, a blocking call in an ``async`` handler) never lets the timer run:
+a watchdog thread notices the timer is late and signals the loop's thread, whose handler raises
+``DeadlineExceeded`` inside that code, the way a timeout interrupts a blocked call.
 """
 
 from __future__ import annotations
 
 import asyncio
-from time import monotonic
+import signal
+import sys
+import threading
+import weakref
+from time import monotonic, sleep
+
+WATCHDOG_SIGNAL = getattr(signal, "SIGUSR2", None)
+WATCH_INTERVAL = 0.2
+
+
+class DeadlineExceeded(BaseException):
+    """Raised inside code that held the event loop past its task's deadline. A
+    ``BaseException``, like ``CancelledError``, so ``except Exception`` does not swallow it."""
 
 
 class Deadlines:
     def __init__(self, tick: float = 0.05) -> None:
         self.tick = tick
         self._pending: dict[asyncio.Task[object], float] = {}
-        self._expired: set[asyncio.Task[object]] = set()
+        self._expired: dict[asyncio.Task[object], int] = {}  # how often each was cancelled
         self._timer: asyncio.TimerHandle | None = None
+        self._beat = monotonic()  # when the timer last ran: late means the loop is held
+        self._watched: bool | None = None  # by the watchdog; None: not asked yet
 
     def start(self, seconds: float) -> asyncio.Task[object]:
         """Give the current task ``seconds`` to finish; returns it, for ``stop``."""
@@ -39,22 +59,125 @@ class Deadlines:
         self._pending[task] = monotonic() + seconds
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.tick, self._check)
+            self._beat = monotonic()
+            if self._watched is None:
+                self._watched = _watchdog.watch(self)
+            if self._watched:
+                _watchdog.arm()
         return task
 
     def stop(self, task: asyncio.Task[object]) -> bool:
-        """Forget ``task``'s deadline. True when the deadline passed and its cancellation is
-        the only one pending (the task's own ``CancelledError`` is then a timeout)."""
+        """Forget ``task``'s deadline. True when the deadline passed and its cancellations are
+        the only ones pending (the task's own ``CancelledError`` is then a timeout)."""
         del self._pending[task]
-        if task not in self._expired:
+        cancels = self._expired.pop(task, 0)
+        if not cancels:
             return False
-        self._expired.discard(task)
-        return task.uncancel() == 0
+        remaining = task.cancelling()
+        for _ in range(cancels):
+            remaining = task.uncancel()
+        return remaining == 0
 
     def _check(self) -> None:
-        now = monotonic()
+        now = self._beat = monotonic()
         for task, deadline in list(self._pending.items()):
-            if deadline <= now and task not in self._expired:
-                self._expired.add(task)
+            if deadline <= now:
+                self._expired[task] = self._expired.get(task, 0) + 1
                 task.cancel()
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.tick, self._check) if self._pending else None
+        if self._timer is None and self._watched:
+            _watchdog.disarm()
+
+    def overdue(self, now: float) -> bool:
+        """Whether the loop is held while a deadline passed (called from the watchdog)."""
+        late = 2 * self.tick
+        if now - self._beat < late:
+            return False  # the loop is free; the timer does the work
+        try:
+            return any(deadline + late <= now for deadline in list(self._pending.values()))
+        except RuntimeError:  # the loop changed the dict while we read it
+            return False
+
+    def interrupt(self) -> None:
+        """In the loop's thread: raise ``DeadlineExceeded`` if the running task is past its
+        deadline."""
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:
+            return
+        deadline = self._pending.get(task) if task is not None else None
+        if deadline is not None and deadline <= monotonic():
+            raise DeadlineExceeded
+
+
+class _Watchdog:
+    """One thread for every ``Deadlines`` of the process: while any of their timers is armed
+    (requests in flight) it checks each tick whether the loop is held past a deadline, and
+    signals the main thread. Arming and disarming happen in the main thread, only when a timer
+    starts or stops, so a busy server pays nothing per request."""
+
+    def __init__(self) -> None:
+        self.busy = threading.Event()
+        self.armed = 0
+        self._watched: weakref.WeakSet[Deadlines] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+        self._usable: bool | None = None
+
+    def watch(self, deadlines: Deadlines) -> bool:
+        """Watch ``deadlines`` (whose loop runs in this thread), if this thread can be
+        signalled; whether it is."""
+        if not self._install():
+            return False
+        self._watched.add(deadlines)
+        return True
+
+    def arm(self) -> None:
+        self.armed += 1
+        if self.armed == 1:
+            self.busy.set()
+
+    def disarm(self) -> None:
+        self.armed -= 1
+        if self.armed == 0:
+            self.busy.clear()
+
+    def _install(self) -> bool:
+        # Signal handlers run in the main thread only, which is where uvicorn runs the loop.
+        # Pyodide has neither threads nor signals: the browser's worker has its own limits.
+        if (
+            WATCHDOG_SIGNAL is None
+            or sys.platform == "emscripten"
+            or threading.current_thread() is not threading.main_thread()
+        ):
+            return False
+        if self._usable is None:
+            current = signal.getsignal(WATCHDOG_SIGNAL)
+            self._usable = current in (signal.SIG_DFL, None)  # else the application uses it
+            if self._usable:
+                signal.signal(WATCHDOG_SIGNAL, self._interrupt)
+                self._thread = threading.Thread(
+                    target=self._watch, args=(threading.main_thread().ident,), daemon=True
+                )
+                self._thread.start()
+        return self._usable
+
+    def _watch(self, loop_thread: int) -> None:
+        assert WATCHDOG_SIGNAL is not None
+        while True:
+            self.busy.wait()
+            # A few times a second: each wake-up takes the GIL from the loop, and a held loop
+            # is then interrupted at most this much later.
+            sleep(WATCH_INTERVAL)
+            watched = list(self._watched)
+            now = monotonic()
+            if any(d.overdue(now) for d in watched):
+                signal.pthread_kill(loop_thread, WATCHDOG_SIGNAL)
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        # Runs in the main thread, between two bytecodes of whatever holds its loop.
+        for deadlines in list(self._watched):
+            deadlines.interrupt()
+
+
+_watchdog = _Watchdog()

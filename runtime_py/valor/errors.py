@@ -69,5 +69,14 @@ def pick_status_code(status_code: int | None, status: int | None, owner: str) ->
     return status
 
 
+class BodyError(Exception):
+    """A request body that could not be read: too large (413), too slow (408), cut short."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
 def _phrase(status: int) -> str:
     return reason(status) or "Error"

@@ -1,12 +1,13 @@
 """The manifest: which plug-ins to load, where to mount them, and with what config.
 
 ``{"plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
-"requirements"?}]}``. Paths are relative to the manifest's folder.
+"requirements"?, "isolation"?, "limits"?}]}``. Paths are relative to the manifest's folder.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,18 @@ KINDS_WITH_PATH = ("python", "js", "wasm", "wasi", "native")
 KINDS = (*KINDS_WITH_PATH, "proxy")
 RESERVED_PREFIXES = ("/_health", "/_plugins")
 DEFAULT_TIMEOUT = 30.0
+ISOLATIONS = ("none", "process")
+# What each ``limits`` key bounds; a missing key takes the host's default.
+LIMITS = {
+    "threads": "worker threads of a sync python, wasm or wasi plug-in (503 past them)",
+    "response_bytes": "bytes of a proxy's upstream answer body (502 past it)",
+    "memory_mb": "address space of an isolated python plug-in's process",
+    "cpu_seconds": "CPU time of an isolated python plug-in's process",
+}
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
+_KNOWN_FIELDS |= {"isolation", "limits"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,8 @@ class PluginSpec:
     timeout: float = DEFAULT_TIMEOUT
     requirements: tuple[str, ...] = ()
     source: dict[str, Any] = field(default_factory=dict)
+    isolation: str = "none"
+    limits: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
         """The definition as given (what ``GET /_plugins`` lists), with the effective prefix."""
@@ -59,6 +71,8 @@ def load_manifest(path: str | Path) -> Manifest:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ManifestError(f"manifest {str(path)!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"manifest {str(path)!r} is nested too deeply") from None
     return parse_manifest(data, path.resolve().parent)
 
 
@@ -118,6 +132,8 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         raw_path = entry.get("path")
         if not isinstance(raw_path, str) or not raw_path:
             raise fail("path", f"is required for type {kind!r} (a file relative to the manifest)")
+        if "\x00" in raw_path:
+            raise fail("path", "must not contain a NUL character")
         path = (base_dir / raw_path).resolve()
     else:
         url = entry.get("url")
@@ -128,11 +144,30 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     if not isinstance(config, dict):
         raise fail("config", "must be an object")
     timeout = entry.get("timeout", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
         raise fail("timeout", f"must be a positive number of seconds, got {timeout!r}")
     requirements = entry.get("requirements", [])
     if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
         raise fail("requirements", "must be a list of requirement strings")
+
+    isolation = entry.get("isolation", "none")
+    if isolation not in ISOLATIONS or (isolation != "none" and kind != "python"):
+        raise fail(
+            "isolation", f"must be 'none', or 'process' for a python plug-in, got {isolation!r}"
+        )
+    limits = entry.get("limits", {})
+    if not isinstance(limits, dict):
+        raise fail("limits", "must be an object")
+    for key, value in limits.items():
+        if key not in LIMITS:
+            raise fail("limits", f"has an unknown key {key!r} (known: {', '.join(LIMITS)})")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise fail("limits", f"{key!r} must be a positive integer, got {value!r}")
 
     return PluginSpec(
         name=name,
@@ -144,4 +179,6 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         timeout=float(timeout),
         requirements=tuple(requirements),
         source=dict(entry),
+        isolation=isolation,
+        limits=dict(limits),
     )

@@ -9,15 +9,16 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from .deadlines import Deadlines
-from .errors import ManifestError, PluginCrashed, PluginLoadError
+from .concurrency import PluginBusy
+from .deadlines import DeadlineExceeded, Deadlines
+from .errors import BodyError, ManifestError, PluginCrashed, PluginLoadError
 from .loaders import Loader, Plugin
 from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
@@ -28,6 +29,9 @@ DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
 log = logging.getLogger("valor")
 access_log = logging.getLogger("valor.access")
+
+BodyReader = Callable[[], Awaitable["bytes | None"]]
+"""Reads a request's body for a host that reads it late; raises ``BodyError``."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +154,7 @@ class Runtime:
             return await loader(spec)
         except PluginLoadError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit, GeneratorExit) as exc:
             log.exception("loading plug-in %r failed", spec.name)
             raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
 
@@ -165,8 +169,12 @@ class Runtime:
 
     # -- answering --------------------------------------------------------------------------
 
-    async def handle(self, message: RequestMessage) -> ResponseMessage:
-        """Answer one wire request."""
+    async def handle(
+        self, message: RequestMessage, read_body: BodyReader | None = None
+    ) -> ResponseMessage:
+        """Answer one wire request. A host may pass ``read_body`` instead of a body: it is
+        called only once the request is known to reach a plug-in or the registry's login has
+        passed, so nobody can make the host read bodies it would throw away."""
         started = time.perf_counter()
         origin, full_path, query = _split_url(message["url"])
         request_id = _header(message["headers"], "x-request-id")
@@ -184,18 +192,39 @@ class Runtime:
         elif path == "/_health":
             response = _json(200, {"status": "ok", "plugins": len(self._mounts)})
         elif path == "/_plugins" or path.startswith("/_plugins/"):
-            response = await self._registry(message, path)
+            response = await self._registry(message, path, read_body)
         else:
             mount = self._route(path)
             if mount is None:
                 response = error_message(404, f"no plug-in is mounted at {raw_path!r}")
             else:
-                response = await self._call(
-                    mount, message, origin, raw_path, path, query, body, correlation_id, request_id
+                failed = await self._receive(message, read_body) if read_body else None
+                response = failed or await self._call(
+                    mount,
+                    message,
+                    origin,
+                    raw_path,
+                    path,
+                    query,
+                    message.get("body") or None,
+                    correlation_id,
+                    request_id,
                 )
         if message["method"].upper() == "HEAD":
             response["body"] = b""  # the answer a GET would get, without its body
         return self.finish(message, response, correlation_id, mount, started)
+
+    async def _receive(
+        self, message: RequestMessage, read_body: BodyReader | None
+    ) -> ResponseMessage | None:
+        """Read the body now, if the host left it to us; the error answer if that failed."""
+        if read_body is None:
+            return None
+        try:
+            message["body"] = await read_body()
+        except BodyError as exc:
+            return error_message(exc.status, exc.detail)
+        return None
 
     def too_large(self) -> ResponseMessage:
         """The 413 answer, also for a host that stops reading a body past the limit."""
@@ -225,7 +254,7 @@ class Runtime:
                 mount.spec.name if mount else "-",
                 response["status"],
                 message["method"],
-                _split_url(message["url"])[1],
+                _printable(_split_url(message["url"])[1]),
                 elapsed,
                 correlation_id,
             )
@@ -253,7 +282,9 @@ class Runtime:
         request_id: str | None,
     ) -> ResponseMessage:
         spec = mount.spec
-        headers = _fetch_order(message["headers"])  # a new list: the host's stays as it came
+        # A new list (the host's stays as it came), without a client's x-forwarded-prefix: the
+        # prefix a plug-in builds links with (a Location) is the runtime's, never the client's.
+        headers = _fetch_order(message["headers"], drop="x-forwarded-prefix")
         if not request_id:
             headers.append(["x-request-id", correlation_id])
         headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
@@ -271,12 +302,15 @@ class Runtime:
             answer = await mount.plugin.handle(forwarded)
         except BaseException as exc:
             expired = deadlines.stop(task)
-            if expired and isinstance(exc, asyncio.CancelledError):
+            if isinstance(exc, DeadlineExceeded) or (
+                expired and isinstance(exc, asyncio.CancelledError)
+            ):
                 return self._timed_out(spec)
             if not isinstance(exc, Exception):
                 raise
             return self._failed(spec, exc)
-        deadlines.stop(task)
+        if deadlines.stop(task):  # it caught its cancellation and answered late anyway
+            return self._timed_out(spec)
         try:
             return http_answer(response_message(answer), drop=_NOT_FROM_PLUGINS)
         except WireError as exc:
@@ -294,6 +328,9 @@ class Runtime:
             return self._timed_out(spec)
         if isinstance(exc, PluginFailed):  # a trap, an exit code, a bad answer, no upstream
             return exc.answer()
+        if isinstance(exc, PluginBusy):
+            log.warning("%s", exc)
+            return error_message(503, str(exc))
         if isinstance(exc, PluginCrashed):
             log.error("plug-in %r crashed: %s", spec.name, exc)
             return error_message(502, f"plug-in {spec.name!r} crashed: {exc}")
@@ -308,7 +345,9 @@ class Runtime:
 
     # -- the /_plugins registry ---------------------------------------------------------------
 
-    async def _registry(self, message: RequestMessage, path: str) -> ResponseMessage:
+    async def _registry(
+        self, message: RequestMessage, path: str, read_body: BodyReader | None = None
+    ) -> ResponseMessage:
         if not self.registry:
             return error_message(
                 404, "the plug-in registry is not enabled (start the host with the registry on)"
@@ -320,6 +359,9 @@ class Runtime:
                 answer = error_message(401, "the registry needs 'Authorization: Bearer <token>'")
                 answer["headers"].append(["www-authenticate", "Bearer"])
                 return answer
+        failed = await self._receive(message, read_body)
+        if failed is not None:
+            return failed
         method = message["method"].upper()
         if method == "HEAD":  # as for plug-ins: a GET whose body handle() drops
             method = "GET"
@@ -349,6 +391,8 @@ class Runtime:
             definition = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return error_message(400, f"the plug-in definition is not valid JSON: {exc}")
+        except RecursionError:
+            return error_message(400, "the plug-in definition is nested too deeply")
         base_dir = self.base_dir or Path.cwd()
         try:
             spec = parse_plugin(definition, base_dir, where="plug-in definition")
@@ -425,12 +469,14 @@ def _below(raw_path: str, path: str, prefix: str) -> str:
     return raw_path[end:] or "/"
 
 
-def _fetch_order(headers: Any) -> list[list[str]]:
+def _fetch_order(headers: Any, drop: str) -> list[list[str]]:
     """Request headers as ``fetch()`` hands them to a service worker: names in lower case,
-    sorted, a repeated name's values joined by ``", "`` in order (``"; "`` for ``cookie``).
-    RFC 9110 (5.3) lets a recipient combine them so; doing it in both hosts gives a plug-in the
-    same list wherever it runs."""
-    pairs = sorted([[name.lower(), value] for name, value in headers], key=_first)
+    sorted, a repeated name's values joined by ``", "`` in order (``"; "`` for ``cookie``),
+    without the header named ``drop``. RFC 9110 (5.3) lets a recipient combine them so; doing
+    it in both hosts gives a plug-in the same list wherever it runs."""
+    pairs = sorted(
+        [[lower, value] for name, value in headers if (lower := name.lower()) != drop], key=_first
+    )
     if len({name for name, _ in pairs}) == len(pairs):
         return pairs  # no name repeats, the usual case
     combined: list[list[str]] = []
@@ -462,6 +508,13 @@ _NOT_FROM_PLUGINS = frozenset(
         "keep-alive",
     ]
 )
+
+
+def _printable(text: str) -> str:
+    """``text`` for a log line: control characters escaped, so a request cannot forge lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _header(headers: Any, name: str) -> str | None:

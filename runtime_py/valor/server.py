@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from .errors import BodyError
 from .loaders import Loader
 from .loaders.python import load_python
 from .loaders.server_kinds import SERVER_KIND_LOADERS
@@ -26,6 +27,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("valor")
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a request body may go without a byte arriving (408 past it), as nginx's
+``client_body_timeout``."""
 
 SERVER_LOADERS: dict[str, Loader] = {"python": load_python, **SERVER_KIND_LOADERS}
 """Every plug-in kind the server host can load."""
@@ -35,14 +39,43 @@ class BodyTooLarge(Exception):
     pass
 
 
+class _Body:
+    """Reads a request's body when the runtime asks for it, within a size and a time limit."""
+
+    __slots__ = ("complete", "limit", "receive", "timeout")
+
+    def __init__(self, receive: Receive, limit: int, timeout: float) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.timeout = timeout
+        self.complete = False  # read to its end
+
+    async def __call__(self) -> bytes | None:
+        try:
+            body = await _read_body(self.receive, self.limit, self.timeout)
+            self.complete = True
+            return body
+        except BodyTooLarge:
+            raise BodyError(
+                413, f"request body is larger than the limit of {self.limit} bytes"
+            ) from None
+
+
 class ValorApp:
     """ASGI app. Loads the manifest at lifespan start-up (or on the first request under a
     server that does not run lifespan)."""
 
-    def __init__(self, runtime: Runtime, manifest_path: str | Path | None, strict: bool) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        manifest_path: str | Path | None,
+        strict: bool,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    ) -> None:
         self.runtime = runtime
         self.manifest_path = manifest_path
         self.strict = strict
+        self.body_timeout = body_timeout
         self._loaded = False
         self._loading: asyncio.Future[None] | None = None
 
@@ -79,14 +112,20 @@ class ValorApp:
             await send(start)
             await send(body)
             return
+        # The body is read only once the runtime knows who will use it (see Runtime.handle).
+        reader = None
         try:
             if _has_body(scope, headers, runtime.max_body_size):
-                message["body"] = await _read_body(receive, runtime.max_body_size)
+                reader = _Body(receive, runtime.max_body_size, self.body_timeout)
         except BodyTooLarge:
             response = runtime.finish(message, runtime.too_large())
+            unread = True
         else:
-            response = await runtime.handle(message)
+            response = await runtime.handle(message, reader)
+            unread = reader is not None and not reader.complete
         start, body = _response_events(response, head)
+        if unread:  # reading a body nobody wants costs more than a new connection
+            start["headers"].append((b"connection", b"close"))
         await send(start)
         await send(body)
 
@@ -94,6 +133,7 @@ class ValorApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                _quiet_accept_errors(asyncio.get_running_loop())
                 try:
                     await self.startup()
                 except Exception as exc:
@@ -115,6 +155,7 @@ def create_app(
     strict: bool = False,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     loaders: dict[str, Loader] | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> ValorApp:
     """Build the ASGI app for a manifest: by default ``$VALOR_MANIFEST``, else
     ``plugins/plugins.json``, so ``uvicorn --factory valor.server:create_app`` serves it.
@@ -134,7 +175,33 @@ def create_app(
         max_body_size=max_body_size,
     )
     use_runtime_reasons()
-    return ValorApp(runtime, manifest, strict)
+    return ValorApp(runtime, manifest, strict, body_timeout)
+
+
+def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log running out of file descriptors once a minute instead of thousands of times a
+    second: CPython 3.11's accept loop retries and logs up to ``backlog`` times per wake-up."""
+    if loop.get_exception_handler() is not None:
+        return
+    last = [-60.0, 0]  # when the last line was written, how many were skipped since
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("message") != "socket.accept() out of system resource":
+            loop.default_exception_handler(context)
+            return
+        now = loop.time()
+        if now - last[0] < 60:
+            last[1] += 1
+            return
+        log.error(
+            "cannot accept connections: %s (%d more since the last time); see --limit-concurrency"
+            " and --timeout-headers",
+            context.get("exception"),
+            last[1],
+        )
+        last[0], last[1] = now, 0
+
+    loop.set_exception_handler(handle)
 
 
 def use_runtime_reasons() -> None:
@@ -170,20 +237,26 @@ def _has_body(scope: Scope, headers: list[list[str]], limit: int) -> bool:
     return framed
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
+async def _read_body(receive: Receive, limit: int, timeout: float) -> bytes | None:
     chunks: list[bytes] = []
     size = 0
     more = True
-    while more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-        more = message.get("more_body", False)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout) as idle:
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise BodyError(400, "the client closed the connection before its body ended")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+                idle.reschedule(loop.time() + timeout)
+    except TimeoutError:
+        raise BodyError(408, f"the request body stopped arriving for {timeout:g} seconds") from None
     if size == 0:
         return None
     return b"".join(chunks)

@@ -69,6 +69,14 @@ def kinds_manifest(upstream: str) -> dict:
         ]  # fmt: skip
     plugins += [
         {"name": "wasm-fuel", "type": "wasm", "path": "hello.wasm", "config": {"fuel": 100}},
+        # Its own Deno process: /grow ends it (V8 out of memory), which would fail other tests.
+        {
+            "name": "js-grow",
+            "type": "js",
+            "path": "faulty.js",
+            "timeout": 20,
+            "config": {"max_memory_mb": 64},
+        },
         {"name": "proxy", "type": "proxy", "url": upstream},
         {"name": "proxy-faulty", "type": "proxy", "url": upstream, "timeout": FAULTY_TIMEOUT},
         {"name": "proxy-down", "type": "proxy", "url": f"http://127.0.0.1:{free_port()}/base"},

@@ -124,6 +124,13 @@ def test_js_answer_that_is_not_a_response_is_a_500(kinds_server: Server) -> None
     assert "expected {status, headers, body}" in answer.json()["detail"]
 
 
+def test_js_heap_is_bounded_by_max_memory_mb(kinds_server: Server) -> None:
+    answer = httpx.get(kinds_server.url + "/js-grow/grow", timeout=30)
+    assert answer.status_code == 502, answer.text  # not the 504 of its 20 s timeout
+    assert "crashed" in answer.json()["detail"]
+    assert httpx.get(kinds_server.url + "/js-grow/").text == "Hello Plugin!"
+
+
 def test_js_hung_worker_does_not_block_the_others(kinds_server: Server) -> None:
     hung: list[httpx.Response] = []
     thread = threading.Thread(

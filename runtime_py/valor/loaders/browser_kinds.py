@@ -26,7 +26,13 @@ from .browser_wasm import load_wasi, load_wasm
 from .failures import PluginFailed
 from .js import js_workers
 from .process import answer_of
-from .proxy_rules import forward_headers, relay_headers, upstream_url
+from .proxy_rules import (
+    DEFAULT_RESPONSE_BYTES,
+    UnsafePath,
+    forward_headers,
+    relay_headers,
+    upstream_url,
+)
 
 log = logging.getLogger("valor.plugins")
 # The body a browser's fetch hands over is already decoded and re-framed.
@@ -105,6 +111,10 @@ class BrowserProxyPlugin:
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         from js import AbortController, Array, fetch
 
+        try:
+            target = upstream_url(self.base, message["url"])
+        except UnsafePath as exc:
+            raise PluginFailed(400, f"plug-in {self.spec.name!r}: {exc}") from None
         controller = AbortController.new()
         body = message.get("body")
         init = {
@@ -115,7 +125,7 @@ class BrowserProxyPlugin:
         if body and message["method"] not in ("GET", "HEAD"):
             init["body"] = js_bytes(body)
         try:
-            response = await fetch(upstream_url(self.base, message["url"]), js_object(init))
+            response = await fetch(target, js_object(init))
             data = (await response.arrayBuffer()).to_bytes()
         except asyncio.CancelledError:
             controller.abort()
@@ -123,6 +133,10 @@ class BrowserProxyPlugin:
         except Exception as exc:  # a JsException: the network failed
             detail = f"plug-in {self.spec.name!r}: upstream {self.base} is unreachable: "
             raise PluginFailed(502, detail + js_message(exc)) from None
+        limit = self.spec.limits.get("response_bytes", DEFAULT_RESPONSE_BYTES)
+        if len(data) > limit:
+            detail = f"upstream {self.base} answered a body larger than the limit of {limit} bytes"
+            raise PluginFailed(502, f"plug-in {self.spec.name!r}: {detail}")
         headers = [(str(n), str(v)) for n, v in Array.from_(response.headers).to_py()]
         kept = [[n, v] for n, v in relay_headers(headers) if n.lower() not in BROWSER_DROPPED]
         return {"status": int(response.status), "headers": kept, "body": data}

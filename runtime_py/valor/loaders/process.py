@@ -29,6 +29,16 @@ from .failures import PluginFailed, reported_failure
 log = logging.getLogger("valor.plugins")
 FRAME = struct.Struct(">II")
 START_TIMEOUT = 30.0
+# What a helper process inherits of the host's environment: enough to run, no secrets (the
+# registry token, cloud credentials and the like stay in the host).
+INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DENO_DIR")
+
+
+def helper_environment(**extra: str) -> dict[str, str]:
+    """A minimal environment for a helper process, plus ``extra``."""
+    env = {name: os.environ[name] for name in INHERITED if name in os.environ}
+    env.update(extra)
+    return env
 
 
 class PluginProcess:
@@ -49,7 +59,7 @@ class PluginProcess:
     ) -> None:
         self.name = name
         self.argv = list(argv)
-        self.env = env
+        self.env = env if env is not None else helper_environment()
         self.on_cancel = on_cancel
         self._proc: asyncio.subprocess.Process | None = None
         self._starting: asyncio.Task[None] | None = None

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..concurrency import as_async, call
+from ..concurrency import DEFAULT_THREADS, HAS_THREADS, Threads, as_async, call
 from ..errors import HTTPError, PluginLoadError
 from ..manifest import PluginSpec
 from ..plugin import Context, is_handler
@@ -28,9 +28,14 @@ _VALOR_DIR = str(Path(__file__).resolve().parent.parent) + "/"
 async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
     """Import the plug-in's file and pick its style."""
     assert spec.path is not None
+    if spec.isolation == "process" and HAS_THREADS:  # the browser has no processes to spare
+        from .python_process import load_isolated_python
+
+        return await load_isolated_python(spec)  # type: ignore[return-value]
     module = _import(spec.name, spec.path)
+    threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
     if callable(getattr(module, "onmessage", None)):
-        return WorkerPlugin(module)
+        return WorkerPlugin(module, threads)
     handler = _handler(spec.name, module)
     on_create = getattr(module, "on_create", None)
     context = None
@@ -38,9 +43,9 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
         context = Context(spec.name, spec.config)
         try:
             await call(on_create, context)
-        except Exception as exc:
+        except _LOAD_FAILURES as exc:
             raise PluginLoadError(spec.name, f"on_create raised {_describe(exc)}") from exc
-    return DecoratedPlugin(module, handler, context)
+    return DecoratedPlugin(module, handler, context, threads)
 
 
 class DecoratedPlugin:
@@ -48,11 +53,16 @@ class DecoratedPlugin:
     ``handler(ctx, req)``."""
 
     def __init__(
-        self, module: ModuleType, handler: Callable[..., Any], context: Context | None
+        self,
+        module: ModuleType,
+        handler: Callable[..., Any],
+        context: Context | None,
+        threads: Threads | None = None,
     ) -> None:
         self.module = module
         self.context = context
-        self._on_request = as_async(handler)
+        self.threads = threads
+        self._on_request = as_async(handler, threads)
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         request = Request(message)
@@ -66,7 +76,8 @@ class DecoratedPlugin:
         return to_message(result)
 
     async def close(self) -> None:
-        return None
+        if self.threads is not None:
+            self.threads.close()
 
 
 class MessageEvent:
@@ -91,9 +102,10 @@ def postMessage(message: Any) -> None:
 class WorkerPlugin:
     """A worker-style module: ``onmessage(event)`` posts its answer with ``postMessage``."""
 
-    def __init__(self, module: ModuleType) -> None:
+    def __init__(self, module: ModuleType, threads: Threads | None = None) -> None:
         self.module = module
-        self._onmessage = as_async(module.onmessage)
+        self.threads = threads
+        self._onmessage = as_async(module.onmessage, threads)
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         loop = asyncio.get_running_loop()
@@ -122,7 +134,8 @@ class WorkerPlugin:
         return response_message(await answer)
 
     async def close(self) -> None:
-        return None
+        if self.threads is not None:
+            self.threads.close()
 
 
 def _handler(name: str, module: ModuleType) -> Callable[..., Any]:
@@ -158,9 +171,14 @@ def _import(name: str, path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         raise PluginLoadError(name, f"syntax error in {path} line {exc.lineno}: {exc.msg}") from exc
-    except Exception as exc:
+    except _LOAD_FAILURES as exc:
         raise PluginLoadError(name, f"importing {path} raised {_describe(exc)}") from exc
     return module
+
+
+# A plug-in that calls sys.exit() (SystemExit) while loading failed to load like any other;
+# only a real interruption of the host (Ctrl-C, a cancelled start-up) passes through.
+_LOAD_FAILURES = (Exception, SystemExit, GeneratorExit)
 
 
 def _describe(exc: BaseException) -> str:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import wasmtime
 
+from ..concurrency import DEFAULT_THREADS, Threads
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
 from .failures import PluginFailed
@@ -162,6 +163,7 @@ class WasmtimeEngine:
         self._module = module
         self._exports = [e.name for e in module.exports]
         self._idle: list[_Instance] = []
+        self._threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
 
     @classmethod
     async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> WasmtimeEngine:
@@ -184,7 +186,7 @@ class WasmtimeEngine:
         return slot
 
     async def run(self, steps: Callable[[], Steps[T]]) -> T:
-        return await asyncio.to_thread(self._run, steps)
+        return await self._threads.run(self._run, steps)
 
     def _run(self, steps: Callable[[], Steps[T]]) -> T:
         try:
@@ -198,6 +200,7 @@ class WasmtimeEngine:
 
     async def close(self) -> None:
         self._idle.clear()
+        self._threads.close()
 
 
 def _kind(export: object) -> str:
@@ -226,6 +229,7 @@ class WasmtimeWasi:
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
         self._pre = linker.instantiate_pre(module)
+        self._threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
 
     @classmethod
     async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> WasmtimeWasi:
@@ -240,7 +244,7 @@ class WasmtimeWasi:
     async def run(
         self, argv: list[str], env: dict[str, str], stdin: bytes
     ) -> tuple[bytes, str, int]:
-        return await asyncio.to_thread(self._run, argv, env, stdin)
+        return await self._threads.run(self._run, argv, env, stdin)
 
     def _run(self, argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[bytes, str, int]:
         stdout: list[bytes] = []
@@ -274,7 +278,7 @@ class WasmtimeWasi:
         return b"".join(stdout), b"".join(stderr).decode(errors="replace"), code
 
     async def close(self) -> None:
-        pass
+        self._threads.close()
 
 
 async def load_wasi(spec: PluginSpec) -> WasiPlugin:

@@ -45,7 +45,10 @@ static size_t valor_after(const valor_request *req, const char *key, char *out, 
     if (memcmp(req->head + i, key, klen) != 0) continue;
     size_t j = i + klen, k = 0;
     while (j < req->head_len && req->head[j] != '"' && k + 1 < cap) {
-      if (req->head[j] == '\\' && j + 1 < req->head_len) out[k++] = req->head[j++];
+      if (req->head[j] == '\\' && j + 1 < req->head_len) {
+        if (k + 2 >= cap) break; /* an escape is kept whole, with room for the terminator */
+        out[k++] = req->head[j++];
+      }
       out[k++] = req->head[j++];
     }
     out[k] = 0;

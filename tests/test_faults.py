@@ -1,0 +1,245 @@
+"""Faulty plug-ins against a real ``valor serve`` on 127.0.0.1: a plug-in that holds the event
+loop, its threads, or its process never stops the others and answers on time."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.servers import Server, valor_server
+
+PLUGINS = {
+    # An async handler that loops on the CPU: it holds the event loop itself.
+    "spin": "import time\n@vlugin\nasync def on_request(req):\n"
+    "    end = time.monotonic() + 20\n    while time.monotonic() < end:\n        pass\n"
+    "    return 'spun'\n",
+    # A blocking call in an async handler, and one that catches what interrupts it.
+    "block": "import time\n@vlugin\nasync def on_request(req):\n"
+    "    try:\n        time.sleep(20)\n    except BaseException:\n        time.sleep(20)\n"
+    "    return 'slept'\n",
+    # Catches the runtime's cancellation and goes on waiting, then answers.
+    "swallow": "import asyncio\n@vlugin\nasync def on_request(req):\n"
+    "    try:\n        await asyncio.sleep(10)\n    except asyncio.CancelledError:\n"
+    "        try:\n            await asyncio.sleep(10)\n"
+    "        except asyncio.CancelledError:\n            pass\n    return 'late'\n",
+    # Catches the cancellation and answers at once, after its deadline.
+    "shrug": "import asyncio\n@vlugin\nasync def on_request(req):\n"
+    "    try:\n        await asyncio.sleep(10)\n    except asyncio.CancelledError:\n        pass\n"
+    "    return 'late'\n",
+    # A sync handler stuck in its thread long past its timeout.
+    "stuck": "import time\n@vlugin\ndef on_request(req):\n    time.sleep(30)\n    return 'woke'\n",
+    "hello": "@vlugin\ndef on_request(req):\n    return 'hello'\n",
+    "hello_async": "@vlugin\nasync def on_request(req):\n    return 'hello'\n",
+}
+
+
+def write_plugins(folder: Path, entries: list[dict]) -> Path:
+    for name, source in PLUGINS.items():
+        (folder / f"{name}.py").write_text("from valor import vlugin\n" + source)
+    manifest = folder / "plugins.json"
+    manifest.write_text(json.dumps({"plugins": entries}))
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("faulty")
+    entries = [
+        {"name": name, "type": "python", "path": f"{name}.py", "timeout": 1}
+        for name in ("spin", "block", "swallow", "shrug", "hello", "hello_async")
+    ]
+    entries.append(
+        {
+            "name": "stuck",
+            "type": "python",
+            "path": "stuck.py",
+            "timeout": 0.3,
+            "limits": {"threads": 2},
+        }
+    )
+    with valor_server(write_plugins(folder, entries), log_dir=folder) as running:
+        yield running
+
+
+def timed_get(url: str) -> tuple[int, float]:
+    started = time.monotonic()
+    status = httpx.get(url, timeout=30).status_code
+    return status, time.monotonic() - started
+
+
+def in_background(url: str) -> tuple[threading.Thread, dict]:
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(answer=timed_get(url)))
+    thread.start()
+    return thread, result
+
+
+@pytest.mark.parametrize("name", ["spin", "block"])
+def test_a_handler_holding_the_event_loop_answers_504_on_time_and_others_keep_answering(
+    faulty: Server, name: str
+) -> None:
+    thread, result = in_background(f"{faulty.url}/{name}")
+    time.sleep(0.3)
+    status, elapsed = timed_get(faulty.url + "/hello_async")
+    assert status == 200 and elapsed < 5  # the handler holds on for 20 s
+    thread.join()
+    status, elapsed = result["answer"]
+    assert status == 504 and elapsed < 5
+    assert timed_get(faulty.url + "/hello_async")[0] == 200
+
+
+@pytest.mark.parametrize("name", ["swallow", "shrug"])
+def test_a_handler_that_catches_its_cancellation_still_answers_504_on_time(
+    faulty: Server, name: str
+) -> None:
+    answer = httpx.get(f"{faulty.url}/{name}", timeout=30)
+    assert answer.status_code == 504
+    assert answer.elapsed.total_seconds() < 5  # not the 10 s it waits
+    assert answer.json()["detail"] == f"plug-in {name!r} did not answer within 1 seconds"
+    assert answer.headers["x-correlation-id"]
+
+
+def test_stuck_sync_threads_cost_their_own_plugin_alone(faulty: Server) -> None:
+    # Each stuck call answers 504 but keeps its thread; the default pool had 6 of them, shared.
+    for _ in range(2):
+        assert httpx.get(faulty.url + "/stuck", timeout=10).status_code == 504
+    busy = httpx.get(faulty.url + "/stuck", timeout=10)
+    assert busy.status_code == 503
+    assert busy.json()["detail"] == (
+        "plug-in 'stuck' is busy: all its 2 threads are still running calls that timed out"
+    )
+    assert busy.headers["x-valor-plugin"] == "stuck"
+    for _ in range(10):  # many more than the default pool of a 2-core machine
+        assert httpx.get(faulty.url + "/stuck", timeout=10).status_code == 503
+    # The sync hello plug-in (timeout 1 s) still has all its threads.
+    assert [httpx.get(faulty.url + "/hello").text for _ in range(20)] == ["hello"] * 20
+
+
+LOADS = {
+    "import": "import sys\nsys.exit(3)\n",
+    "on_create": "import sys\n@vlugin\ndef on_create(ctx):\n    sys.exit()\n"
+    "@vlugin\ndef on_request(ctx, req):\n    return 'never'\n",
+}
+
+
+@pytest.mark.parametrize("where", sorted(LOADS))
+def test_sys_exit_while_loading_is_a_load_error(tmp_path: Path, where: str) -> None:
+    (tmp_path / "quits.py").write_text("from valor import vlugin\n" + LOADS[where])
+    (tmp_path / "hello.py").write_text("from valor import vlugin\n" + PLUGINS["hello"])
+    manifest = tmp_path / "plugins.json"
+    entries = [
+        {"name": "quits", "type": "python", "path": "quits.py"},
+        {"name": "hello", "type": "python", "path": "hello.py"},
+    ]
+    manifest.write_text(json.dumps({"plugins": entries}))
+    with valor_server(manifest, log_dir=tmp_path) as running:
+        assert httpx.get(running.url + "/hello").text == "hello"
+        assert httpx.get(running.url + "/_health").json()["plugins"] == 1
+        assert "plug-in 'quits' failed to load: " in running.log()
+        assert "SystemExit" in running.log()
+    strict = subprocess.run(
+        [sys.executable, "-m", "valor.cli", "serve", str(manifest), "--port", "0", "--strict"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert strict.returncode != 0
+    assert "plug-in 'quits' failed to load: " in strict.stderr
+
+
+ISOLATED = {
+    "exits": "import os\n@vlugin\ndef on_request(req):\n"
+    "    if req.path == '/exit':\n        os._exit(1)\n    return str(os.getpid())\n",
+    "hog": "@vlugin\nasync def on_request(req):\n    kept = bytearray(2 * 1024**3)\n"
+    "    return str(len(kept))\n",
+    "env": "import os\n@vlugin\nasync def on_request(req):\n    return sorted(os.environ)\n",
+}
+
+
+@pytest.fixture(scope="module")
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("isolated")
+    for name, source in ISOLATED.items():
+        (folder / f"{name}.py").write_text("from valor import vlugin\n" + source)
+    entries = [
+        {"name": name, "type": "python", "path": f"{name}.py", "isolation": "process"}
+        for name in ISOLATED
+    ]
+    entries[1]["limits"] = {"memory_mb": 512}
+    entries.append(
+        {"name": "spin", "type": "python", "path": "spin.py", "isolation": "process", "timeout": 1}
+    )
+    entries.append({"name": "hello", "type": "python", "path": "hello.py"})
+    burn = {"name": "burn", "type": "python", "path": "spin.py", "isolation": "process"}
+    entries.append({**burn, "timeout": 15, "limits": {"cpu_seconds": 1}})
+    with valor_server(write_plugins(folder, entries), log_dir=folder) as running:
+        yield running
+
+
+def test_an_isolated_plugin_is_held_to_its_cpu_limit(isolated: Server) -> None:
+    status, elapsed = timed_get(isolated.url + "/burn")
+    assert status == 502  # SIGXCPU ended its process, long before the 15 s timeout
+    assert elapsed < 8
+    assert "burn" in httpx.get(isolated.url + "/burn", timeout=30).json()["detail"]  # restarted
+
+
+def test_os_exit_in_an_isolated_plugin_costs_its_process_not_the_server(isolated: Server) -> None:
+    first = httpx.get(isolated.url + "/exits").text
+    assert httpx.get(isolated.url + "/exits").text == first  # one long-lived process
+    crashed = httpx.get(isolated.url + "/exits/exit")
+    assert crashed.status_code == 502
+    assert "crashed" in crashed.json()["detail"]
+    assert crashed.headers["x-correlation-id"]
+    assert httpx.get(isolated.url + "/hello").text == "hello"
+    assert httpx.get(isolated.url + "/exits").text != first  # restarted
+
+
+def test_an_isolated_plugin_is_held_to_its_memory_limit(isolated: Server) -> None:
+    answer = httpx.get(isolated.url + "/hog", timeout=30)
+    assert answer.status_code == 500  # MemoryError inside its process
+    assert answer.json()["error_id"]
+    assert httpx.get(isolated.url + "/hello").text == "hello"
+
+
+def test_an_isolated_cpu_loop_is_killed_at_its_timeout(isolated: Server) -> None:
+    thread, result = in_background(isolated.url + "/spin")
+    time.sleep(0.3)
+    assert timed_get(isolated.url + "/hello")[1] < 5
+    thread.join()
+    status, elapsed = result["answer"]
+    assert status == 504 and elapsed < 5
+
+
+def test_helper_processes_get_a_minimal_environment(isolated: Server) -> None:
+    names = httpx.get(isolated.url + "/env").json()
+    assert "PYTHONPATH" in names
+    assert not [name for name in names if name.startswith("VALOR_")]
+    inherited = {"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DENO_DIR"}
+    assert set(names) <= inherited | {"PYTHONPATH", "PYTHONUNBUFFERED"}
+
+
+def test_os_exit_in_process_is_survived_under_the_worker_supervisor(tmp_path: Path) -> None:
+    # In the server process, os._exit() ends the worker; with --workers 2 uvicorn's supervisor
+    # starts a new one while the other keeps answering.
+    (tmp_path / "exits.py").write_text("from valor import vlugin\n" + ISOLATED["exits"])
+    manifest = tmp_path / "plugins.json"
+    entries = [{"name": "exits", "type": "python", "path": "exits.py"}]
+    manifest.write_text(json.dumps({"plugins": entries}))
+    with valor_server(manifest, "--workers", "2", log_dir=tmp_path) as running:
+        with contextlib.suppress(httpx.TransportError):
+            httpx.get(running.url + "/exits/exit", timeout=10)
+        deadline = time.monotonic() + 20
+        while "died" not in running.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "died" in running.log()  # uvicorn: "Child process [...] died"
+        answers = [httpx.get(running.url + "/exits", timeout=5).status_code for _ in range(10)]
+        assert answers == [200] * 10
