@@ -45,6 +45,8 @@ class Case:
     detail_contains: str | None = None
     expect_headers: dict[str, str] = field(default_factory=dict)
     extra: Callable[[Answer], None] | None = None
+    varies: str | None = None
+    """A pattern for what differs between hosts by design (a random id), masked in comparisons."""
 
     def check(self, answer: Answer) -> None:
         where = f"{self.id}: {self.method} {self.path}"
@@ -70,6 +72,10 @@ class Case:
             assert answer.headers.get(name) == value, f"{where}: {name}: {answer.headers.get(name)}"
         if self.extra is not None:
             self.extra(answer)
+
+
+# An added note's id: random, so that server processes never hand out the same one.
+NOTE_ID = r"\b[1-9][0-9]{11}\b"
 
 
 def _echo_url(answer: Answer) -> None:
@@ -148,6 +154,7 @@ CASES: list[Case] = [
         plugin="notes",
         json_subset={"text": "buy milk"},
         extra=_note_created,
+        varies=NOTE_ID,
     ),
     Case(
         "notes-bad-json",
@@ -220,7 +227,9 @@ def fetch_view(pairs: Iterable[Iterable[str]]) -> list[tuple[str, str]]:
     return [(name, ", ".join(combined[name]).strip(" \t")) for name in sorted(combined)]
 
 
-def comparable(answer: Answer, origin: str) -> tuple[int, str, list[tuple[str, str]], bytes]:
+def comparable(
+    answer: Answer, origin: str, varies: str | None = None
+) -> tuple[int, str, list[tuple[str, str]], bytes]:
     """What must be equal between hosts: the host's own origin (its address) becomes ORIGIN
     (HOST without the scheme), and the values that are random or differ by design (a generated
     correlation id, an error id, ``x-valor-host``) marks."""
@@ -234,12 +243,18 @@ def comparable(answer: Answer, origin: str) -> tuple[int, str, list[tuple[str, s
             value = "<host>"
         headers.append((name, value.replace(origin, "ORIGIN").replace(host, "HOST")))
     body = answer.body.replace(origin.encode(), b"ORIGIN").replace(host.encode(), b"HOST")
+    if varies is not None:
+        headers = [(name, re.sub(varies, "<varies>", value)) for name, value in headers]
+        body = re.sub(varies.encode(), b"<varies>", body)
     return answer.status, answer.reason, headers, _ERROR_ID.sub(b'"error_id": "<id>"', body)
 
 
-def assert_same(first: Answer, second: Answer, origins: tuple[str, str], where: str) -> None:
-    """Both hosts gave the same answer: status, reason, headers and body bytes."""
-    a, b = comparable(first, origins[0]), comparable(second, origins[1])
+def assert_same(
+    first: Answer, second: Answer, origins: tuple[str, str], where: str, varies: str | None = None
+) -> None:
+    """Both hosts gave the same answer: status, reason, headers and body bytes (``varies``
+    masked)."""
+    a, b = comparable(first, origins[0], varies), comparable(second, origins[1], varies)
     assert a == b, f"{where}: the hosts answered differently:\n  {a!r:.1500}\n  {b!r:.1500}"
     assert len(first.headers.getlist("x-correlation-id")) == 1, f"{where}: {first.headers}"
 
@@ -263,7 +278,7 @@ def compare_cases(
             case.check(one)
             case.check(two)
             if case.id not in not_compared:
-                assert_same(one, two, origins, case.id)
+                assert_same(one, two, origins, case.id, case.varies)
         except AssertionError as exc:
             failures.append(str(exc))
     assert not failures, "\n".join(failures)

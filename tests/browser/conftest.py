@@ -7,9 +7,12 @@ Booting Pyodide takes seconds, so one runtime tab (``runtime_page``) is shared b
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import shutil
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from tests.cases import Answer, Case
 from tests.servers import MANIFEST, PARITY_MANIFEST, ROOT
 from valor.build import build, serve
 from valor.headers import Headers
+from valor.static import StaticServer
 from valor.testing.hosts import CHROMIUM_ARGS, FETCH
 
 CHROMIUM = "/usr/bin/chromium"
@@ -29,6 +33,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts"
 # A page in the site that loads valor.js without starting it, so a test picks the options.
 BLANK_PAGE = '<!doctype html><meta charset="utf-8"><script type="module" src="valor.js"></script>'
 START = "(options) => Valor.start(options)"
+BOOT = 120_000  # ms: a busy machine boots slowly
 
 
 @dataclass
@@ -138,3 +143,61 @@ def browser_send(page: Page, site: Site):
         return fetch(page, url, case.method, case.headers, case.body)
 
     return send
+
+
+@contextmanager
+def served(server: StaticServer) -> Iterator[StaticServer]:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+GATE_PLUGIN = """import sys
+from valor import vlugin
+
+@vlugin
+async def on_create(ctx):
+    if sys.platform == "emscripten":  # the browser's runtime waits; the server's does not
+        from js import fetch
+        await fetch("/gate-opened")  # not under a prefix: the network answers
+
+@vlugin
+def on_request(ctx, req):
+    return "open"
+"""
+
+
+def gated_manifest(folder: Path) -> Path:
+    """``plugins/plugins.json`` plus ``gate``, whose ``on_create`` holds the browser's boot
+    until ``GatedServer``'s gate opens: the tab's runtime stays booting as long as a test
+    needs, with no timing involved. The server host runs the same manifest."""
+    shutil.copytree(MANIFEST.parent, folder)
+    (folder / "gate.py").write_text(GATE_PLUGIN)
+    manifest = json.loads((folder / "plugins.json").read_text())
+    manifest["plugins"].append({"name": "gate", "type": "python", "path": "gate.py"})
+    (folder / "plugins.json").write_text(json.dumps(manifest))
+    return folder / "plugins.json"
+
+
+class GatedServer(StaticServer):
+    """A static host that answers ``GET /gate-opened`` only once ``gate`` is set."""
+
+    def __init__(self, folder: Path, gate: threading.Event) -> None:
+        super().__init__(folder, "/")
+        handler = self.RequestHandlerClass
+        assert isinstance(handler, functools.partial)
+
+        def do_get(request) -> None:
+            if request.path != "/gate-opened":
+                handler.func.do_GET(request)
+                return
+            gate.wait(BOOT / 1000)
+            request.send_response(204)
+            request.end_headers()
+
+        gated = type("GatedHandler", (handler.func,), {"do_GET": do_get})
+        self.RequestHandlerClass = functools.partial(gated, **handler.keywords)

@@ -16,9 +16,12 @@ from tests.browser.conftest import (
     ARTIFACTS,
     BLANK_PAGE,
     START,
+    GatedServer,
     Site,
     browser_send,
     fetch,
+    gated_manifest,
+    served,
     start_page,
 )
 from tests.browser.wheels import write_wheel
@@ -164,30 +167,39 @@ def test_navigation_without_a_runtime_tab_boots_one(browser: Browser, site: Site
         context.close()
 
 
-def test_booting_runtime_answers_503_then_serves(browser: Browser, site: Site) -> None:
+def test_booting_runtime_answers_503_then_serves(browser: Browser, tmp_path: Path) -> None:
+    gate = threading.Event()
+    folder = tmp_path / "dist"
+    build(gated_manifest(tmp_path / "plugins"), folder, quiet=True)
+    (folder / "blank.html").write_text(BLANK_PAGE)
     context = browser.new_context()
-    try:
-        page = start_page(context, site.url, timeout=1500)
-        page.reload()
-        # A request sent while this tab's new runtime boots (about 2.5 s) waits 1.5 s, then 503.
-        status, body = page.evaluate(
-            """async () => {
-              Valor.start({timeout: 1500});
-              const r = await fetch("hello");
-              return [r.status, await r.json()];
-            }"""
-        )
-        assert status == 503
-        assert "still booting" in body["detail"]
-        page.evaluate(START, {"timeout": 1500})
-        assert fetch(page, site.url + "hello").body == b"Hello Plugin!"
-        # The service worker's own timeout: the plug-in's (2 s) is longer than the page's.
-        hung = fetch(page, site.url + "faulty/hang")
-        assert hung.status == 504
-        assert "within 1.5 seconds" in hung.json()["detail"]
-        assert fetch(page, site.url + "faulty/ok").body == b"still serving"
-    finally:
-        context.close()
+    with served(GatedServer(folder, gate)) as static:
+        try:
+            gate.set()  # the first visit boots, so the service worker intercepts the prefixes
+            page = start_page(context, static.url, timeout=1500)
+            gate.clear()  # the next boot holds in the gate plug-in's on_create
+            page.reload()
+            # A request sent while this tab's new runtime boots waits 1.5 s, then 503.
+            status, body = page.evaluate(
+                """async () => {
+                  Valor.start({timeout: 1500});
+                  const r = await fetch("hello");
+                  return [r.status, await r.json()];
+                }"""
+            )
+            assert status == 503
+            assert "still booting" in body["detail"]
+            gate.set()
+            page.evaluate(START, {"timeout": 1500})
+            assert fetch(page, static.url + "hello").body == b"Hello Plugin!"
+            # The service worker's own timeout: the plug-in's (2 s) is longer than the page's.
+            hung = fetch(page, static.url + "faulty/hang")
+            assert hung.status == 504
+            assert "within 1.5 seconds" in hung.json()["detail"]
+            assert fetch(page, static.url + "faulty/ok").body == b"still serving"
+        finally:
+            gate.set()
+            context.close()
 
 
 def test_200_concurrent_fetches(runtime_page: Page) -> None:
@@ -381,7 +393,15 @@ def test_a_failed_boot_answers_503_at_once(browser: Browser, site: Site, tmp_pat
     try:
         # A first boot works, so the service worker intercepts the plug-ins' prefixes.
         page = start_page(context, server.url, timeout=20_000)
-        # The next boot fails: a plug-in file the runtime loads is gone from the site.
+        # The next boot fails: a plug-in file the runtime loads is gone from the site, and from
+        # the service worker's copy of it (which would otherwise boot the tab offline).
+        page.evaluate(
+            """async () => {
+              for (const key of await caches.keys()) {
+                if (key.startsWith("valor-files")) await caches.delete(key);
+              }
+            }"""
+        )
         (broken / "plugins" / "hello.py").unlink()
         page.reload()
         status, body, waited = page.evaluate(
