@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 
 from valor.errors import PluginCrashed, PluginLoadError
@@ -251,3 +252,45 @@ async def test_state_is_kept_between_requests(tmp_path: Path) -> None:
     )
     assert (await runtime.handle(request("http://h/c")))["body"] == b"42"
     assert (await runtime.handle(request("http://h/c")))["body"] == b"43"
+
+
+async def test_plugins_load_side_by_side_and_mount_in_manifest_order(tmp_path: Path) -> None:
+    # "first" can only finish loading once "second" has started: loading them one after the
+    # other would never get there.
+    second_started = anyio.Event()
+    closed: list[str] = []
+
+    class Loaded:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def handle(self, message: dict) -> dict:
+            return {"status": 200, "headers": [], "body": self.name.encode()}
+
+        async def close(self) -> None:
+            closed.append(self.name)
+
+    async def load(spec):
+        if spec.name == "first":
+            with anyio.fail_after(10):
+                await second_started.wait()
+        else:
+            second_started.set()
+        if spec.name == "broken":
+            raise PluginLoadError(spec.name, "no good")
+        return Loaded(spec.name)
+
+    plugins = [{"name": n, "type": "python", "path": "x.py"} for n in ("first", "second", "broken")]
+    (tmp_path / "x.py").write_text("")
+    runtime = Runtime({"python": load})
+    failures = await runtime.load(parse_manifest({"plugins": plugins}, tmp_path))
+    assert [spec.name for spec in runtime.plugins] == ["first", "second"]
+    assert [failure.plugin for failure in failures] == ["broken"]
+    assert (await runtime.handle(request("http://h/second")))["body"] == b"second"
+
+    strict = Runtime({"python": load})
+    second_started = anyio.Event()
+    with pytest.raises(PluginLoadError):
+        await strict.load(parse_manifest({"plugins": plugins}, tmp_path), strict=True)
+    assert strict.plugins == []
+    assert sorted(closed) == ["first", "second"]  # what did load is closed again

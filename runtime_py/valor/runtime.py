@@ -74,16 +74,40 @@ class Runtime:
         """Load every plug-in of a validated manifest. Failures are logged and returned; the
         others still load. With ``strict`` the first failure unloads everything and raises."""
         self.base_dir = manifest.base_dir
-        failures: list[PluginLoadError] = []
-        for spec in manifest.plugins:
-            try:
-                await self.add(spec)
-            except PluginLoadError as exc:
-                if strict:
-                    await self.close()
-                    raise
-                log.error("%s", exc)
-                failures.append(exc)
+        # Plug-ins load side by side (Deno starting, modules compiling, files fetched in the
+        # browser), then mount together, in the manifest's order.
+        specs = manifest.plugins
+        for spec in specs:
+            self._check_free(spec)
+        results = await asyncio.gather(*(self._load(s) for s in specs), return_exceptions=True)
+        loaded = [
+            Mount(spec, result)
+            for spec, result in zip(specs, results, strict=True)
+            if not isinstance(result, BaseException)
+        ]
+        failures = [r for r in results if isinstance(r, PluginLoadError)]
+        unexpected = [r for r in results if isinstance(r, BaseException) and r not in failures]
+        try:
+            if unexpected:  # a cancelled start-up, Ctrl-C
+                raise unexpected[0]
+            if strict and failures:
+                await self.close()
+                raise failures[0]
+            async with self._changing:
+                for mount in loaded:
+                    self._check_free(mount.spec)
+                for mount in loaded:
+                    self._mounts[mount.spec.name] = mount
+                self._reroute()
+        except BaseException:
+            for mount in loaded:
+                await _close_quietly(mount)
+            raise
+        for mount in loaded:
+            spec = mount.spec
+            log.info("mounted %s plug-in %r at %s", spec.type, spec.name, spec.prefix)
+        for failure in failures:
+            log.error("%s", failure)
         return failures
 
     async def add(self, spec: PluginSpec) -> Mount:
