@@ -61,6 +61,9 @@ def test_help_is_written_for_users() -> None:
     dev = valor("dev", "--help").stdout
     assert "MANIFEST" in dev and "a JSON file listing the plug-ins" in dev
     assert "(default: 8080)" in dev and "(default: 8000)" in dev
+    build = valor("build", "--help").stdout
+    assert "plug-in manifest" in build and "(default: plugins/plugins.json)" in build
+    assert "served under (default: /)" in build
 
 
 def test_options_reach_uvicorn_under_its_names() -> None:

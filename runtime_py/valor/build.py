@@ -126,10 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="valor build", description="Bundle plug-ins into a static site that runs offline."
     )
-    parser.add_argument("manifest", nargs="?", default="plugins/plugins.json")
-    parser.add_argument("--out", default="dist", help="output folder (default: dist)")
-    parser.add_argument("--base", default="/", help="URL path the site is served under")
-    parser.add_argument("--cache", default=None, help="cache folder (default: ~/.cache/valor)")
+    parser.add_argument(
+        "manifest",
+        nargs="?",
+        default="plugins/plugins.json",
+        help="the plug-in manifest (JSON) to bundle (default: plugins/plugins.json)",
+    )
+    parser.add_argument("--out", default="dist", help="output folder, replaced (default: dist)")
+    parser.add_argument(
+        "--base", default="/", help="URL path the site is served under (default: /)"
+    )
+    parser.add_argument(
+        "--cache", default=None, help="cache folder (default: $VALOR_CACHE, else ~/.cache/valor)"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only errors")
     parser.add_argument(
         "--no-snapshot",
