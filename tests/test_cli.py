@@ -61,7 +61,7 @@ def test_help_is_written_for_users() -> None:
     dev = valor("dev", "--help").stdout
     assert "MANIFEST" in dev and "a JSON file listing the plug-ins" in dev
     assert "(default: 8080)" in dev and "(default: 8000)" in dev
-    build = valor("build", "--help").stdout
+    build = " ".join(valor("build", "--help").stdout.split())  # as one line, unwrapped
     assert "plug-in manifest" in build and "(default: plugins/plugins.json)" in build
     assert "served under (default: /)" in build
 
