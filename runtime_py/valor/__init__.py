@@ -3,8 +3,16 @@
 from .errors import HTTPError
 from .plugin import Context, vlugin
 from .requests import Request
-from .responses import Response
+from .responses import Response, StreamingResponse
 
 __version__ = "0.1.0"
 
-__all__ = ["Context", "HTTPError", "Request", "Response", "__version__", "vlugin"]
+__all__ = [
+    "Context",
+    "HTTPError",
+    "Request",
+    "Response",
+    "StreamingResponse",
+    "__version__",
+    "vlugin",
+]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .loaders import Loader
+from .loaders.asgi import load_asgi
 from .loaders.browser_kinds import BROWSER_KIND_LOADERS
 from .loaders.python import load_python
 from .manifest import load_manifest
@@ -19,7 +20,11 @@ from .runtime import Runtime
 from .status import reason
 from .wire import RequestMessage, ResponseMessage
 
-BROWSER_LOADERS: dict[str, Loader] = {"python": load_python, **BROWSER_KIND_LOADERS}
+BROWSER_LOADERS: dict[str, Loader] = {
+    "python": load_python,
+    "asgi": load_asgi,
+    **BROWSER_KIND_LOADERS,
+}
 """``{kind: loader}`` for the browser; other kinds add their browser loaders here."""
 
 try:

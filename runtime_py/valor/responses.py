@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .status import reason
+from .streaming import Stream, is_streamable, stream_of
 from .wire import ResponseMessage
 
 TEXT = "text/plain; charset=utf-8"
@@ -15,7 +16,11 @@ BINARY = "application/octet-stream"
 
 
 class Response:
-    """A response with an explicit status, headers and media type."""
+    """A response with an explicit status, headers and media type.
+
+    ``content`` may be an iterator or async iterator of ``bytes`` or ``str``: the answer is then
+    streamed, each part sent as it comes (``valor.streaming``).
+    """
 
     def __init__(
         self,
@@ -37,7 +42,25 @@ class Response:
         return {"status": self.status, "headers": self.headers, "body": self.body}
 
     def __repr__(self) -> str:
-        return f"Response(status={self.status}, body={self.body[:40]!r})"
+        body = self.body if isinstance(self.body, Stream) else self.body[:40]
+        return f"Response(status={self.status}, body={body!r})"
+
+
+class StreamingResponse(Response):
+    """A streamed answer, as Starlette users know it: ``content`` is an iterator or async
+    iterator of ``bytes`` or ``str``, sent part by part."""
+
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        if not is_streamable(content):
+            kind = type(content).__name__
+            raise TypeError(f"StreamingResponse needs an iterator or async iterator, got {kind}")
+        super().__init__(content, status_code, headers, media_type)
 
 
 def to_message(result: Any) -> ResponseMessage:
@@ -73,7 +96,7 @@ def error_message(status: int, detail: Any, **extra: Any) -> ResponseMessage:
     }
 
 
-def _encode(content: Any) -> tuple[bytes, str | None]:
+def _encode(content: Any) -> tuple[Any, str | None]:
     if content is None:
         return b"", None
     if isinstance(content, str):
@@ -82,7 +105,9 @@ def _encode(content: Any) -> tuple[bytes, str | None]:
         return bytes(content), BINARY
     if isinstance(content, (dict, list)):
         return json.dumps(content).encode("utf-8"), JSON
+    if is_streamable(content):
+        return stream_of(content), None
     raise TypeError(
-        f"cannot answer with a {type(content).__name__}: return str, bytes, dict, list, None "
-        "or a Response"
+        f"cannot answer with a {type(content).__name__}: return str, bytes, dict, list, None, "
+        "an iterator of parts to stream, or a Response"
     )

@@ -20,6 +20,7 @@ from .errors import ManifestError, PluginCrashed, PluginLoadError
 from .loaders import Loader, Plugin
 from .manifest import Manifest, PluginSpec, parse_plugin
 from .responses import JSON, error_message
+from .streaming import Stream, streamed, watched
 from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
@@ -194,6 +195,8 @@ class Runtime:
                     mount, message, origin, raw_path, query, body, correlation_id, request_id
                 )
         if message["method"].upper() == "HEAD":
+            if isinstance(response["body"], Stream):
+                await response["body"].aclose()
             response["body"] = b""  # the answer a GET would get, without its body
         return self.finish(message, response, correlation_id, mount, started)
 
@@ -266,10 +269,16 @@ class Runtime:
         }
         deadlines = self._deadlines
         task = deadlines.start(spec.timeout)
+        stream = None
         try:
             answer = await mount.plugin.handle(forwarded)
+            stream = streamed(answer)
+            if stream is not None:
+                await stream.start()  # its first part, under the plug-in's timeout
         except BaseException as exc:
             expired = deadlines.stop(task)
+            if stream is not None:
+                await stream.aclose()
             if expired and isinstance(exc, asyncio.CancelledError):
                 return self._timed_out(spec)
             if not isinstance(exc, Exception):
@@ -277,9 +286,14 @@ class Runtime:
             return self._failed(spec, exc)
         deadlines.stop(task)
         try:
-            return _without_own_headers(http_answer(response_message(answer)))
+            response = _without_own_headers(http_answer(response_message(answer)))
         except WireError as exc:
+            if stream is not None:
+                await stream.aclose()
             return self._failed(spec, exc)
+        if stream is not None:  # the rest of its parts, each within the plug-in's timeout
+            response["body"] = watched(stream, spec.name, spec.timeout)  # type: ignore[typeddict-item]
+        return response
 
     def _timed_out(self, spec: PluginSpec) -> ResponseMessage:
         log.warning("plug-in %r did not answer within %gs", spec.name, spec.timeout)

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .loaders import Loader
+from .loaders.asgi import load_asgi
 from .loaders.python import load_python
 from .loaders.server_kinds import SERVER_KIND_LOADERS
 from .manifest import load_manifest
@@ -27,7 +28,11 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("valor")
 
-SERVER_LOADERS: dict[str, Loader] = {"python": load_python, **SERVER_KIND_LOADERS}
+SERVER_LOADERS: dict[str, Loader] = {
+    "python": load_python,
+    "asgi": load_asgi,
+    **SERVER_KIND_LOADERS,
+}
 """Every plug-in kind the server host can load."""
 
 
