@@ -16,7 +16,7 @@ from valor.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
 
-BARE = '''
+BARE = """
 async def app(scope, receive, send):
     assert scope["type"] == "http", "no lifespan here"
     body = (await receive())["body"]
@@ -26,9 +26,9 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"x-app", b"bare")]})
     await send({"type": "http.response.body", "body": __import__("json").dumps(info).encode()})
-'''
+"""
 
-LIFESPAN = '''
+LIFESPAN = """
 import pathlib
 
 LOG = pathlib.Path(__file__).with_name("lifespan.log")
@@ -47,15 +47,15 @@ async def app(scope, receive, send):
                 return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": scope["state"]["greeting"].encode()})
-'''
+"""
 
-FAILING_STARTUP = '''
+FAILING_STARTUP = """
 async def app(scope, receive, send):
     await receive()
     await send({"type": "lifespan.startup.failed", "message": "no database"})
-'''
+"""
 
-MISBEHAVING = '''
+MISBEHAVING = """
 import asyncio
 
 async def app(scope, receive, send):
@@ -67,7 +67,7 @@ async def app(scope, receive, send):
         await asyncio.sleep(60)
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
-'''
+"""
 
 
 async def runtime_with(tmp_path: Path, sources: dict[str, str], **extra) -> Runtime:
