@@ -2,14 +2,17 @@
 
 ``GET /`` greets, ``GET /posts/{number}`` reads a post (seeded by the lifespan), ``POST
 /echo`` answers its JSON body with a ``Location`` built by ``url_for``, ``GET /where`` shows
-the URL the app sees (its ``root_path`` is the plug-in's prefix).
+the URL the app sees (its ``root_path`` is the plug-in's prefix). ``GET /count?to=3`` streams
+lines with Starlette's ``StreamingResponse``; ``&hold=1`` holds the last one back until ``POST
+/release``.
 """
 
+import asyncio
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 
@@ -39,6 +42,30 @@ async def where(request: Request) -> JSONResponse:
     )  # fmt: skip
 
 
+HELD: list[asyncio.Event] = []
+
+
+async def count(request: Request) -> StreamingResponse:
+    to = int(request.query_params.get("to", "3"))
+    held = asyncio.Event() if request.query_params.get("hold") == "1" else None
+    if held is not None:
+        HELD.append(held)
+
+    async def lines():
+        for number in range(1, to + 1):
+            if held is not None and number == to:
+                await held.wait()
+            yield f"{number}\n"
+
+    return StreamingResponse(lines(), media_type="text/plain")
+
+
+async def release(request: Request) -> JSONResponse:
+    for held in HELD:
+        held.set()
+    return JSONResponse({"released": len(HELD)})
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette):
     yield {"posts": ["Welcome to the board"]}
@@ -50,6 +77,8 @@ app = Starlette(
         Route("/posts/{number:int}", read_post, name="read_post"),
         Route("/echo", echo, methods=["POST"]),
         Route("/where", where),
+        Route("/count", count),
+        Route("/release", release, methods=["POST"]),
     ],
     lifespan=lifespan,
 )

@@ -19,6 +19,7 @@ from .manifest import load_manifest
 from .responses import error_message
 from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
 from .status import REASONS
+from .streaming import Stream
 from .wire import NO_BODY
 
 Scope = MutableMapping[str, Any]
@@ -93,7 +94,10 @@ class ValorApp:
             response = await runtime.handle(message)
         start, body = _response_events(response, head)
         await send(start)
-        await send(body)
+        if type(response["body"]) is bytes:
+            await send(body)
+        else:
+            await _send_parts(response["body"], send, receive)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -255,9 +259,41 @@ def _response_events(response: dict[str, Any], head: bool = False) -> tuple[Mess
         if encoded is not None:
             headers.append((encoded, value.encode("latin-1")))
     # A HEAD answer has no body to count, and 204 and 304 must not announce one (RFC 9110).
-    if not head and response["status"] not in NO_BODY:
+    # A stream's length is not known: the server sends it chunked.
+    if not head and response["status"] not in NO_BODY and type(body) is bytes:
         headers.append((b"content-length", str(len(body)).encode()))
     return (
         {"type": "http.response.start", "status": response["status"], "headers": headers},
         {"type": "http.response.body", "body": body},
     )
+
+
+async def _send_parts(stream: Stream, send: Send, receive: Receive) -> None:
+    """Send a streamed answer's parts as they come. A client that goes away closes the stream
+    (the plug-in's generator with it); a stream that fails (already logged under an error id)
+    raises, which makes the server drop the connection before the last chunk, so the client
+    sees an incomplete answer rather than a short one that looks whole."""
+    sending = asyncio.ensure_future(_relay(stream, send))
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait({sending, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not sending.done():
+            sending.cancel()
+            await asyncio.wait({sending})
+        else:
+            sending.result()
+    finally:
+        gone.cancel()
+        await stream.aclose()
+
+
+async def _relay(stream: Stream, send: Send) -> None:
+    async for part in stream:
+        if part:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
