@@ -178,3 +178,22 @@ async def test_a_stream_that_stalls_or_fails_ends_with_an_error_logged_under_an_
     assert any(error_id in record.getMessage() for record in caplog.records)
     closed = json.loads((await runtime.handle(get("/agen/closed")))["body"])["closed"]
     assert path.removeprefix("/agen") in closed
+
+
+def test_the_test_client_and_valor_call_read_a_stream_whole(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.servers import MANIFEST
+    from valor.testing import TestClient
+
+    with TestClient(MANIFEST) as client:
+        answer = client.get("/board/count?to=3")
+        assert (answer.status_code, answer.text) == (200, "1\n2\n3\n")
+    called = subprocess.run(
+        [sys.executable, "-m", "valor.cli", "call", str(MANIFEST), "GET",
+         "/events?count=3&every=0&fail=1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert called.returncode == 1
+    assert "plug-in 'events' failed in the middle of its stream [error_id=" in called.stderr

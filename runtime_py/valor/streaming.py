@@ -163,6 +163,18 @@ def streamed(answer: Any) -> Stream | None:
     return None
 
 
+async def complete(answer: Any) -> Any:
+    """``answer`` (a wire response) with a streamed body read to its end, for callers that
+    want it whole (``valor call``, the test client). Raises ``StreamError`` if it fails."""
+    body = answer["body"]
+    if isinstance(body, Stream):
+        try:
+            answer["body"] = b"".join([part async for part in body])
+        finally:
+            await body.aclose()
+    return answer
+
+
 def watched(stream: Stream, plugin: str, idle: float) -> Stream:
     """``stream`` as the runtime hands it to a host: a part that takes longer than ``idle``
     seconds, or a part the plug-in fails to produce, ends it with ``StreamError`` (logged once,

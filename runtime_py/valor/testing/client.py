@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Coroutine, Mapping, Sequence
 from os import PathLike
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -11,7 +11,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from ..loaders import Loader
 from ..manifest import Manifest, load_manifest
 from ..runtime import Runtime
-from ..wire import RequestMessage
+from ..streaming import complete
+from ..wire import RequestMessage, ResponseMessage
 from .loop import LoopThread
 from .response import Response
 
@@ -180,4 +181,9 @@ class TestClient(Client):
         return self._loop.run(coroutine)
 
     def send(self, message: RequestMessage) -> Response:
-        return Response.from_message(self.run(self.runtime.handle(message)))
+        # A streamed answer is read to its end: the client's Response holds the whole body.
+        return Response.from_message(self.run(_whole(self.runtime.handle(message))))
+
+
+async def _whole(answer: Awaitable[ResponseMessage]) -> ResponseMessage:
+    return await complete(await answer)
