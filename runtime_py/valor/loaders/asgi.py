@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
@@ -28,6 +29,7 @@ App = Callable[
     [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Any
 ]
 ASGI = {"version": "3.0", "spec_version": "2.3"}
+EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...)
 
 
 async def load_asgi(spec: PluginSpec) -> AsgiPlugin:
@@ -93,30 +95,29 @@ class AsgiPlugin:
             log.error("plug-in %r failed after its answer: %s", self.name, _describe(exc))
 
     def _scope(self, message: RequestMessage) -> Message:
-        url = urlsplit(message["url"])
-        headers = []
+        scheme, host, path, query = _split(message["url"])
         prefix = ""
+        headers = []
         for name, value in message["headers"]:
             if name == "x-forwarded-prefix":
                 prefix = value
-            headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-        raw_path = prefix + (url.path or "/")
-        port = url.port or (443 if url.scheme == "https" else 80)
+            headers.append((name.encode("latin-1"), value.encode("latin-1")))
+        raw_path = prefix + path
         return {
             "type": "http",
             "asgi": ASGI,
             "http_version": "1.1",
             "method": message["method"],
-            "scheme": url.scheme or "http",
+            "scheme": scheme,
             # path includes root_path, as the ASGI spec and Starlette's routing expect.
-            "path": unquote(raw_path),
+            "path": unquote(raw_path) if "%" in raw_path else raw_path,
             "raw_path": raw_path.encode("latin-1"),
-            "query_string": url.query.encode("latin-1"),
-            "root_path": unquote(prefix),
+            "query_string": query.encode("latin-1"),
+            "root_path": unquote(prefix) if "%" in prefix else prefix,
             "headers": headers,
             "client": None,
-            "server": (url.hostname or "localhost", port),
-            "state": dict(self.state),
+            "server": _server(scheme, host),
+            "state": self.state.copy(),
         }
 
     async def close(self) -> None:
@@ -146,7 +147,13 @@ class Exchange:
         self._over = False  # the last part was taken
 
     def run(self, app: App, scope: Message) -> None:
-        self._app = asyncio.ensure_future(app(scope, self.receive, self.send))
+        loop = asyncio.get_running_loop()
+        if EAGER:  # the app runs at once up to its first wait: most answer without one
+            self._app = asyncio.Task(
+                app(scope, self.receive, self.send), loop=loop, eager_start=True
+            )
+        else:
+            self._app = loop.create_task(app(scope, self.receive, self.send))
         self._app.add_done_callback(self._wake)
 
     async def receive(self) -> Message:
@@ -186,8 +193,8 @@ class Exchange:
             raise
         assert self._start is not None
         headers = [
-            [bytes(name).decode("latin-1"), bytes(value).decode("latin-1")]
-            for name, value in self._start.get("headers", [])
+            [name.decode("latin-1"), value.decode("latin-1")]
+            for name, value in self._start.get("headers", ())
         ]
         return self._start["status"], headers, bytes(event.get("body", b"")), not self._over
 
@@ -279,3 +286,33 @@ class Lifespan:
         if not self._task.cancelled() and self._task.exception() is not None:
             log.debug("the ASGI app does not support lifespan: %r", self._task.exception())
         return None
+
+
+def _split(url: str) -> tuple[str, str, str, str]:
+    """``(scheme, host, path, query)`` of the absolute URL the runtime forwards."""
+    scheme_end = url.find("://")
+    if scheme_end < 0:
+        scheme, host, rest = "http", "localhost", url
+    else:
+        path_start = url.find("/", scheme_end + 3)
+        if path_start < 0:
+            path_start = len(url)
+        scheme, host, rest = url[:scheme_end], url[scheme_end + 3 : path_start], url[path_start:]
+    path, _, query = rest.partition("?")
+    return scheme, host, path or "/", query
+
+
+_servers: dict[tuple[str, str], tuple[str, int]] = {}
+
+
+def _server(scheme: str, host: str) -> tuple[str, int]:
+    """The scope's ``server``: ``(host, port)`` from the request's origin."""
+    server = _servers.get((scheme, host))
+    if server is None:
+        name, colon, port = host.rpartition(":")
+        if not colon or not port.isdigit() or name.endswith(":"):  # no port, or bare IPv6
+            name, port = host, "443" if scheme == "https" else "80"
+        server = (name.strip("[]"), int(port))
+        if len(_servers) < 256:
+            _servers[(scheme, host)] = server
+    return server
