@@ -66,6 +66,8 @@ async def on_request(req):
         return {"closed": CLOSED}
     if req.path == "/late":
         return StreamingResponse(never())
+    if req.path == "/no-content":
+        return StreamingResponse(never(), status_code=204)
     return StreamingResponse(parts(req.path), media_type="text/plain")
 """,
     "worker": """
@@ -197,3 +199,9 @@ def test_the_test_client_and_valor_call_read_a_stream_whole(tmp_path: Path) -> N
     )  # fmt: skip
     assert called.returncode == 1
     assert "plug-in 'events' failed in the middle of its stream [error_id=" in called.stderr
+
+
+async def test_a_stream_with_a_status_that_has_no_body_is_a_500(runtime: Runtime) -> None:
+    answer = await runtime.handle(get("/agen/no-content"))
+    assert answer["status"] == 500, answer
+    assert "a 204 answer cannot have a body" in json.loads(answer["body"])["detail"]

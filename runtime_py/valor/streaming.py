@@ -19,6 +19,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Any
 
 from .concurrency import HAS_THREADS
+from .wire import NO_BODY, WireError
 
 log = logging.getLogger("valor")
 _END = object()
@@ -157,6 +158,8 @@ def streamed(answer: Any) -> Stream | None:
     """The ``Stream`` in a plug-in's answer, if it streams; its body is then left empty, so
     the rest of the answer is checked like any other."""
     if type(answer) is dict and isinstance(answer.get("body"), Stream):
+        if answer.get("status") in NO_BODY:
+            raise WireError(f"a {answer['status']} answer cannot have a body (a stream)")
         stream = answer["body"]
         answer["body"] = b""
         return stream
