@@ -209,12 +209,17 @@ function send(tab, request, body, deadline) {
 function streamed(port, id) {
   // Pull-based: a part is asked for only when the page's reader wants one (one credit per
   // pull, one part in flight), so a fast plug-in cannot fill memory. The runtime times out a
-  // stream that stalls; cancelling the body (the page went away) closes the plug-in's generator.
+  // stream that stalls; this timer only catches a runtime that is gone (its tab closed).
+  // Cancelling the body (the page went away) closes the plug-in's generator.
   return new ReadableStream(
     {
       pull(controller) {
         return new Promise((resolve) => {
+          const timer = setTimeout(() => {
+            parts.get(id)?.({ type: "error", detail: "the browser runtime stopped answering" });
+          }, timeoutMs());
           parts.set(id, (message) => {
+            clearTimeout(timer);
             parts.delete(id);
             if (message.type === "part") controller.enqueue(new Uint8Array(message.body));
             else if (message.type === "end") controller.close();
