@@ -149,12 +149,15 @@ class Exchange:
     def run(self, app: App, scope: Message) -> None:
         loop = asyncio.get_running_loop()
         if EAGER:  # the app runs at once up to its first wait: most answer without one
-            self._app = asyncio.Task(
-                app(scope, self.receive, self.send), loop=loop, eager_start=True
-            )
+            self._app = asyncio.Task(self._run(app, scope), loop=loop, eager_start=True)
         else:
-            self._app = loop.create_task(app(scope, self.receive, self.send))
-        self._app.add_done_callback(self._wake)
+            self._app = loop.create_task(self._run(app, scope))
+
+    async def _run(self, app: App, scope: Message) -> None:
+        try:
+            await app(scope, self.receive, self.send)
+        finally:
+            self._wake()  # a reader waiting for a part learns that none will come
 
     async def receive(self) -> Message:
         if self._body is not None:
