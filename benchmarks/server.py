@@ -9,7 +9,12 @@ request (uvicorn's for Starlette, Valor's own for Valor), to /dev/null. Prints r
 second, median latency and the ratios (target: >= 0.95).
 
     python benchmarks/server.py [--seconds 2] [--rounds 12] [--connections 32] [--kinds]
-    python benchmarks/server.py --instructions [--requests 1000]
+    python benchmarks/server.py --fastapi [--stream]
+    python benchmarks/server.py --instructions [--requests 1000] [--fastapi]
+
+``--fastapi`` adds the FastAPI example's hello (``plugins/shop.py``) through Valor's ``asgi``
+kind beside the same app bare under uvicorn, its baseline (target: Valor >= 0.95 of bare).
+``--stream`` measures a 50 MB streamed download (``plugins/download.py``) in MB/s.
 
 ``--kinds`` adds the same hello answer from the js, wasm, wasi and native examples, so the
 cost of each kind is visible beside Python's (``benchmarks/kinds.py`` has per-kind latency in
@@ -95,6 +100,9 @@ KIND_PATHS = {
 for kind, kind_path in KIND_PATHS.items():
     TARGETS[f"valor:{kind}"] = (TARGETS["valor"][0], TARGETS["valor"][1], kind_path)
 DEFAULT_TARGETS = ["starlette", "starlette+access-log", "valor", "valor+access-log"]
+# The FastAPI example bare under uvicorn, and the same app as an asgi plug-in.
+TARGETS["fastapi"] = (["shop:app", "--app-dir", "plugins", "--no-access-log"], {}, "/")
+TARGETS["valor:fastapi"] = (TARGETS["valor"][0], TARGETS["valor"][1], "/shop")
 
 
 def start(
@@ -199,9 +207,18 @@ def main() -> None:
         "--instructions", action="store_true", help="count instructions per request (valgrind)"
     )
     parser.add_argument("--requests", type=int, default=1000, help="with --instructions")
+    parser.add_argument("--fastapi", action="store_true", help="FastAPI, bare and as a plug-in")
+    parser.add_argument("--stream", action="store_true", help="a 50 MB stream's MB/s")
     args = parser.parse_args()
     if args.instructions:
-        count_instructions(args.requests)
+        pair = ("fastapi", "valor:fastapi") if args.fastapi else ("starlette", "valor")
+        count_instructions(args.requests, *pair)
+        return
+    if args.stream:
+        stream_throughput(args.rounds)
+    if args.fastapi:
+        args.targets = ["valor", "fastapi", "valor:fastapi"]  # beside the plain Python hello
+    elif args.stream:
         return
     if args.kinds:
         args.targets += [f"valor:{kind}" for kind in KIND_PATHS]
@@ -231,7 +248,12 @@ def main() -> None:
         rps = statistics.median(r for r, _ in runs)
         p50 = statistics.median(p for _, p in runs)
         print(f"{name:<22} {rps:>10.0f} {p50:>8.2f}")
-    for name, baseline in (("valor", "starlette"), ("valor+access-log", "starlette+access-log")):
+    pairs = (
+        ("valor", "starlette"),
+        ("valor+access-log", "starlette+access-log"),
+        ("valor:fastapi", "fastapi"),
+    )
+    for name, baseline in pairs:
         if name in results and baseline in results:
             ratios = [
                 a / b for (a, _), (b, _) in zip(results[name], results[baseline], strict=True)
@@ -242,15 +264,42 @@ def main() -> None:
             )
 
 
-def count_instructions(requests: int) -> None:
+def stream_throughput(rounds: int, megabytes: int = 50) -> None:
+    """MB/s of a streamed download through Valor, read by a client on one connection."""
+    process, url = start("valor")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        speeds = []
+        for _ in range(max(3, rounds // 2)):
+            connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+            started = time.perf_counter()
+            connection.request("GET", f"/download?mb={megabytes}")
+            response = connection.getresponse()
+            size = 0
+            while chunk := response.read(1 << 20):
+                size += len(chunk)
+            elapsed = time.perf_counter() - started
+            connection.close()
+            assert size == megabytes << 20, size
+            speeds.append(megabytes / elapsed)
+    finally:
+        process.terminate()
+        process.wait()
+    print(
+        f"stream {megabytes} MB through valor: {statistics.median(speeds):.0f} MB/s median of "
+        f"{len(speeds)} ({min(speeds):.0f} to {max(speeds):.0f})"
+    )
+
+
+def count_instructions(requests: int, baseline: str = "starlette", name: str = "valor") -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind: apt-get install valgrind")
     counts = {}
-    for name in ("starlette", "valor"):
-        counts[name] = instructions(name, requests)
-        print(f"{name:<22} {counts[name]:>10,.0f} instructions per request")
-    ratio = counts["starlette"] / counts["valor"]
-    print(f"throughput ratio valor / starlette from instructions: {ratio:.3f}  (target >= 0.95)")
+    for target in (baseline, name):
+        counts[target] = instructions(target, requests)
+        print(f"{target:<22} {counts[target]:>10,.0f} instructions per request")
+    ratio = counts[baseline] / counts[name]
+    print(f"throughput ratio {name} / {baseline} from instructions: {ratio:.3f}  (target >= 0.95)")
 
 
 if __name__ == "__main__":

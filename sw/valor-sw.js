@@ -17,7 +17,10 @@
 //                             VALOR_NEED_PORT {epoch}              the SW lost this tab's port
 // On a port, to the worker:   {type: "request", id, url, method, headers, body}   body transferred,
 //                             headers as "name: value" lines joined by CRLF
+//                             {type: "pull", id} | {type: "cancel", id}   a streamed answer
 // On a port, from the worker: {type: "response", id, status, reason, headers, body}
+//                             {type: "response", ..., body: null, stream: true}, then per pull
+//                             {type: "part", id, body} | {type: "end", id} | {type: "error", id, detail}
 //                             {type: "status", status}             booting | ready | error
 //                             {type: "prefixes", prefixes}         after /_plugins changed mounts
 
@@ -40,6 +43,7 @@ const CORS_HEADERS = ["access-control-allow-origin", "access-control-expose-head
 
 const tabs = new Map(); // clientId -> {port, status, prefixes}
 const pending = new Map(); // request id -> settle(message)
+const parts = new Map(); // request id -> take(message): the next part of a streamed answer
 const portWaiters = new Map(); // clientId -> [resolve]
 let state = null; // {prefixes, timeout, manifest}: all tabs' prefixes, persisted
 let stateLoaded = null;
@@ -84,6 +88,9 @@ function connect(clientId, port) {
   port.onmessage = (event) => {
     const message = event.data;
     if (message.type === "response") pending.get(message.id)?.(message);
+    else if (message.type === "part" || message.type === "end" || message.type === "error") {
+      parts.get(message.id)?.(message);
+    }
     else if (message.type === "status") tab.status = message.status;
     else if (message.type === "prefixes") setPrefixes(clientId, message.prefixes);
   };
@@ -305,10 +312,42 @@ function send(tab, request, body, deadline) {
     pending.set(id, (reply) => {
       clearTimeout(timer);
       pending.delete(id);
-      resolve(toResponse(reply));
+      resolve(toResponse(reply.stream ? { ...reply, body: streamed(tab.port, id) } : reply));
     });
     tab.port.postMessage(message, body ? [body] : []);
   });
+}
+
+function streamed(port, id) {
+  // Pull-based: a part is asked for only when the page's reader wants one (one credit per
+  // pull, one part in flight), so a fast plug-in cannot fill memory. The runtime times out a
+  // stream that stalls; this timer only catches a runtime that is gone (its tab closed).
+  // Cancelling the body (the page went away) closes the plug-in's generator.
+  return new ReadableStream(
+    {
+      pull(controller) {
+        return new Promise((resolve) => {
+          const timer = setTimeout(() => {
+            parts.get(id)?.({ type: "error", detail: "the browser runtime stopped answering" });
+          }, timeoutMs());
+          parts.set(id, (message) => {
+            clearTimeout(timer);
+            parts.delete(id);
+            if (message.type === "part") controller.enqueue(new Uint8Array(message.body));
+            else if (message.type === "end") controller.close();
+            else controller.error(new Error(message.detail));
+            resolve();
+          });
+          port.postMessage({ type: "pull", id });
+        });
+      },
+      cancel() {
+        parts.delete(id);
+        port.postMessage({ type: "cancel", id });
+      },
+    },
+    { highWaterMark: 1 },
+  );
 }
 
 function timeoutMs() {

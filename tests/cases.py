@@ -293,3 +293,70 @@ def run_cases(send: SendFunction, cases: list[Case] = CASES) -> None:
         except AssertionError as exc:
             failures.append(str(exc))
     assert not failures, "\n".join(failures)
+
+
+# -- existing ASGI apps (type "asgi"), mounted by plugins/asgi.json: plugins/board.py (Starlette)
+# and plugins/shop.py (FastAPI)
+
+JSON_TYPE = {"content-type": "application/json"}
+
+
+def _json_equals(expected: Any):
+    def check(answer: Answer) -> None:
+        assert answer.json() == expected, answer.body[:300]
+
+    return check
+
+
+def _board_where(answer: Answer) -> None:
+    data = answer.json()
+    assert data["url"].endswith("/board/where?a=1&b=2"), data
+    assert data["root_path"].endswith("/board") and data["query"] == {"a": "1", "b": "2"}, data
+
+
+def _board_echo(answer: Answer) -> None:
+    assert answer.json() == {"echo": {"text": "hi"}}
+    assert answer.headers["location"].endswith("/board/posts/1"), answer.headers
+
+
+def _validation_error(*locations: list[Any]):
+    def check(answer: Answer) -> None:
+        assert [error["loc"] for error in answer.json()["detail"]] == list(locations)
+
+    return check
+
+
+ASGI_CASES: list[Case] = [
+    Case("board-hello", "GET", "/board", 200, plugin="board", text="Hello from Starlette!",
+         expect_headers={"content-type": TEXT}),
+    Case("board-head", "HEAD", "/board/", 200, plugin="board", text="",
+         expect_headers={"content-type": TEXT}),
+    Case("board-post", "GET", "/board/posts/1", 200, plugin="board",
+         extra=_json_equals({"number": 1, "text": "Welcome to the board"})),
+    Case("board-no-post", "GET", "/board/posts/7", 404, plugin="board",
+         extra=_json_equals({"error": "no post 7"})),
+    Case("board-no-route", "GET", "/board/nope", 404, plugin="board", text="Not Found"),
+    Case("board-where", "GET", "/board/where?a=1&b=2", 200, plugin="board", extra=_board_where),
+    Case("board-echo", "POST", "/board/echo", 200, headers=JSON_TYPE, body=b'{"text": "hi"}',
+         plugin="board", extra=_board_echo),
+    Case("board-method", "PUT", "/board/echo", 405, plugin="board", text="Method Not Allowed",
+         expect_headers={"allow": "POST"}),
+    Case("shop-hello", "GET", "/shop", 200, plugin="shop", text="Hello from FastAPI!",
+         headers={"x-request-id": "shop-1"}),
+    Case("shop-item", "GET", "/shop/items/1", 200, plugin="shop",
+         extra=_json_equals({"id": 1, "name": "apple"})),
+    Case("shop-item-detail", "GET", "/shop/items/1?detail=true", 200, plugin="shop",
+         extra=_json_equals({"id": 1, "name": "apple", "price": 0.5, "tags": ["fruit"]})),
+    Case("shop-no-item", "GET", "/shop/items/9", 404, plugin="shop",
+         extra=_json_equals({"detail": "no item 9"})),
+    Case("shop-bad-path", "GET", "/shop/items/abc", 422, plugin="shop",
+         extra=_validation_error(["path", "item_id"])),
+    Case("shop-bad-query", "GET", "/shop/items/1?detail=maybe", 422, plugin="shop",
+         extra=_validation_error(["query", "detail"])),
+    Case("shop-put", "PUT", "/shop/items/2", 200, headers=JSON_TYPE,
+         body=b'{"name": "pear", "price": 2}', plugin="shop",
+         extra=_json_equals({"id": 2, "name": "pear", "price": 2.0, "tags": []})),
+    Case("shop-bad-body", "PUT", "/shop/items/3", 422, headers=JSON_TYPE,
+         body=b'{"name": "", "price": -1}', plugin="shop",
+         extra=_validation_error(["body", "name"], ["body", "price"])),
+]  # fmt: skip

@@ -21,6 +21,7 @@ from valor.processes import free_port, stop_process
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "plugins" / "plugins.json"
 PARITY_MANIFEST = ROOT / "tests" / "parity" / "plugins" / "plugins.json"
+ASGI_MANIFEST = ROOT / "plugins" / "asgi.json"
 
 
 @dataclass

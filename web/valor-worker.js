@@ -8,12 +8,18 @@
 //                           {type: "pong"}
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
 // On the port, from the SW: {type: "request", id, url, method, headers, body}  headers: CRLF lines
+//                           {type: "pull", id} | {type: "cancel", id}  a streamed answer's next part
 // On the port, to the SW:   {type: "response", id, status, reason, headers, body}  (transferred)
+//                           {type: "response", ..., body: null, stream: true}  then, per pull:
+//                           {type: "part", id, body} | {type: "end", id} | {type: "error", id, detail}
 //                           {type: "status", status}
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
 
 let host = null; // the Python BrowserHost, once booted
 let handle = null; // host.handle, looked up once: each lookup makes a new proxy
+let pullPart = null; // host.pull and host.cancel, for streamed answers
+let cancelStream = null;
+const streams = new Map(); // port -> Map(request id -> the runtime's stream id)
 let status = "booting";
 let port = null; // the current service worker's end of this tab's channel
 const ports = []; // the latest ports, the current one last
@@ -40,6 +46,8 @@ function adopt(newPort) {
 }
 
 function receive(from, message) {
+  if (message.type === "pull") return pull(from, message.id);
+  if (message.type === "cancel") return cancel(from, message.id);
   if (message.type !== "request") return;
   if (handle) answer(from, message);
   else if (bootFailure) from.postMessage(failure(message.id, 503, bootFailure));
@@ -56,14 +64,48 @@ async function answer(to, { id, url, method, headers, body }) {
       result = await later;
       later.destroy();
     }
-    const [status, reason, pairs, bytes] = result;
+    const [status, reason, pairs, bytes, stream] = result;
     reply = { type: "response", id, status, reason, headers: pairs, body: bytes };
+    if (stream !== undefined) {
+      // Streamed: the service worker pulls each part as the page reads (one credit per pull).
+      if (!streams.has(to)) streams.set(to, new Map());
+      streams.get(to).set(id, stream);
+      reply.stream = true;
+    }
   } catch (error) {
     // The runtime answers every failure itself; this is a bug in the host, not a plug-in.
     console.error("valor: the runtime failed to answer", error);
     reply = failure(id, 500, `the browser runtime failed: ${error}`);
   }
-  to.postMessage(reply, [reply.body.buffer]);
+  to.postMessage(reply, reply.body ? [reply.body.buffer] : []);
+}
+
+async function pull(to, id) {
+  const stream = streams.get(to)?.get(id);
+  if (stream === undefined) return to.postMessage({ type: "end", id });
+  try {
+    const later = pullPart(stream);
+    const part = await later;
+    later.destroy();
+    if (part === undefined) {
+      streams.get(to).delete(id);
+      to.postMessage({ type: "end", id });
+    } else {
+      to.postMessage({ type: "part", id, body: part }, [part.buffer]);
+    }
+  } catch (error) {
+    // Logged by the runtime under an error id, which the message names.
+    streams.get(to)?.delete(id);
+    const detail = String(error?.message ?? error).trim().split("\n").pop();
+    to.postMessage({ type: "error", id, detail });
+  }
+}
+
+function cancel(to, id) {
+  const stream = streams.get(to)?.get(id);
+  if (stream === undefined) return;
+  streams.get(to).delete(id);
+  cancelStream(stream)?.destroy?.();
 }
 
 function failure(id, status, detail) {
@@ -153,6 +195,8 @@ async function boot({ base, manifest, version }) {
     );
     const state = host.describe().toJs({ dict_converter: Object.fromEntries });
     handle = host.handle;
+    pullPart = host.pull;
+    cancelStream = host.cancel;
     const fromSnapshot = Boolean(snapshot) && warnings.length === 0;
     const bootMs = Math.round(performance.now() - started);
     setStatus("ready", { ...state, bootMs, steps, snapshot: fromSnapshot, warnings });

@@ -3,7 +3,7 @@
 from .errors import HTTPError, ManifestError, PluginCrashed, PluginLoadError
 from .plugin import Context, State, vlugin
 from .requests import QueryParams, Request
-from .responses import Response
+from .responses import Response, StreamingResponse
 
 __version__ = "0.1.0"
 
@@ -17,6 +17,7 @@ __all__ = [
     "Request",
     "Response",
     "State",
+    "StreamingResponse",
     "__version__",
     "vlugin",
 ]

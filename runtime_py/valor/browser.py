@@ -12,14 +12,20 @@ from collections.abc import Callable
 from typing import Any
 
 from .loaders import Loader
+from .loaders.asgi import load_asgi
 from .loaders.browser_kinds import BROWSER_KIND_LOADERS
 from .loaders.python import load_python
 from .manifest import load_manifest
 from .runtime import Runtime
 from .status import reason
+from .streaming import Stream
 from .wire import RequestMessage, ResponseMessage
 
-BROWSER_LOADERS: dict[str, Loader] = {"python": load_python, **BROWSER_KIND_LOADERS}
+BROWSER_LOADERS: dict[str, Loader] = {
+    "python": load_python,
+    "asgi": load_asgi,
+    **BROWSER_KIND_LOADERS,
+}
 """``{kind: loader}`` for the browser; other kinds add their browser loaders here."""
 
 try:
@@ -40,6 +46,9 @@ class BrowserHost:
         self.runtime = runtime
         self.failures = failures
         self.loop = loop
+        self._streams: dict[int, Stream] = {}  # streamed answers being read, by id
+        self._last_stream = 0
+        self._pulling: dict[int, asyncio.Future[Any]] = {}  # a part being made, by stream id
 
     @property
     def prefixes(self) -> list[str]:
@@ -57,7 +66,8 @@ class BrowserHost:
         """Answer one request from the worker: ``headers`` as ``name: value`` lines joined by
         CRLF (one string crosses into Python faster than a list of pairs; fetch forbids CR and
         LF in headers), ``body`` an ``ArrayBuffer`` or undefined. Returns ``[status, reason,
-        headers, body]`` (a JS array; the body a fresh ``Uint8Array`` the worker transfers).
+        headers, body]`` (a JS array; the body a fresh ``Uint8Array`` the worker transfers), or
+        ``[status, reason, headers, None, stream_id]`` for a streamed answer (see ``pull``).
 
         The runtime starts eagerly: when it finishes without waiting, as most plug-ins do, the
         answer is returned at once, which saves the worker a promise and an event-loop turn per
@@ -71,8 +81,48 @@ class BrowserHost:
         }
         task = asyncio.Task(self.runtime.handle(message), loop=self.loop, eager_start=True)
         if task.done():
-            return to_js_response(task.result())
-        return asyncio.ensure_future(_answer_later(task))
+            return self._to_js(task.result())
+        return asyncio.ensure_future(_answer_later(task, self._to_js))
+
+    def pull(self, stream_id: int) -> Any:
+        """The next part of a streamed answer, as a fresh ``Uint8Array`` (a promise of it);
+        ``None`` once the stream is over. A stream that fails rejects, with its error."""
+        pulling = asyncio.ensure_future(self._pull(stream_id))
+        self._pulling[stream_id] = pulling
+        return pulling
+
+    def cancel(self, stream_id: int) -> Any:
+        """The page no longer reads the stream: close it, and the plug-in's generator."""
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return None
+        return asyncio.ensure_future(_close(stream, self._pulling.pop(stream_id, None)))
+
+    async def _pull(self, stream_id: int) -> Any:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return None
+        try:
+            part = await stream.__anext__()
+        except BaseException as exc:
+            self._streams.pop(stream_id, None)
+            await stream.aclose()
+            if isinstance(exc, StopAsyncIteration):
+                return None
+            raise
+        finally:
+            self._pulling.pop(stream_id, None)
+        return to_js(part)
+
+    def _to_js(self, response: ResponseMessage) -> Any:
+        body = response["body"]
+        if type(body) is bytes:
+            return to_js_response(response)
+        # A Stream: the worker pulls its parts one by one, as the page reads them.
+        self._last_stream += 1
+        self._streams[self._last_stream] = body
+        status = response["status"]
+        return to_js([status, reason(status), response["headers"], None, self._last_stream])
 
     async def close(self) -> None:
         await self.runtime.close()
@@ -118,5 +168,14 @@ def to_js_response(response: ResponseMessage) -> Any:
     return to_js([status, reason(status), headers, response["body"]])
 
 
-async def _answer_later(task: asyncio.Task[ResponseMessage]) -> Any:
-    return to_js_response(await task)
+async def _close(stream: Stream, pulling: asyncio.Future[Any] | None) -> None:
+    if pulling is not None and not pulling.done():
+        pulling.cancel()  # a generator cannot be closed while it makes a part
+        await asyncio.wait({pulling})
+    await stream.aclose()
+
+
+async def _answer_later(
+    task: asyncio.Task[ResponseMessage], convert: Callable[[ResponseMessage], Any]
+) -> Any:
+    return convert(await task)

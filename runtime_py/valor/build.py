@@ -253,11 +253,13 @@ def build(
                 _copy(path, staging / "wheels" / path.name)
                 bundle.installer_wheels.append(f"wheels/{path.name}")
         with progress.step("Fetching plug-in requirements with pip") as notes:
+            platform = pyodide_platform(lock)
             seen: set[str] = set()
             for spec in specs:
                 if not spec.requirements:
                     continue
-                for path in _pip_download(cache_dir, list(spec.requirements), spec, notes):
+                requirements = list(spec.requirements)
+                for path in _pip_download(cache_dir, requirements, spec, notes, platform):
                     if path.name not in seen:
                         seen.add(path.name)
                         _copy(path, staging / "wheels" / path.name)
@@ -406,11 +408,24 @@ def _runtime_wheel(folder: Path) -> Path:
     return wheel
 
 
+def pyodide_platform(lock: dict[str, Any]) -> str:
+    """The wheel platform tag of Pyodide's compiled packages (``pyemscripten_2026_0_wasm32``),
+    from the ``abi_version`` and ``arch`` in its lock file."""
+    info = lock.get("info", {})
+    return f"pyemscripten_{info.get('abi_version', '2026_0')}_{info.get('arch', 'wasm32')}"
+
+
 def _pip_download(
-    cache_dir: Path, requirements: list[str], spec: PluginSpec | None, notes: list[str]
+    cache_dir: Path,
+    requirements: list[str],
+    spec: PluginSpec | None,
+    notes: list[str],
+    platform: str | None = None,
 ) -> list[Path]:
-    """Pure-Python wheels for Pyodide's Python, dependencies included, cached by request."""
-    key = hashlib.sha256(json.dumps(sorted(requirements)).encode()).hexdigest()[:16]
+    """Wheels for Pyodide's Python, dependencies included, cached by request: pure-Python ones,
+    or, with ``platform``, ones compiled for Pyodide where a package has no pure wheel."""
+    request = json.dumps(sorted(requirements)) + (f" for {platform}" if platform else "")
+    key = hashlib.sha256(request.encode()).hexdigest()[:16]
     folder = cache_dir / "wheels" / f"py{PYODIDE_PYTHON}-{key}"
     done = folder / ".complete"
     if done.exists():
@@ -420,10 +435,16 @@ def _pip_download(
     _require_pip()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
+    cp = "cp" + PYODIDE_PYTHON.replace(".", "")
+    tags = ["--platform", "any", "--implementation", "py", "--abi", "none"]
+    if platform is not None:
+        # pip prefers the most specific wheel: a compiled one for Pyodide, else a pure one.
+        tags = ["--platform", platform, "--platform", "any", "--implementation", "cp",
+                "--abi", cp, "--abi", "abi3", "--abi", "none"]  # fmt: skip
     command = [
         sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--quiet",
-        "--only-binary=:all:", "--platform", "any", "--implementation", "py", "--abi", "none",
-        "--python-version", PYODIDE_PYTHON, "--dest", str(folder), *requirements,
+        "--only-binary=:all:", *tags, "--python-version", PYODIDE_PYTHON,
+        "--dest", str(folder), *requirements,
     ]  # fmt: skip
     if spec is None:
         command.insert(4, "--no-deps")
@@ -433,18 +454,25 @@ def _pip_download(
     except BuildError as exc:
         missing = re.search(r"No matching distribution found for (\S+)", str(exc))
         if missing and spec is not None:
+            compiled = f" nor a wheel built for Pyodide ({platform}, {cp})" if platform else ""
             raise BuildError(
-                f"{owner}requirement {missing.group(1)!r} has no pure-Python wheel for Python "
-                f"{PYODIDE_PYTHON} on the package index (or no such package exists); the "
-                "browser installs only pure-Python wheels, from the bundle"
+                f"{owner}requirement {missing.group(1)!r} has no pure-Python wheel{compiled} "
+                f"for Python {PYODIDE_PYTHON} on the package index (or no such package "
+                "exists); the browser installs only such wheels, from the bundle"
             ) from None
         raise
     wheels = sorted(folder.glob("*.whl"))
-    impure = [w.name for w in wheels if not w.name.endswith("-none-any.whl")]
-    if impure:
-        raise BuildError(f"{owner}{', '.join(impure)} is not a pure-Python wheel")
+    foreign = [w.name for w in wheels if not _runs_in_pyodide(w.name, platform)]
+    if foreign:
+        raise BuildError(f"{owner}{', '.join(foreign)} is not a wheel Pyodide can install")
     done.write_text("\n".join(w.name for w in wheels))
     return wheels
+
+
+def _runs_in_pyodide(wheel: str, platform: str | None) -> bool:
+    return wheel.endswith("-none-any.whl") or (
+        platform is not None and wheel.endswith(f"-{platform}.whl")
+    )
 
 
 def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> list[str]:

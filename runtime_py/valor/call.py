@@ -20,6 +20,7 @@ from .errors import ManifestError, PluginLoadError
 from .logs import log_warnings_to_stderr
 from .manifest import Manifest, load_manifest
 from .status import reason
+from .streaming import StreamError, complete
 from .wire import RequestMessage, ResponseMessage
 
 BASE_URL = "http://localhost"
@@ -43,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except PluginLoadError as exc:
         print(f"valor call: {exc}", file=sys.stderr)
         return 2
+    except StreamError as exc:
+        print(f"valor call: {exc}", file=sys.stderr)
+        return 1
     write_response(response, body_only=args.body_only)
     return 1 if response["status"] >= 500 else 0
 
@@ -57,7 +61,7 @@ async def call(
     runtime = Runtime(SERVER_LOADERS)
     try:
         await runtime.load(manifest, strict=strict)  # failures are logged; the others load
-        return await runtime.handle(message)
+        return await complete(await runtime.handle(message))
     finally:
         await runtime.close()
 

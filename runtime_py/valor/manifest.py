@@ -1,7 +1,8 @@
 """The manifest: which plug-ins to load, where to mount them, and with what config.
 
 ``{"plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
-"requirements"?, "isolation"?, "limits"?}]}``. Paths are relative to the manifest's folder.
+"requirements"?, "isolation"?, "limits"?, "app"?}]}``. Paths are relative to the manifest's
+folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module (default ``app``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from .errors import ManifestError
 
-KINDS_WITH_PATH = ("python", "js", "wasm", "wasi", "native")
+KINDS_WITH_PATH = ("python", "js", "wasm", "wasi", "native", "asgi")
 KINDS = (*KINDS_WITH_PATH, "proxy")
 RESERVED_PREFIXES = ("/_health", "/_plugins")
 DEFAULT_TIMEOUT = 30.0
@@ -30,7 +31,8 @@ LIMITS = {
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
-_KNOWN_FIELDS |= {"isolation", "limits"}
+_KNOWN_FIELDS |= {"isolation", "limits", "app"}
+_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,11 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     requirements = entry.get("requirements", [])
     if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
         raise fail("requirements", "must be a list of requirement strings")
+    app = entry.get("app", "app")
+    if kind != "asgi" and "app" in entry:
+        raise fail("app", "is only for type 'asgi'")
+    if not isinstance(app, str) or not _APP.match(app):
+        raise fail("app", f"must name a module attribute, like 'app' or 'api.app', got {app!r}")
 
     isolation = entry.get("isolation", "none")
     if isolation not in ISOLATIONS or (isolation != "none" and kind != "python"):

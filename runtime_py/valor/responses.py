@@ -8,6 +8,7 @@ from typing import Any
 
 from .errors import pick_status_code
 from .status import reason
+from .streaming import Stream, is_streamable, stream_of
 from .wire import ResponseMessage
 
 TEXT = "text/plain; charset=utf-8"
@@ -16,7 +17,11 @@ BINARY = "application/octet-stream"
 
 
 class Response:
-    """A response with an explicit status, headers and media type."""
+    """A response with an explicit status, headers and media type.
+
+    ``content`` may be an iterator or async iterator of ``bytes`` or ``str``: the answer is then
+    streamed, each part sent as it comes (``valor.streaming``).
+    """
 
     def __init__(
         self,
@@ -47,7 +52,25 @@ class Response:
         return {"status": self.status_code, "headers": self.headers, "body": self.body}
 
     def __repr__(self) -> str:
-        return f"Response(status_code={self.status_code}, body={self.body[:40]!r})"
+        body = self.body if isinstance(self.body, Stream) else self.body[:40]
+        return f"Response(status_code={self.status_code}, body={body!r})"
+
+
+class StreamingResponse(Response):
+    """A streamed answer, as Starlette users know it: ``content`` is an iterator or async
+    iterator of ``bytes`` or ``str``, sent part by part."""
+
+    def __init__(
+        self,
+        content: Any,
+        status_code: int = 200,
+        headers: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        media_type: str | None = None,
+    ) -> None:
+        if not is_streamable(content):
+            kind = type(content).__name__
+            raise TypeError(f"StreamingResponse needs an iterator or async iterator, got {kind}")
+        super().__init__(content, status_code, headers, media_type)
 
 
 def to_message(result: Any) -> ResponseMessage:
@@ -83,7 +106,7 @@ def error_message(status: int, detail: Any, **extra: Any) -> ResponseMessage:
     }
 
 
-def _encode(content: Any) -> tuple[bytes, str | None]:
+def _encode(content: Any) -> tuple[Any, str | None]:
     if content is None:
         return b"", None
     if isinstance(content, str):
@@ -92,7 +115,9 @@ def _encode(content: Any) -> tuple[bytes, str | None]:
         return bytes(content), BINARY
     if isinstance(content, (dict, list)):
         return json.dumps(content).encode("utf-8"), JSON
+    if is_streamable(content):
+        return stream_of(content), None
     raise TypeError(
-        f"cannot answer with a {type(content).__name__}: return str, bytes, dict, list, None "
-        "or a Response"
+        f"cannot answer with a {type(content).__name__}: return str, bytes, dict, list, None, "
+        "an iterator of parts to stream, or a Response"
     )

@@ -23,6 +23,7 @@ from .loaders import Loader, Plugin
 from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
 from .responses import JSON, error_message
+from .streaming import Stream, streamed, watched
 from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
@@ -235,6 +236,8 @@ class Runtime:
                     request_id,
                 )
         if message["method"].upper() == "HEAD":
+            if isinstance(response["body"], Stream):
+                await response["body"].aclose()
             response["body"] = b""  # the answer a GET would get, without its body
         return self.finish(message, response, correlation_id, mount, started)
 
@@ -322,10 +325,16 @@ class Runtime:
         }
         deadlines = self._deadlines
         task = deadlines.start(spec.timeout)
+        stream = None
         try:
             answer = await mount.plugin.handle(forwarded)
+            stream = streamed(answer)
+            if stream is not None:
+                await stream.start()  # its first part, under the plug-in's timeout
         except BaseException as exc:
             expired = deadlines.stop(task)
+            if stream is not None:
+                await stream.aclose()
             if isinstance(exc, DeadlineExceeded) or (
                 expired and isinstance(exc, asyncio.CancelledError)
             ):
@@ -334,11 +343,18 @@ class Runtime:
                 raise
             return self._failed(spec, exc)
         if deadlines.stop(task):  # it caught its cancellation and answered late anyway
+            if stream is not None:
+                await stream.aclose()
             return self._timed_out(spec)
         try:
-            return http_answer(response_message(answer), drop=_NOT_FROM_PLUGINS)
+            response = http_answer(response_message(answer), drop=_NOT_FROM_PLUGINS)
         except WireError as exc:
+            if stream is not None:
+                await stream.aclose()
             return self._failed(spec, exc)
+        if stream is not None:  # the rest of its parts, each within the plug-in's timeout
+            response["body"] = watched(stream, spec.name, spec.timeout)  # type: ignore[typeddict-item]
+        return response
 
     def _timed_out(self, spec: PluginSpec) -> ResponseMessage:
         log.warning("plug-in %r did not answer within %gs", spec.name, spec.timeout)

@@ -14,12 +14,14 @@ from urllib.parse import quote
 
 from .errors import BodyError
 from .loaders import Loader
+from .loaders.asgi import load_asgi
 from .loaders.python import load_python
 from .loaders.server_kinds import SERVER_KIND_LOADERS
 from .manifest import load_manifest
 from .responses import error_message
 from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
 from .status import REASONS
+from .streaming import Stream
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,7 +33,11 @@ DEFAULT_BODY_TIMEOUT = 30.0
 """Seconds a request body may go without a byte arriving (408 past it), as nginx's
 ``client_body_timeout``."""
 
-SERVER_LOADERS: dict[str, Loader] = {"python": load_python, **SERVER_KIND_LOADERS}
+SERVER_LOADERS: dict[str, Loader] = {
+    "python": load_python,
+    "asgi": load_asgi,
+    **SERVER_KIND_LOADERS,
+}
 """Every plug-in kind the server host can load."""
 
 
@@ -127,7 +133,10 @@ class ValorApp:
         if unread:  # reading a body nobody wants costs more than a new connection
             start["headers"].append((b"connection", b"close"))
         await send(start)
-        await send(body)
+        if type(response["body"]) is bytes:
+            await send(body)
+        else:
+            await _send_parts(response["body"], send, receive)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -334,9 +343,41 @@ def _response_events(response: dict[str, Any], head: bool = False) -> tuple[Mess
             headers.append((encoded, value.encode("latin-1")))
     headers.append(HOST_HEADER)
     # A HEAD answer has no body to count, and 204 and 304 must not announce one (RFC 9110).
-    if not head and response["status"] not in (204, 304):
+    # A stream's length is not known: the server sends it chunked.
+    if not head and response["status"] not in (204, 304) and type(body) is bytes:
         headers.append((b"content-length", str(len(body)).encode()))
     return (
         {"type": "http.response.start", "status": response["status"], "headers": headers},
         {"type": "http.response.body", "body": body},
     )
+
+
+async def _send_parts(stream: Stream, send: Send, receive: Receive) -> None:
+    """Send a streamed answer's parts as they come. A client that goes away closes the stream
+    (the plug-in's generator with it); a stream that fails (already logged under an error id)
+    raises, which makes the server drop the connection before the last chunk, so the client
+    sees an incomplete answer rather than a short one that looks whole."""
+    sending = asyncio.ensure_future(_relay(stream, send))
+    gone = asyncio.ensure_future(_disconnect(receive))
+    try:
+        await asyncio.wait({sending, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if not sending.done():
+            sending.cancel()
+            await asyncio.wait({sending})
+        else:
+            sending.result()
+    finally:
+        gone.cancel()
+        await stream.aclose()
+
+
+async def _relay(stream: Stream, send: Send) -> None:
+    async for part in stream:
+        if part:
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass

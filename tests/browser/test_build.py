@@ -171,6 +171,26 @@ def test_requirement_without_a_pure_python_wheel(
     assert (
         "plug-in 'needy'" in message and "'valor_native_only' has no pure-Python wheel" in message
     )
+    assert "nor a wheel built for Pyodide (pyemscripten_2026_0_wasm32, cp314)" in message
+
+
+def test_a_requirement_compiled_for_pyodide_is_bundled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Like pydantic-core: no pure wheel, one built for Pyodide's platform (from its lock file).
+    wheels = tmp_path / "index"
+    files = {"valor_compiled/__init__.py": ""}
+    write_wheel(wheels, "valor_compiled", "1.0", "cp314-cp314-manylinux_2_17_x86_64", files)
+    write_wheel(wheels, "valor_compiled", "1.0", "cp314-cp314-pyemscripten_2026_0_wasm32", files)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    plugin = {"name": "c", "type": "python", "path": "h.py", "requirements": ["valor_compiled"]}
+    path = manifest(tmp_path / "p", [plugin], {"h.py": HELLO})
+    build(path, tmp_path / "d", quiet=True)
+    info = json.loads((tmp_path / "d" / "valor-bundle.json").read_text())
+    wheel = "wheels/valor_compiled-1.0-cp314-cp314-pyemscripten_2026_0_wasm32.whl"
+    assert info["requirement_wheels"] == [wheel]
+    assert (tmp_path / "d" / wheel).is_file()
 
 
 def test_native_plugins_are_left_out_with_a_warning(tmp_path: Path, capsys) -> None:

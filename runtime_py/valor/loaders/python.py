@@ -7,7 +7,7 @@ import asyncio
 import importlib.util
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +19,8 @@ from ..manifest import PluginSpec
 from ..plugin import Context, is_handler
 from ..requests import Request
 from ..responses import error_message, to_message
-from ..wire import RequestMessage, ResponseMessage, response_message
+from ..streaming import Stream
+from ..wire import RequestMessage, ResponseMessage, WireError, body_bytes, response_message
 
 _reply: ContextVar[Any] = ContextVar("valor_reply")
 _VALOR_DIR = str(Path(__file__).resolve().parent.parent) + "/"
@@ -110,10 +111,13 @@ class WorkerPlugin:
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Any] = loop.create_future()
+        parts = Parts()
 
         def settle(value: Any) -> None:
             if not answer.done():
                 answer.set_result(value)
+            else:
+                parts.put(value)  # the next part of an answer posted with "more": True
 
         def reply(value: Any) -> None:
             try:
@@ -131,7 +135,10 @@ class WorkerPlugin:
         finally:
             _reply.reset(token)
         # The answer may come later, from a task onmessage started; the runtime's timeout bounds it.
-        return response_message(await answer)
+        value = await answer
+        if isinstance(value, dict) and value.get("more"):
+            return parts.answer(value)
+        return response_message(value)
 
     async def close(self) -> None:
         if self.threads is not None:
@@ -153,6 +160,40 @@ def _handler(name: str, module: ModuleType) -> Callable[..., Any]:
     raise PluginLoadError(
         name, "the module defines neither an @vlugin request handler nor onmessage(event)"
     )
+
+
+class Parts:
+    """A worker-style answer in parts, as a worker posts them: the first message is the answer
+    with ``"more": True``, each next one ``{"body": part, "more": True}``, the last one has
+    ``"more"`` false or left out. Posting never waits, as ``postMessage`` does not: parts wait
+    here, in memory, until the client takes them."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Any] | None = None
+
+    def put(self, message: Any) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        self._queue.put_nowait(message)
+
+    def answer(self, head: dict[str, Any]) -> ResponseMessage:
+        answer = response_message({**head, "body": None})
+        answer["body"] = Stream(self._parts(body_bytes(head.get("body"))))  # type: ignore[typeddict-item]
+        return answer
+
+    async def _parts(self, first: bytes) -> AsyncIterator[bytes]:
+        yield first
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        while True:
+            message = await self._queue.get()
+            if not isinstance(message, dict):
+                raise WireError(
+                    f"a part must be a dict {{body, more}}, got {type(message).__name__}"
+                )
+            yield body_bytes(message.get("body"))
+            if not message.get("more"):
+                return
 
 
 def _import(name: str, path: Path) -> ModuleType:

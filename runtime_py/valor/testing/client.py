@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from os import PathLike
 from typing import Any, TypeVar
 
@@ -12,6 +12,8 @@ import httpx
 from ..loaders import Loader
 from ..manifest import Manifest, load_manifest
 from ..runtime import Runtime
+from ..streaming import complete
+from ..wire import ResponseMessage
 from .loop import LoopThread
 
 T = TypeVar("T")
@@ -57,7 +59,7 @@ class RuntimeTransport(httpx.BaseTransport):
             "headers": [[name, value] for name, value in request.headers.multi_items()],
             "body": request.read() or None,
         }
-        answer = self.run(self.runtime.handle(message))  # type: ignore[arg-type]
+        answer = self.run(_whole(self.runtime.handle(message)))  # type: ignore[arg-type]
         return httpx.Response(
             answer["status"],
             headers=[(name, value) for name, value in answer["headers"]],
@@ -144,3 +146,8 @@ class TestClient(httpx.Client):
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the client's loop (e.g. ``runtime.add(spec)``); return its result."""
         return self.transport.run(coroutine)
+
+
+async def _whole(answer: Awaitable[ResponseMessage]) -> ResponseMessage:
+    """A streamed answer read to its end: the client's response holds the whole body."""
+    return await complete(await answer)
