@@ -1,8 +1,8 @@
 """The browser host's loaders for the js, wasm, wasi, proxy and native kinds (Pyodide only).
 
 Logic stays in Python and is shared with the server: the kinds' own modules (``wasm``,
-``wasi``, ``js``), limits (``wasm_limits``) and proxy rules (``proxy_rules``); the wasm and
-WASI engines are in ``browser_wasm``. What runs in JavaScript is transport:
+``wasi``, ``js``, ``proxy``) and limits (``wasm_limits``); the wasm and WASI engines are in
+``browser_wasm``, the proxy's (``fetch``) is here. What runs in JavaScript is transport:
 ``kinds/pool.mjs`` and ``kinds/boot.mjs`` (the same worker pool Deno runs on the server) and
 ``kinds/wasm-executor.mjs``. URLs resolve against the runtime worker's own, i.e. the bundle's
 base; plug-in files are at ``/valor/<path>`` in Pyodide's file system and at ``<base><path>``
@@ -23,16 +23,10 @@ from ..wire import RequestMessage, ResponseMessage
 from . import Loader
 from .browser_ffi import field, js_bytes, js_message, js_object, plugin_url, site_url
 from .browser_wasm import load_wasi, load_wasm
-from .failures import PluginFailed
 from .js import js_workers
 from .process import answer_of
-from .proxy_rules import (
-    DEFAULT_RESPONSE_BYTES,
-    UnsafePath,
-    forward_headers,
-    relay_headers,
-    upstream_url,
-)
+from .proxy import Headers, ProxyPlugin, Unreachable
+from .proxy import load as load_proxy_with
 
 log = logging.getLogger("valor.plugins")
 # The body a browser's fetch hands over is already decoded and re-framed.
@@ -99,54 +93,42 @@ async def load_js(spec: PluginSpec) -> BrowserJsPlugin:
 # -- proxy ------------------------------------------------------------------------------------
 
 
-class BrowserProxyPlugin:
+class FetchEngine:
     """``fetch`` from the runtime worker. The service worker lets it through to the network
     (it only intercepts mounted prefixes of its own origin); a cross-origin upstream must
-    allow this site with CORS, as for any page."""
+    allow this site with CORS, as for any page. The runtime's timeout cancels it."""
 
-    def __init__(self, spec: PluginSpec) -> None:
-        self.spec = spec
-        self.base = spec.url or ""
-
-    async def handle(self, message: RequestMessage) -> ResponseMessage:
+    async def send(
+        self, method: str, url: str, headers: Headers, body: bytes | None, max_body: int
+    ) -> tuple[int, Headers, bytes]:
         from js import AbortController, Array, fetch
 
-        try:
-            target = upstream_url(self.base, message["url"])
-        except UnsafePath as exc:
-            raise PluginFailed(400, f"plug-in {self.spec.name!r}: {exc}") from None
         controller = AbortController.new()
-        body = message.get("body")
         init = {
-            "method": message["method"],
-            "headers": [list(pair) for pair in forward_headers(message["headers"], message["url"])],
+            "method": method,
+            "headers": [list(p) for p in headers],
             "signal": controller.signal,
         }
-        if body and message["method"] not in ("GET", "HEAD"):
+        if body and method not in ("GET", "HEAD"):
             init["body"] = js_bytes(body)
         try:
-            response = await fetch(target, js_object(init))
+            response = await fetch(url, js_object(init))
             data = (await response.arrayBuffer()).to_bytes()
         except asyncio.CancelledError:
             controller.abort()
             raise
         except Exception as exc:  # a JsException: the network failed
-            detail = f"plug-in {self.spec.name!r}: upstream {self.base} is unreachable: "
-            raise PluginFailed(502, detail + js_message(exc)) from None
-        limit = self.spec.limits.get("response_bytes", DEFAULT_RESPONSE_BYTES)
-        if len(data) > limit:
-            detail = f"upstream {self.base} answered a body larger than the limit of {limit} bytes"
-            raise PluginFailed(502, f"plug-in {self.spec.name!r}: {detail}")
-        headers = [(str(n), str(v)) for n, v in Array.from_(response.headers).to_py()]
-        kept = [[n, v] for n, v in relay_headers(headers) if n.lower() not in BROWSER_DROPPED]
-        return {"status": int(response.status), "headers": kept, "body": data}
+            raise Unreachable(js_message(exc)) from None
+        pairs = [(str(n), str(v)) for n, v in Array.from_(response.headers).to_py()]
+        kept = [(n, v) for n, v in pairs if n.lower() not in BROWSER_DROPPED]
+        return int(response.status), kept, data
 
     async def close(self) -> None:
         pass
 
 
-async def load_proxy(spec: PluginSpec) -> BrowserProxyPlugin:
-    return BrowserProxyPlugin(spec)
+async def load_proxy(spec: PluginSpec) -> ProxyPlugin:
+    return await load_proxy_with(spec, FetchEngine())
 
 
 # -- native -----------------------------------------------------------------------------------

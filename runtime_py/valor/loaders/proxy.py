@@ -1,15 +1,18 @@
-"""Server loader for ``type: "proxy"``: forwards requests to ``url`` with httpx.
+"""``type: "proxy"``: forwards requests to ``url``, the same in both hosts (pure Python).
 
 Method, path (below the mount prefix, appended to the upstream's path), query, headers and
-body go upstream; its status, headers and body come back unchanged (still compressed if they
-were). An unreachable upstream answers 502, a slow one 504, both with a JSON error body. A path
-that would leave the upstream's path answers 400; an answer body past ``limits.response_bytes``
-(read as it streams, never whole) answers 502.
+body go upstream; its status, headers and body come back unchanged. An unreachable upstream
+answers 502, a slow one 504, both with a JSON error body. A path that would leave the
+upstream's path answers 400; an answer body past ``limits.response_bytes`` answers 502.
+
+Everything but sending is here, once: the options, the path confinement and header rules
+(``proxy_rules``), the body cap and the failures. A host gives only its ``ProxyEngine``: httpx
+on the server (``httpx_proxy``), ``fetch`` in the browser (``browser_kinds``).
 """
 
 from __future__ import annotations
 
-import httpx
+from typing import Protocol
 
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
@@ -22,76 +25,68 @@ from .proxy_rules import (
     upstream_url,
 )
 
+Headers = list[tuple[str, str]]
+
+
+class Unreachable(Exception):
+    """The upstream could not be reached; the message says why."""
+
+
+class TimedOut(Exception):
+    """The upstream did not answer in time."""
+
 
 class TooLarge(Exception):
-    pass
+    """The upstream's answer body is over ``max_body`` bytes."""
+
+
+class ProxyEngine(Protocol):
+    """A host's way of sending one request upstream."""
+
+    async def send(
+        self, method: str, url: str, headers: Headers, body: bytes | None, max_body: int
+    ) -> tuple[int, Headers, bytes]:
+        """The upstream's status, headers and body; ``Unreachable``, ``TimedOut`` or
+        ``TooLarge`` (an engine may stop reading at ``max_body`` bytes) instead."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class ProxyPlugin:
-    def __init__(self, spec: PluginSpec) -> None:
+    def __init__(self, spec: PluginSpec, engine: ProxyEngine) -> None:
         self.spec = spec
         self.base = spec.url or ""
         self.max_body = spec.limits.get("response_bytes", DEFAULT_RESPONSE_BYTES)
-        self._client = httpx.AsyncClient(
-            # The runtime's timeout (a 504) fires first; this one only frees the connection.
-            timeout=spec.timeout + 1,
-            follow_redirects=False,
-            trust_env=False,
-        )
+        self.engine = engine
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
         try:
             target = upstream_url(self.base, message["url"])
         except UnsafePath as exc:
-            raise PluginFailed(400, f"plug-in {self.spec.name!r}: {exc}") from None
-        request = self._client.build_request(
-            message["method"],
-            target,
-            headers=forward_headers(message["headers"], message["url"]),
-            content=message.get("body") or None,
-        )
+            raise self._failed(400, str(exc)) from None
+        headers = forward_headers(message["headers"], message["url"])
         try:
-            response = await self._client.send(request, stream=True)
-            try:
-                body = await self._read(response)
-            finally:
-                await response.aclose()
-        except TooLarge:
-            detail = (
-                f"plug-in {self.spec.name!r}: upstream {self.base} answered a body larger than "
-                f"the limit of {self.max_body} bytes"
+            status, answer_headers, body = await self.engine.send(
+                message["method"], target, headers, message.get("body") or None, self.max_body
             )
-            raise PluginFailed(502, detail) from None
-        except httpx.TimeoutException:
-            detail = f"plug-in {self.spec.name!r}: upstream {self.base} did not answer in time"
-            raise PluginFailed(504, detail) from None
-        except httpx.HTTPError as exc:
-            detail = (
-                f"plug-in {self.spec.name!r}: upstream {self.base} is unreachable: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            raise PluginFailed(502, detail) from None
-        return {
-            "status": response.status_code,
-            "headers": relay_headers(response.headers.multi_items()),
-            "body": body,
-        }
-
-    async def _read(self, response: httpx.Response) -> bytes:
-        announced = response.headers.get("content-length", "")
-        if announced.isdigit() and int(announced) > self.max_body:
-            raise TooLarge
-        chunks, size = [], 0
-        async for chunk in response.aiter_raw():
-            size += len(chunk)
-            if size > self.max_body:
+            if len(body) > self.max_body:
                 raise TooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
+        except TooLarge:
+            detail = f"answered a body larger than the limit of {self.max_body} bytes"
+            raise self._failed(502, f"upstream {self.base} {detail}") from None
+        except TimedOut:
+            raise self._failed(504, f"upstream {self.base} did not answer in time") from None
+        except Unreachable as exc:
+            raise self._failed(502, f"upstream {self.base} is unreachable: {exc}") from None
+        return {"status": status, "headers": relay_headers(answer_headers), "body": body}
+
+    def _failed(self, status: int, detail: str) -> PluginFailed:
+        return PluginFailed(status, f"plug-in {self.spec.name!r}: {detail}")
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self.engine.close()
 
 
-async def load_proxy(spec: PluginSpec) -> ProxyPlugin:
-    return ProxyPlugin(spec)
+async def load(spec: PluginSpec, engine: ProxyEngine) -> ProxyPlugin:
+    return ProxyPlugin(spec, engine)

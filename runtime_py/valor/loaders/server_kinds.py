@@ -17,7 +17,7 @@ _MODULES = {
     "wasm": ("valor.loaders.wasmtime_host", "load_wasm", "wasmtime"),
     "wasi": ("valor.loaders.wasmtime_host", "load_wasi", "wasmtime"),
     "native": ("valor.loaders.native", "load_native", None),
-    "proxy": ("valor.loaders.proxy", "load_proxy", "httpx"),
+    "proxy": ("valor.loaders.httpx_proxy", "load_proxy", "httpx"),
 }
 
 
