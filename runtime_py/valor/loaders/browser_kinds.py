@@ -19,12 +19,12 @@ from typing import Any
 
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
-from ..wire import RequestMessage, ResponseMessage
+from ..wire import RequestMessage
 from . import Loader
 from .browser_ffi import field, js_bytes, js_message, js_object, plugin_url, site_url
 from .browser_wasm import load_wasi, load_wasm
-from .js import js_workers
-from .process import answer_of
+from .js import JsOptions, JsPlugin
+from .js import load as load_js_with
 from .proxy import Headers, ProxyPlugin, Unreachable
 from .proxy import load as load_proxy_with
 
@@ -36,15 +36,14 @@ BROWSER_DROPPED = {"content-encoding", "content-length"}
 # -- js ---------------------------------------------------------------------------------------
 
 
-class BrowserJsPlugin:
+class WorkerPoolEngine:
     """The plug-in's script in a pool of real dedicated workers, started from this worker."""
 
-    def __init__(self, spec: PluginSpec, pool: Any) -> None:
-        self.spec = spec
+    def __init__(self, pool: Any) -> None:
         self._pool = pool
         self._ids = itertools.count(1)
 
-    async def handle(self, message: RequestMessage) -> ResponseMessage:
+    async def answer(self, message: RequestMessage) -> tuple[dict[str, Any], bytes]:
         request_id = next(self._ids)
         body = message.get("body")
         request = js_object(
@@ -62,32 +61,32 @@ class BrowserJsPlugin:
             raise
         error = field(answer, "error")
         if error is not None:
-            head = {"error": str(error), "crashed": bool(field(answer, "crashed"))}
-            return answer_of(self.spec.name, head, b"")
-        # Checked as the server checks what Deno's pool answers: the same errors, word for word.
-        head = {"status": answer.status, "headers": answer.headers.to_py()}
-        return answer_of(self.spec.name, head, answer.body.to_bytes())
+            return {"error": str(error), "crashed": bool(field(answer, "crashed"))}, b""
+        return {"status": answer.status, "headers": answer.headers.to_py()}, answer.body.to_bytes()
 
     async def close(self) -> None:
         self._pool.close()
 
 
-async def load_js(spec: PluginSpec) -> BrowserJsPlugin:
-    from pyodide.code import run_js
-
+async def load_js(spec: PluginSpec) -> JsPlugin:
     script = plugin_url(spec)
-    workers = js_workers(spec)
-    pool_module = await run_js(f"import({json.dumps(site_url('kinds/pool.mjs'))})")
-    make_worker = run_js(
-        "(boot, script) => () => new Worker(boot, {type: 'module', name: script})"
-    )(site_url("kinds/boot.mjs"), script)
-    pool = pool_module.WorkerPool.new(make_worker, workers)
-    try:
-        await pool.start()
-    except Exception as exc:  # a JsException: the script did not load
-        pool.close()
-        raise PluginLoadError(spec.name, js_message(exc)) from None
-    return BrowserJsPlugin(spec, pool)
+
+    async def start(spec: PluginSpec, options: JsOptions) -> WorkerPoolEngine:
+        from pyodide.code import run_js
+
+        pool_module = await run_js(f"import({json.dumps(site_url('kinds/pool.mjs'))})")
+        make_worker = run_js(
+            "(boot, script) => () => new Worker(boot, {type: 'module', name: script})"
+        )(site_url("kinds/boot.mjs"), script)
+        pool = pool_module.WorkerPool.new(make_worker, options.workers)
+        try:
+            await pool.start()
+        except Exception as exc:  # a JsException: the script did not load
+            pool.close()
+            raise PluginLoadError(spec.name, js_message(exc)) from None
+        return WorkerPoolEngine(pool)
+
+    return await load_js_with(spec, start)
 
 
 # -- proxy ------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from ..manifest import PluginSpec
 from . import Loader, Plugin
 
 _MODULES = {
-    "js": ("valor.loaders.js", "load_js", "deno"),
+    "js": ("valor.loaders.deno_host", "load_js", "deno"),
     "wasm": ("valor.loaders.wasmtime_host", "load_wasm", "wasmtime"),
     "wasi": ("valor.loaders.wasmtime_host", "load_wasi", "wasmtime"),
     "native": ("valor.loaders.native", "load_native", None),
