@@ -45,6 +45,11 @@ class ManifestError(ValueError):
         self.field = field
 
 
+# A plug-in that calls sys.exit() (SystemExit) while loading failed to load like any other;
+# only a real interruption of the host (Ctrl-C, a cancelled start-up) passes through.
+LOAD_FAILURES = (Exception, SystemExit, GeneratorExit)
+
+
 class PluginLoadError(RuntimeError):
     """A plug-in whose definition is valid but whose code could not be loaded."""
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 from .concurrency import PluginBusy
 from .deadlines import DeadlineExceeded, Deadlines
-from .errors import BodyError, ManifestError, PluginCrashed, PluginLoadError
+from .errors import LOAD_FAILURES, BodyError, ManifestError, PluginCrashed, PluginLoadError
 from .loaders import Loader, Plugin
 from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
@@ -179,7 +179,7 @@ class Runtime:
             return await loader(spec)
         except PluginLoadError:
             raise
-        except (Exception, SystemExit, GeneratorExit) as exc:
+        except LOAD_FAILURES as exc:
             log.exception("loading plug-in %r failed", spec.name)
             raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
 
@@ -520,17 +520,15 @@ def _fetch_order(headers: Any, drop: str) -> list[list[str]]:
     if len({name for name, _ in pairs}) == len(pairs):
         return pairs  # no name repeats, the usual case
     combined: list[list[str]] = []
-    repeated = False
     for pair in pairs:
         if combined and combined[-1][0] == pair[0]:
             separator = "; " if pair[0] == "cookie" else ", "
             combined[-1][1] = combined[-1][1] + separator + pair[1]
-            repeated = True
         else:
             combined.append(pair)
-    if repeated:  # joined values are trimmed, as Chromium trims them (two empty ones are ",")
-        for pair in combined:
-            pair[1] = pair[1].strip(" \t")
+    # Joined values are trimmed, as Chromium trims them (two empty ones are ",").
+    for pair in combined:
+        pair[1] = pair[1].strip(" \t")
     return combined
 
 

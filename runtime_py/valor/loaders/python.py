@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from ..concurrency import DEFAULT_THREADS, HAS_THREADS, Threads, as_async, call
-from ..errors import HTTPError, PluginLoadError
+from ..errors import LOAD_FAILURES, HTTPError, PluginLoadError
 from ..manifest import PluginSpec
 from ..plugin import Context, is_handler
 from ..requests import Request
@@ -44,7 +44,7 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
         context = Context(spec.name, spec.config)
         try:
             await call(on_create, context)
-        except _LOAD_FAILURES as exc:
+        except LOAD_FAILURES as exc:
             raise PluginLoadError(spec.name, f"on_create raised {_describe(exc)}") from exc
     return DecoratedPlugin(module, handler, context, threads)
 
@@ -212,14 +212,9 @@ def _import(name: str, path: Path) -> ModuleType:
         spec.loader.exec_module(module)
     except SyntaxError as exc:
         raise PluginLoadError(name, f"syntax error in {path} line {exc.lineno}: {exc.msg}") from exc
-    except _LOAD_FAILURES as exc:
+    except LOAD_FAILURES as exc:
         raise PluginLoadError(name, f"importing {path} raised {_describe(exc)}") from exc
     return module
-
-
-# A plug-in that calls sys.exit() (SystemExit) while loading failed to load like any other;
-# only a real interruption of the host (Ctrl-C, a cancelled start-up) passes through.
-_LOAD_FAILURES = (Exception, SystemExit, GeneratorExit)
 
 
 def _describe(exc: BaseException) -> str:
