@@ -121,8 +121,7 @@ class BrowserHost:
         # A Stream: the worker pulls its parts one by one, as the page reads them.
         self._last_stream += 1
         self._streams[self._last_stream] = body
-        status = response["status"]
-        return to_js([status, reason(status), response["headers"], None, self._last_stream])
+        return to_js_response({**response, "body": None}, self._last_stream)
 
     async def close(self) -> None:
         await self.runtime.close()
@@ -162,10 +161,12 @@ async def install(urls: list[str]) -> None:
 HOST_HEADER = ["x-valor-host", "browser"]
 
 
-def to_js_response(response: ResponseMessage) -> Any:
+def to_js_response(response: ResponseMessage, stream_id: int | None = None) -> Any:
+    """``[status, reason, headers, body]``, and a streamed answer's id (its body ``None``)."""
     status = response["status"]
     headers = [*response["headers"], HOST_HEADER]
-    return to_js([status, reason(status), headers, response["body"]])
+    answer = [status, reason(status), headers, response["body"]]
+    return to_js(answer if stream_id is None else [*answer, stream_id])
 
 
 async def _close(stream: Stream, pulling: asyncio.Future[Any] | None) -> None:

@@ -11,7 +11,9 @@ import time
 import pytest
 from playwright.sync_api import Page
 
-from tests.browser.conftest import Site, fetch
+from tests.browser.conftest import Site, browser_send, fetch
+from tests.cases import Case, compare_cases
+from tests.servers import Server, http_send
 
 pytestmark = pytest.mark.browser
 MB = 1024 * 1024
@@ -111,3 +113,12 @@ def test_an_error_mid_stream_errors_the_pages_reader(runtime_page: Page, site: S
     assert result["status"] == 200 and result["text"].count("event: tick") == 2, result
     assert result["error"] is not None, result
     assert fetch(runtime_page, site.url + "events?count=1").status == 200
+
+
+def test_a_streamed_answer_is_the_same_in_both_hosts(
+    runtime_page: Page, site: Site, server: Server
+) -> None:
+    # Status, reason, every header (x-valor-host included, with each host's name) and body.
+    events = Case("events-stream", "GET", "/events?count=2&every=0", 200, plugin="events")
+    sends = (http_send(server.url), browser_send(runtime_page, site))
+    compare_cases(*sends, (server.url, site.url.rstrip("/")), [events])
