@@ -6,8 +6,9 @@
 // Offline: at install it stores the bundle's files in a cache named after the build's version
 // and answers them from there; activation deletes older versions' caches. A file asked for with
 // `?v=VERSION` (the runtime worker's) comes from that version's cache first; Pyodide's files
-// from this version's; the few files that say which build is current (the page, valor.js) from
-// the network first, then the cache, so a new build is picked up on the next load.
+// from this version's. The page's own files (the page, valor.js) come from the cache too while
+// the static host serves this build, which each navigation asks (valor-bundle.json), and from
+// the network first when it does not, so a new build is picked up on the next load.
 //
 // From a page (postMessage):  VALOR_CONNECT {nonce, version, timeout, manifest, prefixes} + port
 //                             VALOR_PREFIXES {nonce, prefixes}     the runtime is ready
@@ -46,6 +47,7 @@ const pending = new Map(); // request id -> settle(message)
 const parts = new Map(); // request id -> take(message): the next part of a streamed answer
 const portWaiters = new Map(); // clientId -> [resolve]
 let state = null; // {prefixes, timeout, manifest}: all tabs' prefixes, persisted
+let current = false; // a promise: does the static host serve this build? (asked per navigation)
 let stateLoaded = null;
 let nextId = 0;
 // This instance of the worker: a tab answers each instance's many VALOR_NEED_PORTs once.
@@ -164,7 +166,7 @@ async function precache() {
   const versioned = new Set(["valor-bundle.json", "valor-worker.js"]);
   try {
     const info = await (await fetch(`${SCOPE}valor-bundle.json?v=${VERSION}`, { cache: "no-cache" })).json();
-    for (const path of [...info.files, info.runtime_wheel, info.snapshot?.path]) versioned.add(path);
+    for (const path of [info.files_archive, info.runtime_wheel, info.snapshot?.path]) versioned.add(path);
   } catch (problem) {
     console.warn(`valor: the bundle's file list is unreadable: ${problem.message}`);
   }
@@ -197,12 +199,29 @@ async function fromFiles(request, url) {
     const cached = await caches.match(path, { cacheName: FILES_CACHE + (wanted ?? VERSION) });
     return cached ?? fetch(request);
   }
+  if (request.mode === "navigate") current = isCurrent();
+  if (await current) {
+    const cached = await caches.match(path, { cacheName: FILES_CACHE + VERSION });
+    if (cached) return cached;
+  }
   try {
     return await fetch(request);
   } catch (offline) {
     const cached = await caches.match(path, { cacheName: FILES_CACHE + VERSION });
     if (cached) return cached;
     throw offline;
+  }
+}
+
+async function isCurrent() {
+  // Whether the static host still serves this build. If it does, the page's files come from
+  // the cache: one small request per navigation instead of one per file, one after another as
+  // the page discovers them. If not (a new build, or offline), they come from the network first.
+  try {
+    const response = await fetch(`${SCOPE}valor-bundle.json`, { cache: "no-cache" });
+    return response.ok && (await response.json()).version === VERSION;
+  } catch {
+    return false;
   }
 }
 

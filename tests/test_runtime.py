@@ -294,3 +294,58 @@ async def test_plugins_load_side_by_side_and_mount_in_manifest_order(tmp_path: P
         await strict.load(parse_manifest({"plugins": plugins}, tmp_path), strict=True)
     assert strict.plugins == []
     assert sorted(closed) == ["first", "second"]  # what did load is closed again
+
+
+async def test_requests_are_answered_while_slower_plugins_still_load(tmp_path: Path) -> None:
+    # "slow" and "broken" finish loading only when the test says so: meanwhile "fast" answers,
+    # and requests to the other two (and the built-ins) wait, then get the answers they would
+    # get after the load.
+    release = anyio.Event()
+    notified: list[list[str]] = []
+
+    class Loaded:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def handle(self, message: dict) -> dict:
+            return {"status": 200, "headers": [], "body": self.name.encode()}
+
+        async def close(self) -> None:
+            pass
+
+    async def load(spec):
+        if spec.name != "fast":
+            await release.wait()
+        if spec.name == "broken":
+            raise PluginLoadError(spec.name, "no good")
+        return Loaded(spec.name)
+
+    names = ("slow", "fast", "broken")
+    plugins = [{"name": n, "type": "python", "path": "x.py"} for n in names]
+    (tmp_path / "x.py").write_text("")
+    runtime = Runtime({"python": load}, registry=True)
+    runtime.subscribe(lambda: notified.append(runtime.intercept_prefixes))
+    loading = runtime.start_loading(parse_manifest({"plugins": plugins}, tmp_path))
+    assert runtime.intercept_prefixes == ["/_health", "/_plugins", "/slow", "/fast", "/broken"]
+
+    with anyio.fail_after(10):
+        assert (await runtime.handle(request("http://h/fast/x")))["body"] == b"fast"
+    waiting = {path: anyio.Event() for path in ("/slow/x", "/broken/x", "/_health", "/_plugins")}
+    answers: dict[str, dict] = {}
+
+    async def send(path: str) -> None:
+        answers[path] = await runtime.handle(request(f"http://h{path}"))
+
+    async with anyio.create_task_group() as tasks:
+        for path in waiting:
+            tasks.start_soon(send, path)
+        await anyio.sleep(0.05)
+        assert answers == {} and runtime.plugins == [runtime.plugins[0]]  # only "fast"
+        release.set()
+    assert answers["/slow/x"]["body"] == b"slow"
+    assert answers["/broken/x"]["status"] == 404  # as if the load had finished first
+    assert json.loads(answers["/_health"]["body"])["plugins"] == 2
+    listed = json.loads(answers["/_plugins"]["body"])["plugins"]
+    assert [plugin["name"] for plugin in listed] == ["slow", "fast"]  # the manifest's order
+    assert [failure.plugin for failure in await loading] == ["broken"]
+    assert notified == [["/_health", "/_plugins", "/slow", "/fast"]]  # once, at the end

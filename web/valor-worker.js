@@ -5,6 +5,7 @@
 //                           {type: "port"} + ports[0]               the service worker's channel
 //                           {type: "ping"}                          are you responsive?
 // Messages to the page:     {type: "status", status, ...}          booting | ready | error
+//                           {type: "loaded", plugins, failures, ...} every plug-in loaded or failed
 //                           {type: "pong"}
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
 // On the port, from the SW: {type: "request", id, url, method, headers, body}  headers: CRLF lines
@@ -135,27 +136,31 @@ async function boot({ base, manifest, version }) {
     return result;
   };
   try {
-    const info = await step("bundle", async () => fetchJSON(file("valor-bundle.json")));
-    // Everything at once: Pyodide (which fetches its wasm and standard library itself), the
-    // snapshot, the runtime wheel and the plug-ins' files. Nothing waits for anything else.
+    // Pyodide first: its start is the longest chain (its module, then its wasm, standard library
+    // and lock file), and none of it waits for the bundle's list.
     const pyodideModule = import(`${base}pyodide/pyodide.mjs`);
+    pyodideModule.catch(() => {}); // reported when used
+    const info = await step("bundle", async () => fetchJSON(file("valor-bundle.json")));
+    // Then everything else at once: the snapshot, the runtime wheel, the plug-ins' files.
     const snapshot = info.snapshot ? fetchBytes(file(info.snapshot.path)) : null;
-    snapshot?.catch(() => {}); // reported when used
-    // A missing wheel is fatal, with or without a snapshot.
-    const wheel = fetchBytes(file(info.runtime_wheel)).catch((error) => {
+    snapshot?.catch(() => {});
+    // A missing wheel or file archive is fatal, with or without a snapshot.
+    const fatal = (error) => {
       throw Object.assign(error, { fatal: true });
-    });
+    };
+    const wheel = fetchBytes(file(info.runtime_wheel)).catch(fatal);
     wheel.catch(() => {});
-    const files = step("files", () => fetchFiles(info.files, file));
+    const files = step("files", () => fetchBytes(file(info.files_archive))).catch(fatal);
     files.catch(() => {});
     const { loadPyodide } = await pyodideModule;
     const indexURL = `${base}pyodide/`;
+    const unpack = async (pyodide) => unpackRuntime(pyodide, await wheel, await files);
     let pyodide = null;
     if (snapshot) {
       try {
         pyodide = await step("pyodide", async () => {
           const booted = await loadPyodide({ indexURL, _loadSnapshot: snapshot });
-          await step("runtime", async () => unpackRuntime(booted, await wheel));
+          await step("runtime", () => unpack(booted));
           booted.pyimport("valor.snapshot").restore(info.snapshot.key, navigator.language ?? "");
           return booted;
         });
@@ -171,11 +176,7 @@ async function boot({ base, manifest, version }) {
     }
     if (!pyodide) {
       pyodide = await step("pyodide", () => loadPyodide({ indexURL }));
-      await step("runtime", async () => unpackRuntime(pyodide, await wheel));
-    }
-    for (const [path, bytes] of await files) {
-      pyodide.FS.mkdirTree(`/valor/${path}`.replace(/\/[^/]*$/, ""));
-      pyodide.FS.writeFile(`/valor/${path}`, bytes);
+      await step("runtime", () => unpack(pyodide));
     }
     const browser = pyodide.pyimport("valor.browser");
     if (info.requirement_wheels.length) {
@@ -190,9 +191,9 @@ async function boot({ base, manifest, version }) {
       port?.postMessage({ type: "prefixes", prefixes });
       self.postMessage({ type: "prefixes", prefixes });
     };
-    host = await step("plugins", () =>
-      browser.start(`/valor/${manifest}`, base.replace(/\/$/, ""), onChange),
-    );
+    // The runtime answers at once; a request to a plug-in still loading waits for it.
+    const loading = performance.now();
+    host = await browser.start(`/valor/${manifest}`, base.replace(/\/$/, ""), onChange);
     const state = host.describe().toJs({ dict_converter: Object.fromEntries });
     handle = host.handle;
     pullPart = host.pull;
@@ -201,6 +202,11 @@ async function boot({ base, manifest, version }) {
     const bootMs = Math.round(performance.now() - started);
     setStatus("ready", { ...state, bootMs, steps, snapshot: fromSnapshot, warnings });
     for (const [from, message] of waiting.splice(0)) answer(from, message);
+    const later = host.loaded();
+    const loaded = (await later).toJs({ dict_converter: Object.fromEntries });
+    later.destroy();
+    steps.plugins = Math.round(performance.now() - loading);
+    self.postMessage({ type: "loaded", ...loaded, steps });
   } catch (error) {
     console.error("valor: the runtime failed to boot", error);
     bootFailure = `the browser runtime failed to boot: ${error?.message ?? error}`;
@@ -215,14 +221,18 @@ function summary(error) {
   return lines[0].startsWith("Traceback") ? lines.at(-1) : lines[0];
 }
 
-function unpackRuntime(pyodide, wheel) {
+function unpackRuntime(pyodide, wheel, files) {
   // The snapshot holds imported modules, not their files: the wheel's files go on the file
-  // system for what is read later (tracebacks' source lines, lazy imports).
+  // system for what is read later (tracebacks' source lines, lazy imports). The plug-ins'
+  // files go under /valor, where the bundle's manifest names them.
   pyodide.FS.writeFile("/tmp/valor.whl", wheel);
+  pyodide.FS.writeFile("/tmp/plugins.zip", files);
   pyodide.runPython(`
 import os, sysconfig, zipfile
 zipfile.ZipFile("/tmp/valor.whl").extractall(sysconfig.get_paths()["purelib"])
-os.remove("/tmp/valor.whl")`);
+zipfile.ZipFile("/tmp/plugins.zip").extractall("/valor")
+os.remove("/tmp/valor.whl")
+os.remove("/tmp/plugins.zip")`);
 }
 
 async function fetchBytes(url) {
@@ -235,10 +245,6 @@ async function fetchJSON(url) {
   const response = await fetch(url, { cache: "no-cache" });
   if (!response.ok) throw new Error(`${url} answered ${response.status}`);
   return response.json();
-}
-
-async function fetchFiles(paths, file) {
-  return Promise.all(paths.map(async (path) => [path, await fetchBytes(file(path))]));
 }
 
 async function loadWheels(pyodide, urls) {

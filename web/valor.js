@@ -1,7 +1,10 @@
 // Valor in a page: `await Valor.start({manifest})` registers the service worker, starts this
 // tab's runtime worker, connects the two with a MessageChannel and resolves once requests to
-// the plug-ins are intercepted. Status events: "booting", "ready", "error" (and "status" for
-// all of them, with the details in `event.detail`); "prefixes" after /_plugins changes.
+// the plug-ins are intercepted and answered. Plug-ins load side by side: a request to one
+// still loading waits for it, and `await Valor.loaded()` gives the final list and failures.
+// Status events: "booting", "ready", "error" (and "status" for all of them, with the details
+// in `event.detail`); "loaded" once every plug-in has loaded or failed (then "status" again);
+// "prefixes" after /_plugins changes.
 
 const BUILD = /*__VALOR_BUILD__*/null;
 export const VERSION = BUILD?.version ?? "dev";
@@ -22,6 +25,16 @@ class ValorRuntime extends EventTarget {
   #watchdog = null;
   #nonce = 0;
   #epoch = null; // the service worker instance this tab last sent a port to on request
+  #sentPrefixes = null; // JSON of the prefixes the service worker was last given on connecting
+
+  /** Resolves with the state once every plug-in has loaded or failed to (after `start`). */
+  loaded() {
+    if (this.status === "ready" && this.detail.loading === false) return Promise.resolve(this.detail);
+    return new Promise((resolve, reject) => {
+      this.addEventListener("loaded", (event) => resolve(event.detail), { once: true });
+      this.addEventListener("error", (event) => reject(new Error(event.detail.error)), { once: true });
+    });
+  }
 
   /** Start the runtime of this tab; resolves with its state once requests are intercepted. */
   start(options = {}) {
@@ -51,12 +64,20 @@ class ValorRuntime extends EventTarget {
 
     const sw = navigator.serviceWorker;
     sw.addEventListener("message", (event) => this.#onServiceWorkerMessage(event.data));
-    const registration = await sw.register(`${base}valor-sw.js?v=${VERSION}`, { scope: base });
-    await this.#controlled(registration);
+    // A page this build's service worker already controls skips register(): Chromium can queue
+    // it behind a soft update check, which it defers while the page loads (seconds, at times).
+    if (sw.controller?.scriptURL !== this.#scriptURL()) {
+      const registration = await sw.register(`${base}valor-sw.js?v=${VERSION}`, { scope: base });
+      await this.#controlled(registration);
+    }
     await this.#connect();
     // A later service worker (an update) has no port yet: give it one.
     sw.addEventListener("controllerchange", () => this.#connect().catch((e) => this.#fail(e)));
-    const runtimeReady = ready.then(() => this.#send({ type: "VALOR_PREFIXES", prefixes: this.prefixes }));
+    // The runtime's prefixes, if they differ from those the service worker has (the build's).
+    const runtimeReady = ready.then(() => {
+      if (JSON.stringify(this.prefixes) === this.#sentPrefixes) return;
+      return this.#send({ type: "VALOR_PREFIXES", prefixes: this.prefixes });
+    });
     this.#watch();
     if (BUILD?.fallback) {
       // Requests are intercepted now: the server answers them until this tab's runtime is ready.
@@ -101,10 +122,13 @@ class ValorRuntime extends EventTarget {
     this.#connect().catch((error) => this.#fail(error));
   }
 
+  #scriptURL() {
+    return new URL(`valor-sw.js?v=${VERSION}`, new URL(this.#options.base, location.href)).href;
+  }
+
   async #controlled(registration) {
     const sw = navigator.serviceWorker;
-    const wanted = new URL(`valor-sw.js?v=${VERSION}`, new URL(this.#options.base, location.href)).href;
-    if (sw.controller?.scriptURL === wanted) return;
+    const wanted = this.#scriptURL();
     await new Promise((resolve, reject) => {
       // An update that called skipWaiting can still wait on the outgoing worker's last
       // events: remind it until it takes over.
@@ -137,6 +161,7 @@ class ValorRuntime extends EventTarget {
     const { timeout, manifest } = this.#options;
     // Until the runtime is ready, the manifest's prefixes (from the build) are intercepted.
     const prefixes = this.prefixes ?? BUILD?.prefixes ?? null;
+    this.#sentPrefixes = JSON.stringify(prefixes);
     const ack = await this.#send({ type: "VALOR_CONNECT", timeout, manifest, prefixes, version: VERSION }, [channel.port2]);
     if (ack.version !== VERSION) {
       // A stale service worker: fetch the new one; its controllerchange reconnects.
@@ -182,6 +207,13 @@ class ValorRuntime extends EventTarget {
       const { type, status, ...detail } = message;
       if (status === "ready") this.prefixes = detail.prefixes;
       this.#setStatus(status, detail);
+    } else if (message.type === "loaded") {
+      const { type, ...detail } = message;
+      this.prefixes = detail.prefixes;
+      this.detail = { ...this.detail, ...detail };
+      for (const type of ["loaded", "status"]) {
+        this.dispatchEvent(new CustomEvent(type, { detail: this.detail }));
+      }
     } else if (message.type === "prefixes") {
       this.prefixes = message.prefixes; // the worker told the service worker already
       this.dispatchEvent(new CustomEvent("prefixes", { detail: message.prefixes }));

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .errors import PluginLoadError
 from .loaders import Loader
 from .loaders.asgi import load_asgi
 from .loaders.browser_kinds import BROWSER_KIND_LOADERS
@@ -41,10 +42,13 @@ class BrowserHost:
     """What the worker calls: ``handle`` for each request, ``prefixes`` to intercept."""
 
     def __init__(
-        self, runtime: Runtime, failures: list[str], loop: asyncio.AbstractEventLoop
+        self,
+        runtime: Runtime,
+        loading: asyncio.Task[list[PluginLoadError]],
+        loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.runtime = runtime
-        self.failures = failures
+        self.loading = loading
         self.loop = loop
         self._streams: dict[int, Stream] = {}  # streamed answers being read, by id
         self._last_stream = 0
@@ -55,12 +59,21 @@ class BrowserHost:
         return self.runtime.intercept_prefixes
 
     def describe(self) -> dict[str, Any]:
-        """The state the page shows: mounted plug-ins, load failures, prefixes."""
+        """The state the page shows: mounted plug-ins, load failures, prefixes, and whether
+        plug-ins are still loading."""
+        done = self.loading.done() and not self.loading.cancelled()
+        failures = self.loading.result() if done and not self.loading.exception() else []
         return {
             "plugins": [spec.describe() for spec in self.runtime.plugins],
-            "failures": self.failures,
+            "failures": [str(failure) for failure in failures],
             "prefixes": self.prefixes,
+            "loading": not self.loading.done(),
         }
+
+    async def loaded(self) -> dict[str, Any]:
+        """``describe()`` once every plug-in has loaded or failed to (a promise in JS)."""
+        await asyncio.wait({self.loading})
+        return self.describe()
 
     def handle(self, url: str, method: str, headers: str, body: Any) -> Any:
         """Answer one request from the worker: ``headers`` as ``name: value`` lines joined by
@@ -134,7 +147,9 @@ async def start(
     registry: bool = True,
     access_log: bool = False,
 ) -> BrowserHost:
-    """Load the manifest into a new runtime. ``on_change(prefixes)`` runs after mounts change.
+    """Start a runtime on the manifest. It answers at once; its plug-ins load side by side,
+    and a request to one still loading waits for it (``BrowserHost.loaded`` says when all
+    have). ``on_change(prefixes)`` runs after mounts change.
 
     The registry needs no token here: it only ever holds files shipped in the bundle, and
     only this tab's runtime changes.
@@ -143,8 +158,8 @@ async def start(
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
     runtime = Runtime(BROWSER_LOADERS, root_path=root_path.rstrip("/"), registry=registry)
-    failures = [str(exc) for exc in await runtime.load(load_manifest(manifest_path))]
-    host = BrowserHost(runtime, failures, asyncio.get_running_loop())
+    loading = runtime.start_loading(load_manifest(manifest_path))
+    host = BrowserHost(runtime, loading, asyncio.get_running_loop())
     if on_change is not None:
         runtime.subscribe(lambda: on_change(to_js(host.prefixes)))
     return host

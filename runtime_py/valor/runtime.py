@@ -67,6 +67,8 @@ class Runtime:
         self._by_prefix: dict[str, Mount] = {}
         self._subscribers: list[Callable[[], None]] = []
         self._changing = asyncio.Lock()
+        self._loading: asyncio.Future[None] | None = None  # while a manifest loads
+        self._pending: dict[str, asyncio.Future[None]] = {}  # plug-ins loading, by prefix
         self._deadlines = Deadlines()
 
     # -- mounting ---------------------------------------------------------------------------
@@ -74,42 +76,98 @@ class Runtime:
     async def load(self, manifest: Manifest, strict: bool = False) -> list[PluginLoadError]:
         """Load every plug-in of a validated manifest. Failures are logged and returned; the
         others still load. With ``strict`` the first failure unloads everything and raises."""
+        self._expect(manifest)
+        return await self._load_all(manifest.plugins, strict)
+
+    def start_loading(self, manifest: Manifest) -> asyncio.Task[list[PluginLoadError]]:
+        """Begin loading a validated manifest's plug-ins; the task ends as ``load`` does.
+
+        The runtime answers at once: each plug-in mounts as soon as it has loaded, and a
+        request to one still loading waits for it (as do ``/_health`` and ``/_plugins``, for
+        the whole load), then gets the answer it would get after the load. So a host can
+        answer its first requests before its slowest plug-in is ready.
+        """
+        self._expect(manifest)
+        return asyncio.ensure_future(self._load_all(manifest.plugins, strict=False))
+
+    def _expect(self, manifest: Manifest) -> None:
+        """Check the manifest's names and prefixes, and note its plug-ins as loading."""
         self.base_dir = manifest.base_dir
-        # Plug-ins load side by side (Deno starting, modules compiling, files fetched in the
-        # browser), then mount together, in the manifest's order.
-        specs = manifest.plugins
-        for spec in specs:
+        for spec in manifest.plugins:
             self._check_free(spec)
-        results = await asyncio.gather(*(self._load(s) for s in specs), return_exceptions=True)
-        loaded = [
-            Mount(spec, result)
-            for spec, result in zip(specs, results, strict=True)
-            if not isinstance(result, BaseException)
-        ]
-        failures = [r for r in results if isinstance(r, PluginLoadError)]
-        unexpected = [r for r in results if isinstance(r, BaseException) and r not in failures]
+        loop = asyncio.get_running_loop()
+        self._loading = loop.create_future()
+        self._pending = {spec.prefix: loop.create_future() for spec in manifest.plugins}
+
+    async def _load_all(self, specs: list[PluginSpec], strict: bool) -> list[PluginLoadError]:
+        # Side by side (Deno starting, modules compiling, workers starting in the browser);
+        # each mounts when it is ready, and the manifest's order is restored at the end.
+        tasks: list[asyncio.Task[Mount]] = []
+        stopped: BaseException | None = None
         try:
-            if unexpected:  # a cancelled start-up, Ctrl-C
-                raise unexpected[0]
-            if strict and failures:
-                await self.close()
-                raise failures[0]
+            for spec in specs:
+                tasks.append(asyncio.ensure_future(self._load_and_mount(spec)))
+                # One plug-in's start at a time: a request that came meanwhile is answered
+                # before the next one's (a browser's worker has one thread for both).
+                await asyncio.sleep(0)
+        except BaseException as exc:  # cancelled: so are the loads; what loaded is closed below
+            stopped = exc
+            for task in tasks:
+                task.cancel()
+        try:
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            loaded = [r for r in results if isinstance(r, Mount)]
+            failures = [r for r in results if isinstance(r, PluginLoadError)]
+            unexpected = [r for r in results if isinstance(r, BaseException) and r not in failures]
+            if stopped is not None:
+                unexpected.insert(0, stopped)
+            if unexpected or (strict and failures):  # a cancelled start-up, Ctrl-C; --strict
+                async with self._changing:
+                    for mount in loaded:
+                        del self._mounts[mount.spec.name]
+                    self._reroute()
+                for mount in loaded:
+                    await _close_quietly(mount)
+                raise (unexpected or failures)[0]
+            order = {spec.name: index for index, spec in enumerate(specs)}
             async with self._changing:
-                for mount in loaded:
-                    self._check_free(mount.spec)
-                for mount in loaded:
-                    self._mounts[mount.spec.name] = mount
+                # Plug-ins mounted before this load keep their place, first.
+                ranked = sorted(self._mounts.items(), key=lambda item: order.get(item[0], -1))
+                self._mounts = dict(ranked)
                 self._reroute()
-        except BaseException:
-            for mount in loaded:
-                await _close_quietly(mount)
-            raise
-        for mount in loaded:
-            spec = mount.spec
+            for failure in failures:
+                log.error("%s", failure)
+            return failures
+        finally:
+            for waiting in self._pending.values():  # never started: their requests go on
+                waiting.set_result(None)
+            self._pending = {}
+            if self._loading is not None:
+                self._loading.set_result(None)
+                self._loading = None
+
+    async def _load_and_mount(self, spec: PluginSpec) -> Mount:
+        try:
+            mount = Mount(spec, await self._load(spec))
+            async with self._changing:
+                self._mounts[spec.name] = mount
+                self._reroute(notify=False)  # subscribers hear once, when the load is over
             log.info("mounted %s plug-in %r at %s", spec.type, spec.name, spec.prefix)
-        for failure in failures:
-            log.error("%s", failure)
-        return failures
+            return mount
+        finally:
+            loaded = self._pending.pop(spec.prefix, None)
+            if loaded is not None:
+                loaded.set_result(None)
+
+    async def _loaded_for(self, path: str) -> None:
+        """Wait until the plug-ins that could answer ``path`` have loaded (or failed to)."""
+        loading = self._loading
+        if loading is not None and (path == "/_health" or path.startswith("/_plugins")):
+            await asyncio.shield(loading)
+            return
+        for prefix, loaded in list(self._pending.items()):
+            if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+                await asyncio.shield(loaded)
 
     async def add(self, spec: PluginSpec) -> Mount:
         """Load and mount one plug-in. Raises ``ManifestError`` on a taken name or prefix and
@@ -140,8 +198,9 @@ class Runtime:
     def intercept_prefixes(self) -> list[str]:
         """Every path prefix this runtime answers, with ``root_path``: what a service worker
         should intercept."""
+        loading = [prefix for prefix in self._pending if prefix not in self._by_prefix]
         return intercept_prefixes(
-            self.root_path, [m.spec.prefix for m in self._routes], self.registry
+            self.root_path, [*(m.spec.prefix for m in self._routes), *loading], self.registry
         )
 
     def subscribe(self, callback: Callable[[], None]) -> None:
@@ -183,9 +242,11 @@ class Runtime:
             log.exception("loading plug-in %r failed", spec.name)
             raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
 
-    def _reroute(self) -> None:
+    def _reroute(self, notify: bool = True) -> None:
         self._routes = sorted(self._mounts.values(), key=lambda m: len(m.spec.prefix), reverse=True)
         self._by_prefix = {mount.spec.prefix: mount for mount in self._routes}
+        if not notify:
+            return
         for callback in self._subscribers:
             try:
                 callback()
@@ -209,6 +270,8 @@ class Runtime:
         path = _decoded(raw_path)
         mount: Mount | None = None
         body = message.get("body") or None  # an empty body is no body, in both hosts
+        if self._loading is not None:
+            await self._loaded_for(path)
 
         if (self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/":
             response = error_message(404, f"no plug-in is mounted at {full_path!r}")

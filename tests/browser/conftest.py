@@ -171,9 +171,31 @@ def on_request(ctx, req):
 """
 
 
+HOLD_BOOT = """(() => {
+  // A test's hand on the boot: every runtime worker's "boot" message waits for releaseBoot(),
+  // so a tab's runtime stays booting as long as the test needs, with no timing involved.
+  const post = Worker.prototype.postMessage;
+  const held = [];
+  let released = false;
+  Worker.prototype.postMessage = function (message, ...rest) {
+    if (message?.type === "boot" && !released) held.push(() => post.call(this, message, ...rest));
+    else post.call(this, message, ...rest);
+  };
+  globalThis.releaseBoot = () => {
+    released = true;
+    for (const send of held.splice(0)) send();
+  };
+})();"""
+
+
+def hold_boot(context: BrowserContext) -> None:
+    """Every page of ``context`` holds its runtime's boot until it calls ``releaseBoot()``."""
+    context.add_init_script(HOLD_BOOT)
+
+
 def gated_manifest(folder: Path) -> Path:
-    """``plugins/plugins.json`` plus ``gate``, whose ``on_create`` holds the browser's boot
-    until ``GatedServer``'s gate opens: the tab's runtime stays booting as long as a test
+    """``plugins/plugins.json`` plus ``gate``, whose ``on_create`` holds its loading in the
+    browser until ``GatedServer``'s gate opens: the plug-in stays loading as long as a test
     needs, with no timing involved. The server host runs the same manifest."""
     shutil.copytree(MANIFEST.parent, folder)
     (folder / "gate.py").write_text(GATE_PLUGIN)

@@ -21,6 +21,7 @@ from tests.browser.conftest import (
     browser_send,
     fetch,
     gated_manifest,
+    hold_boot,
     served,
     start_page,
 )
@@ -167,7 +168,40 @@ def test_navigation_without_a_runtime_tab_boots_one(browser: Browser, site: Site
         context.close()
 
 
-def test_booting_runtime_answers_503_then_serves(browser: Browser, tmp_path: Path) -> None:
+def test_booting_runtime_answers_503_then_serves(browser: Browser, site: Site) -> None:
+    context = browser.new_context()
+    hold_boot(context)
+    try:
+        page = context.new_page()
+        page.goto(site.url + "blank.html")
+        page.evaluate("releaseBoot()")  # the first visit boots: the prefixes are intercepted
+        page.evaluate(START, {"timeout": 1500})
+        page.reload()  # this boot is held
+        # A request sent while this tab's new runtime boots waits 1.5 s, then 503.
+        status, body = page.evaluate(
+            """async () => {
+              Valor.start({timeout: 1500});
+              const r = await fetch("hello");
+              return [r.status, await r.json()];
+            }"""
+        )
+        assert status == 503
+        assert "still booting" in body["detail"]
+        page.evaluate("releaseBoot()")
+        page.evaluate(START, {"timeout": 1500})
+        assert fetch(page, site.url + "hello").body == b"Hello Plugin!"
+        # The service worker's own timeout: the plug-in's (2 s) is longer than the page's.
+        hung = fetch(page, site.url + "faulty/hang")
+        assert hung.status == 504
+        assert "within 1.5 seconds" in hung.json()["detail"]
+        assert fetch(page, site.url + "faulty/ok").body == b"still serving"
+    finally:
+        context.close()
+
+
+def test_a_request_to_a_plugin_still_loading_waits_for_it(browser: Browser, tmp_path: Path) -> None:
+    # The gate plug-in loads only once the test opens the gate: meanwhile the runtime is ready
+    # and answers the others; a request to the gate waits, then gets its answer.
     gate = threading.Event()
     folder = tmp_path / "dist"
     build(gated_manifest(tmp_path / "plugins"), folder, quiet=True)
@@ -175,28 +209,25 @@ def test_booting_runtime_answers_503_then_serves(browser: Browser, tmp_path: Pat
     context = browser.new_context()
     with served(GatedServer(folder, gate)) as static:
         try:
-            gate.set()  # the first visit boots, so the service worker intercepts the prefixes
-            page = start_page(context, static.url, timeout=1500)
-            gate.clear()  # the next boot holds in the gate plug-in's on_create
-            page.reload()
-            # A request sent while this tab's new runtime boots waits 1.5 s, then 503.
-            status, body = page.evaluate(
-                """async () => {
-                  Valor.start({timeout: 1500});
-                  const r = await fetch("hello");
-                  return [r.status, await r.json()];
+            page = context.new_page()
+            page.goto(static.url + "blank.html")
+            detail = page.evaluate(START, {})
+            assert detail["status"] == "ready" and detail["loading"] is True
+            assert "/gate" in detail["prefixes"]  # intercepted while it loads
+            assert fetch(page, static.url + "hello").body == b"Hello Plugin!"
+            page.evaluate(
+                """() => {
+                  window.gateAnswer = fetch("gate").then((r) => r.text());
+                  window.loadedDetail = Valor.loaded();
                 }"""
             )
-            assert status == 503
-            assert "still booting" in body["detail"]
+            assert fetch(page, static.url + "greeter?who=Early").body == b"Alice says hello Early!"
+            assert page.evaluate("Valor.detail.loading") is True  # the gate still holds
             gate.set()
-            page.evaluate(START, {"timeout": 1500})
-            assert fetch(page, static.url + "hello").body == b"Hello Plugin!"
-            # The service worker's own timeout: the plug-in's (2 s) is longer than the page's.
-            hung = fetch(page, static.url + "faulty/hang")
-            assert hung.status == 504
-            assert "within 1.5 seconds" in hung.json()["detail"]
-            assert fetch(page, static.url + "faulty/ok").body == b"still serving"
+            assert page.evaluate("window.gateAnswer") == "open"
+            loaded = page.evaluate("window.loadedDetail")
+            assert loaded["loading"] is False and loaded["failures"] == []
+            assert "gate" in [plugin["name"] for plugin in loaded["plugins"]]
         finally:
             gate.set()
             context.close()
@@ -314,7 +345,8 @@ def test_requirements_are_installed_from_the_bundle(
     try:
         page = context.new_page()
         page.goto(server.url)
-        state = page.evaluate(START, {})
+        page.evaluate(START, {})
+        state = page.evaluate("Valor.loaded()")
         assert state["failures"] == [] and "requirements" in state["steps"]
         assert fetch(page, server.url + "dep").body == b"from a bundled requirement"
     finally:
@@ -393,8 +425,8 @@ def test_a_failed_boot_answers_503_at_once(browser: Browser, site: Site, tmp_pat
     try:
         # A first boot works, so the service worker intercepts the plug-ins' prefixes.
         page = start_page(context, server.url, timeout=20_000)
-        # The next boot fails: a plug-in file the runtime loads is gone from the site, and from
-        # the service worker's copy of it (which would otherwise boot the tab offline).
+        # The next boot fails: the plug-ins' files the runtime loads are gone from the site, and
+        # from the service worker's copy of them (which would otherwise boot the tab offline).
         page.evaluate(
             """async () => {
               for (const key of await caches.keys()) {
@@ -402,7 +434,7 @@ def test_a_failed_boot_answers_503_at_once(browser: Browser, site: Site, tmp_pat
               }
             }"""
         )
-        (broken / "plugins" / "hello.py").unlink()
+        (broken / "plugins.zip").unlink()
         page.reload()
         status, body, waited = page.evaluate(
             """async () => {
@@ -413,7 +445,7 @@ def test_a_failed_boot_answers_503_at_once(browser: Browser, site: Site, tmp_pat
             }"""
         )
         assert status == 503, body
-        assert "failed to boot" in body["detail"] and "hello.py" in body["detail"]
+        assert "failed to boot" in body["detail"] and "plugins.zip" in body["detail"]
         assert waited < 5000, "answered at once, not after the 20 s timeout"
     finally:
         context.close()

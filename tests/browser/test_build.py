@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -44,13 +45,18 @@ def test_bundle_contents(tmp_path: Path) -> None:
     assert [w.split("-")[0] for w in wheels[1:]] == ["micropip", "packaging"]
     assert all((out / w).is_file() for w in [info["runtime_wheel"], *info["installer_wheels"]])
     assert "plugins/plugins.json" in info["files"] and "plugins/hello.py" in info["files"]
+    # The runtime worker takes the plug-ins' files from one archive, kept offline instead.
+    with zipfile.ZipFile(out / info["files_archive"]) as archive:
+        assert archive.namelist() == info["files"]
+        assert archive.read("plugins/hello.py") == (out / "plugins" / "hello.py").read_bytes()
     # The page and the service worker carry the same build stamp.
     for name in ("valor.js", "valor-sw.js"):
         assert f'"version": "{bundle.version}"' in (out / name).read_text(), name
     # The memory snapshot, made for this runtime wheel, and kept offline with the rest.
     assert info["snapshot"]["path"] == "snapshot.bin" and len(info["snapshot"]["key"]) == 16
     assert (out / "snapshot.bin").stat().st_size == info["snapshot"]["bytes"] > 10_000_000
-    assert "snapshot.bin" in info["assets"] and "plugins/build/hello.wasm" in info["assets"]
+    assert "snapshot.bin" in info["assets"] and "plugins.zip" in info["assets"]
+    assert not set(info["files"]) & set(info["assets"])
     # Intercepted from the start: the built-ins and the mounts, under the base.
     assert info["prefixes"][:3] == ["/sub/path/_health", "/sub/path/_plugins", "/sub/path/hello"]
     assert info["fallback"] is None

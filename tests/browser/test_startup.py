@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,11 +18,10 @@ from tests.browser.conftest import (
     BLANK_PAGE,
     BOOT,
     START,
-    GatedServer,
     Site,
     browser_send,
     fetch,
-    gated_manifest,
+    hold_boot,
     served,
     start_page,
 )
@@ -203,9 +201,8 @@ def comparable(answer: Answer) -> tuple[int, list[tuple[str, str]], bytes]:
 def test_the_fallback_answers_while_the_runtime_boots_then_the_browser_does(
     browser: Browser, tmp_path: Path
 ) -> None:
-    gate = threading.Event()
     folder = tmp_path / "dist"
-    manifest = gated_manifest(tmp_path / "plugins")
+    manifest = MANIFEST
     requests = [
         ("GET", "hello", None),
         ("GET", "greeter?who=Fallback", None),
@@ -215,47 +212,45 @@ def test_the_fallback_answers_while_the_runtime_boots_then_the_browser_does(
         ("GET", "hello-wasm", None),
         ("GET", "faulty/raise", None),
     ]
-    with served(GatedServer(folder, gate)) as static:
+    with served(serve(folder)) as static:
         origin = static.url.rstrip("/")
         with valor_server(manifest, "--cors", origin, log_dir=tmp_path) as server:
             build(manifest, folder, fallback=server.url, quiet=True)
             (folder / "blank.html").write_text(BLANK_PAGE)
-            try:
-                with new_context(browser) as context:
-                    page = context.new_page()
-                    page.goto(static.url + "blank.html")
-                    detail = page.evaluate(START, {})
-                    # Resolved while the runtime still boots: it cannot, until the gate opens.
-                    assert detail["status"] == "booting"
-                    assert detail["fallback"] == server.url + "/"
+            with new_context(browser) as context:
+                hold_boot(context)
+                page = context.new_page()
+                page.goto(static.url + "blank.html")
+                detail = page.evaluate(START, {})
+                # Resolved while the runtime still boots: it cannot, until it is released.
+                assert detail["status"] == "booting"
+                assert detail["fallback"] == server.url + "/"
 
-                    def send_all() -> list[Answer]:
-                        return [
-                            fetch(page, static.url + path, method, {"x-request-id": f"r{i}"}, body)
-                            for i, (method, path, body) in enumerate(requests)
-                        ]
+                def send_all() -> list[Answer]:
+                    return [
+                        fetch(page, static.url + path, method, {"x-request-id": f"r{i}"}, body)
+                        for i, (method, path, body) in enumerate(requests)
+                    ]
 
-                    during = send_all()
-                    assert [a.headers["x-valor-host"] for a in during] == ["server"] * 7
-                    gate.set()
-                    page.wait_for_function("Valor.status === 'ready'", timeout=BOOT)
-                    after = send_all()
-                    assert [a.headers["x-valor-host"] for a in after] == ["browser"] * 7
-                    # A restarted service worker has lost the tab's port: the server answers
-                    # until the tab sends a new one, then the tab's runtime again.
-                    cdp = context.new_cdp_session(page)
-                    cdp.send("ServiceWorker.enable")
-                    cdp.send("ServiceWorker.stopAllWorkers")
-                    page.wait_for_function(
-                        """async () => {
+                during = send_all()
+                assert [a.headers["x-valor-host"] for a in during] == ["server"] * 7
+                page.evaluate("releaseBoot()")
+                page.wait_for_function("Valor.status === 'ready'", timeout=BOOT)
+                after = send_all()
+                assert [a.headers["x-valor-host"] for a in after] == ["browser"] * 7
+                # A restarted service worker has lost the tab's port: the server answers
+                # until the tab sends a new one, then the tab's runtime again.
+                cdp = context.new_cdp_session(page)
+                cdp.send("ServiceWorker.enable")
+                cdp.send("ServiceWorker.stopAllWorkers")
+                page.wait_for_function(
+                    """async () => {
                           const r = await fetch("hello");
                           return r.status === 200 && r.headers.get("x-valor-host") === "browser";
                         }""",
-                        timeout=BOOT,
-                        polling=100,
-                    )
-            finally:
-                gate.set()
+                    timeout=BOOT,
+                    polling=100,
+                )
     # Equal answers, but for the host header; the error id of a failure is random.
     for one, other in zip(during[:-1], after[:-1], strict=True):
         assert comparable(one) == comparable(other)
@@ -268,25 +263,23 @@ def test_the_fallback_answers_while_the_runtime_boots_then_the_browser_does(
 def test_with_the_fallback_down_requests_wait_for_the_runtime(
     browser: Browser, tmp_path: Path
 ) -> None:
-    gate = threading.Event()
     nothing_there = f"http://127.0.0.1:{free_port()}/"
     folder = tmp_path / "dist"
-    build(gated_manifest(tmp_path / "plugins"), folder, fallback=nothing_there, quiet=True)
+    build(MANIFEST, folder, fallback=nothing_there, quiet=True)
     (folder / "blank.html").write_text(BLANK_PAGE)
-    with served(GatedServer(folder, gate)) as server, new_context(browser) as context:
-        try:
-            page = context.new_page()
-            page.goto(server.url + "blank.html")
-            status = page.evaluate(
-                """async () => {
-                  await Valor.start();
-                  window.answer = fetch("greeter?who=Patient").then(async (r) =>
-                    [r.status, r.headers.get("x-valor-host"), await r.text()]);
-                  return Valor.status;
-                }"""
-            )
-            assert status == "booting"  # the request was sent while the runtime booted
-        finally:
-            gate.set()
+    with served(serve(folder)) as server, new_context(browser) as context:
+        hold_boot(context)
+        page = context.new_page()
+        page.goto(server.url + "blank.html")
+        status = page.evaluate(
+            """async () => {
+              await Valor.start();
+              window.answer = fetch("greeter?who=Patient").then(async (r) =>
+                [r.status, r.headers.get("x-valor-host"), await r.text()]);
+              return Valor.status;
+            }"""
+        )
+        assert status == "booting"  # the request was sent while the runtime booted
+        page.evaluate("releaseBoot()")
         answer = page.evaluate("window.answer")
         assert answer == [200, "browser", "Alice says hello Patient!"]
