@@ -142,7 +142,7 @@ async function boot({ base, manifest, version }) {
     pyodideModule.catch(() => {}); // reported when used
     const info = await step("bundle", async () => fetchJSON(file("valor-bundle.json")));
     // Then everything else at once: the snapshot, the runtime wheel, the plug-ins' files.
-    const snapshot = info.snapshot ? fetchBytes(file(info.snapshot.path)) : null;
+    const snapshot = info.snapshot ? fetchBytes(file(info.snapshot.path)).then(inflateSnapshot) : null;
     snapshot?.catch(() => {});
     // A missing wheel or file archive is fatal, with or without a snapshot.
     const fatal = (error) => {
@@ -233,6 +233,25 @@ zipfile.ZipFile("/tmp/valor.whl").extractall(sysconfig.get_paths()["purelib"])
 zipfile.ZipFile("/tmp/plugins.zip").extractall("/valor")
 os.remove("/tmp/valor.whl")
 os.remove("/tmp/plugins.zip")`);
+}
+
+function inflateSnapshot(packed) {
+  // The bundle stores the heap without its pages of zeros (valor/snapshot.py says the layout).
+  const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength);
+  const magic = new TextDecoder().decode(packed.subarray(0, 8));
+  if (magic !== "VALORSN1") throw new Error("not a packed memory snapshot");
+  const [size, page, count] = [8, 12, 16].map((at) => view.getUint32(at, true));
+  const heap = new Uint8Array(size); // zeros
+  let from = 20 + count;
+  for (let index = 0; index < count; index++) {
+    if (!packed[20 + index]) continue;
+    const start = index * page;
+    const length = Math.min(page, size - start);
+    heap.set(packed.subarray(from, from + length), start);
+    from += length;
+  }
+  if (from !== packed.length) throw new Error("the packed memory snapshot is damaged");
+  return heap;
 }
 
 async function fetchBytes(url) {

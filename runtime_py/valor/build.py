@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import snapshot as snapshot_file
 from .errors import ManifestError
 from .manifest import Manifest, PluginSpec, load_manifest
 from .runtime import intercept_prefixes
@@ -323,6 +324,7 @@ def _snapshot(
     Node, or when it fails, warn and leave it out: the browser then boots as without one."""
     script = PACKAGE_DIR / SNAPSHOT_SCRIPT
     digest = hashlib.sha256(PYODIDE_VERSION.encode() + wheel.read_bytes() + script.read_bytes())
+    digest.update(snapshot_file.MAGIC)  # the cache holds it packed
     key = digest.hexdigest()[:16]
     cached = cache_dir / "snapshots" / f"{key}.bin"
     if not cached.exists():
@@ -344,9 +346,10 @@ def _snapshot(
             progress.warn(f"no memory snapshot: node {SNAPSHOT_SCRIPT} failed: {why[-600:]}")
             partial.unlink(missing_ok=True)
             return None
-        with open(partial, "rb") as raw:
-            packed = len(gzip.compress(raw.read(), compresslevel=6))
-        cached.with_suffix(".gzip-size").write_text(str(packed))
+        packed = snapshot_file.pack(partial.read_bytes())
+        partial.write_bytes(packed)
+        gzipped = len(gzip.compress(packed, compresslevel=6))
+        cached.with_suffix(".gzip-size").write_text(str(gzipped))
         partial.rename(cached)
     else:
         notes.append("cached")

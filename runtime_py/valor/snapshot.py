@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import random
+import struct
 import sys
 
 MODULES = (
@@ -76,3 +77,40 @@ def restore(build_key: str, language: str) -> None:
     random.seed()
     reseed_request_ids()
     os.environ["LANG"] = f"{language.replace('-', '_', 1)}.UTF-8" if language else "C.UTF-8"
+
+
+# -- the file the bundle ships ------------------------------------------------------------------
+#
+# Half of the heap is pages of zeros (memory Python has not used yet). The bundle stores only
+# the other pages, so a visit reads half the bytes from the cache (and the network); the worker
+# puts the heap back together (``inflateSnapshot`` in valor-worker.js) before Pyodide restores
+# it. Layout, little-endian: the magic, the heap's size, the page size and the page count (u32
+# each), one byte per page (1: stored, 0: zeros), then the stored pages in order (the last one
+# may be short).
+
+MAGIC = b"VALORSN1"
+PAGE = 64 * 1024
+_HEADER = struct.Struct("<8sIII")
+
+
+def pack(heap: bytes) -> bytes:
+    """The heap without its pages of zeros."""
+    pages = [heap[start : start + PAGE] for start in range(0, len(heap), PAGE)]
+    stored = bytes(page.count(0) != len(page) for page in pages)
+    kept = (page for page, keep in zip(pages, stored, strict=True) if keep)
+    return b"".join([_HEADER.pack(MAGIC, len(heap), PAGE, len(pages)), stored, *kept])
+
+
+def unpack(packed: bytes) -> bytes:
+    """The heap again (what the worker does in JavaScript; for tools and tests)."""
+    magic, size, page, count = _HEADER.unpack_from(packed)
+    if magic != MAGIC:
+        raise ValueError("not a packed memory snapshot")
+    heap = bytearray(size)
+    offset = _HEADER.size + count
+    for index, keep in enumerate(packed[_HEADER.size : _HEADER.size + count]):
+        if keep:
+            end = min((index + 1) * page, size)
+            heap[index * page : end] = packed[offset : offset + end - index * page]
+            offset += end - index * page
+    return bytes(heap)

@@ -28,6 +28,7 @@ from tests.browser.conftest import (
 from tests.browser.test_browser import BROWSER_CASES
 from tests.cases import NOTE_ID, Answer, run_cases
 from tests.servers import MANIFEST, valor_server
+from valor import snapshot as snapshot_file
 from valor.build import build, serve
 from valor.processes import free_port
 from valor.snapshot import BROWSER_ENVIRON, KEPT
@@ -77,10 +78,17 @@ def test_the_shared_table_runs_on_a_runtime_booted_from_the_snapshot(
         assert fetch(page, site.url + "hello").headers["x-valor-host"] == "browser"
 
 
+def _spoil_heap(folder: Path, spoil) -> None:
+    heap = bytearray(snapshot_file.unpack((folder / "snapshot.bin").read_bytes()))
+    spoil(heap)
+    (folder / "snapshot.bin").write_bytes(snapshot_file.pack(bytes(heap)))
+
+
 def _other_pyodide(folder: Path) -> None:
-    data = bytearray((folder / "snapshot.bin").read_bytes())
-    data[16:48] = bytes(32)  # the Pyodide build id the snapshot was made with
-    (folder / "snapshot.bin").write_bytes(bytes(data))
+    def other_build_id(heap: bytearray) -> None:
+        heap[16:48] = bytes(32)  # the Pyodide build id the snapshot was made with
+
+    _spoil_heap(folder, other_build_id)
 
 
 def _other_build(folder: Path) -> None:
@@ -90,8 +98,15 @@ def _other_build(folder: Path) -> None:
 
 
 def _damaged(folder: Path) -> None:
+    def zeroed_header(heap: bytearray) -> None:
+        heap[:64] = bytes(64)
+
+    _spoil_heap(folder, zeroed_header)
+
+
+def _truncated(folder: Path) -> None:
     data = (folder / "snapshot.bin").read_bytes()
-    (folder / "snapshot.bin").write_bytes(b"\0" * 64 + data[64 : len(data) // 2])
+    (folder / "snapshot.bin").write_bytes(data[: len(data) // 2])
 
 
 @pytest.mark.parametrize(
@@ -100,8 +115,9 @@ def _damaged(folder: Path) -> None:
         (_other_pyodide, "Snapshot build id mismatch"),
         (_other_build, "it was made for build"),
         (_damaged, "invalid magic number"),
+        (_truncated, "the packed memory snapshot is damaged"),
     ],
-    ids=["other-pyodide", "other-build", "damaged"],
+    ids=["other-pyodide", "other-build", "damaged", "truncated"],
 )
 def test_a_snapshot_that_does_not_fit_is_skipped_with_a_warning(
     browser: Browser, site: Site, tmp_path: Path, spoil, reason: str
