@@ -6,6 +6,7 @@
 //                           {type: "ping"}                          are you responsive?
 // Messages to the page:     {type: "status", status, ...}          booting | ready | error
 //                           {type: "loaded", plugins, failures, ...} every plug-in loaded or failed
+//                           {type: "snapshot", kept, error}       one made in this browser is kept
 //                           {type: "pong"}
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
 // On the port, from the SW: {type: "request", id, url, method, headers, body}  headers: CRLF lines
@@ -141,8 +142,13 @@ async function boot({ base, manifest, version }) {
     const pyodideModule = import(`${base}pyodide/pyodide.mjs`);
     pyodideModule.catch(() => {}); // reported when used
     const info = await step("bundle", async () => fetchJSON(file("valor-bundle.json")));
-    // Then everything else at once: the snapshot, the runtime wheel, the plug-ins' files.
-    const snapshot = info.snapshot ? fetchBytes(file(info.snapshot.path)).then(inflateSnapshot) : null;
+    // Then everything else at once: the snapshot, the runtime wheel, the plug-ins' files. The
+    // snapshot is the bundle's, or for a bundle built without Node one this browser made after
+    // an earlier boot (kept with the build's files).
+    const kept = keptSnapshot(base, version);
+    const made = info.snapshot ? null : info.snapshot_in_browser ? await kept.find() : null;
+    const source = info.snapshot ?? (made && { path: "the one made in this browser", key: kept.key });
+    const snapshot = info.snapshot ? fetchBytes(file(info.snapshot.path)) : made && Promise.resolve(made);
     snapshot?.catch(() => {});
     // A missing wheel or file archive is fatal, with or without a snapshot.
     const fatal = (error) => {
@@ -159,20 +165,23 @@ async function boot({ base, manifest, version }) {
     if (snapshot) {
       try {
         pyodide = await step("pyodide", async () => {
-          const booted = await loadPyodide({ indexURL, _loadSnapshot: snapshot });
+          const booted = await loadPyodide({ indexURL, _loadSnapshot: snapshot.then(inflateSnapshot) });
           await step("runtime", () => unpack(booted));
-          booted.pyimport("valor.snapshot").restore(info.snapshot.key, navigator.language ?? "");
+          booted.pyimport("valor.snapshot").restore(source.key, navigator.language ?? "");
           return booted;
         });
       } catch (error) {
         if (error.fatal) throw error;
         // Made for another Pyodide or build, or damaged: boot as without one.
-        const warning = `the memory snapshot ${info.snapshot.path} was skipped (${summary(error)}): booted without it`;
+        const warning = `the memory snapshot ${source.path} was skipped (${summary(error)}): booted without it`;
         console.warn(`valor: ${warning}`);
         warnings.push(warning);
+        if (made) await kept.drop(); // made again below
       }
+    } else if (info.snapshot_in_browser) {
+      warnings.push("this bundle has no memory snapshot (built without Node): booted without it; this browser makes one for its next boots");
     } else {
-      warnings.push("this bundle has no memory snapshot (built with --no-snapshot, or without Node): booted without it");
+      warnings.push("this bundle has no memory snapshot (built with --no-snapshot): booted without it");
     }
     if (!pyodide) {
       pyodide = await step("pyodide", () => loadPyodide({ indexURL }));
@@ -207,6 +216,7 @@ async function boot({ base, manifest, version }) {
     later.destroy();
     steps.plugins = Math.round(performance.now() - loading);
     self.postMessage({ type: "loaded", ...loaded, steps });
+    if (info.snapshot_in_browser && !fromSnapshot) kept.make(info.runtime_wheel);
   } catch (error) {
     console.error("valor: the runtime failed to boot", error);
     bootFailure = `the browser runtime failed to boot: ${error?.message ?? error}`;
@@ -233,6 +243,34 @@ zipfile.ZipFile("/tmp/valor.whl").extractall(sysconfig.get_paths()["purelib"])
 zipfile.ZipFile("/tmp/plugins.zip").extractall("/valor")
 os.remove("/tmp/valor.whl")
 os.remove("/tmp/plugins.zip")`);
+}
+
+function keptSnapshot(base, version) {
+  // A snapshot this browser made, kept in the service worker's cache of this build's files
+  // (valor-sw.js names it), so a new build's activation deletes it with the rest.
+  const cacheName = `valor-files:${base}:${version}`;
+  const url = new URL(`${base}__valor_snapshot__`, location.origin).href;
+  const key = `browser:${version}`;
+  return {
+    key,
+    async find() {
+      const cached = await (await caches.open(cacheName)).match(url);
+      return cached ? new Uint8Array(await cached.arrayBuffer()) : null;
+    },
+    async drop() {
+      await (await caches.open(cacheName)).delete(url);
+    },
+    make(runtimeWheel) {
+      // In a worker of its own, after this runtime is ready: see valor-snapshot.js.
+      const maker = new Worker(`${base}valor-snapshot.js?v=${version}`, { type: "module" });
+      maker.onmessage = ({ data }) => {
+        maker.terminate();
+        if (data.type === "failed") console.warn(`valor: making the memory snapshot failed: ${data.error}`);
+        self.postMessage({ type: "snapshot", kept: data.type === "kept", error: data.error });
+      };
+      maker.postMessage({ base, version, key, runtimeWheel, cacheName, url });
+    },
+  };
 }
 
 function inflateSnapshot(packed) {

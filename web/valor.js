@@ -214,6 +214,10 @@ class ValorRuntime extends EventTarget {
       for (const type of ["loaded", "status"]) {
         this.dispatchEvent(new CustomEvent(type, { detail: this.detail }));
       }
+    } else if (message.type === "snapshot") {
+      // A bundle built without Node: this browser made its memory snapshot, for the next boots.
+      this.detail = { ...this.detail, snapshotKept: message.kept, snapshotError: message.error };
+      this.dispatchEvent(new CustomEvent("status", { detail: this.detail }));
     } else if (message.type === "prefixes") {
       this.prefixes = message.prefixes; // the worker told the service worker already
       this.dispatchEvent(new CustomEvent("prefixes", { detail: message.prefixes }));

@@ -84,6 +84,8 @@ class Bundle:
     assets: list[str] = field(default_factory=list)
     snapshot: dict[str, Any] | None = None
     """``{path, key, bytes, gzip_bytes}`` of the memory snapshot, or ``None`` without one."""
+    snapshot_in_browser: bool = False
+    """No snapshot could be made here (no Node): the browser makes one after its first boot."""
     fallback: str | None = None
     prefixes: list[str] = field(default_factory=list)
     """What the service worker intercepts from the start: the manifest's mounts and built-ins."""
@@ -246,6 +248,7 @@ def build(
         with progress.step("Making the memory snapshot with Node") as notes:
             if snapshot:
                 bundle.snapshot = _snapshot(cache_dir, pyodide_dir, wheel, staging, progress, notes)
+                bundle.snapshot_in_browser = bundle.snapshot is None
                 if bundle.snapshot:
                     size, packed = bundle.snapshot["bytes"], bundle.snapshot["gzip_bytes"]
                     notes.append(f"{size / 1e6:.1f} MB, {packed / 1e6:.1f} MB gzipped")
@@ -330,7 +333,10 @@ def _snapshot(
     if not cached.exists():
         node = shutil.which("node")
         if node is None:
-            progress.warn("Node.js is not installed: no memory snapshot, the browser boots slower")
+            progress.warn(
+                "Node.js is not installed: no memory snapshot in the bundle; each browser makes"
+                " one after its first boot (which is slower)"
+            )
             return None
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".partial")
@@ -343,7 +349,10 @@ def _snapshot(
             result = None
         if result is None or result.returncode != 0:
             why = "timed out" if result is None else (result.stderr or result.stdout).strip()
-            progress.warn(f"no memory snapshot: node {SNAPSHOT_SCRIPT} failed: {why[-600:]}")
+            progress.warn(
+                f"no memory snapshot in the bundle (each browser makes one after its first"
+                f" boot): node {SNAPSHOT_SCRIPT} failed: {why[-600:]}"
+            )
             partial.unlink(missing_ok=True)
             return None
         packed = snapshot_file.pack(partial.read_bytes())
@@ -551,6 +560,7 @@ def _write_site(staging: Path, bundle: Bundle) -> None:
         "requirement_wheels": bundle.requirement_wheels,
         "assets": bundle.assets,
         "snapshot": bundle.snapshot,
+        "snapshot_in_browser": bundle.snapshot_in_browser,
         "fallback": bundle.fallback,
         "prefixes": bundle.prefixes,
     }

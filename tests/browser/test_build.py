@@ -66,6 +66,7 @@ def test_no_snapshot_leaves_it_out(tmp_path: Path) -> None:
     build(MANIFEST, tmp_path / "d", snapshot=False, quiet=True)
     info = json.loads((tmp_path / "d" / "valor-bundle.json").read_text())
     assert info["snapshot"] is None and not (tmp_path / "d" / "snapshot.bin").exists()
+    assert info["snapshot_in_browser"] is False  # left out on purpose: none in the browser either
 
 
 def script_copy(tmp_path: Path, extra: str) -> Path:
@@ -76,7 +77,7 @@ def script_copy(tmp_path: Path, extra: str) -> Path:
     return script
 
 
-def test_without_node_the_build_warns_and_leaves_the_snapshot_out(
+def test_without_node_the_build_warns_and_leaves_the_snapshot_to_the_browser(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     monkeypatch.setattr(build_module, "SNAPSHOT_SCRIPT", script_copy(tmp_path, "// no node\n"))
@@ -84,7 +85,10 @@ def test_without_node_the_build_warns_and_leaves_the_snapshot_out(
     monkeypatch.setattr(build_module.shutil, "which", lambda n: None if n == "node" else which(n))
     bundle = build(MANIFEST, tmp_path / "d")
     assert bundle.snapshot is None and not (tmp_path / "d" / "snapshot.bin").exists()
-    assert "warning: Node.js is not installed: no memory snapshot" in capsys.readouterr().out
+    assert bundle.snapshot_in_browser is True
+    output = capsys.readouterr().out
+    assert "warning: Node.js is not installed: no memory snapshot in the bundle" in output
+    assert "each browser makes one after its first boot" in output
 
 
 def test_a_failing_snapshot_script_is_a_warning(
@@ -93,9 +97,10 @@ def test_a_failing_snapshot_script_is_a_warning(
     broken = script_copy(tmp_path, 'throw new Error("cannot snapshot here");\n')
     monkeypatch.setattr(build_module, "SNAPSHOT_SCRIPT", broken)
     bundle = build(MANIFEST, tmp_path / "d")
-    assert bundle.snapshot is None
+    assert bundle.snapshot is None and bundle.snapshot_in_browser is True
     output = capsys.readouterr().out
-    assert "warning: no memory snapshot: node" in output and "cannot snapshot here" in output
+    assert "warning: no memory snapshot in the bundle" in output
+    assert "cannot snapshot here" in output
 
 
 def test_fallback_is_stamped_into_the_page_and_the_service_worker(tmp_path: Path) -> None:

@@ -26,8 +26,10 @@ from tests.browser.conftest import (
     start_page,
 )
 from tests.browser.test_browser import BROWSER_CASES
+from tests.browser.test_build import script_copy
 from tests.cases import NOTE_ID, Answer, run_cases
 from tests.servers import MANIFEST, valor_server
+from valor import build as build_module
 from valor import snapshot as snapshot_file
 from valor.build import build, serve
 from valor.processes import free_port
@@ -179,6 +181,33 @@ def test_after_one_visit_the_site_boots_and_answers_offline(
         assert detail["status"] == "ready" and detail["snapshot"] is True
         run_cases(browser_send(page, Site(server.url, "/", folder)), BROWSER_CASES)
         assert fetch(page, server.url + "valor-bundle.json").status == 200  # from the cache
+
+
+def test_a_bundle_built_without_node_boots_from_a_snapshot_this_browser_made(
+    browser: Browser, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A machine without Node: its own copy of the script, so no cached snapshot is taken.
+    monkeypatch.setattr(build_module, "SNAPSHOT_SCRIPT", script_copy(tmp_path, "// no node\n"))
+    which = build_module.shutil.which
+    monkeypatch.setattr(build_module.shutil, "which", lambda n: None if n == "node" else which(n))
+    folder = tmp_path / "dist"
+    bundle = build(MANIFEST, folder, quiet=True)
+    assert bundle.snapshot is None and bundle.snapshot_in_browser
+    (folder / "blank.html").write_text(BLANK_PAGE)
+    with served(serve(folder)) as server, new_context(browser) as context:
+        page = start_page(context, server.url)
+        detail = page.evaluate("Valor.detail")
+        assert detail["snapshot"] is False
+        assert "this browser makes one for its next boots" in detail["warnings"][0]
+        page.wait_for_function("Valor.detail.snapshotKept === true", timeout=BOOT)
+        page.reload()
+        detail = page.evaluate(START, {})
+        assert detail["snapshot"] is True and detail["warnings"] == []
+        # The Pyodide that made it never serves: this one answers every kind (js, wasm, WASI).
+        run_cases(browser_send(page, Site(server.url, "/", folder)), BROWSER_CASES)
+        for kind in ("hello-js", "hello-wasm", "hello-wasi", "hello-rust"):
+            answer = fetch(page, server.url + kind)
+            assert (answer.status, answer.body) == (200, b"Hello Plugin!"), kind
 
 
 def test_a_new_build_replaces_the_old_cache(browser: Browser, tmp_path: Path) -> None:
