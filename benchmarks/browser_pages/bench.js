@@ -113,7 +113,8 @@ async function main() {
     if (detail) {
       // With a fallback, the runtime keeps booting after the first answer: wait for its figures.
       const { Valor } = await import("./valor.js");
-      if (Valor.status === "booting") await new Promise((r) => Valor.addEventListener("ready", r, { once: true }));
+      // Its plug-ins finish loading after the runtime is ready: the steps are complete then.
+      await Valor.loaded();
       result.bootMs = Valor.detail.bootMs;
       result.steps = Valor.detail.steps;
       result.snapshot = Valor.detail.snapshot;
