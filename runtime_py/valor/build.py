@@ -419,7 +419,8 @@ def _runtime_wheel(folder: Path) -> Path:
     record = [f"{name},sha256={_digest(data)},{len(data)}" for name, data in entries]
     record.append(f"{info}/RECORD,,")
     entries.append((f"{info}/RECORD", ("\n".join(record) + "\n").encode()))
-    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+    # Stored, not compressed: the worker copies the files out in JavaScript (valor-worker.js).
+    with zipfile.ZipFile(wheel, "w") as archive:
         for name, data in entries:
             archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
     return wheel
@@ -523,11 +524,11 @@ def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> 
 
 
 def _archive(folder: Path, files: list[str], target: Path) -> None:
-    """``files`` (paths below ``folder``) in a zip archive, byte-identical for identical files."""
+    """``files`` (paths below ``folder``) in a zip archive, byte-identical for identical files.
+    Stored, not compressed, as the runtime wheel: the worker copies them out in JavaScript."""
     with zipfile.ZipFile(target, "w") as archive:
         for name in files:
             entry = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            entry.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(entry, (folder / name).read_bytes())
 
 

@@ -44,10 +44,13 @@ def test_bundle_contents(tmp_path: Path) -> None:
     assert wheels[0].startswith("valor-") and wheels[0].endswith("-py3-none-any.whl")
     assert [w.split("-")[0] for w in wheels[1:]] == ["micropip", "packaging"]
     assert all((out / w).is_file() for w in [info["runtime_wheel"], *info["installer_wheels"]])
+    with zipfile.ZipFile(out / info["runtime_wheel"]) as wheel:  # the worker copies it out
+        assert {entry.compress_type for entry in wheel.infolist()} == {zipfile.ZIP_STORED}
     assert "plugins/plugins.json" in info["files"] and "plugins/hello.py" in info["files"]
     # The runtime worker takes the plug-ins' files from one archive, kept offline instead.
     with zipfile.ZipFile(out / info["files_archive"]) as archive:
         assert archive.namelist() == info["files"]
+        assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_STORED}
         assert archive.read("plugins/hello.py") == (out / "plugins" / "hello.py").read_bytes()
     # The page and the service worker carry the same build stamp.
     for name in ("valor.js", "valor-sw.js"):
