@@ -61,8 +61,10 @@ class BrowserHost:
     def describe(self) -> dict[str, Any]:
         """The state the page shows: mounted plug-ins, load failures, prefixes, and whether
         plug-ins are still loading."""
-        done = self.loading.done() and not self.loading.cancelled()
-        failures = self.loading.result() if done and not self.loading.exception() else []
+        failures: list[Any] = []
+        if self.loading.done():
+            failed = None if self.loading.cancelled() else self.loading.exception()
+            failures = [failed] if failed is not None else self.loading.result()
         return {
             "plugins": [spec.describe() for spec in self.runtime.plugins],
             "failures": [str(failure) for failure in failures],
