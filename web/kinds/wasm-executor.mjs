@@ -14,9 +14,8 @@
 //            memory's size in bytes after the step
 //      {type: "call", id, argv, env, stdin}   (wasi)  -> {id, stdout, stderr, code} | {id, error, trap}
 
-import { ConsoleStdout, File, OpenFile, WASI } from "./wasi-shim/index.js";
-
 let mode = null;
+let shim = null; // the WASI shim's module, imported for WASI plug-ins only
 let module = null;
 let instance = null; // wasm kind: the one Python started, until a step fails
 
@@ -24,6 +23,8 @@ self.onmessage = async ({ data }) => {
   if (data.type === "load") {
     try {
       mode = data.mode;
+      // Only a WASI plug-in needs the shim: its eight modules would slow every wasm one's start.
+      if (mode === "wasi") shim = await import("./wasi-shim/index.js");
       module = await WebAssembly.compile(data.bytes);
       const imports = WebAssembly.Module.imports(module).map((i) => `${i.module}.${i.name}`);
       const exports = Object.fromEntries(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
@@ -73,12 +74,12 @@ function runWasi({ argv, env, stdin }) {
   const stdout = [];
   const stderr = [];
   const fds = [
-    new OpenFile(new File(stdin || new Uint8Array(0), { readonly: true })),
-    new ConsoleStdout((bytes) => stdout.push(bytes)),
-    new ConsoleStdout((bytes) => stderr.push(bytes)),
+    new shim.OpenFile(new shim.File(stdin || new Uint8Array(0), { readonly: true })),
+    new shim.ConsoleStdout((bytes) => stdout.push(bytes)),
+    new shim.ConsoleStdout((bytes) => stderr.push(bytes)),
   ];
   const environ = Object.entries(env).map(([name, value]) => `${name}=${value}`);
-  const wasi = new WASI(argv, environ, fds, { debug: false });
+  const wasi = new shim.WASI(argv, environ, fds, { debug: false });
   const run = new WebAssembly.Instance(module, { wasi_snapshot_preview1: wasi.wasiImport });
   const code = wasi.start(run); // the exit code; a trap throws
   return { stdout: joined(stdout), stderr: new TextDecoder().decode(joined(stderr)), code };
