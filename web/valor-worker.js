@@ -124,9 +124,7 @@ function setStatus(next, extra = {}) {
 }
 
 async function boot({ base, manifest, version }) {
-  // The service worker answers `?v=VERSION` from that build's cache, so one boot never mixes
-  // files of two builds.
-  const file = (path) => `${base}${path}?v=${version}`;
+  const bundle = buildFiles(base, version);
   const started = performance.now();
   const steps = {};
   const warnings = [];
@@ -141,22 +139,22 @@ async function boot({ base, manifest, version }) {
     // and lock file), and none of it waits for the bundle's list.
     const pyodideModule = import(`${base}pyodide/pyodide.mjs`);
     pyodideModule.catch(() => {}); // reported when used
-    const info = await step("bundle", async () => fetchJSON(file("valor-bundle.json")));
+    const info = JSON.parse(new TextDecoder().decode(await step("bundle", () => bundle.read("valor-bundle.json"))));
     // Then everything else at once: the snapshot, the runtime wheel, the plug-ins' files. The
     // snapshot is the bundle's, or for a bundle built without Node one this browser made after
     // an earlier boot (kept with the build's files).
-    const kept = keptSnapshot(base, version);
+    const kept = keptSnapshot(bundle);
     const made = info.snapshot ? null : info.snapshot_in_browser ? await kept.find() : null;
     const source = info.snapshot ?? (made && { path: "the one made in this browser", key: kept.key });
-    const snapshot = info.snapshot ? fetchBytes(file(info.snapshot.path)) : made && Promise.resolve(made);
+    const snapshot = info.snapshot ? bundle.read(info.snapshot.path) : made && Promise.resolve(made);
     snapshot?.catch(() => {});
     // A missing wheel or file archive is fatal, with or without a snapshot.
     const fatal = (error) => {
       throw Object.assign(error, { fatal: true });
     };
-    const wheel = fetchBytes(file(info.runtime_wheel)).catch(fatal);
+    const wheel = bundle.read(info.runtime_wheel).catch(fatal);
     wheel.catch(() => {});
-    const files = step("files", () => fetchBytes(file(info.files_archive))).catch(fatal);
+    const files = step("files", () => bundle.read(info.files_archive)).catch(fatal);
     files.catch(() => {});
     const { loadPyodide } = await pyodideModule;
     const indexURL = `${base}pyodide/`;
@@ -165,7 +163,9 @@ async function boot({ base, manifest, version }) {
     if (snapshot) {
       try {
         pyodide = await step("pyodide", async () => {
-          const booted = await loadPyodide({ indexURL, _loadSnapshot: snapshot.then(inflateSnapshot) });
+          const booted = await bundle.serving(`${base}pyodide/`, () =>
+            loadPyodide({ indexURL, _loadSnapshot: snapshot.then(inflateSnapshot) }),
+          );
           await step("runtime", () => unpack(booted));
           booted.pyimport("valor.snapshot").restore(source.key, navigator.language ?? "");
           return booted;
@@ -184,7 +184,7 @@ async function boot({ base, manifest, version }) {
       warnings.push("this bundle has no memory snapshot (built with --no-snapshot): booted without it");
     }
     if (!pyodide) {
-      pyodide = await step("pyodide", () => loadPyodide({ indexURL }));
+      pyodide = await step("pyodide", () => bundle.serving(`${base}pyodide/`, () => loadPyodide({ indexURL })));
       await step("runtime", () => unpack(pyodide));
     }
     const browser = pyodide.pyimport("valor.browser");
@@ -265,17 +265,53 @@ function unzip(archive, folder, FS) {
   }
 }
 
-function keptSnapshot(base, version) {
-  // A snapshot this browser made, kept in the service worker's cache of this build's files
-  // (valor-sw.js names it), so a new build's activation deletes it with the rest.
+function buildFiles(base, version) {
+  // This build's files, read straight from the service worker's cache of them (valor-sw.js
+  // names it): several times faster than through the service worker (16 MB: 30 ms instead of
+  // 90 here). Fetched when not there yet (a first visit), with `?v=VERSION`, which the service
+  // worker answers from that build's cache, so one boot never mixes files of two builds.
   const cacheName = `valor-files:${base}:${version}`;
+  return {
+    base,
+    version,
+    cacheName,
+    async read(path) {
+      const url = `${base}${path}`;
+      let response = await caches.match(url, { cacheName });
+      if (!response) {
+        response = await fetch(`${url}?v=${version}`, { cache: "no-cache" });
+        if (!response.ok) throw new Error(`${url}?v=${version} answered ${response.status}`);
+      }
+      return new Uint8Array(await (await response.blob()).arrayBuffer());
+    },
+    async serving(prefix, work) {
+      // Pyodide fetches its wasm, standard library and lock file itself: while `work` runs,
+      // this worker's fetch() answers those under `prefix` from the cache directly as well.
+      const fetchFromNetwork = self.fetch;
+      self.fetch = async (resource, options) => {
+        const url = new URL(resource instanceof Request ? resource.url : String(resource), location.href);
+        const cached = url.pathname.startsWith(prefix) && (await caches.match(url.pathname, { cacheName }));
+        return cached || fetchFromNetwork(resource, options);
+      };
+      try {
+        return await work();
+      } finally {
+        self.fetch = fetchFromNetwork;
+      }
+    },
+  };
+}
+
+function keptSnapshot({ base, version, cacheName }) {
+  // A snapshot this browser made, kept with this build's files, so a new build's activation
+  // deletes it with the rest.
   const url = new URL(`${base}__valor_snapshot__`, location.origin).href;
   const key = `browser:${version}`;
   return {
     key,
     async find() {
-      const cached = await (await caches.open(cacheName)).match(url);
-      return cached ? new Uint8Array(await cached.arrayBuffer()) : null;
+      const cached = await caches.match(url, { cacheName });
+      return cached ? new Uint8Array(await (await cached.blob()).arrayBuffer()) : null;
     },
     async drop() {
       await (await caches.open(cacheName)).delete(url);
@@ -310,18 +346,6 @@ function inflateSnapshot(packed) {
   }
   if (from !== packed.length) throw new Error("the packed memory snapshot is damaged");
   return heap;
-}
-
-async function fetchBytes(url) {
-  const response = await fetch(url, { cache: "no-cache" });
-  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
-  return new Uint8Array(await response.arrayBuffer());
-}
-
-async function fetchJSON(url) {
-  const response = await fetch(url, { cache: "no-cache" });
-  if (!response.ok) throw new Error(`${url} answered ${response.status}`);
-  return response.json();
 }
 
 async function loadWheels(pyodide, urls) {
