@@ -539,11 +539,11 @@ def _write_site(staging: Path, bundle: Bundle) -> None:
             _copy(path, staging / path.relative_to(source))
     for name, source in KIND_FILES.items():
         _copy(PACKAGE_DIR / source, staging / name)
-    # Every file written, but the plug-ins' own (the runtime has them from their archive): the
-    # service worker keeps them all.
-    written = (p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
-    archived = set(bundle.files)
-    bundle.assets = sorted(name for name in written if name not in archived)
+    # Every file written, build/ outputs of plug-ins included: the service worker keeps them all
+    # (the plug-ins' files too: the runtime worker takes them from plugins.zip, but a js
+    # plug-in's workers import its script by URL).
+    written = (p for p in staging.rglob("*") if p.is_file())
+    bundle.assets = sorted(p.relative_to(staging).as_posix() for p in written)
     bundle.assets.append("valor-bundle.json")
     digest = hashlib.sha256()
     for name in bundle.assets[:-1]:

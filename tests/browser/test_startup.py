@@ -4,6 +4,7 @@ the server fallback (a real ``valor serve``) answering while the tab's runtime b
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -34,6 +35,7 @@ from valor import snapshot as snapshot_file
 from valor.build import build, serve
 from valor.processes import free_port
 from valor.snapshot import BROWSER_ENVIRON, KEPT
+from valor.static import StaticServer
 
 pytestmark = pytest.mark.browser
 PROBE = """import os, random, sys
@@ -180,7 +182,50 @@ def test_after_one_visit_the_site_boots_and_answers_offline(
         detail = page.evaluate(START, {})
         assert detail["status"] == "ready" and detail["snapshot"] is True
         run_cases(browser_send(page, Site(server.url, "/", folder)), BROWSER_CASES)
+        for kind in ("hello-js", "hello-wasm", "hello-wasi", "hello-rust"):
+            answer = fetch(page, server.url + kind)
+            assert (answer.status, answer.body) == (200, b"Hello Plugin!"), kind
         assert fetch(page, server.url + "valor-bundle.json").status == 200  # from the cache
+
+
+class RecordingServer(StaticServer):
+    """A static host that notes the path of every request it answers."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder, "/")
+        self.paths: list[str] = []
+        handler = self.RequestHandlerClass
+        assert isinstance(handler, functools.partial)
+        paths = self.paths
+
+        def do_get(request) -> None:
+            paths.append(request.path)
+            handler.func.do_GET(request)
+
+        recording = type("RecordingHandler", (handler.func,), {"do_GET": do_get})
+        self.RequestHandlerClass = functools.partial(recording, **handler.keywords)
+
+
+def test_a_repeat_visit_asks_the_static_host_for_one_small_file(
+    browser: Browser, site: Site, tmp_path: Path
+) -> None:
+    # After one visit everything comes from the service worker's cache; each navigation asks
+    # only whether this build is still the one served (valor-bundle.json).
+    folder = tmp_path / "dist"
+    shutil.copytree(site.folder, folder)
+    with served(RecordingServer(folder)) as server, new_context(browser) as context:
+        page = context.new_page()
+        page.goto(server.url)  # the demo page
+        page.evaluate(START, {})
+        page.evaluate("Valor.loaded()")
+        server.paths.clear()
+        page.reload()
+        page.evaluate(START, {})
+        assert fetch(page, server.url + "hello").body == b"Hello Plugin!"
+        page.evaluate("Valor.loaded()")
+        # Beside the page, the browser checks the service worker's script for updates itself.
+        asked = [path for path in server.paths if not path.startswith("/valor-sw.js?")]
+        assert asked == ["/valor-bundle.json"]
 
 
 def test_a_bundle_built_without_node_boots_from_a_snapshot_this_browser_made(
