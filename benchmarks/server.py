@@ -102,7 +102,12 @@ for kind, kind_path in KIND_PATHS.items():
 DEFAULT_TARGETS = ["starlette", "starlette+access-log", "valor", "valor+access-log"]
 # The FastAPI example bare under uvicorn, and the same app as an asgi plug-in.
 TARGETS["fastapi"] = (["shop:app", "--app-dir", "plugins", "--no-access-log"], {}, "/")
-TARGETS["valor:fastapi"] = (TARGETS["valor"][0], TARGETS["valor"][1], "/shop")
+ASGI_MANIFEST = str(ROOT / "plugins" / "asgi.json")
+TARGETS["valor:fastapi"] = (
+    TARGETS["valor"][0],
+    {**TARGETS["valor"][1], "VALOR_MANIFEST": ASGI_MANIFEST},
+    "/shop",
+)
 
 
 def start(

@@ -91,14 +91,29 @@ class AsgiPlugin:
     def _finished(self, task: asyncio.Future[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("plug-in %r failed after its answer: %s", self.name, _describe(exc))
+            self.failed_after_answer(task.exception())
+
+    def failed_after_answer(self, exc: BaseException) -> None:
+        log.error("plug-in %r failed after its answer: %s", self.name, _describe(exc))
 
     def _scope(self, message: RequestMessage) -> Message:
         scheme, host, path, query = _split(message["url"])
+        return self.scope(message["method"], scheme, host, path, query, message["headers"])
+
+    def scope(
+        self,
+        method: str,
+        scheme: str,
+        host: str,
+        path: str,
+        query: str,
+        wire_headers: list[list[str]],
+    ) -> Message:
+        """The HTTP scope of a request the runtime forwards: ``path`` below the prefix (sent
+        in ``x-forwarded-prefix``), as sent."""
         prefix = ""
         headers = []
-        for name, value in message["headers"]:
+        for name, value in wire_headers:
             if name == "x-forwarded-prefix":
                 prefix = value
             headers.append((name.encode("latin-1"), value.encode("latin-1")))
@@ -107,7 +122,7 @@ class AsgiPlugin:
             "type": "http",
             "asgi": ASGI,
             "http_version": "1.1",
-            "method": message["method"],
+            "method": method,
             "scheme": scheme,
             # path includes root_path, as the ASGI spec and Starlette's routing expect.
             "path": unquote(raw_path) if "%" in raw_path else raw_path,
