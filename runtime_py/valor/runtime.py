@@ -366,8 +366,12 @@ class Runtime:
         forwarded = _fetch_order(headers, drop="x-forwarded-prefix")
         if not request_id:
             forwarded.append(["x-request-id", correlation_id])
-        forwarded.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
+        forwarded.append(["x-forwarded-prefix", self.forwarded_prefix(spec)])
         return forwarded
+
+    def forwarded_prefix(self, spec: PluginSpec) -> str:
+        """The path a plug-in is mounted at, as its requests' x-forwarded-prefix gives it."""
+        return self.root_path + spec.prefix.rstrip("/")
 
     def failure_answer(
         self, spec: PluginSpec, exc: BaseException, expired: bool

@@ -109,12 +109,11 @@ class ValorApp:
         if not self._loaded:
             await self.startup()
         passthrough = self._passthrough
-        if (
-            passthrough is not None
-            and passthrough.active
-            and await passthrough(scope, receive, send)
-        ):
-            return
+        if passthrough is not None and passthrough.active:
+            call = passthrough.call(scope, receive, send)
+            if call is not None:
+                await call.run()
+                return
         # The request path, inline: each coroutine call costs more than most of its steps.
         runtime = self.runtime
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
