@@ -43,8 +43,8 @@ from .server import (
     _disconnect,
     _has_body,
     _host,
+    _response_events,
     _target_path,
-    send_answer,
 )
 from .streaming import Stream, broken_error, idle_error, streamed
 from .wire import _TOKEN, _TRIMMED_VALUE, _VALUE, NO_BODY, WireError, http_answer, response_message
@@ -310,7 +310,7 @@ class _Call:
             else:
                 stream = more
             if not self.head and status not in (204, 304) and not stream:
-                headers.append((b"content-length", str(len(part)).encode()))
+                headers.append((b"content-length", b"%d" % len(part)))
             send = self.server_send
             self.state = STREAMING if stream else COMPLETE
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -396,7 +396,9 @@ class _Call:
         mount = self.route.mount
         self.passthrough.runtime.finish(message, response, correlation_id, mount, self.started)
         self.state = COMPLETE
-        await send_answer(response, self.head, unread, self.server_send, self.server_receive)
+        start, body = _response_events(response, self.head, unread)  # bytes: an error's JSON
+        await self.server_send(start)
+        await self.server_send(body)
 
     def _stop_deadline(self) -> bool:
         """Stop the first part's deadline, if it runs; whether it had passed."""

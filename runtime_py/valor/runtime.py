@@ -210,13 +210,13 @@ class Runtime:
         mount: Mount | None = None
         body = message.get("body") or None  # an empty body is no body, in both hosts
 
-        if self._outside(full_path, path):
+        if (self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/":
             response = error_message(404, f"no plug-in is mounted at {full_path!r}")
         elif body is not None and len(body) > self.max_body_size:
             response = self.too_large()
         elif path == "/_health":
             response = _json(200, {"status": "ok", "plugins": len(self._mounts)})
-        elif _is_registry(path):
+        elif path == "/_plugins" or path.startswith("/_plugins/"):
             response = await self._registry(message, path, read_body)
         else:
             mount = self._route(path)
@@ -259,13 +259,13 @@ class Runtime:
         built-in, nothing mounted there). For a host that passes some requests straight on."""
         raw_path = full_path[len(self.root_path) :] or "/"
         path = _decoded(raw_path)
-        if self._outside(full_path, path) or path == "/_health" or _is_registry(path):
+        # What handle() answers before routing: outside the root path, the built-ins.
+        if (self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/":
+            return None
+        if path == "/_health" or path == "/_plugins" or path.startswith("/_plugins/"):
             return None
         mount = self._route(path)
         return None if mount is None else (mount, raw_path, path)
-
-    def _outside(self, full_path: str, path: str) -> bool:
-        return bool(self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/"
 
     def too_large(self) -> ResponseMessage:
         """The 413 answer, also for a host that stops reading a body past the limit."""
@@ -520,10 +520,6 @@ def log_access(
     access_log.info(
         "%s %d %s %s %.1fms %s", plugin, status, method, _printable(path), elapsed, correlation_id
     )
-
-
-def _is_registry(path: str) -> bool:
-    return path == "/_plugins" or path.startswith("/_plugins/")
 
 
 def _split_url(url: str) -> tuple[str, str, str]:

@@ -140,7 +140,12 @@ class ValorApp:
         else:
             response = await runtime.handle(message, reader)
             unread = reader is not None and not reader.complete
-        await send_answer(response, head, unread, send, receive)
+        start, body = _response_events(response, head, unread)
+        await send(start)
+        if type(response["body"]) is bytes:
+            await send(body)
+        else:
+            await _send_parts(response["body"], send, receive)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -353,8 +358,11 @@ def _asgi_name(name: str) -> bytes | None:
     return encoded
 
 
-def _response_events(response: dict[str, Any], head: bool = False) -> tuple[Message, Message]:
-    """The ASGI ``http.response.start`` and ``http.response.body`` events of an answer."""
+def _response_events(
+    response: dict[str, Any], head: bool = False, unread: bool = False
+) -> tuple[Message, Message]:
+    """The ASGI ``http.response.start`` and ``http.response.body`` events of an answer;
+    ``unread``: the request's body was not read to its end, so the connection closes."""
     body = response["body"]
     headers = []
     for name, value in response["headers"]:
@@ -366,25 +374,12 @@ def _response_events(response: dict[str, Any], head: bool = False) -> tuple[Mess
     # A stream's length is not known: the server sends it chunked.
     if not head and response["status"] not in (204, 304) and type(body) is bytes:
         headers.append((b"content-length", str(len(body)).encode()))
+    if unread:  # reading a body nobody wants costs more than a new connection
+        headers.append((b"connection", b"close"))
     return (
         {"type": "http.response.start", "status": response["status"], "headers": headers},
         {"type": "http.response.body", "body": body},
     )
-
-
-async def send_answer(
-    response: dict[str, Any], head: bool, unread: bool, send: Send, receive: Receive
-) -> None:
-    """Send a wire answer as ASGI events; ``unread``: the request's body was not read to its
-    end, so the connection closes after it."""
-    start, body = _response_events(response, head)
-    if unread:  # reading a body nobody wants costs more than a new connection
-        start["headers"].append((b"connection", b"close"))
-    await send(start)
-    if type(response["body"]) is bytes:
-        await send(body)
-    else:
-        await _send_parts(response["body"], send, receive)
 
 
 async def _send_parts(stream: Stream, send: Send, receive: Receive) -> None:
