@@ -2,11 +2,12 @@
 
 The server speaks ASGI already, so an ``asgi`` plug-in needs no wire message in between. The
 runtime routes the request (``Runtime.plugin_at``); the app runs in the server's own task for
-the request, with the scope, headers and body the message path gives it (``AsgiPlugin.scope``),
-under the same limits, and its answer gets the same checks, headers and error answers: the
-plug-in's ``timeout`` for its first part and between parts, 500 with an error id for an app
-that fails before answering, a logged ``StreamError`` (a broken answer) after. The browser
-host has no ASGI server and keeps the message path; both hosts answer alike.
+the request, with the scope, headers and body the message path gives it
+(``AsgiPlugin.http_scope``), under the same limits, and its answer gets the same checks,
+headers and error answers: the plug-in's ``timeout`` for its first part (the runtime's
+deadline, watchdog included) and between parts, 500 with an error id for an app that fails
+before answering, a logged ``StreamError`` (a broken answer) after. The browser host has no
+ASGI server and keeps the message path; both hosts answer alike.
 """
 
 from __future__ import annotations
