@@ -12,8 +12,11 @@ second, median latency and the ratios (target: >= 0.95).
     python benchmarks/server.py --fastapi [--stream]
     python benchmarks/server.py --instructions [--requests 1000] [--fastapi]
 
-``--fastapi`` adds the FastAPI example's hello (``plugins/shop.py``) through Valor's ``asgi``
-kind beside the same app bare under uvicorn, its baseline (target: Valor >= 0.95 of bare).
+``--fastapi`` adds the FastAPI example's hello (``plugins/shop.py``, mounted by
+``plugins/asgi.json``) through Valor's ``asgi`` kind beside the same app bare under uvicorn, its
+baseline (target: Valor >= 0.95 of bare).
+``valor:fastapi-wire`` is the same plug-in answered through the wire message, as the browser host
+answers it (``VALOR_PASSTHROUGH=0``): what the server's pass-through saves.
 ``--stream`` measures a 50 MB streamed download (``plugins/download.py``) in MB/s.
 
 ``--kinds`` adds the same hello answer from the js, wasm, wasi and native examples, so the
@@ -102,7 +105,18 @@ for kind, kind_path in KIND_PATHS.items():
 DEFAULT_TARGETS = ["starlette", "starlette+access-log", "valor", "valor+access-log"]
 # The FastAPI example bare under uvicorn, and the same app as an asgi plug-in.
 TARGETS["fastapi"] = (["shop:app", "--app-dir", "plugins", "--no-access-log"], {}, "/")
-TARGETS["valor:fastapi"] = (TARGETS["valor"][0], TARGETS["valor"][1], "/shop")
+ASGI_MANIFEST = str(ROOT / "plugins" / "asgi.json")
+TARGETS["valor:fastapi"] = (
+    TARGETS["valor"][0],
+    {**TARGETS["valor"][1], "VALOR_MANIFEST": ASGI_MANIFEST},
+    "/shop",
+)
+# The same through the wire message, as the browser host answers it (no pass-through).
+TARGETS["valor:fastapi-wire"] = (
+    TARGETS["valor"][0],
+    {**TARGETS["valor:fastapi"][1], "VALOR_PASSTHROUGH": "0"},
+    "/shop",
+)
 
 
 def start(
@@ -211,13 +225,16 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true", help="a 50 MB stream's MB/s")
     args = parser.parse_args()
     if args.instructions:
-        pair = ("fastapi", "valor:fastapi") if args.fastapi else ("starlette", "valor")
-        count_instructions(args.requests, *pair)
+        if args.fastapi:
+            count_instructions(args.requests, "fastapi", "valor:fastapi", "valor:fastapi-wire")
+        else:
+            count_instructions(args.requests, "starlette", "valor")
         return
     if args.stream:
         stream_throughput(args.rounds)
     if args.fastapi:
-        args.targets = ["valor", "fastapi", "valor:fastapi"]  # beside the plain Python hello
+        # Beside the plain Python hello; -wire: without the pass-through, for comparison.
+        args.targets = ["valor", "fastapi", "valor:fastapi", "valor:fastapi-wire"]
     elif args.stream:
         return
     if args.kinds:
@@ -252,6 +269,7 @@ def main() -> None:
         ("valor", "starlette"),
         ("valor+access-log", "starlette+access-log"),
         ("valor:fastapi", "fastapi"),
+        ("valor:fastapi-wire", "fastapi"),
     )
     for name, baseline in pairs:
         if name in results and baseline in results:
@@ -291,15 +309,18 @@ def stream_throughput(rounds: int, megabytes: int = 50) -> None:
     )
 
 
-def count_instructions(requests: int, baseline: str = "starlette", name: str = "valor") -> None:
+def count_instructions(requests: int, baseline: str, *names: str) -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("--instructions needs valgrind: apt-get install valgrind")
     counts = {}
-    for target in (baseline, name):
+    for target in (baseline, *names):
         counts[target] = instructions(target, requests)
-        print(f"{target:<22} {counts[target]:>10,.0f} instructions per request")
-    ratio = counts[baseline] / counts[name]
-    print(f"throughput ratio {name} / {baseline} from instructions: {ratio:.3f}  (target >= 0.95)")
+        print(f"{target:<22} {counts[target]:>10,.0f} instructions per request", flush=True)
+    for name in names:
+        ratio = counts[baseline] / counts[name]
+        print(
+            f"throughput ratio {name} / {baseline} from instructions: {ratio:.3f}  (target >= 0.95)"
+        )
 
 
 if __name__ == "__main__":

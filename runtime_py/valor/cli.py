@@ -261,6 +261,7 @@ def app_from_environment():
         strict=bool(os.environ.get("VALOR_STRICT")),
         max_body_size=int(os.environ.get("VALOR_MAX_BODY_SIZE", 10 * 1024 * 1024)),
         body_timeout=float(os.environ.get("VALOR_TIMEOUT_BODY") or 30),
+        passthrough=os.environ.get("VALOR_PASSTHROUGH") != "0",
     )
     origins = os.environ.get("VALOR_CORS", "").split()
     if origins:

@@ -316,6 +316,20 @@ class Runtime:
             return error_message(exc.status, exc.detail)
         return None
 
+    def plugin_at(self, full_path: str) -> tuple[Mount, str, str] | None:
+        """The mount a request for ``full_path`` reaches, with its path below the root path as
+        sent and decoded (as ``handle`` routes it); None when ``handle`` answers it itself (a
+        built-in, nothing mounted there). For a host that passes some requests straight on."""
+        raw_path = full_path[len(self.root_path) :] or "/"
+        path = _decoded(raw_path)
+        # What handle() answers before routing: outside the root path, the built-ins.
+        if (self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/":
+            return None
+        if path == "/_health" or path == "/_plugins" or path.startswith("/_plugins/"):
+            return None
+        mount = self._route(path)
+        return None if mount is None else (mount, raw_path, path)
+
     def too_large(self) -> ResponseMessage:
         """The 413 answer, also for a host that stops reading a body past the limit."""
         return error_message(
@@ -338,16 +352,9 @@ class Runtime:
         if mount is not None:
             response["headers"].append(["x-valor-plugin", mount.spec.name])
         if access_log.isEnabledFor(logging.INFO):
-            elapsed = (time.perf_counter() - started) * 1000 if started is not None else 0.0
-            access_log.info(
-                "%s %d %s %s %.1fms %s",
-                mount.spec.name if mount else "-",
-                response["status"],
-                message["method"],
-                _printable(_split_url(message["url"])[1]),
-                elapsed,
-                correlation_id,
-            )
+            name = mount.spec.name if mount else "-"
+            path = _split_url(message["url"])[1]
+            log_access(name, response["status"], message["method"], path, started, correlation_id)
         return response
 
     def _route(self, path: str) -> Mount | None:
@@ -372,12 +379,7 @@ class Runtime:
         request_id: str | None,
     ) -> ResponseMessage:
         spec = mount.spec
-        # A new list (the host's stays as it came), without a client's x-forwarded-prefix: the
-        # prefix a plug-in builds links with (a Location) is the runtime's, never the client's.
-        headers = _fetch_order(message["headers"], drop="x-forwarded-prefix")
-        if not request_id:
-            headers.append(["x-request-id", correlation_id])
-        headers.append(["x-forwarded-prefix", self.root_path + spec.prefix.rstrip("/")])
+        headers = self.forwarded_headers(message["headers"], spec, correlation_id, request_id)
         method = message["method"].upper()
         forwarded: RequestMessage = {
             "url": origin + _below(raw_path, path, spec.prefix) + query,
@@ -398,13 +400,7 @@ class Runtime:
             expired = deadlines.stop(task)
             if stream is not None:
                 await stream.aclose()
-            if isinstance(exc, DeadlineExceeded) or (
-                expired and isinstance(exc, asyncio.CancelledError)
-            ):
-                return self._timed_out(spec)
-            if not isinstance(exc, Exception):
-                raise
-            return self._failed(spec, exc)
+            return self.failure_answer(spec, exc, expired)
         if deadlines.stop(task):  # it caught its cancellation and answered late anyway
             if stream is not None:
                 await stream.aclose()
@@ -418,6 +414,41 @@ class Runtime:
         if stream is not None:  # the rest of its parts, each within the plug-in's timeout
             response["body"] = watched(stream, spec.name, spec.timeout)  # type: ignore[typeddict-item]
         return response
+
+    def forwarded_headers(
+        self,
+        headers: list[list[str]],
+        spec: PluginSpec,
+        correlation_id: str,
+        request_id: str | None,
+    ) -> list[list[str]]:
+        """The request headers a plug-in gets: a new list (the host's stays as it came), in
+        ``fetch()``'s order, with its request id and the prefix it is mounted at. A client's
+        x-forwarded-prefix is dropped: the prefix a plug-in builds links with (a Location) is
+        the runtime's, never the client's."""
+        forwarded = _fetch_order(headers, drop="x-forwarded-prefix")
+        if not request_id:
+            forwarded.append(["x-request-id", correlation_id])
+        forwarded.append(["x-forwarded-prefix", self.forwarded_prefix(spec)])
+        return forwarded
+
+    def forwarded_prefix(self, spec: PluginSpec) -> str:
+        """The path a plug-in is mounted at, as its requests' x-forwarded-prefix gives it."""
+        return self.root_path + spec.prefix.rstrip("/")
+
+    def failure_answer(
+        self, spec: PluginSpec, exc: BaseException, expired: bool
+    ) -> ResponseMessage:
+        """The answer for a plug-in call that raised ``exc`` before answering (called while
+        handling it); ``expired``: its deadline had passed. Re-raises what is not a failure
+        of the plug-in's (the host's own cancellation, KeyboardInterrupt)."""
+        if isinstance(exc, DeadlineExceeded) or (
+            expired and isinstance(exc, asyncio.CancelledError)
+        ):
+            return self._timed_out(spec)
+        if not isinstance(exc, Exception):
+            raise exc
+        return self._failed(spec, exc)
 
     def _timed_out(self, spec: PluginSpec) -> ResponseMessage:
         log.warning("plug-in %r did not answer within %gs", spec.name, spec.timeout)
@@ -537,6 +568,21 @@ def reseed_request_ids() -> None:
 def new_request_id() -> str:
     """A random 128-bit id as 32 hex digits, for a request that came without one."""
     return _ids.getrandbits(128).to_bytes(16, "big").hex()
+
+
+def log_access(
+    plugin: str,
+    status: int,
+    method: str,
+    path: str,
+    started: float | None,
+    correlation_id: str,
+) -> None:
+    """Write an answer's access-log line (when ``valor.access`` logs at INFO)."""
+    elapsed = (time.perf_counter() - started) * 1000 if started is not None else 0.0
+    access_log.info(
+        "%s %d %s %s %.1fms %s", plugin, status, method, _printable(path), elapsed, correlation_id
+    )
 
 
 def _split_url(url: str) -> tuple[str, str, str]:

@@ -77,6 +77,7 @@ class ValorApp:
         manifest_path: str | Path | None,
         strict: bool,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
+        passthrough: bool = True,
     ) -> None:
         self.runtime = runtime
         self.manifest_path = manifest_path
@@ -84,6 +85,10 @@ class ValorApp:
         self.body_timeout = body_timeout
         self._loaded = False
         self._loading: asyncio.Future[None] | None = None
+        from .passthrough import PassThrough  # it builds on this module
+
+        # Requests to asgi plug-ins skip the wire message: the app gets this exchange.
+        self._passthrough = PassThrough(runtime, body_timeout) if passthrough else None
 
     async def startup(self) -> None:
         """Load the manifest once; requests that come while it loads wait for it."""
@@ -103,6 +108,12 @@ class ValorApp:
             return
         if not self._loaded:
             await self.startup()
+        passthrough = self._passthrough
+        if passthrough is not None and passthrough.active:
+            call = passthrough.call(scope, receive, send)
+            if call is not None:
+                await call.run()
+                return
         # The request path, inline: each coroutine call costs more than most of its steps.
         runtime = self.runtime
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
@@ -129,9 +140,7 @@ class ValorApp:
         else:
             response = await runtime.handle(message, reader)
             unread = reader is not None and not reader.complete
-        start, body = _response_events(response, head)
-        if unread:  # reading a body nobody wants costs more than a new connection
-            start["headers"].append((b"connection", b"close"))
+        start, body = _response_events(response, head, unread)
         await send(start)
         if type(response["body"]) is bytes:
             await send(body)
@@ -165,12 +174,15 @@ def create_app(
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     loaders: dict[str, Loader] | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    passthrough: bool = True,
 ) -> ValorApp:
     """Build the ASGI app for a manifest: by default ``$VALOR_MANIFEST``, else
     ``plugins/plugins.json``, so ``uvicorn --factory valor.server:create_app`` serves it.
 
     With ``registry`` on, ``/_plugins`` requires ``Authorization: Bearer <token>``; without a
-    ``token`` one is generated and logged.
+    ``token`` one is generated and logged. With ``passthrough`` off, ``asgi`` plug-ins are
+    answered through the wire message, as in the browser host (``valor.passthrough``), for
+    comparisons.
     """
     if manifest is None:
         manifest = os.environ.get("VALOR_MANIFEST", "plugins/plugins.json")
@@ -184,7 +196,7 @@ def create_app(
         max_body_size=max_body_size,
     )
     use_runtime_reasons()
-    return ValorApp(runtime, manifest, strict, body_timeout)
+    return ValorApp(runtime, manifest, strict, body_timeout, passthrough)
 
 
 def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
@@ -284,6 +296,16 @@ def _url(scope: Scope) -> tuple[str, str | None]:
     The path and query come from the request target alone (``raw_path``, still
     percent-encoded, as the browser host hands them over); Host only names the origin.
     """
+    host, bad_host = _host(scope)
+    path = _target_path(scope)
+    query = scope.get("query_string", b"").decode("latin-1")
+    url = f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
+    return url, bad_host
+
+
+def _host(scope: Scope) -> tuple[str, str | None]:
+    """The origin's ``host[:port]`` (from Host, else the server's address), and the Host
+    header's value if it is not a valid host."""
     host = bad_host = None
     for name, value in scope["headers"]:
         if name == b"host":  # h11 refuses a request with two
@@ -297,15 +319,18 @@ def _url(scope: Scope) -> tuple[str, str | None]:
     if host is None:
         server = scope.get("server") or ("localhost", None)
         host = f"{server[0]}:{server[1]}" if server[1] else server[0]
+    return host, bad_host
+
+
+def _target_path(scope: Scope) -> str:
+    """The request target's path, still percent-encoded, below the ASGI root_path."""
     raw_path = scope.get("raw_path")
     path = raw_path.decode("latin-1") if raw_path else _quote_path(scope["path"])
     # Routing happens below the ASGI root_path, as under any mount point.
     root_path = _quote_path(scope.get("root_path", ""))
     if root_path and path.startswith(root_path):
         path = path[len(root_path) :] or "/"
-    query = scope.get("query_string", b"").decode("latin-1")
-    url = f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
-    return url, bad_host
+    return path
 
 
 def _quote_path(path: str) -> str:
@@ -333,8 +358,11 @@ def _asgi_name(name: str) -> bytes | None:
     return encoded
 
 
-def _response_events(response: dict[str, Any], head: bool = False) -> tuple[Message, Message]:
-    """The ASGI ``http.response.start`` and ``http.response.body`` events of an answer."""
+def _response_events(
+    response: dict[str, Any], head: bool = False, unread: bool = False
+) -> tuple[Message, Message]:
+    """The ASGI ``http.response.start`` and ``http.response.body`` events of an answer;
+    ``unread``: the request's body was not read to its end, so the connection closes."""
     body = response["body"]
     headers = []
     for name, value in response["headers"]:
@@ -346,6 +374,8 @@ def _response_events(response: dict[str, Any], head: bool = False) -> tuple[Mess
     # A stream's length is not known: the server sends it chunked.
     if not head and response["status"] not in (204, 304) and type(body) is bytes:
         headers.append((b"content-length", str(len(body)).encode()))
+    if unread:  # reading a body nobody wants costs more than a new connection
+        headers.append((b"connection", b"close"))
     return (
         {"type": "http.response.start", "status": response["status"], "headers": headers},
         {"type": "http.response.body", "body": body},

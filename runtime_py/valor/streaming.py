@@ -193,14 +193,22 @@ async def _watch(stream: Stream, plugin: str, idle: float) -> AsyncIterator[byte
             except StopAsyncIteration:
                 return
             except TimeoutError:
-                detail = f"plug-in {plugin!r} sent no part of its stream for {idle:g} seconds"
-                raise _failed(detail) from None
+                raise idle_error(plugin, idle) from None
             except Exception as exc:
-                detail = f"plug-in {plugin!r} failed in the middle of its stream"
-                raise _failed(detail, exc) from exc
+                raise broken_error(plugin, exc) from exc
             yield part
     finally:
         await stream.aclose()
+
+
+def idle_error(plugin: str, idle: float) -> StreamError:
+    """The error (logged here) of a stream that sent no part for ``idle`` seconds."""
+    return _failed(f"plug-in {plugin!r} sent no part of its stream for {idle:g} seconds")
+
+
+def broken_error(plugin: str, cause: BaseException) -> StreamError:
+    """The error (logged here) of a stream whose plug-in raised ``cause`` between parts."""
+    return _failed(f"plug-in {plugin!r} failed in the middle of its stream", cause)
 
 
 def _failed(detail: str, cause: BaseException | None = None) -> StreamError:

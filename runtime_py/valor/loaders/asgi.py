@@ -91,8 +91,10 @@ class AsgiPlugin:
     def _finished(self, task: asyncio.Future[Any]) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("plug-in %r failed after its answer: %s", self.name, _describe(exc))
+            self.failed_after_answer(task.exception())
+
+    def failed_after_answer(self, exc: BaseException) -> None:
+        log.error("plug-in %r failed after its answer: %s", self.name, _describe(exc))
 
     def _scope(self, message: RequestMessage) -> Message:
         scheme, host, path, query = _split(message["url"])
@@ -102,21 +104,39 @@ class AsgiPlugin:
             if name == "x-forwarded-prefix":
                 prefix = value
             headers.append((name.encode("latin-1"), value.encode("latin-1")))
-        raw_path = prefix + path
+        return self.http_scope(
+            message["method"],
+            scheme,
+            scope_paths(prefix, path),
+            query.encode("latin-1"),
+            headers,
+            _server(scheme, host),
+        )
+
+    def http_scope(
+        self,
+        method: str,
+        scheme: str,
+        paths: tuple[str, bytes, str],
+        query_string: bytes,
+        headers: list[tuple[bytes, bytes]],
+        server: tuple[str, int],
+    ) -> Message:
+        """The HTTP scope of a request the runtime forwards; ``paths`` from ``scope_paths``."""
+        path, raw_path, root_path = paths
         return {
             "type": "http",
             "asgi": ASGI,
             "http_version": "1.1",
-            "method": message["method"],
+            "method": method,
             "scheme": scheme,
-            # path includes root_path, as the ASGI spec and Starlette's routing expect.
-            "path": unquote(raw_path) if "%" in raw_path else raw_path,
-            "raw_path": raw_path.encode("latin-1"),
-            "query_string": query.encode("latin-1"),
-            "root_path": unquote(prefix) if "%" in prefix else prefix,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query_string,
+            "root_path": root_path,
             "headers": headers,
             "client": None,
-            "server": _server(scheme, host),
+            "server": server,
             "state": self.state.copy(),
         }
 
@@ -289,6 +309,18 @@ class Lifespan:
         if not self._task.cancelled() and self._task.exception() is not None:
             log.debug("the ASGI app does not support lifespan: %r", self._task.exception())
         return None
+
+
+def scope_paths(prefix: str, path: str) -> tuple[str, bytes, str]:
+    """A scope's ``path``, ``raw_path`` and ``root_path`` for ``path`` (as sent) below the
+    mount ``prefix``: the path includes the root path, as the ASGI spec and Starlette's routing
+    expect."""
+    raw_path = prefix + path
+    return (
+        unquote(raw_path) if "%" in raw_path else raw_path,
+        raw_path.encode("latin-1"),
+        unquote(prefix) if "%" in prefix else prefix,
+    )
 
 
 def _split(url: str) -> tuple[str, str, str, str]:

@@ -1,0 +1,521 @@
+"""The server host's short way to ``asgi`` plug-ins: the request's own ASGI exchange, passed on.
+
+The server speaks ASGI already, so an ``asgi`` plug-in needs no wire message in between. The
+runtime routes the request (``Runtime.plugin_at``); the app runs in the server's own task for
+the request, with the scope, headers and body the message path gives it
+(``AsgiPlugin.http_scope``), under the same limits, and its answer gets the same checks,
+headers and error answers: the plug-in's ``timeout`` for its first part (the runtime's
+deadline, watchdog included) and between parts, 500 with an error id for an app that fails
+before answering, a logged ``StreamError`` (a broken answer) after. The browser host has no
+ASGI server and keeps the message path; both hosts answer alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from operator import itemgetter
+from time import perf_counter
+from typing import Any
+
+from .deadlines import DeadlineExceeded
+from .errors import BodyError
+from .loaders.asgi import AsgiPlugin, _server, scope_paths
+from .responses import error_message
+from .runtime import (
+    _NOT_FROM_PLUGINS,
+    Mount,
+    Runtime,
+    _below,
+    _header,
+    access_log,
+    log_access,
+    new_request_id,
+)
+from .server import (
+    HOST_HEADER,
+    BodyTooLarge,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    _Body,
+    _disconnect,
+    _has_body,
+    _host,
+    _response_events,
+    _target_path,
+)
+from .streaming import Stream, broken_error, idle_error, streamed
+from .wire import _TOKEN, _TRIMMED_VALUE, _VALUE, NO_BODY, WireError, http_answer, response_message
+
+# The answer's state, as far as the app has sent it.
+WAITING, STREAMING, COMPLETE = 0, 1, 2
+_UNKNOWN: Any = object()
+_HTTP_1 = frozenset(["1.0", "1.1"])  # without Content-Length nor Transfer-Encoding, no body
+_CACHED = 1024  # entries at most in each of the caches
+_name = itemgetter(0)
+
+
+class PassThrough:
+    """Serves the requests that reach an ``asgi`` plug-in; ``active`` while one is mounted."""
+
+    def __init__(self, runtime: Runtime, body_timeout: float) -> None:
+        self.runtime = runtime
+        self.body_timeout = body_timeout
+        self.active = False
+        # Where each path leads (None: not to an asgi plug-in), and the scope's ``server`` for
+        # each valid Host: worked out once each, until the mounts change. Bounded.
+        self._routes: dict[str, _Route | None] = {}
+        self._servers: dict[tuple[str, bytes], tuple[str, int]] = {}
+        runtime.subscribe(self._update)
+
+    def _update(self) -> None:
+        self.active = any(spec.type == "asgi" for spec in self.runtime.plugins)
+        self._routes = {}
+
+    def call(self, scope: Scope, receive: Receive, send: Send) -> _Call | None:
+        """The call that serves the request if it reaches an ``asgi`` plug-in; None for any
+        other request and for those the message path refuses before routing (a bad Host, a
+        body announced too large), which it then answers."""
+        raw_path = scope.get("raw_path")
+        if raw_path and not scope.get("root_path"):
+            full_path = raw_path.decode("latin-1")
+        else:
+            full_path = _target_path(scope)
+        route = self._routes.get(full_path, _UNKNOWN)
+        if route is _UNKNOWN:
+            route = self._route(full_path)
+        if route is None:
+            return None
+        query = scope.get("query_string", b"")
+        if b"#" in query:  # the message path's URL would end at it
+            return None
+        scheme = scope.get("scheme", "http")
+        raw = scope["headers"]
+        named = dict(raw)
+        # The usual request: each name once, in lower case (as ASGI servers give them), no
+        # body. The runtime's headers for the app (``Runtime.forwarded_headers``), on the bytes.
+        if (
+            len(named) == len(raw)
+            and b"content-length" not in named
+            and b"transfer-encoding" not in named
+            and scope.get("http_version") in _HTTP_1
+            and b"".join(named).islower()
+        ):
+            host = named.get(b"host")
+            server = self._servers.get((scheme, host))  # type: ignore[arg-type]
+            if server is None:
+                server = self._server(scope, scheme, host)
+                if server is None:
+                    return None
+            request_id = named.get(b"x-request-id")
+            headers = sorted(raw, key=_name)
+            if b"x-forwarded-prefix" in named:  # a client's, never the app's
+                headers = [pair for pair in headers if pair[0] != b"x-forwarded-prefix"]
+            if not request_id:
+                request_id = new_request_id().encode()
+                headers.append((b"x-request-id", request_id))
+            headers.append((b"x-forwarded-prefix", route.prefix))
+            call = _Call(self, route, scope, receive, send, full_path, request_id)
+        else:
+            general = self._general(scope, receive, send, route, full_path, scheme)
+            if general is None:
+                return None
+            call, headers, server = general
+        upper = call.upper
+        call.app_scope = route.plugin.http_scope(
+            "GET" if upper == "HEAD" else upper, scheme, route.paths, query, headers, server
+        )
+        return call
+
+    def _general(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        route: _Route,
+        full_path: str,
+        scheme: str,
+    ) -> tuple[_Call, list[tuple[bytes, bytes]], tuple[str, int]] | None:
+        """``call`` for any request: the message path's own steps, on decoded headers."""
+        host, bad_host = _host(scope)
+        if bad_host is not None:
+            return None
+        headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+        runtime = self.runtime
+        try:
+            has_body = _has_body(scope, headers, runtime.max_body_size)
+        except BodyTooLarge:
+            return None
+        request_id = _header(headers, "x-request-id")
+        correlation_id = request_id or new_request_id()
+        forwarded = runtime.forwarded_headers(headers, route.spec, correlation_id, request_id)
+        call = _Call(self, route, scope, receive, send, full_path, correlation_id.encode("latin-1"))
+        if has_body:
+            call.body = None  # read before the app is called
+        encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in forwarded]
+        return call, encoded, _server(scheme, host)
+
+    def _route(self, full_path: str) -> _Route | None:
+        found = self.runtime.plugin_at(full_path)
+        route = None
+        if found is not None and type(found[0].plugin) is AsgiPlugin and "#" not in full_path:
+            mount, raw_path, path = found
+            prefix = self.runtime.forwarded_prefix(mount.spec)
+            paths = scope_paths(prefix, _below(raw_path, path, mount.spec.prefix))
+            route = _Route(mount, paths, prefix.encode("latin-1"))
+        if len(self._routes) < _CACHED:
+            self._routes[full_path] = route
+        return route
+
+    def _server(self, scope: Scope, scheme: str, host: bytes | None) -> tuple[str, int] | None:
+        """The scope's ``server`` for a request's Host, None for a bad Host."""
+        host_name, bad_host = _host(scope)
+        if bad_host is not None:
+            return None
+        server = _server(scheme, host_name)
+        if host is not None and len(self._servers) < _CACHED:
+            self._servers[(scheme, host)] = server
+        return server
+
+
+class _Route:
+    """Where a path leads: the mount, and the app scope's paths and x-forwarded-prefix."""
+
+    __slots__ = ("mount", "name", "paths", "plugin", "prefix", "spec")
+
+    def __init__(self, mount: Mount, paths: tuple[str, bytes, str], prefix: bytes) -> None:
+        self.mount = mount
+        self.spec = mount.spec
+        self.plugin: AsgiPlugin = mount.plugin  # type: ignore[assignment]
+        self.paths = paths
+        self.prefix = prefix
+        self.name = mount.spec.name.encode("latin-1")
+
+
+class _Call:
+    """One request to an ASGI app: its ``receive`` and ``send``, and the answer they carry.
+    What most requests never change is a class attribute."""
+
+    app_scope: Scope
+    body: bytes | None = b""  # for the app's first receive(); None: to be read first
+    start: Message | None = None
+    state = WAITING
+    task: asyncio.Task[Any]
+    deadline: asyncio.Task[Any] | None = None  # the first part's, while it runs
+    timer: asyncio.TimerHandle | None = None  # between parts
+    watcher: asyncio.Task[None] | None = None  # for a client that goes away
+    gone = idle = stopped = False
+
+    def __init__(
+        self,
+        passthrough: PassThrough,
+        route: _Route,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        full_path: str,
+        correlation_id: bytes,
+    ) -> None:
+        self.passthrough = passthrough
+        self.route = route
+        self.scope = scope
+        self.server_receive = receive
+        self.server_send = send
+        self.full_path = full_path
+        self.correlation_id = correlation_id
+        self.started = perf_counter()
+        method = scope["method"]
+        self.upper = method.upper()  # the runtime's view: "head" is a HEAD too
+        self.head = method == "HEAD"  # the server's: no content-length, no body
+
+    async def run(self) -> None:
+        runtime = self.passthrough.runtime
+        spec = self.route.spec
+        if self.body is None:
+            try:
+                reader = _Body(
+                    self.server_receive, runtime.max_body_size, self.passthrough.body_timeout
+                )
+                self.body = await reader() or b""
+            except BodyError as exc:
+                await self.answer(error_message(exc.status, exc.detail), unread=True)
+                return
+        self.task = task = asyncio.current_task()  # type: ignore[assignment]
+        self.deadline = runtime._deadlines.start(spec.timeout)
+        try:
+            await self.route.plugin.app(self.app_scope, self.receive, self.send)
+            if self.state != COMPLETE and not (self.gone or self.stopped):
+                what = "an answer" if self.start is None else "the rest of its answer"
+                raise RuntimeError(f"the ASGI app returned without sending {what}")
+        except BaseException as exc:
+            if self.state == WAITING:
+                expired = self._stop_deadline()
+                await self.answer(runtime.failure_answer(spec, exc, expired))
+            elif self.idle:
+                raise idle_error(spec.name, spec.timeout) from None
+            elif self.gone or self.stopped:
+                pass  # as the message path closes the stream: the app is stopped, quietly
+            elif self.state == STREAMING and isinstance(exc, Exception):
+                raise broken_error(spec.name, exc) from exc
+            elif self.state == COMPLETE and isinstance(exc, Exception):
+                self.route.plugin.failed_after_answer(exc)
+            else:
+                raise
+        finally:
+            if self.deadline is not None:
+                self._stop_deadline()
+            if self.timer is not None or self.watcher is not None:
+                self._quiet()
+            if (self.gone or self.idle) and task.cancelling():
+                task.uncancel()  # our own cancellation, not the server's
+
+    async def receive(self) -> Message:
+        """The body, read before the app was called, then only ``http.disconnect``."""
+        body = self.body
+        if body is not None:
+            self.body = None
+            return {"type": "http.request", "body": body, "more_body": False}
+        await _disconnect(self.server_receive)
+        return {"type": "http.disconnect"}
+
+    async def send(self, event: Message) -> None:
+        kind = event["type"]
+        if kind == "http.response.start":
+            if self.start is not None:
+                raise RuntimeError("http.response.start was sent twice")
+            self.start = event
+            return
+        if kind != "http.response.body":
+            return  # as the message path: other events (extensions) are not offered
+        if self.stopped:
+            raise asyncio.CancelledError
+        if self.start is None:
+            raise RuntimeError("http.response.body was sent before http.response.start")
+        if self.state == COMPLETE:
+            raise RuntimeError("http.response.body was sent after the last part")
+        part = event.get("body", b"")
+        if type(part) is not bytes:
+            part = bytes(part)
+        more = event.get("more_body", False)
+        if self.state == WAITING:
+            head = self._head(self.start, part, more)
+            if type(head) is dict:
+                await self._refuse(head, more)
+                return
+            status, headers = head  # type: ignore[misc]
+            if self.upper == "HEAD":
+                part, stream = b"", False
+            else:
+                stream = more
+            if not self.head and status not in (204, 304) and not stream:
+                headers.append((b"content-length", b"%d" % len(part)))
+            send = self.server_send
+            self.state = STREAMING if stream else COMPLETE
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            if not stream:
+                await send({"type": "http.response.body", "body": part})
+                if more:  # a HEAD: the rest of the stream is not wanted
+                    self.stopped = True
+                    raise asyncio.CancelledError
+                return
+            if part:
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            self.watcher = asyncio.get_running_loop().create_task(_disconnect(self.server_receive))
+            self.watcher.add_done_callback(self._client_gone)
+            self._idle_from_now()
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if more:
+            if part:
+                await self.server_send(
+                    {"type": "http.response.body", "body": part, "more_body": True}
+                )
+            self._idle_from_now()
+            return
+        self.state = COMPLETE
+        self._quiet()
+        await self.server_send({"type": "http.response.body", "body": part, "more_body": False})
+
+    def _head(
+        self, start: Message, part: bytes, more: bool
+    ) -> tuple[int, list[tuple[bytes, bytes]]] | dict[str, Any]:
+        """The answer's status and headers, with the runtime's own, as the message path sends
+        them; or the error answer it gives instead. Checked in its order: what fails in the
+        app's exchange, then the deadline, then the answer's checks."""
+        runtime = self.passthrough.runtime
+        spec = self.route.spec
+        status = start["status"]
+        headers = _answer_headers(status, start, part, more)
+        wire = None
+        if headers is None:
+            try:
+                wire = _wire_answer(status, start, part, more)
+            except Exception as exc:
+                return runtime.failure_answer(spec, exc, self._stop_deadline())  # type: ignore[return-value]
+        if runtime._deadlines.stop(self.deadline):  # type: ignore[arg-type]
+            self.deadline = None
+            return runtime.failure_answer(spec, DeadlineExceeded(), True)  # type: ignore[return-value]
+        self.deadline = None
+        if wire is not None:
+            try:
+                wire = http_answer(response_message(wire), drop=_NOT_FROM_PLUGINS)
+            except WireError as exc:
+                return runtime.failure_answer(spec, exc, False)  # type: ignore[return-value]
+            status = wire["status"]
+            headers = [
+                (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in wire["headers"]
+            ]
+        assert headers is not None
+        headers.append((b"x-correlation-id", self.correlation_id))
+        headers.append((b"x-valor-plugin", self.route.name))
+        headers.append(HOST_HEADER)
+        if access_log.isEnabledFor(logging.INFO):
+            correlation_id = self.correlation_id.decode("latin-1")
+            method = self.scope["method"]
+            log_access(spec.name, status, method, self.full_path, self.started, correlation_id)
+        return status, headers
+
+    async def _refuse(self, answer: Any, more: bool) -> None:
+        """Answer with the runtime's error instead of the app's answer; a stream is cut short
+        (the app stopped), a whole answer's app may finish its work."""
+        await self.answer(answer)
+        if more:
+            self.stopped = True
+            raise asyncio.CancelledError
+
+    async def answer(self, response: Any, unread: bool = False) -> None:
+        """Send an answer of the runtime's own (an error), as the message path would."""
+        if self.upper == "HEAD":
+            response["body"] = b""
+        message: Any = {"url": self.full_path, "method": self.scope["method"], "headers": []}
+        correlation_id = self.correlation_id.decode("latin-1")
+        mount = self.route.mount
+        self.passthrough.runtime.finish(message, response, correlation_id, mount, self.started)
+        self.state = COMPLETE
+        start, body = _response_events(response, self.head, unread)  # bytes: an error's JSON
+        await self.server_send(start)
+        await self.server_send(body)
+
+    def _stop_deadline(self) -> bool:
+        """Stop the first part's deadline, if it runs; whether it had passed."""
+        if self.deadline is None:
+            return False
+        task, self.deadline = self.deadline, None
+        return self.passthrough.runtime._deadlines.stop(task)
+
+    def _idle_from_now(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_at(loop.time() + self.route.spec.timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        self.timer = None
+        if self.state == STREAMING:
+            self.idle = True
+            self.task.cancel()
+
+    def _client_gone(self, watcher: asyncio.Task[None]) -> None:
+        if self.state == STREAMING and not watcher.cancelled():
+            self.gone = True
+            self.task.cancel()
+
+    def _quiet(self) -> None:
+        """Stop watching the client and the time between parts."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.watcher is not None:
+            self.watcher.cancel()
+            self.watcher = None
+
+
+def _wire_answer(status: Any, start: Message, part: bytes, more: bool) -> dict[str, Any]:
+    """The answer as the message path has it before its checks: its headers decoded, a stream
+    (refused with a status that has no body) or its bytes."""
+    headers = [
+        [name.decode("latin-1"), value.decode("latin-1")]
+        for name, value in start.get("headers", ())
+    ]
+    answer: dict[str, Any] = {"status": status, "headers": headers, "body": part}
+    if more:
+        answer["body"] = Stream(_no_parts())
+        streamed(answer)  # raises WireError for a 204, 205 or 304
+    return answer
+
+
+async def _no_parts() -> Any:
+    return
+    yield
+
+
+# Header names and values of answers checked once each: the name ASGI sends (lower case), or
+# None for a name the runtime drops; a value as sent (trimmed). Bounded, so an app that invents
+# names or values cannot grow them without end.
+_names: dict[bytes, bytes | None] = {}
+_values: dict[bytes, bytes] = {}
+_TOKEN_BYTES = re.compile(_TOKEN.pattern.encode())
+_TRIMMED_VALUE_BYTES = re.compile(_TRIMMED_VALUE.pattern.encode())
+_VALUE_BYTES = re.compile(_VALUE.pattern.encode())
+
+
+def _checked_value(value: bytes) -> bytes | None:
+    """A header value as the message path sends it (trimmed), None if it refuses it."""
+    if type(value) is not bytes:
+        return None
+    if _TRIMMED_VALUE_BYTES.fullmatch(value):
+        checked = value
+    elif _VALUE_BYTES.fullmatch(value):
+        checked = value.strip(b" \t")
+    else:
+        return None
+    if len(_values) < _CACHED:
+        _values[value] = checked
+    return checked
+
+
+def _checked_name(name: bytes) -> bytes | bool | None:
+    """A header name as ASGI sends it (lower case), None for one the runtime drops, False for
+    one the message path refuses."""
+    if type(name) is not bytes or not _TOKEN_BYTES.fullmatch(name):
+        return False
+    lower = name.lower()
+    checked = None if lower.decode() in _NOT_FROM_PLUGINS else lower
+    if len(_names) < _CACHED:
+        _names[name] = checked
+    return checked
+
+
+def _answer_headers(
+    status: Any, start: Message, part: bytes, more: bool
+) -> list[tuple[bytes, bytes]] | None:
+    """An app's answer headers as the message path sends them (lower-case names, values
+    trimmed, the runtime's own and framing headers dropped), checked on the bytes as it checks
+    them (``wire.http_answer``); None for anything it would refuse, or that is not plain."""
+    if (
+        type(status) is not int
+        or not 200 <= status <= 599
+        or (status in NO_BODY and (part or more))
+    ):
+        return None
+    headers = []
+    try:
+        for name, value in start.get("headers", ()):
+            checked = _values.get(value)
+            if checked is None:
+                checked = _checked_value(value)
+                if checked is None:
+                    return None
+            lower = _names.get(name, False)
+            if lower is False:
+                lower = _checked_name(name)
+                if lower is False:
+                    return None
+            if lower is not None:
+                headers.append((lower, checked))
+    except (TypeError, ValueError):  # not pairs, or not of bytes: the message path says which
+        return None
+    return headers
