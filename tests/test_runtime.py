@@ -254,21 +254,25 @@ async def test_state_is_kept_between_requests(tmp_path: Path) -> None:
     assert (await runtime.handle(request("http://h/c")))["body"] == b"43"
 
 
+class Named:
+    """A plug-in that answers its name, and notes in ``closed`` when it is closed."""
+
+    def __init__(self, name: str, closed: list[str]) -> None:
+        self.name = name
+        self.closed = closed
+
+    async def handle(self, message: dict) -> dict:
+        return {"status": 200, "headers": [], "body": self.name.encode()}
+
+    async def close(self) -> None:
+        self.closed.append(self.name)
+
+
 async def test_plugins_load_side_by_side_and_mount_in_manifest_order(tmp_path: Path) -> None:
     # "first" can only finish loading once "second" has started: loading them one after the
     # other would never get there.
     second_started = anyio.Event()
     closed: list[str] = []
-
-    class Loaded:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        async def handle(self, message: dict) -> dict:
-            return {"status": 200, "headers": [], "body": self.name.encode()}
-
-        async def close(self) -> None:
-            closed.append(self.name)
 
     async def load(spec):
         if spec.name == "first":
@@ -278,7 +282,7 @@ async def test_plugins_load_side_by_side_and_mount_in_manifest_order(tmp_path: P
             second_started.set()
         if spec.name == "broken":
             raise PluginLoadError(spec.name, "no good")
-        return Loaded(spec.name)
+        return Named(spec.name, closed)
 
     plugins = [{"name": n, "type": "python", "path": "x.py"} for n in ("first", "second", "broken")]
     (tmp_path / "x.py").write_text("")
@@ -303,22 +307,12 @@ async def test_requests_are_answered_while_slower_plugins_still_load(tmp_path: P
     release = anyio.Event()
     notified: list[list[str]] = []
 
-    class Loaded:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        async def handle(self, message: dict) -> dict:
-            return {"status": 200, "headers": [], "body": self.name.encode()}
-
-        async def close(self) -> None:
-            pass
-
     async def load(spec):
         if spec.name != "fast":
             await release.wait()
         if spec.name == "broken":
             raise PluginLoadError(spec.name, "no good")
-        return Loaded(spec.name)
+        return Named(spec.name, [])
 
     names = ("slow", "fast", "broken")
     plugins = [{"name": n, "type": "python", "path": "x.py"} for n in names]
