@@ -159,12 +159,14 @@ class Runtime:
             if loaded is not None:
                 loaded.set_result(None)
 
+    async def _loaded(self) -> None:
+        """Wait for a manifest still loading: the built-ins answer for all of it."""
+        if self._loading is not None:
+            await asyncio.shield(self._loading)
+
     async def _loaded_for(self, path: str) -> None:
-        """Wait until the plug-ins that could answer ``path`` have loaded (or failed to)."""
-        loading = self._loading
-        if loading is not None and (path == "/_health" or path.startswith("/_plugins")):
-            await asyncio.shield(loading)
-            return
+        """Wait until the plug-ins still loading that could answer ``path`` have loaded (or
+        failed to)."""
         for prefix, loaded in list(self._pending.items()):
             if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
                 await asyncio.shield(loaded)
@@ -270,18 +272,20 @@ class Runtime:
         path = _decoded(raw_path)
         mount: Mount | None = None
         body = message.get("body") or None  # an empty body is no body, in both hosts
-        if self._loading is not None:
-            await self._loaded_for(path)
 
         if (self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/":
             response = error_message(404, f"no plug-in is mounted at {full_path!r}")
         elif body is not None and len(body) > self.max_body_size:
             response = self.too_large()
         elif path == "/_health":
+            await self._loaded()
             response = _json(200, {"status": "ok", "plugins": len(self._mounts)})
         elif path == "/_plugins" or path.startswith("/_plugins/"):
+            await self._loaded()
             response = await self._registry(message, path, read_body)
         else:
+            if self._pending:
+                await self._loaded_for(path)
             mount = self._route(path)
             if mount is None:
                 response = error_message(404, f"no plug-in is mounted at {raw_path!r}")
