@@ -271,18 +271,23 @@ function buildFiles(base, version) {
   // 90 here). Fetched when not there yet (a first visit), with `?v=VERSION`, which the service
   // worker answers from that build's cache, so one boot never mixes files of two builds.
   const cacheName = `valor-files:${base}:${version}`;
+  const match = (pathname) => caches.match(pathname, { cacheName });
   return {
     base,
     version,
     cacheName,
+    async cached(path) {
+      // The file's bytes from the cache, or null.
+      const response = await match(`${base}${path}`);
+      return response ? bytesOf(response) : null;
+    },
     async read(path) {
-      const url = `${base}${path}`;
-      let response = await caches.match(url, { cacheName });
-      if (!response) {
-        response = await fetch(`${url}?v=${version}`, { cache: "no-cache" });
-        if (!response.ok) throw new Error(`${url}?v=${version} answered ${response.status}`);
-      }
-      return new Uint8Array(await (await response.blob()).arrayBuffer());
+      const cached = await this.cached(path);
+      if (cached) return cached;
+      const url = `${base}${path}?v=${version}`;
+      const response = await fetch(url, { cache: "no-cache" });
+      if (!response.ok) throw new Error(`${url} answered ${response.status}`);
+      return bytesOf(response);
     },
     async serving(prefix, work) {
       // Pyodide fetches its wasm, standard library and lock file itself: while `work` runs,
@@ -290,7 +295,7 @@ function buildFiles(base, version) {
       const fetchFromNetwork = self.fetch;
       self.fetch = async (resource, options) => {
         const url = new URL(resource instanceof Request ? resource.url : String(resource), location.href);
-        const cached = url.pathname.startsWith(prefix) && (await caches.match(url.pathname, { cacheName }));
+        const cached = url.pathname.startsWith(prefix) && (await match(url.pathname));
         return cached || fetchFromNetwork(resource, options);
       };
       try {
@@ -302,17 +307,20 @@ function buildFiles(base, version) {
   };
 }
 
-function keptSnapshot({ base, version, cacheName }) {
+async function bytesOf(response) {
+  return new Uint8Array(await (await response.blob()).arrayBuffer());
+}
+
+function keptSnapshot(bundle) {
   // A snapshot this browser made, kept with this build's files, so a new build's activation
   // deletes it with the rest.
-  const url = new URL(`${base}__valor_snapshot__`, location.origin).href;
+  const { base, version, cacheName } = bundle;
+  const name = "__valor_snapshot__";
+  const url = new URL(`${base}${name}`, location.origin).href;
   const key = `browser:${version}`;
   return {
     key,
-    async find() {
-      const cached = await caches.match(url, { cacheName });
-      return cached ? new Uint8Array(await (await cached.blob()).arrayBuffer()) : null;
-    },
+    find: () => bundle.cached(name),
     async drop() {
       await (await caches.open(cacheName)).delete(url);
     },
