@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -419,10 +419,7 @@ def _runtime_wheel(folder: Path) -> Path:
     record = [f"{name},sha256={_digest(data)},{len(data)}" for name, data in entries]
     record.append(f"{info}/RECORD,,")
     entries.append((f"{info}/RECORD", ("\n".join(record) + "\n").encode()))
-    # Stored, not compressed: the worker copies the files out in JavaScript (valor-worker.js).
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for name, data in entries:
-            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+    _write_zip(wheel, entries)
     return wheel
 
 
@@ -524,12 +521,17 @@ def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> 
 
 
 def _archive(folder: Path, files: list[str], target: Path) -> None:
-    """``files`` (paths below ``folder``) in a zip archive, byte-identical for identical files.
-    Stored, not compressed, as the runtime wheel: the worker copies them out in JavaScript."""
+    """``files`` (paths below ``folder``) in a zip archive."""
+    _write_zip(target, ((name, (folder / name).read_bytes()) for name in files))
+
+
+def _write_zip(target: Path, entries: Iterable[tuple[str, bytes]]) -> None:
+    """A zip archive of ``(name, data)`` entries, byte-identical for identical entries (one
+    fixed date). Stored, not compressed: the runtime worker copies the files out in JavaScript
+    (``unzip`` in valor-worker.js)."""
     with zipfile.ZipFile(target, "w") as archive:
-        for name in files:
-            entry = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
-            archive.writestr(entry, (folder / name).read_bytes())
+        for name, data in entries:
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
 
 
 def _write_site(staging: Path, bundle: Bundle) -> None:
