@@ -82,10 +82,7 @@ impl Request {
 
     /// A header's value by name, in any case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     pub fn headers(&self) -> &[(String, String)] {
@@ -114,6 +111,14 @@ impl Request {
 }
 
 /// `%XX` and `+` decoded; bytes that are not UTF-8 become U+FFFD.
+/// The first value of the header called `name` (in any case) among `headers`.
+fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 fn decode_component(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -199,11 +204,9 @@ impl Response {
         self.status
     }
 
+    /// A header's value by name, in any case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        header_value(&self.headers, name)
     }
 
     pub fn headers(&self) -> &[(String, String)] {
