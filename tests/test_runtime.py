@@ -300,6 +300,31 @@ async def test_plugins_load_side_by_side_and_mount_in_manifest_order(tmp_path: P
     assert sorted(closed) == ["first", "second"]  # what did load is closed again
 
 
+@pytest.mark.parametrize(
+    ("pause", "order"), [(0.0, ["a", "b", "answer"]), (0.3, ["a", "answer", "b"])]
+)
+async def test_a_pause_between_starts_lets_a_waiting_request_go_first(
+    tmp_path: Path, pause: float, order: list[str]
+) -> None:
+    # The browser host pauses between two plug-ins' starts: a request to the first one is
+    # answered before the second one starts loading. Without a pause, the starts come first.
+    events: list[str] = []
+
+    async def load(spec):
+        events.append(spec.name)
+        return Named(spec.name, [])
+
+    plugins = [{"name": n, "type": "python", "path": "x.py"} for n in ("a", "b")]
+    (tmp_path / "x.py").write_text("")
+    runtime = Runtime({"python": load})
+    loading = runtime.start_loading(parse_manifest({"plugins": plugins}, tmp_path), pause=pause)
+    with anyio.fail_after(10):
+        assert (await runtime.handle(request("http://h/a/x")))["body"] == b"a"
+        events.append("answer")
+        await loading
+    assert events == order
+
+
 async def test_requests_are_answered_while_slower_plugins_still_load(tmp_path: Path) -> None:
     # "slow" and "broken" finish loading only when the test says so: meanwhile "fast" answers,
     # and requests to the other two (and the built-ins) wait, then get the answers they would

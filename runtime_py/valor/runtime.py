@@ -79,16 +79,19 @@ class Runtime:
         self._expect(manifest)
         return await self._load_all(manifest.plugins, strict)
 
-    def start_loading(self, manifest: Manifest) -> asyncio.Task[list[PluginLoadError]]:
+    def start_loading(
+        self, manifest: Manifest, pause: float = 0.0
+    ) -> asyncio.Task[list[PluginLoadError]]:
         """Begin loading a validated manifest's plug-ins; the task ends as ``load`` does.
 
         The runtime answers at once: each plug-in mounts as soon as it has loaded, and a
         request to one still loading waits for it (as do ``/_health`` and ``/_plugins``, for
         the whole load), then gets the answer it would get after the load. So a host can
-        answer its first requests before its slowest plug-in is ready.
+        answer its first requests before its slowest plug-in is ready. ``pause`` is the time
+        (seconds) left between two plug-ins' starts for requests that arrive meanwhile.
         """
         self._expect(manifest)
-        return asyncio.ensure_future(self._load_all(manifest.plugins, strict=False))
+        return asyncio.ensure_future(self._load_all(manifest.plugins, strict=False, pause=pause))
 
     def _expect(self, manifest: Manifest) -> None:
         """Check the manifest's names and prefixes, and note its plug-ins as loading."""
@@ -99,7 +102,9 @@ class Runtime:
         self._loading = loop.create_future()
         self._pending = {spec.prefix: loop.create_future() for spec in manifest.plugins}
 
-    async def _load_all(self, specs: list[PluginSpec], strict: bool) -> list[PluginLoadError]:
+    async def _load_all(
+        self, specs: list[PluginSpec], strict: bool, pause: float = 0.0
+    ) -> list[PluginLoadError]:
         # Side by side (Deno starting, modules compiling, workers starting in the browser);
         # each mounts when it is ready, and the manifest's order is restored at the end.
         tasks: list[asyncio.Task[Mount]] = []
@@ -109,7 +114,7 @@ class Runtime:
                 tasks.append(asyncio.ensure_future(self._load_and_mount(spec)))
                 # One plug-in's start at a time: a request that came meanwhile is answered
                 # before the next one's (a browser's worker has one thread for both).
-                await asyncio.sleep(0)
+                await asyncio.sleep(pause)
         except BaseException as exc:  # cancelled: so are the loads; what loaded is closed below
             stopped = exc
             for task in tasks:
