@@ -6,6 +6,8 @@ const phase = params.get("phase");
 const config = JSON.parse(params.get("config"));
 const VALOR_SITES = new Set(["valor", "fallback", "nosnap"]);
 let detail = null; // Valor's start-up details
+let step = "start"; // what this page waits for: reported if it never comes
+const STUCK_MS = 90000;
 
 async function startTarget() {
   if (VALOR_SITES.has(target)) {
@@ -30,9 +32,12 @@ async function startTarget() {
     });
   } else {
     const sw = navigator.serviceWorker;
+    step = "register";
     await sw.register(`${target}-sw.js`, { scope: `/${target}/` });
+    step = "control";
     if (!sw.controller) await new Promise((r) => sw.addEventListener("controllerchange", r, { once: true }));
     if (target === "port") {
+      step = "connect";
       const worker = new Worker("port-worker.js", { type: "module" });
       const channel = new MessageChannel();
       worker.postMessage(null, [channel.port1]);
@@ -55,6 +60,7 @@ function percentile(sorted, p) {
 }
 
 async function suite() {
+  step = "sequential requests";
   for (let i = 0; i < 50; i++) await hello();
   const times = [];
   for (let i = 0; i < config.requests; i++) {
@@ -63,6 +69,7 @@ async function suite() {
     times.push(performance.now() - t);
   }
   times.sort((a, b) => a - b);
+  step = "concurrent requests";
   let t = performance.now();
   const all = await Promise.all(Array.from({ length: config.concurrent }, async (_, i) => {
     const r = await fetch("echo/" + i, { method: "POST", body: "n" + i });
@@ -72,6 +79,7 @@ async function suite() {
   if (!all.every(Boolean)) throw new Error("a concurrent request got a wrong answer");
   const data = new Uint8Array(5 * 1024 * 1024);
   for (let i = 0; i < data.length; i += 65536) crypto.getRandomValues(data.subarray(i, i + 65536));
+  step = "5 MB echoes";
   const echoes = [];
   for (let i = 0; i < 7; i++) {
     t = performance.now();
@@ -90,6 +98,7 @@ async function suite() {
 
 async function valorOnly() {
   // A 50 MB stream read as it arrives.
+  step = "50 MB streams";
   const speeds = [];
   for (let i = 0; i < 3; i++) {
     const t = performance.now();
@@ -105,15 +114,18 @@ async function valorOnly() {
 
 async function main() {
   const result = { target, phase, isolated: self.crossOriginIsolated };
+  const stuck = setTimeout(() => report({ ...result, error: `stuck at step ${step}` }), STUCK_MS);
   try {
     await startTarget();
     result.startMs = performance.now(); // since navigation start
+    step = "first answer";
     result.host = await hello();
     result.firstResponseMs = performance.now();
     if (detail) {
       // With a fallback, the runtime keeps booting after the first answer: wait for its figures.
       const { Valor } = await import("./valor.js");
       // Its plug-ins finish loading after the runtime is ready: the steps are complete then.
+      step = "plug-ins loaded";
       await Valor.loaded();
       result.bootMs = Valor.detail.bootMs;
       result.steps = Valor.detail.steps;
@@ -123,6 +135,14 @@ async function main() {
   } catch (error) {
     result.error = String(error?.stack ?? error);
   }
+  clearTimeout(stuck);
+  await report(result);
+}
+
+let reported = false;
+async function report(result) {
+  if (reported) return; // a page that got unstuck after its report moves on no further
+  reported = true;
   const r = await fetch(params.get("results"), { method: "POST", body: JSON.stringify(result) });
   const { next } = await r.json();
   if (next) location.href = next;
