@@ -51,11 +51,15 @@ class Deadlines:
         self._beat = monotonic()  # when the timer last ran: late means the loop is held
         self._watched: bool | None = None  # by the watchdog; None: not asked yet
 
-    def start(self, seconds: float) -> asyncio.Task[object]:
-        """Give the current task ``seconds`` to finish; returns it, for ``stop``."""
-        task = asyncio.current_task()
+    def start(
+        self, seconds: float, task: asyncio.Task[object] | None = None
+    ) -> asyncio.Task[object]:
+        """Give ``task`` (by default the current one) ``seconds`` to finish; returns it, for
+        ``stop``."""
         if task is None:
-            raise RuntimeError("Deadlines.start() must be called from a task")
+            task = asyncio.current_task()
+            if task is None:
+                raise RuntimeError("Deadlines.start() must be called from a task")
         self._pending[task] = monotonic() + seconds
         if self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.tick, self._check)
