@@ -50,10 +50,21 @@ async def test_each_task_keeps_its_own_limit() -> None:
 
 async def test_the_timer_stops_when_nothing_is_in_flight() -> None:
     deadlines = Deadlines(TICK)
-    await limited(deadlines, 1.0, 0)
-    assert deadlines._timer is not None  # armed by the request, runs one more tick
-    await asyncio.sleep(3 * TICK)
+    await limited(deadlines, 0.05, 0)
+    assert deadlines._timer is not None  # set for the request's deadline, runs then
+    await asyncio.sleep(0.05 + 3 * TICK)
     assert deadlines._timer is None
+
+
+async def test_a_shorter_limit_than_those_in_flight_fires_in_time() -> None:
+    deadlines = Deadlines(TICK)
+    loop = asyncio.get_running_loop()
+    longer = asyncio.ensure_future(limited(deadlines, 10, 0.3))
+    await asyncio.sleep(0)  # the timer is set for its deadline first
+    started = loop.time()
+    assert await limited(deadlines, 0.05, 10) == "timed out"
+    assert 0.05 <= loop.time() - started < 0.05 + 5 * TICK
+    assert await longer == "done"
 
 
 async def test_a_cancel_from_elsewhere_is_not_a_timeout() -> None:

@@ -2,8 +2,8 @@
 
 ``asyncio.timeout`` schedules a timer for every request; a runtime answering thousands of
 requests a second mostly finishes them long before any limit. ``Deadlines`` keeps one timer
-for all of them, which wakes every ``tick`` seconds while requests are in flight and cancels
-those past their deadline, so a limit fires at most ``tick`` late.
+for all of them, due at the earliest deadline in flight: it cancels the tasks past theirs and
+sets itself for the next one, so a busy runtime's timer rarely runs at all.
 
 It is two plain calls around the awaited work rather than a context manager: the async
 context protocol alone cost more than the rest of the bookkeeping.
@@ -17,7 +17,7 @@ context protocol alone cost more than the rest of the bookkeeping.
         raise
     deadlines.stop(task)  # on every other way out too
 
-A task past its deadline is cancelled again on every tick, so code that catches one
+A task past its deadline is cancelled again every ``tick`` seconds, so code that catches one
 cancellation and awaits something else is cancelled again. Code that holds the event loop
 itself (a loop on the CPU, a blocking call in an ``async`` handler) never lets the timer run:
 a watchdog thread notices the timer is late and signals the loop's thread, whose handler raises
@@ -48,22 +48,28 @@ class Deadlines:
         self._pending: dict[asyncio.Task[object], float] = {}
         self._expired: dict[asyncio.Task[object], int] = {}  # how often each was cancelled
         self._timer: asyncio.TimerHandle | None = None
-        self._beat = monotonic()  # when the timer last ran: late means the loop is held
+        self._due = monotonic()  # when the timer is set to run: late means the loop is held
         self._watched: bool | None = None  # by the watchdog; None: not asked yet
 
-    def start(self, seconds: float) -> asyncio.Task[object]:
-        """Give the current task ``seconds`` to finish; returns it, for ``stop``."""
-        task = asyncio.current_task()
+    def start(
+        self, seconds: float, task: asyncio.Task[object] | None = None
+    ) -> asyncio.Task[object]:
+        """Give ``task`` (by default the current one) ``seconds`` to finish; returns it, for
+        ``stop``."""
         if task is None:
-            raise RuntimeError("Deadlines.start() must be called from a task")
-        self._pending[task] = monotonic() + seconds
+            task = asyncio.current_task()
+            if task is None:
+                raise RuntimeError("Deadlines.start() must be called from a task")
+        deadline = self._pending[task] = monotonic() + seconds
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.tick, self._check)
-            self._beat = monotonic()
+            self._set_timer(deadline)
             if self._watched is None:
                 self._watched = _watchdog.watch(self)
             if self._watched:
                 _watchdog.arm()
+        elif deadline < self._due:  # a shorter limit than those in flight
+            self._timer.cancel()
+            self._set_timer(deadline)
         return task
 
     def stop(self, task: asyncio.Task[object]) -> bool:
@@ -78,22 +84,33 @@ class Deadlines:
             remaining = task.uncancel()
         return remaining == 0
 
+    def _set_timer(self, due: float) -> None:
+        self._due = due
+        delay = due - monotonic()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._check)
+
     def _check(self) -> None:
-        now = self._beat = monotonic()
+        now = monotonic()
+        due = None
         for task, deadline in list(self._pending.items()):
             if deadline <= now:
                 self._expired[task] = self._expired.get(task, 0) + 1
                 task.cancel()
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.tick, self._check) if self._pending else None
-        if self._timer is None and self._watched:
+                deadline = now + self.tick  # until it stops
+            if due is None or deadline < due:
+                due = deadline
+        if due is not None:
+            self._set_timer(due)
+            return
+        self._timer = None
+        if self._watched:
             _watchdog.disarm()
 
     def overdue(self, now: float) -> bool:
         """Whether the loop is held while a deadline passed (called from the watchdog)."""
         late = 2 * self.tick
-        if now - self._beat < late:
-            return False  # the loop is free; the timer does the work
+        if now - self._due < late:
+            return False  # the timer is not late: the loop is free and does the work
         try:
             return any(deadline + late <= now for deadline in list(self._pending.values()))
         except RuntimeError:  # the loop changed the dict while we read it

@@ -244,7 +244,7 @@ class _Call:
                 await self.answer(error_message(exc.status, exc.detail), unread=True)
                 return
         self.task = task = asyncio.current_task()  # type: ignore[assignment]
-        self.deadline = runtime._deadlines.start(spec.timeout)
+        self.deadline = runtime._deadlines.start(spec.timeout, task)
         try:
             await self.route.plugin.app(self.app_scope, self.receive, self.send)
             if self.state != COMPLETE and not (self.gone or self.stopped):
