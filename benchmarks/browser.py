@@ -305,7 +305,7 @@ def report(figures: dict[str, Any]) -> None:
         print(f"  {label:44}{spread(values)}")
     # The runtime answers once booted ("ready"); its plug-ins finish loading after that.
     print("Valor boot steps (ms, median; plug-ins load from ready on):")
-    names = ["bundle", "files", "pyodide", "runtime"]
+    names = ["bundle", "files", "pyodide"]
     header = [*names, "ready", "plugins"]
     print(f"  {'':24}" + "".join(f"{n:>10}" for n in header) + f"{'snapshot':>10}")
     for target, phase in [*(("valor", p) for p in VISITS), *NOSNAP]:

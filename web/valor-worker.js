@@ -139,6 +139,8 @@ async function boot({ base, manifest, version }) {
     // and lock file), and none of it waits for the bundle's list.
     const pyodideModule = import(`${base}pyodide/pyodide.mjs`);
     pyodideModule.catch(() => {}); // reported when used
+    // The script pyodide.mjs imports first thing (the same URL, so one fetch): asked for now.
+    import(`${base}pyodide/pyodide.asm.mjs`).catch(() => {});
     const info = JSON.parse(new TextDecoder().decode(await step("bundle", () => bundle.read("valor-bundle.json"))));
     // Then everything else at once: the snapshot, the runtime wheel, the plug-ins' files. The
     // snapshot is the bundle's, or for a bundle built without Node one this browser made after
@@ -158,15 +160,27 @@ async function boot({ base, manifest, version }) {
     files.catch(() => {});
     const { loadPyodide } = await pyodideModule;
     const indexURL = `${base}pyodide/`;
-    const unpack = async (pyodide) => unpackRuntime(pyodide, await wheel, await files);
+    // The snapshot holds imported modules, not their files: the wheel's files go on the file
+    // system for what is read later (tracebacks' source lines, lazy imports), the plug-ins'
+    // files under /valor, where the bundle's manifest names them. Pyodide calls fsInit while
+    // it sets up its file system (it says where site-packages is) and goes on if it fails:
+    // the failure is thrown once Pyodide has loaded.
+    let unpacked = null;
+    const fsInit = (FS, { sitePackages }) => {
+      unpacked = (async () => {
+        unzip(await wheel, sitePackages, FS);
+        unzip(await files, "/valor", FS);
+      })();
+      return unpacked.catch(() => {});
+    };
     let pyodide = null;
     if (snapshot) {
       try {
         pyodide = await step("pyodide", async () => {
           const booted = await bundle.serving(`${base}pyodide/`, () =>
-            loadPyodide({ indexURL, _loadSnapshot: snapshot.then(inflateSnapshot) }),
+            loadPyodide({ indexURL, fsInit, _loadSnapshot: snapshot.then(inflateSnapshot) }),
           );
-          await step("runtime", () => unpack(booted));
+          await unpacked;
           booted.pyimport("valor.snapshot").restore(source.key, navigator.language ?? "");
           return booted;
         });
@@ -184,8 +198,8 @@ async function boot({ base, manifest, version }) {
       warnings.push("this bundle has no memory snapshot (built with --no-snapshot): booted without it");
     }
     if (!pyodide) {
-      pyodide = await step("pyodide", () => bundle.serving(`${base}pyodide/`, () => loadPyodide({ indexURL })));
-      await step("runtime", () => unpack(pyodide));
+      pyodide = await step("pyodide", () => bundle.serving(`${base}pyodide/`, () => loadPyodide({ indexURL, fsInit })));
+      await unpacked;
     }
     const browser = pyodide.pyimport("valor.browser");
     if (info.requirement_wheels.length) {
@@ -229,15 +243,6 @@ function summary(error) {
   // A Python error's last line names it; a JavaScript error's first line does.
   const lines = String(error?.message ?? error).trim().split("\n");
   return lines[0].startsWith("Traceback") ? lines.at(-1) : lines[0];
-}
-
-function unpackRuntime(pyodide, wheel, files) {
-  // The snapshot holds imported modules, not their files: the wheel's files go on the file
-  // system for what is read later (tracebacks' source lines, lazy imports). The plug-ins'
-  // files go under /valor, where the bundle's manifest names them.
-  const sitePackages = pyodide.runPython(`import sysconfig; sysconfig.get_paths()["purelib"]`);
-  unzip(wheel, sitePackages, pyodide.FS);
-  unzip(files, "/valor", pyodide.FS);
 }
 
 function unzip(archive, folder, FS) {
