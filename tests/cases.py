@@ -53,6 +53,8 @@ class Case:
         assert answer.status == self.status, (
             f"{where}: status {answer.status}, {answer.body[:300]!r}"
         )
+        # Each message shows the whole answer: a failure in CI must explain itself.
+        where = f"{where}: {answer.status} {dict(answer.headers.items())} {answer.body[:300]!r}"
         assert answer.headers.get("x-valor-plugin") == self.plugin, where
         expected_id = self.headers.get("x-request-id")
         correlation_id = answer.headers.get("x-correlation-id")

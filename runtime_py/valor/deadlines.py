@@ -62,14 +62,14 @@ class Deadlines:
                 raise RuntimeError("Deadlines.start() must be called from a task")
         deadline = self._pending[task] = monotonic() + seconds
         if self._timer is None:
-            self._set_timer(deadline)
+            self._set_timer(deadline, seconds)
             if self._watched is None:
                 self._watched = _watchdog.watch(self)
             if self._watched:
                 _watchdog.arm()
         elif deadline < self._due:  # a shorter limit than those in flight
             self._timer.cancel()
-            self._set_timer(deadline)
+            self._set_timer(deadline, seconds)
         return task
 
     def stop(self, task: asyncio.Task[object]) -> bool:
@@ -84,9 +84,11 @@ class Deadlines:
             remaining = task.uncancel()
         return remaining == 0
 
-    def _set_timer(self, due: float) -> None:
+    def _set_timer(self, due: float, delay: float) -> None:
+        # The delay comes from the same clock reading as ``due``, never from a later one: by
+        # then ``due`` may have passed, and Pyodide's event loop refuses a negative delay
+        # (ValueError), which left no timer and every later deadline unenforced.
         self._due = due
-        delay = due - monotonic()
         self._timer = asyncio.get_running_loop().call_later(delay, self._check)
 
     def _check(self) -> None:
@@ -100,7 +102,7 @@ class Deadlines:
             if due is None or deadline < due:
                 due = deadline
         if due is not None:
-            self._set_timer(due)
+            self._set_timer(due, due - now)
             return
         self._timer = None
         if self._watched:
