@@ -325,6 +325,51 @@ async def test_a_pause_between_starts_lets_a_waiting_request_go_first(
     assert events == order
 
 
+async def test_starts_wait_for_a_quiet_moment_but_a_wanted_plugin_starts_at_once(
+    tmp_path: Path,
+) -> None:
+    # The browser host's way: a plug-in's start (a new Web Worker) would slow the page's first
+    # answers, so after the first one each waits until no request has come for `quiet`; a
+    # request for one not started yet starts it next, without waiting.
+    events: list[str] = []
+
+    async def load(spec):
+        events.append(spec.name)
+        return Named(spec.name, [])
+
+    plugins = [{"name": n, "type": "python", "path": "x.py"} for n in ("a", "b", "c")]
+    (tmp_path / "x.py").write_text("")
+    runtime = Runtime({"python": load})
+    manifest = parse_manifest({"plugins": plugins}, tmp_path)
+    loading = runtime.start_loading(manifest, pause=0.001, quiet=0.5, patience=10)
+    with anyio.fail_after(10):
+        assert (await runtime.handle(request("http://h/a/x")))["body"] == b"a"
+        assert events == ["a"]  # b and c wait
+        assert (await runtime.handle(request("http://h/c/x")))["body"] == b"c"
+        assert events == ["a", "c"]  # asked for: started at once
+        await anyio.sleep(0.2)
+        assert events == ["a", "c"]  # still within `quiet` of the last request
+        await loading
+    assert events == ["a", "c", "b"]
+    assert [spec.name for spec in runtime.plugins] == ["a", "b", "c"]  # the manifest's order
+
+
+async def test_starts_wait_for_quiet_no_longer_than_the_patience(tmp_path: Path) -> None:
+    plugins = [{"name": n, "type": "python", "path": "x.py"} for n in ("a", "b", "c")]
+    (tmp_path / "x.py").write_text("")
+    runtime = Runtime({"python": lambda spec: _named(spec)})
+    manifest = parse_manifest({"plugins": plugins}, tmp_path)
+    started = anyio.current_time()
+    with anyio.fail_after(5):  # `quiet` alone would hold each start for 60 s
+        await runtime.start_loading(manifest, pause=0.001, quiet=60, patience=0.2)
+    assert 0.2 <= anyio.current_time() - started < 2
+    assert len(runtime.plugins) == 3
+
+
+async def _named(spec) -> Named:
+    return Named(spec.name, [])
+
+
 async def test_requests_are_answered_while_slower_plugins_still_load(tmp_path: Path) -> None:
     # "slow" and "broken" finish loading only when the test says so: meanwhile "fast" answers,
     # and requests to the other two (and the built-ins) wait, then get the answers they would

@@ -34,6 +34,15 @@ LOAD_PAUSE = 0.004
 immediate callback, which the worker takes before the port's messages: a page's first request
 then waited for every plug-in's start (20-90 ms after ready, measured). A timer turn lets it in."""
 
+LOAD_QUIET = 0.05
+"""Seconds without a request before the next plug-in's start, for the first ``LOAD_PATIENCE``
+seconds. A js, wasm or WASI plug-in's start is a new Web Worker compiling its scripts, which
+took the machine from the page's first requests: their round trip through the service worker
+went from 6-12 ms to 50-130 ms on a first reload (measured on two cores). A request for a
+plug-in not started yet starts it at once."""
+
+LOAD_PATIENCE = 1.0
+
 try:
     from pyodide.ffi import JsBuffer, to_js
 except ImportError:  # CPython: the module imports for tools and tests; only Pyodide runs it
@@ -165,7 +174,9 @@ async def start(
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
     runtime = Runtime(BROWSER_LOADERS, root_path=root_path.rstrip("/"), registry=registry)
-    loading = runtime.start_loading(load_manifest(manifest_path), pause=LOAD_PAUSE)
+    loading = runtime.start_loading(
+        load_manifest(manifest_path), LOAD_PAUSE, LOAD_QUIET, LOAD_PATIENCE
+    )
     host = BrowserHost(runtime, loading, asyncio.get_running_loop())
     if on_change is not None:
         runtime.subscribe(lambda: on_change(to_js(host.prefixes)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -33,6 +34,18 @@ access_log = logging.getLogger("valor.access")
 
 BodyReader = Callable[[], Awaitable["bytes | None"]]
 """Reads a request's body for a host that reads it late; raises ``BodyError``."""
+
+
+@dataclass(frozen=True)
+class Holding:
+    """How a manifest's plug-ins' starts make way for requests (``Runtime.start_loading``)."""
+
+    pause: float
+    quiet: float
+    until: float  # the loop's time after which only ``pause`` is kept
+
+
+NOT_HELD = Holding(0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,9 @@ class Runtime:
         self._changing = asyncio.Lock()
         self._loading: asyncio.Future[None] | None = None  # while a manifest loads
         self._pending: dict[str, asyncio.Future[None]] = {}  # plug-ins loading, by prefix
+        self._queued: dict[str, PluginSpec] = {}  # not started yet, by prefix, next first
+        self._hurry = asyncio.Event()  # a request waits for a queued plug-in
+        self._last_request = 0.0  # when a request last came while plug-ins were loading
         self._deadlines = Deadlines()
 
     # -- mounting ---------------------------------------------------------------------------
@@ -80,18 +96,24 @@ class Runtime:
         return await self._load_all(manifest.plugins, strict)
 
     def start_loading(
-        self, manifest: Manifest, pause: float = 0.0
+        self, manifest: Manifest, pause: float = 0.0, quiet: float = 0.0, patience: float = 0.0
     ) -> asyncio.Task[list[PluginLoadError]]:
         """Begin loading a validated manifest's plug-ins; the task ends as ``load`` does.
 
         The runtime answers at once: each plug-in mounts as soon as it has loaded, and a
         request to one still loading waits for it (as do ``/_health`` and ``/_plugins``, for
         the whole load), then gets the answer it would get after the load. So a host can
-        answer its first requests before its slowest plug-in is ready. ``pause`` is the time
-        (seconds) left between two plug-ins' starts for requests that arrive meanwhile.
+        answer its first requests before its slowest plug-in is ready.
+
+        For a host whose plug-ins' starts compete with its answers (a browser's worker, one
+        thread, two cores), three times in seconds: the first plug-in starts at once, each
+        next one ``pause`` after the one before and, for up to ``patience`` from now, only
+        once no request has come for ``quiet``. A request for a plug-in not started yet
+        starts it next, without waiting.
         """
         self._expect(manifest)
-        return asyncio.ensure_future(self._load_all(manifest.plugins, strict=False, pause=pause))
+        held = Holding(pause, quiet, asyncio.get_running_loop().time() + patience)
+        return asyncio.ensure_future(self._load_all(manifest.plugins, strict=False, held=held))
 
     def _expect(self, manifest: Manifest) -> None:
         """Check the manifest's names and prefixes, and note its plug-ins as loading."""
@@ -103,18 +125,20 @@ class Runtime:
         self._pending = {spec.prefix: loop.create_future() for spec in manifest.plugins}
 
     async def _load_all(
-        self, specs: list[PluginSpec], strict: bool, pause: float = 0.0
+        self, specs: list[PluginSpec], strict: bool, held: Holding = NOT_HELD
     ) -> list[PluginLoadError]:
         # Side by side (Deno starting, modules compiling, workers starting in the browser);
         # each mounts when it is ready, and the manifest's order is restored at the end.
         tasks: list[asyncio.Task[Mount]] = []
         stopped: BaseException | None = None
+        self._queued = {spec.prefix: spec for spec in specs}
+        self._last_request = asyncio.get_running_loop().time()
         try:
-            for spec in specs:
+            while self._queued:
+                spec = self._queued.pop(next(iter(self._queued)))
                 tasks.append(asyncio.ensure_future(self._load_and_mount(spec)))
-                # One plug-in's start at a time: a request that came meanwhile is answered
-                # before the next one's (a browser's worker has one thread for both).
-                await asyncio.sleep(pause)
+                if self._queued:
+                    await self._hold_next_start(held)
         except BaseException as exc:  # cancelled: so are the loads; what loaded is closed below
             stopped = exc
             for task in tasks:
@@ -144,12 +168,27 @@ class Runtime:
                 log.error("%s", failure)
             return failures
         finally:
+            self._queued = {}
             for waiting in self._pending.values():  # never started: their requests go on
                 waiting.set_result(None)
             self._pending = {}
             if self._loading is not None:
                 self._loading.set_result(None)
                 self._loading = None
+
+    async def _hold_next_start(self, held: Holding) -> None:
+        """Wait before the next plug-in's start: ``held.pause``, then while requests keep
+        coming (until ``held.until``). A request for a queued plug-in ends the wait."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.sleep(0)  # at the least, a request that came meanwhile goes first
+        while not self._hurry.is_set():
+            until = max(started + held.pause, min(self._last_request + held.quiet, held.until))
+            if until <= loop.time():
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), until - loop.time())
+        self._hurry.clear()
 
     async def _load_and_mount(self, spec: PluginSpec) -> Mount:
         try:
@@ -171,9 +210,13 @@ class Runtime:
 
     async def _loaded_for(self, path: str) -> None:
         """Wait until the plug-ins still loading that could answer ``path`` have loaded (or
-        failed to)."""
+        failed to); those not started yet start next."""
+        self._last_request = asyncio.get_running_loop().time()
         for prefix, loaded in list(self._pending.items()):
             if prefix == "/" or path == prefix or path.startswith(prefix + "/"):
+                if prefix in self._queued:
+                    self._queued = {prefix: self._queued.pop(prefix), **self._queued}
+                    self._hurry.set()
                 await asyncio.shield(loaded)
 
     async def add(self, spec: PluginSpec) -> Mount:
