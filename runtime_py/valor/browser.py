@@ -42,6 +42,8 @@ went from 6-12 ms to 50-130 ms on a first reload (measured on two cores). A requ
 plug-in not started yet starts it at once."""
 
 LOAD_PATIENCE = 1.0
+"""Seconds from boot during which starts wait for quiet: a page that never stops sending
+requests still has every plug-in started within about this long."""
 
 try:
     from pyodide.ffi import JsBuffer, to_js
@@ -175,7 +177,7 @@ async def start(
     logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
     runtime = Runtime(BROWSER_LOADERS, root_path=root_path.rstrip("/"), registry=registry)
     loading = runtime.start_loading(
-        load_manifest(manifest_path), LOAD_PAUSE, LOAD_QUIET, LOAD_PATIENCE
+        load_manifest(manifest_path), pause=LOAD_PAUSE, quiet=LOAD_QUIET, patience=LOAD_PATIENCE
     )
     host = BrowserHost(runtime, loading, asyncio.get_running_loop())
     if on_change is not None:
