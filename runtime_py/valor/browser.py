@@ -38,7 +38,7 @@ LOAD_QUIET = 0.05
 """Seconds without a request before the next plug-in's start, for the first ``LOAD_PATIENCE``
 seconds. A js, wasm or WASI plug-in's start is a new Web Worker compiling its scripts, which
 took the machine from the page's first requests: their round trip through the service worker
-went from 6-12 ms to 50-130 ms on a first reload (measured on two cores). A request for a
+went from 6-12 ms to 55-130 ms on a first reload (measured on two cores). A request for a
 plug-in not started yet starts it at once."""
 
 LOAD_PATIENCE = 1.0

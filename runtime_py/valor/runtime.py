@@ -169,6 +169,7 @@ class Runtime:
             return failures
         finally:
             self._queued = {}
+            self._hurry.clear()  # a request that hurried the last start: nothing left to hold
             for waiting in self._pending.values():  # never started: their requests go on
                 waiting.set_result(None)
             self._pending = {}
@@ -184,10 +185,11 @@ class Runtime:
         await asyncio.sleep(0)  # at the least, a request that came meanwhile goes first
         while not self._hurry.is_set():
             until = max(started + held.pause, min(self._last_request + held.quiet, held.until))
-            if until <= loop.time():
+            remaining = until - loop.time()
+            if remaining <= 0:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(), until - loop.time())
+                await asyncio.wait_for(self._hurry.wait(), remaining)
         self._hurry.clear()
 
     async def _load_and_mount(self, spec: PluginSpec) -> Mount:
