@@ -8,6 +8,7 @@ import contextlib
 
 import pytest
 
+from tests.loops import NoPastLoop, busy_clock
 from valor.deadlines import Deadlines
 
 pytestmark = pytest.mark.anyio
@@ -141,15 +142,6 @@ async def test_other_tasks_holding_the_loop_are_not_interrupted() -> None:
         await waiting
 
 
-class NoPastLoop(asyncio.SelectorEventLoop):
-    """Refuses a negative delay, as Pyodide's event loop does (``ValueError``)."""
-
-    def call_later(self, delay, callback, *args, context=None):  # type: ignore[no-untyped-def]
-        if delay < 0:
-            raise ValueError("Can't schedule in the past")
-        return super().call_later(delay, callback, *args, context=context)
-
-
 def test_a_clock_that_moves_on_while_the_timer_runs_never_schedules_it_in_the_past(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -157,18 +149,9 @@ def test_a_clock_that_moves_on_while_the_timer_runs_never_schedules_it_in_the_pa
     # ran, a deadline in flight could pass before the next timer was set; its delay came out
     # negative, Pyodide refused it, and no deadline was enforced from then on (a plug-in that
     # hung got the service worker's 504 after 35 s instead of its own after 2 s).
-    import time
-
     import valor.deadlines
 
-    readings = 0
-
-    def busy_clock() -> float:
-        nonlocal readings
-        readings += 1
-        return time.monotonic() + 0.02 * readings
-
-    monkeypatch.setattr(valor.deadlines, "monotonic", busy_clock)
+    monkeypatch.setattr(valor.deadlines, "monotonic", busy_clock(0.02))
     loop = NoPastLoop()
     problems: list[object] = []
     loop.set_exception_handler(lambda loop, context: problems.append(context.get("exception")))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
+from tests.loops import NoPastLoop, busy_clock
 from valor.errors import PluginCrashed, PluginLoadError
 from valor.loaders.python import load_python
 from valor.manifest import parse_manifest
@@ -407,9 +410,54 @@ async def test_requests_are_answered_while_slower_plugins_still_load(tmp_path: P
         assert answers == {} and runtime.plugins == [runtime.plugins[0]]  # only "fast"
         release.set()
     assert answers["/slow/x"]["body"] == b"slow"
-    assert answers["/broken/x"]["status"] == 404  # as if the load had finished first
-    assert json.loads(answers["/_health"]["body"])["plugins"] == 2
+    broken = answers["/broken/x"]  # its failure, named, as if the load had finished first
+    assert broken["status"] == 503
+    assert json.loads(broken["body"])["detail"] == "plug-in 'broken' failed to load: no good"
+    health = json.loads(answers["/_health"]["body"])
+    assert health["plugins"] == 2
+    assert health["failed"] == [
+        {"name": "broken", "prefix": "/broken", "error": "plug-in 'broken' failed to load: no good"}
+    ]
     listed = json.loads(answers["/_plugins"]["body"])["plugins"]
     assert [plugin["name"] for plugin in listed] == ["slow", "fast"]  # the manifest's order
     assert [failure.plugin for failure in await loading] == ["broken"]
-    assert notified == [["/_health", "/_plugins", "/slow", "/fast"]]  # once, at the end
+    # Once, at the end; the failed plug-in's prefix stays intercepted, for its 503.
+    assert notified == [["/_health", "/_plugins", "/broken", "/slow", "/fast"]]  # longest first
+
+
+class TimerlessLoop(asyncio.SelectorEventLoop):
+    """A loop whose timers fail: a fault in the scheduler of the plug-ins' starts."""
+
+    def call_later(self, delay, callback, *args, context=None):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no timers on this loop")
+
+
+def busy_loop() -> asyncio.AbstractEventLoop:
+    loop = NoPastLoop()
+    loop.time = busy_clock(0.02)  # type: ignore[method-assign]
+    return loop
+
+
+@pytest.mark.parametrize("new_loop", [busy_loop, TimerlessLoop], ids=["busy clock", "no timers"])
+@pytest.mark.filterwarnings("ignore:coroutine 'Event.wait' was never awaited")  # refused timer
+def test_a_fault_in_holding_the_starts_never_costs_the_manifest_its_mounts(
+    tmp_path: Path, new_loop: Callable[[], asyncio.AbstractEventLoop]
+) -> None:
+    # A busy browser worker, before its loop was mended: the clock moved on between computing
+    # a wait and scheduling it (Python 3.12+ schedules wait_for that way), the loop refused the
+    # negative delay, the whole load was cancelled and the tab had no plug-in mounted at all.
+    # Whatever fails in holding the starts back, every plug-in still starts.
+    plugins = [{"name": n, "type": "python", "path": "x.py"} for n in ("a", "b", "c", "d")]
+    (tmp_path / "x.py").write_text("")
+    manifest = parse_manifest({"plugins": plugins}, tmp_path)
+    loop = new_loop()
+
+    async def boot() -> list[str]:
+        runtime = Runtime({"python": _named})
+        assert await runtime.start_loading(manifest, pause=0.001, quiet=0.03, patience=10) == []
+        return [spec.name for spec in runtime.plugins]
+
+    try:
+        assert loop.run_until_complete(boot()) == ["a", "b", "c", "d"]
+    finally:
+        loop.close()

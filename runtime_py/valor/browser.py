@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import PluginLoadError
+from .event_loop import run_late_timers_at_once
 from .loaders import Loader
 from .loaders.asgi import load_asgi
 from .loaders.browser_kinds import BROWSER_KIND_LOADERS
@@ -175,6 +176,7 @@ async def start(
     # Load and failure messages go to the console; one line per request would slow every call.
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
+    run_late_timers_at_once(type(asyncio.get_running_loop()))
     runtime = Runtime(BROWSER_LOADERS, root_path=root_path.rstrip("/"), registry=registry)
     loading = runtime.start_loading(
         load_manifest(manifest_path), pause=LOAD_PAUSE, quiet=LOAD_QUIET, patience=LOAD_PATIENCE

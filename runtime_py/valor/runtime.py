@@ -54,6 +54,20 @@ class Mount:
     plugin: Plugin
 
 
+class Unavailable:
+    """Stands at the prefix of a plug-in that failed to load: its requests get a 503 that
+    names the failure, instead of falling through to a shorter prefix or a 404."""
+
+    def __init__(self, failure: PluginLoadError) -> None:
+        self.failure = failure
+
+    async def handle(self, message: RequestMessage) -> ResponseMessage:
+        return error_message(503, str(self.failure))
+
+    async def close(self) -> None:
+        return None
+
+
 class Runtime:
     """Routes each request to the plug-in with the longest matching prefix.
 
@@ -76,6 +90,7 @@ class Runtime:
         self.max_body_size = max_body_size
         self.base_dir: Path | None = None
         self._mounts: dict[str, Mount] = {}
+        self._unloaded: dict[str, Mount] = {}  # plug-ins of the manifest that failed to load
         self._routes: list[Mount] = []
         self._by_prefix: dict[str, Mount] = {}
         self._subscribers: list[Callable[[], None]] = []
@@ -138,7 +153,7 @@ class Runtime:
                 spec = self._queued.pop(next(iter(self._queued)))
                 tasks.append(asyncio.ensure_future(self._load_and_mount(spec)))
                 if self._queued:
-                    await self._hold_next_start(held)
+                    held = await self._hold_next_start(held)
         except BaseException as exc:  # cancelled: so are the loads; what loaded is closed below
             stopped = exc
             for task in tasks:
@@ -154,6 +169,8 @@ class Runtime:
                 async with self._changing:
                     for mount in loaded:
                         del self._mounts[mount.spec.name]
+                    for spec in specs:
+                        self._unloaded.pop(spec.name, None)
                     self._reroute()
                 for mount in loaded:
                     await _close_quietly(mount)
@@ -177,24 +194,38 @@ class Runtime:
                 self._loading.set_result(None)
                 self._loading = None
 
-    async def _hold_next_start(self, held: Holding) -> None:
+    async def _hold_next_start(self, held: Holding) -> Holding:
         """Wait before the next plug-in's start: ``held.pause``, then while requests keep
-        coming (until ``held.until``). A request for a queued plug-in ends the wait."""
+        coming (until ``held.until``). A request for a queued plug-in ends the wait. Returns
+        how to hold the start after it: ``NOT_HELD`` once holding failed, so a fault in this
+        courtesy never costs a plug-in its start."""
         loop = asyncio.get_running_loop()
-        started = loop.time()
-        await asyncio.sleep(0)  # at the least, a request that came meanwhile goes first
-        while not self._hurry.is_set():
-            until = max(started + held.pause, min(self._last_request + held.quiet, held.until))
-            remaining = until - loop.time()
-            if remaining <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._hurry.wait(), remaining)
-        self._hurry.clear()
+        try:
+            started = loop.time()
+            await asyncio.sleep(0)  # at the least, a request that came meanwhile goes first
+            while not self._hurry.is_set():
+                until = max(started + held.pause, min(self._last_request + held.quiet, held.until))
+                remaining = until - loop.time()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._hurry.wait(), remaining)
+        except Exception:
+            log.exception("holding the plug-ins' starts failed: the rest start at once")
+            return NOT_HELD
+        finally:
+            self._hurry.clear()
+        return held
 
     async def _load_and_mount(self, spec: PluginSpec) -> Mount:
         try:
-            mount = Mount(spec, await self._load(spec))
+            try:
+                mount = Mount(spec, await self._load(spec))
+            except PluginLoadError as failure:
+                async with self._changing:
+                    self._unloaded[spec.name] = Mount(spec, Unavailable(failure))
+                    self._reroute(notify=False)
+                raise
             async with self._changing:
                 self._mounts[spec.name] = mount
                 self._reroute(notify=False)  # subscribers hear once, when the load is over
@@ -229,14 +260,16 @@ class Runtime:
             plugin = await self._load(spec)
             mount = Mount(spec, plugin)
             self._mounts[spec.name] = mount
+            self._drop_unloaded(spec)
             self._reroute()
         log.info("mounted %s plug-in %r at %s", spec.type, spec.name, spec.prefix)
         return mount
 
     async def remove(self, name: str) -> PluginSpec:
-        """Unmount a plug-in and release what it holds. Raises ``KeyError`` if unknown."""
+        """Unmount a plug-in (or forget one that failed to load) and release what it holds.
+        Raises ``KeyError`` if unknown."""
         async with self._changing:
-            mount = self._mounts.pop(name)
+            mount = self._mounts.pop(name, None) or self._unloaded.pop(name)
             self._reroute()
         await _close_quietly(mount)
         log.info("removed plug-in %r", name)
@@ -245,6 +278,17 @@ class Runtime:
     @property
     def plugins(self) -> list[PluginSpec]:
         return [mount.spec for mount in self._mounts.values()]
+
+    @property
+    def failures(self) -> list[PluginLoadError]:
+        """The manifest's plug-ins that failed to load and were not replaced since."""
+        return [mount.plugin.failure for mount in self._unloaded.values()]  # type: ignore[attr-defined]
+
+    def _drop_unloaded(self, spec: PluginSpec) -> None:
+        """A plug-in now mounted replaces a failed one of its name or at its prefix."""
+        for name, failed in list(self._unloaded.items()):
+            if name == spec.name or failed.spec.prefix == spec.prefix:
+                del self._unloaded[name]
 
     @property
     def intercept_prefixes(self) -> list[str]:
@@ -261,6 +305,7 @@ class Runtime:
 
     async def close(self) -> None:
         mounts, self._mounts = list(self._mounts.values()), {}
+        self._unloaded = {}
         self._reroute()
         for mount in mounts:
             await _close_quietly(mount)
@@ -295,7 +340,11 @@ class Runtime:
             raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
 
     def _reroute(self, notify: bool = True) -> None:
-        self._routes = sorted(self._mounts.values(), key=lambda m: len(m.spec.prefix), reverse=True)
+        # A failed plug-in's prefix routes to its 503, unless a mounted plug-in took it.
+        by_prefix = {mount.spec.prefix: mount for mount in self._mounts.values()}
+        for mount in self._unloaded.values():
+            by_prefix.setdefault(mount.spec.prefix, mount)
+        self._routes = sorted(by_prefix.values(), key=lambda m: len(m.spec.prefix), reverse=True)
         self._by_prefix = {mount.spec.prefix: mount for mount in self._routes}
         if not notify:
             return
@@ -329,7 +378,7 @@ class Runtime:
             response = self.too_large()
         elif path == "/_health":
             await self._loaded()
-            response = _json(200, {"status": "ok", "plugins": len(self._mounts)})
+            response = self._health()
         elif path == "/_plugins" or path.startswith("/_plugins/"):
             await self._loaded()
             response = await self._registry(message, path, read_body)
@@ -530,6 +579,14 @@ class Runtime:
         error_id = os.urandom(6).hex()
         log.exception("%s [error_id=%s]", detail, error_id)
         return error_message(500, detail, error_id=error_id)
+
+    def _health(self) -> ResponseMessage:
+        """``/_health``: the host answers; how many plug-ins are mounted, and which failed."""
+        failed = [
+            {"name": mount.spec.name, "prefix": mount.spec.prefix, "error": str(failure)}
+            for mount, failure in zip(self._unloaded.values(), self.failures, strict=True)
+        ]
+        return _json(200, {"status": "ok", "plugins": len(self._mounts), "failed": failed})
 
     # -- the /_plugins registry ---------------------------------------------------------------
 
