@@ -12,6 +12,9 @@ const ACK_TIMEOUT = 10000; // ms for the service worker to acknowledge a message
 const CONTROL_TIMEOUT = 15000; // ms for a new service worker to take control
 const WATCH_INTERVAL = 1000; // ms between pings of a ready runtime worker
 const NUDGE_INTERVAL = 500; // ms between reminders to a waiting service worker
+const BOOT_TIMEOUT = 120000; // ms for a runtime to boot, and then for its plug-ins to load
+// Where this file is served from: the bundle's base, wherever the page itself is.
+const SERVED_BASE = new URL(".", import.meta.url).pathname;
 
 class ValorRuntime extends EventTarget {
   status = "idle";
@@ -27,33 +30,49 @@ class ValorRuntime extends EventTarget {
   #epoch = null; // the service worker instance this tab last sent a port to on request
   #sentPrefixes = null; // JSON of the prefixes the service worker was last given on connecting
 
-  /** Resolves with the state once every plug-in has loaded or failed to (after `start`). */
+  /** Resolves with the state once every plug-in has loaded or failed to (after `start`);
+   * rejects with the reason once the runtime has failed, or has not loaded within the boot
+   * timeout. */
   loaded() {
     if (this.status === "ready" && this.detail.loading === false) return Promise.resolve(this.detail);
+    if (this.status === "error") return Promise.reject(new Error(this.detail.error));
     return new Promise((resolve, reject) => {
       this.addEventListener("loaded", (event) => resolve(event.detail), { once: true });
       this.addEventListener("error", (event) => reject(new Error(event.detail.error)), { once: true });
+      this.addEventListener("overdue", (event) => reject(new Error(event.detail)), { once: true });
     });
   }
 
   /** Start the runtime of this tab; resolves with its state once requests are intercepted. */
   start(options = {}) {
-    this.#started ??= this.#start(options).catch((error) => {
+    // Whatever step the start is at, a failure (the boot's bound included) ends it.
+    const failed = new Promise((resolve, reject) => {
+      this.addEventListener("error", (event) => reject(new Error(event.detail.error)), { once: true });
+    });
+    this.#started ??= Promise.race([this.#start(options), failed]).catch((error) => {
       if (this.status !== "error") this.#setStatus("error", { error: error.message });
       throw error;
     });
     return this.#started;
   }
 
-  async #start({ manifest = "plugins/plugins.json", timeout = 35000, base = BUILD?.base ?? "/" } = {}) {
+  async #start({
+    manifest = "plugins/plugins.json",
+    timeout = 35000,
+    base = BUILD?.base ?? "/",
+    bootTimeout = BOOT_TIMEOUT,
+  } = {}) {
     const began = performance.now();
     this.#options = { manifest, timeout, base };
     if (!("serviceWorker" in navigator)) {
       throw new Error("this browser has no service workers (is the page served over http://localhost or https?)");
     }
-    if (!location.pathname.startsWith(base)) {
-      throw new Error(`this bundle was built for ${base} but the page is at ${location.pathname}: rebuild with --base`);
+    // Both ways round: a bundle served under another path than it was built for cannot boot.
+    if (SERVED_BASE !== base || !location.pathname.startsWith(base)) {
+      const where = SERVED_BASE !== base ? `served from ${SERVED_BASE}` : `the page is at ${location.pathname}`;
+      throw new Error(`this bundle was built for ${base} but ${where}: rebuild with --base ${SERVED_BASE}`);
     }
+    this.#bound(bootTimeout);
     this.#setStatus("booting");
     const ready = new Promise((resolve, reject) => {
       this.addEventListener("ready", resolve, { once: true });
@@ -89,6 +108,20 @@ class ValorRuntime extends EventTarget {
     await runtimeReady;
     this.detail.startMs = Math.round(performance.now() - began);
     return this.detail;
+  }
+
+  #bound(ms) {
+    // start() and loaded() always settle: a runtime not ready after `ms` has failed to boot;
+    // one still loading plug-ins then keeps answering, and loaded() says which still load.
+    setTimeout(() => {
+      const seconds = ms / 1000;
+      if (this.status === "booting") {
+        this.#fail(new Error(`the Valor runtime did not boot within ${seconds} s`));
+      } else if (this.status === "ready" && this.detail.loading !== false) {
+        const detail = `the plug-ins did not all load within ${seconds} s (see Valor.detail)`;
+        this.dispatchEvent(new CustomEvent("overdue", { detail }));
+      }
+    }, ms);
   }
 
   #startWorker(base, manifest) {

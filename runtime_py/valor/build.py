@@ -28,7 +28,7 @@ from typing import Any
 
 from . import snapshot as snapshot_file
 from .errors import ManifestError
-from .manifest import Manifest, PluginSpec, load_manifest
+from .manifest import SERVER_ONLY_KINDS, Manifest, PluginSpec, load_manifest
 from .runtime import intercept_prefixes
 
 PYODIDE_VERSION = "314.0.7"
@@ -52,8 +52,6 @@ KIND_FILES = {
     "kinds/boot.mjs": "loaders/js_host/boot.mjs",
 }
 BUILD_PLACEHOLDER = "/*__VALOR_BUILD__*/null"
-# Kinds a browser cannot run; they are left out of the bundle with a warning.
-SERVER_ONLY_KINDS = {"native": "native plug-ins are shared libraries, which a browser cannot load"}
 SNAPSHOT_FILE = "snapshot.bin"
 # The plug-ins' files in one archive, which the runtime worker fetches and unpacks at boot: one
 # request instead of one per file (each costs the worker and the service worker a few ms).
@@ -226,8 +224,10 @@ def build(
     with progress.step("Checking the manifest") as notes:
         manifest, specs = _check_manifest(Path(manifest_path), progress)
         notes.append(f"{len(specs)} plug-ins")
+        # Every prefix, the left-out plug-ins' too: their requests get the runtime's answer
+        # (a 503 naming why, or the fallback server's), never the static host's.
         bundle.prefixes = intercept_prefixes(
-            bundle.base.rstrip("/"), [spec.prefix for spec in specs], registry=True
+            bundle.base.rstrip("/"), [spec.prefix for spec in manifest.plugins], registry=True
         )
     out.resolve().parent.mkdir(parents=True, exist_ok=True)  # --out a/b/c with no a/b yet
     staging = Path(tempfile.mkdtemp(prefix=".valor-build-", dir=out.resolve().parent))
@@ -274,7 +274,7 @@ def build(
                         bundle.requirement_wheels.append(f"wheels/{path.name}")
             notes.append(f"{len(seen)} wheels")
         with progress.step("Copying plug-ins") as notes:
-            bundle.files = _copy_plugins(manifest, specs, staging / "plugins")
+            bundle.files = _copy_plugins(manifest, specs, staging / "plugins", bundle.fallback)
             _archive(staging, bundle.files, staging / bundle.files_archive)
             notes.append(f"{len(bundle.files)} files")
         with progress.step("Writing the site") as notes:
@@ -490,14 +490,22 @@ def _runs_in_pyodide(wheel: str, platform: str | None) -> bool:
     )
 
 
-def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> list[str]:
+def _copy_plugins(
+    manifest: Manifest, specs: list[PluginSpec], folder: Path, fallback: str | None
+) -> list[str]:
     """The manifest's folder (so ``POST /_plugins`` can mount any file shipped in it), plus
-    plug-in files from elsewhere, and the browser's manifest with paths relative to it."""
+    plug-in files from elsewhere, and the browser's manifest with paths relative to it. A
+    plug-in the browser cannot run stays in it as a stand-in: a proxy to the ``fallback``
+    server's same prefix, or without one its own entry, which the browser host refuses to
+    load with the reason (a 503 at its prefix, listed in ``/_health``)."""
     base_dir = manifest.base_dir
     for path in _walk(base_dir):
         _copy(path, folder / path.relative_to(base_dir))
     entries = []
-    for spec in specs:
+    for spec in manifest.plugins:
+        if spec not in specs:
+            entries.append(_stand_in(spec, fallback))
+            continue
         entry = dict(spec.source)
         if spec.path is not None:
             if spec.path.is_relative_to(base_dir):
@@ -518,6 +526,14 @@ def _copy_plugins(manifest: Manifest, specs: list[PluginSpec], folder: Path) -> 
     # Every file copied, build/ outputs included: the runtime worker loads exactly these.
     copied = (p for p in folder.rglob("*") if p.is_file())
     return sorted(f"plugins/{p.relative_to(folder).as_posix()}" for p in copied)
+
+
+def _stand_in(spec: PluginSpec, fallback: str | None) -> dict[str, Any]:
+    """The browser's entry for a plug-in left out of the bundle."""
+    entry: dict[str, Any] = {"name": spec.name, "prefix": spec.prefix, "timeout": spec.timeout}
+    if fallback is not None:
+        return {**entry, "type": "proxy", "url": fallback.rstrip("/") + spec.prefix}
+    return {**entry, "type": spec.type, "path": spec.source.get("path", "")}
 
 
 def _archive(folder: Path, files: list[str], target: Path) -> None:

@@ -18,6 +18,9 @@ from .errors import ManifestError
 
 KINDS_WITH_PATH = ("python", "js", "wasm", "wasi", "native", "asgi")
 KINDS = (*KINDS_WITH_PATH, "proxy")
+# Kinds a browser cannot run, and why: `valor build` leaves them out, the browser host answers
+# their prefixes with that reason.
+SERVER_ONLY_KINDS = {"native": "native plug-ins are shared libraries, which a browser cannot load"}
 RESERVED_PREFIXES = ("/_health", "/_plugins")
 DEFAULT_TIMEOUT = 30.0
 ISOLATIONS = ("none", "process")

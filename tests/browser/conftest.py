@@ -51,7 +51,7 @@ def browser_type_launch_args() -> dict[str, Any]:
     return {"executable_path": CHROMIUM, "headless": True, "args": CHROMIUM_ARGS}
 
 
-def _site(
+def site_for(
     tmp_path_factory: pytest.TempPathFactory, base: str, manifest: Path = MANIFEST
 ) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("site") / "dist"
@@ -71,19 +71,19 @@ def _site(
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """``plugins/plugins.json`` bundled for the root of a host."""
-    yield from _site(tmp_path_factory, "/")
+    yield from site_for(tmp_path_factory, "/")
 
 
 @pytest.fixture(scope="session")
 def sub_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The same plug-ins bundled for, and served under, a sub-path."""
-    yield from _site(tmp_path_factory, SUB_PATH)
+    yield from site_for(tmp_path_factory, SUB_PATH)
 
 
 @pytest.fixture(scope="module")
 def parity_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """``tests/parity/plugins`` bundled for the root of a host."""
-    yield from _site(tmp_path_factory, "/", PARITY_MANIFEST)
+    yield from site_for(tmp_path_factory, "/", PARITY_MANIFEST)
 
 
 @pytest.fixture(scope="session")

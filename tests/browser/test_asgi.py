@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser.conftest import Site, _site, start_page
+from tests.browser.conftest import Site, site_for, start_page
 from tests.browser.test_streaming import READ_HELD
 from tests.cases import ASGI_CASES, Answer, Case, compare_cases
 from tests.servers import ASGI_MANIFEST, Server, http_send, valor_server
@@ -49,7 +49,7 @@ def asgi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @pytest.fixture(scope="module")
 def asgi_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """``plugins/asgi.json`` bundled, FastAPI and Pydantic's compiled core included."""
-    yield from _site(tmp_path_factory, "/", ASGI_MANIFEST)
+    yield from site_for(tmp_path_factory, "/", ASGI_MANIFEST)
 
 
 @pytest.fixture(scope="module")

@@ -207,7 +207,7 @@ def test_a_requirement_compiled_for_pyodide_is_bundled(
     assert (tmp_path / "d" / wheel).is_file()
 
 
-def test_native_plugins_are_left_out_with_a_warning(tmp_path: Path, capsys) -> None:
+def test_native_plugins_are_left_out_with_a_warning_and_a_stand_in(tmp_path: Path, capsys) -> None:
     plugins = [
         {"name": "hi", "type": "python", "path": "h.py"},
         {"name": "fast", "type": "native", "path": "libfast.so"},
@@ -215,8 +215,20 @@ def test_native_plugins_are_left_out_with_a_warning(tmp_path: Path, capsys) -> N
     path = manifest(tmp_path / "p", plugins, {"h.py": HELLO, "libfast.so": ""})
     build(path, tmp_path / "d")
     assert "plug-in 'fast' is left out" in capsys.readouterr().out
+    # It stays in the browser's manifest, which refuses to load it: its prefix answers why.
     shipped = json.loads((tmp_path / "d" / "plugins" / "plugins.json").read_text())
-    assert [p["name"] for p in shipped["plugins"]] == ["hi"]
+    assert shipped["plugins"][1] == {
+        "name": "fast", "prefix": "/fast", "timeout": 30.0, "type": "native", "path": "libfast.so"
+    }  # fmt: skip
+    info = json.loads((tmp_path / "d" / "valor-bundle.json").read_text())
+    assert "/fast" in info["prefixes"]
+    # With a fallback server, its requests go there, through a proxy at the same prefix.
+    build(path, tmp_path / "f", fallback="http://127.0.0.1:8000/")
+    shipped = json.loads((tmp_path / "f" / "plugins" / "plugins.json").read_text())
+    assert shipped["plugins"][1] == {
+        "name": "fast", "prefix": "/fast", "timeout": 30.0, "type": "proxy",
+        "url": "http://127.0.0.1:8000/fast",
+    }  # fmt: skip
 
 
 def test_the_pyodide_step_says_where_pyodide_came_from(

@@ -70,10 +70,22 @@ def post_plugin(page: Page, site: Site, definition: dict) -> tuple[int, dict]:
     return answer.status, answer.json()
 
 
-def test_native_is_left_out_of_the_bundle(kinds_page: Page) -> None:
+def test_a_native_plugin_left_out_of_the_bundle_answers_why(
+    kinds_page: Page, kinds_bundle: Site
+) -> None:
+    # The build leaves it out; its prefix still reaches the runtime, which names the reason
+    # (not the static host's HTML 404), and /_health and Valor.detail list it as failed.
     mounted = kinds_page.evaluate("Valor.prefixes")
-    assert "/js" in mounted and "/wasm" in mounted
-    assert "/native" not in mounted and "/native-faulty" not in mounted
+    assert "/js" in mounted and "/native" in mounted and "/native-faulty" in mounted
+    answer = fetch(kinds_page, kinds_bundle.url + "native/hello?x=1")
+    assert answer.status == 503, answer
+    assert answer.headers["x-valor-plugin"] == "native"
+    detail = answer.json()["detail"]
+    assert "plug-in 'native' failed to load" in detail and "a browser cannot load" in detail
+    failed = fetch(kinds_page, kinds_bundle.url + "_health").json()["failed"]
+    assert {"native", "native-faulty"} <= {entry["name"] for entry in failed}
+    failures = kinds_page.evaluate("Valor.loaded().then((state) => state.failures)")
+    assert any("plug-in 'native' failed to load" in failure for failure in failures)
 
 
 @pytest.mark.parametrize("kind", BROWSER_KINDS)

@@ -24,7 +24,11 @@ READ_HELD = """async ({stream, release}) => {
   const decoder = new TextDecoder();
   let text = "";
   // The last part is held until the release below: a host that buffered would stall here.
-  while (!text.includes("1\\n")) text += decoder.decode((await reader.read()).value);
+  while (!text.includes("1\\n")) {
+    const part = await reader.read();
+    if (part.done) return {beforeRelease: text, text, ended: "before the release"};
+    text += decoder.decode(part.value);
+  }
   const beforeRelease = text;
   await fetch(release, {method: "POST"});
   for (let part = await reader.read(); !part.done; part = await reader.read()) {
@@ -51,7 +55,8 @@ READ_PATTERN = """async (url) => {
 
 READ_THEN_CANCEL = """async (url) => {
   const reader = (await fetch(url)).body.getReader();
-  const first = new TextDecoder().decode((await reader.read()).value);
+  const part = await reader.read();
+  const first = part.done ? "" : new TextDecoder().decode(part.value);
   await reader.cancel();
   return first;
 }"""

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from ..errors import PluginLoadError
-from ..manifest import PluginSpec
+from ..manifest import SERVER_ONLY_KINDS, PluginSpec
 from ..wire import RequestMessage
 from . import Loader
 from .browser_ffi import field, js_bytes, js_message, js_object, plugin_url, site_url
@@ -136,8 +136,8 @@ async def load_proxy(spec: PluginSpec) -> ProxyPlugin:
 async def load_native(spec: PluginSpec) -> Any:
     raise PluginLoadError(
         spec.name,
-        "native plug-ins are shared libraries, which a browser cannot load; "
-        "serve this one with the server host (valor serve)",
+        f"{SERVER_ONLY_KINDS['native']}; serve this one with the server host (valor serve), "
+        "or build with --fallback URL to send its requests there",
     )
 
 
