@@ -92,7 +92,7 @@ def hello(req):
 POST_AT_ONCE = """async () => {
   // The page's first request, the moment start() resolves.
   await Valor.start();
-  const answer = await fetch("notes", {method: "POST", body: "first"});
+  const answer = await fetch("notes", {method: "POST", body: JSON.stringify({text: "first"})});
   return {status: answer.status, body: await answer.text()};
 }"""
 
