@@ -225,7 +225,11 @@ class TestManifestAtStartup:
         )
         with valor_server(manifest, log_dir=tmp_path) as running:
             assert httpx.get(running.url + "/ok").text == "ok"
-            assert httpx.get(running.url + "/broken").status_code == 404
+            broken = httpx.get(running.url + "/broken")
+            assert broken.status_code == 503  # its failure, named, where it would answer
+            assert "plug-in 'broken' failed to load: syntax error" in broken.json()["detail"]
+            health = httpx.get(running.url + "/_health").json()
+            assert [entry["name"] for entry in health["failed"]] == ["broken"]
             assert "plug-in 'broken' failed to load: syntax error" in running.log()
 
         with (
