@@ -70,9 +70,8 @@ def test_hanging_plugin_does_not_stall_others(server: Server) -> None:
     )
     hang.start()
     time.sleep(0.2)
-    started = time.monotonic()
     assert httpx.get(server.url + "/hello").status_code == 200
-    assert time.monotonic() - started < 1.0
+    assert "hang" not in results  # answered while the hanging request still waits
     hang.join()
     assert results["hang"] == 504
 
