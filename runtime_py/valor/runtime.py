@@ -466,7 +466,7 @@ class Runtime:
                 await stream.aclose()
             return self._failed(spec, exc)
         if stream is not None:  # the rest of its parts, each within the plug-in's timeout
-            response["body"] = watched(stream, spec.name, spec.timeout)  # type: ignore[typeddict-item]
+            response["body"] = watched(stream, spec.name, spec.timeout, deadlines)  # type: ignore[typeddict-item]
         return response
 
     def forwarded_headers(

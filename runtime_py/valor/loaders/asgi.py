@@ -28,7 +28,10 @@ Message = MutableMapping[str, Any]
 App = Callable[
     [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Any
 ]
-ASGI = {"version": "3.0", "spec_version": "2.3"}
+# 2.4: ``send`` raises OSError once the client has gone, so an app streams in its own task
+# (Starlette then starts no task of its own to listen for the client leaving), where the
+# runtime's deadlines, watchdog included, reach it between parts.
+ASGI = {"version": "3.0", "spec_version": "2.4"}
 EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...)
 
 
