@@ -243,3 +243,80 @@ def test_os_exit_in_process_is_survived_under_the_worker_supervisor(tmp_path: Pa
         assert "died" in running.log()  # uvicorn: "Child process [...] died"
         answers = [httpx.get(running.url + "/exits", timeout=5).status_code for _ in range(10)]
         assert answers == [200] * 10
+
+
+# An asgi app whose lifespan shut-down never completes.
+NEVER_SHUTS_DOWN = """import asyncio
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await asyncio.Event().wait()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"up"})
+"""
+ENDLESS = (
+    "import asyncio\nfrom valor import StreamingResponse, vlugin\n"
+    "async def parts():\n    while True:\n"
+    "        yield 'tick\\n'\n        await asyncio.sleep(0.1)\n"
+    "@vlugin\nasync def on_request(req):\n    return StreamingResponse(parts())\n"
+)
+STALLED = (
+    "import time\nfrom valor import StreamingResponse, vlugin\n"
+    "def parts():\n    yield 'first\\n'\n    time.sleep(120)\n    yield 'late\\n'\n"
+    "@vlugin\ndef on_request(req):\n    return StreamingResponse(parts())\n"
+)
+
+
+def shutdown_manifest(folder: Path) -> Path:
+    (folder / "stubborn.py").write_text(NEVER_SHUTS_DOWN)
+    (folder / "endless.py").write_text(ENDLESS)
+    (folder / "stalled.py").write_text(STALLED)
+    entries = [
+        {"name": name, "type": kind, "path": f"{name}.py", "timeout": 2}
+        for name, kind in (("stubborn", "asgi"), ("endless", "python"), ("stalled", "python"))
+    ]
+    entries[2]["timeout"] = 200
+    manifest = folder / "plugins.json"
+    manifest.write_text(json.dumps({"plugins": entries}))
+    return manifest
+
+
+@pytest.mark.timeout(60)
+def test_removing_an_app_whose_lifespan_never_shuts_down_answers_within_its_timeout(
+    tmp_path: Path,
+) -> None:
+    auth = {"authorization": "Bearer t"}
+    with valor_server(
+        shutdown_manifest(tmp_path), "--registry", log_dir=tmp_path, env={"VALOR_TOKEN": "t"}
+    ) as running:
+        assert httpx.get(running.url + "/stubborn").text == "up"
+        removed = httpx.delete(running.url + "/_plugins/stubborn", headers=auth, timeout=30)
+        assert removed.status_code == 200 and removed.elapsed.total_seconds() < 5
+        assert "plug-in 'stubborn': the app's lifespan shut-down did not finish within 2 s" in (
+            running.log()
+        )
+        assert httpx.get(running.url + "/stubborn").status_code == 404
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_ends_the_server_within_its_grace(tmp_path: Path) -> None:
+    with valor_server(
+        shutdown_manifest(tmp_path), "--timeout-graceful-shutdown", "2", log_dir=tmp_path
+    ) as running:
+        with contextlib.ExitStack() as streams:
+            # An endless stream, a sync generator stuck in its thread, and an app that never
+            # completes its shut-down.
+            for path in ("/endless", "/stalled"):
+                client = streams.enter_context(httpx.Client(base_url=running.url, timeout=30))
+                answer = streams.enter_context(client.stream("GET", path))
+                assert next(answer.iter_lines()) in ("tick", "first")
+            asked = time.monotonic()
+            running.process.terminate()
+            running.process.wait(timeout=30)
+            stopped = time.monotonic() - asked
+        # 2 s for the connections, 2 s for the plug-ins' shut-down, and a margin for a busy machine.
+        assert stopped < 10, f"stopped {stopped:.1f} s after SIGTERM:\n{running.log()}"

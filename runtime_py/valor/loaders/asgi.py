@@ -58,6 +58,7 @@ class AsgiPlugin:
     def __init__(self, app: App, spec: PluginSpec) -> None:
         self.app = app
         self.name = spec.name
+        self.timeout = spec.timeout
         self.state: dict[str, Any] = {}
         self._lifespan: Lifespan | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -147,7 +148,7 @@ class AsgiPlugin:
         for task in list(self._background):
             task.cancel()
         if self._lifespan is not None:
-            await self._lifespan.shutdown()
+            await self._lifespan.shutdown(self.name, self.timeout)
 
 
 class Exchange:
@@ -294,9 +295,21 @@ class Lifespan:
         await self._events.put({"type": "lifespan.startup"})
         return await self._reply()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, name: str, timeout: float) -> None:
+        """Run shut-down, within ``timeout`` seconds: past it the app is cut off (its lifespan
+        task cancelled) and logged, as a server's graceful timeout cuts off its workers."""
         await self._events.put({"type": "lifespan.shutdown"})
-        reply = await self._reply()
+        try:
+            reply = await asyncio.wait_for(self._reply(), timeout)
+        except TimeoutError:
+            log.error(
+                "plug-in %r: the app's lifespan shut-down did not finish within %g s; cut off",
+                name,
+                timeout,
+            )
+            assert self._task is not None
+            self._task.cancel()
+            return
         if reply is not None and reply["type"] == "lifespan.shutdown.failed":
             log.error("an ASGI app's lifespan shut-down failed: %s", reply.get("message", ""))
 
