@@ -320,3 +320,65 @@ def test_sigterm_ends_the_server_within_its_grace(tmp_path: Path) -> None:
             stopped = time.monotonic() - asked
         # 2 s for the connections, 2 s for the plug-ins' shut-down, and a margin for a busy machine.
         assert stopped < 10, f"stopped {stopped:.1f} s after SIGTERM:\n{running.log()}"
+
+
+SECRET = "sk-live-5f3c9a"
+LEAKY = {
+    # Prints a secret to its stderr, then its process ends.
+    "leaky.py": "import os, sys\nfrom valor import vlugin\n@vlugin\ndef on_request(req):\n"
+    f"    print('connecting with {SECRET}', file=sys.stderr, flush=True)\n    os._exit(3)\n",
+    "thrower.js": "self.onmessage = () => {\n"
+    f"  throw new Error('the database refused {SECRET}');\n}};\n",
+    # Ends its own worker before answering; a second path answers.
+    "closer.js": "self.onmessage = (event) => {\n"
+    "  if (new URL(event.data.url).pathname === '/close') { self.close(); return; }\n"
+    "  postMessage({ status: 200, headers: {}, body: 'open' });\n};\n",
+}
+
+
+@pytest.fixture(scope="module")
+def leaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("leaky")
+    for name, source in LEAKY.items():
+        (folder / name).write_text(source)
+    entries = [
+        {"name": "leaky", "type": "python", "path": "leaky.py", "isolation": "process"},
+        {"name": "thrower", "type": "js", "path": "thrower.js"},
+        {"name": "closer", "type": "js", "path": "closer.js", "timeout": 20},
+    ]
+    manifest = folder / "plugins.json"
+    manifest.write_text(json.dumps({"plugins": entries}))
+    with valor_server(manifest, log_dir=folder) as running:
+        yield running
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["leaky", "thrower"])
+def test_a_crash_answers_502_with_an_error_id_and_keeps_its_details_in_the_log(
+    leaky: Server, name: str
+) -> None:
+    answer = httpx.get(f"{leaky.url}/{name}", timeout=30)
+    assert answer.status_code == 502
+    assert SECRET not in answer.text
+    body = answer.json()
+    assert body["detail"] == f"plug-in {name!r} crashed"
+    error_id = body["error_id"]
+    wait_until(lambda: error_id in leaky.log(), 10)
+    [line] = [line for line in leaky.log().splitlines() if error_id in line]
+    assert SECRET in line  # the operator still learns why
+
+
+@pytest.mark.timeout(60)
+def test_a_js_worker_that_ends_itself_answers_502_at_once_and_is_replaced(leaky: Server) -> None:
+    for _ in range(3):  # more than its two workers
+        closed, elapsed = timed_get(leaky.url + "/closer/close")
+        assert closed == 502 and elapsed < 5  # not its 20 s timeout
+    answers = [httpx.get(leaky.url + "/closer", timeout=30) for _ in range(4)]
+    assert [(a.status_code, a.text) for a in answers] == [(200, "open")] * 4
+
+
+def wait_until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

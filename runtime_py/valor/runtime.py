@@ -521,8 +521,11 @@ class Runtime:
             log.warning("%s", exc)
             return error_message(503, str(exc))
         if isinstance(exc, PluginCrashed):
-            log.error("plug-in %r crashed: %s", spec.name, exc)
-            return error_message(502, f"plug-in {spec.name!r} crashed: {exc}")
+            # Why it crashed (its last stderr line, its error's message) may quote a secret:
+            # it goes to the log, under the error id the client gets, as a 500's traceback.
+            error_id = os.urandom(6).hex()
+            log.error("plug-in %r crashed: %s [error_id=%s]", spec.name, exc, error_id)
+            return error_message(502, f"plug-in {spec.name!r} crashed", error_id=error_id)
         if isinstance(exc, WireError):
             return self._failure(spec, f"plug-in {spec.name!r} answered an invalid response: {exc}")
         return self._failure(spec, f"plug-in {spec.name!r} raised an error")

@@ -17,10 +17,11 @@ log = logging.getLogger("valor.plugins")
 class PluginFailed(Exception):
     """Raised by a loader; ``answer()`` is the error response the runtime sends."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, logged: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
+        self.logged = logged  # more than the client may see (the plug-in's own words), if any
 
     def answer(self) -> ResponseMessage:
         """The JSON error answer; a 500 carries an ``error_id`` that is also in the log."""
@@ -28,7 +29,7 @@ class PluginFailed(Exception):
             log.warning("%s", self.detail)
             return error_message(self.status, self.detail)
         error_id = uuid.uuid4().hex[:12]
-        log.error("%s [error_id=%s]", self.detail, error_id)
+        log.error("%s [error_id=%s]", self.logged or self.detail, error_id)
         return error_message(500, self.detail, error_id=error_id)
 
 
@@ -37,4 +38,5 @@ def reported_failure(name: str, error: object, crashed: bool) -> Exception:
     both hosts): a crash (502; it is restarted) or a failure (500)."""
     if crashed:
         return PluginCrashed(str(error))
-    return PluginFailed(500, f"plug-in {name!r} failed: {error}")
+    # Its message may quote a secret: the client gets the error id, the log the message.
+    return PluginFailed(500, f"plug-in {name!r} failed", f"plug-in {name!r} failed: {error}")
