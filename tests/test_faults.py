@@ -162,6 +162,12 @@ ISOLATED = {
     "hog": "@vlugin\nasync def on_request(req):\n    kept = bytearray(2 * 1024**3)\n"
     "    return str(len(kept))\n",
     "env": "import os\n@vlugin\nasync def on_request(req):\n    return sorted(os.environ)\n",
+    # Answers with a stream, or with its process id.
+    "streams": "import os\nfrom valor import StreamingResponse\n"
+    "async def parts():\n    yield 'one'\n    yield 'two'\n"
+    "@vlugin\nasync def on_request(req):\n"
+    "    if req.path == '/pid':\n        return str(os.getpid())\n"
+    "    return StreamingResponse(parts())\n",
 }
 
 
@@ -175,6 +181,7 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         for name in ISOLATED
     ]
     entries[1]["limits"] = {"memory_mb": 512}
+    entries[3]["timeout"] = 3
     entries.append(
         {"name": "spin", "type": "python", "path": "spin.py", "isolation": "process", "timeout": 1}
     )
@@ -217,6 +224,19 @@ def test_an_isolated_cpu_loop_is_killed_at_its_timeout(isolated: Server) -> None
     thread.join()
     status, elapsed = result["answer"]
     assert status == 504 and elapsed < 5
+
+
+@pytest.mark.timeout(60)
+def test_an_isolated_plugin_answering_with_a_stream_gets_an_error_at_once(isolated: Server) -> None:
+    pid = httpx.get(isolated.url + "/streams/pid", timeout=30).text
+    answer = httpx.get(isolated.url + "/streams", timeout=30)
+    assert answer.elapsed.total_seconds() < 2  # not its 3 s timeout
+    assert answer.status_code == 500
+    assert answer.json()["detail"] == (
+        "plug-in 'streams' answered with a stream, which an isolated plug-in cannot send: "
+        "answer with the whole body, or run it in the server's process"
+    )
+    assert httpx.get(isolated.url + "/streams/pid", timeout=30).text == pid  # not restarted
 
 
 def test_helper_processes_get_a_minimal_environment(isolated: Server) -> None:

@@ -33,10 +33,13 @@ class PluginFailed(Exception):
         return error_message(500, self.detail, error_id=error_id)
 
 
-def reported_failure(name: str, error: object, crashed: bool) -> Exception:
+def reported_failure(name: str, error: object, crashed: bool, shown: bool = False) -> Exception:
     """What a plug-in's process or worker reported instead of an answer (js and native, in
-    both hosts): a crash (502; it is restarted) or a failure (500)."""
+    both hosts): a crash (502; it is restarted) or a failure (500). ``shown``: the error is
+    the host's own words (not the plug-in's), which the client may read."""
     if crashed:
         return PluginCrashed(str(error))
+    if shown:
+        return PluginFailed(500, f"plug-in {name!r} {error}")
     # Its message may quote a secret: the client gets the error id, the log the message.
     return PluginFailed(500, f"plug-in {name!r} failed", f"plug-in {name!r} failed: {error}")
