@@ -230,6 +230,8 @@ async function isCurrent() {
 function onFetch(event) {
   const url = new URL(event.request.url);
   if (url.origin !== self.location.origin || !url.pathname.startsWith(SCOPE)) return;
+  // A proxy plug-in's request to a same-origin upstream: the network's, never Valor's again.
+  if (event.request.headers.has("x-valor-upstream")) return;
   if (ASSETS.has(url.pathname)) {
     if (event.request.method === "GET") event.respondWith(fromFiles(event.request, url));
     return;

@@ -201,6 +201,34 @@ def test_a_navigation_from_a_page_without_valor_boots_a_runtime(
         context.close()
 
 
+@pytest.mark.timeout(180)
+def test_a_proxy_to_a_same_origin_path_under_its_own_prefix_reaches_the_network(
+    browser: Browser, site: Site
+) -> None:
+    # Its upstream request is under a prefix the service worker intercepts: it must go to the
+    # network (the static host), not back into Valor, which would answer it by proxying again.
+    context = browser.new_context()
+    try:
+        page = start_page(context, site.url, timeout=8000)
+        definition = {
+            "name": "loop",
+            "type": "proxy",
+            "prefix": "/loop",
+            "url": site.url + "loop/upstream",
+        }
+        added = fetch(page, site.url + "_plugins", "POST", body=json.dumps(definition).encode())
+        assert added.status == 201, added.body
+        started = time.monotonic()
+        answer = fetch(page, site.url + "loop/x")
+        assert time.monotonic() - started < 5  # not the 8 s timeout
+        # The static host's own 404 for /loop/upstream/x, relayed by the proxy.
+        assert answer.status == 404
+        assert answer.headers["x-valor-plugin"] == "loop"
+        assert not answer.body.startswith(b'{"status"'), "an error of Valor's, not the host's"
+    finally:
+        context.close()
+
+
 def test_booting_runtime_answers_503_then_serves(browser: Browser, site: Site) -> None:
     context = browser.new_context()
     hold_boot(context)
