@@ -141,10 +141,14 @@ def stream_load(base: str, seconds: int, connections: int) -> dict[str, float]:
         thread.join()
     # What is left once the clients are gone: generators close within a second or two.
     settle = time.monotonic() + 10
-    while (after := httpx.get(base + "/stream/stats", timeout=10).json())["open"] and (
-        time.monotonic() < settle
-    ):
-        time.sleep(0.2)
+    try:
+        while (after := httpx.get(base + "/stream/stats", timeout=10).json())["open"] and (
+            time.monotonic() < settle
+        ):
+            time.sleep(0.2)
+    except httpx.HTTPError as exc:
+        message = f"soak: the server stopped answering after the stream load ({exc!r})"
+        raise SystemExit(message) from None
     cpu = cpu_seconds(after["pid"])
     time.sleep(2)  # a span to measure the CPU over
     idle_cpu = cpu_seconds(after["pid"]) - cpu
