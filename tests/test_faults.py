@@ -233,8 +233,8 @@ def test_an_isolated_plugin_answering_with_a_stream_gets_an_error_at_once(isolat
     assert answer.elapsed.total_seconds() < 2  # not its 3 s timeout
     assert answer.status_code == 500
     assert answer.json()["detail"] == (
-        "plug-in 'streams' answered with a stream, which an isolated plug-in cannot send: "
-        "answer with the whole body, or run it in the server's process"
+        "plug-in 'streams' failed: it answered with a stream, which an isolated plug-in cannot "
+        "send: answer with the whole body, or run it in the server's process"
     )
     assert httpx.get(isolated.url + "/streams/pid", timeout=30).text == pid  # not restarted
 

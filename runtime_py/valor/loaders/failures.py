@@ -17,11 +17,10 @@ log = logging.getLogger("valor.plugins")
 class PluginFailed(Exception):
     """Raised by a loader; ``answer()`` is the error response the runtime sends."""
 
-    def __init__(self, status: int, detail: str, logged: str | None = None) -> None:
+    def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
-        self.logged = logged  # more than the client may see (the plug-in's own words), if any
 
     def answer(self) -> ResponseMessage:
         """The JSON error answer; a 500 carries an ``error_id`` that is also in the log."""
@@ -29,17 +28,15 @@ class PluginFailed(Exception):
             log.warning("%s", self.detail)
             return error_message(self.status, self.detail)
         error_id = uuid.uuid4().hex[:12]
-        log.error("%s [error_id=%s]", self.logged or self.detail, error_id)
+        log.error("%s [error_id=%s]", self.detail, error_id)
         return error_message(500, self.detail, error_id=error_id)
 
 
-def reported_failure(name: str, error: object, crashed: bool, shown: bool = False) -> Exception:
+def reported_failure(name: str, error: object, crashed: bool) -> Exception:
     """What a plug-in's process or worker reported instead of an answer (js and native, in
-    both hosts): a crash (502; it is restarted) or a failure (500). ``shown``: the error is
-    the host's own words (not the plug-in's), which the client may read."""
+    both hosts): a crash (502; it is restarted; why goes to the log only, see
+    ``Runtime._failed``) or a failure (500) in the host's own words (an answer that is not a
+    response, a return code), which the client reads."""
     if crashed:
         return PluginCrashed(str(error))
-    if shown:
-        return PluginFailed(500, f"plug-in {name!r} {error}")
-    # Its message may quote a secret: the client gets the error id, the log the message.
-    return PluginFailed(500, f"plug-in {name!r} failed", f"plug-in {name!r} failed: {error}")
+    return PluginFailed(500, f"plug-in {name!r} failed: {error}")

@@ -207,9 +207,7 @@ class PluginProcess:
 def answer_of(name: str, head: dict[str, Any], body: bytes) -> ResponseMessage:
     """Turn an answer frame into a wire response; raise the failure it reports."""
     if "error" in head:
-        raise reported_failure(
-            name, head["error"], bool(head.get("crashed")), bool(head.get("shown"))
-        )
+        raise reported_failure(name, head["error"], bool(head.get("crashed")))
     try:
         return response_from(head, body)
     except AbiError as exc:

@@ -20,7 +20,7 @@ from .process import FRAME
 from .python import load_python
 
 CANNOT_STREAM = (
-    "answered with a stream, which an isolated plug-in cannot send: answer with the whole "
+    "it answered with a stream, which an isolated plug-in cannot send: answer with the whole "
     "body, or run it in the server's process"
 )
 
@@ -63,7 +63,7 @@ async def answer(plugin: Any, out: BinaryIO, request_id: int, payload: bytes) ->
     body = response["body"]
     if isinstance(body, Stream):  # frames carry whole answers
         await body.aclose()
-        send(out, request_id, {"error": CANNOT_STREAM, "shown": True})
+        send(out, request_id, {"error": CANNOT_STREAM})
         return
     send(out, request_id, {"status": response["status"], "headers": response["headers"]}, body)
 
