@@ -211,27 +211,40 @@ async def _watch(
 ) -> AsyncIterator[bytes]:
     try:
         while True:
-            task = deadlines.start(idle)
             try:
-                part = await stream.__anext__()
+                part = await _within(stream.__anext__(), idle, deadlines)
             except StopAsyncIteration:
-                deadlines.stop(task)
                 return
-            except DeadlineExceeded:
-                deadlines.stop(task)
+            except (TimeoutError, DeadlineExceeded):
                 raise idle_error(plugin, idle) from None
-            except asyncio.CancelledError:
-                if deadlines.stop(task):
-                    raise idle_error(plugin, idle) from None
-                raise
             except Exception as exc:
-                deadlines.stop(task)
                 raise broken_error(plugin, exc) from exc
-            if deadlines.stop(task):  # it caught its cancellation and produced a part late
-                raise idle_error(plugin, idle)
             yield part
     finally:
         await stream.aclose()
+
+
+async def _within(part: Awaitable[bytes], idle: float, deadlines: Deadlines) -> bytes:
+    """``part`` within ``idle`` seconds (``TimeoutError`` past them), under ``deadlines`` in
+    the current task. A task with a deadline of its own (a handler reading a sibling plug-in's
+    stream) keeps it, and its watchdog: the part gets ``asyncio.timeout`` then."""
+    task = asyncio.current_task()
+    if task is None or deadlines.has(task):
+        async with asyncio.timeout(idle):
+            return await part
+    deadlines.start(idle, task)
+    try:
+        result = await part
+    except asyncio.CancelledError:
+        if deadlines.stop(task):
+            raise TimeoutError from None
+        raise
+    except BaseException:
+        deadlines.stop(task)
+        raise
+    if deadlines.stop(task):  # it caught its cancellation and produced a part late
+        raise TimeoutError
+    return result
 
 
 def idle_error(plugin: str, idle: float) -> StreamError:
