@@ -32,7 +32,9 @@ LIMITS = {
     "cpu_seconds": "CPU time of an isolated python plug-in's process",
 }
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: "$" would let a "\n" end it
+# Control characters (C0 and DEL): a prefix holding one could split a log line or a header.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
 _KNOWN_FIELDS |= {"isolation", "limits", "app"}
 _APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -107,7 +109,7 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: a plug-in definition must be an object")
     name = entry.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ManifestError(
             f"{where}: 'name' must be a non-empty string of letters, digits, '-', '_' or '.'",
             None,
@@ -127,6 +129,8 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     prefix = entry.get("prefix", "/" + name)
     if not isinstance(prefix, str) or not prefix.startswith("/") or "?" in prefix or "#" in prefix:
         raise fail("prefix", f"must be a path starting with '/', got {prefix!r}")
+    if _CONTROL.search(prefix):
+        raise fail("prefix", f"must not hold control characters (CR, LF, tab...), got {prefix!r}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else "/"
     if any(prefix == r or prefix.startswith(r + "/") for r in RESERVED_PREFIXES):
         raise fail("prefix", f"{prefix!r} is reserved for Valor's built-ins")
