@@ -75,9 +75,12 @@ def valor_server(
     open_files: int | None = None,
 ) -> Iterator[Server]:
     """Run ``valor serve`` in a subprocess until the block ends; waits until it answers.
-    ``env`` adds to the environment; ``open_files`` lowers the server's open-file limit."""
+    ``env`` adds to the environment; ``open_files`` lowers the server's open-file limit. The
+    store is a new SQLite file in ``log_dir`` unless ``--store`` or ``VALOR_STORE`` says."""
     port = free_port()
     log_path = log_dir / f"valor-{port}.log"
+    if "--store" not in args and "VALOR_STORE" not in (env or {}):
+        args = (*args, "--store", str(log_dir / f"store-{port}.sqlite3"))
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "valor.cli", "serve", str(manifest), "--port", str(port), *args],

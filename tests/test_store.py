@@ -24,6 +24,7 @@ from valor.store import (
     ValueTooLarge,
 )
 from valor.store.backend import Backend
+from valor.store.sqlite import SqliteBackend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -53,7 +54,7 @@ class Opened:
         return Store(backend or self.backend, namespace, clock=self.clock)
 
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "sqlite"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -66,7 +67,15 @@ async def opened(request: pytest.FixtureRequest) -> AsyncIterator[Opened]:
         async def another() -> Backend:
             return backend  # one process's memory: the same store is the same object
 
-    else:  # pragma: no cover - filled in by the backends' fixtures
+    elif request.param == "sqlite":
+        path = request.getfixturevalue("tmp_path") / "store.sqlite3"
+        backend = SqliteBackend(path)
+
+        async def another() -> Backend:  # as another worker process would open it
+            extra.append(SqliteBackend(path))
+            return extra[-1]
+
+    else:
         raise AssertionError(request.param)
     yield Opened(backend, another, clock)
     for other in extra:
@@ -370,7 +379,7 @@ async def test_sync_api_from_a_thread() -> None:
 
 async def test_sync_api_on_the_loop_says_to_await() -> None:
     store = Store(MemoryBackend(), "sync")
-    with pytest.raises(StoreError, match="await store.get"):
+    with pytest.raises(StoreError, match=r"await store\.get"):
         store.sync.get("a")
 
 

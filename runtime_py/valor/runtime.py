@@ -24,6 +24,9 @@ from .loaders import Loader, Plugin
 from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
 from .responses import JSON, error_message
+from .store import MemoryBackend, Store, StoreUnavailable
+from .store.backend import Backend
+from .store.loading import loading_with
 from .streaming import Stream, streamed, watched
 from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
 
@@ -68,8 +71,12 @@ class Runtime:
         registry: bool = False,
         registry_token: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        store: Backend | None = None,
     ) -> None:
         self.loaders = dict(loaders)
+        self.store: Backend = store if store is not None else MemoryBackend()
+        """Where the plug-ins' stores keep their entries (``ctx.store``); memory unless the
+        host chooses (the server: SQLite beside the manifest)."""
         self.root_path = root_path.rstrip("/")
         self.registry = registry
         self.registry_token = registry_token
@@ -264,6 +271,10 @@ class Runtime:
         self._reroute()
         for mount in mounts:
             await _close_quietly(mount)
+        try:
+            await self.store.close()
+        except Exception:
+            log.exception("closing the store %s failed", self.store.description)
 
     def _check_free(self, spec: PluginSpec) -> None:
         if spec.name in self._mounts:
@@ -287,12 +298,17 @@ class Runtime:
                 f"(supported: {', '.join(sorted(self.loaders))})",
             )
         try:
-            return await loader(spec)
+            with loading_with(self.store_for(spec)):
+                return await loader(spec)
         except PluginLoadError:
             raise
         except LOAD_FAILURES as exc:
             log.exception("loading plug-in %r failed", spec.name)
             raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
+
+    def store_for(self, spec: PluginSpec) -> Store:
+        """The store a plug-in sees: its namespace of the runtime's backend."""
+        return Store(self.store, spec.namespace)
 
     def _reroute(self, notify: bool = True) -> None:
         self._routes = sorted(self._mounts.values(), key=lambda m: len(m.spec.prefix), reverse=True)
@@ -329,7 +345,10 @@ class Runtime:
             response = self.too_large()
         elif path == "/_health":
             await self._loaded()
-            response = _json(200, {"status": "ok", "plugins": len(self._mounts)})
+            response = _json(
+                200,
+                {"status": "ok", "plugins": len(self._mounts), "store": self.store.description},
+            )
         elif path == "/_plugins" or path.startswith("/_plugins/"):
             await self._loaded()
             response = await self._registry(message, path, read_body)
@@ -516,6 +535,9 @@ class Runtime:
             return self._timed_out(spec)
         if isinstance(exc, PluginFailed):  # a trap, an exit code, a bad answer, no upstream
             return exc.answer()
+        if isinstance(exc, StoreUnavailable):  # 503, or 507 when it is full
+            log.error("plug-in %r: %s", spec.name, exc)
+            return error_message(exc.status, f"plug-in {spec.name!r}: {exc}", store=exc.store)
         if isinstance(exc, PluginBusy):
             log.warning("%s", exc)
             return error_message(503, str(exc))
