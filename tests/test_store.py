@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +26,7 @@ from valor.store import (
 )
 from valor.store.backend import Backend
 from valor.store.sqlite import SqliteBackend
+from valor.store.urls import open_backend, redacted
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -396,3 +398,24 @@ def test_sync_api_where_the_host_cannot_block(monkeypatch: pytest.MonkeyPatch) -
     store = Store(MemoryBackend(), "sync")
     with pytest.raises(StoreError, match="async def"):
         store.sync.get("a")
+
+
+# -- store URLs ---------------------------------------------------------------------------------
+
+
+def test_store_urls(tmp_path: Path) -> None:
+    assert isinstance(open_backend("memory:", tmp_path), MemoryBackend)
+    for url, path in [
+        ("sqlite:///data/s.sqlite3", tmp_path / "data/s.sqlite3"),  # relative, as SQLAlchemy's
+        (f"sqlite:///{tmp_path}/abs.sqlite3", tmp_path / "abs.sqlite3"),
+        ("plain.sqlite3", tmp_path / "plain.sqlite3"),
+    ]:
+        backend = open_backend(url, tmp_path)
+        assert isinstance(backend, SqliteBackend) and backend.path == path, url
+        assert backend.description == f"sqlite:///{path}"
+    for bad in ("sqlite://x", "sqlite:///", "postgres://db/x", ""):
+        with pytest.raises(StoreError, match="store URL"):
+            open_backend(bad, tmp_path)
+    assert redacted("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redacted("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
+    assert redacted("redis://host:6379/0") == "redis://host:6379/0"
