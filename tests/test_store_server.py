@@ -1,5 +1,6 @@
-"""The store under ``valor serve``: several worker processes share one SQLite file, and a
-write answered with success survives a worker killed mid-load."""
+"""The store under ``valor serve``: several worker processes share one SQLite file, a write
+answered with success survives a worker killed mid-load, servers share a Redis, and a store
+out of reach answers 503 until it is back."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import ROOT, Server, valor_server
+from tests.servers import ROOT, Server, redis_server, valor_server
+from valor.processes import stop_process
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -128,3 +130,44 @@ def test_a_worker_killed_mid_load_loses_no_acknowledged_note(tmp_path: Path) -> 
                 note_id for note_id, text in acknowledged.items() if listed.get(note_id) != text
             }
             assert not lost, f"{len(lost)} acknowledged notes lost; {failed} requests failed"
+
+
+def test_two_servers_sharing_a_redis_see_each_others_notes(tmp_path: Path, redis_url: str) -> None:
+    manifest = notes_manifest(tmp_path)
+    store = ("--store", redis_url)
+    with (
+        valor_server(manifest, *store, log_dir=tmp_path) as one,
+        valor_server(manifest, *store, log_dir=tmp_path) as two,
+    ):
+        assert httpx.get(one.url + "/_health").json()["store"] == redis_url
+        first = httpx.post(one.url + "/notes", json={"text": "from one"}).json()
+        second = httpx.post(two.url + "/notes", json={"text": "from two"}).json()
+        assert second["id"] == first["id"] + 1  # one counter
+        assert httpx.get(f"{two.url}/notes/{first['id']}").json() == first
+        assert httpx.get(f"{one.url}/notes/{second['id']}").json() == second
+        for server in (one, two):
+            listed = httpx.get(server.url + "/notes").json()["notes"]
+            assert first in listed and second in listed
+
+
+def test_redis_down_answers_503_naming_it_and_recovers_by_itself(tmp_path: Path) -> None:
+    manifest = notes_manifest(tmp_path)
+    redis_dir = tmp_path / "redis"
+    redis_dir.mkdir()
+    with (
+        redis_server(redis_dir) as redis,
+        valor_server(manifest, "--store", redis.url, log_dir=tmp_path) as server,
+    ):
+        assert httpx.post(server.url + "/notes", json={"text": "before"}).status_code == 201
+        stop_process(redis.process)
+        answer = httpx.post(server.url + "/notes", json={"text": "while down"}, timeout=60)
+        assert answer.status_code == 503, answer.text
+        body = answer.json()
+        assert body["store"] == redis.url and body["error"] == "Service Unavailable"
+        assert f"store {redis.url!r} is unavailable" in body["detail"]
+        assert httpx.get(server.url + "/notes", timeout=60).status_code == 503
+        assert httpx.get(server.url + "/pid").status_code == 200  # the others keep serving
+        with redis_server(redis_dir, port=redis.port):
+            answer = httpx.post(server.url + "/notes", json={"text": "after"}, timeout=60)
+            assert answer.status_code == 201, answer.text
+            assert httpx.get(server.url + "/notes").json()["notes"] == [answer.json()]
