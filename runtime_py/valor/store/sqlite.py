@@ -204,6 +204,8 @@ class SqliteBackend:
                 outcomes = self._writer._run(functools.partial(self._write, queued=queued))
             except sqlite3.Error as exc:
                 outcomes = [self._unavailable(exc) for _ in queued]
+            except OSError as exc:  # the lock file beside it
+                outcomes = [StoreUnavailable(self.description, str(exc)) for _ in queued]
             except BaseException as exc:
                 outcomes = [exc for _ in queued]
             for item, outcome in zip(queued, outcomes, strict=True):
