@@ -233,3 +233,30 @@ def read_only(files: list[Path]) -> Iterator[Callable[..., None]]:
                     subprocess.run(["chattr", "-i", str(file)], check=False)
                 else:
                     file.chmod(0o644)
+
+
+@pytest.mark.anyio
+async def test_the_server_chooses_its_store_from_flag_manifest_or_default(tmp_path: Path) -> None:
+    from valor.errors import ManifestError
+    from valor.manifest import parse_manifest
+    from valor.server import create_app
+
+    plugins = [{"name": "decorated", "type": "python", "path": "decorated.py"}]
+    chosen = manifest(tmp_path, plugins, store="sqlite:///data/chosen.sqlite3")
+    plain = tmp_path / "plain" / "plugins.json"
+    plain.parent.mkdir()
+    plain.write_text(json.dumps({"plugins": []}))
+    cases = [
+        (create_app(plain), f"sqlite:///{plain.parent}/valor-store.sqlite3"),  # beside it
+        (create_app(chosen), f"sqlite:///{tmp_path}/data/chosen.sqlite3"),  # the manifest's
+        (create_app(chosen, store="memory:"), "memory:"),  # --store wins
+    ]
+    for app, description in cases:
+        await app.startup()
+        try:
+            assert app.runtime.store.description == description
+        finally:
+            await app.runtime.close()
+    for bad in ("", 5, ["memory:"]):
+        with pytest.raises(ManifestError, match='"store"'):
+            parse_manifest({"plugins": [], "store": bad}, tmp_path)
