@@ -98,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes sharing the port (default: 1)",
     )
+    serve_parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=os.environ.get("VALOR_STORE"),
+        help="the plug-ins' store: sqlite:///PATH (or a path), redis://HOST:PORT/DB or memory: "
+        '(default: $VALOR_STORE, else the manifest\'s "store", else valor-store.sqlite3 '
+        "beside the manifest)",
+    )
     _add_deployment_options(serve_parser)
     serve_parser.add_argument(
         "--cors",
@@ -212,6 +220,7 @@ def serve(args: argparse.Namespace) -> int:
         VALOR_MAX_BODY_SIZE=str(args.max_body_size),
         VALOR_LOG_LEVEL=args.log_level or "",
         VALOR_CORS=" ".join(args.cors),
+        VALOR_STORE=args.store or "",  # a relative path: the current folder's, in each worker
     )
     if args.token_file is not None:
         try:
@@ -294,6 +303,7 @@ def app_from_environment():
         max_body_size=int(os.environ.get("VALOR_MAX_BODY_SIZE", 10 * 1024 * 1024)),
         body_timeout=float(os.environ.get("VALOR_TIMEOUT_BODY") or 30),
         passthrough=os.environ.get("VALOR_PASSTHROUGH") != "0",
+        store=os.environ.get("VALOR_STORE") or None,
     )
     origins = os.environ.get("VALOR_CORS", "").split()
     if origins:

@@ -1,8 +1,10 @@
 """The manifest: which plug-ins to load, where to mount them, and with what config.
 
-``{"plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
-"requirements"?, "isolation"?, "limits"?, "app"?}]}``. Paths are relative to the manifest's
-folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module (default ``app``).
+``{"store"?, "plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
+"requirements"?, "isolation"?, "limits"?, "app"?, "store"?}]}``. Paths are relative to the
+manifest's folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module (default
+``app``). The top-level ``store`` is the server's store URL (docs/state.md); a plug-in's
+``store`` names a namespace it shares with the plug-ins that name the same (default: its name).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: "$" would let a 
 # Control characters (C0 and DEL): a prefix holding one could split a log line or a header.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
-_KNOWN_FIELDS |= {"isolation", "limits", "app"}
+_KNOWN_FIELDS |= {"isolation", "limits", "app", "store"}
 _APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
@@ -55,6 +57,12 @@ class PluginSpec:
     source: dict[str, Any] = field(default_factory=dict)
     isolation: str = "none"
     limits: dict[str, int] = field(default_factory=dict)
+    store: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        """The store namespace the plug-in sees: the one it shares by name, else its own."""
+        return self.store or self.name
 
     def describe(self) -> dict[str, Any]:
         """The definition as given (what ``GET /_plugins`` lists), with the effective prefix."""
@@ -65,6 +73,7 @@ class PluginSpec:
 class Manifest:
     plugins: list[PluginSpec]
     base_dir: Path
+    store: str | None = None
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -87,6 +96,14 @@ def parse_manifest(data: Any, base_dir: Path) -> Manifest:
     """Validate a manifest already parsed from JSON. Every plug-in is checked before any loads."""
     if not isinstance(data, dict) or not isinstance(data.get("plugins"), list):
         raise ManifestError('a manifest must be an object with a "plugins" list')
+    store = data.get("store")
+    if store is not None and (not isinstance(store, str) or not store):
+        raise ManifestError(
+            'the manifest\'s "store" must be a store URL: memory:, sqlite:///PATH or '
+            f"redis://HOST:PORT/DB, got {store!r}",
+            None,
+            "store",
+        )
     specs: list[PluginSpec] = []
     for index, entry in enumerate(data["plugins"]):
         spec = parse_plugin(entry, base_dir, where=f"plugins[{index}]")
@@ -101,7 +118,7 @@ def parse_manifest(data: Any, base_dir: Path) -> Manifest:
                     "prefix",
                 )
         specs.append(spec)
-    return Manifest(plugins=specs, base_dir=base_dir)
+    return Manifest(plugins=specs, base_dir=base_dir, store=store)
 
 
 def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSpec:
@@ -183,6 +200,13 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise fail("limits", f"{key!r} must be a positive integer, got {value!r}")
 
+    store = entry.get("store")
+    if store is not None and (not isinstance(store, str) or not _NAME.match(store)):
+        raise fail(
+            "store",
+            f"must name a shared store namespace (letters, digits, '-', '_', '.'), got {store!r}",
+        )
+
     return PluginSpec(
         name=name,
         type=kind,
@@ -195,4 +219,5 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         source=dict(entry),
         isolation=isolation,
         limits=dict(limits),
+        store=store,
     )

@@ -21,6 +21,7 @@ from .manifest import load_manifest
 from .responses import error_message
 from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
 from .status import REASONS
+from .store.urls import default_url, open_backend
 from .streaming import Stream
 
 Scope = MutableMapping[str, Any]
@@ -78,8 +79,10 @@ class ValorApp:
         strict: bool,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         passthrough: bool = True,
+        store_url: str | None = None,
     ) -> None:
         self.runtime = runtime
+        self.store_url = store_url
         self.manifest_path = manifest_path
         self.strict = strict
         self.body_timeout = body_timeout
@@ -98,7 +101,12 @@ class ValorApp:
 
     async def _load(self) -> None:
         if self.manifest_path is not None:
-            await self.runtime.load(load_manifest(self.manifest_path), strict=self.strict)
+            manifest = load_manifest(self.manifest_path)
+            if self.store_url is None:  # --store, else the manifest's, else SQLite beside it
+                url = manifest.store or default_url(manifest.base_dir)
+                self.runtime.store = open_backend(url, manifest.base_dir)
+            log.info("store: %s", self.runtime.store.description)
+            await self.runtime.load(manifest, strict=self.strict)
         self._loaded = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -175,6 +183,7 @@ def create_app(
     loaders: dict[str, Loader] | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     passthrough: bool = True,
+    store: str | None = None,
 ) -> ValorApp:
     """Build the ASGI app for a manifest: by default ``$VALOR_MANIFEST``, else
     ``plugins/plugins.json``, so ``uvicorn --factory valor.server:create_app`` serves it.
@@ -183,6 +192,9 @@ def create_app(
     ``token`` one is generated and logged. With ``passthrough`` off, ``asgi`` plug-ins are
     answered through the wire message, as in the browser host (``valor.passthrough``), for
     comparisons.
+
+    ``store`` is the plug-ins' store URL (``memory:``, ``sqlite:///PATH``, ``redis://...``);
+    by default the manifest's ``store``, else ``valor-store.sqlite3`` beside the manifest.
     """
     if manifest is None:
         manifest = os.environ.get("VALOR_MANIFEST", "plugins/plugins.json")
@@ -194,9 +206,10 @@ def create_app(
         registry=registry,
         registry_token=token if registry else None,
         max_body_size=max_body_size,
+        store=open_backend(store, Path.cwd()) if store else None,
     )
     use_runtime_reasons()
-    return ValorApp(runtime, manifest, strict, body_timeout, passthrough)
+    return ValorApp(runtime, manifest, strict, body_timeout, passthrough, store or None)
 
 
 def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:

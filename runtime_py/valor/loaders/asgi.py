@@ -18,6 +18,8 @@ from urllib.parse import unquote
 
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
+from ..store import Store
+from ..store.loading import store_being_loaded
 from ..streaming import Stream
 from ..wire import RequestMessage, ResponseMessage
 from .python import _describe, _import
@@ -47,7 +49,7 @@ async def load_asgi(spec: PluginSpec) -> AsgiPlugin:
         raise PluginLoadError(
             spec.name, f"{spec.path.name} has no ASGI application named {name!r} (set 'app')"
         )
-    plugin = AsgiPlugin(app, spec)
+    plugin = AsgiPlugin(app, spec, store_being_loaded())
     await plugin.start(spec.timeout)
     return plugin
 
@@ -55,11 +57,13 @@ async def load_asgi(spec: PluginSpec) -> AsgiPlugin:
 class AsgiPlugin:
     """One ASGI app: an HTTP scope per request, and its lifespan."""
 
-    def __init__(self, app: App, spec: PluginSpec) -> None:
+    def __init__(self, app: App, spec: PluginSpec, store: Store | None = None) -> None:
         self.app = app
         self.name = spec.name
         self.timeout = spec.timeout
-        self.state: dict[str, Any] = {}
+        # The lifespan state every request's scope gets a copy of: the plug-in's store is in
+        # it (``request.state.store`` in Starlette and FastAPI).
+        self.state: dict[str, Any] = {} if store is None else {"store": store}
         self._lifespan: Lifespan | None = None
         self._background: set[asyncio.Task[None]] = set()
 

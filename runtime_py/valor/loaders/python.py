@@ -19,6 +19,8 @@ from ..manifest import PluginSpec
 from ..plugin import Context, is_handler
 from ..requests import Request
 from ..responses import error_message, to_message
+from ..store import Store
+from ..store.loading import store_being_loaded
 from ..streaming import Stream
 from ..wire import RequestMessage, ResponseMessage, WireError, body_bytes, response_message
 
@@ -33,7 +35,8 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
         from .python_process import load_isolated_python
 
         return await load_isolated_python(spec)  # type: ignore[return-value]
-    module = _import(spec.name, spec.path)
+    store = store_being_loaded()
+    module = _import(spec.name, spec.path, store)
     threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
     if callable(getattr(module, "onmessage", None)):
         return WorkerPlugin(module, threads)
@@ -41,7 +44,7 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
     on_create = getattr(module, "on_create", None)
     context = None
     if on_create is not None:
-        context = Context(spec.name, spec.config)
+        context = Context(spec.name, spec.config, store)
         try:
             await call(on_create, context)
         except LOAD_FAILURES as exc:
@@ -199,7 +202,7 @@ class Parts:
                 return
 
 
-def _import(name: str, path: Path) -> ModuleType:
+def _import(name: str, path: Path, store: Store | None = None) -> ModuleType:
     if not path.is_file():
         raise PluginLoadError(name, f"file not found: {path}")
     spec = importlib.util.spec_from_file_location(f"valor_plugin_{name.replace('.', '_')}", path)
@@ -207,6 +210,8 @@ def _import(name: str, path: Path) -> ModuleType:
         raise PluginLoadError(name, f"cannot import {path} as a Python module")
     module = importlib.util.module_from_spec(spec)
     module.postMessage = postMessage  # type: ignore[attr-defined]
+    if store is not None:  # a worker-style module's store, a global as postMessage is
+        module.store = store  # type: ignore[attr-defined]
     # Modules beside the plug-in import as they do beside a script: its folder comes first.
     folder = str(path.parent.resolve())
     if folder not in sys.path:
