@@ -30,4 +30,4 @@ done
 [ ${#busy_loops[@]} -eq 0 ] || echo "==> ${#busy_loops[@]} busy loops beside the suite"
 
 echo "==> pytest"
-python3 -m pytest "$@"
+python3 -m pytest --durations=15 "$@"
