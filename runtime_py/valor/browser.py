@@ -19,6 +19,7 @@ from .loaders.python import load_python
 from .manifest import load_manifest
 from .runtime import Runtime
 from .status import reason
+from .store.indexeddb import IndexedDBBackend, database_name
 from .streaming import Stream
 from .wire import RequestMessage, ResponseMessage
 
@@ -175,7 +176,10 @@ async def start(
     # Load and failure messages go to the console; one line per request would slow every call.
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
-    runtime = Runtime(BROWSER_LOADERS, root_path=root_path.rstrip("/"), registry=registry)
+    root_path = root_path.rstrip("/")
+    # The plug-ins' stores: the site's IndexedDB database, shared by every tab of the site.
+    store = IndexedDBBackend(database_name(root_path + "/"))
+    runtime = Runtime(BROWSER_LOADERS, root_path=root_path, registry=registry, store=store)
     loading = runtime.start_loading(
         load_manifest(manifest_path), pause=LOAD_PAUSE, quiet=LOAD_QUIET, patience=LOAD_PATIENCE
     )
