@@ -418,9 +418,9 @@ def _after_prefix(prefix: bytes) -> bytes | list[Any]:
 def _value(record: Record) -> Any:
     import js
 
-    value = {"k": record.key, "v": record.value, "n": record.version}
-    if record.expires_at is not None:
-        value["e"] = record.expires_at  # only entries that expire are in the expiry index
+    # An entry that never expires has ``e`` undefined, which is not a key: it is left out of
+    # the expiry index.
+    value = {"k": record.key, "v": record.value, "n": record.version, "e": record.expires_at}
     return to_js(value, dict_converter=js.Object.fromEntries)
 
 
