@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.browser.conftest import BLANK_PAGE, Site, fetch, served, start_page
+from tests.browser.conftest import BLANK_PAGE, START, Site, fetch, served, start_page
 from tests.servers import MANIFEST, ROOT
 from tests.test_store import CASES
 from valor.build import build, serve
@@ -84,3 +84,82 @@ def test_the_store_table_passes_on_indexeddb_in_the_runtime_worker(
     assert answer.status == 200, "\n".join([answer.body.decode(), *cases_page.console[-5:]])
     result = answer.json()
     assert result["ok"], result["error"]
+
+
+def demo_page(context: BrowserContext, site: Site) -> Page:
+    page = context.new_page()
+    page.goto(site.url)
+    page.evaluate(START, {})
+    return page
+
+
+def notes_of(page, site: Site) -> list[dict]:
+    answer = fetch(page, site.url + "notes")
+    assert answer.status == 200, answer.body
+    return answer.json()["notes"]
+
+
+def add_note(page, site: Site, text: str) -> dict:
+    answer = fetch(page, site.url + "notes", "POST", body=json.dumps({"text": text}).encode())
+    assert answer.status == 201, answer.body
+    return answer.json()
+
+
+def test_a_note_posted_in_one_tab_is_listed_in_another_after_a_reload_and_offline(
+    browser: Browser, store_dist: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "dist"
+    shutil.copytree(store_dist, folder)
+    context = browser.new_context()
+    try:
+        with served(serve(folder)) as server:
+            site = Site(server.url, "/", folder)
+            # The demo page: the build's own page, kept by the service worker for offline use.
+            first, second = (demo_page(context, site) for _ in range(2))
+            # The seed note is the store's first: added once, by whichever tab came first.
+            assert notes_of(first, site) == [{"id": 1, "text": "Try POST /notes"}]
+            note = add_note(first, site, "written in the first tab")
+            assert note["id"] == 2
+            assert note in notes_of(second, site)
+            assert fetch(second, f"{site.url}notes/{note['id']}").json() == note
+            second.reload()
+            second.evaluate(START, {})
+            assert notes_of(second, site) == [{"id": 1, "text": "Try POST /notes"}, note]
+        # The static host is stopped: the tabs boot from the service worker's cache and the
+        # notes are still there, for reading and for writing.
+        first.reload()
+        first.evaluate(START, {})
+        assert notes_of(first, site)[-1] == note
+        offline = add_note(first, site, "written offline")
+        assert offline["id"] == 3
+        assert notes_of(second, site)[-2:] == [note, offline]
+    finally:
+        context.close()
+
+
+def test_two_tabs_adding_notes_at_once_get_distinct_ids(browser: Browser, store_site: Site) -> None:
+    context = browser.new_context()
+    try:
+        tabs = [start_page(context, store_site.url) for _ in range(2)]
+        script = """async (tab) => Promise.all(Array.from({length: 40}, async (_, i) => {
+          const body = JSON.stringify({text: `${tab}-${i}`});
+          const r = await fetch("notes", {method: "POST", body});
+          return [r.status, (await r.json()).id];
+        }))"""
+        # Both tabs' requests are in flight together: each tab's runtime adds its notes.
+        running = [tab.evaluate_handle(script, f"tab{index}") for index, tab in enumerate(tabs)]
+        answers = [answer for handle in running for answer in handle.json_value()]
+        assert {status for status, _ in answers} == {201}
+        ids = sorted(note_id for _, note_id in answers)
+        assert ids == list(range(2, 82))  # 1 is the seed note
+        listed = notes_of(tabs[1], store_site)
+        assert [note["id"] for note in listed] == list(range(1, 82))
+    finally:
+        context.close()
+
+
+def test_health_names_the_tabs_store(cases_page, store_site: Site) -> None:
+    health = fetch(cases_page, store_site.url + "_health").json()
+    assert health["store"] == "indexeddb:valor-store:/"
+    own = fetch(cases_page, store_site.url + "store-cases/").json()
+    assert own == {"backend": "IndexedDBBackend", "description": "indexeddb:valor-store:/"}
