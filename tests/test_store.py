@@ -25,6 +25,7 @@ from valor.store import (
     ValueTooLarge,
 )
 from valor.store.backend import Backend
+from valor.store.redis import RedisBackend
 from valor.store.sqlite import SqliteBackend
 from valor.store.urls import open_backend, redacted
 
@@ -56,7 +57,7 @@ class Opened:
         return Store(backend or self.backend, namespace, clock=self.clock)
 
 
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "redis"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -75,6 +76,15 @@ async def opened(request: pytest.FixtureRequest) -> AsyncIterator[Opened]:
 
         async def another() -> Backend:  # as another worker process would open it
             extra.append(SqliteBackend(path))
+            return extra[-1]
+
+    elif request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        backend = RedisBackend(url)
+        await backend._connected().flushall()  # each test starts with an empty store
+
+        async def another() -> Backend:  # as another machine would connect
+            extra.append(RedisBackend(url))
             return extra[-1]
 
     else:
