@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from .concurrency import PluginBusy
@@ -29,6 +29,9 @@ from .store.backend import Backend
 from .store.loading import loading_with
 from .streaming import Stream, streamed, watched
 from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
+
+if TYPE_CHECKING:
+    from .shared_registry import SharedRegistry
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
@@ -82,6 +85,9 @@ class Runtime:
         self.registry_token = registry_token
         self.max_body_size = max_body_size
         self.base_dir: Path | None = None
+        self.shared_registry: SharedRegistry | None = None
+        """Where ``/_plugins`` changes are kept for the other runtimes sharing the store, if
+        the host follows them (``valor.shared_registry``)."""
         self._mounts: dict[str, Mount] = {}
         self._routes: list[Mount] = []
         self._by_prefix: dict[str, Mount] = {}
@@ -586,6 +592,13 @@ class Runtime:
         if method == "POST" and not name:
             return await self._register(message.get("body") or b"")
         if method == "DELETE" and name:
+            if name not in self._mounts:
+                return error_message(404, f"no plug-in named {name!r}")
+            if self.shared_registry is not None:
+                try:  # kept first: if the store is out of reach, nothing changes
+                    await self.shared_registry.removed(name)
+                except StoreUnavailable as exc:
+                    return _store_failed(exc, f"removing plug-in {name!r}")
             try:
                 spec = await self.remove(name)
             except KeyError:
@@ -622,12 +635,24 @@ class Runtime:
             field_name = "path" if spec.path is not None else "url"
             detail = f"plug-in {spec.name!r}: {field_name!r} could not be loaded: {exc.reason}"
             return error_message(400, detail, field=field_name)
+        if self.shared_registry is not None:
+            try:
+                await self.shared_registry.added(spec)
+            except StoreUnavailable as exc:  # not kept: not mounted either
+                with contextlib.suppress(KeyError):
+                    await self.remove(spec.name)
+                return _store_failed(exc, f"adding plug-in {spec.name!r}")
         return _json(201, spec.describe())
 
 
 # Request ids need to be unique, not secret: a seeded PRNG is several times cheaper than
 # os.urandom, which is a system call per request.
 _ids = random.Random(os.urandom(32))
+
+
+def _store_failed(exc: StoreUnavailable, doing: str) -> ResponseMessage:
+    log.error("%s: %s", doing, exc)
+    return error_message(exc.status, f"{doing}: {exc}", store=exc.store)
 
 
 def intercept_prefixes(root_path: str, prefixes: list[str], registry: bool) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sysconfig
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,3 +164,53 @@ def test_health_names_the_tabs_store(cases_page, store_site: Site) -> None:
     assert health["store"] == "indexeddb:valor-store:/"
     own = fetch(cases_page, store_site.url + "store-cases/").json()
     assert own == {"backend": "IndexedDBBackend", "description": "indexeddb:valor-store:/"}
+
+
+def answer_within(page: Page, url: str, status: int, seconds: float = 10.0) -> float:
+    """Ask ``url`` from ``page`` until it answers ``status``; how long that took."""
+    started = time.monotonic()
+    while True:
+        answer = fetch(page, url)
+        waited = time.monotonic() - started
+        if answer.status == status:
+            return waited
+        assert waited < seconds, f"{url} still answers {answer.status}: {answer.body!r}"
+
+
+def test_plugins_added_or_removed_in_one_tab_are_served_so_by_every_tab(
+    browser: Browser, store_site: Site
+) -> None:
+    context = browser.new_context()
+    url = store_site.url
+    try:
+        first, second = (start_page(context, url) for _ in range(2))
+        for tab in (first, second):
+            tab.evaluate("Valor.loaded()")
+        definition = {"name": "hello-again", "type": "python", "path": "hello.py"}
+        added = fetch(first, url + "_plugins", "POST", body=json.dumps(definition).encode())
+        assert added.status == 201, added.body
+        assert fetch(first, url + "hello-again").body == b"Hello Plugin!"
+        # The other tab follows within a second (a BroadcastChannel message makes it look at
+        # once; the store is the truth either way). Bounded generously for a busy machine.
+        followed = answer_within(second, url + "hello-again", 200)
+        assert fetch(second, url + "hello-again").body == b"Hello Plugin!"
+        # Removed in the second tab, a manifest's plug-in too: gone in the first.
+        for name in ("hello-again", "greeter"):
+            assert fetch(second, f"{url}_plugins/{name}", "DELETE").status == 200
+            answer_within(first, f"{url}{name}?who=Bob", 404)
+        # Kept across a reload, and for a tab that boots later.
+        first.reload()
+        first.evaluate(START, {})
+        third = start_page(context, url)
+        for tab in (first, third):
+            names = [p["name"] for p in tab.evaluate("Valor.loaded()")["plugins"]]
+            assert "notes" in names and "greeter" not in names and "hello-again" not in names
+            assert fetch(tab, url + "greeter?who=Bob").status == 404
+        # Added back: a manifest's plug-in comes back everywhere.
+        again = {"name": "greeter", "type": "python", "path": "greeter.py"}
+        assert fetch(third, url + "_plugins", "POST", body=json.dumps(again).encode()).status == 201
+        for tab in (first, second):
+            answer_within(tab, url + "greeter?who=Bob", 200)
+        print(f"the second tab served the added plug-in after {followed * 1000:.0f} ms")
+    finally:
+        context.close()
