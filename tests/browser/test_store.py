@@ -13,8 +13,18 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page
 
-from tests.browser.conftest import BLANK_PAGE, START, Site, fetch, served, start_page
-from tests.servers import MANIFEST, ROOT
+from tests.browser.conftest import (
+    BLANK_PAGE,
+    START,
+    Site,
+    browser_send,
+    fetch,
+    served,
+    start_page,
+)
+from tests.cases import compare_cases
+from tests.parity.store_table import STORE_CASES, STORE_MANIFEST
+from tests.servers import MANIFEST, ROOT, http_send, valor_server
 from tests.test_store import CASES
 from valor.build import build, serve
 
@@ -212,5 +222,27 @@ def test_plugins_added_or_removed_in_one_tab_are_served_so_by_every_tab(
         for tab in (first, second):
             answer_within(tab, url + "greeter?who=Bob", 200)
         print(f"the second tab served the added plug-in after {followed * 1000:.0f} ms")
+    finally:
+        context.close()
+
+
+def test_the_plugin_level_store_table_answers_the_same_in_both_hosts(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Both stores start empty: the server's a new SQLite file, the browser's a new profile's
+    # IndexedDB. Values, versions, cursors and errors must come back byte for byte the same.
+    folder = tmp_path_factory.mktemp("kv-site") / "dist"
+    build(STORE_MANIFEST, folder, quiet=True)
+    (folder / "blank.html").write_text(BLANK_PAGE)
+    context = browser.new_context()
+    try:
+        with (
+            valor_server(STORE_MANIFEST, log_dir=tmp_path_factory.mktemp("kv")) as server,
+            served(serve(folder)) as static,
+        ):
+            site = Site(static.url, "/", folder)
+            page = start_page(context, site.url)
+            sends = (http_send(server.url), browser_send(page, site))
+            compare_cases(*sends, (server.url, site.url.rstrip("/")), STORE_CASES)
     finally:
         context.close()
