@@ -246,3 +246,43 @@ def test_the_plugin_level_store_table_answers_the_same_in_both_hosts(
             compare_cases(*sends, (server.url, site.url.rstrip("/")), STORE_CASES)
     finally:
         context.close()
+
+
+UPGRADE_ELSEWHERE = """async (name) => {
+  // What a newer build's schema would do: open the site's database at a higher version.
+  await new Promise((resolve, reject) => {
+    const request = indexedDB.open(name, 2);
+    request.onsuccess = () => { request.result.close(); resolve(); };
+    request.onerror = () => reject(request.error);
+  });
+}"""
+
+DELETE_DATABASE = """async (name) => new Promise((resolve, reject) => {
+  const request = indexedDB.deleteDatabase(name);
+  request.onsuccess = resolve;
+  request.onerror = () => reject(request.error);
+})"""
+
+
+def test_a_store_out_of_reach_answers_503_naming_it_and_recovers(
+    browser: Browser, store_site: Site
+) -> None:
+    context = browser.new_context()
+    url = store_site.url
+    try:
+        page = start_page(context, url)
+        add_note(page, store_site, "first")
+        # The tab's connection lets go when the database is upgraded elsewhere; its own
+        # version is then refused: the store cannot be opened by this build.
+        page.evaluate(UPGRADE_ELSEWHERE, "valor-store:/")
+        refused = fetch(page, url + "notes")
+        assert refused.status == 503, refused.body
+        error = refused.json()
+        assert error["store"] == "indexeddb:valor-store:/"
+        assert "VersionError" in error["detail"] and "notes" in error["detail"], error
+        assert fetch(page, url + "hello").status == 200  # the others keep serving
+        # Once the database can be opened again, the store is back without a reload.
+        page.evaluate(DELETE_DATABASE, "valor-store:/")
+        assert add_note(page, store_site, "again")["text"] == "again"
+    finally:
+        context.close()
