@@ -171,3 +171,76 @@ def test_redis_down_answers_503_naming_it_and_recovers_by_itself(tmp_path: Path)
             answer = httpx.post(server.url + "/notes", json={"text": "after"}, timeout=60)
             assert answer.status_code == 201, answer.text
             assert httpx.get(server.url + "/notes").json()["notes"] == [answer.json()]
+
+
+TOKEN = {"authorization": "Bearer store-test"}
+ADDED = "from valor import vlugin\n@vlugin\ndef added(req):\n    return 'added'\n"
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        time.sleep(0.05)
+
+
+def registry_server(manifest: Path, *args: str, log_dir: Path):
+    return valor_server(
+        manifest, "--registry", *args, log_dir=log_dir, env={"VALOR_TOKEN": "store-test"}
+    )
+
+
+def test_every_worker_follows_the_registry_and_it_outlasts_a_restart(tmp_path: Path) -> None:
+    manifest = notes_manifest(tmp_path)
+    (tmp_path / "added.py").write_text(ADDED)
+    store = ("--store", str(tmp_path / "registry.sqlite3"))
+    definition = {"name": "added", "type": "python", "path": "added.py"}
+    with registry_server(manifest, "--workers", "2", *store, log_dir=tmp_path) as server:
+        workers = every_worker(server, 2)
+        posted = httpx.post(server.url + "/_plugins", json=definition, headers=TOKEN)
+        assert posted.status_code == 201, posted.text
+        for client in workers:
+            wait_for(lambda client=client: client.get("/added").status_code == 200)
+        gone = httpx.delete(server.url + "/_plugins/notes", headers=TOKEN)
+        assert gone.status_code == 200, gone.text
+        for client in workers:
+            wait_for(lambda client=client: client.get("/notes").status_code == 404)
+            listed = [p["name"] for p in client.get("/_plugins", headers=TOKEN).json()["plugins"]]
+            assert sorted(listed) == ["added", "pid"]
+            client.close()
+    # A new start with the same store serves what the registry recorded.
+    with registry_server(manifest, *store, log_dir=tmp_path) as again:
+        assert httpx.get(again.url + "/added").text == "added"
+        assert httpx.get(again.url + "/notes").status_code == 404
+        assert (
+            httpx.post(again.url + "/_plugins", json=definition, headers=TOKEN).status_code == 409
+        )
+
+
+def test_servers_sharing_a_redis_follow_each_others_registry(
+    tmp_path: Path, redis_url: str
+) -> None:
+    manifest = notes_manifest(tmp_path)
+    (tmp_path / "added.py").write_text(ADDED)
+    flush_redis(redis_url)
+    store = ("--store", redis_url)
+    definition = {"name": "added", "type": "python", "path": "added.py"}
+    with (
+        registry_server(manifest, *store, log_dir=tmp_path) as one,
+        registry_server(manifest, *store, log_dir=tmp_path) as two,
+    ):
+        assert httpx.post(one.url + "/_plugins", json=definition, headers=TOKEN).status_code == 201
+        wait_for(lambda: httpx.get(two.url + "/added").status_code == 200)
+        assert httpx.delete(two.url + "/_plugins/added", headers=TOKEN).status_code == 200
+        wait_for(lambda: httpx.get(one.url + "/added").status_code == 404)
+
+
+def flush_redis(url: str) -> None:
+    """Start from an empty Redis: the session's server is shared by the tests."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushall()
+    finally:
+        client.close()

@@ -18,10 +18,7 @@ from .loaders.browser_kinds import BROWSER_KIND_LOADERS
 from .loaders.python import load_python
 from .manifest import load_manifest
 from .runtime import Runtime
-from .shared_registry import NAMESPACE as REGISTRY_NAMESPACE
-from .shared_registry import SharedRegistry
 from .status import reason
-from .store import Store
 from .store.indexeddb import IndexedDBBackend, database_name
 from .streaming import Stream
 from .wire import RequestMessage, ResponseMessage
@@ -50,14 +47,12 @@ LOAD_PATIENCE = 1.0
 requests still has every plug-in started within about this long."""
 
 try:
-    from pyodide.ffi import JsBuffer, create_proxy, to_js
+    from pyodide.ffi import JsBuffer, to_js
 except ImportError:  # CPython: the module imports for tools and tests; only Pyodide runs it
     JsBuffer = bytes
 
     def to_js(value: Any) -> Any:
         raise RuntimeError("valor.browser runs inside Pyodide only")
-
-    create_proxy = to_js
 
 
 class BrowserHost:
@@ -75,7 +70,6 @@ class BrowserHost:
         self._streams: dict[int, Stream] = {}  # streamed answers being read, by id
         self._last_stream = 0
         self._pulling: dict[int, asyncio.Future[Any]] = {}  # a part being made, by stream id
-        self._registry_channel: tuple[Any, Any] | None = None  # BroadcastChannel, its handler
 
     @property
     def prefixes(self) -> list[str]:
@@ -161,27 +155,7 @@ class BrowserHost:
         self._streams[self._last_stream] = body
         return to_js_response({**response, "body": None}, self._last_stream)
 
-    def follow_registry(self, shared: SharedRegistry, channel_name: str) -> None:
-        """Keep this tab's ``/_plugins`` changes in the site's store and follow the other
-        tabs' (``valor.shared_registry``) once the manifest's plug-ins have loaded. A
-        ``BroadcastChannel`` tells the other tabs to look at once; the store is the truth."""
-        from js import BroadcastChannel
-
-        channel = BroadcastChannel.new(channel_name)
-        shared.announce = lambda: channel.postMessage("look")
-        hint = create_proxy(lambda event: shared.hint())
-        channel.onmessage = hint
-        self.runtime.shared_registry = shared
-        self.loading.add_done_callback(lambda _: shared.start())
-        self._registry_channel = (channel, hint)
-
     async def close(self) -> None:
-        if self.runtime.shared_registry is not None:
-            await self.runtime.shared_registry.close()
-            assert self._registry_channel is not None
-            channel, hint = self._registry_channel
-            channel.close()
-            hint.destroy()
         await self.runtime.close()
 
 
@@ -197,7 +171,8 @@ async def start(
     have). ``on_change(prefixes)`` runs after mounts change.
 
     The registry needs no token here: it only ever holds files shipped in the bundle. Its
-    changes are kept in the site's store, and every tab of the site follows them.
+    changes are kept in the site's store, and every tab of the site follows them
+    (``valor.registry``).
     """
     # Load and failure messages go to the console; one line per request would slow every call.
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -206,18 +181,10 @@ async def start(
     # The plug-ins' stores: the site's IndexedDB database, shared by every tab of the site.
     store = IndexedDBBackend(database_name(root_path + "/"))
     runtime = Runtime(BROWSER_LOADERS, root_path=root_path, registry=registry, store=store)
-    manifest = load_manifest(manifest_path)
-    shared = None
-    if registry:
-        # The site's /_plugins changes, kept in its store: this tab starts with them made.
-        shared = SharedRegistry(runtime, Store(store, REGISTRY_NAMESPACE))
-        manifest = await shared.applied_to(manifest)
     loading = runtime.start_loading(
-        manifest, pause=LOAD_PAUSE, quiet=LOAD_QUIET, patience=LOAD_PATIENCE
+        load_manifest(manifest_path), pause=LOAD_PAUSE, quiet=LOAD_QUIET, patience=LOAD_PATIENCE
     )
     host = BrowserHost(runtime, loading, asyncio.get_running_loop())
-    if shared is not None:
-        host.follow_registry(shared, f"valor-registry:{root_path}/")
     if on_change is not None:
         runtime.subscribe(lambda: on_change(to_js(host.prefixes)))
     return host

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 from .concurrency import PluginBusy
@@ -23,15 +23,13 @@ from .errors import LOAD_FAILURES, BodyError, ManifestError, PluginCrashed, Plug
 from .loaders import Loader, Plugin
 from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
+from .registry import SharedRegistry
 from .responses import JSON, error_message
-from .store import MemoryBackend, Store, StoreUnavailable
+from .store import MemoryBackend, Store, StoreError, StoreUnavailable
 from .store.backend import Backend
 from .store.loading import loading_with
 from .streaming import Stream, streamed, watched
 from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
-
-if TYPE_CHECKING:
-    from .shared_registry import SharedRegistry
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 
@@ -85,9 +83,6 @@ class Runtime:
         self.registry_token = registry_token
         self.max_body_size = max_body_size
         self.base_dir: Path | None = None
-        self.shared_registry: SharedRegistry | None = None
-        """Where ``/_plugins`` changes are kept for the other runtimes sharing the store, if
-        the host follows them (``valor.shared_registry``)."""
         self._mounts: dict[str, Mount] = {}
         self._routes: list[Mount] = []
         self._by_prefix: dict[str, Mount] = {}
@@ -99,6 +94,8 @@ class Runtime:
         self._hurry = asyncio.Event()  # a request waits for a queued plug-in
         self._last_request = 0.0  # when a request last came while plug-ins were loading
         self._deadlines = Deadlines()
+        self.manifest_names: set[str] = set()
+        self._shared: SharedRegistry | None = None  # the registry's changes, in the store
 
     # -- mounting ---------------------------------------------------------------------------
 
@@ -133,6 +130,7 @@ class Runtime:
         self.base_dir = manifest.base_dir
         for spec in manifest.plugins:
             self._check_free(spec)
+        self.manifest_names |= {spec.name for spec in manifest.plugins}
         loop = asyncio.get_running_loop()
         self._loading = loop.create_future()
         self._pending = {spec.prefix: loop.create_future() for spec in manifest.plugins}
@@ -179,6 +177,8 @@ class Runtime:
                 self._reroute()
             for failure in failures:
                 log.error("%s", failure)
+            if self.registry:
+                await self._follow_registry()
             return failures
         finally:
             self._queued = {}
@@ -189,6 +189,16 @@ class Runtime:
             if self._loading is not None:
                 self._loading.set_result(None)
                 self._loading = None
+
+    async def _follow_registry(self) -> None:
+        """Serve what the registry recorded in the store, and follow its changes."""
+        if self._shared is None:
+            self._shared = SharedRegistry(self)
+        try:
+            await self._shared.apply()
+        except StoreError as exc:  # the poll tries again
+            log.warning("the registry's changes cannot be read yet: %s", exc)
+        self._shared.follow()
 
     async def _hold_next_start(self, held: Holding) -> None:
         """Wait before the next plug-in's start: ``held.pause``, then while requests keep
@@ -273,6 +283,8 @@ class Runtime:
         self._subscribers.append(callback)
 
     async def close(self) -> None:
+        if self._shared is not None:
+            await self._shared.stop()
         mounts, self._mounts = list(self._mounts.values()), {}
         self._reroute()
         for mount in mounts:
@@ -592,18 +604,7 @@ class Runtime:
         if method == "POST" and not name:
             return await self._register(message.get("body") or b"")
         if method == "DELETE" and name:
-            if name not in self._mounts:
-                return error_message(404, f"no plug-in named {name!r}")
-            if self.shared_registry is not None:
-                try:  # kept first: if the store is out of reach, nothing changes
-                    await self.shared_registry.removed(name)
-                except StoreUnavailable as exc:
-                    return _store_failed(exc, f"removing plug-in {name!r}")
-            try:
-                spec = await self.remove(name)
-            except KeyError:
-                return error_message(404, f"no plug-in named {name!r}")
-            return _json(200, {"removed": spec.name})
+            return await self._unregister(name)
         allowed = "GET, POST" if not name else "GET, DELETE"
         answer = error_message(405, f"{method} is not allowed on {path} (allowed: {allowed})")
         answer["headers"].append(["allow", allowed])
@@ -627,32 +628,45 @@ class Runtime:
                 f"plug-in {spec.name!r}: 'path' must be a file inside the manifest's folder",
                 field="path",
             )
-        try:
-            await self.add(spec)
-        except ManifestError as exc:
-            return error_message(409, str(exc), field=exc.field)
-        except PluginLoadError as exc:
-            field_name = "path" if spec.path is not None else "url"
-            detail = f"plug-in {spec.name!r}: {field_name!r} could not be loaded: {exc.reason}"
-            return error_message(400, detail, field=field_name)
-        if self.shared_registry is not None:
+        async with self._registry_turn():
             try:
-                await self.shared_registry.added(spec)
-            except StoreUnavailable as exc:  # not kept: not mounted either
-                with contextlib.suppress(KeyError):
+                await self.add(spec)
+            except ManifestError as exc:
+                return error_message(409, str(exc), field=exc.field)
+            except PluginLoadError as exc:
+                field_name = "path" if spec.path is not None else "url"
+                detail = f"plug-in {spec.name!r}: {field_name!r} could not be loaded: {exc.reason}"
+                return error_message(400, detail, field=field_name)
+            if self._shared is not None:
+                try:
+                    await self._shared.added(spec.name, spec.source)
+                except StoreError as exc:  # not recorded: not added
                     await self.remove(spec.name)
-                return _store_failed(exc, f"adding plug-in {spec.name!r}")
+                    return _store_failure(exc)
         return _json(201, spec.describe())
+
+    async def _unregister(self, name: str) -> ResponseMessage:
+        async with self._registry_turn():
+            if name not in self._mounts:
+                return error_message(404, f"no plug-in named {name!r}")
+            if self._shared is not None:
+                try:
+                    await self._shared.removed(name, name in self.manifest_names)
+                except StoreError as exc:  # not recorded: not removed
+                    return _store_failure(exc)
+            spec = await self.remove(name)
+        return _json(200, {"removed": spec.name})
+
+    def _registry_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Changes through /_plugins one at a time with the registry's polls."""
+        if self._shared is None:
+            return contextlib.nullcontext()
+        return self._shared.lock
 
 
 # Request ids need to be unique, not secret: a seeded PRNG is several times cheaper than
 # os.urandom, which is a system call per request.
 _ids = random.Random(os.urandom(32))
-
-
-def _store_failed(exc: StoreUnavailable, doing: str) -> ResponseMessage:
-    log.error("%s: %s", doing, exc)
-    return error_message(exc.status, f"{doing}: {exc}", store=exc.store)
 
 
 def intercept_prefixes(root_path: str, prefixes: list[str], registry: bool) -> list[str]:
@@ -779,6 +793,12 @@ def _json(status: int, body: Any) -> ResponseMessage:
         "headers": [["content-type", JSON]],
         "body": json.dumps(body).encode(),
     }
+
+
+def _store_failure(exc: StoreError) -> ResponseMessage:
+    if isinstance(exc, StoreUnavailable):
+        return error_message(exc.status, f"the registry: {exc}", store=exc.store)
+    return error_message(500, f"the registry could not record the change: {exc}")
 
 
 async def _close_quietly(mount: Mount) -> None:

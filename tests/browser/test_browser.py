@@ -89,6 +89,7 @@ def test_two_tabs_get_their_own_answers(
     added = fetch(runtime_page, site.url + "_plugins", "POST", body=json.dumps(definition).encode())
     assert added.status == 201
     other = start_page(runtime_context, site.url)
+    other.evaluate("Valor.loaded()")  # the registry's changes are applied as the load ends
     assert fetch(runtime_page, site.url + "added-first").body == b"Hello Plugin!"
     assert fetch(other, site.url + "added-first").body == b"Hello Plugin!"
     assert fetch(runtime_page, site.url + "_plugins/added-first", "DELETE").status == 200

@@ -200,8 +200,8 @@ def test_plugins_added_or_removed_in_one_tab_are_served_so_by_every_tab(
         added = fetch(first, url + "_plugins", "POST", body=json.dumps(definition).encode())
         assert added.status == 201, added.body
         assert fetch(first, url + "hello-again").body == b"Hello Plugin!"
-        # The other tab follows within a second (a BroadcastChannel message makes it look at
-        # once; the store is the truth either way). Bounded generously for a busy machine.
+        # The other tab follows within a second: each runtime looks at the registry's changes
+        # in the store every 0.5 s (valor.registry). Bounded generously for a busy machine.
         followed = answer_within(second, url + "hello-again", 200)
         assert fetch(second, url + "hello-again").body == b"Hello Plugin!"
         # Removed in the second tab, a manifest's plug-in too: gone in the first.
