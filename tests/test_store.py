@@ -364,6 +364,38 @@ async def case_concurrent_compare_and_set(opened: Opened) -> None:
     assert await stores[1].get("total") == {"n": 40}
 
 
+async def case_concurrent_commits_fail_alone(opened: Opened) -> None:
+    """A batch that fails (a stale check, an increment of a word) among many at once writes
+    nothing, and takes nothing from the others (SQLite commits them in one transaction)."""
+    store = opened.store()
+    await store.set("word", "w")
+    stale = await store.set("doc", 1)
+    await store.set("doc", 2)
+
+    async def good(index: int) -> bool:
+        return (await store.atomic().set(f"good/{index}", index).increment("n").commit()).ok
+
+    async def bad_increment(index: int) -> bool:
+        try:
+            await store.atomic().set(f"bad/{index}", index).increment("word").commit()
+        except NotAnInteger:
+            return False
+        return True
+
+    async def bad_check(index: int) -> bool:
+        batch = store.atomic().check("doc", stale).set(f"stale/{index}", index)
+        return (await batch.commit()).ok
+
+    results = await asyncio.gather(
+        *(task(index) for index in range(30) for task in (good, bad_increment, bad_check))
+    )
+    assert results == [True, False, False] * 30
+    assert await store.get("n") == 30
+    keys = [entry.key for entry in (await store.list(limit=1000)).entries]
+    assert len([key for key in keys if key.startswith("good/")]) == 30
+    assert not [key for key in keys if key.startswith(("bad/", "stale/"))]
+
+
 CASES = [value for name, value in sorted(globals().items()) if name.startswith("case_")]
 
 

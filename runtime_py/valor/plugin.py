@@ -59,13 +59,15 @@ class Context:
     def store(self) -> Store:
         """The plug-in's store: ``await ctx.store.get(key)``, ``ctx.store.sync`` in sync code."""
         if self._store is None:
+            raise AttributeError("store")  # __getattr__ says why
+        return self._store
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "store":
             raise AttributeError(
                 f"plug-in {self.name!r} has no store here: a plug-in with isolation 'process' "
                 "has none, and neither has a Context made outside a runtime"
             )
-        return self._store
-
-    def __getattr__(self, name: str) -> Any:
         raise AttributeError(
             f"ctx has no attribute {name!r}: the plug-in's own state lives on ctx.state "
             f"(ctx.state.{name})"

@@ -116,11 +116,17 @@ class SharedRegistry:
                 log.error("the registry's plug-in %r cannot be mounted here: %s", name, exc)
 
     async def _poll(self) -> None:
+        failing = False  # logged once per outage, not twice a second
         while True:
             try:
                 await self.apply()
+                if failing:
+                    log.warning("following the registry again")
+                failing = False
             except StoreError as exc:  # unavailable for now: the next poll tries again
-                log.warning("following the registry: %s", exc)
+                if not failing:
+                    log.warning("cannot follow the registry until the store is back: %s", exc)
+                failing = True
             except Exception:
                 log.exception("following the registry failed")
             await asyncio.sleep(POLL_INTERVAL)

@@ -6,23 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import functools
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .backend import Check, Commit, Mutation, Record
 from .codec import incremented
-from .errors import StoreFull, StoreUnavailable
+from .errors import StoreError, StoreFull, StoreUnavailable
 
 T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
 """How long a write waits for another process's write to finish before it fails (503)."""
-CLEANUP_BATCH = 100
-"""Expired entries removed per commit, at most."""
+CLEANUP_EVERY = 64
+CLEANUP_BATCH = 1000
+"""Every ``CLEANUP_EVERY``-th commit removes up to ``CLEANUP_BATCH`` expired entries (they
+are invisible already: this only gives their space back)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -137,6 +142,9 @@ class SqliteBackend:
         self._reader = _Connection(self.path, lambda connection: None)
         self._ready = False
         self._turn = WriteTurn(Path(f"{self.path}-lock"))
+        self._queue: list[_Queued] = []  # commits waiting for the writer's thread
+        self._queue_lock = threading.Lock()
+        self._draining = False
 
     async def get(self, namespace: str, key: str, now: float) -> Record | None:
         def read(connection: sqlite3.Connection) -> Record | None:
@@ -172,23 +180,63 @@ class SqliteBackend:
     async def commit(
         self, namespace: str, checks: Sequence[Check], mutations: Sequence[Mutation], now: float
     ) -> Commit:
-        def write(connection: sqlite3.Connection) -> Commit:
-            with self._turn:
-                # IMMEDIATE: the write lock from the start, so the checks and the writes see
-                # the same data, whichever process commits next.
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    result = _apply(connection, namespace, checks, mutations, now)
-                except BaseException:
-                    connection.rollback()
-                    raise
-                connection.execute("COMMIT")
-                return result
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Commit] = loop.create_future()
+        with self._queue_lock:
+            self._queue.append(_Queued(namespace, checks, mutations, now, future, loop))
+            start, self._draining = not self._draining, True
+        if start:
+            self._writer.executor.submit(self._drain)
+        return await future
 
-        try:
-            return await self._writer.run(write)
-        except sqlite3.Error as exc:
-            raise self._unavailable(exc) from exc
+    def _drain(self) -> None:
+        """In the writer's thread: commit what is queued, many commits per transaction (a
+        savepoint each), until nothing is. Under load each process then takes its turn to
+        write once for all its waiting commits, not once per commit."""
+        while True:
+            with self._queue_lock:
+                queued, self._queue = self._queue, []
+                if not queued:
+                    self._draining = False
+                    return
+            outcomes: list[Commit | BaseException]
+            try:
+                outcomes = self._writer._run(functools.partial(self._write, queued=queued))
+            except sqlite3.Error as exc:
+                outcomes = [self._unavailable(exc) for _ in queued]
+            except OSError as exc:  # the lock file beside it
+                outcomes = [StoreUnavailable(self.description, str(exc)) for _ in queued]
+            except BaseException as exc:
+                outcomes = [exc for _ in queued]
+            for item, outcome in zip(queued, outcomes, strict=True):
+                item.loop.call_soon_threadsafe(_settle, item.future, outcome)
+
+    def _write(
+        self, connection: sqlite3.Connection, queued: list[_Queued]
+    ) -> list[Commit | BaseException]:
+        outcomes: list[Commit | BaseException] = []
+        with self._turn:
+            # IMMEDIATE: the write lock from the start, so the checks and the writes see the
+            # same data, whichever process commits next.
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for item in queued:
+                    connection.execute("SAVEPOINT one")
+                    try:
+                        outcomes.append(
+                            _apply(
+                                connection, item.namespace, item.checks, item.mutations, item.now
+                            )
+                        )
+                    except StoreError as exc:  # NotAnInteger: that commit writes nothing
+                        connection.execute("ROLLBACK TO one")
+                        outcomes.append(exc)
+                    connection.execute("RELEASE one")
+            except BaseException:
+                connection.rollback()
+                raise
+            connection.execute("COMMIT")
+        return outcomes
 
     async def close(self) -> None:
         await self._reader.close()
@@ -209,6 +257,25 @@ class SqliteBackend:
         if name == "SQLITE_FULL":
             return StoreFull(self.description, str(exc))
         return StoreUnavailable(self.description, f"{exc} ({name or type(exc).__name__})")
+
+
+@dataclass
+class _Queued:
+    namespace: str
+    checks: Sequence[Check]
+    mutations: Sequence[Mutation]
+    now: float
+    future: asyncio.Future[Commit]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(future: asyncio.Future[Commit], outcome: Commit | BaseException) -> None:
+    if future.cancelled():  # its caller gave up; the commit stands (or failed) all the same
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _create_schema(connection: sqlite3.Connection) -> None:
@@ -278,11 +345,12 @@ def _apply(
                 "expires_at = excluded.expires_at",
                 (namespace, key, entry[0], version, entry[1]),
             )
-    connection.execute(
-        "DELETE FROM entries WHERE (namespace, key) IN (SELECT namespace, key FROM entries "
-        "WHERE expires_at <= ? LIMIT ?)",
-        (now, CLEANUP_BATCH),
-    )
+    if version % CLEANUP_EVERY == 0:
+        connection.execute(
+            "DELETE FROM entries WHERE (namespace, key) IN (SELECT namespace, key FROM entries "
+            "WHERE expires_at <= ? LIMIT ?)",
+            (now, CLEANUP_BATCH),
+        )
     return Commit(True, version, tuple(sums))
 
 
