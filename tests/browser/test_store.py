@@ -3,7 +3,9 @@ runtime worker, shared by every tab of the site and kept across reloads and offl
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import shutil
 import sysconfig
 import time
@@ -244,6 +246,45 @@ def test_the_plugin_level_store_table_answers_the_same_in_both_hosts(
             page = start_page(context, site.url)
             sends = (http_send(server.url), browser_send(page, site))
             compare_cases(*sends, (server.url, site.url.rstrip("/")), STORE_CASES)
+    finally:
+        context.close()
+
+
+def test_a_full_quota_answers_507_naming_the_store_and_recovers(
+    browser: Browser, store_site: Site
+) -> None:
+    url = store_site.url
+    origin = url.rstrip("/")
+    context = browser.new_context()
+    try:
+        page = start_page(context, url)
+        # The site's quota, lowered to what it uses (the service worker's copy of the bundle,
+        # mostly) plus 300 kB.
+        cdp = context.new_cdp_session(page)
+        usage = cdp.send("Storage.getUsageAndQuota", {"origin": origin})["usage"]
+        quota = usage + 300_000
+        cdp.send("Storage.overrideQuotaForOrigin", {"origin": origin, "quotaSize": quota})
+        add_note(page, store_site, "before the quota ran out")
+        for _ in range(20):
+            # Random text: Chromium compresses what it keeps in IndexedDB.
+            text = base64.b64encode(os.urandom(45_000)).decode()
+            full = fetch(page, url + "notes", "POST", body=json.dumps({"text": text}).encode())
+            if full.status != 201:
+                break
+        assert full.status == 507, full.body
+        assert full.reason == "Insufficient Storage"
+        error = full.json()
+        assert error["store"] == "indexeddb:valor-store:/"
+        assert "notes" in error["detail"] and "quota" in error["detail"], error
+        # Reading still works, and so do the other plug-ins.
+        texts = [note["text"] for note in notes_of(page, store_site)]
+        assert texts[:2] == ["Try POST /notes", "before the quota ran out"]
+        assert fetch(page, url + "hello").status == 200
+        # Over its quota the site can write nothing, not even a removal (every batch writes
+        # the version counter); given room again, the store is back without a reload.
+        assert fetch(page, url + "notes/2", "DELETE").status == 507
+        cdp.send("Storage.overrideQuotaForOrigin", {"origin": origin})
+        assert add_note(page, store_site, "after")["text"] == "after"
     finally:
         context.close()
 
