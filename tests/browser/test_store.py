@@ -88,11 +88,15 @@ def cases_page(browser: Browser, store_site: Site):
     context.close()
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__.removeprefix("case_"))
+NAMES = [case.__name__.removeprefix("case_") for case in CASES]
+# The browser's backend's own: tests/browser/store/store_cases.py.
+NAMES.append("expired_entries_are_removed")
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_the_store_table_passes_on_indexeddb_in_the_runtime_worker(
-    cases_page, store_site: Site, case
+    cases_page, store_site: Site, name: str
 ) -> None:
-    name = case.__name__.removeprefix("case_")
     answer = fetch(cases_page, f"{store_site.url}store-cases/{name}")
     assert answer.status == 200, "\n".join([answer.body.decode(), *cases_page.console[-5:]])
     result = answer.json()

@@ -28,7 +28,7 @@ async def on_request(ctx, req):
     if not name:
         backend = ctx.store.backend
         return {"backend": type(backend).__name__, "description": backend.description}
-    case = getattr(store_table, f"case_{name}", None)
+    case = BROWSER_CASES.get(name) or getattr(store_table, f"case_{name}", None)
     if case is None:
         raise HTTPError(404, f"no store case {name!r}")
     database = f"valor-store-case:{name}:{uuid.uuid4()}"
@@ -47,6 +47,32 @@ async def on_request(ctx, req):
         for backend in backends:
             await backend.close()
         await _delete(database)
+
+
+async def case_expired_entries_are_removed(opened):
+    """Expired entries are not only invisible: a later write removes them from the database."""
+    store = opened.store("sweep")
+    for index in range(5):
+        await store.set(f"brief/{index}", index, expire_in=1)
+    await store.set("kept", "yes")
+    opened.clock.advance(2)
+    fresh = await opened.another()  # sweeps at its first write, as a new tab's runtime does
+    await opened.store("other", fresh).set("written", 1)
+    left = await _count(fresh, "entries")
+    assert left == 2, f"{left} entries left: the 5 expired ones should be gone"
+    assert [e.key for e in (await store.list()).entries] == ["kept"]
+
+
+BROWSER_CASES = {"expired_entries_are_removed": case_expired_entries_are_removed}
+"""Cases of the browser's backend alone."""
+
+
+async def _count(backend, store_name):
+    db = await backend._database()
+    counted = asyncio.get_running_loop().create_future()
+    request = db.transaction(store_name, "readonly").objectStore(store_name).count()
+    request.onsuccess = create_once_callable(lambda event: counted.set_result(request.result))
+    return await counted
 
 
 async def _delete(database):
