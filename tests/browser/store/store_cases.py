@@ -63,7 +63,36 @@ async def case_expired_entries_are_removed(opened):
     assert [e.key for e in (await store.list()).entries] == ["kept"]
 
 
-BROWSER_CASES = {"expired_entries_are_removed": case_expired_entries_are_removed}
+async def case_writes_from_two_connections_get_distinct_versions(opened):
+    """Plain writes take the next version at once when the connection knows the counter: one
+    that another connection moved meanwhile is undone and made again."""
+    first = opened.store("race")
+    second = opened.store("race", await opened.another())
+    versions = []
+    for index in range(20):  # taking turns: each finds the counter moved by the other
+        store = (first, second)[index % 2]
+        versions.append(await store.set(f"turn/{index}", index))
+    assert versions == sorted(versions) and len(set(versions)) == 20, versions
+    together = await asyncio.gather(
+        *(first.set(f"a/{i}", i) for i in range(30)), *(second.set(f"b/{i}", i) for i in range(30))
+    )
+    assert len(set(together)) == 60 and min(together) > versions[-1]
+    for index in range(30):
+        for store, key, version in ((first, f"a/{index}", together[index]),
+                                    (second, f"b/{index}", together[30 + index])):  # fmt: skip
+            entry = await store.get_entry(key)
+            assert entry is not None and entry.version == version, (key, entry, version)
+    deleted = await first.atomic().delete("turn/0").set("turn/1", "again").commit()
+    assert deleted.ok and deleted.version > max(together)
+    assert (await second.get_entry("turn/1")).version == deleted.version
+
+
+BROWSER_CASES = {
+    "expired_entries_are_removed": case_expired_entries_are_removed,
+    "writes_from_two_connections_get_distinct_versions": (
+        case_writes_from_two_connections_get_distinct_versions
+    ),
+}
 """Cases of the browser's backend alone."""
 
 
