@@ -16,6 +16,9 @@ were before the store (a dict in ``ctx.state``), each round once each; the media
 SQLite to the dict is the figure (target: at least 0.7). Without wrk, a Python load generator
 on loopback takes its place.
 
+Registry: how long after a ``POST /_plugins`` both workers of ``--workers 2`` serve the new
+plug-in (each polls the store every 0.5 s).
+
 The browser's store (IndexedDB, from the runtime worker in plain headless Chromium) beside
 IndexedDB driven from plain JavaScript in the same run comes last: ``store_browser.py``
 (target: at most 1.5).
@@ -193,10 +196,12 @@ async def operations(count: int, folder: Path, redis_url: str) -> None:
     await client.aclose()
 
 
-def serve(manifest: Path, store: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(
+    manifest: Path, store: str, folder: Path, *args: str
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [sys.executable, "-m", "valor.cli", "serve", str(manifest), "--port", str(port)]
-    command += ["--workers", "2", "--store", store, "--log-level", "warning"]
+    command += ["--workers", "2", "--store", store, "--log-level", "warning", *args]
     process = subprocess.Popen(
         command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -299,6 +304,55 @@ def notes(seconds: float, rounds: int, folder: Path) -> None:
     print(f"  sqlite / dict: {median:.2f} (median of {len(ratios)} rounds; target >= 0.7)")
 
 
+PID = "from valor import vlugin\nimport os\n@vlugin\ndef pid(req):\n    return str(os.getpid())\n"
+
+
+def registry_follow(folder: Path, changes: int = 5) -> None:
+    """Seconds from a ``POST /_plugins`` answered by one worker until every worker serves
+    the new plug-in (``--workers 2``, the SQLite store)."""
+    import httpx
+
+    (folder / "pid.py").write_text(PID)
+    pid = {"name": "pid", "type": "python", "path": "pid.py"}
+    (folder / "registry.json").write_text(json.dumps({"plugins": [pid]}))
+    os.environ["VALOR_TOKEN"] = "bench"
+    process, url = serve(
+        folder / "registry.json", f"sqlite:///{folder}/registry.sqlite3", folder, "--registry"
+    )
+    delays = []
+    try:
+        workers: dict[str, httpx.Client] = {}
+        while len(workers) < 2:  # a keep-alive connection to each worker
+            client = httpx.Client(base_url=url, limits=httpx.Limits(max_connections=1))
+            found = client.get("/pid").text
+            if found in workers:
+                client.close()
+            else:
+                workers[found] = client
+        for index in range(changes):
+            definition = {"name": f"added-{index}", "type": "python", "path": "pid.py"}
+            answer = httpx.post(
+                url + "/_plugins", json=definition, headers={"authorization": "Bearer bench"}
+            )
+            assert answer.status_code == 201, answer.text
+            posted = time.monotonic()
+            waiting = set(workers)
+            while waiting:
+                for name in list(waiting):
+                    if workers[name].get(f"/added-{index}").status_code == 200:
+                        waiting.discard(name)
+                time.sleep(0.005)
+            delays.append(time.monotonic() - posted)
+        for client in workers.values():
+            client.close()
+    finally:
+        stop_process(process)
+    each = ", ".join(f"{delay:.2f}" for delay in delays)
+    most = max(delays)
+    print(f"\nregistry: a POST /_plugins served by both of 2 workers after {most:.2f} s at most")
+    print(f"  (each of {len(delays)} changes: {each}; target: within 1 s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", type=int, default=2000)
@@ -313,6 +367,7 @@ def main() -> None:
             asyncio.run(operations(args.ops, folder, redis.url))
         if not args.skip_notes:
             notes(args.seconds, args.rounds, folder)
+        registry_follow(folder)
     if not args.skip_browser:  # IndexedDB in Chromium: benchmarks/store_browser.py
         from store_browser import measure, report
 

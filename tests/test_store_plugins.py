@@ -4,7 +4,10 @@ app's ``request.state.store``), namespaces, and a store that cannot be reached, 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -183,15 +186,14 @@ def test_an_unreachable_store_answers_503_naming_it_and_recovers(tmp_path: Path)
 def test_a_store_file_that_cannot_be_written_answers_503(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     plugins = [{"name": "worker", "type": "python", "path": "worker.py"}]
-    with client(tmp_path, plugins, SqliteBackend(path)) as http, _immutable(path):
+    files = [path, Path(f"{path}-wal")]
+    with client(tmp_path, plugins, SqliteBackend(path)) as http, read_only(files) as lock:
         assert http.get("/worker").text == "1"  # the first write: the WAL, not the file
-        for suffix in ("", "-wal"):
-            subprocess.run(["chattr", "+i", f"{path}{suffix}"], check=True)
+        lock()
         answer = http.get("/worker")
         assert answer.status_code == 503, answer.text
         assert answer.json()["store"] == f"sqlite:///{path}"
-        for suffix in ("", "-wal"):
-            subprocess.run(["chattr", "-i", f"{path}{suffix}"], check=True)
+        lock(False)
         assert http.get("/worker").text == "2"
 
 
@@ -209,17 +211,52 @@ def test_a_full_store_answers_507(tmp_path: Path) -> None:
         assert http.get("/decorated/created-by").json() == {"value": "decorated"}  # reads go on
 
 
-class _immutable:
-    """Leaves no immutable file behind, whatever the test did."""
+@contextmanager
+def read_only(files: list[Path]) -> Iterator[Callable[..., None]]:
+    """``lock()`` makes ``files`` unwritable, ``lock(False)`` writable again, and nothing
+    stays locked after the block. For root, whom permissions do not stop, the ext4
+    immutable flag (chattr); for anyone else, the permission bits."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def lock(on: bool = True) -> None:
+        for file in files:
+            if os.geteuid() == 0:
+                subprocess.run(["chattr", "+i" if on else "-i", str(file)], check=True)
+            else:
+                file.chmod(0o444 if on else 0o644)
 
-    def __enter__(self) -> None:
-        return None
+    try:
+        yield lock
+    finally:
+        for file in files:
+            if file.exists():
+                if os.geteuid() == 0:
+                    subprocess.run(["chattr", "-i", str(file)], check=False)
+                else:
+                    file.chmod(0o644)
 
-    def __exit__(self, *exc_info: object) -> None:
-        for suffix in ("", "-wal", "-shm"):
-            target = Path(f"{self.path}{suffix}")
-            if target.exists():
-                subprocess.run(["chattr", "-i", str(target)], check=False)
+
+@pytest.mark.anyio
+async def test_the_server_chooses_its_store_from_flag_manifest_or_default(tmp_path: Path) -> None:
+    from valor.errors import ManifestError
+    from valor.manifest import parse_manifest
+    from valor.server import create_app
+
+    plugins = [{"name": "decorated", "type": "python", "path": "decorated.py"}]
+    chosen = manifest(tmp_path, plugins, store="sqlite:///data/chosen.sqlite3")
+    plain = tmp_path / "plain" / "plugins.json"
+    plain.parent.mkdir()
+    plain.write_text(json.dumps({"plugins": []}))
+    cases = [
+        (create_app(plain), f"sqlite:///{plain.parent}/valor-store.sqlite3"),  # beside it
+        (create_app(chosen), f"sqlite:///{tmp_path}/data/chosen.sqlite3"),  # the manifest's
+        (create_app(chosen, store="memory:"), "memory:"),  # --store wins
+    ]
+    for app, description in cases:
+        await app.startup()
+        try:
+            assert app.runtime.store.description == description
+        finally:
+            await app.runtime.close()
+    for bad in ("", 5, ["memory:"]):
+        with pytest.raises(ManifestError, match='"store"'):
+            parse_manifest({"plugins": [], "store": bad}, tmp_path)

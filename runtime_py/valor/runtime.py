@@ -198,7 +198,8 @@ class Runtime:
             await self._shared.apply()
         except StoreError as exc:  # the poll tries again
             log.warning("the registry's changes cannot be read yet: %s", exc)
-        self._shared.follow()
+        if not isinstance(self.store, MemoryBackend):  # nobody else writes to this one
+            self._shared.follow()
 
     async def _hold_next_start(self, held: Holding) -> None:
         """Wait before the next plug-in's start: ``held.pause``, then while requests keep
