@@ -195,4 +195,27 @@ STORE_CASES: list[Case] = [
         plugin="kv-also-shared",
     ),
     op("own-not-shared", {"op": "get", "key": "a"}, {"entry": None}),
+    # A worker-style module reaches the same store through its global ``store``.
+    Case(
+        "worker-style",
+        "POST",
+        "/counter",
+        200,
+        plugin="counter",
+        extra=_equals({"messages": 1, "a": ["common", version(14)]}),
+    ),
+    Case(
+        "worker-style-again",
+        "POST",
+        "/counter",
+        200,
+        plugin="counter",
+        extra=_equals({"messages": 2, "a": ["common", version(14)]}),
+    ),
+    op(
+        "worker-style-counted",
+        {"op": "get", "key": "messages"},
+        {"entry": entry("messages", 2, 16)},
+        plugin="kv-also-shared",
+    ),
 ]
