@@ -90,7 +90,11 @@ def cases_page(browser: Browser, store_site: Site):
 
 NAMES = [case.__name__.removeprefix("case_") for case in CASES]
 # The browser's backend's own: tests/browser/store/store_cases.py.
-NAMES += ["expired_entries_are_removed", "writes_from_two_connections_get_distinct_versions"]
+NAMES += [
+    "expired_entries_are_removed",
+    "writes_from_two_connections_get_distinct_versions",
+    "a_transaction_does_not_outlive_an_await",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -12,7 +12,7 @@ import uuid
 
 import store_table
 from js import indexedDB
-from pyodide.ffi import create_once_callable
+from pyodide.ffi import JsException, create_once_callable, to_js
 
 from valor import HTTPError, vlugin
 from valor.store.indexeddb import IndexedDBBackend
@@ -87,7 +87,23 @@ async def case_writes_from_two_connections_get_distinct_versions(opened):
     assert (await second.get_entry("turn/1")).version == deleted.version
 
 
+async def case_a_transaction_does_not_outlive_an_await(opened):
+    """Why a commit issues its requests from IndexedDB's own event handlers: once Python
+    awaits (here one event-loop turn), its transaction has committed and takes no request."""
+    db = await opened.backend._database()
+    transaction = db.transaction("entries", "readwrite")
+    transaction.objectStore("entries").get(to_js(["ns", b"k"]))  # active now
+    await asyncio.sleep(0)
+    try:
+        transaction.objectStore("entries").get(to_js(["ns", b"k"]))
+    except JsException as exc:  # inactive, or even finished already
+        assert "TransactionInactiveError" in str(exc) or "finished" in str(exc), exc
+    else:
+        raise AssertionError("the transaction was still active after an await")
+
+
 BROWSER_CASES = {
+    "a_transaction_does_not_outlive_an_await": case_a_transaction_does_not_outlive_an_await,
     "expired_entries_are_removed": case_expired_entries_are_removed,
     "writes_from_two_connections_get_distinct_versions": (
         case_writes_from_two_connections_get_distinct_versions
