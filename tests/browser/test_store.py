@@ -1,5 +1,11 @@
 """The plug-ins' store in the browser: the site's IndexedDB database, reached from each tab's
-runtime worker, shared by every tab of the site and kept across reloads and offline visits."""
+runtime worker, shared by every tab of the site and kept across reloads and offline visits.
+
+The store's table of cases (``tests/test_store.py``) runs on IndexedDB inside the runtime
+worker; then, as a visitor sees it: a note posted in one tab is listed in another, after a
+reload and offline; two tabs adding notes at once get distinct ids; plug-ins added or removed
+in one tab are served so by every tab; the plug-in-level table answers byte for byte as the
+server does; a full quota answers 507 and a database out of reach 503, and both recover."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import shutil
 import sysconfig
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -76,15 +83,20 @@ def store_site(store_dist: Path) -> Iterator[Site]:
         yield Site(server.url, "/", store_dist)
 
 
+@dataclass
+class Tab:
+    page: Page
+    console: list[str]  # what the runtime logged (its tracebacks), shown with a failure
+
+
 @pytest.fixture(scope="module")
-def cases_page(browser: Browser, store_site: Site):
+def cases_tab(browser: Browser, store_site: Site) -> Iterator[Tab]:
     context = browser.new_context()
     console: list[str] = []
     context.on("console", lambda message: console.append(message.text))
     page = start_page(context, store_site.url)
     assert page.evaluate("Valor.loaded()")["failures"] == []
-    page.console = console  # what the runtime logged: its tracebacks, for failures
-    yield page
+    yield Tab(page, console)
     context.close()
 
 
@@ -99,10 +111,10 @@ NAMES += [
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_store_table_passes_on_indexeddb_in_the_runtime_worker(
-    cases_page, store_site: Site, name: str
+    cases_tab: Tab, store_site: Site, name: str
 ) -> None:
-    answer = fetch(cases_page, f"{store_site.url}store-cases/{name}")
-    assert answer.status == 200, "\n".join([answer.body.decode(), *cases_page.console[-5:]])
+    answer = fetch(cases_tab.page, f"{store_site.url}store-cases/{name}")
+    assert answer.status == 200, "\n".join([answer.body.decode(), *cases_tab.console[-5:]])
     result = answer.json()
     assert result["ok"], result["error"]
 
@@ -114,13 +126,13 @@ def demo_page(context: BrowserContext, site: Site) -> Page:
     return page
 
 
-def notes_of(page, site: Site) -> list[dict]:
+def notes_of(page: Page, site: Site) -> list[dict]:
     answer = fetch(page, site.url + "notes")
     assert answer.status == 200, answer.body
     return answer.json()["notes"]
 
 
-def add_note(page, site: Site, text: str) -> dict:
+def add_note(page: Page, site: Site, text: str) -> dict:
     answer = fetch(page, site.url + "notes", "POST", body=json.dumps({"text": text}).encode())
     assert answer.status == 201, answer.body
     return answer.json()
@@ -179,10 +191,10 @@ def test_two_tabs_adding_notes_at_once_get_distinct_ids(browser: Browser, store_
         context.close()
 
 
-def test_health_names_the_tabs_store(cases_page, store_site: Site) -> None:
-    health = fetch(cases_page, store_site.url + "_health").json()
+def test_health_names_the_tabs_store(cases_tab: Tab, store_site: Site) -> None:
+    health = fetch(cases_tab.page, store_site.url + "_health").json()
     assert health["store"] == "indexeddb:valor-store:/"
-    own = fetch(cases_page, store_site.url + "store-cases/").json()
+    own = fetch(cases_tab.page, store_site.url + "store-cases/").json()
     assert own == {"backend": "IndexedDBBackend", "description": "indexeddb:valor-store:/"}
 
 
