@@ -19,7 +19,12 @@ on loopback takes its place.
 Registry: how long after a ``POST /_plugins`` both workers of ``--workers 2`` serve the new
 plug-in (each polls the store every 0.5 s).
 
+The browser's store (IndexedDB, from the runtime worker in plain headless Chromium) beside
+IndexedDB driven from plain JavaScript in the same run comes last: ``store_browser.py``
+(target: at most 1.5).
+
     python benchmarks/store.py [--ops 2000] [--seconds 5] [--rounds 3] [--skip-notes]
+                               [--skip-browser]
 """
 
 from __future__ import annotations
@@ -354,6 +359,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-notes", action="store_true")
+    parser.add_argument("--skip-browser", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="valor-store-bench-") as name:
         folder = Path(name)
@@ -362,6 +368,11 @@ def main() -> None:
         if not args.skip_notes:
             notes(args.seconds, args.rounds, folder)
         registry_follow(folder)
+    if not args.skip_browser:  # IndexedDB in Chromium: benchmarks/store_browser.py
+        from store_browser import measure, report
+
+        print()
+        report(measure(args.ops))
     print(f"\n(load average now: {', '.join(f'{x:.1f}' for x in os.getloadavg())})")
 
 
