@@ -8,8 +8,8 @@
 
 const BUILD = /*__VALOR_BUILD__*/null;
 export const VERSION = BUILD?.version ?? "dev";
-const ACK_TIMEOUT = 10000; // ms for the service worker to acknowledge a message
-const CONTROL_TIMEOUT = 15000; // ms for a new service worker to take control
+const ACK_TIMEOUT = 30000; // ms for the service worker to acknowledge a message (a busy device)
+const CONTROL_TIMEOUT = 60000; // ms for a new service worker to take control (15 s was short on a busy machine)
 const WATCH_INTERVAL = 1000; // ms between pings of a ready runtime worker
 const NUDGE_INTERVAL = 500; // ms between reminders to a waiting service worker
 const BOOT_TIMEOUT = 120000; // ms for a runtime to boot, and then for its plug-ins to load

@@ -95,7 +95,8 @@ def cases_tab(browser: Browser, store_site: Site) -> Iterator[Tab]:
     console: list[str] = []
     context.on("console", lambda message: console.append(message.text))
     page = start_page(context, store_site.url)
-    assert page.evaluate("Valor.loaded()")["failures"] == []
+    failures = page.evaluate("Valor.loaded()")["failures"]
+    assert all("a browser cannot load" in failure for failure in failures), failures  # native
     yield Tab(page, console)
     context.close()
 
