@@ -69,6 +69,9 @@ def test_shared_table_under_a_sub_path(browser: Browser, sub_site: Site, server:
         outside = fetch(page, sub_site.url.replace(sub_site.base, "/") + "hello")
         assert outside.status == 404 and "x-valor-plugin" not in outside.headers
         assert page.evaluate("Valor.prefixes").count("/sub/path/hello") == 1
+        # A site under a sub-path has its own store, apart from a site at the origin's root.
+        health = fetch(page, sub_site.url + "_health").json()
+        assert health["store"] == "indexeddb:valor-store:/sub/path/"
     finally:
         context.close()
 

@@ -13,7 +13,7 @@ import base64
 import json
 import os
 import shutil
-import sysconfig
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,8 +40,8 @@ from valor.build import build, serve
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 HERE = Path(__file__).parent
-# The real pytest, from this machine's installation, for the table's ``pytest.raises``: copied
-# beside the plug-in, whose folder is on the runtime's import path.
+# The real pytest, from this machine's installation, for the table's ``pytest.raises``: its
+# modules copied beside the plug-in, whose folder is on the runtime's import path.
 PYTEST_MODULES = ("pytest", "_pytest", "py", "pluggy", "iniconfig", "packaging", "pygments")
 STORE_PLUGINS = [
     {"name": "store-cases", "type": "python", "path": "store_cases.py", "timeout": 120},
@@ -54,13 +54,18 @@ def store_manifest(folder: Path) -> Path:
     shutil.copytree(MANIFEST.parent, folder, ignore=shutil.ignore_patterns("src"))
     shutil.copy(HERE / "store" / "store_cases.py", folder / "store_cases.py")
     shutil.copy(ROOT / "tests" / "test_store.py", folder / "store_table.py")
-    site_packages = Path(sysconfig.get_paths()["purelib"])
-    for name in PYTEST_MODULES:
-        if (site_packages / name).is_dir():
-            skip = shutil.ignore_patterns("__pycache__")
-            shutil.copytree(site_packages / name, folder / name, ignore=skip)
-        else:
-            shutil.copy(site_packages / f"{name}.py", folder / f"{name}.py")
+    for module in list(sys.modules.values()):
+        # What this process has loaded of them: more than ``import pytest`` needs, and a
+        # fraction of the whole (pygments' hundreds of lexers), so the site stays small.
+        name = getattr(module, "__name__", "")
+        file = getattr(module, "__file__", None)
+        top = name.partition(".")[0]
+        if top in PYTEST_MODULES and file is not None:
+            top_file = Path(sys.modules[top].__file__)
+            root = top_file.parent.parent if top_file.name == "__init__.py" else top_file.parent
+            target = folder / Path(file).relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(file, target)
     manifest = folder / "plugins.json"
     plugins = json.loads(manifest.read_text())
     plugins["plugins"] += STORE_PLUGINS
