@@ -194,8 +194,10 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def test_an_isolated_plugin_is_held_to_its_cpu_limit(isolated: Server) -> None:
     status, elapsed = timed_get(isolated.url + "/burn")
-    assert status == 502  # SIGXCPU ended its process, long before the 15 s timeout
-    assert elapsed < 8
+    # SIGXCPU ended its process (a 502), not its 15 s timeout (a 504). On a saturated machine
+    # its CPU seconds take longer in wall time: the bound is the timeout's, not a guess.
+    assert status == 502
+    assert elapsed < 15
     assert "burn" in httpx.get(isolated.url + "/burn", timeout=30).json()["detail"]  # restarted
 
 
