@@ -1,8 +1,9 @@
 """The manifest: which plug-ins to load, where to mount them, and with what config.
 
 ``{"plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
-"requirements"?, "isolation"?, "limits"?, "app"?}]}``. Paths are relative to the manifest's
-folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module (default ``app``).
+"requirements"?, "isolation"?, "limits"?, "app"?, "outbound"?}]}``. Paths are relative to the
+manifest's folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module (default
+``app``); ``outbound`` is ``{"allow": [host, ...]}``, where the plug-in may call out.
 """
 
 from __future__ import annotations
@@ -27,15 +28,20 @@ ISOLATIONS = ("none", "process")
 # What each ``limits`` key bounds; a missing key takes the host's default.
 LIMITS = {
     "threads": "worker threads of a sync python, wasm or wasi plug-in (503 past them)",
-    "response_bytes": "bytes of a proxy's upstream answer body (502 past it)",
+    "response_bytes": "bytes of an upstream answer body: a proxy's (502 past it), or one a "
+    "plug-in's calls out read (an error past it)",
     "memory_mb": "address space of an isolated python plug-in's process",
     "cpu_seconds": "CPU time of an isolated python plug-in's process",
 }
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
-_KNOWN_FIELDS |= {"isolation", "limits", "app"}
+_KNOWN_FIELDS |= {"isolation", "limits", "app", "outbound"}
 _APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# An allowed host: a name or address, "*." before a name for its subdomains, ":port" after.
+_ALLOWED_HOST = re.compile(
+    r"^(\*|(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$"
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,8 @@ class PluginSpec:
     source: dict[str, Any] = field(default_factory=dict)
     isolation: str = "none"
     limits: dict[str, int] = field(default_factory=dict)
+    outbound: tuple[str, ...] | None = None
+    """The hosts the plug-in may call out to (``outbound.allow``); None: any host."""
 
     def describe(self) -> dict[str, Any]:
         """The definition as given (what ``GET /_plugins`` lists), with the effective prefix."""
@@ -179,6 +187,8 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise fail("limits", f"{key!r} must be a positive integer, got {value!r}")
 
+    outbound = _outbound(entry, fail)
+
     return PluginSpec(
         name=name,
         type=kind,
@@ -191,4 +201,25 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         source=dict(entry),
         isolation=isolation,
         limits=dict(limits),
+        outbound=outbound,
     )
+
+
+def _outbound(entry: dict[str, Any], fail: Any) -> tuple[str, ...] | None:
+    """``outbound.allow``, checked: the hosts a plug-in may call out to, or None for any."""
+    if "outbound" not in entry:
+        return None
+    outbound = entry["outbound"]
+    if not isinstance(outbound, dict) or set(outbound) != {"allow"}:
+        raise fail("outbound", 'must be an object {"allow": [host, ...]}')
+    allow = outbound["allow"]
+    if not isinstance(allow, list) or not all(isinstance(h, str) for h in allow):
+        raise fail("outbound", "'allow' must be a list of host names")
+    for host in allow:
+        if not _ALLOWED_HOST.match(host):
+            raise fail(
+                "outbound",
+                f"'allow' has {host!r}, which is not a host like 'api.example.com', "
+                "'*.example.org' or '127.0.0.1:8080'",
+            )
+    return tuple(host.lower() for host in allow)

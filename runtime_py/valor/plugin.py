@@ -1,12 +1,18 @@
 """The plug-in API: ``@vlugin`` marks a module's request handler, ``Context`` is what the
-plug-in's hooks share: Valor's name, config and logger, and the plug-in's own ``state``."""
+plug-in's hooks share: Valor's name, config, logger and HTTP client, and the plug-in's own
+``state``."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .outbound import CALLING, client_for
+
+if TYPE_CHECKING:
+    import httpx
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -37,17 +43,26 @@ class State(SimpleNamespace):
 
 class Context:
     """What ``on_create`` receives and the handler gets back: the plug-in's ``name``, its
-    manifest ``config``, a logger ``log`` (``valor.plugin.<name>``), and ``state``, where the
-    plug-in keeps whatever it likes. Setting any other attribute is an error naming
-    ``ctx.state``, so plug-in state never shadows Valor's own attributes."""
+    manifest ``config``, a logger ``log`` (``valor.plugin.<name>``), its HTTP client ``http``,
+    and ``state``, where the plug-in keeps whatever it likes. Setting any other attribute is
+    an error naming ``ctx.state``, so plug-in state never shadows Valor's own attributes."""
 
-    __slots__ = ("config", "log", "name", "state")
+    __slots__ = ("_calling", "config", "log", "name", "state")
 
     def __init__(self, name: str, config: dict[str, Any]) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "config", config)
         object.__setattr__(self, "log", logging.getLogger(f"valor.plugin.{name}"))
         object.__setattr__(self, "state", State())
+        object.__setattr__(self, "_calling", CALLING.get())  # the runtime loading the plug-in
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The plug-in's ``httpx.AsyncClient``, the same in both hosts: to sibling plug-ins
+        (a relative URL) inside the runtime, elsewhere within the manifest's ``outbound``."""
+        if self._calling is None:
+            raise RuntimeError("ctx.http is for plug-ins a Valor runtime loads")
+        return client_for(self._calling.runtime, self._calling.spec)
 
     def __getattr__(self, name: str) -> Any:
         raise AttributeError(

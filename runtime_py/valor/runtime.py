@@ -23,6 +23,7 @@ from .errors import LOAD_FAILURES, BodyError, ManifestError, PluginCrashed, Plug
 from .loaders import Loader, Plugin
 from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
+from .outbound import CALLING, Calling, release
 from .responses import JSON, error_message
 from .streaming import Stream, streamed, watched
 from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
@@ -272,6 +273,7 @@ class Runtime:
             mount = self._mounts.pop(name, None) or self._unloaded.pop(name)
             self._reroute()
         await _close_quietly(mount)
+        await release(self, name)
         log.info("removed plug-in %r", name)
         return mount.spec
 
@@ -309,6 +311,7 @@ class Runtime:
         self._reroute()
         for mount in mounts:
             await _close_quietly(mount)
+        await release(self)
 
     def _check_free(self, spec: PluginSpec) -> None:
         if spec.name in self._mounts:
@@ -331,13 +334,18 @@ class Runtime:
                 f"type {spec.type!r} is not supported by this host "
                 f"(supported: {', '.join(sorted(self.loaders))})",
             )
+        calling = CALLING.set(Calling(self, spec))  # its client works in on_create too
         try:
             return await loader(spec)
         except PluginLoadError:
+            await release(self, spec.name)
             raise
         except LOAD_FAILURES as exc:
             log.exception("loading plug-in %r failed", spec.name)
+            await release(self, spec.name)
             raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            CALLING.reset(calling)
 
     def _reroute(self, notify: bool = True) -> None:
         # A failed plug-in's prefix routes to its 503, unless a mounted plug-in took it.
@@ -494,6 +502,8 @@ class Runtime:
         deadlines = self._deadlines
         task = deadlines.start(spec.timeout)
         stream = None
+        # For its calls out: who calls (and whose call this is, for a sibling's), with what id.
+        calling = CALLING.set(Calling(self, spec, correlation_id, origin, CALLING.get()))
         try:
             answer = await mount.plugin.handle(forwarded)
             stream = streamed(answer)
@@ -504,6 +514,8 @@ class Runtime:
             if stream is not None:
                 await stream.aclose()
             return self.failure_answer(spec, exc, expired)
+        finally:
+            CALLING.reset(calling)
         if deadlines.stop(task):  # it caught its cancellation and answered late anyway
             if stream is not None:
                 await stream.aclose()

@@ -1,0 +1,78 @@
+"""Calls out with ``ctx.http``, for the tests of ``valor.client``: each path one way out, and
+the answer is what the plug-in saw (status, reason, headers, body) or the error it caught."""
+
+from urllib.parse import urlsplit
+
+import httpx
+
+from valor import HTTPError, Response, StreamingResponse, vlugin
+
+
+def on_create(ctx):
+    ctx.state.upstream = ctx.config["upstream"]
+    ctx.state.closed = ctx.config["closed"]  # a URL nothing listens on
+
+
+def seen(response):
+    """What the plug-in saw of an answer, in full."""
+    return {
+        "status": response.status_code,
+        "reason": response.reason_phrase,
+        "headers": [list(pair) for pair in response.headers.multi_items()],
+        "body": response.content.decode("latin-1"),
+    }
+
+
+def caught(exc):
+    return Response(
+        {
+            "error": type(exc).__name__,
+            "connect_error": isinstance(exc, httpx.ConnectError),
+            "timeout": isinstance(exc, httpx.TimeoutException),
+            "read_error": isinstance(exc, httpx.ReadError),
+            "message": str(exc),
+        },
+        status_code=502,
+    )
+
+
+@vlugin
+async def on_request(ctx, req):
+    http, upstream = ctx.http, ctx.state.upstream
+    try:
+        if req.path == "/answer":
+            return seen(await http.get(upstream + "answer"))
+        if req.path == "/post":
+            sent = await http.post(upstream + "echo", content=req.body, headers={"x-test": "t"})
+            return seen(sent)
+        if req.path == "/sibling":
+            return seen(await http.get("/echo/below?q=1", headers={"x-test": "sibling"}))
+        if req.path == "/own-origin":  # the runtime's own origin, as a page would call it
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(req.url))
+            return seen(await http.post(origin + "/echo/own", content=b"body"))
+        if req.path == "/loop":
+            answer = await http.get("/caller/loop")
+            return Response(answer.content, status_code=answer.status_code,
+                            headers={"content-type": answer.headers["content-type"]})  # fmt: skip
+        if req.path == "/slow":
+            return seen(await http.get(upstream + "slow", timeout=float(req.query_params["t"])))
+        if req.path == "/hang":  # longer than the plug-in's own timeout
+            return seen(await http.get(upstream + "slow", timeout=60))
+        if req.path == "/refused":
+            return seen(await http.get(upstream.replace("127.0.0.1", "localhost") + "answer"))
+        if req.path == "/unreachable":
+            return seen(await http.get(ctx.state.closed))
+        if req.path == "/big":
+            return seen(await http.get(upstream + "big?size=" + req.query_params["size"]))
+        if req.path == "/stream":
+            return StreamingResponse(relay(http, upstream + "stream"), media_type="text/plain")
+    except httpx.HTTPError as exc:
+        return caught(exc)
+    raise HTTPError(404, f"no test at {req.path}")
+
+
+async def relay(http, url):
+    """The upstream's answer, part by part as it comes."""
+    async with http.stream("GET", url) as response:
+        async for part in response.aiter_bytes():
+            yield part
