@@ -8,7 +8,8 @@ compare byte for byte. What is slow waits on an event the test sets, never on a 
 - ``/echo``: the method, body and ``x-test`` header it got, as JSON;
 - ``/slow``: answers once ``release`` is set (the tests' timeouts fire first);
 - ``/stream``: a first part, then the second once ``release_stream`` is set;
-- ``/big?size=N``: N bytes.
+- ``/big?size=N``: N bytes;
+- ``POST /release-stream``: sets ``release_stream`` (for a page's script).
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._answer()
 
     def do_POST(self) -> None:
+        if self.path == "/release-stream":
+            self.server.release_stream.set()
+            self._send(204, b"", [])
+            return
         self._answer()
 
     def _answer(self) -> None:

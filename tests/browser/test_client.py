@@ -1,0 +1,103 @@
+"""Plug-ins call out in the browser as on the server: the same plug-ins, calling the same real
+upstream on 127.0.0.1 (through the runtime worker's ``fetch``) and each other (inside the
+runtime), give the same answers in both hosts, compared in full."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from tests.browser.conftest import Site, fetch, site_for, start_page
+from tests.browser.test_asgi import browser_send_with_reason
+from tests.callout import CALLOUT_CASES, NOT_COMPARED, callout_manifest
+from tests.callout.upstream import Upstream, upstream
+from tests.cases import compare_cases
+from tests.servers import Server, http_send, valor_server
+from valor.processes import free_port
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def calling_upstream() -> Iterator[Upstream]:
+    with upstream() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory, calling_upstream: Upstream):
+    folder = tmp_path_factory.mktemp("callout") / "plugins"
+    return callout_manifest(folder, calling_upstream.url, f"http://127.0.0.1:{free_port()}/")
+
+
+@pytest.fixture(scope="module")
+def callout_server(manifest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with valor_server(manifest, log_dir=tmp_path_factory.mktemp("callout-log")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def callout_site(tmp_path_factory: pytest.TempPathFactory, manifest) -> Iterator[Site]:
+    """The test plug-ins bundled, httpx's wheels included (their ``requirements``)."""
+    yield from site_for(tmp_path_factory, "/", manifest)
+
+
+@pytest.fixture(scope="module")
+def callout_page(browser: Browser, callout_site: Site) -> Iterator[Page]:
+    context = browser.new_context()
+    try:
+        yield start_page(context, callout_site.url)
+    finally:
+        context.close()
+
+
+@pytest.mark.timeout(600)
+def test_plugins_call_out_and_each_other_the_same_in_both_hosts(
+    callout_page: Page, callout_server: Server, callout_site: Site
+) -> None:
+    in_browser = browser_send_with_reason(callout_page, callout_site)
+    origins = (callout_server.url, callout_site.url.rstrip("/"))
+    compare_cases(http_send(callout_server.url), in_browser, origins, CALLOUT_CASES, NOT_COMPARED)
+
+
+@pytest.mark.timeout(120)
+def test_the_plugins_timeout_bounds_its_calls_out(callout_page: Page, callout_site: Site) -> None:
+    answer = fetch(callout_page, callout_site.url + "caller/hang")
+    assert answer.status == 504, answer.body
+    assert answer.json()["detail"] == "plug-in 'caller' did not answer within 3 seconds"
+
+
+READ_HELD = """async ({stream, release}) => {
+  const response = await fetch(stream);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  // The upstream holds its second part until the release below: a host that read the whole
+  // answer before passing it on would stall here.
+  while (!text.includes("first part\\n")) {
+    const part = await reader.read();
+    if (part.done) return {beforeRelease: text, text};
+    text += decoder.decode(part.value);
+  }
+  const beforeRelease = text;
+  await fetch(release, {method: "POST"});
+  for (let part = await reader.read(); !part.done; part = await reader.read()) {
+    text += decoder.decode(part.value);
+  }
+  return {beforeRelease, text};
+}"""
+
+
+@pytest.mark.timeout(120)
+def test_a_streamed_answer_is_read_part_by_part(
+    callout_page: Page, callout_site: Site, calling_upstream: Upstream
+) -> None:
+    urls = {
+        "stream": callout_site.url + "caller/stream",
+        "release": calling_upstream.url + "release-stream",
+    }
+    result = callout_page.evaluate(READ_HELD, urls)
+    assert result["beforeRelease"] == "first part\n", result
+    assert result["text"] == "first part\nsecond part\n", result
