@@ -70,8 +70,15 @@ def client_for(runtime: Any, spec: PluginSpec) -> httpx.AsyncClient:
     known = clients.get(spec.name)
     if known is not None and known[0] is spec:
         return known[1]
-    from .client import make_client  # httpx: only for plug-ins that call out
-
+    try:
+        from .client import make_client  # httpx: only for plug-ins that call out
+    except ModuleNotFoundError as exc:
+        if exc.name != "httpx":
+            raise
+        raise RuntimeError(
+            f'plug-in {spec.name!r} calls out, which needs httpx: add "httpx" to its '
+            '"requirements" in the manifest (a browser bundle ships only what they list)'
+        ) from None
     client = make_client(runtime, spec)
     clients[spec.name] = (spec, client)
     return client

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
@@ -101,3 +102,15 @@ def test_a_streamed_answer_is_read_part_by_part(
     result = callout_page.evaluate(READ_HELD, urls)
     assert result["beforeRelease"] == "first part\n", result
     assert result["text"] == "first part\nsecond part\n", result
+
+
+@pytest.mark.timeout(120)
+def test_a_header_fetch_may_not_send_is_an_error_naming_it(
+    callout_page: Page, callout_site: Site, callout_server: Server
+) -> None:
+    answer = fetch(callout_page, callout_site.url + "caller/cookie").json()
+    assert answer["error"] == "HeaderNotAllowed" and answer["request_error"], answer
+    assert "'cookie' header (a forbidden request header)" in answer["message"], answer
+    # The server's plug-in sends it.
+    on_server = httpx.get(callout_server.url + "/caller/cookie", timeout=30)
+    assert on_server.status_code == 200, on_server.text

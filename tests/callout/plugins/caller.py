@@ -30,6 +30,7 @@ def caught(exc):
             "connect_error": isinstance(exc, httpx.ConnectError),
             "timeout": isinstance(exc, httpx.TimeoutException),
             "read_error": isinstance(exc, httpx.ReadError),
+            "request_error": isinstance(exc, httpx.RequestError),
             "message": str(exc),
         },
         status_code=502,
@@ -64,6 +65,8 @@ async def on_request(ctx, req):
             return seen(await http.get(ctx.state.closed))
         if req.path == "/big":
             return seen(await http.get(upstream + "big?size=" + req.query_params["size"]))
+        if req.path == "/cookie":  # a header a browser's fetch may not send
+            return seen(await http.post(upstream + "echo", headers={"cookie": "a=1"}))
         if req.path == "/stream":
             return StreamingResponse(relay(http, upstream + "stream"), media_type="text/plain")
     except httpx.HTTPError as exc:
