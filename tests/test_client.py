@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.callout import CALLOUT_CASES, callout_manifest
+from tests.callout import CALLOUT_CASES, callout_manifest, example_manifest
 from tests.callout.upstream import Upstream, upstream
 from tests.cases import run_cases
 from tests.servers import Server, http_send, valor_server
@@ -60,6 +60,20 @@ def test_a_streamed_answer_is_read_part_by_part(server: Server, calling_upstream
         assert next(parts) == b"first part\n"
         calling_upstream.release_stream.set()
         assert b"".join(parts) == b"second part\n"
+
+
+@pytest.mark.timeout(60)
+def test_the_example_calls_its_sibling_and_an_outside_service(
+    tmp_path: Path, calling_upstream: Upstream
+) -> None:
+    manifest = example_manifest(tmp_path / "plugins", calling_upstream.url)
+    with valor_server(manifest, log_dir=tmp_path) as running:
+        answer = httpx.get(running.url + "/digest?who=Bob", timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {
+        "greeting": "Alice says hello Bob!",
+        "news": {"headline": "Valor calls out"},
+    }
 
 
 def test_allow_list_patterns() -> None:

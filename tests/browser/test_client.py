@@ -12,9 +12,9 @@ from playwright.sync_api import Browser, Page
 
 from tests.browser.conftest import Site, fetch, site_for, start_page
 from tests.browser.test_asgi import browser_send_with_reason
-from tests.callout import CALLOUT_CASES, NOT_COMPARED, callout_manifest
+from tests.callout import CALLOUT_CASES, NOT_COMPARED, callout_manifest, example_manifest
 from tests.callout.upstream import Upstream, upstream
-from tests.cases import compare_cases
+from tests.cases import Case, compare_cases
 from tests.servers import Server, http_send, valor_server
 from valor.processes import free_port
 
@@ -114,3 +114,25 @@ def test_a_header_fetch_may_not_send_is_an_error_naming_it(
     # The server's plug-in sends it.
     on_server = httpx.get(callout_server.url + "/caller/cookie", timeout=30)
     assert on_server.status_code == 200, on_server.text
+
+
+@pytest.mark.timeout(600)
+def test_the_example_answers_the_same_in_both_hosts(
+    browser: Browser,
+    tmp_path_factory: pytest.TempPathFactory,
+    calling_upstream: Upstream,
+) -> None:
+    folder = tmp_path_factory.mktemp("example")
+    manifest = example_manifest(folder / "plugins", calling_upstream.url)
+    case = Case("digest", "GET", "/digest?who=Bob", 200, plugin="digest",
+                json_subset={"greeting": "Alice says hello Bob!"})  # fmt: skip
+    context = browser.new_context()
+    try:
+        with valor_server(manifest, log_dir=folder) as server:
+            for site in site_for(tmp_path_factory, "/", manifest):
+                page = start_page(context, site.url)
+                in_browser = browser_send_with_reason(page, site)
+                origins = (server.url, site.url.rstrip("/"))
+                compare_cases(http_send(server.url), in_browser, origins, [case])
+    finally:
+        context.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 from tests.cases import Answer, Case
 
 PLUGINS = Path(__file__).resolve().parent / "plugins"
+EXAMPLES = Path(__file__).resolve().parent.parent.parent / "plugins"
 
 
 def callout_manifest(folder: Path, upstream: str, closed: str) -> Path:
@@ -20,6 +21,18 @@ def callout_manifest(folder: Path, upstream: str, closed: str) -> Path:
     manifest["plugins"][0]["config"] = {"upstream": upstream, "closed": closed}
     (folder / "plugins.json").write_text(json.dumps(manifest))
     return folder / "plugins.json"
+
+
+def example_manifest(folder: Path, upstream: str) -> Path:
+    """``plugins/callout.json`` (the example ``digest`` and its sibling ``greeter``) copied
+    into ``folder``, its news coming from ``upstream``."""
+    shutil.copytree(EXAMPLES, folder, ignore=shutil.ignore_patterns("build", "src", "__pycache__"))
+    manifest = json.loads((folder / "callout.json").read_text())
+    digest = manifest["plugins"][1]
+    digest["config"]["news"] = upstream + "news.json"
+    digest["outbound"]["allow"] = [upstream.split("/")[2]]
+    (folder / "callout.json").write_text(json.dumps(manifest))
+    return folder / "callout.json"
 
 
 def _seen(answer: Answer) -> dict:

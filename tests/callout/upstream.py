@@ -9,6 +9,7 @@ compare byte for byte. What is slow waits on an event the test sets, never on a 
 - ``/slow``: answers once ``release`` is set (the tests' timeouts fire first);
 - ``/stream``: a first part, then the second once ``release_stream`` is set;
 - ``/big?size=N``: N bytes;
+- ``/news.json``: a headline, for the example plug-in ``plugins/digest.py``;
 - ``POST /release-stream``: sets ``release_stream`` (for a page's script).
 """
 
@@ -22,6 +23,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+NEWS = b'{"headline": "Valor calls out"}'
 CORS = [
     ("access-control-allow-origin", "*"),
     ("access-control-expose-headers", "*"),
@@ -97,6 +99,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, b"late\n", [("content-type", "text/plain")])
         elif url.path == "/stream":
             self._stream()
+        elif url.path == "/news.json":
+            self._send(200, NEWS, [("content-type", "application/json")])
         elif url.path == "/big":
             self._send(200, b"x" * int(query["size"][0]), [("content-type", "text/plain")])
         else:
