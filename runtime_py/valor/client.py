@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from operator import itemgetter
 from typing import Any
 
@@ -38,6 +38,7 @@ INTERNAL_ORIGIN = "http://valor.internal"
 # Set by the transport for each hop, never passed on to a sibling.
 _NOT_TO_SIBLINGS = frozenset(["host", "connection", "content-length", "transfer-encoding"])
 _first = itemgetter(0)
+EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...)
 
 
 class CallRefused(httpx.ConnectError):
@@ -49,11 +50,26 @@ class AnswerTooLarge(httpx.ReadError):
 
 
 def make_client(runtime: Any, spec: PluginSpec) -> httpx.AsyncClient:
-    """Plug-in ``spec``'s client in ``runtime``: httpx's defaults, Valor's transport."""
+    """Plug-in ``spec``'s client in ``runtime``: httpx's defaults, Valor's transport, and no
+    cookie jar."""
     transport = PluginTransport(runtime, spec, network_transport())
     # trust_env=False: proxies from the environment would be mounted beside this transport
     # and bypass its allow-list.
-    return httpx.AsyncClient(base_url=INTERNAL_ORIGIN, transport=transport, trust_env=False)
+    client = httpx.AsyncClient(base_url=INTERNAL_ORIGIN, transport=transport, trust_env=False)
+    # httpx has no public way to turn its jar off; the attribute is where its ``cookies``
+    # property keeps the jar.
+    client._cookies = NoCookies()
+    return client
+
+
+class NoCookies(httpx.Cookies):
+    """A jar that keeps no cookie from answers. One client serves all of a plug-in's requests,
+    whoever made them: a cookie an upstream set during one must not go out with the next.
+    The browser keeps none either (``credentials: "omit"``). It also spares httpx's cookie
+    handling on every answer, a third of its own cost per call (measured)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
 
 
 def network_transport() -> httpx.AsyncBaseTransport:
@@ -145,14 +161,31 @@ class PluginTransport(httpx.AsyncBaseTransport):
         }
         # A task of its own: the sibling's deadline is its task's, apart from the caller's,
         # whose cancellation (its own deadline) still reaches it through the await.
-        answer = asyncio.ensure_future(runtime.handle(message))
+        answer = _task(runtime.handle(message))
         timeout = request.extensions.get("timeout", {}).get("read")
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            answer.cancel()
+
+        # A timer rather than asyncio.wait_for, which doubled the cost of a sibling call.
+        timer = None
+        if timeout is not None and not answer.done():
+            timer = asyncio.get_running_loop().call_later(timeout, expire)
         try:
-            answer_message = await asyncio.wait_for(answer, timeout)
-        except TimeoutError:
+            answer_message = await answer
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not expired or (task is not None and task.cancelling()):
+                raise  # the caller's own cancellation
             raise httpx.ReadTimeout(
                 f"plug-in at {target!r} did not answer within {timeout:g} s", request=request
             ) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
         return _response(answer_message, request, self)
 
     # -- limits ------------------------------------------------------------------------------
@@ -207,6 +240,15 @@ def fetch_view(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         else:
             combined.append((name, value))
     return combined
+
+
+def _task(work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """A task for ``work``, started at once where Python can (3.12): a sibling that answers
+    without waiting, as most do, then costs no turn of the event loop."""
+    loop = asyncio.get_running_loop()
+    if EAGER:
+        return asyncio.Task(work, loop=loop, eager_start=True)
+    return loop.create_task(work)
 
 
 def _response(message: Any, request: httpx.Request, limits: PluginTransport) -> httpx.Response:

@@ -51,7 +51,13 @@ def _upstream_answer(answer: Answer) -> None:
 
 def _posted(answer: Answer) -> None:
     seen = _seen(answer)
-    assert json.loads(seen["body"]) == {"method": "POST", "body": "posted", "x-test": "t"}, seen
+    expected = {"method": "POST", "body": "posted", "x-test": "t", "cookie": None}
+    assert json.loads(seen["body"]) == expected, seen
+
+
+def _no_cookie_kept(answer: Answer) -> None:
+    seen = _seen(answer)
+    assert json.loads(seen["body"])["cookie"] is None, seen
 
 
 def _inside(seen: dict) -> None:
@@ -89,6 +95,8 @@ def _worker_answer(answer: Answer) -> None:
 CALLOUT_CASES = [
     Case("answer", "GET", "/caller/answer", 200, plugin="caller", extra=_upstream_answer),
     Case("post", "POST", "/caller/post", 200, body=b"posted", plugin="caller", extra=_posted),
+    Case("no-cookie-kept", "GET", "/caller/cookie-kept", 200, plugin="caller",
+         extra=_no_cookie_kept),
     Case("sibling", "GET", "/caller/sibling", 200, plugin="caller", extra=_sibling_answer),
     Case("own-origin", "GET", "/caller/own-origin", 200, plugin="caller",
          extra=_own_origin_answer),

@@ -5,7 +5,8 @@ It allows any origin with CORS (preflights included) and exposes every header, s
 compare byte for byte. What is slow waits on an event the test sets, never on a clock:
 
 - ``/answer``: a fixed answer, with a repeated header;
-- ``/echo``: the method, body and ``x-test`` header it got, as JSON;
+- ``/echo``: the method, body, ``x-test`` and ``cookie`` headers it got, as JSON;
+- ``/set-cookie``: sets a cookie;
 - ``/slow``: answers once ``release`` is set (the tests' timeouts fire first);
 - ``/stream``: a first part, then the second once ``release_stream`` is set;
 - ``/big?size=N``: N bytes;
@@ -91,6 +92,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "method": self.command,
                 "body": body.decode("latin-1"),
                 "x-test": self.headers.get("x-test"),
+                "cookie": self.headers.get("cookie"),
             }
             self._send(200, json.dumps(seen).encode(), [("content-type", "application/json")])
         elif url.path == "/slow":
@@ -99,6 +101,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, b"late\n", [("content-type", "text/plain")])
         elif url.path == "/stream":
             self._stream()
+        elif url.path == "/set-cookie":
+            self._send(200, b"", [("set-cookie", "session=one-user; Path=/")])
         elif url.path == "/news.json":
             self._send(200, NEWS, [("content-type", "application/json")])
         elif url.path == "/big":

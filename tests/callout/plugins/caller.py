@@ -46,6 +46,9 @@ async def on_request(ctx, req):
         if req.path == "/post":
             sent = await http.post(upstream + "echo", content=req.body, headers={"x-test": "t"})
             return seen(sent)
+        if req.path == "/cookie-kept":  # one request's cookie must not go with the next
+            await http.get(upstream + "set-cookie")
+            return seen(await http.post(upstream + "echo"))
         if req.path == "/sibling":
             return seen(await http.get("/echo/below?q=1", headers={"x-test": "sibling"}))
         if req.path == "/own-origin":  # the runtime's own origin, as a page would call it
