@@ -101,6 +101,7 @@ CALLOUT_CASES = [
     Case("own-origin", "GET", "/caller/own-origin", 200, plugin="caller",
          extra=_own_origin_answer),
     Case("worker", "GET", "/worker/", 200, plugin="worker", extra=_worker_answer),
+    Case("asgi", "GET", "/app/", 200, plugin="app", extra=_worker_answer),
     Case("loop", "GET", "/caller/loop", 508, plugin="caller",
          detail_contains="plug-in calls nest deeper than 8: caller -> caller -> caller"),
     Case("refused", "GET", "/caller/refused", 502, plugin="caller",
