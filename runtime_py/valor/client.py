@@ -30,7 +30,7 @@ from .manifest import PluginSpec
 from .outbound import CALLING, MAX_DEPTH, Calling
 from .responses import error_message
 from .status import reason
-from .streaming import Stream
+from .streaming import Stream, StreamError
 
 INTERNAL_ORIGIN = "http://valor.internal"
 """The runtime's own address: relative URLs resolve against it, and it reaches no network."""
@@ -272,8 +272,11 @@ class _Parts(httpx.AsyncByteStream):
         self.stream = stream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self.stream:
-            yield part
+        try:
+            async for part in self.stream:
+                yield part
+        except StreamError as exc:  # as a broken answer from the network reads
+            raise httpx.ReadError(str(exc)) from None
 
     async def aclose(self) -> None:
         await self.stream.aclose()

@@ -51,6 +51,13 @@ async def on_request(ctx, req):
             return seen(await http.post(upstream + "echo"))
         if req.path == "/sibling":
             return seen(await http.get("/echo/below?q=1", headers={"x-test": "sibling"}))
+        if req.path == "/sibling-stream":  # a sibling's streamed answer, part by part
+            parts = []
+            params = dict(req.query_params)
+            async with http.stream("GET", "/ticker", params=params) as answer:
+                async for part in answer.aiter_raw():
+                    parts.append(part.decode())
+            return {"parts": parts}
         if req.path == "/own-origin":  # the runtime's own origin, as a page would call it
             origin = "{0.scheme}://{0.netloc}".format(urlsplit(req.url))
             return seen(await http.post(origin + "/echo/own", content=b"body"))
