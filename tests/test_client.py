@@ -4,6 +4,7 @@ table is tests/browser/test_client.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +18,11 @@ from tests.servers import Server, http_send, valor_server
 from valor import Context, http_client
 from valor.client import _matches, fetch_view
 from valor.errors import ManifestError
-from valor.manifest import parse_plugin
+from valor.loaders.asgi import load_asgi
+from valor.loaders.python import load_python
+from valor.manifest import load_manifest, parse_plugin
 from valor.processes import free_port
+from valor.runtime import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +124,22 @@ def test_the_client_is_only_for_plugins_a_runtime_runs() -> None:
         http_client()
     with pytest.raises(RuntimeError, match=r"ctx\.http is for plug-ins a Valor runtime loads"):
         _ = Context("p", {}).http
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+async def test_a_sibling_is_found_below_the_runtimes_root_path(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/"
+    manifest = callout_manifest(tmp_path / "plugins", closed, closed)
+    runtime = Runtime({"python": load_python, "asgi": load_asgi}, root_path="/sub")
+    await runtime.load(load_manifest(manifest), strict=True)
+    try:
+        message = {"url": "http://host/sub/caller/sibling", "method": "GET", "headers": [],
+                   "body": None}  # fmt: skip
+        answer = await runtime.handle(message)
+    finally:
+        await runtime.close()
+    assert answer["status"] == 200, answer["body"]
+    got = json.loads(json.loads(answer["body"])["body"])
+    assert got["url"] == "http://host/below?q=1", got
+    assert ["x-forwarded-prefix", "/sub/echo"] in got["headers"], got

@@ -51,6 +51,8 @@ async def on_request(ctx, req):
             return seen(await http.post(upstream + "echo"))
         if req.path == "/sibling":
             return seen(await http.get("/echo/below?q=1", headers={"x-test": "sibling"}))
+        if req.path == "/sibling-slow":  # a sibling slower than the call's own timeout
+            return seen(await http.get("/caller/hang", timeout=float(req.query_params["t"])))
         if req.path == "/sibling-stream":  # a sibling's streamed answer, part by part
             parts = []
             params = dict(req.query_params)
