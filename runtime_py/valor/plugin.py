@@ -61,7 +61,10 @@ class Context:
         """The plug-in's ``httpx.AsyncClient``, the same in both hosts: to sibling plug-ins
         (a relative URL) inside the runtime, elsewhere within the manifest's ``outbound``."""
         if self._calling is None:
-            raise RuntimeError("ctx.http is for plug-ins a Valor runtime loads")
+            raise RuntimeError(
+                "ctx.http is for plug-ins a Valor runtime loads (not yet for one with "
+                '"isolation": "process", whose helper process has no runtime)'
+            )
         return client_for(self._calling.runtime, self._calling.spec)
 
     def __getattr__(self, name: str) -> Any:
