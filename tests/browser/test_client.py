@@ -136,3 +136,15 @@ def test_the_example_answers_the_same_in_both_hosts(
                 compare_cases(http_send(server.url), in_browser, origins, [case])
     finally:
         context.close()
+
+
+@pytest.mark.timeout(120)
+def test_an_upstream_that_does_not_allow_the_site_is_a_connect_error_naming_cors(
+    callout_page: Page, callout_site: Site, callout_server: Server
+) -> None:
+    answer = fetch(callout_page, callout_site.url + "caller/no-cors").json()
+    assert answer["error"] == "ConnectError" and answer["connect_error"], answer
+    assert "CORS: its answer needs Access-Control-Allow-Origin" in answer["message"], answer
+    # The server's plug-in reads it.
+    on_server = httpx.get(callout_server.url + "/caller/no-cors", timeout=30)
+    assert on_server.json()["body"] == "for servers only\n", on_server.text

@@ -7,6 +7,7 @@ compare byte for byte. What is slow waits on an event the test sets, never on a 
 - ``/answer``: a fixed answer, with a repeated header;
 - ``/echo``: the method, body, ``x-test`` and ``cookie`` headers it got, as JSON;
 - ``/set-cookie``: sets a cookie;
+- ``/no-cors``: an answer without CORS headers;
 - ``/slow``: answers once ``release`` is set (the tests' timeouts fire first);
 - ``/stream``: a first part, then the second once ``release_stream`` is set;
 - ``/big?size=N``: N bytes;
@@ -101,6 +102,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, b"late\n", [("content-type", "text/plain")])
         elif url.path == "/stream":
             self._stream()
+        elif url.path == "/no-cors":  # a browser refuses this answer to another site
+            self._send(200, b"for servers only\n", [("content-type", "text/plain")], cors=False)
         elif url.path == "/set-cookie":
             self._send(200, b"", [("set-cookie", "session=one-user; Path=/")])
         elif url.path == "/news.json":
@@ -110,9 +113,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self._send(404, b"not here\n", [("content-type", "text/plain")])
 
-    def _send(self, status: int, body: bytes, headers: list[tuple[str, str]]) -> None:
+    def _send(
+        self, status: int, body: bytes, headers: list[tuple[str, str]], cors: bool = True
+    ) -> None:
         self.send_response(status)
-        for name, value in [*headers, *CORS, ("content-length", str(len(body)))]:
+        allowed = CORS if cors else []
+        for name, value in [*headers, *allowed, ("content-length", str(len(body)))]:
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)

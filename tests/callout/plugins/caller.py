@@ -77,6 +77,8 @@ async def on_request(ctx, req):
             return seen(await http.get(ctx.state.closed))
         if req.path == "/big":
             return seen(await http.get(upstream + "big?size=" + req.query_params["size"]))
+        if req.path == "/no-cors":
+            return seen(await http.get(upstream + "no-cors"))
         if req.path == "/cookie":  # a header a browser's fetch may not send
             return seen(await http.post(upstream + "echo", headers={"cookie": "a=1"}))
         if req.path == "/stream":
