@@ -93,6 +93,8 @@ def _worker_answer(answer: Answer) -> None:
 
 
 CALLOUT_CASES = [
+    Case("at-load", "GET", "/caller/at-load", 200, plugin="caller",
+         json_subset={"at_load": {"headline": "Valor calls out"}}),
     Case("answer", "GET", "/caller/answer", 200, plugin="caller", extra=_upstream_answer),
     Case("post", "POST", "/caller/post", 200, body=b"posted", plugin="caller", extra=_posted),
     Case("no-cookie-kept", "GET", "/caller/cookie-kept", 200, plugin="caller",

@@ -8,9 +8,12 @@ import httpx
 from valor import HTTPError, Response, StreamingResponse, vlugin
 
 
-def on_create(ctx):
+async def on_create(ctx):
     ctx.state.upstream = ctx.config["upstream"]
     ctx.state.closed = ctx.config["closed"]  # a URL nothing listens on
+    ctx.state.at_load = None
+    if ctx.state.upstream != ctx.state.closed:  # a call out while the plug-in loads
+        ctx.state.at_load = (await ctx.http.get(ctx.state.upstream + "news.json")).json()
 
 
 def seen(response):
@@ -41,6 +44,8 @@ def caught(exc):
 async def on_request(ctx, req):
     http, upstream = ctx.http, ctx.state.upstream
     try:
+        if req.path == "/at-load":
+            return {"at_load": ctx.state.at_load}
         if req.path == "/answer":
             return seen(await http.get(upstream + "answer"))
         if req.path == "/post":
