@@ -98,6 +98,7 @@ def test_allow_list_patterns() -> None:
         (["api.example.com"], 'must be an object {"allow": [host, ...]}'),
         ({"allow": "api.example.com"}, "'allow' must be a list of host names"),
         ({"allow": ["https://api.example.com"]}, "'allow' has 'https://api.example.com'"),
+        ({"allow": ["api.example.com\n"]}, "'allow' has 'api.example.com\\n'"),
         ({"allow": [], "deny": []}, 'must be an object {"allow": [host, ...]}'),
     ],
 )

@@ -153,7 +153,8 @@ async def test_invalid_answers_and_crashes(tmp_path: Path) -> None:
     await runtime.add(parse_plugin({"name": "c", "type": "js", "path": "c.js"}, tmp_path))
     crashed = await runtime.handle(request("http://h/c"))
     assert crashed["status"] == 502
-    assert "crashed: worker exited with code 1" in json.loads(crashed["body"])["detail"]
+    detail = json.loads(crashed["body"])
+    assert detail["detail"] == "plug-in 'c' crashed" and detail["error_id"]  # why: in the log
 
 
 async def test_timeout_and_body_limit(tmp_path: Path) -> None:

@@ -21,6 +21,9 @@ DELEGATED = {
 }
 
 DEFAULT_MANIFEST = "plugins/plugins.json"
+DEFAULT_GRACE = 10.0
+"""Seconds ``valor serve`` waits on SIGTERM for answers in flight, as gunicorn's
+``--graceful-timeout`` (30 there; streams make a long wait the common case here)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=10,
         help="close a connection that has not sent a whole request head in this many seconds",
+    )
+    serve_parser.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for answers in flight (streams included), then cut "
+        f"them off (default: {DEFAULT_GRACE:g})",
     )
     serve_parser.add_argument(
         "--timeout-body",
@@ -235,8 +246,29 @@ def serve(args: argparse.Namespace) -> int:
         http="valor.connections:GuardedH11Protocol",
         limit_concurrency=args.limit_concurrency or default_limit_concurrency(),
         timeout_keep_alive=args.timeout_keep_alive,
+        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
     )
+    _leave_stuck_threads()
     return 0
+
+
+def _leave_stuck_threads() -> None:
+    """End the process now if plug-in code still holds threads (a sync handler or generator
+    that blocks): Python would wait for them at exit, so a stop would never end. Their calls
+    were cut off already; nothing of theirs is left to answer."""
+    import threading
+
+    stuck = [
+        thread
+        for thread in threading.enumerate()
+        if thread.name.startswith("valor-") and not thread.daemon and thread.is_alive()
+    ]
+    if stuck:
+        logging.getLogger("valor").warning(
+            "%d plug-in thread(s) still running at exit; not waiting for them", len(stuck)
+        )
+        logging.shutdown()
+        os._exit(0)
 
 
 def default_limit_concurrency() -> int:

@@ -34,13 +34,16 @@ LIMITS = {
     "cpu_seconds": "CPU time of an isolated python plug-in's process",
 }
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: "$" would let a "\n" end it
+# Control characters (C0 and DEL): a prefix holding one could split a log line or a header.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
 _KNOWN_FIELDS |= {"isolation", "limits", "app", "outbound"}
 _APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-# An allowed host: a name or address, "*." before a name for its subdomains, ":port" after.
+# An allowed host (fullmatch): a name or address, "*." before a name for its subdomains,
+# ":port" after.
 _ALLOWED_HOST = re.compile(
-    r"^(\*|(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$"
+    r"(\*|(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
 )
 
 
@@ -115,7 +118,7 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: a plug-in definition must be an object")
     name = entry.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ManifestError(
             f"{where}: 'name' must be a non-empty string of letters, digits, '-', '_' or '.'",
             None,
@@ -135,6 +138,8 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     prefix = entry.get("prefix", "/" + name)
     if not isinstance(prefix, str) or not prefix.startswith("/") or "?" in prefix or "#" in prefix:
         raise fail("prefix", f"must be a path starting with '/', got {prefix!r}")
+    if _CONTROL.search(prefix):
+        raise fail("prefix", f"must not hold control characters (CR, LF, tab...), got {prefix!r}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else "/"
     if any(prefix == r or prefix.startswith(r + "/") for r in RESERVED_PREFIXES):
         raise fail("prefix", f"{prefix!r} is reserved for Valor's built-ins")
@@ -216,7 +221,7 @@ def _outbound(entry: dict[str, Any], fail: Any) -> tuple[str, ...] | None:
     if not isinstance(allow, list) or not all(isinstance(h, str) for h in allow):
         raise fail("outbound", "'allow' must be a list of host names")
     for host in allow:
-        if not _ALLOWED_HOST.match(host):
+        if not _ALLOWED_HOST.fullmatch(host):
             raise fail(
                 "outbound",
                 f"'allow' has {host!r}, which is not a host like 'api.example.com', "

@@ -306,11 +306,12 @@ class Runtime:
         self._subscribers.append(callback)
 
     async def close(self) -> None:
+        """Unmount every plug-in and close them side by side: a shut-down takes as long as the
+        slowest plug-in's, each bounded by its loader (an app's lifespan by its timeout)."""
         mounts, self._mounts = list(self._mounts.values()), {}
         self._unloaded = {}
         self._reroute()
-        for mount in mounts:
-            await _close_quietly(mount)
+        await asyncio.gather(*(_close_quietly(mount) for mount in mounts))
         await release(self)
 
     def _check_free(self, spec: PluginSpec) -> None:
@@ -527,7 +528,7 @@ class Runtime:
                 await stream.aclose()
             return self._failed(spec, exc)
         if stream is not None:  # the rest of its parts, each within the plug-in's timeout
-            response["body"] = watched(stream, spec.name, spec.timeout)  # type: ignore[typeddict-item]
+            response["body"] = watched(stream, spec.name, spec.timeout, deadlines)  # type: ignore[typeddict-item]
         return response
 
     def forwarded_headers(
@@ -581,8 +582,11 @@ class Runtime:
             log.warning("%s", exc)
             return error_message(503, str(exc))
         if isinstance(exc, PluginCrashed):
-            log.error("plug-in %r crashed: %s", spec.name, exc)
-            return error_message(502, f"plug-in {spec.name!r} crashed: {exc}")
+            # Why it crashed (its last stderr line, its error's message) may quote a secret:
+            # it goes to the log, under the error id the client gets, as a 500's traceback.
+            error_id = os.urandom(6).hex()
+            log.error("plug-in %r crashed: %s [error_id=%s]", spec.name, exc, error_id)
+            return error_message(502, f"plug-in {spec.name!r} crashed", error_id=error_id)
         if isinstance(exc, WireError):
             return self._failure(spec, f"plug-in {spec.name!r} answered an invalid response: {exc}")
         return self._failure(spec, f"plug-in {spec.name!r} raised an error")

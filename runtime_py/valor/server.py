@@ -408,6 +408,10 @@ async def _relay(stream: Stream, send: Send) -> None:
     async for part in stream:
         if part:
             await send({"type": "http.response.body", "body": part, "more_body": True})
+        # A generator that never awaits, to a client that reads fast or has gone (uvicorn's
+        # send then returns at once), would never let the loop run: not the other requests,
+        # not the watch for the client leaving. One turn of the loop per part.
+        await asyncio.sleep(0)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -168,6 +168,67 @@ def test_navigation_without_a_runtime_tab_boots_one(browser: Browser, site: Site
         context.close()
 
 
+PLAIN_PAGE = (
+    '<!doctype html><meta charset="utf-8"><title>plain</title>'
+    '<a id="nav" href="greeter?who=nav">greet</a>'
+)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("how", ["link", "location"])
+def test_a_navigation_from_a_page_without_valor_boots_a_runtime(
+    browser: Browser, site: Site, how: str
+) -> None:
+    # A page of the site that never loads valor.js, controlled by the service worker: Chromium
+    # gives the navigation it starts that page's client id, which will never send a port.
+    (site.folder / "plain.html").write_text(PLAIN_PAGE)
+    context = browser.new_context()
+    try:
+        start_page(context, site.url).close()  # the service worker stays, no runtime tab left
+        page = context.new_page()
+        page.goto(site.url + "plain.html")
+        page.wait_for_function("navigator.serviceWorker.controller !== null")
+        started = time.monotonic()
+        if how == "link":
+            page.click("#nav", no_wait_after=True)
+        else:
+            page.evaluate("location.href = 'greeter?who=nav'")
+        # The boot page, then the plug-in's answer; not a 503 after the worker's timeout (35 s).
+        expect(page.locator("pre")).to_have_text("Alice says hello nav!", timeout=30_000)
+        assert page.inner_text("#valor-boot") == "200 OK"
+        assert time.monotonic() - started < 30
+    finally:
+        context.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_proxy_to_a_same_origin_path_under_its_own_prefix_reaches_the_network(
+    browser: Browser, site: Site
+) -> None:
+    # Its upstream request is under a prefix the service worker intercepts: it must go to the
+    # network (the static host), not back into Valor, which would answer it by proxying again.
+    context = browser.new_context()
+    try:
+        page = start_page(context, site.url, timeout=8000)
+        definition = {
+            "name": "loop",
+            "type": "proxy",
+            "prefix": "/loop",
+            "url": site.url + "loop/upstream",
+        }
+        added = fetch(page, site.url + "_plugins", "POST", body=json.dumps(definition).encode())
+        assert added.status == 201, added.body
+        started = time.monotonic()
+        answer = fetch(page, site.url + "loop/x")
+        assert time.monotonic() - started < 5  # not the 8 s timeout
+        # The static host's own 404 for /loop/upstream/x, relayed by the proxy.
+        assert answer.status == 404
+        assert answer.headers["x-valor-plugin"] == "loop"
+        assert not answer.body.startswith(b'{"status"'), "an error of Valor's, not the host's"
+    finally:
+        context.close()
+
+
 def test_booting_runtime_answers_503_then_serves(browser: Browser, site: Site) -> None:
     context = browser.new_context()
     hold_boot(context)

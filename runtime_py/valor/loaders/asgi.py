@@ -28,7 +28,10 @@ Message = MutableMapping[str, Any]
 App = Callable[
     [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Any
 ]
-ASGI = {"version": "3.0", "spec_version": "2.3"}
+# 2.4: ``send`` raises OSError once the client has gone, so an app streams in its own task
+# (Starlette then starts no task of its own to listen for the client leaving), where the
+# runtime's deadlines, watchdog included, reach it between parts.
+ASGI = {"version": "3.0", "spec_version": "2.4"}
 EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...)
 
 
@@ -55,6 +58,7 @@ class AsgiPlugin:
     def __init__(self, app: App, spec: PluginSpec) -> None:
         self.app = app
         self.name = spec.name
+        self.timeout = spec.timeout
         self.state: dict[str, Any] = {}
         self._lifespan: Lifespan | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -144,7 +148,7 @@ class AsgiPlugin:
         for task in list(self._background):
             task.cancel()
         if self._lifespan is not None:
-            await self._lifespan.shutdown()
+            await self._lifespan.shutdown(self.name, self.timeout)
 
 
 class Exchange:
@@ -291,9 +295,21 @@ class Lifespan:
         await self._events.put({"type": "lifespan.startup"})
         return await self._reply()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, name: str, timeout: float) -> None:
+        """Run shut-down, within ``timeout`` seconds: past it the app is cut off (its lifespan
+        task cancelled) and logged, as a server's graceful timeout cuts off its workers."""
         await self._events.put({"type": "lifespan.shutdown"})
-        reply = await self._reply()
+        try:
+            reply = await asyncio.wait_for(self._reply(), timeout)
+        except TimeoutError:
+            log.error(
+                "plug-in %r: the app's lifespan shut-down did not finish within %g s; cut off",
+                name,
+                timeout,
+            )
+            assert self._task is not None
+            self._task.cancel()
+            return
         if reply is not None and reply["type"] == "lifespan.shutdown.failed":
             log.error("an ASGI app's lifespan shut-down failed: %s", reply.get("message", ""))
 

@@ -74,7 +74,10 @@ class DecoratedPlugin:
             answer = error_message(exc.status_code, exc.detail)
             answer["headers"].extend([k, v] for k, v in exc.headers.items())
             return answer
-        return to_message(result)
+        answer = to_message(result)
+        if isinstance(answer["body"], Stream):
+            answer["body"].threads = self.threads  # a sync generator's steps: its own threads
+        return answer
 
     async def close(self) -> None:
         if self.threads is not None:
