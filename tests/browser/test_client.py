@@ -148,3 +148,41 @@ def test_an_upstream_that_does_not_allow_the_site_is_a_connect_error_naming_cors
     # The server's plug-in reads it.
     on_server = httpx.get(callout_server.url + "/caller/no-cors", timeout=30)
     assert on_server.json()["body"] == "for servers only\n", on_server.text
+
+
+WITHOUT_HTTPX = """from valor import vlugin
+
+
+def on_create(ctx):
+    pass
+
+
+@vlugin
+async def on_request(ctx, req):
+    try:
+        ctx.http
+    except RuntimeError as exc:
+        return str(exc)
+    return "ctx.http was there"
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_bundle_without_httpx_says_to_list_it(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = tmp_path_factory.mktemp("no-httpx")
+    (folder / "lonely.py").write_text(WITHOUT_HTTPX)
+    manifest = folder / "plugins.json"
+    manifest.write_text('{"plugins": [{"name": "lonely", "type": "python", "path": "lonely.py"}]}')
+    context = browser.new_context()
+    try:
+        for site in site_for(tmp_path_factory, "/", manifest):
+            page = start_page(context, site.url)
+            answer = fetch(page, site.url + "lonely").body.decode()
+            assert answer == (
+                "plug-in 'lonely' calls out, which needs httpx: add \"httpx\" to its "
+                '"requirements" in the manifest (a browser bundle ships only what they list)'
+            )
+    finally:
+        context.close()
