@@ -10,7 +10,7 @@ compare byte for byte. What is slow waits on an event the test sets, never on a 
 - ``/no-cors``: an answer without CORS headers;
 - ``/slow``: answers once ``release`` is set (the tests' timeouts fire first);
 - ``/stream``: a first part, then the second once ``release_stream`` is set;
-- ``/big?size=N``: N bytes;
+- ``/big?size=N``: N bytes; ``/big-chunked?size=N`` the same without a content-length;
 - ``/news.json``: a headline, for the example plug-in ``plugins/digest.py``;
 - ``POST /release-stream``: sets ``release_stream`` (for a page's script).
 """
@@ -108,6 +108,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send(200, b"", [("set-cookie", "session=one-user; Path=/")])
         elif url.path == "/news.json":
             self._send(200, NEWS, [("content-type", "application/json")])
+        elif url.path == "/big-chunked":  # no content-length: the size shows as it is read
+            self._chunked(b"x" * int(query["size"][0]))
         elif url.path == "/big":
             self._send(200, b"x" * int(query["size"][0]), [("content-type", "text/plain")])
         else:
@@ -122,6 +124,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _chunked(self, body: bytes) -> None:
+        self.send_response(200)
+        for name, value in [("content-type", "text/plain"), *CORS]:
+            self.send_header(name, value)
+        self.send_header("transfer-encoding", "chunked")
+        self.end_headers()
+        for start in range(0, len(body), 16384):
+            self._chunk(body[start : start + 16384])
+        self._chunk(b"")
 
     def _stream(self) -> None:
         self.send_response(200)

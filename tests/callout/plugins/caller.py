@@ -80,8 +80,9 @@ async def on_request(ctx, req):
             return seen(await http.get(upstream.replace("127.0.0.1", "localhost") + "answer"))
         if req.path == "/unreachable":
             return seen(await http.get(ctx.state.closed))
-        if req.path == "/big":
-            return seen(await http.get(upstream + "big?size=" + req.query_params["size"]))
+        if req.path in ("/big", "/big-chunked"):
+            size = req.query_params["size"]
+            return seen(await http.get(upstream + req.path[1:] + "?size=" + size))
         if req.path == "/no-cors":
             return seen(await http.get(upstream + "no-cors"))
         if req.path == "/cookie":  # a header a browser's fetch may not send
