@@ -15,8 +15,9 @@ The conventions (also in docs/README.md):
 - A command ending in ``&``, or a server (``valor serve``, ``valor dev``, ``valor build
   --serve``, ``uvicorn``, ``python -m http.server``), runs in the background until the file is
   done; the next command waits until its ports accept connections.
-- Ports 8000-8099 are replaced by free ports, the same way throughout a file, so examples can
-  say ``--port 8000`` and never clash with anything running.
+- Ports 8000-8099 are replaced by free ports, the same way throughout a file (commands,
+  expected output and ``file=`` blocks), so examples can say ``--port 8000`` and never clash
+  with anything running.
 """
 
 from __future__ import annotations
@@ -255,7 +256,7 @@ def test_every_command_in_the_docs_runs(doc: Path, session: Session) -> None:
         if block.file is not None:
             target = session.cwd / block.file
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(block.text)
+            target.write_text(PORT.sub(session.port, block.text))
         for command in block.commands:
             session.run(command, f"{doc.name}:{command.line}")
     print("\n".join(f"{doc.name}: skipped {note}" for note in skipped))

@@ -1,6 +1,7 @@
 """Valor: a plug-in runtime for HTTP APIs. The same plug-ins run on a server and in the browser."""
 
 from .errors import HTTPError, ManifestError, PluginCrashed, PluginLoadError
+from .outbound import http_client
 from .plugin import Context, State, vlugin
 from .requests import QueryParams, Request
 from .responses import Response, StreamingResponse
@@ -19,5 +20,6 @@ __all__ = [
     "State",
     "StreamingResponse",
     "__version__",
+    "http_client",
     "vlugin",
 ]

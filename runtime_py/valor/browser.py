@@ -194,9 +194,9 @@ async def start(
 
 async def install(urls: list[str]) -> None:
     """Install plug-in requirements from wheels in the bundle (never from an index)."""
-    import micropip  # shipped in the bundle, loaded by the worker first
+    from .wheels import install as install_wheels
 
-    await micropip.install(list(urls), deps=False)
+    await install_wheels(list(urls))
 
 
 # Which host answered: the one header in which the two hosts' answers differ, by design.

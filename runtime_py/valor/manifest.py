@@ -1,10 +1,11 @@
 """The manifest: which plug-ins to load, where to mount them, and with what config.
 
 ``{"store"?, "plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
-"requirements"?, "isolation"?, "limits"?, "app"?, "store"?}]}``. Paths are relative to the
-manifest's folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module (default
-``app``). The top-level ``store`` is the server's store URL (docs/state.md); a plug-in's
-``store`` names a namespace it shares with the plug-ins that name the same (default: its name).
+"requirements"?, "isolation"?, "limits"?, "app"?, "store"?, "outbound"?}]}``. Paths are relative
+to the manifest's folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module
+(default ``app``); ``outbound`` is ``{"allow": [host, ...]}``, where the plug-in may call out.
+The top-level ``store`` is the server's store URL (docs/state.md); a plug-in's ``store`` names a
+namespace it shares with the plug-ins that name the same (default: its name).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ ISOLATIONS = ("none", "process")
 # What each ``limits`` key bounds; a missing key takes the host's default.
 LIMITS = {
     "threads": "worker threads of a sync python, wasm or wasi plug-in (503 past them)",
-    "response_bytes": "bytes of a proxy's upstream answer body (502 past it)",
+    "response_bytes": "bytes of an upstream answer body: a proxy's (502 past it), or one a "
+    "plug-in's calls out read (an error past it)",
     "memory_mb": "address space of an isolated python plug-in's process",
     "cpu_seconds": "CPU time of an isolated python plug-in's process",
 }
@@ -38,8 +40,13 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: "$" would let a 
 # Control characters (C0 and DEL): a prefix holding one could split a log line or a header.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
-_KNOWN_FIELDS |= {"isolation", "limits", "app", "store"}
+_KNOWN_FIELDS |= {"isolation", "limits", "app", "store", "outbound"}
 _APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+# An allowed host (fullmatch): a name or address, "*." before a name for its subdomains,
+# ":port" after.
+_ALLOWED_HOST = re.compile(
+    r"(\*|(\*\.)?[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,8 @@ class PluginSpec:
     source: dict[str, Any] = field(default_factory=dict)
     isolation: str = "none"
     limits: dict[str, int] = field(default_factory=dict)
+    outbound: tuple[str, ...] | None = None
+    """The hosts the plug-in may call out to (``outbound.allow``); None: any host."""
     store: str | None = None
 
     @property
@@ -206,6 +215,7 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
             "store",
             f"must name a shared store namespace (letters, digits, '-', '_', '.'), got {store!r}",
         )
+    outbound = _outbound(entry, fail)
 
     return PluginSpec(
         name=name,
@@ -220,4 +230,25 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         isolation=isolation,
         limits=dict(limits),
         store=store,
+        outbound=outbound,
     )
+
+
+def _outbound(entry: dict[str, Any], fail: Any) -> tuple[str, ...] | None:
+    """``outbound.allow``, checked: the hosts a plug-in may call out to, or None for any."""
+    if "outbound" not in entry:
+        return None
+    outbound = entry["outbound"]
+    if not isinstance(outbound, dict) or set(outbound) != {"allow"}:
+        raise fail("outbound", 'must be an object {"allow": [host, ...]}')
+    allow = outbound["allow"]
+    if not isinstance(allow, list) or not all(isinstance(h, str) for h in allow):
+        raise fail("outbound", "'allow' must be a list of host names")
+    for host in allow:
+        if not _ALLOWED_HOST.fullmatch(host):
+            raise fail(
+                "outbound",
+                f"'allow' has {host!r}, which is not a host like 'api.example.com', "
+                "'*.example.org' or '127.0.0.1:8080'",
+            )
+    return tuple(host.lower() for host in allow)

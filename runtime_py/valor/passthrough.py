@@ -22,6 +22,7 @@ from typing import Any
 from .deadlines import DeadlineExceeded
 from .errors import BodyError
 from .loaders.asgi import AsgiPlugin, _server, scope_paths
+from .outbound import CALLING, Calling
 from .responses import error_message
 from .runtime import (
     _NOT_FROM_PLUGINS,
@@ -244,6 +245,10 @@ class _Call:
                 return
         self.task = task = asyncio.current_task()  # type: ignore[assignment]
         self.deadline = runtime._deadlines.start(spec.timeout, task)
+        # For its calls out (valor.http_client()), as the message path's Runtime._call does.
+        origin = f"{self.scope.get('scheme', 'http')}://{_host(self.scope)[0]}"
+        correlation_id = self.correlation_id.decode("latin-1")
+        calling = CALLING.set(Calling(runtime, spec, correlation_id, origin, CALLING.get()))
         try:
             await self.route.plugin.app(self.app_scope, self.receive, self.send)
             if self.state != COMPLETE and not (self.gone or self.stopped):
@@ -268,6 +273,7 @@ class _Call:
             else:
                 raise
         finally:
+            CALLING.reset(calling)
             if self.deadline is not None:
                 self._stop_deadline()
             if self.watcher is not None:

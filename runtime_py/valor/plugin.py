@@ -1,5 +1,6 @@
 """The plug-in API: ``@vlugin`` marks a module's request handler, ``Context`` is what the
-plug-in's hooks share: Valor's name, config and logger, and the plug-in's own ``state``."""
+plug-in's hooks share: Valor's name, config, logger and HTTP client, and the plug-in's own
+``state``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .outbound import CALLING, client_for
+
 if TYPE_CHECKING:
+    import httpx
+
     from .store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,13 +45,13 @@ class State(SimpleNamespace):
 
 class Context:
     """What ``on_create`` receives and the handler gets back: the plug-in's ``name``, its
-    manifest ``config``, a logger ``log`` (``valor.plugin.<name>``), ``state``, where the
-    plug-in keeps whatever it likes for as long as it is loaded, and ``store``, its key-value
-    store, shared by every worker and kept across restarts (docs/state.md). Setting any other
-    attribute is an error naming ``ctx.state``, so plug-in state never shadows Valor's own
-    attributes."""
+    manifest ``config``, a logger ``log`` (``valor.plugin.<name>``), its HTTP client ``http``,
+    ``state``, where the plug-in keeps whatever it likes for as long as it is loaded, and
+    ``store``, its key-value store, shared by every worker and kept across restarts
+    (docs/state.md). Setting any other attribute is an error naming ``ctx.state``, so plug-in
+    state never shadows Valor's own attributes."""
 
-    __slots__ = ("_store", "config", "log", "name", "state")
+    __slots__ = ("_calling", "_store", "config", "log", "name", "state")
 
     def __init__(self, name: str, config: dict[str, Any], store: Store | None = None) -> None:
         object.__setattr__(self, "name", name)
@@ -54,6 +59,7 @@ class Context:
         object.__setattr__(self, "log", logging.getLogger(f"valor.plugin.{name}"))
         object.__setattr__(self, "state", State())
         object.__setattr__(self, "_store", store)
+        object.__setattr__(self, "_calling", CALLING.get())  # the runtime loading the plug-in
 
     @property
     def store(self) -> Store:
@@ -61,6 +67,17 @@ class Context:
         if self._store is None:
             raise AttributeError("store")  # __getattr__ says why
         return self._store
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The plug-in's ``httpx.AsyncClient``, the same in both hosts: to sibling plug-ins
+        (a relative URL) inside the runtime, elsewhere within the manifest's ``outbound``."""
+        if self._calling is None:
+            raise RuntimeError(
+                "ctx.http is for plug-ins a Valor runtime loads (not yet for one with "
+                '"isolation": "process", whose helper process has no runtime)'
+            )
+        return client_for(self._calling.runtime, self._calling.spec)
 
     def __getattr__(self, name: str) -> Any:
         if name == "store":
@@ -75,8 +92,8 @@ class Context:
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(
-            f"cannot set ctx.{name}: ctx.name, ctx.config, ctx.log and ctx.store are Valor's; "
-            f"keep the plug-in's own state on ctx.state (ctx.state.{name} = ...)"
+            f"cannot set ctx.{name}: ctx.name, ctx.config, ctx.log, ctx.http and ctx.store are "
+            f"Valor's; keep the plug-in's own state on ctx.state (ctx.state.{name} = ...)"
         )
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ from .errors import LOAD_FAILURES, BodyError, ManifestError, PluginCrashed, Plug
 from .loaders import Loader, Plugin
 from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
+from .outbound import CALLING, Calling, release
 from .registry import SharedRegistry
 from .responses import JSON, error_message
 from .store import MemoryBackend, Store, StoreError, StoreUnavailable
@@ -296,6 +297,7 @@ class Runtime:
             mount = self._mounts.pop(name, None) or self._unloaded.pop(name)
             self._reroute()
         await _close_quietly(mount)
+        await release(self, name)
         log.info("removed plug-in %r", name)
         return mount.spec
 
@@ -336,6 +338,7 @@ class Runtime:
         self._unloaded = {}
         self._reroute()
         await asyncio.gather(*(_close_quietly(mount) for mount in mounts))
+        await release(self)
         try:
             await self.store.close()
         except Exception:
@@ -362,14 +365,19 @@ class Runtime:
                 f"type {spec.type!r} is not supported by this host "
                 f"(supported: {', '.join(sorted(self.loaders))})",
             )
+        calling = CALLING.set(Calling(self, spec))  # its client works in on_create too
         try:
             with loading_with(self.store_for(spec)):
                 return await loader(spec)
         except PluginLoadError:
+            await release(self, spec.name)
             raise
         except LOAD_FAILURES as exc:
             log.exception("loading plug-in %r failed", spec.name)
+            await release(self, spec.name)
             raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            CALLING.reset(calling)
 
     def store_for(self, spec: PluginSpec) -> Store:
         """The store a plug-in sees: its namespace of the runtime's backend."""
@@ -530,6 +538,8 @@ class Runtime:
         deadlines = self._deadlines
         task = deadlines.start(spec.timeout)
         stream = None
+        # For its calls out: who calls (and whose call this is, for a sibling's), with what id.
+        calling = CALLING.set(Calling(self, spec, correlation_id, origin, CALLING.get()))
         try:
             answer = await mount.plugin.handle(forwarded)
             stream = streamed(answer)
@@ -540,6 +550,8 @@ class Runtime:
             if stream is not None:
                 await stream.aclose()
             return self.failure_answer(spec, exc, expired)
+        finally:
+            CALLING.reset(calling)
         if deadlines.stop(task):  # it caught its cancellation and answered late anyway
             if stream is not None:
                 await stream.aclose()
