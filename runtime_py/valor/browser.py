@@ -21,6 +21,7 @@ from .manifest import load_manifest
 from .runtime import Runtime
 from .status import reason
 from .streaming import Stream
+from .threadless import run_threads_inline
 from .wire import RequestMessage, ResponseMessage
 
 BROWSER_LOADERS: dict[str, Loader] = {
@@ -177,6 +178,7 @@ async def start(
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
     run_late_timers_at_once(type(asyncio.get_running_loop()))
+    run_threads_inline()  # after the requirements' install: FastAPI's sync endpoints
     runtime = Runtime(BROWSER_LOADERS, root_path=root_path.rstrip("/"), registry=registry)
     loading = runtime.start_loading(
         load_manifest(manifest_path), pause=LOAD_PAUSE, quiet=LOAD_QUIET, patience=LOAD_PATIENCE

@@ -28,6 +28,7 @@ from typing import Any
 
 from . import snapshot as snapshot_file
 from .errors import ManifestError
+from .loaders.python import package_module
 from .manifest import SERVER_ONLY_KINDS, Manifest, PluginSpec, load_manifest
 from .runtime import intercept_prefixes
 
@@ -515,10 +516,16 @@ def _copy_plugins(
                 for path in sources:
                     _copy(path, folder / path.relative_to(base_dir))
             else:
-                relative = f"_external/{spec.name}/{spec.path.name}"
-                sources = _walk(spec.path) if spec.path.is_dir() else [spec.path]
+                # A module in a package comes with its whole package, for its imports.
+                top = _package_folder(spec)
+                above = top.parent if top is not None else spec.path.parent
+                relative = f"_external/{spec.name}/{spec.path.relative_to(above).as_posix()}"
+                if top is not None:
+                    sources = _walk(top)
+                else:
+                    sources = _walk(spec.path) if spec.path.is_dir() else [spec.path]
                 for path in sources:
-                    inside = path.relative_to(spec.path.parent)
+                    inside = path.relative_to(above)
                     _copy(path, folder / "_external" / spec.name / inside)
             entry["path"] = relative
         entries.append(entry)
@@ -526,6 +533,17 @@ def _copy_plugins(
     # Every file copied, build/ outputs included: the runtime worker loads exactly these.
     copied = (p for p in folder.rglob("*") if p.is_file())
     return sorted(f"plugins/{p.relative_to(folder).as_posix()}" for p in copied)
+
+
+def _package_folder(spec: PluginSpec) -> Path | None:
+    """The top package folder of a plug-in's module, if it is in one."""
+    assert spec.path is not None
+    module, colon, _ = spec.source.get("app", "").rpartition(":")
+    dotted = module if colon else package_module(spec.path)
+    if not dotted:
+        return None
+    depth = dotted.count(".") + (1 if spec.path.name == "__init__.py" else 0)
+    return spec.path.parents[depth - 1] if depth else None
 
 
 def _stand_in(spec: PluginSpec, fallback: str | None) -> dict[str, Any]:
