@@ -31,6 +31,10 @@ BROWSER_LOADERS: dict[str, Loader] = {
 }
 """``{kind: loader}`` for the browser; other kinds add their browser loaders here."""
 
+PULL_BYTES = 256 * 1024
+"""Bytes a pull of a streamed answer carries at most from parts that are ready at once (the
+first part, whatever its size, always goes alone or first)."""
+
 LOAD_PAUSE = 0.004
 """Seconds between two plug-ins' starts at boot. Pyodide runs an awaited zero sleep as an
 immediate callback, which the worker takes before the port's messages: a page's first request
@@ -71,6 +75,7 @@ class BrowserHost:
         self._streams: dict[int, Stream] = {}  # streamed answers being read, by id
         self._last_stream = 0
         self._pulling: dict[int, asyncio.Future[Any]] = {}  # a part being made, by stream id
+        self._ahead: dict[int, asyncio.Task[bytes | None]] = {}  # the next part, for a pull
 
     @property
     def prefixes(self) -> list[str]:
@@ -118,8 +123,10 @@ class BrowserHost:
         return asyncio.ensure_future(_answer_later(task, self._to_js))
 
     def pull(self, stream_id: int) -> Any:
-        """The next part of a streamed answer, as a fresh ``Uint8Array`` (a promise of it);
-        ``None`` once the stream is over. A stream that fails rejects, with its error."""
+        """The next parts of a streamed answer, as one fresh ``Uint8Array`` (a promise of it):
+        the next part, and every part ready after it, up to ``PULL_BYTES``; ``None`` once the
+        stream is over. A stream that fails rejects, with its error (after the parts before
+        the failure)."""
         pulling = asyncio.ensure_future(self._pull(stream_id))
         self._pulling[stream_id] = pulling
         return pulling
@@ -129,23 +136,43 @@ class BrowserHost:
         stream = self._streams.pop(stream_id, None)
         if stream is None:
             return None
-        return asyncio.ensure_future(_close(stream, self._pulling.pop(stream_id, None)))
+        ahead = self._ahead.pop(stream_id, None)
+        return asyncio.ensure_future(_close(stream, self._pulling.pop(stream_id, None), ahead))
 
     async def _pull(self, stream_id: int) -> Any:
         stream = self._streams.get(stream_id)
         if stream is None:
             return None
         try:
-            part = await stream.__anext__()
-        except BaseException as exc:
+            ahead = self._ahead.pop(stream_id, None)
+            part = await (ahead if ahead is not None else _next_part(stream))
+            if part is None:
+                self._streams.pop(stream_id, None)
+                await stream.aclose()
+                return None
+            parts = [part]
+            size = len(part)
+            # Parts ready now go with it: a generator of many small parts would otherwise cost
+            # a round trip through the service worker each. The first that is not ready (or
+            # the end, or an error) waits for the next pull.
+            while size < PULL_BYTES:
+                following = asyncio.Task(_next_part(stream), loop=self.loop, eager_start=True)
+                if not following.done() or following.exception() is not None:
+                    self._ahead[stream_id] = following
+                    break
+                part = following.result()
+                if part is None:
+                    self._ahead[stream_id] = following
+                    break
+                parts.append(part)
+                size += len(part)
+        except BaseException:
             self._streams.pop(stream_id, None)
             await stream.aclose()
-            if isinstance(exc, StopAsyncIteration):
-                return None
             raise
         finally:
             self._pulling.pop(stream_id, None)
-        return to_js(part)
+        return to_js(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def _to_js(self, response: ResponseMessage) -> Any:
         body = response["body"]
@@ -208,11 +235,24 @@ def to_js_response(response: ResponseMessage, stream_id: int | None = None) -> A
     return to_js(answer if stream_id is None else [*answer, stream_id])
 
 
-async def _close(stream: Stream, pulling: asyncio.Future[Any] | None) -> None:
-    if pulling is not None and not pulling.done():
-        pulling.cancel()  # a generator cannot be closed while it makes a part
-        await asyncio.wait({pulling})
+async def _close(
+    stream: Stream, pulling: asyncio.Future[Any] | None, ahead: asyncio.Future[Any] | None
+) -> None:
+    for making in (pulling, ahead):
+        if making is not None and not making.done():
+            making.cancel()  # a generator cannot be closed while it makes a part
+            await asyncio.wait({making})
+        elif making is not None and not making.cancelled():
+            making.exception()  # retrieved: the page is gone, nobody reads it
     await stream.aclose()
+
+
+async def _next_part(stream: Stream) -> bytes | None:
+    """The stream's next part, or None at its end."""
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
 
 
 async def _answer_later(
