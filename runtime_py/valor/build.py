@@ -8,6 +8,7 @@ Slow steps (npm, pip) are cached, so a rerun only copies files.
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import gzip
 import hashlib
@@ -265,14 +266,22 @@ def build(
             platform = pyodide_platform(lock)
             seen: set[str] = set()
             for spec in specs:
-                if not spec.requirements:
-                    continue
-                requirements = list(spec.requirements)
-                for path in _pip_download(cache_dir, requirements, spec, notes, platform):
+                wheels = []
+                if spec.requirements:
+                    requirements = list(spec.requirements)
+                    wheels = _pip_download(cache_dir, requirements, spec, notes, platform)
+                for path in wheels:
                     if path.name not in seen:
                         seen.add(path.name)
                         _copy(path, staging / "wheels" / path.name)
                         bundle.requirement_wheels.append(f"wheels/{path.name}")
+                uncovered = _uncovered_imports(spec, wheels)
+                if uncovered:
+                    progress.warn(
+                        f"plug-in {spec.name!r} imports {', '.join(uncovered)}, which neither"
+                        " its requirements nor Python's standard library provide: the browser"
+                        " will not have it (add it to 'requirements')"
+                    )
             notes.append(f"{len(seen)} wheels")
         with progress.step("Copying plug-ins") as notes:
             bundle.files = _copy_plugins(manifest, specs, staging / "plugins", bundle.fallback)
@@ -304,8 +313,65 @@ def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[Plug
             continue
         if spec.path is not None and not spec.path.exists():
             raise BuildError(f"plug-in {spec.name!r}: file {str(spec.path)!r} not found")
+        for source in _python_sources(spec):
+            _compile(spec, source)
         specs.append(spec)
     return manifest, specs
+
+
+def _python_sources(spec: PluginSpec) -> list[Path]:
+    """A python or asgi plug-in's Python files: its module, or its whole package."""
+    if spec.type not in ("python", "asgi") or spec.path is None or not spec.path.is_file():
+        return []
+    top = _package_folder(spec)
+    return sorted(top.rglob("*.py")) if top is not None else [spec.path]
+
+
+def _compile(spec: PluginSpec, source: Path) -> None:
+    """Refuse a plug-in whose Python does not compile: the browser would only say so at boot."""
+    try:
+        compile(source.read_bytes(), str(source), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise BuildError(
+            f"plug-in {spec.name!r}: syntax error in {source} line {exc.lineno}: {exc.msg}"
+        ) from None
+    except ValueError as exc:  # a NUL byte
+        raise BuildError(f"plug-in {spec.name!r}: {source} cannot be compiled: {exc}") from None
+
+
+def _uncovered_imports(spec: PluginSpec, wheels: list[Path]) -> list[str]:
+    """The modules a plug-in's Python files import that the browser will not have: not in
+    Python's standard library, not beside the plug-in, not in its requirements' wheels
+    (dependencies included), as ``name (file:line)``."""
+    sources = _python_sources(spec)
+    if not sources:
+        return []
+    provided = {"valor", "js", "pyodide", "micropip", "packaging"}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            for name in archive.namelist():
+                top = name.split("/", 1)[0]
+                if not top.endswith((".dist-info", ".data")):
+                    provided.add(top.removesuffix(".py"))
+    found = []
+    top_package = _package_folder(spec)
+    assert spec.path is not None
+    folders = {spec.path.parent, *([top_package.parent] if top_package else [])}
+    beside = {path.stem for folder in folders for path in folder.iterdir()}
+    for source in sources:
+        tree = ast.parse(source.read_bytes(), str(source))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".", 1)[0]
+                if top in sys.stdlib_module_names or top in provided or top in beside:
+                    continue
+                found.append(f"{top} ({source.name}:{node.lineno})")
+    return found
 
 
 def _check_fallback(url: str | None) -> str | None:

@@ -249,3 +249,60 @@ def test_the_pyodide_step_says_where_pyodide_came_from(
     build(MANIFEST, tmp_path / "b", cache=tmp_path / "cache")
     line = next(x for x in capsys.readouterr().out.splitlines() if "Pyodide" in x)
     assert f"done (cached in {cached / 'pyodide'}) " in line
+
+
+@pytest.mark.timeout(120)
+def test_a_plugin_that_does_not_compile_fails_the_build(tmp_path: Path) -> None:
+    files = {"app/__init__.py": "", "app/models.py": "\n\nBOOKS = [\n", "app/main.py": HELLO}
+    path = manifest(tmp_path / "p", [{"name": "lib", "type": "python", "path": "app/main.py"}], {})
+    for name, text in files.items():
+        (tmp_path / "p" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "p" / name).write_text(text)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "build.py"), str(path), "--out", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result
+    assert "plug-in 'lib': syntax error in" in result.stderr
+    assert "app/models.py line 3" in result.stderr, result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.timeout(300)
+def test_an_import_no_requirement_covers_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheels = tmp_path / "index"
+    files = {"valor_covered/__init__.py": "", "valor_also/__init__.py": ""}
+    write_wheel(wheels, "valor_covered", "1.0", "py3-none-any", files)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    source = (
+        "import json\nimport valor_covered\nfrom valor_also import x\nimport helper\n"
+        "import requests_not_there.sub\n" + HELLO
+    )
+    plugin = {"name": "w", "type": "python", "path": "w.py", "requirements": ["valor_covered"]}
+    path = manifest(tmp_path / "p", [plugin], {"w.py": source, "helper.py": ""})
+    build(path, tmp_path / "d")
+    out = capsys.readouterr().out
+    assert "plug-in 'w' imports requests_not_there (w.py:5), which neither" in out, out
+    for covered in ("json", "valor_covered", "valor_also", "helper", "valor "):
+        assert f"imports {covered}" not in out, out
+
+
+@pytest.mark.timeout(300)
+def test_a_package_outside_the_manifests_folder_is_bundled_whole(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "src" / "shelf"
+    (elsewhere / "routers").mkdir(parents=True)
+    for name in ("__init__.py", "routers/__init__.py", "models.py"):
+        (elsewhere / name).write_text("")
+    (elsewhere / "main.py").write_text("from . import models\n" + HELLO)
+    plugin = {"name": "shelf", "type": "python", "path": "../src/shelf/main.py"}
+    path = manifest(tmp_path / "p", [plugin], {})
+    build(path, tmp_path / "d", quiet=True)
+    shipped = json.loads((tmp_path / "d" / "plugins" / "plugins.json").read_text())
+    assert shipped["plugins"][0]["path"] == "_external/shelf/shelf/main.py"
+    for name in ("__init__.py", "routers/__init__.py", "models.py", "main.py"):
+        assert (tmp_path / "d" / "plugins" / "_external" / "shelf" / "shelf" / name).is_file()
