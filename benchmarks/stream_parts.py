@@ -1,9 +1,11 @@
-"""A stream of many small parts, browser against server: a FastAPI ``StreamingResponse`` of
-``--rows`` CSV rows (``plugins/readinglist``, ``GET /readinglist/books.csv?rows=N``, one part
-per row from a sync generator), read to its end from ``valor serve plugins/asgi.json`` (the
-baseline, with httpx) and through the service worker from the bundle of the same manifest in
-headless Chromium (``fetch()`` and a reader in the page, timed in the page). Best of
-``--rounds``. Target: the browser at most 3x the server.
+"""A stream of many small parts, browser against server: ``--rows`` parts of a few bytes, read
+to its end from ``valor serve plugins/asgi.json`` (the baseline, with httpx) and through the
+service worker from the bundle of the same manifest in headless Chromium (``fetch()`` and a
+reader in the page, timed in the page). Two streams: a FastAPI ``StreamingResponse`` of CSV
+rows from a sync generator (``plugins/readinglist``, ``/readinglist/books.csv?rows=N``: a
+thread per row on the server, inline in the browser) and a Starlette ``StreamingResponse``
+from an async generator (``plugins/board``, ``/board/count?to=N``). Best of ``--rounds``.
+Target: the browser at most 3x the server.
 
 Chromium is driven by Playwright here (the time is taken inside the page, and the body never
 crosses to Playwright); Playwright slows a service worker's traffic somewhat, so the ratio is
@@ -47,7 +49,13 @@ READ = """async (url) => {
 }"""
 
 
-def server_times(rows: int, rounds: int) -> tuple[list[float], int]:
+STREAMS = {
+    "fastapi-sync": "/readinglist/books.csv?rows={rows}",
+    "starlette-async": "/board/count?to={rows}",
+}
+
+
+def server_times(path: str, rounds: int) -> tuple[list[float], int]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "runtime_py")}
     command = [sys.executable, "-m", "valor.cli", "serve", str(MANIFEST), "--port", str(port)]
@@ -55,7 +63,7 @@ def server_times(rows: int, rounds: int) -> tuple[list[float], int]:
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    url = f"http://127.0.0.1:{port}/readinglist/books.csv?rows={rows}"
+    url = f"http://127.0.0.1:{port}{path}"
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -78,7 +86,9 @@ def server_times(rows: int, rounds: int) -> tuple[list[float], int]:
         stop_process(process)
 
 
-def browser_times(rows: int, rounds: int, folder: Path) -> tuple[list[float], int, int]:
+def browser_times(
+    paths: dict[str, str], rounds: int, folder: Path
+) -> dict[str, tuple[list[float], int, int]]:
     from playwright.sync_api import sync_playwright
 
     build(MANIFEST, folder, base="/", quiet=True)
@@ -92,14 +102,18 @@ def browser_times(rows: int, rounds: int, folder: Path) -> tuple[list[float], in
             )
             page = browser.new_page()
             page.goto(site.url + "blank.html")
-            page.evaluate("() => Valor.start().then(() => Valor.loaded())", timeout=300_000)
-            url = site.url + f"readinglist/books.csv?rows={rows}"
-            results = [page.evaluate(READ, url) for _ in range(rounds)]
+            page.set_default_timeout(600_000)
+            page.evaluate("() => Valor.start().then(() => Valor.loaded())")
+            figures = {}
+            for name, path in paths.items():
+                results = [page.evaluate(READ, site.url + path[1:]) for _ in range(rounds)]
+                last = results[-1]
+                figures[name] = ([r["ms"] for r in results], last["size"], last["parts"])
             browser.close()
     finally:
         site.shutdown()
         site.server_close()
-    return [r["ms"] for r in results], results[-1]["size"], results[-1]["parts"]
+    return figures
 
 
 def main() -> None:
@@ -107,18 +121,22 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    server, server_size = server_times(args.rows, args.rounds)
+    paths = {name: path.format(rows=args.rows) for name, path in STREAMS.items()}
+    server = {name: server_times(path, args.rounds) for name, path in paths.items()}
     with tempfile.TemporaryDirectory() as work:
-        browser, browser_size, parts = browser_times(args.rows, args.rounds, Path(work) / "site")
-    if browser_size != server_size:
-        raise SystemExit(f"the hosts sent different sizes: {server_size} and {browser_size}")
-    best_server, best_browser = min(server), min(browser)
-    ratio = best_browser / best_server
-    print(f"{args.rows} rows, {server_size} bytes, best of {args.rounds}:")
-    print(f"  server  {best_server:8.0f} ms   ({', '.join(f'{t:.0f}' for t in server)})")
-    print(f"  browser {best_browser:8.0f} ms   ({', '.join(f'{t:.0f}' for t in browser)}),"
-          f" {parts} parts read by the page")  # fmt: skip
-    print(f"  browser / server: {ratio:.2f}x (target <= 3x) {'ok' if ratio <= 3 else 'MISSED'}")
+        browser = browser_times(paths, args.rounds, Path(work) / "site")
+    print(f"{args.rows} parts, best of {args.rounds} (ms):")
+    for name in paths:
+        (on_server, server_size), (in_browser, browser_size, parts) = server[name], browser[name]
+        if browser_size != server_size:
+            raise SystemExit(f"{name}: the hosts sent {server_size} and {browser_size} bytes")
+        ratio = min(in_browser) / min(on_server)
+        verdict = "ok" if ratio <= 3 else "MISSED"
+        print(f"  {name}, {server_size} bytes:")
+        print(f"    server  {min(on_server):8.0f}   ({', '.join(f'{t:.0f}' for t in on_server)})")
+        print(f"    browser {min(in_browser):8.0f}   ({', '.join(f'{t:.0f}' for t in in_browser)}),"
+              f" {parts} parts read by the page")  # fmt: skip
+        print(f"    browser / server: {ratio:.2f}x (target <= 3x) {verdict}")
 
 
 if __name__ == "__main__":
