@@ -53,6 +53,10 @@ KIND_FILES = {
     "kinds/pool.mjs": "loaders/js_host/pool.mjs",
     "kinds/boot.mjs": "loaders/js_host/boot.mjs",
 }
+# The site's top-level names that the bundle writes itself: --include cannot replace them.
+RESERVED_SITE_NAMES = frozenset(
+    ["pyodide", "wheels", "plugins", "kinds", "valor-bundle.json", "snapshot.bin", "plugins.zip"]
+)
 BUILD_PLACEHOLDER = "/*__VALOR_BUILD__*/null"
 SNAPSHOT_FILE = "snapshot.bin"
 # The plug-ins' files in one archive, which the runtime worker fetches and unpacks at boot: one
@@ -160,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a server host running the same manifest (valor serve --cors ORIGIN) that answers "
         "while this tab's runtime boots",
     )
+    parser.add_argument(
+        "--include",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="a page or file of your own (a folder: its files) to put in the site and keep for "
+        "offline use with the bundle; repeatable",
+    )
     parser.add_argument("--serve", action="store_true", help="then serve the site on localhost")
     parser.add_argument("--host", default="127.0.0.1", help="with --serve (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="with --serve (default: 8080)")
@@ -174,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet=args.quiet,
             snapshot=args.snapshot,
             fallback=args.fallback,
+            include=args.include,
         )
     except (BuildError, ManifestError) as exc:
         print(f"\nvalor build: error: {exc}", file=sys.stderr)
@@ -214,10 +227,14 @@ def build(
     quiet: bool = False,
     snapshot: bool = True,
     fallback: str | None = None,
+    include: Iterable[str | Path] = (),
 ) -> Bundle:
     """Build the site into ``out`` (replaced) and return what was written. ``snapshot`` makes
     the memory snapshot the browser boots from; ``fallback`` is the URL of a server host that
-    answers while a tab's runtime boots."""
+    answers while a tab's runtime boots; ``include`` adds the site's own pages and files (a
+    file at the site's root, a folder's files at their paths inside it), kept for offline use
+    with the rest (an ``index.html`` of yours replaces the demo page)."""
+    own = _own_files(include)
     out = Path(out)
     cache_dir = Path(cache or os.environ.get("VALOR_CACHE") or _default_cache())
     bundle = Bundle(base=_normalise_base(base), fallback=_check_fallback(fallback))
@@ -288,7 +305,7 @@ def build(
             _archive(staging, bundle.files, staging / bundle.files_archive)
             notes.append(f"{len(bundle.files)} files")
         with progress.step("Writing the site") as notes:
-            _write_site(staging, bundle)
+            _write_site(staging, bundle, own)
             notes.append(f"version {bundle.version}")
         if out.exists():
             shutil.rmtree(out)
@@ -634,13 +651,33 @@ def _write_zip(target: Path, entries: Iterable[tuple[str, bytes]]) -> None:
             archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
 
 
-def _write_site(staging: Path, bundle: Bundle) -> None:
+def _own_files(include: Iterable[str | Path]) -> dict[str, Path]:
+    """The site's own files to add: ``{name in the site: source}``."""
+    own: dict[str, Path] = {}
+    for given in include:
+        source = Path(given)
+        if source.is_dir():
+            own.update({p.relative_to(source).as_posix(): p for p in _walk(source)})
+        elif source.is_file():
+            own[source.name] = source
+        else:
+            raise BuildError(f"--include {str(given)!r}: no such file or folder")
+    return own
+
+
+def _write_site(staging: Path, bundle: Bundle, own: dict[str, Path] | None = None) -> None:
     for name in SITE_FOLDERS:
         source = _site_folder(name)
         for path in _walk(source):
             _copy(path, staging / path.relative_to(source))
     for name, source in KIND_FILES.items():
         _copy(PACKAGE_DIR / source, staging / name)
+    for name, source in (own or {}).items():
+        target = staging / name
+        top = name.split("/", 1)[0]
+        if name != "index.html" and (target.exists() or top in RESERVED_SITE_NAMES):
+            raise BuildError(f"--include: {name!r} would replace the bundle's own {top!r}")
+        _copy(source, target)
     # Every file written, build/ outputs of plug-ins included: the service worker keeps them all
     # (the plug-ins' files too: the runtime worker takes them from plugins.zip, but a js
     # plug-in's workers import its script by URL).
