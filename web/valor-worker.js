@@ -9,6 +9,7 @@
 //                           {type: "snapshot", kept, error}       one made in this browser is kept
 //                           {type: "pong"}
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
+//                           {type: "error", error}                 {message, error_id, traceback}
 // On the port, from the SW: {type: "request", id, url, method, headers, body}  headers: CRLF lines
 //                           {type: "pull", id} | {type: "cancel", id}  a streamed answer's next part
 // On the port, to the SW:   {type: "response", id, status, reason, headers, body}  (transferred)
@@ -217,6 +218,8 @@ async function boot({ base, manifest, version }) {
     // The runtime answers at once; a request to a plug-in still loading waits for it.
     const loading = performance.now();
     host = await browser.start(`/valor/${manifest}`, base.replace(/\/$/, ""), onChange);
+    // Errors logged under an error id (a plug-in's, after its answer too): Valor.detail.errors.
+    host.report_errors((error) => self.postMessage({ type: "error", error: JSON.parse(error) }));
     const state = host.describe().toJs({ dict_converter: Object.fromEntries });
     handle = host.handle;
     pullPart = host.pull;

@@ -7,7 +7,10 @@ The worker's JavaScript only moves messages; everything else happens here, in th
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -183,8 +186,37 @@ class BrowserHost:
         self._streams[self._last_stream] = body
         return to_js_response({**response, "body": None}, self._last_stream)
 
+    def report_errors(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(json)`` with each error the runtime logs under an error id (a
+        plug-in that failed, before or after its answer): ``{"message", "error_id",
+        "traceback"}``, for the page's ``Valor.detail.errors``."""
+        logging.getLogger("valor").addHandler(_ErrorReporter(callback))
+
     async def close(self) -> None:
         await self.runtime.close()
+
+
+class _ErrorReporter(logging.Handler):
+    """Hands the runtime's errors logged under an error id to the page."""
+
+    def __init__(self, callback: Callable[[str], None]) -> None:
+        super().__init__(logging.ERROR)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        found = _ERROR_ID.search(message)
+        if found is None:
+            return
+        trace = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else ""
+        error = {"message": message, "error_id": found.group(1), "traceback": trace}
+        try:
+            self.callback(json.dumps(error))
+        except Exception:  # the page's side failing must not fail the runtime's logging
+            self.handleError(record)
+
+
+_ERROR_ID = re.compile(r"\[error_id=([0-9a-f]+)\]")
 
 
 async def start(

@@ -133,6 +133,12 @@ def test_an_error_after_the_answer_is_in_the_console_with_its_error_id(
     else:
         raise AssertionError("\n".join(console[-30:]))
     assert "Task exception was never retrieved" not in "\n".join(console)
+    # Valor.detail.errors has it too, with its traceback.
+    errors = asgi_page.evaluate("Valor.detail.errors ?? []")
+    after = [e for e in errors if "failed after its answer" in e["message"]]
+    assert after and re.fullmatch("[0-9a-f]{12}", after[-1]["error_id"]), errors
+    assert after[-1]["error_id"] in after[-1]["message"]
+    assert "RuntimeError: the background task failed" in after[-1]["traceback"], after
 
 
 @pytest.mark.timeout(120)
