@@ -159,6 +159,11 @@ async function boot({ base, manifest, version }) {
     wheel.catch(() => {});
     const files = step("files", () => bundle.read(info.files_archive)).catch(fatal);
     files.catch(() => {});
+    // The requirements, laid out as installed: written beside the runtime, no installer.
+    const requirements = info.requirements_archive
+      ? step("requirements", () => bundle.read(info.requirements_archive)).catch(fatal)
+      : null;
+    requirements?.catch(() => {});
     const { loadPyodide } = await pyodideModule;
     const indexURL = `${base}pyodide/`;
     // The snapshot holds imported modules, not their files: the wheel's files go on the file
@@ -170,6 +175,7 @@ async function boot({ base, manifest, version }) {
     const fsInit = (FS, { sitePackages }) => {
       unpacked = (async () => {
         unzip(await wheel, sitePackages, FS);
+        if (requirements) unzip(await requirements, sitePackages, FS);
         unzip(await files, "/valor", FS);
       })();
       return unpacked.catch(() => {});
@@ -203,7 +209,8 @@ async function boot({ base, manifest, version }) {
       await unpacked;
     }
     const browser = pyodide.pyimport("valor.browser");
-    if (info.requirement_wheels.length) {
+    if (info.requirement_wheels.length && !info.requirements_archive) {
+      // A bundle built before the requirements' archive: micropip installs the wheels.
       await step("requirements", async () => {
         await loadWheels(pyodide, info.installer_wheels.map((w) => `${base}${w}`));
         await browser.install(info.requirement_wheels.map((w) => new URL(w, new URL(base, location.href)).href));

@@ -62,6 +62,10 @@ SNAPSHOT_FILE = "snapshot.bin"
 # The plug-ins' files in one archive, which the runtime worker fetches and unpacks at boot: one
 # request instead of one per file (each costs the worker and the service worker a few ms).
 FILES_ARCHIVE = "plugins.zip"
+# The requirements' wheels unpacked as an installer lays them out, in one stored archive: the
+# runtime worker copies it into site-packages as it does the runtime wheel, instead of loading
+# micropip and installing each wheel on every boot (seconds for FastAPI and Pydantic).
+REQUIREMENTS_ARCHIVE = "requirements.zip"
 SNAPSHOT_SCRIPT = "snapshot.mjs"  # run with Node; ships in the package
 SNAPSHOT_TIMEOUT = 300  # seconds for Node to make the snapshot (a few on a quiet machine)
 SKIP_NAMES = {"__pycache__", "node_modules", "target", "build", "dist"}
@@ -85,6 +89,9 @@ class Bundle:
     runtime_wheel: str = ""
     installer_wheels: list[str] = field(default_factory=list)
     requirement_wheels: list[str] = field(default_factory=list)
+    requirements_archive: str | None = None
+    """The requirement wheels' files, laid out as installed, in one stored archive, which the
+    runtime worker writes into site-packages before Python starts (no installer at boot)."""
     assets: list[str] = field(default_factory=list)
     snapshot: dict[str, Any] | None = None
     """``{path, key, bytes, gzip_bytes}`` of the memory snapshot, or ``None`` without one."""
@@ -299,6 +306,10 @@ def build(
                         " its requirements nor Python's standard library provide: the browser"
                         " will not have it (add it to 'requirements')"
                     )
+            if bundle.requirement_wheels:
+                wheels = [staging / name for name in bundle.requirement_wheels]
+                _installed_archive(wheels, staging / REQUIREMENTS_ARCHIVE)
+                bundle.requirements_archive = REQUIREMENTS_ARCHIVE
             notes.append(f"{len(seen)} wheels")
         with progress.step("Copying plug-ins") as notes:
             bundle.files = _copy_plugins(manifest, specs, staging / "plugins", bundle.fallback)
@@ -642,6 +653,25 @@ def _archive(folder: Path, files: list[str], target: Path) -> None:
     _write_zip(target, ((name, (folder / name).read_bytes()) for name in files))
 
 
+def _installed_archive(wheels: list[Path], target: Path) -> None:
+    """The wheels' files as installed in site-packages, in one stored archive: each wheel's
+    entries as they are, a ``NAME.data/purelib`` or ``platlib`` folder's at the top (its
+    scripts and headers left out); the first wheel to hold a path wins."""
+    entries: dict[str, bytes] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                parts = info.filename.split("/")
+                if parts[0].endswith(".data"):
+                    if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
+                        continue
+                    parts = parts[2:]
+                entries.setdefault("/".join(parts), archive.read(info))
+    _write_zip(target, sorted(entries.items()))
+
+
 def _write_zip(target: Path, entries: Iterable[tuple[str, bytes]]) -> None:
     """A zip archive of ``(name, data)`` entries, byte-identical for identical entries (one
     fixed date). Stored, not compressed: the runtime worker copies the files out in JavaScript
@@ -698,6 +728,7 @@ def _write_site(staging: Path, bundle: Bundle, own: dict[str, Path] | None = Non
         "runtime_wheel": bundle.runtime_wheel,
         "installer_wheels": bundle.installer_wheels,
         "requirement_wheels": bundle.requirement_wheels,
+        "requirements_archive": bundle.requirements_archive,
         "assets": bundle.assets,
         "snapshot": bundle.snapshot,
         "snapshot_in_browser": bundle.snapshot_in_browser,
