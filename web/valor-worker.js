@@ -209,13 +209,6 @@ async function boot({ base, manifest, version }) {
       await unpacked;
     }
     const browser = pyodide.pyimport("valor.browser");
-    if (info.requirement_wheels.length && !info.requirements_archive) {
-      // A bundle built before the requirements' archive: micropip installs the wheels.
-      await step("requirements", async () => {
-        await loadWheels(pyodide, info.installer_wheels.map((w) => `${base}${w}`));
-        await browser.install(info.requirement_wheels.map((w) => new URL(w, new URL(base, location.href)).href));
-      });
-    }
     // The service worker hears of new prefixes on the port, before the /_plugins answer that
     // caused them, so a request to a new plug-in right after it is intercepted.
     const onChange = (prefixes) => {
@@ -369,11 +362,4 @@ function inflateSnapshot(packed) {
   }
   if (from !== packed.length) throw new Error("the packed memory snapshot is damaged");
   return heap;
-}
-
-async function loadWheels(pyodide, urls) {
-  // loadPackage resolves even when a package fails: collect its errors and throw them.
-  const errors = [];
-  await pyodide.loadPackage(urls, { messageCallback: () => {}, errorCallback: (e) => errors.push(e) });
-  if (errors.length) throw new Error(errors.join("; "));
 }

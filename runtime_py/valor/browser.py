@@ -248,13 +248,6 @@ async def start(
     return host
 
 
-async def install(urls: list[str]) -> None:
-    """Install plug-in requirements from wheels in the bundle (never from an index)."""
-    import micropip  # shipped in the bundle, loaded by the worker first
-
-    await micropip.install(list(urls), deps=False)
-
-
 # Which host answered: the one header in which the two hosts' answers differ, by design.
 HOST_HEADER = ["x-valor-host", "browser"]
 

@@ -63,8 +63,8 @@ SNAPSHOT_FILE = "snapshot.bin"
 # request instead of one per file (each costs the worker and the service worker a few ms).
 FILES_ARCHIVE = "plugins.zip"
 # The requirements' wheels unpacked as an installer lays them out, in one stored archive: the
-# runtime worker copies it into site-packages as it does the runtime wheel, instead of loading
-# micropip and installing each wheel on every boot (seconds for FastAPI and Pydantic).
+# runtime worker copies it into site-packages as it does the runtime wheel, where loading an
+# installer (micropip) and installing each wheel took seconds on every boot with FastAPI.
 REQUIREMENTS_ARCHIVE = "requirements.zip"
 SNAPSHOT_SCRIPT = "snapshot.mjs"  # run with Node; ships in the package
 SNAPSHOT_TIMEOUT = 300  # seconds for Node to make the snapshot (a few on a quiet machine)
@@ -87,7 +87,6 @@ class Bundle:
     files: list[str] = field(default_factory=list)
     files_archive: str = FILES_ARCHIVE
     runtime_wheel: str = ""
-    installer_wheels: list[str] = field(default_factory=list)
     requirement_wheels: list[str] = field(default_factory=list)
     requirements_archive: str | None = None
     """The requirement wheels' files, laid out as installed, in one stored archive, which the
@@ -245,7 +244,7 @@ def build(
     out = Path(out)
     cache_dir = Path(cache or os.environ.get("VALOR_CACHE") or _default_cache())
     bundle = Bundle(base=_normalise_base(base), fallback=_check_fallback(fallback))
-    progress = Progress(total=8, quiet=quiet)
+    progress = Progress(total=7, quiet=quiet)
 
     with progress.step("Checking the manifest") as notes:
         manifest, specs = _check_manifest(Path(manifest_path), progress)
@@ -280,12 +279,6 @@ def build(
                     notes.append(f"{size / 1e6:.1f} MB, {packed / 1e6:.1f} MB gzipped")
             else:
                 notes.append("skipped: --no-snapshot")
-        with progress.step("Fetching micropip and packaging with pip") as notes:
-            for name in ("micropip", "packaging"):
-                version = lock["packages"][name]["version"]
-                path = _pip_download(cache_dir, [f"{name}=={version}"], None, notes)[0]
-                _copy(path, staging / "wheels" / path.name)
-                bundle.installer_wheels.append(f"wheels/{path.name}")
         with progress.step("Fetching plug-in requirements with pip") as notes:
             platform = pyodide_platform(lock)
             seen: set[str] = set()
@@ -374,7 +367,7 @@ def _uncovered_imports(spec: PluginSpec, wheels: list[Path]) -> list[str]:
     sources = _python_sources(spec)
     if not sources:
         return []
-    provided = {"valor", "js", "pyodide", "micropip", "packaging"}
+    provided = {"valor", "js", "pyodide"}
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as archive:
             for name in archive.namelist():
@@ -528,7 +521,7 @@ def pyodide_platform(lock: dict[str, Any]) -> str:
 def _pip_download(
     cache_dir: Path,
     requirements: list[str],
-    spec: PluginSpec | None,
+    spec: PluginSpec,
     notes: list[str],
     platform: str | None = None,
 ) -> list[Path]:
@@ -556,14 +549,12 @@ def _pip_download(
         "--only-binary=:all:", *tags, "--python-version", PYODIDE_PYTHON,
         "--dest", str(folder), *requirements,
     ]  # fmt: skip
-    if spec is None:
-        command.insert(4, "--no-deps")
-    owner = f"plug-in {spec.name!r}: " if spec else ""
+    owner = f"plug-in {spec.name!r}: "
     try:
         _run(command, f"{owner}pip could not download {', '.join(requirements)}")
     except BuildError as exc:
         missing = re.search(r"No matching distribution found for (\S+)", str(exc))
-        if missing and spec is not None:
+        if missing:
             compiled = f" nor a wheel built for Pyodide ({platform}, {cp})" if platform else ""
             raise BuildError(
                 f"{owner}requirement {missing.group(1)!r} has no pure-Python wheel{compiled} "
@@ -726,7 +717,6 @@ def _write_site(staging: Path, bundle: Bundle, own: dict[str, Path] | None = Non
         "files": bundle.files,
         "files_archive": bundle.files_archive,
         "runtime_wheel": bundle.runtime_wheel,
-        "installer_wheels": bundle.installer_wheels,
         "requirement_wheels": bundle.requirement_wheels,
         "requirements_archive": bundle.requirements_archive,
         "assets": bundle.assets,

@@ -40,10 +40,10 @@ def test_bundle_contents(tmp_path: Path) -> None:
         assert (out / "pyodide" / name).is_file(), name
     info = json.loads((out / "valor-bundle.json").read_text())
     assert info["version"] == bundle.version and info["base"] == "/sub/path/"
-    wheels = [Path(w).name for w in [info["runtime_wheel"], *info["installer_wheels"]]]
-    assert wheels[0].startswith("valor-") and wheels[0].endswith("-py3-none-any.whl")
-    assert [w.split("-")[0] for w in wheels[1:]] == ["micropip", "packaging"]
-    assert all((out / w).is_file() for w in [info["runtime_wheel"], *info["installer_wheels"]])
+    wheel_name = Path(info["runtime_wheel"]).name
+    assert wheel_name.startswith("valor-") and wheel_name.endswith("-py3-none-any.whl")
+    assert (out / info["runtime_wheel"]).is_file()
+    assert info["requirement_wheels"] == [] and info["requirements_archive"] is None
     with zipfile.ZipFile(out / info["runtime_wheel"]) as wheel:  # the worker copies it out
         assert {entry.compress_type for entry in wheel.infolist()} == {zipfile.ZIP_STORED}
     assert "plugins/plugins.json" in info["files"] and "plugins/hello.py" in info["files"]
@@ -132,9 +132,9 @@ def test_progress_is_printed_step_by_step(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     steps = [line for line in result.stdout.splitlines() if line.startswith("[")]
-    assert len(steps) == 8 and steps[0].startswith("[1/8] Checking the manifest")
+    assert len(steps) == 7 and steps[0].startswith("[1/7] Checking the manifest")
     assert all(" done" in line for line in steps)
-    assert re.search(r"\[4/8\] Making the memory snapshot with Node .* MB, .* MB gzipped", steps[3])
+    assert re.search(r"\[4/7\] Making the memory snapshot with Node .* MB, .* MB gzipped", steps[3])
     assert "Built " in result.stdout
 
 
@@ -205,6 +205,11 @@ def test_a_requirement_compiled_for_pyodide_is_bundled(
     wheel = "wheels/valor_compiled-1.0-cp314-cp314-pyemscripten_2026_0_wasm32.whl"
     assert info["requirement_wheels"] == [wheel]
     assert (tmp_path / "d" / wheel).is_file()
+    # Its files, laid out as installed, in the stored archive the runtime worker writes out.
+    with zipfile.ZipFile(tmp_path / "d" / info["requirements_archive"]) as archive:
+        assert "valor_compiled/__init__.py" in archive.namelist()
+        assert "valor_compiled-1.0.dist-info/METADATA" in archive.namelist()
+        assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_STORED}
 
 
 def test_native_plugins_are_left_out_with_a_warning_and_a_stand_in(tmp_path: Path, capsys) -> None:
@@ -239,7 +244,7 @@ def test_the_pyodide_step_says_where_pyodide_came_from(
     build(MANIFEST, tmp_path / "a", cache=empty)
     pinned = build_module.REPO_DIR / "node_modules" / "pyodide"
     line = next(x for x in capsys.readouterr().out.splitlines() if "Pyodide" in x)
-    assert line.startswith("[2/8] Getting Pyodide ") and f"done (from {pinned}) " in line
+    assert line.startswith("[2/7] Getting Pyodide ") and f"done (from {pinned}) " in line
     assert "cached" not in line and not list(empty.glob("pyodide-*"))
     # No copy in the checkout: one installed in the cache earlier.
     cached = tmp_path / "cache" / f"pyodide-{build_module.PYODIDE_VERSION}" / "node_modules"
