@@ -67,6 +67,7 @@ FILES_ARCHIVE = "plugins.zip"
 # installer (micropip) and installing each wheel took seconds on every boot with FastAPI.
 REQUIREMENTS_ARCHIVE = "requirements.zip"
 SNAPSHOT_SCRIPT = "snapshot.mjs"  # run with Node; ships in the package
+PRECOMPILE_SCRIPT = "precompile.mjs"  # the requirements' bytecode, with Node too
 SNAPSHOT_TIMEOUT = 300  # seconds for Node to make the snapshot (a few on a quiet machine)
 SKIP_NAMES = {"__pycache__", "node_modules", "target", "build", "dist"}
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -300,8 +301,9 @@ def build(
                         " will not have it (add it to 'requirements')"
                     )
             if bundle.requirement_wheels:
-                wheels = [staging / name for name in bundle.requirement_wheels]
-                _installed_archive(wheels, staging / REQUIREMENTS_ARCHIVE)
+                entries = _installed([staging / name for name in bundle.requirement_wheels])
+                entries.update(_bytecode(cache_dir, pyodide_dir, entries, progress, notes))
+                _write_zip(staging / REQUIREMENTS_ARCHIVE, sorted(entries.items()))
                 bundle.requirements_archive = REQUIREMENTS_ARCHIVE
             notes.append(f"{len(seen)} wheels")
         with progress.step("Copying plug-ins") as notes:
@@ -644,8 +646,8 @@ def _archive(folder: Path, files: list[str], target: Path) -> None:
     _write_zip(target, ((name, (folder / name).read_bytes()) for name in files))
 
 
-def _installed_archive(wheels: list[Path], target: Path) -> None:
-    """The wheels' files as installed in site-packages, in one stored archive: each wheel's
+def _installed(wheels: list[Path]) -> dict[str, bytes]:
+    """The wheels' files as installed in site-packages, ``{path: bytes}``: each wheel's
     entries as they are, a ``NAME.data/purelib`` or ``platlib`` folder's at the top (its
     scripts and headers left out); the first wheel to hold a path wins."""
     entries: dict[str, bytes] = {}
@@ -660,7 +662,51 @@ def _installed_archive(wheels: list[Path], target: Path) -> None:
                         continue
                     parts = parts[2:]
                 entries.setdefault("/".join(parts), archive.read(info))
-    _write_zip(target, sorted(entries.items()))
+    return entries
+
+
+def _bytecode(
+    cache_dir: Path,
+    pyodide_dir: Path,
+    entries: dict[str, bytes],
+    progress: Progress,
+    notes: list[str],
+) -> dict[str, bytes]:
+    """The ``__pycache__`` files of ``entries``' modules, compiled by Pyodide's Python under
+    Node (cached by Pyodide, files and script): a tab imports them without compiling source.
+    Without Node, or when it fails, a warning and none: the browser compiles at import."""
+    script = PACKAGE_DIR / PRECOMPILE_SCRIPT
+    digest = hashlib.sha256(PYODIDE_VERSION.encode() + script.read_bytes())
+    for name, data in sorted(entries.items()):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    cached = cache_dir / "bytecode" / f"{digest.hexdigest()[:16]}.zip"
+    if not cached.exists():
+        node = shutil.which("node")
+        if node is None:
+            progress.warn("Node.js is not installed: the requirements ship without bytecode")
+            return {}
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as work:
+            source = Path(work) / "site.zip"
+            _write_zip(source, sorted(entries.items()))
+            partial = cached.with_suffix(".partial")
+            command = [node, str(script), str(pyodide_dir.resolve()), str(source), str(partial)]
+            try:
+                result = subprocess.run(
+                    command, capture_output=True, text=True, timeout=SNAPSHOT_TIMEOUT
+                )
+            except subprocess.TimeoutExpired:
+                result = None
+            if result is None or result.returncode != 0:
+                why = "timed out" if result is None else (result.stderr or result.stdout).strip()
+                progress.warn(f"the requirements ship without bytecode: node failed: {why[-600:]}")
+                partial.unlink(missing_ok=True)
+                return {}
+            partial.rename(cached)
+    with zipfile.ZipFile(cached) as archive:
+        compiled = {info.filename: archive.read(info) for info in archive.infolist()}
+    notes.append(f"{len(compiled)} modules compiled")
+    return compiled
 
 
 def _write_zip(target: Path, entries: Iterable[tuple[str, bytes]]) -> None:

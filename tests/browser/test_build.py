@@ -209,6 +209,9 @@ def test_a_requirement_compiled_for_pyodide_is_bundled(
     with zipfile.ZipFile(tmp_path / "d" / info["requirements_archive"]) as archive:
         assert "valor_compiled/__init__.py" in archive.namelist()
         assert "valor_compiled-1.0.dist-info/METADATA" in archive.namelist()
+        # With its modules' bytecode, made by Pyodide's own Python: no compiling at import.
+        pyc = "valor_compiled/__pycache__/__init__.cpython-314.pyc"
+        assert archive.read(pyc)[4:8] == b"\x01\x00\x00\x00"  # unchecked hash-based
         assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_STORED}
 
 
