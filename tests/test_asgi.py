@@ -271,3 +271,43 @@ async def test_a_python_plugin_in_a_package_imports_its_helpers(tmp_path: Path) 
         await Runtime({"python": load_python}).load(
             parse_manifest({"plugins": [entry]}, tmp_path), strict=True
         )
+
+
+ENDLESS = """
+SENT = [0]
+
+async def app(scope, receive, send):
+    assert scope["type"] == "http", "no lifespan here"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    while True:
+        await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
+        SENT[0] += 1
+"""
+
+
+@pytest.mark.timeout(30)
+async def test_a_stream_runs_ahead_of_its_reader_only_so_far(tmp_path: Path) -> None:
+    # Parts wait to be taken while they hold at most Exchange.AHEAD bytes: many small parts
+    # are ready together, and an app faster than its client is held there.
+    import asyncio
+
+    from valor.loaders.asgi import Exchange
+
+    runtime = await runtime_with(tmp_path, {"endless": ENDLESS})
+    answer = await runtime.handle(request("http://h/endless"))
+    stream = answer["body"]
+    sent = runtime._mounts["endless"].plugin.app.__globals__["SENT"]  # type: ignore[attr-defined]
+    ahead = Exchange.AHEAD // 1024
+
+    async def turns(count: int = 200) -> None:  # the loop's turns, in which it could go on
+        for _ in range(count):
+            await asyncio.sleep(0)
+
+    await turns()
+    assert ahead <= sent[0] <= ahead + 2, sent
+    parts = [await stream.__anext__() for _ in range(10)]
+    assert all(part == b"x" * 1024 for part in parts[1:])
+    await turns()
+    assert ahead + 8 <= sent[0] <= ahead + 12, sent  # taking parts lets it on, to the bound
+    await stream.aclose()
+    await runtime.close()
