@@ -369,7 +369,7 @@ def _uncovered_imports(spec: PluginSpec, wheels: list[Path]) -> list[str]:
     sources = _python_sources(spec)
     if not sources:
         return []
-    provided = {"valor", "js", "pyodide"}
+    provided = {"valor", "js", "pyodide", "pyodide_js"}  # Pyodide provides these
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as archive:
             for name in archive.namelist():
