@@ -4,7 +4,7 @@ are bundled from wheels built for Pyodide).
 
 ``GET /`` greets, ``GET /items/{item_id}?detail=`` reads an item, ``PUT /items/{item_id}``
 stores one (a Pydantic model: a body that does not fit it is FastAPI's own 422). The lifespan
-seeds the items; endpoints are ``async def``, since Pyodide has no threads for sync ones.
+seeds the items. (``plugins/readinglist`` has plain ``def`` endpoints: both work in both hosts.)
 """
 
 from contextlib import asynccontextmanager

@@ -166,7 +166,9 @@ async function precache() {
   const versioned = new Set(["valor-bundle.json", "valor-worker.js"]);
   try {
     const info = await (await fetch(`${SCOPE}valor-bundle.json?v=${VERSION}`, { cache: "no-cache" })).json();
-    for (const path of [info.files_archive, info.runtime_wheel, info.snapshot?.path]) versioned.add(path);
+    for (const path of [info.files_archive, info.runtime_wheel, info.snapshot?.path, info.requirements_archive]) {
+      if (path) versioned.add(path);
+    }
   } catch (problem) {
     console.warn(`valor: the bundle's file list is unreadable: ${problem.message}`);
   }

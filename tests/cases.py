@@ -331,6 +331,13 @@ def _validation_error(*locations: list[Any]):
     return check
 
 
+DUNE = {"id": 1, "title": "Dune", "author": "Frank Herbert", "year": 1965}
+
+
+def _servers_are(answer: Answer, root_path: str) -> None:
+    assert answer.json()["servers"] == [{"url": root_path}], answer.body[:300]
+
+
 ASGI_CASES: list[Case] = [
     Case("board-hello", "GET", "/board", 200, plugin="board", text="Hello from Starlette!",
          expect_headers={"content-type": TEXT}),
@@ -364,4 +371,31 @@ ASGI_CASES: list[Case] = [
     Case("shop-bad-body", "PUT", "/shop/items/3", 422, headers=JSON_TYPE,
          body=b'{"name": "", "price": -1}', plugin="shop",
          extra=_validation_error(["body", "name"], ["body", "price"])),
+    # plugins/readinglist: a FastAPI app laid out as a package, its endpoints and dependencies
+    # plain ``def`` functions (a thread on the server, inline in the browser)
+    Case("readinglist-hello", "GET", "/readinglist", 200, plugin="readinglist",
+         extra=_json_equals({"hello": "readers", "root_path": "/readinglist",
+                             "client": "127.0.0.1"})),
+    Case("readinglist-books", "GET", "/readinglist/books", 200, plugin="readinglist",
+         extra=_json_equals({"books": [DUNE]})),
+    Case("readinglist-book", "GET", "/readinglist/books/1", 200, plugin="readinglist",
+         extra=_json_equals(DUNE)),
+    Case("readinglist-no-book", "GET", "/readinglist/books/9", 404, plugin="readinglist",
+         extra=_json_equals({"detail": "no book 9"})),
+    Case("readinglist-add", "POST", "/readinglist/books", 201, headers=JSON_TYPE,
+         body=b'{"title": "Emma", "author": "Jane Austen", "year": 1815}', plugin="readinglist",
+         extra=_json_equals({"id": 2, "title": "Emma", "author": "Jane Austen", "year": 1815})),
+    Case("readinglist-bad-book", "POST", "/readinglist/books", 422, headers=JSON_TYPE,
+         body=b'{"title": "", "author": "A", "year": 0}', plugin="readinglist",
+         extra=_validation_error(["body", "title"], ["body", "year"])),
+    Case("readinglist-csv", "GET", "/readinglist/books.csv?rows=3", 200, plugin="readinglist",
+         text="number,title\n1,book 1\n2,book 2\n3,book 3\n",
+         expect_headers={"content-type": "text/csv; charset=utf-8"}),
+    # The app sees the client's headers only; the request id reaches it in the scope.
+    Case("readinglist-headers", "GET", "/readinglist/headers", 200, plugin="readinglist",
+         headers={"x-token": "a", "x-request-id": "rl-1"},
+         extra=_json_equals({"x_token": ["a"], "x-request-id": "rl-1",
+                             "x-forwarded-prefix": None, "valor": {"request_id": "rl-1"}})),
+    Case("readinglist-openapi", "GET", "/readinglist/openapi.json", 200, plugin="readinglist",
+         extra=lambda answer: _servers_are(answer, "/readinglist")),
 ]  # fmt: skip

@@ -155,3 +155,159 @@ def test_app_is_only_for_the_asgi_kind(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="must name a module attribute"):
         parse_manifest({"plugins": [{"name": "p", "type": "asgi", "path": "p.py", "app": "1x"}]},
                        tmp_path)  # fmt: skip
+
+
+def write_package(folder: Path, files: dict[str, str]) -> None:
+    for name, source in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(source)
+
+
+def package(name: str) -> dict[str, str]:
+    """A package ``name`` whose ``main`` module's app imports from a module beside it (each
+    test its own name: a process imports a package once)."""
+    main = "from .models import GREETING\n" + BARE.replace(
+        'info["body"] = ', 'info["greeting"] = GREETING\n    info["body"] = '
+    )
+    return {
+        f"{name}/__init__.py": "",
+        f"{name}/models.py": "GREETING = 'hello from a package'\n",
+        f"{name}/main.py": main,
+    }
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"app": "library.main:app"},  # as uvicorn's library.main:app
+        {"path": "library/main.py"},  # a file inside a package imports as its module
+    ],
+)
+async def test_an_app_in_a_package_imports_as_its_module(tmp_path: Path, entry: dict) -> None:
+    name = "library_" + entry["app"].partition(".")[0] if "app" in entry else "library_path"
+    write_package(tmp_path, package(name))
+    entry = {key: value.replace("library", name) for key, value in entry.items()}
+    plugins = [{"name": "lib", "type": "asgi", **entry}]
+    runtime = Runtime({"asgi": load_asgi})
+    await runtime.load(parse_manifest({"plugins": plugins}, tmp_path), strict=True)
+    answer = await runtime.handle(request("http://h/lib/x"))
+    assert json.loads(answer["body"])["greeting"] == "hello from a package", answer
+    await runtime.close()
+
+
+@pytest.mark.timeout(30)
+async def test_load_errors_name_the_file_that_failed(tmp_path: Path) -> None:
+    write_package(tmp_path, {**package("broken"), "broken/models.py": "\n\nGREETING = (\n"})
+    with pytest.raises(PluginLoadError) as caught:
+        await runtime_with_entry(tmp_path, {"app": "broken.main:app"})
+    assert f"syntax error in {tmp_path / 'broken' / 'models.py'} line 3" in str(caught.value)
+    write_package(tmp_path, {**package("raising"), "raising/models.py": "\n1 / 0\n"})
+    with pytest.raises(PluginLoadError) as caught:
+        await runtime_with_entry(tmp_path, {"app": "raising.main:app"})
+    assert "ZeroDivisionError: division by zero at raising/models.py:2" in str(caught.value)
+
+
+@pytest.mark.timeout(30)
+async def test_a_wrong_app_name_lists_what_the_module_has(tmp_path: Path) -> None:
+    write_package(
+        tmp_path, {"api.py": "import json\nfrom json import dumps\n" + BARE + "other = app\n"}
+    )
+    with pytest.raises(PluginLoadError) as caught:
+        await runtime_with_entry(tmp_path, {"path": "api.py", "app": "application"})
+    message = str(caught.value)
+    assert "api.py has no ASGI application named 'application'; it has app, other" in message
+    assert "(set 'app')" not in message
+    with pytest.raises(PluginLoadError, match=r"named 'app' \(the default; set 'app'\)"):
+        await runtime_with_entry(tmp_path, {"path": "api.py", "name": "two"} | {}, app=None)
+
+
+def test_a_module_that_is_not_there_is_a_manifest_error(tmp_path: Path) -> None:
+    from valor.errors import ManifestError
+
+    with pytest.raises(ManifestError, match=r"names module 'nowhere\.main', which is not in"):
+        parse_manifest({"plugins": [{"name": "p", "type": "asgi", "app": "nowhere.main:app"}]},
+                       tmp_path)  # fmt: skip
+
+
+@pytest.mark.timeout(30)
+async def test_a_package_already_imported_from_elsewhere_is_refused(tmp_path: Path) -> None:
+    write_package(tmp_path, {"json/__init__.py": "", "json/main.py": BARE})
+    with pytest.raises(PluginLoadError, match="'json' is already imported from"):
+        await runtime_with_entry(tmp_path, {"app": "json.main:app"})
+
+
+async def runtime_with_entry(tmp_path: Path, entry: dict, app: str | None = "app") -> Runtime:
+    plugin = {"name": "p", "type": "asgi", **entry}
+    if app is None:
+        plugin.pop("app", None)
+        (tmp_path / "api.py").write_text("x = 1\n")
+    runtime = Runtime({"asgi": load_asgi})
+    await runtime.load(parse_manifest({"plugins": [plugin]}, tmp_path), strict=True)
+    return runtime
+
+
+@pytest.mark.timeout(30)
+async def test_a_python_plugin_in_a_package_imports_its_helpers(tmp_path: Path) -> None:
+    # The same import machinery for the python kind: relative imports, and errors that name
+    # the helper module that failed.
+    from valor.loaders.python import load_python
+
+    plugin = (
+        "from valor import vlugin\nfrom .words import WORD\n\n"
+        "@vlugin\ndef on_request(req):\n    return WORD\n"
+    )
+    write_package(tmp_path, {"tools/__init__.py": "", "tools/words.py": "WORD = 'helped'\n",
+                             "tools/plugin.py": plugin})  # fmt: skip
+    runtime = Runtime({"python": load_python})
+    entry = {"name": "tools", "type": "python", "path": "tools/plugin.py"}
+    await runtime.load(parse_manifest({"plugins": [entry]}, tmp_path), strict=True)
+    assert (await runtime.handle(request("http://h/tools")))["body"] == b"helped"
+    await runtime.close()
+    write_package(tmp_path, {"kit/__init__.py": "", "kit/words.py": "WORD = [\n",
+                             "kit/plugin.py": plugin})  # fmt: skip
+    entry = {"name": "kit", "type": "python", "path": "kit/plugin.py"}
+    with pytest.raises(PluginLoadError, match=r"syntax error in .*kit/words\.py line 1"):
+        await Runtime({"python": load_python}).load(
+            parse_manifest({"plugins": [entry]}, tmp_path), strict=True
+        )
+
+
+ENDLESS = """
+SENT = [0]
+
+async def app(scope, receive, send):
+    assert scope["type"] == "http", "no lifespan here"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    while True:
+        await send({"type": "http.response.body", "body": b"x" * 1024, "more_body": True})
+        SENT[0] += 1
+"""
+
+
+@pytest.mark.timeout(30)
+async def test_a_stream_runs_ahead_of_its_reader_only_so_far(tmp_path: Path) -> None:
+    # Parts wait to be taken while they hold at most Exchange.AHEAD bytes: many small parts
+    # are ready together, and an app faster than its client is held there.
+    import asyncio
+
+    from valor.loaders.asgi import Exchange
+
+    runtime = await runtime_with(tmp_path, {"endless": ENDLESS})
+    answer = await runtime.handle(request("http://h/endless"))
+    stream = answer["body"]
+    sent = runtime._mounts["endless"].plugin.app.__globals__["SENT"]  # type: ignore[attr-defined]
+    ahead = Exchange.AHEAD // 1024
+
+    async def turns(count: int = 200) -> None:  # the loop's turns, in which it could go on
+        for _ in range(count):
+            await asyncio.sleep(0)
+
+    await turns()
+    assert ahead <= sent[0] <= ahead + 2, sent
+    parts = [await stream.__anext__() for _ in range(10)]
+    assert all(part == b"x" * 1024 for part in parts[1:])
+    await turns()
+    assert ahead + 8 <= sent[0] <= ahead + 12, sent  # taking parts lets it on, to the bound
+    await stream.aclose()
+    await runtime.close()

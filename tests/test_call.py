@@ -165,6 +165,10 @@ def test_a_broken_plugin_is_reported_and_the_others_answer(tmp_path: Path) -> No
     assert done.returncode == 0
     assert done.stdout == b"ok"
     assert b"plug-in 'broken' failed to load: syntax error" in done.stderr
+    # Its own prefix answers the runtime's 503 naming the failure: a failed call, exit 1.
+    failed = valor_call(str(manifest), "GET", "/broken/x")
+    assert failed.returncode == 1, failed
+    assert failed.stdout.startswith(b"HTTP 503 ") and b"syntax error" in failed.stdout
     strict = valor_call(str(manifest), "GET", "/ok", "--strict")
     assert strict.returncode == 2
     assert b"plug-in 'broken' failed to load" in strict.stderr

@@ -223,6 +223,48 @@ def test_a_changed_c_source_is_compiled_and_served(tmp_path: Path) -> None:
         process.wait(timeout=20)
 
 
+@pytest.mark.timeout(600)
+def test_a_changed_rust_crate_is_rebuilt_and_served(tmp_path: Path) -> None:
+    """A Rust plug-in: editing its lib.rs rebuilds the crate, and both hosts get it."""
+    subprocess.run(
+        [sys.executable, "-m", "valor.cli", "new", "calc", "--kind", "rust"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    site_port, server_port = free_port(), free_port()
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "valor.cli", "dev", "--port", str(site_port),
+             "--server-port", str(server_port), "--out", "site"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+    run = DevRun(
+        tmp_path,
+        f"http://127.0.0.1:{site_port}/",
+        f"http://127.0.0.1:{server_port}/",
+        process,
+        log_path,
+    )
+    try:
+        calc = run.site + "_server/calc"
+        wait_for(lambda: httpx.get(calc).text == "Hello world, from calc!", "start", run, 240)
+        source = tmp_path / "plugins" / "src" / "calc" / "src" / "lib.rs"
+        source.write_text(source.read_text().replace("Hello {}", "Rebuilt {}"))
+        rebuilt = "Rebuilt world, from calc!"
+        wait_for(lambda: httpx.get(calc).text == rebuilt, "the rebuild", run, 240)
+        assert "compiled calc.so, calc.wasm" in run.log(), run.log()
+        assert b"Rebuilt" in httpx.get(run.site + "plugins/build/calc.wasm").content
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
 def test_a_missing_manifest_or_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
     missing = subprocess.run(
         [sys.executable, "-m", "valor.cli", "dev", "nope.json"],

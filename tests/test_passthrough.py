@@ -152,11 +152,13 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
     folder = tmp_path_factory.mktemp("passthrough")
     for example in ("board.py", "shop.py"):
         shutil.copy(ROOT / "plugins" / example, folder / example)
+    shutil.copytree(ROOT / "plugins" / "readinglist", folder / "readinglist")
     (folder / "probe.py").write_text(PROBE)
     (folder / "root.py").write_text(ROOT_APP)
     plugins = [
         {"name": "board", "type": "asgi", "path": "board.py"},
         {"name": "shop", "type": "asgi", "path": "shop.py"},
+        {"name": "readinglist", "type": "asgi", "app": "readinglist.main:app"},
         {"name": "probe", "type": "asgi", "path": "probe.py", "timeout": 0.5},
         {"name": "root", "type": "asgi", "path": "root.py", "prefix": "/"},
     ]
@@ -175,6 +177,7 @@ _MASKS = [
     (re.compile(rb"(?im)^date: [^\r\n]*"), b"date: <date>"),
     (re.compile(rb"\b[0-9a-f]{32}\b"), b"<generated id>"),
     (re.compile(rb'"error_id": "[0-9a-f]{12}"'), b'"error_id": "<id>"'),
+    (re.compile(rb'"client": \["127\.0\.0\.1", [0-9]+\]'), b'"client": ["127.0.0.1", "<port>"]'),
 ]
 
 
@@ -324,16 +327,23 @@ def test_the_cases_reach_what_they_name(servers: tuple[Server, Server]) -> None:
     scope = json.loads(shown)
     assert scope["root_path"] == "/probe" and scope["path"] == "/probe/echo/a b/c/", scope
     assert scope["raw_path"] == "/probe/echo/a%20b%2Fc/" and scope["query_string"] == "x=1&y=%20&z"
+    # The client's headers, as sent: sorted by name, repeated ones apart, nothing added.
     assert scope["headers"] == [
         ["accept", "*/*"],
         ["connection", "close"],
-        ["cookie", "a=1; b=2"],
+        ["cookie", "a=1"],
+        ["cookie", "b=2"],
         ["host", "HOST"],
-        ["x-dup", "1, 2"],
+        ["x-dup", "1"],
+        ["x-dup", "2"],
+        ["x-forwarded-prefix", "/evil"],
         ["x-request-id", "probe-1"],
-        ["x-forwarded-prefix", "/probe"],
     ], scope["headers"]
-    assert scope["client"] is None and scope["http_version"] == "1.1", scope
+    assert scope["extensions"] == {"valor": {"request_id": "probe-1"}}, scope
+    assert scope["client"] == ["127.0.0.1", "<port>"] and scope["http_version"] == "1.1", scope
+    generated = json.loads(exchange(direct, CASES["echo-generated-id"]).partition(b"\r\n\r\n")[2])
+    assert generated["extensions"]["valor"]["request_id"] == "<generated id>", generated
+    assert "x-request-id" not in dict(generated["headers"]), generated
     head = exchange(direct, CASES["answer-headers"]).partition(b"\r\n\r\n")[0].split(b"\r\n")
     assert head[1:] == [
         b"date: <date>",
@@ -364,12 +374,13 @@ def test_the_cases_reach_what_they_name(servers: tuple[Server, Server]) -> None:
         answer = exchange(direct, CASES[case])
         assert answer.startswith(b"HTTP/1.1 " + status), (case, answer[:300])
     assert exchange(direct, CASES["stream-fails"]).endswith(b"<broken>")
-    assert b'"plugins": 4' in exchange(direct, CASES["health"])
+    assert b'"plugins": 5' in exchange(direct, CASES["health"])
     assert b"root app at /elsewhere/x" in exchange(direct, CASES["root-app"])
     log = direct.log()
     assert "plug-in 'probe' failed in the middle of its stream [error_id=" in log
     assert "plug-in 'probe' sent no part of its stream for 0.5 seconds [error_id=" in log
     assert "plug-in 'probe' failed after its answer: ValueError: after the answer" in log
+    assert re.search(r"failed after its answer: .* \[error_id=[0-9a-f]{12}\]\nTraceback", log)
 
 
 def test_a_client_that_goes_away_stops_the_app(servers: tuple[Server, Server]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,14 @@ def test_the_cli_dispatches_to_it(project: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert (project / "m" / "hello.py").is_file()
+
+
+@pytest.mark.timeout(300)
+def test_a_rust_crate_names_the_sdk_relative_to_itself(project: Path) -> None:
+    from valor.toolchain import RUST_SDK
+
+    assert main(["calc", "--kind", "rust"]) == 0
+    crate = project / "plugins" / "src" / "calc"
+    found = re.search(r'valor = \{ path = "([^"]+)" \}', (crate / "Cargo.toml").read_text())
+    assert found is not None and not Path(found.group(1)).is_absolute(), found
+    assert (crate / found.group(1)).resolve() == RUST_SDK.resolve()

@@ -9,6 +9,7 @@
 //                           {type: "snapshot", kept, error}       one made in this browser is kept
 //                           {type: "pong"}
 //                           {type: "prefixes", prefixes}           after /_plugins changed mounts
+//                           {type: "error", error}                 {message, error_id, traceback}
 // On the port, from the SW: {type: "request", id, url, method, headers, body}  headers: CRLF lines
 //                           {type: "pull", id} | {type: "cancel", id}  a streamed answer's next part
 // On the port, to the SW:   {type: "response", id, status, reason, headers, body}  (transferred)
@@ -158,6 +159,11 @@ async function boot({ base, manifest, version }) {
     wheel.catch(() => {});
     const files = step("files", () => bundle.read(info.files_archive)).catch(fatal);
     files.catch(() => {});
+    // The requirements, laid out as installed: written beside the runtime, no installer.
+    const requirements = info.requirements_archive
+      ? step("requirements", () => bundle.read(info.requirements_archive)).catch(fatal)
+      : null;
+    requirements?.catch(() => {});
     const { loadPyodide } = await pyodideModule;
     const indexURL = `${base}pyodide/`;
     // The snapshot holds imported modules, not their files: the wheel's files go on the file
@@ -169,6 +175,7 @@ async function boot({ base, manifest, version }) {
     const fsInit = (FS, { sitePackages }) => {
       unpacked = (async () => {
         unzip(await wheel, sitePackages, FS);
+        if (requirements) unzip(await requirements, sitePackages, FS);
         unzip(await files, "/valor", FS);
       })();
       return unpacked.catch(() => {});
@@ -202,12 +209,6 @@ async function boot({ base, manifest, version }) {
       await unpacked;
     }
     const browser = pyodide.pyimport("valor.browser");
-    if (info.requirement_wheels.length) {
-      await step("requirements", async () => {
-        await loadWheels(pyodide, info.installer_wheels.map((w) => `${base}${w}`));
-        await browser.install(info.requirement_wheels.map((w) => new URL(w, new URL(base, location.href)).href));
-      });
-    }
     // The service worker hears of new prefixes on the port, before the /_plugins answer that
     // caused them, so a request to a new plug-in right after it is intercepted.
     const onChange = (prefixes) => {
@@ -217,6 +218,8 @@ async function boot({ base, manifest, version }) {
     // The runtime answers at once; a request to a plug-in still loading waits for it.
     const loading = performance.now();
     host = await browser.start(`/valor/${manifest}`, base.replace(/\/$/, ""), onChange);
+    // Errors logged under an error id (a plug-in's, after its answer too): Valor.detail.errors.
+    host.report_errors((error) => self.postMessage({ type: "error", error: JSON.parse(error) }));
     const state = host.describe().toJs({ dict_converter: Object.fromEntries });
     handle = host.handle;
     pullPart = host.pull;
@@ -359,11 +362,4 @@ function inflateSnapshot(packed) {
   }
   if (from !== packed.length) throw new Error("the packed memory snapshot is damaged");
   return heap;
-}
-
-async function loadWheels(pyodide, urls) {
-  // loadPackage resolves even when a package fails: collect its errors and throw them.
-  const errors = [];
-  await pyodide.loadPackage(urls, { messageCallback: () => {}, errorCallback: (e) => errors.push(e) });
-  if (errors.length) throw new Error(errors.join("; "));
 }

@@ -4,7 +4,8 @@
 // still loading waits for it, and `await Valor.loaded()` gives the final list and failures.
 // Status events: "booting", "ready", "error" (and "status" for all of them, with the details
 // in `event.detail`); "loaded" once every plug-in has loaded or failed (then "status" again);
-// "prefixes" after /_plugins changes.
+// "prefixes" after /_plugins changes; "logged" for each error the runtime logs under an error
+// id (a plug-in's, after its answer too), which `Valor.detail.errors` keeps (the last ones).
 
 const BUILD = /*__VALOR_BUILD__*/null;
 export const VERSION = BUILD?.version ?? "dev";
@@ -13,6 +14,7 @@ const CONTROL_TIMEOUT = 60000; // ms for a new service worker to take control (1
 const WATCH_INTERVAL = 1000; // ms between pings of a ready runtime worker
 const NUDGE_INTERVAL = 500; // ms between reminders to a waiting service worker
 const BOOT_TIMEOUT = 120000; // ms for a runtime to boot, and then for its plug-ins to load
+const MAX_ERRORS = 20; // errors kept in Valor.detail.errors, newest last
 // Where this file is served from: the bundle's base, wherever the page itself is.
 const SERVED_BASE = new URL(".", import.meta.url).pathname;
 
@@ -251,6 +253,11 @@ class ValorRuntime extends EventTarget {
       // A bundle built without Node: this browser made its memory snapshot, for the next boots.
       this.detail = { ...this.detail, snapshotKept: message.kept, snapshotError: message.error };
       this.dispatchEvent(new CustomEvent("status", { detail: this.detail }));
+    } else if (message.type === "error") {
+      // An error the runtime logged under an error id, with its traceback: the last ones kept.
+      const errors = [...(this.detail.errors ?? []), message.error].slice(-MAX_ERRORS);
+      this.detail = { ...this.detail, errors };
+      this.dispatchEvent(new CustomEvent("logged", { detail: message.error }));
     } else if (message.type === "prefixes") {
       this.prefixes = message.prefixes; // the worker told the service worker already
       this.dispatchEvent(new CustomEvent("prefixes", { detail: message.prefixes }));

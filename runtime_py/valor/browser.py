@@ -7,7 +7,10 @@ The worker's JavaScript only moves messages; everything else happens here, in th
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +25,7 @@ from .runtime import Runtime
 from .status import reason
 from .store.indexeddb import IndexedDBBackend, database_name
 from .streaming import Stream
+from .threadless import run_threads_inline
 from .wire import RequestMessage, ResponseMessage
 
 BROWSER_LOADERS: dict[str, Loader] = {
@@ -30,6 +34,10 @@ BROWSER_LOADERS: dict[str, Loader] = {
     **BROWSER_KIND_LOADERS,
 }
 """``{kind: loader}`` for the browser; other kinds add their browser loaders here."""
+
+PULL_BYTES = 256 * 1024
+"""Bytes a pull of a streamed answer carries at most from parts that are ready at once (the
+first part, whatever its size, always goes alone or first)."""
 
 LOAD_PAUSE = 0.004
 """Seconds between two plug-ins' starts at boot. Pyodide runs an awaited zero sleep as an
@@ -71,6 +79,7 @@ class BrowserHost:
         self._streams: dict[int, Stream] = {}  # streamed answers being read, by id
         self._last_stream = 0
         self._pulling: dict[int, asyncio.Future[Any]] = {}  # a part being made, by stream id
+        self._ahead: dict[int, asyncio.Task[bytes | None]] = {}  # the next part, for a pull
 
     @property
     def prefixes(self) -> list[str]:
@@ -118,8 +127,10 @@ class BrowserHost:
         return asyncio.ensure_future(_answer_later(task, self._to_js))
 
     def pull(self, stream_id: int) -> Any:
-        """The next part of a streamed answer, as a fresh ``Uint8Array`` (a promise of it);
-        ``None`` once the stream is over. A stream that fails rejects, with its error."""
+        """The next parts of a streamed answer, as one fresh ``Uint8Array`` (a promise of it):
+        the next part, and every part ready after it, up to ``PULL_BYTES``; ``None`` once the
+        stream is over. A stream that fails rejects, with its error (after the parts before
+        the failure)."""
         pulling = asyncio.ensure_future(self._pull(stream_id))
         self._pulling[stream_id] = pulling
         return pulling
@@ -129,23 +140,43 @@ class BrowserHost:
         stream = self._streams.pop(stream_id, None)
         if stream is None:
             return None
-        return asyncio.ensure_future(_close(stream, self._pulling.pop(stream_id, None)))
+        ahead = self._ahead.pop(stream_id, None)
+        return asyncio.ensure_future(_close(stream, self._pulling.pop(stream_id, None), ahead))
 
     async def _pull(self, stream_id: int) -> Any:
         stream = self._streams.get(stream_id)
         if stream is None:
             return None
         try:
-            part = await stream.__anext__()
-        except BaseException as exc:
+            ahead = self._ahead.pop(stream_id, None)
+            part = await (ahead if ahead is not None else _next_part(stream))
+            if part is None:
+                self._streams.pop(stream_id, None)
+                await stream.aclose()
+                return None
+            parts = [part]
+            size = len(part)
+            # Parts ready now go with it: a generator of many small parts would otherwise cost
+            # a round trip through the service worker each. The first that is not ready (or
+            # the end, or an error) waits for the next pull.
+            while size < PULL_BYTES:
+                following = asyncio.Task(_next_part(stream), loop=self.loop, eager_start=True)
+                if not following.done() or following.exception() is not None:
+                    self._ahead[stream_id] = following
+                    break
+                part = following.result()
+                if part is None:
+                    self._ahead[stream_id] = following
+                    break
+                parts.append(part)
+                size += len(part)
+        except BaseException:
             self._streams.pop(stream_id, None)
             await stream.aclose()
-            if isinstance(exc, StopAsyncIteration):
-                return None
             raise
         finally:
             self._pulling.pop(stream_id, None)
-        return to_js(part)
+        return to_js(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def _to_js(self, response: ResponseMessage) -> Any:
         body = response["body"]
@@ -156,8 +187,37 @@ class BrowserHost:
         self._streams[self._last_stream] = body
         return to_js_response({**response, "body": None}, self._last_stream)
 
+    def report_errors(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(json)`` with each error the runtime logs under an error id (a
+        plug-in that failed, before or after its answer): ``{"message", "error_id",
+        "traceback"}``, for the page's ``Valor.detail.errors``."""
+        logging.getLogger("valor").addHandler(_ErrorReporter(callback))
+
     async def close(self) -> None:
         await self.runtime.close()
+
+
+class _ErrorReporter(logging.Handler):
+    """Hands the runtime's errors logged under an error id to the page."""
+
+    def __init__(self, callback: Callable[[str], None]) -> None:
+        super().__init__(logging.ERROR)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        found = _ERROR_ID.search(message)
+        if found is None:
+            return
+        trace = "".join(traceback.format_exception(*record.exc_info)) if record.exc_info else ""
+        error = {"message": message, "error_id": found.group(1), "traceback": trace}
+        try:
+            self.callback(json.dumps(error))
+        except Exception:  # the page's side failing must not fail the runtime's logging
+            self.handleError(record)
+
+
+_ERROR_ID = re.compile(r"\[error_id=([0-9a-f]+)\]")
 
 
 async def start(
@@ -179,6 +239,7 @@ async def start(
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
     run_late_timers_at_once(type(asyncio.get_running_loop()))
+    run_threads_inline()  # after the requirements' install: FastAPI's sync endpoints
     root_path = root_path.rstrip("/")
     # The plug-ins' stores: the site's IndexedDB database, shared by every tab of the site.
     store = IndexedDBBackend(database_name(root_path + "/"))
@@ -190,13 +251,6 @@ async def start(
     if on_change is not None:
         runtime.subscribe(lambda: on_change(to_js(host.prefixes)))
     return host
-
-
-async def install(urls: list[str]) -> None:
-    """Install plug-in requirements from wheels in the bundle (never from an index)."""
-    from .wheels import install as install_wheels
-
-    await install_wheels(list(urls))
 
 
 # Which host answered: the one header in which the two hosts' answers differ, by design.
@@ -211,11 +265,24 @@ def to_js_response(response: ResponseMessage, stream_id: int | None = None) -> A
     return to_js(answer if stream_id is None else [*answer, stream_id])
 
 
-async def _close(stream: Stream, pulling: asyncio.Future[Any] | None) -> None:
-    if pulling is not None and not pulling.done():
-        pulling.cancel()  # a generator cannot be closed while it makes a part
-        await asyncio.wait({pulling})
+async def _close(
+    stream: Stream, pulling: asyncio.Future[Any] | None, ahead: asyncio.Future[Any] | None
+) -> None:
+    for making in (pulling, ahead):
+        if making is not None and not making.done():
+            making.cancel()  # a generator cannot be closed while it makes a part
+            await asyncio.wait({making})
+        elif making is not None and not making.cancelled():
+            making.exception()  # retrieved: the page is gone, nobody reads it
     await stream.aclose()
+
+
+async def _next_part(stream: Stream) -> bytes | None:
+    """The stream's next part, or None at its end."""
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
 
 
 async def _answer_later(

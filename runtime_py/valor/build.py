@@ -8,6 +8,7 @@ Slow steps (npm, pip) are cached, so a rerun only copies files.
 from __future__ import annotations
 
 import argparse
+import ast
 import base64
 import gzip
 import hashlib
@@ -28,6 +29,7 @@ from typing import Any
 
 from . import snapshot as snapshot_file
 from .errors import ManifestError
+from .loaders.python import package_module
 from .manifest import SERVER_ONLY_KINDS, Manifest, PluginSpec, load_manifest
 from .runtime import intercept_prefixes
 
@@ -51,12 +53,21 @@ KIND_FILES = {
     "kinds/pool.mjs": "loaders/js_host/pool.mjs",
     "kinds/boot.mjs": "loaders/js_host/boot.mjs",
 }
+# The site's top-level names that the bundle writes itself: --include cannot replace them.
+RESERVED_SITE_NAMES = frozenset(
+    ["pyodide", "wheels", "plugins", "kinds", "valor-bundle.json", "snapshot.bin", "plugins.zip"]
+)
 BUILD_PLACEHOLDER = "/*__VALOR_BUILD__*/null"
 SNAPSHOT_FILE = "snapshot.bin"
 # The plug-ins' files in one archive, which the runtime worker fetches and unpacks at boot: one
 # request instead of one per file (each costs the worker and the service worker a few ms).
 FILES_ARCHIVE = "plugins.zip"
+# The requirements' wheels unpacked as an installer lays them out, in one stored archive: the
+# runtime worker copies it into site-packages as it does the runtime wheel, where loading an
+# installer (micropip) and installing each wheel took seconds on every boot with FastAPI.
+REQUIREMENTS_ARCHIVE = "requirements.zip"
 SNAPSHOT_SCRIPT = "snapshot.mjs"  # run with Node; ships in the package
+PRECOMPILE_SCRIPT = "precompile.mjs"  # the requirements' bytecode, with Node too
 SNAPSHOT_TIMEOUT = 300  # seconds for Node to make the snapshot (a few on a quiet machine)
 SKIP_NAMES = {"__pycache__", "node_modules", "target", "build", "dist"}
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -77,8 +88,10 @@ class Bundle:
     files: list[str] = field(default_factory=list)
     files_archive: str = FILES_ARCHIVE
     runtime_wheel: str = ""
-    installer_wheels: list[str] = field(default_factory=list)
     requirement_wheels: list[str] = field(default_factory=list)
+    requirements_archive: str | None = None
+    """The requirement wheels' files, laid out as installed, in one stored archive, which the
+    runtime worker writes into site-packages before Python starts (no installer at boot)."""
     assets: list[str] = field(default_factory=list)
     snapshot: dict[str, Any] | None = None
     """``{path, key, bytes, gzip_bytes}`` of the memory snapshot, or ``None`` without one."""
@@ -158,6 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a server host running the same manifest (valor serve --cors ORIGIN) that answers "
         "while this tab's runtime boots",
     )
+    parser.add_argument(
+        "--include",
+        metavar="PATH",
+        action="append",
+        default=[],
+        help="a page or file of your own (a folder: its files) to put in the site and keep for "
+        "offline use with the bundle; repeatable",
+    )
     parser.add_argument("--serve", action="store_true", help="then serve the site on localhost")
     parser.add_argument("--host", default="127.0.0.1", help="with --serve (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="with --serve (default: 8080)")
@@ -172,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             quiet=args.quiet,
             snapshot=args.snapshot,
             fallback=args.fallback,
+            include=args.include,
         )
     except (BuildError, ManifestError) as exc:
         print(f"\nvalor build: error: {exc}", file=sys.stderr)
@@ -212,14 +234,18 @@ def build(
     quiet: bool = False,
     snapshot: bool = True,
     fallback: str | None = None,
+    include: Iterable[str | Path] = (),
 ) -> Bundle:
     """Build the site into ``out`` (replaced) and return what was written. ``snapshot`` makes
     the memory snapshot the browser boots from; ``fallback`` is the URL of a server host that
-    answers while a tab's runtime boots."""
+    answers while a tab's runtime boots; ``include`` adds the site's own pages and files (a
+    file at the site's root, a folder's files at their paths inside it), kept for offline use
+    with the rest (an ``index.html`` of yours replaces the demo page)."""
+    own = _own_files(include)
     out = Path(out)
     cache_dir = Path(cache or os.environ.get("VALOR_CACHE") or _default_cache())
     bundle = Bundle(base=_normalise_base(base), fallback=_check_fallback(fallback))
-    progress = Progress(total=8, quiet=quiet)
+    progress = Progress(total=7, quiet=quiet)
 
     with progress.step("Checking the manifest") as notes:
         manifest, specs = _check_manifest(Path(manifest_path), progress)
@@ -254,31 +280,38 @@ def build(
                     notes.append(f"{size / 1e6:.1f} MB, {packed / 1e6:.1f} MB gzipped")
             else:
                 notes.append("skipped: --no-snapshot")
-        with progress.step("Fetching micropip and packaging with pip") as notes:
-            for name in ("micropip", "packaging"):
-                version = lock["packages"][name]["version"]
-                path = _pip_download(cache_dir, [f"{name}=={version}"], None, notes)[0]
-                _copy(path, staging / "wheels" / path.name)
-                bundle.installer_wheels.append(f"wheels/{path.name}")
         with progress.step("Fetching plug-in requirements with pip") as notes:
             platform = pyodide_platform(lock)
             seen: set[str] = set()
             for spec in specs:
-                if not spec.requirements:
-                    continue
-                requirements = list(spec.requirements)
-                for path in _pip_download(cache_dir, requirements, spec, notes, platform):
+                wheels = []
+                if spec.requirements:
+                    requirements = list(spec.requirements)
+                    wheels = _pip_download(cache_dir, requirements, spec, notes, platform)
+                for path in wheels:
                     if path.name not in seen:
                         seen.add(path.name)
                         _copy(path, staging / "wheels" / path.name)
                         bundle.requirement_wheels.append(f"wheels/{path.name}")
+                uncovered = _uncovered_imports(spec, wheels)
+                if uncovered:
+                    progress.warn(
+                        f"plug-in {spec.name!r} imports {', '.join(uncovered)}, which neither"
+                        " its requirements nor Python's standard library provide: the browser"
+                        " will not have it (add it to 'requirements')"
+                    )
+            if bundle.requirement_wheels:
+                entries = _installed([staging / name for name in bundle.requirement_wheels])
+                entries.update(_bytecode(cache_dir, pyodide_dir, entries, progress, notes))
+                _write_zip(staging / REQUIREMENTS_ARCHIVE, sorted(entries.items()))
+                bundle.requirements_archive = REQUIREMENTS_ARCHIVE
             notes.append(f"{len(seen)} wheels")
         with progress.step("Copying plug-ins") as notes:
             bundle.files = _copy_plugins(manifest, specs, staging / "plugins", bundle.fallback)
             _archive(staging, bundle.files, staging / bundle.files_archive)
             notes.append(f"{len(bundle.files)} files")
         with progress.step("Writing the site") as notes:
-            _write_site(staging, bundle)
+            _write_site(staging, bundle, own)
             notes.append(f"version {bundle.version}")
         if out.exists():
             shutil.rmtree(out)
@@ -303,8 +336,65 @@ def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[Plug
             continue
         if spec.path is not None and not spec.path.exists():
             raise BuildError(f"plug-in {spec.name!r}: file {str(spec.path)!r} not found")
+        for source in _python_sources(spec):
+            _compile(spec, source)
         specs.append(spec)
     return manifest, specs
+
+
+def _python_sources(spec: PluginSpec) -> list[Path]:
+    """A python or asgi plug-in's Python files: its module, or its whole package."""
+    if spec.type not in ("python", "asgi") or spec.path is None or not spec.path.is_file():
+        return []
+    top = _package_folder(spec)
+    return sorted(top.rglob("*.py")) if top is not None else [spec.path]
+
+
+def _compile(spec: PluginSpec, source: Path) -> None:
+    """Refuse a plug-in whose Python does not compile: the browser would only say so at boot."""
+    try:
+        compile(source.read_bytes(), str(source), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise BuildError(
+            f"plug-in {spec.name!r}: syntax error in {source} line {exc.lineno}: {exc.msg}"
+        ) from None
+    except ValueError as exc:  # a NUL byte
+        raise BuildError(f"plug-in {spec.name!r}: {source} cannot be compiled: {exc}") from None
+
+
+def _uncovered_imports(spec: PluginSpec, wheels: list[Path]) -> list[str]:
+    """The modules a plug-in's Python files import that the browser will not have: not in
+    Python's standard library, not beside the plug-in, not in its requirements' wheels
+    (dependencies included), as ``name (file:line)``."""
+    sources = _python_sources(spec)
+    if not sources:
+        return []
+    provided = {"valor", "js", "pyodide", "pyodide_js"}  # Pyodide provides these
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            for name in archive.namelist():
+                top = name.split("/", 1)[0]
+                if not top.endswith((".dist-info", ".data")):
+                    provided.add(top.removesuffix(".py"))
+    found = []
+    top_package = _package_folder(spec)
+    assert spec.path is not None
+    folders = {spec.path.parent, *([top_package.parent] if top_package else [])}
+    beside = {path.stem for folder in folders for path in folder.iterdir()}
+    for source in sources:
+        tree = ast.parse(source.read_bytes(), str(source))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            for name in names:
+                top = name.split(".", 1)[0]
+                if top in sys.stdlib_module_names or top in provided or top in beside:
+                    continue
+                found.append(f"{top} ({source.name}:{node.lineno})")
+    return found
 
 
 def _check_fallback(url: str | None) -> str | None:
@@ -433,7 +523,7 @@ def pyodide_platform(lock: dict[str, Any]) -> str:
 def _pip_download(
     cache_dir: Path,
     requirements: list[str],
-    spec: PluginSpec | None,
+    spec: PluginSpec,
     notes: list[str],
     platform: str | None = None,
 ) -> list[Path]:
@@ -461,14 +551,12 @@ def _pip_download(
         "--only-binary=:all:", *tags, "--python-version", PYODIDE_PYTHON,
         "--dest", str(folder), *requirements,
     ]  # fmt: skip
-    if spec is None:
-        command.insert(4, "--no-deps")
-    owner = f"plug-in {spec.name!r}: " if spec else ""
+    owner = f"plug-in {spec.name!r}: "
     try:
         _run(command, f"{owner}pip could not download {', '.join(requirements)}")
     except BuildError as exc:
         missing = re.search(r"No matching distribution found for (\S+)", str(exc))
-        if missing and spec is not None:
+        if missing:
             compiled = f" nor a wheel built for Pyodide ({platform}, {cp})" if platform else ""
             raise BuildError(
                 f"{owner}requirement {missing.group(1)!r} has no pure-Python wheel{compiled} "
@@ -515,10 +603,16 @@ def _copy_plugins(
                 for path in sources:
                     _copy(path, folder / path.relative_to(base_dir))
             else:
-                relative = f"_external/{spec.name}/{spec.path.name}"
-                sources = _walk(spec.path) if spec.path.is_dir() else [spec.path]
+                # A module in a package comes with its whole package, for its imports.
+                top = _package_folder(spec)
+                above = top.parent if top is not None else spec.path.parent
+                relative = f"_external/{spec.name}/{spec.path.relative_to(above).as_posix()}"
+                if top is not None:
+                    sources = _walk(top)
+                else:
+                    sources = _walk(spec.path) if spec.path.is_dir() else [spec.path]
                 for path in sources:
-                    inside = path.relative_to(spec.path.parent)
+                    inside = path.relative_to(above)
                     _copy(path, folder / "_external" / spec.name / inside)
             entry["path"] = relative
         entries.append(entry)
@@ -526,6 +620,17 @@ def _copy_plugins(
     # Every file copied, build/ outputs included: the runtime worker loads exactly these.
     copied = (p for p in folder.rglob("*") if p.is_file())
     return sorted(f"plugins/{p.relative_to(folder).as_posix()}" for p in copied)
+
+
+def _package_folder(spec: PluginSpec) -> Path | None:
+    """The top package folder of a plug-in's module, if it is in one."""
+    assert spec.path is not None
+    module, colon, _ = spec.source.get("app", "").rpartition(":")
+    dotted = module if colon else package_module(spec.path)
+    if not dotted:
+        return None
+    depth = dotted.count(".") + (1 if spec.path.name == "__init__.py" else 0)
+    return spec.path.parents[depth - 1] if depth else None
 
 
 def _stand_in(spec: PluginSpec, fallback: str | None) -> dict[str, Any]:
@@ -541,6 +646,69 @@ def _archive(folder: Path, files: list[str], target: Path) -> None:
     _write_zip(target, ((name, (folder / name).read_bytes()) for name in files))
 
 
+def _installed(wheels: list[Path]) -> dict[str, bytes]:
+    """The wheels' files as installed in site-packages, ``{path: bytes}``: each wheel's
+    entries as they are, a ``NAME.data/purelib`` or ``platlib`` folder's at the top (its
+    scripts and headers left out); the first wheel to hold a path wins."""
+    entries: dict[str, bytes] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            for info in archive.infolist():
+                if info.is_dir():
+                    continue
+                parts = info.filename.split("/")
+                if parts[0].endswith(".data"):
+                    if len(parts) < 3 or parts[1] not in ("purelib", "platlib"):
+                        continue
+                    parts = parts[2:]
+                entries.setdefault("/".join(parts), archive.read(info))
+    return entries
+
+
+def _bytecode(
+    cache_dir: Path,
+    pyodide_dir: Path,
+    entries: dict[str, bytes],
+    progress: Progress,
+    notes: list[str],
+) -> dict[str, bytes]:
+    """The ``__pycache__`` files of ``entries``' modules, compiled by Pyodide's Python under
+    Node (cached by Pyodide, files and script): a tab imports them without compiling source.
+    Without Node, or when it fails, a warning and none: the browser compiles at import."""
+    script = PACKAGE_DIR / PRECOMPILE_SCRIPT
+    digest = hashlib.sha256(PYODIDE_VERSION.encode() + script.read_bytes())
+    for name, data in sorted(entries.items()):
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    cached = cache_dir / "bytecode" / f"{digest.hexdigest()[:16]}.zip"
+    if not cached.exists():
+        node = shutil.which("node")
+        if node is None:
+            progress.warn("Node.js is not installed: the requirements ship without bytecode")
+            return {}
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as work:
+            source = Path(work) / "site.zip"
+            _write_zip(source, sorted(entries.items()))
+            partial = cached.with_suffix(".partial")
+            command = [node, str(script), str(pyodide_dir.resolve()), str(source), str(partial)]
+            try:
+                result = subprocess.run(
+                    command, capture_output=True, text=True, timeout=SNAPSHOT_TIMEOUT
+                )
+            except subprocess.TimeoutExpired:
+                result = None
+            if result is None or result.returncode != 0:
+                why = "timed out" if result is None else (result.stderr or result.stdout).strip()
+                progress.warn(f"the requirements ship without bytecode: node failed: {why[-600:]}")
+                partial.unlink(missing_ok=True)
+                return {}
+            partial.rename(cached)
+    with zipfile.ZipFile(cached) as archive:
+        compiled = {info.filename: archive.read(info) for info in archive.infolist()}
+    notes.append(f"{len(compiled)} modules compiled")
+    return compiled
+
+
 def _write_zip(target: Path, entries: Iterable[tuple[str, bytes]]) -> None:
     """A zip archive of ``(name, data)`` entries, byte-identical for identical entries (one
     fixed date). Stored, not compressed: the runtime worker copies the files out in JavaScript
@@ -550,13 +718,33 @@ def _write_zip(target: Path, entries: Iterable[tuple[str, bytes]]) -> None:
             archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
 
 
-def _write_site(staging: Path, bundle: Bundle) -> None:
+def _own_files(include: Iterable[str | Path]) -> dict[str, Path]:
+    """The site's own files to add: ``{name in the site: source}``."""
+    own: dict[str, Path] = {}
+    for given in include:
+        source = Path(given)
+        if source.is_dir():
+            own.update({p.relative_to(source).as_posix(): p for p in _walk(source)})
+        elif source.is_file():
+            own[source.name] = source
+        else:
+            raise BuildError(f"--include {str(given)!r}: no such file or folder")
+    return own
+
+
+def _write_site(staging: Path, bundle: Bundle, own: dict[str, Path] | None = None) -> None:
     for name in SITE_FOLDERS:
         source = _site_folder(name)
         for path in _walk(source):
             _copy(path, staging / path.relative_to(source))
     for name, source in KIND_FILES.items():
         _copy(PACKAGE_DIR / source, staging / name)
+    for name, source in (own or {}).items():
+        target = staging / name
+        top = name.split("/", 1)[0]
+        if name != "index.html" and (target.exists() or top in RESERVED_SITE_NAMES):
+            raise BuildError(f"--include: {name!r} would replace the bundle's own {top!r}")
+        _copy(source, target)
     # Every file written, build/ outputs of plug-ins included: the service worker keeps them all
     # (the plug-ins' files too: the runtime worker takes them from plugins.zip, but a js
     # plug-in's workers import its script by URL).
@@ -575,8 +763,8 @@ def _write_site(staging: Path, bundle: Bundle) -> None:
         "files": bundle.files,
         "files_archive": bundle.files_archive,
         "runtime_wheel": bundle.runtime_wheel,
-        "installer_wheels": bundle.installer_wheels,
         "requirement_wheels": bundle.requirement_wheels,
+        "requirements_archive": bundle.requirements_archive,
         "assets": bundle.assets,
         "snapshot": bundle.snapshot,
         "snapshot_in_browser": bundle.snapshot_in_browser,

@@ -4,8 +4,8 @@
 
 builds the bundle and serves it (the browser host, with the demo page) on ``--port``, runs
 ``valor serve`` (the server host) on ``--server-port``, and watches the manifest's folder: on a
-change it recompiles C plug-ins whose sources changed, rebuilds the bundle, restarts the server
-and reloads open demo pages. On the site,
+change it recompiles C plug-ins and Rust crates whose sources changed, rebuilds the bundle,
+restarts the server and reloads open demo pages. On the site,
 ``/_server/...`` is the server host through a same-origin proxy, so the demo page at
 ``/?server=/_server/`` can send each request to either host.
 """
@@ -225,10 +225,12 @@ class Dev:
         return True
 
     def compile(self, sources: set[Path]) -> None:
-        """Rebuild the C plug-ins of the folders holding ``sources`` (``valor.toolchain``)."""
+        """Rebuild the C plug-ins and Rust crates of the folders holding ``sources``
+        (``valor.toolchain``)."""
         from .toolchain import BuildError, build
 
-        for folder in sorted({source.parent for source in sources}):
+        folders = {folder for source in sources if (folder := _sources_folder(source))}
+        for folder in sorted(folders):
             outputs = folder.parent / "build"
             before = _mtimes(outputs)
             try:
@@ -248,7 +250,7 @@ class Dev:
             return
         shown = ", ".join(sorted(os.path.relpath(p) for p in paths)[:5])
         self.say(f"valor dev: changed: {shown}")
-        self.compile({Path(p) for p in paths if p.endswith((".c", ".h"))})
+        self.compile({Path(p) for p in paths})
         self.rebuild()
         self.server.restart()
         self.version += 1  # open demo pages reload
@@ -257,7 +259,8 @@ class Dev:
         from watchfiles import watch
 
         out = self.out.resolve()
-        self.compile({p for p in self.manifest.parent.rglob("*.c") if not p.is_relative_to(out)})
+        sources = [*self.manifest.parent.rglob("*.c"), *self.manifest.parent.rglob("Cargo.toml")]
+        self.compile({p for p in sources if not p.is_relative_to(out)})
         self._compiled.clear()
         self.rebuild()
         self.server.start()
@@ -330,6 +333,18 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         dev.run(stop)
     return 0
+
+
+def _sources_folder(path: Path) -> Path | None:
+    """The folder ``valor.toolchain`` builds for a changed source: a C file's own, the folder
+    holding a Rust crate for its ``.rs`` files and ``Cargo.toml``; None for any other file."""
+    if path.suffix in (".c", ".h"):
+        return path.parent
+    if path.suffix == ".rs" or path.name == "Cargo.toml":
+        for folder in path.parents:
+            if (folder / "Cargo.toml").is_file():
+                return folder.parent
+    return None
 
 
 def _mtimes(folder: Path) -> dict[str, float]:

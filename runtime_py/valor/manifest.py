@@ -3,9 +3,11 @@
 ``{"store"?, "plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
 "requirements"?, "isolation"?, "limits"?, "app"?, "store"?, "outbound"?}]}``. Paths are relative
 to the manifest's folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module
-(default ``app``); ``outbound`` is ``{"allow": [host, ...]}``, where the plug-in may call out.
-The top-level ``store`` is the server's store URL (docs/state.md); a plug-in's ``store`` names a
-namespace it shares with the plug-ins that name the same (default: its name).
+(default ``app``), or a module and its application as uvicorn does (``readinglist.main:app``,
+``path`` then left out: the module is found in the manifest's folder); ``outbound`` is
+``{"allow": [host, ...]}``, where the plug-in may call out. The top-level ``store`` is the
+server's store URL (docs/state.md); a plug-in's ``store`` names a namespace it shares with the
+plug-ins that name the same (default: its name).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: "$" would let a 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
 _KNOWN_FIELDS |= {"isolation", "limits", "app", "store", "outbound"}
-_APP = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+_APP = re.compile(rf"^({_DOTTED}:)?{_DOTTED}$")
 # An allowed host (fullmatch): a name or address, "*." before a name for its subdomains,
 # ":port" after.
 _ALLOWED_HOST = re.compile(
@@ -163,7 +166,21 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
 
     path: Path | None = None
     url: str | None = None
-    if kind in KINDS_WITH_PATH:
+    app = entry.get("app", "app")
+    if kind != "asgi" and "app" in entry:
+        raise fail("app", "is only for type 'asgi'")
+    if not isinstance(app, str) or not _APP.match(app):
+        raise fail(
+            "app",
+            "must name a module attribute, like 'app' or 'api.app', or a module's, like "
+            f"'readinglist.main:app', got {app!r}",
+        )
+    module, colon, _ = app.rpartition(":")
+    if colon and "path" not in entry:  # as uvicorn's readinglist.main:app
+        path = _module_file(base_dir, module)
+        if path is None:
+            raise fail("app", f"names module {module!r}, which is not in {str(base_dir)!r}")
+    elif kind in KINDS_WITH_PATH:
         raw_path = entry.get("path")
         if not isinstance(raw_path, str) or not raw_path:
             raise fail("path", f"is required for type {kind!r} (a file relative to the manifest)")
@@ -189,11 +206,6 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     requirements = entry.get("requirements", [])
     if not isinstance(requirements, list) or not all(isinstance(r, str) for r in requirements):
         raise fail("requirements", "must be a list of requirement strings")
-    app = entry.get("app", "app")
-    if kind != "asgi" and "app" in entry:
-        raise fail("app", "is only for type 'asgi'")
-    if not isinstance(app, str) or not _APP.match(app):
-        raise fail("app", f"must name a module attribute, like 'app' or 'api.app', got {app!r}")
 
     isolation = entry.get("isolation", "none")
     if isolation not in ISOLATIONS or (isolation != "none" and kind != "python"):
@@ -252,3 +264,12 @@ def _outbound(entry: dict[str, Any], fail: Any) -> tuple[str, ...] | None:
                 "'*.example.org' or '127.0.0.1:8080'",
             )
     return tuple(host.lower() for host in allow)
+
+
+def _module_file(base_dir: Path, module: str) -> Path | None:
+    """The file of a dotted module below ``base_dir`` (a module or a package), if there."""
+    target = base_dir.joinpath(*module.split("."))
+    for candidate in (target.with_suffix(".py"), target / "__init__.py"):
+        if candidate.is_file():
+            return candidate.resolve()
+    return None

@@ -21,7 +21,7 @@ from typing import Any
 
 from .deadlines import DeadlineExceeded
 from .errors import BodyError
-from .loaders.asgi import AsgiPlugin, _server, scope_paths
+from .loaders.asgi import AsgiPlugin, _server, scope_headers, scope_paths
 from .outbound import CALLING, Calling
 from .responses import error_message
 from .runtime import (
@@ -42,6 +42,7 @@ from .server import (
     Scope,
     Send,
     _Body,
+    _client,
     _disconnect,
     _has_body,
     _host,
@@ -62,9 +63,10 @@ _name = itemgetter(0)
 class PassThrough:
     """Serves the requests that reach an ``asgi`` plug-in; ``active`` while one is mounted."""
 
-    def __init__(self, runtime: Runtime, body_timeout: float) -> None:
+    def __init__(self, runtime: Runtime, body_timeout: float, root_path: str = "") -> None:
         self.runtime = runtime
         self.body_timeout = body_timeout
+        self.root_path = root_path
         self.active = False
         # Where each path leads (None: not to an asgi plug-in), and the scope's ``server`` for
         # each valid Host: worked out once each, until the mounts change. Bounded.
@@ -81,13 +83,17 @@ class PassThrough:
         other request and for those the message path refuses before routing (a bad Host, a
         body announced too large), which it then answers."""
         raw_path = scope.get("raw_path")
+        root_path = scope.get("root_path") or self.root_path
         if raw_path and not scope.get("root_path"):
             full_path = raw_path.decode("latin-1")
         else:
             full_path = _target_path(scope)
-        route = self._routes.get(full_path, _UNKNOWN)
-        if route is _UNKNOWN:
-            route = self._route(full_path)
+        if root_path:  # routes are cached for the usual server, without one
+            route = self._route(full_path, root_path)
+        else:
+            route = self._routes.get(full_path, _UNKNOWN)
+            if route is _UNKNOWN:
+                route = self._route(full_path)
         if route is None:
             return None
         query = scope.get("query_string", b"")
@@ -96,8 +102,7 @@ class PassThrough:
         scheme = scope.get("scheme", "http")
         raw = scope["headers"]
         named = dict(raw)
-        # The usual request: each name once, in lower case (as ASGI servers give them), no
-        # body. The runtime's headers for the app (``Runtime.forwarded_headers``), on the bytes.
+        # The usual request: each name once, in lower case (as ASGI servers give them), no body.
         if (
             len(named) == len(raw)
             and b"content-length" not in named
@@ -112,13 +117,9 @@ class PassThrough:
                 if server is None:
                     return None
             request_id = named.get(b"x-request-id")
-            headers = sorted(raw, key=_name)
-            if b"x-forwarded-prefix" in named:  # a client's, never the app's
-                headers = [pair for pair in headers if pair[0] != b"x-forwarded-prefix"]
             if not request_id:
                 request_id = new_request_id().encode()
-                headers.append((b"x-request-id", request_id))
-            headers.append((b"x-forwarded-prefix", route.prefix))
+            headers = sorted(raw, key=_name)
             call = _Call(self, route, scope, receive, send, full_path, request_id)
         else:
             general = self._general(scope, receive, send, route, full_path, scheme)
@@ -127,7 +128,14 @@ class PassThrough:
             call, headers, server = general
         upper = call.upper
         call.app_scope = route.plugin.http_scope(
-            "GET" if upper == "HEAD" else upper, scheme, route.paths, query, headers, server
+            "GET" if upper == "HEAD" else upper,
+            scheme,
+            route.paths,
+            query,
+            headers,
+            server,
+            _client(scope),
+            call.correlation_id.decode("latin-1"),
         )
         return call
 
@@ -150,24 +158,21 @@ class PassThrough:
             has_body = _has_body(scope, headers, runtime.max_body_size)
         except BodyTooLarge:
             return None
-        request_id = _header(headers, "x-request-id")
-        correlation_id = request_id or new_request_id()
-        forwarded = runtime.forwarded_headers(headers, route.spec, correlation_id, request_id)
+        correlation_id = _header(headers, "x-request-id") or new_request_id()
         call = _Call(self, route, scope, receive, send, full_path, correlation_id.encode("latin-1"))
         if has_body:
             call.body = None  # read before the app is called
-        encoded = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in forwarded]
-        return call, encoded, _server(scheme, host)
+        return call, scope_headers(headers), _server(scheme, host)
 
-    def _route(self, full_path: str) -> _Route | None:
+    def _route(self, full_path: str, root_path: str = "") -> _Route | None:
         found = self.runtime.plugin_at(full_path)
         route = None
         if found is not None and type(found[0].plugin) is AsgiPlugin and "#" not in full_path:
             mount, raw_path, path = found
-            prefix = self.runtime.forwarded_prefix(mount.spec)
+            prefix = self.runtime.forwarded_prefix(mount.spec, root_path)
             paths = scope_paths(prefix, _below(raw_path, path, mount.spec.prefix))
-            route = _Route(mount, paths, prefix.encode("latin-1"))
-        if len(self._routes) < _CACHED:
+            route = _Route(mount, paths)
+        if not root_path and len(self._routes) < _CACHED:
             self._routes[full_path] = route
         return route
 
@@ -183,16 +188,15 @@ class PassThrough:
 
 
 class _Route:
-    """Where a path leads: the mount, and the app scope's paths and x-forwarded-prefix."""
+    """Where a path leads: the mount, and the app scope's paths."""
 
-    __slots__ = ("mount", "name", "paths", "plugin", "prefix", "spec")
+    __slots__ = ("mount", "name", "paths", "plugin", "spec")
 
-    def __init__(self, mount: Mount, paths: tuple[str, bytes, str], prefix: bytes) -> None:
+    def __init__(self, mount: Mount, paths: tuple[str, bytes, str]) -> None:
         self.mount = mount
         self.spec = mount.spec
         self.plugin: AsgiPlugin = mount.plugin  # type: ignore[assignment]
         self.paths = paths
-        self.prefix = prefix
         self.name = mount.spec.name.encode("latin-1")
 
 

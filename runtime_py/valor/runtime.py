@@ -20,7 +20,7 @@ from urllib.parse import unquote
 from .concurrency import PluginBusy
 from .deadlines import DeadlineExceeded, Deadlines
 from .errors import LOAD_FAILURES, BodyError, ManifestError, PluginCrashed, PluginLoadError
-from .loaders import Loader, Plugin
+from .loaders import Forwarding, Loader, Plugin
 from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
 from .outbound import CALLING, Calling, release
@@ -526,7 +526,15 @@ class Runtime:
         request_id: str | None,
     ) -> ResponseMessage:
         spec = mount.spec
-        headers = self.forwarded_headers(message["headers"], spec, correlation_id, request_id)
+        root_path = message.get("root_path", "")
+        plugin = mount.plugin
+        handle_forwarded = getattr(plugin, "handle_forwarded", None)
+        if handle_forwarded is None:
+            headers = self.forwarded_headers(
+                message["headers"], spec, correlation_id, request_id, root_path
+            )
+        else:  # the client's headers; the rest beside them (an ASGI app's scope)
+            headers = message["headers"]
         method = message["method"].upper()
         forwarded: RequestMessage = {
             "url": origin + _below(raw_path, path, spec.prefix) + query,
@@ -541,7 +549,12 @@ class Runtime:
         # For its calls out: who calls (and whose call this is, for a sibling's), with what id.
         calling = CALLING.set(Calling(self, spec, correlation_id, origin, CALLING.get()))
         try:
-            answer = await mount.plugin.handle(forwarded)
+            if handle_forwarded is None:
+                answer = await plugin.handle(forwarded)
+            else:
+                prefix = self.forwarded_prefix(spec, root_path)
+                forwarding = Forwarding(correlation_id, prefix, message.get("client"))
+                answer = await handle_forwarded(forwarded, forwarding)
             stream = streamed(answer)
             if stream is not None:
                 await stream.start()  # its first part, under the plug-in's timeout
@@ -572,6 +585,7 @@ class Runtime:
         spec: PluginSpec,
         correlation_id: str,
         request_id: str | None,
+        root_path: str = "",
     ) -> list[list[str]]:
         """The request headers a plug-in gets: a new list (the host's stays as it came), in
         ``fetch()``'s order, with its request id and the prefix it is mounted at. A client's
@@ -580,12 +594,13 @@ class Runtime:
         forwarded = _fetch_order(headers, drop="x-forwarded-prefix")
         if not request_id:
             forwarded.append(["x-request-id", correlation_id])
-        forwarded.append(["x-forwarded-prefix", self.forwarded_prefix(spec)])
+        forwarded.append(["x-forwarded-prefix", self.forwarded_prefix(spec, root_path)])
         return forwarded
 
-    def forwarded_prefix(self, spec: PluginSpec) -> str:
-        """The path a plug-in is mounted at, as its requests' x-forwarded-prefix gives it."""
-        return self.root_path + spec.prefix.rstrip("/")
+    def forwarded_prefix(self, spec: PluginSpec, root_path: str = "") -> str:
+        """The path a plug-in is mounted at, as its requests' x-forwarded-prefix gives it:
+        under the ASGI server's ``root_path`` (a proxy's prefix) and the runtime's own."""
+        return root_path.rstrip("/") + self.root_path + spec.prefix.rstrip("/")
 
     def failure_answer(
         self, spec: PluginSpec, exc: BaseException, expired: bool

@@ -280,7 +280,7 @@ def plan(
         "src_dir": _relative(sources_dir(kind, source), base_dir),
     }
     if kind.crate:
-        fields.update(_crate_fields(name, entry["path"]))
+        fields.update(_crate_fields(name, entry["path"], source.parents[1]))
     files = {source: kind.template.format(**fields)}
     for extra, template in kind.extra:
         files[base_dir / extra.format(name=name)] = template.format(**fields)
@@ -300,7 +300,10 @@ def sources_dir(kind: Kind, source: Path) -> Path:
     return source.parents[2] if kind.crate else source.parent
 
 
-def _crate_fields(name: str, path: str) -> dict[str, str]:
+def _crate_fields(name: str, path: str, crate: Path) -> dict[str, str]:
+    """The crate's template fields; the SDK's path relative to the crate, as the examples'
+    Cargo.toml give it: the project keeps building wherever it and Valor's checkout move
+    together (an absolute path holds only on the machine that wrote it)."""
     from .toolchain import RUST_SDK
 
     if not (RUST_SDK / "Cargo.toml").is_file():
@@ -311,7 +314,7 @@ def _crate_fields(name: str, path: str) -> dict[str, str]:
     package = re.sub(r"[^A-Za-z0-9_-]", "-", name)
     return {
         "package": package if package[0].isalpha() else f"plugin-{package}",
-        "sdk": json.dumps(RUST_SDK.as_posix()),
+        "sdk": json.dumps(Path(os.path.relpath(RUST_SDK.resolve(), crate.resolve())).as_posix()),
         "native": path.removesuffix(".wasm") + ".so",
     }
 

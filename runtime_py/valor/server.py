@@ -80,18 +80,22 @@ class ValorApp:
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         passthrough: bool = True,
         store_url: str | None = None,
+        root_path: str = "",
     ) -> None:
         self.runtime = runtime
         self.store_url = store_url
         self.manifest_path = manifest_path
         self.strict = strict
         self.body_timeout = body_timeout
+        self.root_path = root_path.rstrip("/")
         self._loaded = False
         self._loading: asyncio.Future[None] | None = None
         from .passthrough import PassThrough  # it builds on this module
 
         # Requests to asgi plug-ins skip the wire message: the app gets this exchange.
-        self._passthrough = PassThrough(runtime, body_timeout) if passthrough else None
+        self._passthrough = (
+            PassThrough(runtime, body_timeout, self.root_path) if passthrough else None
+        )
 
     async def startup(self) -> None:
         """Load the manifest once; requests that come while it loads wait for it."""
@@ -126,7 +130,14 @@ class ValorApp:
         runtime = self.runtime
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         url, bad_host = _url(scope)
-        message = {"url": url, "method": scope["method"], "headers": headers, "body": None}
+        message = {
+            "url": url,
+            "method": scope["method"],
+            "headers": headers,
+            "body": None,
+            "root_path": scope.get("root_path") or self.root_path,
+            "client": _client(scope),
+        }
         head = scope["method"] == "HEAD"
         if bad_host is not None:
             # Routing never looks at Host, but the origin a plug-in sees must be a real one.
@@ -184,6 +195,7 @@ def create_app(
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     passthrough: bool = True,
     store: str | None = None,
+    root_path: str = "",
 ) -> ValorApp:
     """Build the ASGI app for a manifest: by default ``$VALOR_MANIFEST``, else
     ``plugins/plugins.json``, so ``uvicorn --factory valor.server:create_app`` serves it.
@@ -191,7 +203,9 @@ def create_app(
     With ``registry`` on, ``/_plugins`` requires ``Authorization: Bearer <token>``; without a
     ``token`` one is generated and logged. With ``passthrough`` off, ``asgi`` plug-ins are
     answered through the wire message, as in the browser host (``valor.passthrough``), for
-    comparisons.
+    comparisons. ``root_path`` is the prefix a proxy serves the app under (and strips), as
+    uvicorn's ``--root-path``: plug-ins see it in their ``x-forwarded-prefix`` and an ASGI
+    app in its ``root_path``; an ASGI server's own ``root_path`` for the request wins.
 
     ``store`` is the plug-ins' store URL (``memory:``, ``sqlite:///PATH``, ``redis://...``);
     by default the manifest's ``store``, else ``valor-store.sqlite3`` beside the manifest.
@@ -209,7 +223,13 @@ def create_app(
         store=open_backend(store, Path.cwd()) if store else None,
     )
     use_runtime_reasons()
-    return ValorApp(runtime, manifest, strict, body_timeout, passthrough, store or None)
+    return ValorApp(runtime, manifest, strict, body_timeout, passthrough, store or None, root_path)
+
+
+def _client(scope: Scope) -> tuple[str, int] | None:
+    """The peer's ``(host, port)`` from the scope (a list, from some servers), if known."""
+    client = scope.get("client")
+    return (client[0], client[1]) if client else None
 
 
 def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class RequestMessage(TypedDict):
@@ -16,6 +16,10 @@ class RequestMessage(TypedDict):
     method: str
     headers: list[list[str]]
     body: bytes | None
+    # What a host knows of the exchange beyond the request, for the runtime only (a plug-in's
+    # message never has them): the ASGI server's root path and the client's address.
+    root_path: NotRequired[str]
+    client: NotRequired[tuple[str, int] | None]
 
 
 class ResponseMessage(TypedDict):

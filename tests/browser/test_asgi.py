@@ -5,12 +5,13 @@ Chromium, and the two answers are compared in full: status, reason, headers and 
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser.conftest import Site, site_for, start_page
+from tests.browser.conftest import START, Site, fetch, site_for
 from tests.browser.test_streaming import READ_HELD
 from tests.cases import ASGI_CASES, Answer, Case, compare_cases
 from tests.servers import ASGI_MANIFEST, Server, http_send, valor_server
@@ -53,10 +54,20 @@ def asgi_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture(scope="module")
-def asgi_page(browser: Browser, asgi_site: Site) -> Iterator[Page]:
+def console() -> list[str]:
+    """What the runtime tab's console showed (the runtime worker's included)."""
+    return []
+
+
+@pytest.fixture(scope="module")
+def asgi_page(browser: Browser, asgi_site: Site, console: list[str]) -> Iterator[Page]:
     context = browser.new_context()
     try:
-        yield start_page(context, asgi_site.url)
+        page = context.new_page()
+        page.on("console", lambda message: console.append(message.text))
+        page.goto(asgi_site.url + "blank.html")
+        page.evaluate(START, {})
+        yield page
     finally:
         context.close()
 
@@ -79,3 +90,64 @@ def test_a_streaming_starlette_answer_streams(asgi_page: Page, asgi_site: Site) 
     assert "3" not in result["beforeRelease"], result
     assert result["text"].count("\n") >= 3 and "3" in result["text"], result
     assert result["type"].startswith("text/plain")
+
+
+READ_PARTS = """async (url) => {
+  const response = await fetch(url);
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "", parts = 0;
+  for (let part = await reader.read(); !part.done; part = await reader.read()) {
+    text += decoder.decode(part.value, {stream: true});
+    parts++;
+  }
+  return {text, parts};
+}"""
+
+
+@pytest.mark.timeout(120)
+def test_many_small_parts_travel_together(asgi_page: Page, asgi_site: Site) -> None:
+    # A FastAPI StreamingResponse of 20,000 rows from a sync generator: the rows ready in the
+    # runtime worker go in one pull each time, so the page reads far fewer parts than rows.
+    result = asgi_page.evaluate(READ_PARTS, asgi_site.url + "readinglist/books.csv?rows=20000")
+    lines = result["text"].splitlines()
+    assert len(lines) == 20001 and lines[-1] == "20000,book 20000", lines[-3:]
+    assert result["parts"] < 200, result["parts"]
+
+
+@pytest.mark.timeout(120)
+def test_an_error_after_the_answer_is_in_the_console_with_its_error_id(
+    asgi_page: Page, asgi_site: Site, console: list[str]
+) -> None:
+    answer = fetch(asgi_page, asgi_site.url + "readinglist/after")
+    assert answer.status == 200 and answer.json() == {"answered": True}
+    pattern = (
+        r"plug-in 'readinglist' failed after its answer: RuntimeError: the background task "
+        r"failed at readinglist/main\.py:\d+ \[error_id=[0-9a-f]{12}\]"
+    )
+    for _ in range(300):  # the task ends after the answer: wait for its line, 30 s at most
+        logged = "\n".join(console)
+        if re.search(pattern, logged) and "Traceback" in logged:
+            break
+        asgi_page.wait_for_timeout(100)
+    else:
+        raise AssertionError("\n".join(console[-30:]))
+    assert "Task exception was never retrieved" not in "\n".join(console)
+    # Valor.detail.errors has it too, with its traceback.
+    errors = asgi_page.evaluate("Valor.detail.errors ?? []")
+    after = [e for e in errors if "failed after its answer" in e["message"]]
+    assert after and re.fullmatch("[0-9a-f]{12}", after[-1]["error_id"]), errors
+    assert after[-1]["error_id"] in after[-1]["message"]
+    assert "RuntimeError: the background task failed" in after[-1]["traceback"], after
+
+
+@pytest.mark.timeout(120)
+def test_fetch_joins_a_repeated_request_header(asgi_page: Page, asgi_site: Site) -> None:
+    # fetch() itself joins repeated request headers (docs/kinds.md says so): the app gets one
+    # value, where the server gives it two (tests/test_asgi_apps.py).
+    answer = fetch(
+        asgi_page,
+        asgi_site.url + "readinglist/headers",
+        headers=[["x-token", "foo"], ["x-token", "bar"]],
+    )
+    assert answer.json()["x_token"] == ["foo, bar"], answer.body

@@ -40,10 +40,10 @@ def test_bundle_contents(tmp_path: Path) -> None:
         assert (out / "pyodide" / name).is_file(), name
     info = json.loads((out / "valor-bundle.json").read_text())
     assert info["version"] == bundle.version and info["base"] == "/sub/path/"
-    wheels = [Path(w).name for w in [info["runtime_wheel"], *info["installer_wheels"]]]
-    assert wheels[0].startswith("valor-") and wheels[0].endswith("-py3-none-any.whl")
-    assert [w.split("-")[0] for w in wheels[1:]] == ["micropip", "packaging"]
-    assert all((out / w).is_file() for w in [info["runtime_wheel"], *info["installer_wheels"]])
+    wheel_name = Path(info["runtime_wheel"]).name
+    assert wheel_name.startswith("valor-") and wheel_name.endswith("-py3-none-any.whl")
+    assert (out / info["runtime_wheel"]).is_file()
+    assert info["requirement_wheels"] == [] and info["requirements_archive"] is None
     with zipfile.ZipFile(out / info["runtime_wheel"]) as wheel:  # the worker copies it out
         assert {entry.compress_type for entry in wheel.infolist()} == {zipfile.ZIP_STORED}
     assert "plugins/plugins.json" in info["files"] and "plugins/hello.py" in info["files"]
@@ -132,9 +132,9 @@ def test_progress_is_printed_step_by_step(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     steps = [line for line in result.stdout.splitlines() if line.startswith("[")]
-    assert len(steps) == 8 and steps[0].startswith("[1/8] Checking the manifest")
+    assert len(steps) == 7 and steps[0].startswith("[1/7] Checking the manifest")
     assert all(" done" in line for line in steps)
-    assert re.search(r"\[4/8\] Making the memory snapshot with Node .* MB, .* MB gzipped", steps[3])
+    assert re.search(r"\[4/7\] Making the memory snapshot with Node .* MB, .* MB gzipped", steps[3])
     assert "Built " in result.stdout
 
 
@@ -205,6 +205,14 @@ def test_a_requirement_compiled_for_pyodide_is_bundled(
     wheel = "wheels/valor_compiled-1.0-cp314-cp314-pyemscripten_2026_0_wasm32.whl"
     assert info["requirement_wheels"] == [wheel]
     assert (tmp_path / "d" / wheel).is_file()
+    # Its files, laid out as installed, in the stored archive the runtime worker writes out.
+    with zipfile.ZipFile(tmp_path / "d" / info["requirements_archive"]) as archive:
+        assert "valor_compiled/__init__.py" in archive.namelist()
+        assert "valor_compiled-1.0.dist-info/METADATA" in archive.namelist()
+        # With its modules' bytecode, made by Pyodide's own Python: no compiling at import.
+        pyc = "valor_compiled/__pycache__/__init__.cpython-314.pyc"
+        assert archive.read(pyc)[4:8] == b"\x01\x00\x00\x00"  # unchecked hash-based
+        assert {entry.compress_type for entry in archive.infolist()} == {zipfile.ZIP_STORED}
 
 
 def test_native_plugins_are_left_out_with_a_warning_and_a_stand_in(tmp_path: Path, capsys) -> None:
@@ -239,7 +247,7 @@ def test_the_pyodide_step_says_where_pyodide_came_from(
     build(MANIFEST, tmp_path / "a", cache=empty)
     pinned = build_module.REPO_DIR / "node_modules" / "pyodide"
     line = next(x for x in capsys.readouterr().out.splitlines() if "Pyodide" in x)
-    assert line.startswith("[2/8] Getting Pyodide ") and f"done (from {pinned}) " in line
+    assert line.startswith("[2/7] Getting Pyodide ") and f"done (from {pinned}) " in line
     assert "cached" not in line and not list(empty.glob("pyodide-*"))
     # No copy in the checkout: one installed in the cache earlier.
     cached = tmp_path / "cache" / f"pyodide-{build_module.PYODIDE_VERSION}" / "node_modules"
@@ -249,3 +257,60 @@ def test_the_pyodide_step_says_where_pyodide_came_from(
     build(MANIFEST, tmp_path / "b", cache=tmp_path / "cache")
     line = next(x for x in capsys.readouterr().out.splitlines() if "Pyodide" in x)
     assert f"done (cached in {cached / 'pyodide'}) " in line
+
+
+@pytest.mark.timeout(120)
+def test_a_plugin_that_does_not_compile_fails_the_build(tmp_path: Path) -> None:
+    files = {"app/__init__.py": "", "app/models.py": "\n\nBOOKS = [\n", "app/main.py": HELLO}
+    path = manifest(tmp_path / "p", [{"name": "lib", "type": "python", "path": "app/main.py"}], {})
+    for name, text in files.items():
+        (tmp_path / "p" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "p" / name).write_text(text)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "build.py"), str(path), "--out", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result
+    assert "plug-in 'lib': syntax error in" in result.stderr
+    assert "app/models.py line 3" in result.stderr, result.stderr
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.timeout(300)
+def test_an_import_no_requirement_covers_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheels = tmp_path / "index"
+    files = {"valor_covered/__init__.py": "", "valor_also/__init__.py": ""}
+    write_wheel(wheels, "valor_covered", "1.0", "py3-none-any", files)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(wheels))
+    source = (
+        "import json\nimport valor_covered\nfrom valor_also import x\nimport helper\n"
+        "import requests_not_there.sub\n" + HELLO
+    )
+    plugin = {"name": "w", "type": "python", "path": "w.py", "requirements": ["valor_covered"]}
+    path = manifest(tmp_path / "p", [plugin], {"w.py": source, "helper.py": ""})
+    build(path, tmp_path / "d")
+    out = capsys.readouterr().out
+    assert "plug-in 'w' imports requests_not_there (w.py:5), which neither" in out, out
+    for covered in ("json", "valor_covered", "valor_also", "helper", "valor "):
+        assert f"imports {covered}" not in out, out
+
+
+@pytest.mark.timeout(300)
+def test_a_package_outside_the_manifests_folder_is_bundled_whole(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "src" / "shelf"
+    (elsewhere / "routers").mkdir(parents=True)
+    for name in ("__init__.py", "routers/__init__.py", "models.py"):
+        (elsewhere / name).write_text("")
+    (elsewhere / "main.py").write_text("from . import models\n" + HELLO)
+    plugin = {"name": "shelf", "type": "python", "path": "../src/shelf/main.py"}
+    path = manifest(tmp_path / "p", [plugin], {})
+    build(path, tmp_path / "d", quiet=True)
+    shipped = json.loads((tmp_path / "d" / "plugins" / "plugins.json").read_text())
+    assert shipped["plugins"][0]["path"] == "_external/shelf/shelf/main.py"
+    for name in ("__init__.py", "routers/__init__.py", "models.py", "main.py"):
+        assert (tmp_path / "d" / "plugins" / "_external" / "shelf" / "shelf" / name).is_file()

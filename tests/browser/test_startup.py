@@ -380,3 +380,53 @@ def test_with_the_fallback_down_requests_wait_for_the_runtime(
         page.evaluate("releaseBoot()")
         answer = page.evaluate("window.answer")
         assert answer == [200, "browser", "Alice says hello Patient!"]
+
+
+OWN_PAGE = """<!doctype html><meta charset="utf-8"><title>My reading list</title>
+<link rel="stylesheet" href="static/look.css">
+<script type="module" src="valor.js"></script>
+<p id="said">not yet</p>
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_page_of_your_own_is_kept_offline_with_the_bundle(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # valor build --include: the site's own pages and files go in the bundle and its offline
+    # cache, so the user's page loads (and its runtime answers) with the static host stopped.
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "hi.py").write_text(
+        "from valor import vlugin\n\n@vlugin\ndef on_request(req):\n    return 'hi'\n"
+    )
+    manifest = tmp_path / "p" / "plugins.json"
+    manifest.write_text(
+        json.dumps({"plugins": [{"name": "hi", "type": "python", "path": "hi.py"}]})
+    )
+    own = tmp_path / "own"
+    (own / "static").mkdir(parents=True)
+    (own / "reading.html").write_text(OWN_PAGE)
+    (own / "static" / "look.css").write_text("#said { color: rgb(1, 2, 3); }\n")
+    build(manifest, tmp_path / "dist", quiet=True, include=[own / "reading.html", own])
+    with new_context(browser) as context:
+        page = context.new_page()
+        with served(serve(tmp_path / "dist")) as server:
+            page.goto(server.url + "reading.html")
+            page.evaluate(START, {})
+            assert fetch(page, server.url + "hi").body == b"hi"
+        page.reload()  # the static host is stopped
+        assert page.title() == "My reading list"
+        color = page.evaluate("getComputedStyle(document.getElementById('said')).color")
+        assert color == "rgb(1, 2, 3)"
+        page.evaluate(START, {})
+        assert fetch(page, server.url + "hi").body == b"hi"
+
+
+def test_include_cannot_replace_the_bundles_own_files(tmp_path: Path) -> None:
+    (tmp_path / "valor.js").write_text("")
+    with pytest.raises(
+        build_module.BuildError, match=r"would replace the bundle's own 'valor\.js'"
+    ):
+        build(MANIFEST, tmp_path / "dist", quiet=True, include=[tmp_path / "valor.js"])
+    with pytest.raises(build_module.BuildError, match="no such file or folder"):
+        build(MANIFEST, tmp_path / "dist", quiet=True, include=[tmp_path / "nowhere"])

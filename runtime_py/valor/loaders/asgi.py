@@ -10,9 +10,13 @@ shut-down at close; an app that does not support lifespan works without it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import os
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from types import ModuleType
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,6 +26,7 @@ from ..store import Store
 from ..store.loading import store_being_loaded
 from ..streaming import Stream
 from ..wire import RequestMessage, ResponseMessage
+from . import Forwarding
 from .python import _describe, _import
 
 log = logging.getLogger("valor.plugins")
@@ -34,24 +39,50 @@ App = Callable[
 # (Starlette then starts no task of its own to listen for the client leaving), where the
 # runtime's deadlines, watchdog included, reach it between parts.
 ASGI = {"version": "3.0", "spec_version": "2.4"}
+CLIENT_STAND_IN = ("127.0.0.1", 0)
+"""``scope["client"]`` where the host does not know the peer (the browser, where the client is
+the page itself, and an in-process test client): a loopback address, so code that parses
+``request.client.host`` works, and port 0, which no real peer has."""
 EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...)
 
 
 async def load_asgi(spec: PluginSpec) -> AsgiPlugin:
     """Import the module, find its app and run its lifespan start-up."""
     assert spec.path is not None
-    module = _import(spec.name, spec.path)
-    name = spec.source.get("app", "app")
+    module_name, colon, name = spec.source.get("app", "app").rpartition(":")
+    module = _import(spec.name, spec.path, module_name if colon else None)
     app: Any = module
     for part in name.split("."):
         app = getattr(app, part, None)
     if not callable(app):
-        raise PluginLoadError(
-            spec.name, f"{spec.path.name} has no ASGI application named {name!r} (set 'app')"
-        )
+        raise PluginLoadError(spec.name, _no_app(spec, module, name))
     plugin = AsgiPlugin(app, spec, store_being_loaded())
     await plugin.start(spec.timeout)
     return plugin
+
+
+def _no_app(spec: PluginSpec, module: ModuleType, name: str) -> str:
+    """Why ``name`` is not the module's app, and which of its names could be."""
+    assert spec.path is not None
+    where = f"{spec.path.name} has no ASGI application named {name!r}"
+    if "app" not in spec.source:
+        where += " (the default; set 'app')"
+    candidates = sorted(
+        key
+        for key, value in vars(module).items()
+        if not key.startswith("_") and _could_be_app(value, module.__name__)
+    )
+    return where + (f"; it has {', '.join(candidates)}" if candidates else "")
+
+
+def _could_be_app(value: Any, module_name: str) -> bool:
+    """An object an ``app`` could name: a callable instance (a Starlette or FastAPI app), or a
+    function the module defines itself; not a class, a module or an imported function."""
+    if isinstance(value, (type, ModuleType)) or inspect.isbuiltin(value):
+        return False
+    if inspect.isfunction(value):
+        return value.__module__ == module_name
+    return callable(value)
 
 
 class AsgiPlugin:
@@ -83,8 +114,17 @@ class AsgiPlugin:
         self._lifespan = lifespan
 
     async def handle(self, message: RequestMessage) -> ResponseMessage:
-        exchange = Exchange(message["body"] or b"", self._keep)
-        exchange.run(self.app, self._scope(message))
+        """Answer a request on its own (the runtime calls ``handle_forwarded``)."""
+        request_id = _header(message["headers"], "x-request-id") or ""
+        return await self.handle_forwarded(message, Forwarding(request_id, "", None))
+
+    async def handle_forwarded(
+        self, message: RequestMessage, forwarding: Forwarding
+    ) -> ResponseMessage:
+        """Answer a request the runtime forwards: the app sees the client's headers; the
+        mount prefix, request id and peer reach it in the scope."""
+        exchange = Exchange(message["body"] or b"", self._keep, self._report)
+        exchange.run(self.app, self._scope(message, forwarding))
         status, headers, first, more = await exchange.head()
         if more:
             return {"status": status, "headers": headers, "body": exchange.stream(first)}
@@ -98,27 +138,36 @@ class AsgiPlugin:
 
     def _finished(self, task: asyncio.Future[Any]) -> None:
         self._background.discard(task)
+        self._report(task)
+
+    def _report(self, task: asyncio.Future[Any]) -> None:
+        """Log how an app that had answered in full ended, if it raised."""
         if not task.cancelled() and task.exception() is not None:
-            self.failed_after_answer(task.exception())
+            self.failed_after_answer(task.exception())  # type: ignore[arg-type]
 
     def failed_after_answer(self, exc: BaseException) -> None:
-        log.error("plug-in %r failed after its answer: %s", self.name, _describe(exc))
+        """Log an error the app raised after its whole answer was sent, under an error id,
+        with its traceback (the client has its answer; only the log can tell)."""
+        error_id = os.urandom(6).hex()
+        log.error(
+            "plug-in %r failed after its answer: %s [error_id=%s]",
+            self.name,
+            _describe(exc),
+            error_id,
+            exc_info=exc,
+        )
 
-    def _scope(self, message: RequestMessage) -> Message:
+    def _scope(self, message: RequestMessage, forwarding: Forwarding) -> Message:
         scheme, host, path, query = _split(message["url"])
-        prefix = ""
-        headers = []
-        for name, value in message["headers"]:
-            if name == "x-forwarded-prefix":
-                prefix = value
-            headers.append((name.encode("latin-1"), value.encode("latin-1")))
         return self.http_scope(
             message["method"],
             scheme,
-            scope_paths(prefix, path),
+            scope_paths(forwarding.prefix, path),
             query.encode("latin-1"),
-            headers,
+            scope_headers(message["headers"]),
             _server(scheme, host),
+            forwarding.client,
+            forwarding.request_id,
         )
 
     def http_scope(
@@ -129,8 +178,13 @@ class AsgiPlugin:
         query_string: bytes,
         headers: list[tuple[bytes, bytes]],
         server: tuple[str, int],
+        client: tuple[str, int] | None,
+        request_id: str,
     ) -> Message:
-        """The HTTP scope of a request the runtime forwards; ``paths`` from ``scope_paths``."""
+        """The HTTP scope of a request the runtime forwards; ``paths`` from ``scope_paths``,
+        ``headers`` the client's (``scope_headers``). ``client`` is the peer, or
+        ``CLIENT_STAND_IN`` when the host does not know it (the browser); the request id is in
+        the scope's ``valor`` extension."""
         path, raw_path, root_path = paths
         return {
             "type": "http",
@@ -143,9 +197,10 @@ class AsgiPlugin:
             "query_string": query_string,
             "root_path": root_path,
             "headers": headers,
-            "client": None,
+            "client": client or CLIENT_STAND_IN,
             "server": server,
             "state": self.state.copy(),
+            "extensions": {"valor": {"request_id": request_id}},
         }
 
     async def close(self) -> None:
@@ -159,18 +214,30 @@ class Exchange:
     """One request's ASGI ``receive`` and ``send``, and the answer they carry.
 
     The app runs as a task of its own, so a streamed answer can be handed on while the app
-    still sends. ``send`` of a part with ``more_body`` waits until the part is taken: an app
-    that streams faster than its client reads is held back, one part ahead at most.
+    still sends. Parts sent with ``more_body`` wait here until taken; ``send`` returns at once
+    while they hold at most ``AHEAD`` bytes, and waits for their taking past that: an app that
+    streams faster than its client reads is held back, and many small parts are ready to go
+    together (the browser host's pull takes every part that is ready).
     """
 
-    def __init__(self, body: bytes, keep: Callable[[asyncio.Future[Any]], None]) -> None:
+    AHEAD = 64 * 1024
+
+    def __init__(
+        self,
+        body: bytes,
+        keep: Callable[[asyncio.Future[Any]], None],
+        report: Callable[[asyncio.Future[Any]], None],
+    ) -> None:
         self._body: bytes | None = body
         self._keep = keep
+        self._report = report
         self._app: asyncio.Future[Any] | None = None
         self._start: Message | None = None
-        self._part: Message | None = None  # sent, not yet taken
+        self._parts: deque[Message] = deque()  # sent, not yet taken
+        self._held = 0  # their bytes
+        self._sent_last = False
         self._ready: asyncio.Future[None] | None = None  # the reader waits for a part
-        self._taken: asyncio.Future[None] | None = None  # the app waits for its part's taking
+        self._taken: asyncio.Future[None] | None = None  # the app waits for parts' taking
         self._gone: asyncio.Future[None] | None = None
         self._over = False  # the last part was taken
 
@@ -207,11 +274,14 @@ class Exchange:
         elif kind == "http.response.body":
             if self._start is None:
                 raise RuntimeError("http.response.body was sent before http.response.start")
-            if self._over or self._part is not None:
+            if self._sent_last:
                 raise RuntimeError("http.response.body was sent after the last part")
-            self._part = event
+            more = event.get("more_body", False)
+            self._sent_last = not more
+            self._parts.append(event)
+            self._held += len(event.get("body", b""))
             self._wake()
-            if event.get("more_body", False):
+            if more and self._held > self.AHEAD:
                 self._taken = asyncio.get_running_loop().create_future()
                 await self._taken
 
@@ -235,8 +305,14 @@ class Exchange:
     def finish(self) -> None:
         """The answer is complete; the app may still be running its background tasks."""
         assert self._app is not None
-        if not self._app.done():
-            self._keep(self._app)
+        self._settle(self._app)
+
+    def _settle(self, app: asyncio.Future[Any]) -> None:
+        """An app that answered in full: let it finish, and log it if it raises."""
+        if app.done():
+            self._report(app)
+        else:
+            self._keep(app)
 
     async def _rest(self, first: bytes) -> AsyncIterator[bytes]:
         yield first
@@ -248,16 +324,17 @@ class Exchange:
         """The next body event; the app's error, or a RuntimeError, if it ends without one."""
         app = self._app
         assert app is not None
-        if self._part is None and not app.done():
+        if not self._parts and not app.done():
             self._ready = asyncio.get_running_loop().create_future()
             await self._ready
-        part, self._part = self._part, None
-        if part is None:
+        if not self._parts:
             app.result()  # raises the app's error
             what = "an answer" if self._start is None else "the rest of its answer"
             raise RuntimeError(f"the ASGI app returned without sending {what}")
+        part = self._parts.popleft()
+        self._held -= len(part.get("body", b""))
         self._over = not part.get("more_body", False)
-        if self._taken is not None:
+        if self._taken is not None and self._held <= self.AHEAD:
             self._taken.set_result(None)
             self._taken = None
         return part
@@ -273,10 +350,12 @@ class Exchange:
         if not self._gone.done():
             self._gone.set_result(None)
         app = self._app
-        if app is None or app.done():
+        if app is None:
             return
         if self._over:
-            self._keep(app)  # answered in full: let it finish
+            self._settle(app)  # answered in full: let it finish
+            return
+        if app.done():
             return
         app.cancel()
         await asyncio.wait({app})  # its cancellation, or an error on the way out, is its own
@@ -341,6 +420,25 @@ def scope_paths(prefix: str, path: str) -> tuple[str, bytes, str]:
         raw_path.encode("latin-1"),
         unquote(prefix) if "%" in prefix else prefix,
     )
+
+
+def scope_headers(headers: list[list[str]]) -> list[tuple[bytes, bytes]]:
+    """A request's headers for a scope: names in lower case, sorted by name (as ``fetch()``
+    hands them to a service worker), a repeated name's values kept apart, in order."""
+    pairs = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    pairs.sort(key=_first)
+    return pairs
+
+
+def _first(pair: tuple[bytes, bytes]) -> bytes:
+    return pair[0]
+
+
+def _header(headers: list[list[str]], name: str) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
 
 
 def _split(url: str) -> tuple[str, str, str, str]:

@@ -36,7 +36,7 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
 
         return await load_isolated_python(spec)  # type: ignore[return-value]
     store = store_being_loaded()
-    module = _import(spec.name, spec.path, store)
+    module = _import(spec.name, spec.path, store=store)
     threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
     if callable(getattr(module, "onmessage", None)):
         return WorkerPlugin(module, threads)
@@ -202,35 +202,109 @@ class Parts:
                 return
 
 
-def _import(name: str, path: Path, store: Store | None = None) -> ModuleType:
+def _import(
+    name: str, path: Path, module_name: str | None = None, store: Store | None = None
+) -> ModuleType:
+    """Import a plug-in's file. A file in a package (its folder has an ``__init__.py``, or
+    ``module_name`` names it, as ``readinglist.main``) imports as that package's module, with
+    the folder above the package on ``sys.path``, so its relative imports work as under
+    uvicorn; any other file imports on its own, with its folder on ``sys.path``, as a script
+    does. A worker-style module's ``store`` is a global, as ``postMessage`` is. Failures name
+    the file that failed, which may be a module the plug-in imports."""
     if not path.is_file():
         raise PluginLoadError(name, f"file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"valor_plugin_{name.replace('.', '_')}", path)
-    if spec is None or spec.loader is None:
-        raise PluginLoadError(name, f"cannot import {path} as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    module.postMessage = postMessage  # type: ignore[attr-defined]
-    if store is not None:  # a worker-style module's store, a global as postMessage is
-        module.store = store  # type: ignore[attr-defined]
-    # Modules beside the plug-in import as they do beside a script: its folder comes first.
-    folder = str(path.parent.resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    if module_name is None:
+        module_name = package_module(path)
+    if module_name is None:
+        spec = importlib.util.spec_from_file_location(
+            f"valor_plugin_{name.replace('.', '_')}", path
+        )
+        folder = path.parent
+    else:
+        depth = module_name.count(".") + (1 if path.name == "__init__.py" else 0)
+        folder = path.parents[depth]
+        spec = None
+    # Modules beside the plug-in (or its package) import as they do beside a script.
+    entry = str(folder.resolve())
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
     try:
+        if module_name is not None:
+            module = _import_package_module(name, path, module_name, folder)
+            if store is not None and not hasattr(module, "store"):
+                module.store = store  # type: ignore[attr-defined]
+            return module
+        if spec is None or spec.loader is None:
+            raise PluginLoadError(name, f"cannot import {path} as a Python module")
+        module = importlib.util.module_from_spec(spec)
+        module.postMessage = postMessage  # type: ignore[attr-defined]
+        if store is not None:
+            module.store = store  # type: ignore[attr-defined]
         spec.loader.exec_module(module)
+    except PluginLoadError:
+        raise
     except SyntaxError as exc:
-        raise PluginLoadError(name, f"syntax error in {path} line {exc.lineno}: {exc.msg}") from exc
+        where = exc.filename or str(path)
+        detail = f"syntax error in {where} line {exc.lineno}: {exc.msg}"
+        raise PluginLoadError(name, detail) from exc
     except LOAD_FAILURES as exc:
         raise PluginLoadError(name, f"importing {path} raised {_describe(exc)}") from exc
     return module
 
 
+def package_module(path: Path) -> str | None:
+    """The dotted name of a file inside a package (folders with ``__init__.py``), else None."""
+    parts = [] if path.name == "__init__.py" else [path.stem]
+    folder = path.parent
+    while (folder / "__init__.py").is_file() and folder.name.isidentifier():
+        parts.insert(0, folder.name)
+        folder = folder.parent
+    if not parts or (path.name != "__init__.py" and len(parts) == 1):
+        return None
+    return ".".join(parts)
+
+
+def _import_package_module(name: str, path: Path, module_name: str, folder: Path) -> ModuleType:
+    """``module_name`` imported from ``folder``, refusing a package of that name that is
+    already imported from elsewhere (an installed one, another plug-in's)."""
+    top = module_name.partition(".")[0]
+    imported = sys.modules.get(top)
+    if imported is not None:
+        locations = [*getattr(imported, "__path__", []), getattr(imported, "__file__", None) or ""]
+        if not any(Path(location).resolve().is_relative_to(folder.resolve())
+                   for location in locations if location):  # fmt: skip
+            where = locations[0] if locations else "a built-in module"
+            raise PluginLoadError(
+                name, f"cannot import {path} as {module_name!r}: {top!r} is already imported "
+                f"from {where}; rename the package"
+            )  # fmt: skip
+    found = sys.modules.get(module_name)
+    if found is None:
+        found = importlib.import_module(module_name)
+    if Path(getattr(found, "__file__", "") or "").resolve() != path.resolve():
+        raise PluginLoadError(
+            name, f"{module_name!r} imports from {found.__file__}, not from {path}"
+        )  # fmt: skip
+    if not hasattr(found, "postMessage"):
+        found.postMessage = postMessage  # type: ignore[attr-defined]
+    return found
+
+
 def _describe(exc: BaseException) -> str:
-    # Where the plug-in's own code raised, not Valor's (a rejected ``ctx.x = ...``).
+    # Where the plug-in's own code raised, not Valor's (a rejected ``ctx.x = ...``) nor the
+    # import system's (a module it imports that raised: that module's line).
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
-        if not frame.filename.startswith(_VALOR_DIR)
+        if not frame.filename.startswith(_VALOR_DIR) and not frame.filename.startswith("<frozen")
     ]
-    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    where = f" at {_short(frames[-1].filename)}:{frames[-1].lineno}" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _short(filename: str) -> str:
+    """A file's name, with its package's folder when it is in one (``readinglist/models.py``)."""
+    path = Path(filename)
+    if (path.parent / "__init__.py").is_file():
+        return f"{path.parent.name}/{path.name}"
+    return path.name

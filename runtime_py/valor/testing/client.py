@@ -12,6 +12,7 @@ import httpx
 from ..loaders import Loader
 from ..manifest import Manifest, load_manifest
 from ..runtime import Runtime
+from ..status import reason
 from ..streaming import complete
 from ..wire import ResponseMessage
 from .loop import LoopThread
@@ -65,6 +66,8 @@ class RuntimeTransport(httpx.BaseTransport):
             headers=[(name, value) for name, value in answer["headers"]],
             content=answer["body"],
             request=request,
+            # Valor's reason phrases, as both hosts send them (not httpx's).
+            extensions={"reason_phrase": reason(answer["status"]).encode("latin-1")},
         )
 
     def close(self) -> None:

@@ -215,6 +215,8 @@ class BrowserTransport(httpx.BaseTransport):
             headers=[(name, value) for name, value in result["headers"]],
             content=base64.b64decode(result["body"]),
             request=request,
+            # fetch()'s statusText: Valor's reason phrases, as the server's status lines carry.
+            extensions={"reason_phrase": result["reason"].encode("latin-1")},
         )
 
 
@@ -237,7 +239,7 @@ class BrowserHost(httpx.Client):
         self.chromium = chromium
         self.folder = Path(folder) if folder is not None else None
         self.base = base
-        self.console: list[str] = []
+        self.console: list[str] = []  # the tab's console lines, the runtime worker's included
         self._server: Any = None
         self._context: Any = None
         self._page: Any = None
@@ -264,6 +266,11 @@ class BrowserHost(httpx.Client):
             console = "\n".join(self.console[-30:])
             self.close()
             raise HostError(f"the browser host did not start: {exc}\nconsole:\n{console}") from exc
+
+    def log(self) -> str:
+        """What the runtime has logged so far (load failures, tracebacks under their error
+        id), as the tab's console showed it: the browser's ``ServerHost.log()``."""
+        return "\n".join(self.console)
 
     async def _open(self) -> None:
         self._context = await self.chromium.browser.new_context()
