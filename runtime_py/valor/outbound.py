@@ -7,6 +7,7 @@ needs httpx, is ``valor.client``, imported when a plug-in first asks for it.
 
 from __future__ import annotations
 
+import weakref
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -60,12 +61,15 @@ def http_client() -> httpx.AsyncClient:
     return client_for(current.runtime, current.spec)
 
 
-_clients: dict[int, dict[str, tuple[PluginSpec, Any]]] = {}  # by id(runtime), plug-in name
+# By runtime, then plug-in name; a runtime dropped without close() takes its entry along.
+_clients: weakref.WeakKeyDictionary[Any, dict[str, tuple[PluginSpec, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def client_for(runtime: Any, spec: PluginSpec) -> httpx.AsyncClient:
     """The client of plug-in ``spec`` in ``runtime``, made on first use."""
-    clients = _clients.setdefault(id(runtime), {})
+    clients = _clients.setdefault(runtime, {})
     known = clients.get(spec.name)
     if known is not None and known[0] is spec:
         return known[1]
@@ -85,7 +89,7 @@ def client_for(runtime: Any, spec: PluginSpec) -> httpx.AsyncClient:
 
 async def release(runtime: Any, name: str | None = None) -> None:
     """Close plug-in ``name``'s client in ``runtime`` (every plug-in's when None)."""
-    clients = _clients.get(id(runtime))
+    clients = _clients.get(runtime)
     if not clients:
         return
     names = list(clients) if name is None else [name]
@@ -94,4 +98,4 @@ async def release(runtime: Any, name: str | None = None) -> None:
         if found is not None:
             await found[1].aclose()
     if not clients:
-        _clients.pop(id(runtime), None)
+        _clients.pop(runtime, None)
