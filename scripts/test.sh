@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e ".[test]"
 # Each part installs its own tools; each script is idempotent. The toolchains come first: they
 # build the example plug-ins that the browser bundle packs.
-for script in scripts/install-toolchains.sh scripts/install-browser.sh scripts/install-docs.sh; do
+for script in scripts/install-toolchains.sh scripts/install-browser.sh scripts/install-docs.sh \
+  scripts/install-store.sh; do
   echo "==> $script"
   bash "$script"
 done
@@ -29,4 +30,4 @@ done
 [ ${#busy_loops[@]} -eq 0 ] || echo "==> ${#busy_loops[@]} busy loops beside the suite"
 
 echo "==> pytest"
-python3 -m pytest "$@"
+python3 -m pytest --durations=15 "$@"

@@ -232,6 +232,8 @@ async function isCurrent() {
 function onFetch(event) {
   const url = new URL(event.request.url);
   if (url.origin !== self.location.origin || !url.pathname.startsWith(SCOPE)) return;
+  // A proxy plug-in's request to a same-origin upstream: the network's, never Valor's again.
+  if (event.request.headers.has("x-valor-upstream")) return;
   if (ASSETS.has(url.pathname)) {
     if (event.request.method === "GET") event.respondWith(fromFiles(event.request, url));
     return;
@@ -254,7 +256,8 @@ function intercepts(url) {
 function answer(event) {
   const request = event.request;
   const hasBody = request.method !== "GET" && request.method !== "HEAD";
-  const tab = event.clientId ? tabs.get(event.clientId) : undefined;
+  const clientId = clientIdOf(event);
+  const tab = clientId ? tabs.get(clientId) : undefined;
   if (FALLBACK && !runtimeReady(tab)) return answerByServer(event, hasBody);
   // The common case, without a single await: this tab's port is known and there is no body.
   if (tab && !hasBody) return send(tab, request, undefined, Date.now() + timeoutMs());
@@ -375,8 +378,14 @@ function timeoutMs() {
   return state.timeout ?? DEFAULT_TIMEOUT;
 }
 
+// A navigation's answer is a new page, not its initiator's: Chromium gives a navigation the id
+// of the page that started it, which may never run Valor (and never send a port).
+function clientIdOf(event) {
+  return event.request.mode === "navigate" ? "" : event.clientId;
+}
+
 async function findTab(event, timeout) {
-  const clientId = event.clientId;
+  const clientId = clientIdOf(event);
   if (!clientId) {
     // A navigation has no client yet: a live tab answers, else a page that boots a runtime.
     return (await anyTab()) ?? (event.request.mode === "navigate" ? "boot" : null);

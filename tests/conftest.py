@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import MANIFEST, PARITY_MANIFEST, Server, valor_server
+from tests.servers import MANIFEST, PARITY_MANIFEST, Server, redis_server, valor_server
 
 REGISTRY_TOKEN = "test-token"
 
@@ -37,3 +37,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run browser tests last: Playwright's sync API leaves an event loop running in the main
     thread, which anyio tests after it cannot share."""
     items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``redis-server`` on a free port of 127.0.0.1, for the session: its URL."""
+    with redis_server(tmp_path_factory.mktemp("redis")) as running:
+        yield running.url

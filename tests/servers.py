@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,9 +76,12 @@ def valor_server(
     open_files: int | None = None,
 ) -> Iterator[Server]:
     """Run ``valor serve`` in a subprocess until the block ends; waits until it answers.
-    ``env`` adds to the environment; ``open_files`` lowers the server's open-file limit."""
+    ``env`` adds to the environment; ``open_files`` lowers the server's open-file limit. The
+    store is a new SQLite file in ``log_dir`` unless ``--store`` or ``VALOR_STORE`` says."""
     port = free_port()
     log_path = log_dir / f"valor-{port}.log"
+    if "--store" not in args and "VALOR_STORE" not in (env or {}):
+        args = (*args, "--store", str(log_dir / f"store-{port}.sqlite3"))
     with open(log_path, "w") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "valor.cli", "serve", str(manifest), "--port", str(port), *args],
@@ -109,3 +113,43 @@ def _limit_files(count: int) -> None:
     import resource
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (count, count))
+
+
+@dataclass
+class RedisServer:
+    url: str
+    port: int
+    process: subprocess.Popen[str]
+
+
+@contextmanager
+def redis_server(folder: Path, port: int | None = None) -> Iterator[RedisServer]:
+    """Run Debian's ``redis-server`` on 127.0.0.1 (nothing saved to disk) until the block
+    ends; waits until it answers. ``scripts/install-store.sh`` installs it."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        raise RuntimeError("redis-server is not installed: run scripts/install-store.sh")
+    port = port or free_port()
+    command = [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(folder)]
+    with open(folder / f"redis-{port}.log", "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", port, process)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                    connection.sendall(b"PING\r\n")
+                    if connection.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield server
+    finally:
+        stop_process(process)

@@ -66,3 +66,53 @@ def test_without_the_option_nothing_changes(tmp_path: Path) -> None:
         answer = httpx.get(plain.url + "/hello", headers={"origin": SITE})
         assert "access-control-allow-origin" not in answer.headers
         assert answer.headers["x-valor-host"] == "server"
+
+
+STARLETTE_CORS = """from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+async def hello(request):
+    return PlainTextResponse("hi", headers={"vary": "accept-encoding"})
+
+app = Starlette(
+    routes=[Route("/", hello)],
+    middleware=[Middleware(CORSMiddleware, allow_origins=["*"], expose_headers=["x-a"])],
+)
+"""
+# As a proxy to an API that allows every origin answers.
+API_ALLOWS_ALL = """from valor import Response, vlugin
+@vlugin
+def on_request(req):
+    return Response("api", headers={"access-control-allow-origin": "*"})
+"""
+
+
+@pytest.mark.timeout(60)
+def test_an_app_with_cors_of_its_own_answers_one_allowed_origin(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(STARLETTE_CORS)
+    (tmp_path / "api.py").write_text(API_ALLOWS_ALL)
+    manifest = tmp_path / "plugins.json"
+    manifest.write_text(
+        '{"plugins": [{"name": "app", "type": "asgi", "path": "app.py"},'
+        ' {"name": "api", "type": "python", "path": "api.py"}]}'
+    )
+    with valor_server(manifest, "--cors", SITE, log_dir=tmp_path) as running:
+        for path in ("/app", "/api"):
+            answer = httpx.get(running.url + path, headers={"origin": SITE})
+            assert answer.status_code == 200
+            # Chromium refuses an answer with two values (or "*, origin") outright.
+            assert answer.headers.get_list("access-control-allow-origin") == [SITE], path
+            assert answer.headers.get_list("access-control-expose-headers") == ["*"], path
+        assert answer.headers.get_list("vary") == ["origin"]
+        vary = httpx.get(running.url + "/app", headers={"origin": SITE}).headers
+        (joined,) = vary.get_list("vary")
+        assert [token.strip().lower() for token in joined.split(",")] == [
+            "accept-encoding",
+            "origin",
+        ]
+        # Without --cors's origin, the app's own CORS answer is left as it is.
+        other = httpx.get(running.url + "/app", headers={"origin": "https://other.test"})
+        assert other.headers.get_list("access-control-allow-origin") == ["*"]

@@ -162,6 +162,12 @@ ISOLATED = {
     "hog": "@vlugin\nasync def on_request(req):\n    kept = bytearray(2 * 1024**3)\n"
     "    return str(len(kept))\n",
     "env": "import os\n@vlugin\nasync def on_request(req):\n    return sorted(os.environ)\n",
+    # Answers with a stream, or with its process id.
+    "streams": "import os\nfrom valor import StreamingResponse\n"
+    "async def parts():\n    yield 'one'\n    yield 'two'\n"
+    "@vlugin\nasync def on_request(req):\n"
+    "    if req.path == '/pid':\n        return str(os.getpid())\n"
+    "    return StreamingResponse(parts())\n",
 }
 
 
@@ -175,6 +181,7 @@ def isolated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         for name in ISOLATED
     ]
     entries[1]["limits"] = {"memory_mb": 512}
+    entries[3]["timeout"] = 3
     entries.append(
         {"name": "spin", "type": "python", "path": "spin.py", "isolation": "process", "timeout": 1}
     )
@@ -219,6 +226,19 @@ def test_an_isolated_cpu_loop_is_killed_at_its_timeout(isolated: Server) -> None
     assert status == 504 and elapsed < 5
 
 
+@pytest.mark.timeout(60)
+def test_an_isolated_plugin_answering_with_a_stream_gets_an_error_at_once(isolated: Server) -> None:
+    pid = httpx.get(isolated.url + "/streams/pid", timeout=30).text
+    answer = httpx.get(isolated.url + "/streams", timeout=30)
+    assert answer.elapsed.total_seconds() < 2  # not its 3 s timeout
+    assert answer.status_code == 500
+    assert answer.json()["detail"] == (
+        "plug-in 'streams' failed: it answered with a stream, which an isolated plug-in cannot "
+        "send: answer with the whole body, or run it in the server's process"
+    )
+    assert httpx.get(isolated.url + "/streams/pid", timeout=30).text == pid  # not restarted
+
+
 def test_helper_processes_get_a_minimal_environment(isolated: Server) -> None:
     names = httpx.get(isolated.url + "/env").json()
     assert "PYTHONPATH" in names
@@ -243,3 +263,142 @@ def test_os_exit_in_process_is_survived_under_the_worker_supervisor(tmp_path: Pa
         assert "died" in running.log()  # uvicorn: "Child process [...] died"
         answers = [httpx.get(running.url + "/exits", timeout=5).status_code for _ in range(10)]
         assert answers == [200] * 10
+
+
+# An asgi app whose lifespan shut-down never completes.
+NEVER_SHUTS_DOWN = """import asyncio
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await asyncio.Event().wait()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"up"})
+"""
+ENDLESS = (
+    "import asyncio\nfrom valor import StreamingResponse, vlugin\n"
+    "async def parts():\n    while True:\n"
+    "        yield 'tick\\n'\n        await asyncio.sleep(0.1)\n"
+    "@vlugin\nasync def on_request(req):\n    return StreamingResponse(parts())\n"
+)
+STALLED = (
+    "import time\nfrom valor import StreamingResponse, vlugin\n"
+    "def parts():\n    yield 'first\\n'\n    time.sleep(120)\n    yield 'late\\n'\n"
+    "@vlugin\ndef on_request(req):\n    return StreamingResponse(parts())\n"
+)
+
+
+def shutdown_manifest(folder: Path) -> Path:
+    (folder / "stubborn.py").write_text(NEVER_SHUTS_DOWN)
+    (folder / "endless.py").write_text(ENDLESS)
+    (folder / "stalled.py").write_text(STALLED)
+    entries = [
+        {"name": name, "type": kind, "path": f"{name}.py", "timeout": 2}
+        for name, kind in (("stubborn", "asgi"), ("endless", "python"), ("stalled", "python"))
+    ]
+    entries[2]["timeout"] = 200
+    manifest = folder / "plugins.json"
+    manifest.write_text(json.dumps({"plugins": entries}))
+    return manifest
+
+
+@pytest.mark.timeout(60)
+def test_removing_an_app_whose_lifespan_never_shuts_down_answers_within_its_timeout(
+    tmp_path: Path,
+) -> None:
+    auth = {"authorization": "Bearer t"}
+    with valor_server(
+        shutdown_manifest(tmp_path), "--registry", log_dir=tmp_path, env={"VALOR_TOKEN": "t"}
+    ) as running:
+        assert httpx.get(running.url + "/stubborn").text == "up"
+        removed = httpx.delete(running.url + "/_plugins/stubborn", headers=auth, timeout=30)
+        assert removed.status_code == 200 and removed.elapsed.total_seconds() < 5
+        assert "plug-in 'stubborn': the app's lifespan shut-down did not finish within 2 s" in (
+            running.log()
+        )
+        assert httpx.get(running.url + "/stubborn").status_code == 404
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_ends_the_server_within_its_grace(tmp_path: Path) -> None:
+    with valor_server(
+        shutdown_manifest(tmp_path), "--timeout-graceful-shutdown", "2", log_dir=tmp_path
+    ) as running:
+        with contextlib.ExitStack() as streams:
+            # An endless stream, a sync generator stuck in its thread, and an app that never
+            # completes its shut-down.
+            for path in ("/endless", "/stalled"):
+                client = streams.enter_context(httpx.Client(base_url=running.url, timeout=30))
+                answer = streams.enter_context(client.stream("GET", path))
+                assert next(answer.iter_lines()) in ("tick", "first")
+            asked = time.monotonic()
+            running.process.terminate()
+            running.process.wait(timeout=30)
+            stopped = time.monotonic() - asked
+        # 2 s for the connections, 2 s for the plug-ins' shut-down, and a margin for a busy machine.
+        assert stopped < 10, f"stopped {stopped:.1f} s after SIGTERM:\n{running.log()}"
+
+
+SECRET = "sk-live-5f3c9a"
+LEAKY = {
+    # Prints a secret to its stderr, then its process ends.
+    "leaky.py": "import os, sys\nfrom valor import vlugin\n@vlugin\ndef on_request(req):\n"
+    f"    print('connecting with {SECRET}', file=sys.stderr, flush=True)\n    os._exit(3)\n",
+    "thrower.js": "self.onmessage = () => {\n"
+    f"  throw new Error('the database refused {SECRET}');\n}};\n",
+    # Ends its own worker before answering; a second path answers.
+    "closer.js": "self.onmessage = (event) => {\n"
+    "  if (new URL(event.data.url).pathname === '/close') { self.close(); return; }\n"
+    "  postMessage({ status: 200, headers: {}, body: 'open' });\n};\n",
+}
+
+
+@pytest.fixture(scope="module")
+def leaky(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("leaky")
+    for name, source in LEAKY.items():
+        (folder / name).write_text(source)
+    entries = [
+        {"name": "leaky", "type": "python", "path": "leaky.py", "isolation": "process"},
+        {"name": "thrower", "type": "js", "path": "thrower.js"},
+        {"name": "closer", "type": "js", "path": "closer.js", "timeout": 20},
+    ]
+    manifest = folder / "plugins.json"
+    manifest.write_text(json.dumps({"plugins": entries}))
+    with valor_server(manifest, log_dir=folder) as running:
+        yield running
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", ["leaky", "thrower"])
+def test_a_crash_answers_502_with_an_error_id_and_keeps_its_details_in_the_log(
+    leaky: Server, name: str
+) -> None:
+    answer = httpx.get(f"{leaky.url}/{name}", timeout=30)
+    assert answer.status_code == 502
+    assert SECRET not in answer.text
+    body = answer.json()
+    assert body["detail"] == f"plug-in {name!r} crashed"
+    error_id = body["error_id"]
+    wait_until(lambda: error_id in leaky.log(), 10)
+    [line] = [line for line in leaky.log().splitlines() if error_id in line]
+    assert SECRET in line  # the operator still learns why
+
+
+@pytest.mark.timeout(60)
+def test_a_js_worker_that_ends_itself_answers_502_at_once_and_is_replaced(leaky: Server) -> None:
+    for _ in range(3):  # more than its two workers
+        closed, elapsed = timed_get(leaky.url + "/closer/close")
+        assert closed == 502 and elapsed < 5  # not its 20 s timeout
+    answers = [httpx.get(leaky.url + "/closer", timeout=30) for _ in range(4)]
+    assert [(a.status_code, a.text) for a in answers] == [(200, "open")] * 4
+
+
+def wait_until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)

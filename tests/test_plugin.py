@@ -121,3 +121,10 @@ def test_the_examples_use_ctx_state() -> None:
     for name in ("greeter", "notes"):
         source = (root / "plugins" / f"{name}.py").read_text()
         assert "ctx.state." in source
+
+
+@pytest.mark.timeout(10)
+def test_a_context_without_a_store_says_why() -> None:
+    ctx = Context("p", {})
+    with pytest.raises(AttributeError, match=r"plug-in 'p' has no store here: .*isolation"):
+        ctx.store  # noqa: B018

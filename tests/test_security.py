@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import REGISTRY_TOKEN
 from tests.servers import MANIFEST, Server, valor_server
@@ -59,11 +60,10 @@ def test_control_characters_in_a_path_cannot_forge_access_log_lines(server: Serv
     assert [line for line in lines if "/hello/x%0d%0a2001-01-01" in line]
 
 
-def test_example_note_ids_are_unique_across_processes(server: Server) -> None:
-    # Each worker process keeps its own notes; random ids keep two from handing out the same.
+def test_example_note_ids_count_up(server: Server) -> None:
+    # Ids come from the store's counter, shared by every process using the store.
     ids = [httpx.post(server.url + "/notes", json={"text": "n"}).json()["id"] for _ in range(20)]
-    assert len(set(ids)) == 20
-    assert all(10**11 <= note_id < 10**12 for note_id in ids)
+    assert ids == list(range(ids[0], ids[0] + 20))
 
 
 def children_of(pid: int) -> list[int]:
@@ -105,3 +105,26 @@ def test_the_token_can_come_from_a_file_and_stays_out_of_argv(tmp_path: Path) ->
         argv = Path(f"/proc/{running.process.pid}/cmdline").read_bytes()
         assert b"from-a-file" not in argv
         assert "from-a-file" not in running.log()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("field", "definition"),
+    [
+        ("name", {"name": "nl\n", "type": "python", "path": "hello.py"}),
+        ("name", {"name": "cr\r", "type": "python", "path": "hello.py"}),
+        ("prefix", {"name": "crlf", "type": "python", "path": "hello.py", "prefix": "/a\r\nb"}),
+        ("prefix", {"name": "tab", "type": "python", "path": "hello.py", "prefix": "/a\tb"}),
+        ("prefix", {"name": "del", "type": "python", "path": "hello.py", "prefix": "/a\x7f"}),
+    ],
+)
+def test_control_characters_in_a_registered_name_or_prefix_are_a_json_400(
+    server: Server, field: str, definition: dict
+) -> None:
+    answer = httpx.post(server.url + "/_plugins", headers=AUTH, json=definition)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["field"] == field
+    assert answer.headers["x-correlation-id"]
+    listed = httpx.get(server.url + "/_plugins", headers=AUTH).json()["plugins"]
+    assert definition["name"] not in [plugin["name"] for plugin in listed]
+    assert httpx.get(server.url + "/hello").status_code == 200

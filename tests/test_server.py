@@ -70,9 +70,8 @@ def test_hanging_plugin_does_not_stall_others(server: Server) -> None:
     )
     hang.start()
     time.sleep(0.2)
-    started = time.monotonic()
     assert httpx.get(server.url + "/hello").status_code == 200
-    assert time.monotonic() - started < 1.0
+    assert "hang" not in results  # answered while the hanging request still waits
     hang.join()
     assert results["hang"] == 504
 
@@ -225,7 +224,11 @@ class TestManifestAtStartup:
         )
         with valor_server(manifest, log_dir=tmp_path) as running:
             assert httpx.get(running.url + "/ok").text == "ok"
-            assert httpx.get(running.url + "/broken").status_code == 404
+            broken = httpx.get(running.url + "/broken")
+            assert broken.status_code == 503  # its failure, named, where it would answer
+            assert "plug-in 'broken' failed to load: syntax error" in broken.json()["detail"]
+            health = httpx.get(running.url + "/_health").json()
+            assert [entry["name"] for entry in health["failed"]] == ["broken"]
             assert "plug-in 'broken' failed to load: syntax error" in running.log()
 
         with (

@@ -211,3 +211,27 @@ async def test_a_stream_with_a_status_that_has_no_body_is_a_500(runtime: Runtime
     answer = await runtime.handle(get("/agen/no-content"))
     assert answer["status"] == 500, answer
     assert "a 204 answer cannot have a body" in json.loads(answer["body"])["detail"]
+
+
+@pytest.mark.timeout(30)
+async def test_a_stream_read_in_a_task_with_a_deadline_of_its_own_keeps_that_deadline(
+    runtime: Runtime,
+) -> None:
+    # A handler reading another plug-in's stream (called in a task of its own, as a sibling
+    # call is): its own deadline stays, and a part that stalls still ends the stream on its
+    # plug-in's timeout.
+    import asyncio
+
+    deadlines = runtime._deadlines
+    task = deadlines.start(10)
+    try:
+        answer = await asyncio.ensure_future(runtime.handle(get("/sync")))
+        assert await read(answer) == [b"one,", b"two,", b"three"]
+        assert deadlines.has(task)
+        parts = (await asyncio.ensure_future(runtime.handle(get("/agen/idle"))))["body"]
+        assert await parts.__anext__() == b"first"
+        with pytest.raises(StreamError, match=r"sent no part of its stream for 0\.5 seconds"):
+            await parts.__anext__()
+        assert deadlines.has(task)
+    finally:
+        assert deadlines.stop(task) is False  # never cancelled: its 10 s did not pass

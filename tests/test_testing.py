@@ -184,7 +184,7 @@ def test_a_plugin_that_fails_to_load_raises_unless_not_strict(tmp_path: Path) ->
         pass
     with TestClient(manifest, strict=False) as client:
         assert client.get("/ok").text == "ok"
-        assert client.get("/broken").status_code == 404
+        assert client.get("/broken").status_code == 503
 
 
 def test_rejects_two_manifests(tmp_path: Path) -> None:

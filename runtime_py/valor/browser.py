@@ -23,6 +23,7 @@ from .loaders.python import load_python
 from .manifest import load_manifest
 from .runtime import Runtime
 from .status import reason
+from .store.indexeddb import IndexedDBBackend, database_name
 from .streaming import Stream
 from .threadless import run_threads_inline
 from .wire import RequestMessage, ResponseMessage
@@ -230,15 +231,19 @@ async def start(
     and a request to one still loading waits for it (``BrowserHost.loaded`` says when all
     have). ``on_change(prefixes)`` runs after mounts change.
 
-    The registry needs no token here: it only ever holds files shipped in the bundle, and
-    only this tab's runtime changes.
+    The registry needs no token here: it only ever holds files shipped in the bundle. Its
+    changes are kept in the site's store, and every tab of the site follows them
+    (``valor.registry``).
     """
     # Load and failure messages go to the console; one line per request would slow every call.
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
     run_late_timers_at_once(type(asyncio.get_running_loop()))
-    run_threads_inline()  # after the requirements' install: FastAPI's sync endpoints
-    runtime = Runtime(BROWSER_LOADERS, root_path=root_path.rstrip("/"), registry=registry)
+    run_threads_inline()  # the requirements are in site-packages: FastAPI's sync endpoints
+    root_path = root_path.rstrip("/")
+    # The plug-ins' stores: the site's IndexedDB database, shared by every tab of the site.
+    store = IndexedDBBackend(database_name(root_path + "/"))
+    runtime = Runtime(BROWSER_LOADERS, root_path=root_path, registry=registry, store=store)
     loading = runtime.start_loading(
         load_manifest(manifest_path), pause=LOAD_PAUSE, quiet=LOAD_QUIET, patience=LOAD_PATIENCE
     )

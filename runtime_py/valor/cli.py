@@ -21,6 +21,9 @@ DELEGATED = {
 }
 
 DEFAULT_MANIFEST = "plugins/plugins.json"
+DEFAULT_GRACE = 10.0
+"""Seconds ``valor serve`` waits on SIGTERM for answers in flight, as gunicorn's
+``--graceful-timeout`` (30 there; streams make a long wait the common case here)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +98,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="processes sharing the port (default: 1)",
     )
+    serve_parser.add_argument(
+        "--store",
+        metavar="URL",
+        default=os.environ.get("VALOR_STORE"),
+        help="the plug-ins' store: sqlite:///PATH (or a path), redis://HOST:PORT/DB or memory: "
+        '(default: $VALOR_STORE, else the manifest\'s "store", else valor-store.sqlite3 '
+        "beside the manifest)",
+    )
     _add_deployment_options(serve_parser)
     serve_parser.add_argument(
         "--cors",
@@ -118,6 +129,14 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=10,
         help="close a connection that has not sent a whole request head in this many seconds",
+    )
+    serve_parser.add_argument(
+        "--timeout-graceful-shutdown",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for answers in flight (streams included), then cut "
+        f"them off (default: {DEFAULT_GRACE:g})",
     )
     serve_parser.add_argument(
         "--timeout-body",
@@ -201,6 +220,7 @@ def serve(args: argparse.Namespace) -> int:
         VALOR_MAX_BODY_SIZE=str(args.max_body_size),
         VALOR_LOG_LEVEL=args.log_level or "",
         VALOR_CORS=" ".join(args.cors),
+        VALOR_STORE=args.store or "",  # a relative path: the current folder's, in each worker
     )
     if args.token_file is not None:
         try:
@@ -235,8 +255,29 @@ def serve(args: argparse.Namespace) -> int:
         http="valor.connections:GuardedH11Protocol",
         limit_concurrency=args.limit_concurrency or default_limit_concurrency(),
         timeout_keep_alive=args.timeout_keep_alive,
+        timeout_graceful_shutdown=args.timeout_graceful_shutdown,
     )
+    _leave_stuck_threads()
     return 0
+
+
+def _leave_stuck_threads() -> None:
+    """End the process now if plug-in code still holds threads (a sync handler or generator
+    that blocks): Python would wait for them at exit, so a stop would never end. Their calls
+    were cut off already; nothing of theirs is left to answer."""
+    import threading
+
+    stuck = [
+        thread
+        for thread in threading.enumerate()
+        if thread.name.startswith("valor-") and not thread.daemon and thread.is_alive()
+    ]
+    if stuck:
+        logging.getLogger("valor").warning(
+            "%d plug-in thread(s) still running at exit; not waiting for them", len(stuck)
+        )
+        logging.shutdown()
+        os._exit(0)
 
 
 def default_limit_concurrency() -> int:
@@ -262,6 +303,7 @@ def app_from_environment():
         max_body_size=int(os.environ.get("VALOR_MAX_BODY_SIZE", 10 * 1024 * 1024)),
         body_timeout=float(os.environ.get("VALOR_TIMEOUT_BODY") or 30),
         passthrough=os.environ.get("VALOR_PASSTHROUGH") != "0",
+        store=os.environ.get("VALOR_STORE") or None,
     )
     origins = os.environ.get("VALOR_CORS", "").split()
     if origins:

@@ -8,7 +8,7 @@ import inspect
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 # Pyodide has no threads: sync code runs inline there; on the server it runs in a worker thread
@@ -36,6 +36,16 @@ class Threads:
 
     async def run(self, function: Callable[..., Any], *args: Any) -> Any:
         """``function(*args)`` in one of the threads; ``PluginBusy`` when all are stuck."""
+        future = self.submit(function, *args)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self.abandon(future)
+            raise
+
+    def submit(self, function: Callable[..., Any], *args: Any) -> Future[Any]:
+        """Start ``function(*args)`` in one of the threads; ``PluginBusy`` when all are stuck.
+        A caller that stops waiting for it calls ``abandon``."""
         if self.abandoned >= self.size:
             raise PluginBusy(
                 f"plug-in {self.name!r} is busy: all its {self.size} threads are still running "
@@ -43,15 +53,15 @@ class Threads:
             )
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self.size, thread_name_prefix=f"valor-{self.name}")
-        future = self._executor.submit(contextvars.copy_context().run, function, *args)
-        try:
-            return await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            if not future.cancel():  # already running: its thread stays taken until it returns
-                with self._lock:
-                    self.abandoned += 1
-                future.add_done_callback(self._release)
-            raise
+        return self._executor.submit(contextvars.copy_context().run, function, *args)
+
+    def abandon(self, future: Future[Any]) -> None:
+        """Nobody waits for ``future`` any more: if it already runs, its thread counts as held
+        until it returns."""
+        if not future.cancel():
+            with self._lock:
+                self.abandoned += 1
+            future.add_done_callback(self._release)
 
     def _release(self, future: object) -> None:
         with self._lock:

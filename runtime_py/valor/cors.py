@@ -31,11 +31,12 @@ class CorsMiddleware:
         if origin is None or not (self.any or origin in self.origins):
             await self.app(scope, receive, send)
             return
-        allowed = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"origin")]
+        allowed = [(b"access-control-allow-origin", origin.encode("latin-1"))]
         requested = _header(scope, b"access-control-request-method")
         if scope["method"] == "OPTIONS" and requested is not None:
             headers = [
                 *allowed,
+                (b"vary", b"origin"),
                 (b"access-control-allow-methods", requested.encode("latin-1")),
                 (b"access-control-max-age", MAX_AGE.encode()),
                 (b"content-length", b"0"),
@@ -49,11 +50,32 @@ class CorsMiddleware:
 
         async def send_with_cors(message: Message) -> None:
             if message["type"] == "http.response.start":
-                exposed = (b"access-control-expose-headers", b"*")
-                message = {**message, "headers": [*message["headers"], *allowed, exposed]}
+                message = {**message, "headers": _with_cors(message["headers"], allowed)}
             await send(message)
 
         await self.app(scope, receive, send_with_cors)
+
+
+def _with_cors(headers: Any, allowed: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An answer's headers with this middleware's CORS headers in place of the app's own (an
+    app with CORS of its own, an upstream API allowing ``*``): Chromium refuses an answer with
+    two ``access-control-allow-origin`` values. ``origin`` joins the app's ``vary``, as
+    Starlette's ``CORSMiddleware`` does."""
+    kept = []
+    vary = b""
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"vary":
+            vary = value if not vary else vary + b", " + value
+        elif lower not in _OWN:
+            kept.append((name, value))
+    if b"origin" not in [token.strip().lower() for token in vary.split(b",")]:
+        vary = vary + b", origin" if vary else b"origin"
+    return [*kept, *allowed, (b"access-control-expose-headers", b"*"), (b"vary", vary)]
+
+
+# The CORS headers of an answer that this middleware sets itself, for every allowed origin.
+_OWN = frozenset([b"access-control-allow-origin", b"access-control-expose-headers"])
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

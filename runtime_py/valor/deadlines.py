@@ -72,6 +72,10 @@ class Deadlines:
             self._set_timer(deadline, seconds)
         return task
 
+    def has(self, task: asyncio.Task[object]) -> bool:
+        """Whether ``task`` has a deadline running (``start`` without ``stop`` yet)."""
+        return task in self._pending
+
     def stop(self, task: asyncio.Task[object]) -> bool:
         """Forget ``task``'s deadline. True when the deadline passed and its cancellations are
         the only ones pending (the task's own ``CancelledError`` is then a timeout)."""

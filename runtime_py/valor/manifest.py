@@ -1,10 +1,12 @@
 """The manifest: which plug-ins to load, where to mount them, and with what config.
 
-``{"plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
-"requirements"?, "isolation"?, "limits"?, "app"?}]}``. Paths are relative to the manifest's
-folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module (default ``app``),
-or a module and its application as uvicorn does (``readinglist.main:app``, ``path`` then
-left out: the module is found in the manifest's folder).
+``{"store"?, "plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
+"requirements"?, "isolation"?, "limits"?, "app"?, "store"?}]}``. Paths are relative to the
+manifest's folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module (default
+``app``), or a module and its application as uvicorn does (``readinglist.main:app``, ``path``
+then left out: the module is found in the manifest's folder). The top-level ``store`` is the
+server's store URL (docs/state.md); a plug-in's ``store`` names a namespace it shares with the
+plug-ins that name the same (default: its name).
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ LIMITS = {
     "cpu_seconds": "CPU time of an isolated python plug-in's process",
 }
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # fullmatch: "$" would let a "\n" end it
+# Control characters (C0 and DEL): a prefix holding one could split a log line or a header.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KNOWN_FIELDS = {"name", "type", "prefix", "path", "url", "config", "timeout", "requirements"}
-_KNOWN_FIELDS |= {"isolation", "limits", "app"}
+_KNOWN_FIELDS |= {"isolation", "limits", "app", "store"}
 _DOTTED = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 _APP = re.compile(rf"^({_DOTTED}:)?{_DOTTED}$")
 
@@ -56,6 +60,12 @@ class PluginSpec:
     source: dict[str, Any] = field(default_factory=dict)
     isolation: str = "none"
     limits: dict[str, int] = field(default_factory=dict)
+    store: str | None = None
+
+    @property
+    def namespace(self) -> str:
+        """The store namespace the plug-in sees: the one it shares by name, else its own."""
+        return self.store or self.name
 
     def describe(self) -> dict[str, Any]:
         """The definition as given (what ``GET /_plugins`` lists), with the effective prefix."""
@@ -66,6 +76,7 @@ class PluginSpec:
 class Manifest:
     plugins: list[PluginSpec]
     base_dir: Path
+    store: str | None = None
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -88,6 +99,14 @@ def parse_manifest(data: Any, base_dir: Path) -> Manifest:
     """Validate a manifest already parsed from JSON. Every plug-in is checked before any loads."""
     if not isinstance(data, dict) or not isinstance(data.get("plugins"), list):
         raise ManifestError('a manifest must be an object with a "plugins" list')
+    store = data.get("store")
+    if store is not None and (not isinstance(store, str) or not store):
+        raise ManifestError(
+            'the manifest\'s "store" must be a store URL: memory:, sqlite:///PATH or '
+            f"redis://HOST:PORT/DB, got {store!r}",
+            None,
+            "store",
+        )
     specs: list[PluginSpec] = []
     for index, entry in enumerate(data["plugins"]):
         spec = parse_plugin(entry, base_dir, where=f"plugins[{index}]")
@@ -102,7 +121,7 @@ def parse_manifest(data: Any, base_dir: Path) -> Manifest:
                     "prefix",
                 )
         specs.append(spec)
-    return Manifest(plugins=specs, base_dir=base_dir)
+    return Manifest(plugins=specs, base_dir=base_dir, store=store)
 
 
 def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSpec:
@@ -110,7 +129,7 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     if not isinstance(entry, dict):
         raise ManifestError(f"{where}: a plug-in definition must be an object")
     name = entry.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ManifestError(
             f"{where}: 'name' must be a non-empty string of letters, digits, '-', '_' or '.'",
             None,
@@ -130,6 +149,8 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     prefix = entry.get("prefix", "/" + name)
     if not isinstance(prefix, str) or not prefix.startswith("/") or "?" in prefix or "#" in prefix:
         raise fail("prefix", f"must be a path starting with '/', got {prefix!r}")
+    if _CONTROL.search(prefix):
+        raise fail("prefix", f"must not hold control characters (CR, LF, tab...), got {prefix!r}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else "/"
     if any(prefix == r or prefix.startswith(r + "/") for r in RESERVED_PREFIXES):
         raise fail("prefix", f"{prefix!r} is reserved for Valor's built-ins")
@@ -191,6 +212,13 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise fail("limits", f"{key!r} must be a positive integer, got {value!r}")
 
+    store = entry.get("store")
+    if store is not None and (not isinstance(store, str) or not _NAME.match(store)):
+        raise fail(
+            "store",
+            f"must name a shared store namespace (letters, digits, '-', '_', '.'), got {store!r}",
+        )
+
     return PluginSpec(
         name=name,
         type=kind,
@@ -203,6 +231,7 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         source=dict(entry),
         isolation=isolation,
         limits=dict(limits),
+        store=store,
     )
 
 

@@ -208,8 +208,7 @@ class _Call:
     start: Message | None = None
     state = WAITING
     task: asyncio.Task[Any]
-    deadline: asyncio.Task[Any] | None = None  # the first part's, while it runs
-    timer: asyncio.TimerHandle | None = None  # between parts
+    deadline: asyncio.Task[Any] | None = None  # the next part's, while the app works on it
     watcher: asyncio.Task[None] | None = None  # for a client that goes away
     gone = idle = stopped = False
 
@@ -255,10 +254,14 @@ class _Call:
                 what = "an answer" if self.start is None else "the rest of its answer"
                 raise RuntimeError(f"the ASGI app returned without sending {what}")
         except BaseException as exc:
+            expired = self._stop_deadline()
             if self.state == WAITING:
-                expired = self._stop_deadline()
                 await self.answer(runtime.failure_answer(spec, exc, expired))
-            elif self.idle:
+            elif (
+                self.state == STREAMING
+                and not (self.gone or self.stopped)
+                and (self.idle or expired or isinstance(exc, DeadlineExceeded))
+            ):
                 raise idle_error(spec.name, spec.timeout) from None
             elif self.gone or self.stopped:
                 pass  # as the message path closes the stream: the app is stopped, quietly
@@ -271,7 +274,7 @@ class _Call:
         finally:
             if self.deadline is not None:
                 self._stop_deadline()
-            if self.timer is not None or self.watcher is not None:
+            if self.watcher is not None:
                 self._quiet()
             if (self.gone or self.idle) and task.cancelling():
                 task.uncancel()  # our own cancellation, not the server's
@@ -296,6 +299,8 @@ class _Call:
             return  # as the message path: other events (extensions) are not offered
         if self.stopped:
             raise asyncio.CancelledError
+        if self.gone:
+            raise OSError("the client went away")  # as ASGI 2.4 asks
         if self.start is None:
             raise RuntimeError("http.response.body was sent before http.response.start")
         if self.state == COMPLETE:
@@ -329,17 +334,17 @@ class _Call:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
             self.watcher = asyncio.get_running_loop().create_task(_disconnect(self.server_receive))
             self.watcher.add_done_callback(self._client_gone)
-            self._idle_from_now()
+            await self._next_part()
             return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self._stop_deadline():  # it caught its cancellation and sent this part late
+            self.idle = True
+            raise asyncio.CancelledError
         if more:
             if part:
                 await self.server_send(
                     {"type": "http.response.body", "body": part, "more_body": True}
                 )
-            self._idle_from_now()
+            await self._next_part()
             return
         self.state = COMPLETE
         self._quiet()
@@ -412,15 +417,14 @@ class _Call:
         task, self.deadline = self.deadline, None
         return self.passthrough.runtime._deadlines.stop(task)
 
-    def _idle_from_now(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.timer = loop.call_at(loop.time() + self.route.spec.timeout, self._idle_expired)
-
-    def _idle_expired(self) -> None:
-        self.timer = None
-        if self.state == STREAMING:
-            self.idle = True
-            self.task.cancel()
+    async def _next_part(self) -> None:
+        """Give the app its timeout for the next part, under the runtime's deadlines (the
+        watchdog stops an app that holds the loop between parts), and let the loop turn: an
+        app that never awaits, to a client that has gone (whose send returns at once), would
+        otherwise never let the client's leaving be noticed, nor any other request run."""
+        runtime = self.passthrough.runtime
+        self.deadline = runtime._deadlines.start(self.route.spec.timeout, self.task)
+        await asyncio.sleep(0)
 
     def _client_gone(self, watcher: asyncio.Task[None]) -> None:
         if self.state == STREAMING and not watcher.cancelled():
@@ -429,9 +433,7 @@ class _Call:
 
     def _quiet(self) -> None:
         """Stop watching the client and the time between parts."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._stop_deadline()
         if self.watcher is not None:
             self.watcher.cancel()
             self.watcher = None

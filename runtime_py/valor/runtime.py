@@ -23,7 +23,11 @@ from .errors import LOAD_FAILURES, BodyError, ManifestError, PluginCrashed, Plug
 from .loaders import Forwarding, Loader, Plugin
 from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
+from .registry import SharedRegistry
 from .responses import JSON, error_message
+from .store import MemoryBackend, Store, StoreError, StoreUnavailable
+from .store.backend import Backend
+from .store.loading import loading_with
 from .streaming import Stream, streamed, watched
 from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
 
@@ -82,8 +86,12 @@ class Runtime:
         registry: bool = False,
         registry_token: str | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        store: Backend | None = None,
     ) -> None:
         self.loaders = dict(loaders)
+        self.store: Backend = store if store is not None else MemoryBackend()
+        """Where the plug-ins' stores keep their entries (``ctx.store``); memory unless the
+        host chooses (the server: SQLite beside the manifest)."""
         self.root_path = root_path.rstrip("/")
         self.registry = registry
         self.registry_token = registry_token
@@ -101,6 +109,8 @@ class Runtime:
         self._hurry = asyncio.Event()  # a request waits for a queued plug-in
         self._last_request = 0.0  # when a request last came while plug-ins were loading
         self._deadlines = Deadlines()
+        self.manifest_names: set[str] = set()
+        self._shared: SharedRegistry | None = None  # the registry's changes, in the store
 
     # -- mounting ---------------------------------------------------------------------------
 
@@ -135,6 +145,7 @@ class Runtime:
         self.base_dir = manifest.base_dir
         for spec in manifest.plugins:
             self._check_free(spec)
+        self.manifest_names |= {spec.name for spec in manifest.plugins}
         loop = asyncio.get_running_loop()
         self._loading = loop.create_future()
         self._pending = {spec.prefix: loop.create_future() for spec in manifest.plugins}
@@ -183,6 +194,8 @@ class Runtime:
                 self._reroute()
             for failure in failures:
                 log.error("%s", failure)
+            if self.registry:
+                await self._follow_registry()
             return failures
         finally:
             self._queued = {}
@@ -193,6 +206,17 @@ class Runtime:
             if self._loading is not None:
                 self._loading.set_result(None)
                 self._loading = None
+
+    async def _follow_registry(self) -> None:
+        """Serve what the registry recorded in the store, and follow its changes."""
+        if self._shared is None:
+            self._shared = SharedRegistry(self)
+        try:
+            await self._shared.apply()
+        except StoreError as exc:  # the poll tries again
+            log.warning("the registry's changes cannot be read yet: %s", exc)
+        if not isinstance(self.store, MemoryBackend):  # nobody else writes to this one
+            self._shared.follow()
 
     async def _hold_next_start(self, held: Holding) -> Holding:
         """Wait before the next plug-in's start: ``held.pause``, then while requests keep
@@ -304,11 +328,18 @@ class Runtime:
         self._subscribers.append(callback)
 
     async def close(self) -> None:
+        """Unmount every plug-in and close them side by side: a shut-down takes as long as the
+        slowest plug-in's, each bounded by its loader (an app's lifespan by its timeout)."""
+        if self._shared is not None:
+            await self._shared.stop()
         mounts, self._mounts = list(self._mounts.values()), {}
         self._unloaded = {}
         self._reroute()
-        for mount in mounts:
-            await _close_quietly(mount)
+        await asyncio.gather(*(_close_quietly(mount) for mount in mounts))
+        try:
+            await self.store.close()
+        except Exception:
+            log.exception("closing the store %s failed", self.store.description)
 
     def _check_free(self, spec: PluginSpec) -> None:
         if spec.name in self._mounts:
@@ -332,12 +363,17 @@ class Runtime:
                 f"(supported: {', '.join(sorted(self.loaders))})",
             )
         try:
-            return await loader(spec)
+            with loading_with(self.store_for(spec)):
+                return await loader(spec)
         except PluginLoadError:
             raise
         except LOAD_FAILURES as exc:
             log.exception("loading plug-in %r failed", spec.name)
             raise PluginLoadError(spec.name, f"{type(exc).__name__}: {exc}") from exc
+
+    def store_for(self, spec: PluginSpec) -> Store:
+        """The store a plug-in sees: its namespace of the runtime's backend."""
+        return Store(self.store, spec.namespace)
 
     def _reroute(self, notify: bool = True) -> None:
         # A failed plug-in's prefix routes to its 503, unless a mounted plug-in took it.
@@ -528,7 +564,7 @@ class Runtime:
                 await stream.aclose()
             return self._failed(spec, exc)
         if stream is not None:  # the rest of its parts, each within the plug-in's timeout
-            response["body"] = watched(stream, spec.name, spec.timeout)  # type: ignore[typeddict-item]
+            response["body"] = watched(stream, spec.name, spec.timeout, deadlines)  # type: ignore[typeddict-item]
         return response
 
     def forwarded_headers(
@@ -580,12 +616,18 @@ class Runtime:
             return self._timed_out(spec)
         if isinstance(exc, PluginFailed):  # a trap, an exit code, a bad answer, no upstream
             return exc.answer()
+        if isinstance(exc, StoreUnavailable):  # 503, or 507 when it is full
+            log.error("plug-in %r: %s", spec.name, exc)
+            return error_message(exc.status, f"plug-in {spec.name!r}: {exc}", store=exc.store)
         if isinstance(exc, PluginBusy):
             log.warning("%s", exc)
             return error_message(503, str(exc))
         if isinstance(exc, PluginCrashed):
-            log.error("plug-in %r crashed: %s", spec.name, exc)
-            return error_message(502, f"plug-in {spec.name!r} crashed: {exc}")
+            # Why it crashed (its last stderr line, its error's message) may quote a secret:
+            # it goes to the log, under the error id the client gets, as a 500's traceback.
+            error_id = os.urandom(6).hex()
+            log.error("plug-in %r crashed: %s [error_id=%s]", spec.name, exc, error_id)
+            return error_message(502, f"plug-in {spec.name!r} crashed", error_id=error_id)
         if isinstance(exc, WireError):
             return self._failure(spec, f"plug-in {spec.name!r} answered an invalid response: {exc}")
         return self._failure(spec, f"plug-in {spec.name!r} raised an error")
@@ -601,7 +643,15 @@ class Runtime:
             {"name": mount.spec.name, "prefix": mount.spec.prefix, "error": str(failure)}
             for mount, failure in zip(self._unloaded.values(), self.failures, strict=True)
         ]
-        return _json(200, {"status": "ok", "plugins": len(self._mounts), "failed": failed})
+        return _json(
+            200,
+            {
+                "status": "ok",
+                "plugins": len(self._mounts),
+                "failed": failed,
+                "store": self.store.description,
+            },
+        )
 
     # -- the /_plugins registry ---------------------------------------------------------------
 
@@ -636,11 +686,7 @@ class Runtime:
         if method == "POST" and not name:
             return await self._register(message.get("body") or b"")
         if method == "DELETE" and name:
-            try:
-                spec = await self.remove(name)
-            except KeyError:
-                return error_message(404, f"no plug-in named {name!r}")
-            return _json(200, {"removed": spec.name})
+            return await self._unregister(name)
         allowed = "GET, POST" if not name else "GET, DELETE"
         answer = error_message(405, f"{method} is not allowed on {path} (allowed: {allowed})")
         answer["headers"].append(["allow", allowed])
@@ -664,15 +710,40 @@ class Runtime:
                 f"plug-in {spec.name!r}: 'path' must be a file inside the manifest's folder",
                 field="path",
             )
-        try:
-            await self.add(spec)
-        except ManifestError as exc:
-            return error_message(409, str(exc), field=exc.field)
-        except PluginLoadError as exc:
-            field_name = "path" if spec.path is not None else "url"
-            detail = f"plug-in {spec.name!r}: {field_name!r} could not be loaded: {exc.reason}"
-            return error_message(400, detail, field=field_name)
+        async with self._registry_turn():
+            try:
+                await self.add(spec)
+            except ManifestError as exc:
+                return error_message(409, str(exc), field=exc.field)
+            except PluginLoadError as exc:
+                field_name = "path" if spec.path is not None else "url"
+                detail = f"plug-in {spec.name!r}: {field_name!r} could not be loaded: {exc.reason}"
+                return error_message(400, detail, field=field_name)
+            if self._shared is not None:
+                try:
+                    await self._shared.added(spec.name, spec.source)
+                except StoreError as exc:  # not recorded: not added
+                    await self.remove(spec.name)
+                    return _store_failure(exc)
         return _json(201, spec.describe())
+
+    async def _unregister(self, name: str) -> ResponseMessage:
+        async with self._registry_turn():
+            if name not in self._mounts:
+                return error_message(404, f"no plug-in named {name!r}")
+            if self._shared is not None:
+                try:
+                    await self._shared.removed(name, name in self.manifest_names)
+                except StoreError as exc:  # not recorded: not removed
+                    return _store_failure(exc)
+            spec = await self.remove(name)
+        return _json(200, {"removed": spec.name})
+
+    def _registry_turn(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Changes through /_plugins one at a time with the registry's polls."""
+        if self._shared is None:
+            return contextlib.nullcontext()
+        return self._shared.lock
 
 
 # Request ids need to be unique, not secret: a seeded PRNG is several times cheaper than
@@ -804,6 +875,12 @@ def _json(status: int, body: Any) -> ResponseMessage:
         "headers": [["content-type", JSON]],
         "body": json.dumps(body).encode(),
     }
+
+
+def _store_failure(exc: StoreError) -> ResponseMessage:
+    if isinstance(exc, StoreUnavailable):
+        return error_message(exc.status, f"the registry: {exc}", store=exc.store)
+    return error_message(500, f"the registry could not record the change: {exc}")
 
 
 async def _close_quietly(mount: Mount) -> None:

@@ -21,6 +21,7 @@ from .manifest import load_manifest
 from .responses import error_message
 from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
 from .status import REASONS
+from .store.urls import default_url, open_backend
 from .streaming import Stream
 
 Scope = MutableMapping[str, Any]
@@ -78,9 +79,11 @@ class ValorApp:
         strict: bool,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         passthrough: bool = True,
+        store_url: str | None = None,
         root_path: str = "",
     ) -> None:
         self.runtime = runtime
+        self.store_url = store_url
         self.manifest_path = manifest_path
         self.strict = strict
         self.body_timeout = body_timeout
@@ -102,7 +105,12 @@ class ValorApp:
 
     async def _load(self) -> None:
         if self.manifest_path is not None:
-            await self.runtime.load(load_manifest(self.manifest_path), strict=self.strict)
+            manifest = load_manifest(self.manifest_path)
+            if self.store_url is None:  # --store, else the manifest's, else SQLite beside it
+                url = manifest.store or default_url(manifest.base_dir)
+                self.runtime.store = open_backend(url, manifest.base_dir)
+            log.info("store: %s", self.runtime.store.description)
+            await self.runtime.load(manifest, strict=self.strict)
         self._loaded = True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -186,6 +194,7 @@ def create_app(
     loaders: dict[str, Loader] | None = None,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
     passthrough: bool = True,
+    store: str | None = None,
     root_path: str = "",
 ) -> ValorApp:
     """Build the ASGI app for a manifest: by default ``$VALOR_MANIFEST``, else
@@ -197,6 +206,9 @@ def create_app(
     comparisons. ``root_path`` is the prefix a proxy serves the app under (and strips), as
     uvicorn's ``--root-path``: plug-ins see it in their ``x-forwarded-prefix`` and an ASGI
     app in its ``root_path``; an ASGI server's own ``root_path`` for the request wins.
+
+    ``store`` is the plug-ins' store URL (``memory:``, ``sqlite:///PATH``, ``redis://...``);
+    by default the manifest's ``store``, else ``valor-store.sqlite3`` beside the manifest.
     """
     if manifest is None:
         manifest = os.environ.get("VALOR_MANIFEST", "plugins/plugins.json")
@@ -208,9 +220,10 @@ def create_app(
         registry=registry,
         registry_token=token if registry else None,
         max_body_size=max_body_size,
+        store=open_backend(store, Path.cwd()) if store else None,
     )
     use_runtime_reasons()
-    return ValorApp(runtime, manifest, strict, body_timeout, passthrough, root_path)
+    return ValorApp(runtime, manifest, strict, body_timeout, passthrough, store or None, root_path)
 
 
 def _client(scope: Scope) -> tuple[str, int] | None:
@@ -428,6 +441,10 @@ async def _relay(stream: Stream, send: Send) -> None:
     async for part in stream:
         if part:
             await send({"type": "http.response.body", "body": part, "more_body": True})
+        # A generator that never awaits, to a client that reads fast or has gone (uvicorn's
+        # send then returns at once), would never let the loop run: not the other requests,
+        # not the watch for the client leaving. One turn of the loop per part.
+        await asyncio.sleep(0)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

@@ -18,13 +18,15 @@ import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-from .concurrency import HAS_THREADS
+from .concurrency import HAS_THREADS, Threads
+from .deadlines import DeadlineExceeded, Deadlines
 from .wire import NO_BODY, WireError
 
 log = logging.getLogger("valor")
 _END = object()
-# Sync generators run in threads of their own on the server, so one that blocks between parts
-# stalls neither the event loop nor the plug-ins' pool.
+# Sync generators run in threads on the server, so one that blocks between parts stalls
+# neither the event loop nor other plug-ins: in their plug-in's own threads (``Stream.threads``,
+# set by its loader), else in this pool.
 _threads = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="valor-stream")
 
 
@@ -47,6 +49,7 @@ class Stream:
         self._first: bytes | None = None
         self._ended = False
         self.closed = False
+        self.threads: Threads | None = None  # where a sync generator's steps run
 
     async def start(self) -> None:
         try:
@@ -97,7 +100,14 @@ def stream_of(content: Iterator[Any] | AsyncIterable[Any]) -> Stream:
     """A ``Stream`` of an iterator or async iterable of ``bytes`` or ``str`` parts."""
     if isinstance(content, AsyncIterable):
         return Stream(_from_async(content))
-    return Stream(_from_sync(content))
+    stream = Stream(_no_parts())
+    stream._parts = _from_sync(content, stream)
+    return stream
+
+
+async def _no_parts() -> AsyncIterator[bytes]:
+    return
+    yield
 
 
 async def _from_async(content: AsyncIterable[Any]) -> AsyncIterator[bytes]:
@@ -115,12 +125,16 @@ async def _from_async(content: AsyncIterable[Any]) -> AsyncIterator[bytes]:
             await close()
 
 
-async def _from_sync(iterator: Iterator[Any]) -> AsyncIterator[bytes]:
+async def _from_sync(iterator: Iterator[Any], stream: Stream) -> AsyncIterator[bytes]:
     step: concurrent.futures.Future[Any] | None = None
+    threads = stream.threads  # set by the plug-in's loader before the first step
     try:
         while True:
             if HAS_THREADS:
-                step = _threads.submit(next, iterator, _END)
+                if threads is not None:
+                    step = threads.submit(next, iterator, _END)
+                else:
+                    step = _threads.submit(next, iterator, _END)
                 part = await asyncio.wrap_future(step)
             else:  # Pyodide has no threads: the generator runs inline
                 part = next(iterator, _END)
@@ -130,6 +144,8 @@ async def _from_sync(iterator: Iterator[Any]) -> AsyncIterator[bytes]:
     finally:
         if step is not None and not step.done():
             # Still running in its thread: a generator cannot be closed until it yields.
+            if threads is not None:
+                threads.abandon(step)  # its thread stays the plug-in's until then
             step.add_done_callback(lambda _: _close_sync(iterator))
         else:
             _close_sync(iterator)
@@ -178,27 +194,57 @@ async def complete(answer: Any) -> Any:
     return answer
 
 
-def watched(stream: Stream, plugin: str, idle: float) -> Stream:
+def watched(stream: Stream, plugin: str, idle: float, deadlines: Deadlines) -> Stream:
     """``stream`` as the runtime hands it to a host: a part that takes longer than ``idle``
     seconds, or a part the plug-in fails to produce, ends it with ``StreamError`` (logged once,
-    under an error id). Closing it closes ``stream``."""
-    return Stream(_watch(stream, plugin, idle), stream.aclose)
+    under an error id). Closing it closes ``stream``.
+
+    Each part is awaited under ``deadlines``, in the task that reads the stream, as a handler
+    is: a generator that holds the event loop between parts is interrupted by the watchdog, one
+    that awaits is cancelled. (``asyncio.wait_for`` would run the part in a task of its own on
+    Python 3.11, whose cancellation it drops when the part is ready at the same moment.)"""
+    return Stream(_watch(stream, plugin, idle, deadlines), stream.aclose)
 
 
-async def _watch(stream: Stream, plugin: str, idle: float) -> AsyncIterator[bytes]:
+async def _watch(
+    stream: Stream, plugin: str, idle: float, deadlines: Deadlines
+) -> AsyncIterator[bytes]:
     try:
         while True:
             try:
-                part = await asyncio.wait_for(stream.__anext__(), idle)
+                part = await _within(stream.__anext__(), idle, deadlines)
             except StopAsyncIteration:
                 return
-            except TimeoutError:
+            except (TimeoutError, DeadlineExceeded):
                 raise idle_error(plugin, idle) from None
             except Exception as exc:
                 raise broken_error(plugin, exc) from exc
             yield part
     finally:
         await stream.aclose()
+
+
+async def _within(part: Awaitable[bytes], idle: float, deadlines: Deadlines) -> bytes:
+    """``part`` within ``idle`` seconds (``TimeoutError`` past them), under ``deadlines`` in
+    the current task. A task with a deadline of its own (a handler reading a sibling plug-in's
+    stream) keeps it, and its watchdog: the part gets ``asyncio.timeout`` then."""
+    task = asyncio.current_task()
+    if task is None or deadlines.has(task):
+        async with asyncio.timeout(idle):
+            return await part
+    deadlines.start(idle, task)
+    try:
+        result = await part
+    except asyncio.CancelledError:
+        if deadlines.stop(task):
+            raise TimeoutError from None
+        raise
+    except BaseException:
+        deadlines.stop(task)
+        raise
+    if deadlines.stop(task):  # it caught its cancellation and produced a part late
+        raise TimeoutError
+    return result
 
 
 def idle_error(plugin: str, idle: float) -> StreamError:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext
 
@@ -328,6 +329,12 @@ def test_the_fallback_answers_while_the_runtime_boots_then_the_browser_does(
                 page.wait_for_function("Valor.status === 'ready'", timeout=BOOT)
                 after = send_all()
                 assert [a.headers["x-valor-host"] for a in after] == ["browser"] * 7
+                # A native plug-in, which the build left out: the tab's runtime proxies its
+                # requests to the fallback server, which runs it.
+                native = fetch(page, static.url + "hello-native?who=native")
+                assert native.status == 200, native
+                assert native.headers["x-valor-plugin"] == "hello-native"
+                assert native.body == httpx.get(server.url + "/hello-native?who=native").content
                 # A restarted service worker has lost the tab's port: the server answers
                 # until the tab sends a new one, then the tab's runtime again.
                 cdp = context.new_cdp_session(page)

@@ -22,6 +22,8 @@ from urllib.parse import unquote
 
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
+from ..store import Store
+from ..store.loading import store_being_loaded
 from ..streaming import Stream
 from ..wire import RequestMessage, ResponseMessage
 from . import Forwarding
@@ -33,7 +35,10 @@ Message = MutableMapping[str, Any]
 App = Callable[
     [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Any
 ]
-ASGI = {"version": "3.0", "spec_version": "2.3"}
+# 2.4: ``send`` raises OSError once the client has gone, so an app streams in its own task
+# (Starlette then starts no task of its own to listen for the client leaving), where the
+# runtime's deadlines, watchdog included, reach it between parts.
+ASGI = {"version": "3.0", "spec_version": "2.4"}
 CLIENT_STAND_IN = ("127.0.0.1", 0)
 """``scope["client"]`` where the host does not know the peer (the browser, where the client is
 the page itself, and an in-process test client): a loopback address, so code that parses
@@ -51,7 +56,7 @@ async def load_asgi(spec: PluginSpec) -> AsgiPlugin:
         app = getattr(app, part, None)
     if not callable(app):
         raise PluginLoadError(spec.name, _no_app(spec, module, name))
-    plugin = AsgiPlugin(app, spec)
+    plugin = AsgiPlugin(app, spec, store_being_loaded())
     await plugin.start(spec.timeout)
     return plugin
 
@@ -83,10 +88,13 @@ def _could_be_app(value: Any, module_name: str) -> bool:
 class AsgiPlugin:
     """One ASGI app: an HTTP scope per request, and its lifespan."""
 
-    def __init__(self, app: App, spec: PluginSpec) -> None:
+    def __init__(self, app: App, spec: PluginSpec, store: Store | None = None) -> None:
         self.app = app
         self.name = spec.name
-        self.state: dict[str, Any] = {}
+        self.timeout = spec.timeout
+        # The lifespan state every request's scope gets a copy of: the plug-in's store is in
+        # it (``request.state.store`` in Starlette and FastAPI).
+        self.state: dict[str, Any] = {} if store is None else {"store": store}
         self._lifespan: Lifespan | None = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -199,7 +207,7 @@ class AsgiPlugin:
         for task in list(self._background):
             task.cancel()
         if self._lifespan is not None:
-            await self._lifespan.shutdown()
+            await self._lifespan.shutdown(self.name, self.timeout)
 
 
 class Exchange:
@@ -370,9 +378,21 @@ class Lifespan:
         await self._events.put({"type": "lifespan.startup"})
         return await self._reply()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, name: str, timeout: float) -> None:
+        """Run shut-down, within ``timeout`` seconds: past it the app is cut off (its lifespan
+        task cancelled) and logged, as a server's graceful timeout cuts off its workers."""
         await self._events.put({"type": "lifespan.shutdown"})
-        reply = await self._reply()
+        try:
+            reply = await asyncio.wait_for(self._reply(), timeout)
+        except TimeoutError:
+            log.error(
+                "plug-in %r: the app's lifespan shut-down did not finish within %g s; cut off",
+                name,
+                timeout,
+            )
+            assert self._task is not None
+            self._task.cancel()
+            return
         if reply is not None and reply["type"] == "lifespan.shutdown.failed":
             log.error("an ASGI app's lifespan shut-down failed: %s", reply.get("message", ""))
 

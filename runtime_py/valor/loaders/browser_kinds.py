@@ -92,16 +92,24 @@ async def load_js(spec: PluginSpec) -> JsPlugin:
 # -- proxy ------------------------------------------------------------------------------------
 
 
+UPSTREAM_MARK = ("x-valor-upstream", "1")
+"""Marks a proxy's request to a same-origin upstream, which the service worker leaves to the
+network even under a mounted prefix: never back into Valor (or into the proxy itself)."""
+
+
 class FetchEngine:
     """``fetch`` from the runtime worker. The service worker lets it through to the network
-    (it only intercepts mounted prefixes of its own origin); a cross-origin upstream must
-    allow this site with CORS, as for any page. The runtime's timeout cancels it."""
+    (it only intercepts mounted prefixes of its own origin, and never a marked request); a
+    cross-origin upstream must allow this site with CORS, as for any page. The runtime's
+    timeout cancels it."""
 
     async def send(
         self, method: str, url: str, headers: Headers, body: bytes | None, max_body: int
     ) -> tuple[int, Headers, bytes]:
-        from js import AbortController, Array, fetch
+        from js import AbortController, Array, fetch, location
 
+        if url == location.origin or url.startswith(location.origin + "/"):
+            headers = [*headers, UPSTREAM_MARK]
         controller = AbortController.new()
         init = {
             "method": method,

@@ -34,7 +34,9 @@ class PluginFailed(Exception):
 
 def reported_failure(name: str, error: object, crashed: bool) -> Exception:
     """What a plug-in's process or worker reported instead of an answer (js and native, in
-    both hosts): a crash (502; it is restarted) or a failure (500)."""
+    both hosts): a crash (502; it is restarted; why goes to the log only, see
+    ``Runtime._failed``) or a failure (500) in the host's own words (an answer that is not a
+    response, a return code), which the client reads."""
     if crashed:
         return PluginCrashed(str(error))
     return PluginFailed(500, f"plug-in {name!r} failed: {error}")

@@ -19,6 +19,8 @@ from ..manifest import PluginSpec
 from ..plugin import Context, is_handler
 from ..requests import Request
 from ..responses import error_message, to_message
+from ..store import Store
+from ..store.loading import store_being_loaded
 from ..streaming import Stream
 from ..wire import RequestMessage, ResponseMessage, WireError, body_bytes, response_message
 
@@ -33,7 +35,8 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
         from .python_process import load_isolated_python
 
         return await load_isolated_python(spec)  # type: ignore[return-value]
-    module = _import(spec.name, spec.path)
+    store = store_being_loaded()
+    module = _import(spec.name, spec.path, store=store)
     threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
     if callable(getattr(module, "onmessage", None)):
         return WorkerPlugin(module, threads)
@@ -41,7 +44,7 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
     on_create = getattr(module, "on_create", None)
     context = None
     if on_create is not None:
-        context = Context(spec.name, spec.config)
+        context = Context(spec.name, spec.config, store)
         try:
             await call(on_create, context)
         except LOAD_FAILURES as exc:
@@ -74,7 +77,10 @@ class DecoratedPlugin:
             answer = error_message(exc.status_code, exc.detail)
             answer["headers"].extend([k, v] for k, v in exc.headers.items())
             return answer
-        return to_message(result)
+        answer = to_message(result)
+        if isinstance(answer["body"], Stream):
+            answer["body"].threads = self.threads  # a sync generator's steps: its own threads
+        return answer
 
     async def close(self) -> None:
         if self.threads is not None:
@@ -196,7 +202,9 @@ class Parts:
                 return
 
 
-def _import(name: str, path: Path, module_name: str | None = None) -> ModuleType:
+def _import(
+    name: str, path: Path, module_name: str | None = None, store: Store | None = None
+) -> ModuleType:
     """Import a plug-in's file. A file in a package (its folder has an ``__init__.py``, or
     ``module_name`` names it, as ``readinglist.main``) imports as that package's module, with
     the folder above the package on ``sys.path``, so its relative imports work as under
@@ -221,11 +229,13 @@ def _import(name: str, path: Path, module_name: str | None = None) -> ModuleType
         sys.path.insert(0, entry)
     try:
         if module_name is not None:
-            return _import_package_module(name, path, module_name, folder)
+            return _import_package_module(name, path, module_name, folder, store)
         if spec is None or spec.loader is None:
             raise PluginLoadError(name, f"cannot import {path} as a Python module")
         module = importlib.util.module_from_spec(spec)
         module.postMessage = postMessage  # type: ignore[attr-defined]
+        if store is not None:  # a worker-style module's store, a global as postMessage is
+            module.store = store  # type: ignore[attr-defined]
         spec.loader.exec_module(module)
     except PluginLoadError:
         raise
@@ -250,7 +260,9 @@ def package_module(path: Path) -> str | None:
     return ".".join(parts)
 
 
-def _import_package_module(name: str, path: Path, module_name: str, folder: Path) -> ModuleType:
+def _import_package_module(
+    name: str, path: Path, module_name: str, folder: Path, store: Store | None = None
+) -> ModuleType:
     """``module_name`` imported from ``folder``, refusing a package of that name that is
     already imported from elsewhere (an installed one, another plug-in's)."""
     top = module_name.partition(".")[0]
@@ -273,6 +285,8 @@ def _import_package_module(name: str, path: Path, module_name: str, folder: Path
         )  # fmt: skip
     if not hasattr(found, "postMessage"):
         found.postMessage = postMessage  # type: ignore[attr-defined]
+    if store is not None and not hasattr(found, "store"):  # set after its import, here
+        found.store = store  # type: ignore[attr-defined]
     return found
 
 

@@ -14,9 +14,15 @@ from typing import Any, BinaryIO
 
 from ..errors import PluginLoadError
 from ..manifest import PluginSpec
+from ..streaming import Stream
 from .abi import pack_message, unpack_message
 from .process import FRAME
 from .python import load_python
+
+CANNOT_STREAM = (
+    "it answered with a stream, which an isolated plug-in cannot send: answer with the whole "
+    "body, or run it in the server's process"
+)
 
 
 def send(out: BinaryIO, request_id: int, head: dict[str, Any], body: bytes = b"") -> None:
@@ -55,6 +61,10 @@ async def answer(plugin: Any, out: BinaryIO, request_id: int, payload: bytes) ->
         send(out, request_id, {"error": f"plug-in raised {type(exc).__name__}"})
         return
     body = response["body"]
+    if isinstance(body, Stream):  # frames carry whole answers
+        await body.aclose()
+        send(out, request_id, {"error": CANNOT_STREAM})
+        return
     send(out, request_id, {"status": response["status"], "headers": response["headers"]}, body)
 
 

@@ -43,7 +43,8 @@ class HostError(RuntimeError):
 
 
 class ServerHost(httpx.Client):
-    """``valor serve MANIFEST`` in a subprocess on 127.0.0.1, reached over HTTP."""
+    """``valor serve MANIFEST`` in a subprocess on 127.0.0.1, reached over HTTP. Its store
+    starts empty, in memory, unless ``args`` has ``--store``."""
 
     name = "server"
 
@@ -76,7 +77,7 @@ class ServerHost(httpx.Client):
         command = [sys.executable, "-m", "valor.cli", "serve", str(self.manifest)]
         with open(self._log_path, "wb") as log:
             self._process = subprocess.Popen(
-                [*command, "--host", "127.0.0.1", "--port", str(port), *self.args],
+                [*command, "--host", "127.0.0.1", "--port", str(port), *self._store_args()],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -98,6 +99,11 @@ class ServerHost(httpx.Client):
                     self.close()
                     raise HostError(f"valor serve did not start:\n{log_text}") from None
                 time.sleep(0.05)
+
+    def _store_args(self) -> list[str]:
+        if "--store" in self.args or any(a.startswith("--store=") for a in self.args):
+            return self.args
+        return [*self.args, "--store", "memory:"]
 
     def log(self) -> str:
         """What the server has written so far (access log, load failures, tracebacks)."""

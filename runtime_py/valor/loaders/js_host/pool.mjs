@@ -1,7 +1,7 @@
 // A pool of dedicated workers running one JS plug-in, shared by both hosts: Deno on the server
 // (deno_host.mjs) and the browser's runtime worker. A worker answers one request at a time,
 // because the Web Worker format has no request ids; the pool gives concurrency. A worker that
-// throws is replaced (the request fails as crashed: 502); a cancelled request (the runtime's
+// throws or ends itself is replaced (the request fails as crashed: 502); a cancelled request (the runtime's
 // timeout) terminates its worker, so an endless loop never wedges the pool.
 
 export class PluginCrashed extends Error {
@@ -70,7 +70,13 @@ export class WorkerPool {
             this.#dispatch();
           } else if (data?.__valor === "error") {
             reject(new Error(data.error));
+          } else if (data?.__valor === "closed") {
+            reject(new Error("the worker ended itself (self.close()) while loading"));
           }
+          return;
+        }
+        if (data?.__valor === "closed") {
+          this.#replace(slot, new PluginCrashed("the worker ended itself (self.close())"));
           return;
         }
         const job = slot.job;

@@ -1,0 +1,105 @@
+"""The benchmark's plug-in (benchmarks/store_browser.py): in the runtime worker, one round of
+an operation through the Valor store (``ctx.store``, IndexedDB) or through IndexedDB driven
+from plain JavaScript, each call timed where it runs. ``GET /store-bench/<side>/<op>?n=50``
+answers the round's durations in microseconds. ``python``: the plain JavaScript calls, each
+awaited from Python, which is what any Python code in Pyodide pays to wait for IndexedDB."""
+
+import time
+
+from pyodide.code import run_js
+
+from valor import HTTPError, vlugin
+
+VALUE = {"text": "a note of some forty characters or so", "id": 12345}
+
+# IndexedDB as a JavaScript program would use it for the same three operations: a get in a
+# read-only transaction; a put, answered once the transaction has committed; an increment as
+# a get and a put in one read-write transaction. Each call timed in JavaScript.
+RAW = run_js(
+    """(() => {
+  let db = null;
+  const open = () => new Promise((resolve, reject) => {
+    const request = indexedDB.open("raw-bench", 1);
+    request.onupgradeneeded = () => request.result.createObjectStore("kv");
+    request.onsuccess = () => resolve(request.result);
+    request.onerror = () => reject(request.error);
+  });
+  const value = {text: "a note of some forty characters or so", id: 12345};
+  const calls = {
+    get: (i) => new Promise((resolve, reject) => {
+      const request = db.transaction("kv", "readonly").objectStore("kv").get("k0");
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    }),
+    set: (i) => new Promise((resolve, reject) => {
+      const transaction = db.transaction("kv", "readwrite");
+      transaction.objectStore("kv").put(value, `k${i % 100}`);
+      transaction.oncomplete = resolve;
+      transaction.onabort = () => reject(transaction.error);
+    }),
+    increment: (i) => new Promise((resolve, reject) => {
+      const transaction = db.transaction("kv", "readwrite");
+      const kv = transaction.objectStore("kv");
+      const request = kv.get("n");
+      request.onsuccess = () => kv.put((request.result ?? 0) + 1, "n");
+      transaction.oncomplete = resolve;
+      transaction.onabort = () => reject(transaction.error);
+    }),
+  };
+  const round = async (op, start, count) => {
+    db ??= await open();
+    const durations = [];
+    for (let i = start; i < start + count; i++) {
+      const started = performance.now();
+      await calls[op](i);
+      durations.push((performance.now() - started) * 1000);
+    }
+    return durations;
+  };
+  round.one = async (op, i) => { db ??= await open(); return calls[op](i); };
+  return round;
+})()"""
+)
+
+
+def on_create(ctx):
+    """Only so the handler is given ``ctx``."""
+
+
+@vlugin
+async def on_request(ctx, req):
+    side, _, op = req.path.strip("/").partition("/")
+    start = int(req.query_params.get("start", "0"))
+    count = int(req.query_params.get("n", "50"))
+    if op not in ("get", "set", "increment") or side not in ("valor", "raw", "python"):
+        raise HTTPError(404, "GET /store-bench/<valor|raw|python>/<get|set|increment>")
+    if side == "raw":
+        durations = await RAW(op, start, count)
+        return {"us": durations.to_py()}
+    store = ctx.store
+    if side == "python":  # the same JavaScript calls, each awaited from Python
+
+        def call(index):
+            return RAW.one(op, index)
+
+    elif op == "get":
+        await store.set("k0", VALUE)
+
+        def call(index):
+            return store.get("k0")
+    elif op == "set":
+
+        def call(index):
+            return store.set(f"k{index % 100}", VALUE)
+    else:
+
+        def call(index):
+            return store.increment("n")
+
+    clock = time.perf_counter
+    durations = []
+    for index in range(start, start + count):
+        started = clock()
+        await call(index)
+        durations.append((clock() - started) * 1e6)
+    return {"us": durations}

@@ -1,0 +1,98 @@
+"""The protocol between the store's core (``Store``) and a backend (memory, SQLite, Redis,
+the browser's IndexedDB).
+
+The core checks keys, limits and arguments, encodes values (``codec``) and renders versions;
+a backend keeps encoded values and does each commit atomically. Every method is a coroutine.
+``now`` is the core's clock (seconds since the epoch): an entry whose ``expires_at`` is at or
+before ``now`` is invisible to every read and check, as if deleted; backends remove such
+entries whenever convenient (lazily).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+VERSION_DIGITS = 20
+"""Versions are handed out as ``f"{n:020d}"``, so they sort as their numbers do."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """An entry as a backend keeps it."""
+
+    key: str
+    value: bytes  # encoded by ``codec``
+    version: int
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """The commit goes ahead only if ``key``'s live entry has ``version`` (None: no live
+    entry)."""
+
+    key: str
+    version: int | None
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One change of a commit. ``set``: ``value`` (encoded) with ``expires_at``; ``delete``;
+    ``increment``: add ``by`` to the integer value (a missing entry counts as 0; the expiry
+    stays as it was), through ``codec.incremented``."""
+
+    kind: Literal["set", "delete", "increment"]
+    key: str
+    value: bytes | None = None
+    expires_at: float | None = None
+    by: int = 0
+
+
+@dataclass(frozen=True)
+class Commit:
+    """What a commit did. ``ok`` False: a check failed and nothing was written. When ``ok``,
+    ``version`` is the one version of every entry the commit wrote (greater than any version
+    the store handed out before) and ``sums`` the new values of its increments, in order."""
+
+    ok: bool
+    version: int | None = None
+    sums: tuple[int, ...] = ()
+
+
+class Backend(Protocol):
+    """A place to keep entries, shared by every namespace of one store."""
+
+    description: str
+    """Names the store in errors, logs and ``/_health`` (e.g. the SQLite file's path); no
+    secrets."""
+
+    async def get(self, namespace: str, key: str, now: float) -> Record | None:
+        """The live entry of ``key``, or None."""
+        ...
+
+    async def list(
+        self, namespace: str, prefix: str, start_after: str | None, limit: int, now: float
+    ) -> list[Record]:
+        """Up to ``limit`` live entries whose keys start with ``prefix`` and come after
+        ``start_after`` (if given), in key order: by Unicode code point, as UTF-8 bytes
+        compare."""
+        ...
+
+    async def commit(
+        self,
+        namespace: str,
+        checks: Sequence[Check],
+        mutations: Sequence[Mutation],
+        now: float,
+    ) -> Commit:
+        """Atomically: if every check holds, apply ``mutations`` in order under one new
+        version. Nothing is written when a check fails or an increment raises
+        ``NotAnInteger``. Raises ``StoreUnavailable`` (``StoreFull``) when the store cannot
+        be reached (is out of space)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads; the backend is not used again."""
+        ...

@@ -1,0 +1,66 @@
+"""Values as backends keep them: one tag byte, then the value. ``j``: JSON text in UTF-8;
+``b``: the bytes as they are. So ``bytes`` come back as ``bytes`` and everything else as
+``json.loads`` reads it (a tuple comes back a list, as in JSON)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import NotAnInteger, ValueNotStorable, ValueTooLarge
+from .limits import MAX_SAFE_INTEGER, MAX_VALUE_BYTES
+
+JSON_TAG = b"j"
+BYTES_TAG = b"b"
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+def encode(value: Any, key: str) -> bytes:
+    """``value`` encoded; ``ValueNotStorable`` or ``ValueTooLarge`` naming ``key``."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        encoded = BYTES_TAG + bytes(value)
+    else:
+        try:
+            encoded = JSON_TAG + _dumps(value).encode("utf-8")
+        except (TypeError, ValueError, RecursionError, UnicodeEncodeError) as exc:
+            raise ValueNotStorable(
+                f"the value for store key {key!r} is neither JSON-able nor bytes: {exc}"
+            ) from None
+    if len(encoded) > MAX_VALUE_BYTES:
+        raise ValueTooLarge(
+            f"the value for store key {key!r} is {len(encoded)} bytes encoded; "
+            f"the limit is {MAX_VALUE_BYTES}"
+        )
+    return encoded
+
+
+def decode(encoded: bytes) -> Any:
+    tag, body = encoded[:1], encoded[1:]
+    if tag == BYTES_TAG:
+        return bytes(body)
+    if tag == JSON_TAG:
+        return json.loads(body)
+    raise ValueError(f"not a store value (tag {tag!r})")
+
+
+def encode_integer(number: int) -> bytes:
+    return JSON_TAG + str(number).encode()
+
+
+def incremented(encoded: bytes | None, by: int, key: str) -> tuple[bytes, int]:
+    """The encoded value after adding ``by`` to ``encoded`` (absent counts as 0), and the sum.
+    For backends that compute in Python; Redis's script does the same in Lua."""
+    current = 0
+    if encoded is not None:
+        body = encoded[1:]
+        if encoded[:1] != JSON_TAG or not body.lstrip(b"-").isdigit():
+            raise NotAnInteger(f"cannot increment store key {key!r}: its value is not an integer")
+        current = int(body)
+    total = current + by
+    if abs(total) > MAX_SAFE_INTEGER:
+        raise NotAnInteger(
+            f"incrementing store key {key!r} by {by} leaves the safe integer range "
+            f"(±{MAX_SAFE_INTEGER})"
+        )
+    return encode_integer(total), total
