@@ -239,7 +239,7 @@ async def start(
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     logging.getLogger("valor.access").setLevel(logging.DEBUG if access_log else logging.WARNING)
     run_late_timers_at_once(type(asyncio.get_running_loop()))
-    run_threads_inline()  # after the requirements' install: FastAPI's sync endpoints
+    run_threads_inline()  # the requirements are in site-packages: FastAPI's sync endpoints
     root_path = root_path.rstrip("/")
     # The plug-ins' stores: the site's IndexedDB database, shared by every tab of the site.
     store = IndexedDBBackend(database_name(root_path + "/"))

@@ -230,15 +230,12 @@ def _import(
         sys.path.insert(0, entry)
     try:
         if module_name is not None:
-            module = _import_package_module(name, path, module_name, folder)
-            if store is not None and not hasattr(module, "store"):
-                module.store = store  # type: ignore[attr-defined]
-            return module
+            return _import_package_module(name, path, module_name, folder, store)
         if spec is None or spec.loader is None:
             raise PluginLoadError(name, f"cannot import {path} as a Python module")
         module = importlib.util.module_from_spec(spec)
         module.postMessage = postMessage  # type: ignore[attr-defined]
-        if store is not None:
+        if store is not None:  # a worker-style module's store, a global as postMessage is
             module.store = store  # type: ignore[attr-defined]
         spec.loader.exec_module(module)
     except PluginLoadError:
@@ -264,7 +261,9 @@ def package_module(path: Path) -> str | None:
     return ".".join(parts)
 
 
-def _import_package_module(name: str, path: Path, module_name: str, folder: Path) -> ModuleType:
+def _import_package_module(
+    name: str, path: Path, module_name: str, folder: Path, store: Store | None = None
+) -> ModuleType:
     """``module_name`` imported from ``folder``, refusing a package of that name that is
     already imported from elsewhere (an installed one, another plug-in's)."""
     top = module_name.partition(".")[0]
@@ -287,6 +286,8 @@ def _import_package_module(name: str, path: Path, module_name: str, folder: Path
         )  # fmt: skip
     if not hasattr(found, "postMessage"):
         found.postMessage = postMessage  # type: ignore[attr-defined]
+    if store is not None and not hasattr(found, "store"):  # set after its import, here
+        found.store = store  # type: ignore[attr-defined]
     return found
 
 
