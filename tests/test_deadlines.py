@@ -33,12 +33,17 @@ async def test_work_within_its_limit_is_left_alone() -> None:
     assert await limited(deadlines, 1.0, 0.03) == "done"
 
 
-async def test_work_past_its_limit_is_cancelled_within_a_tick() -> None:
+# An upper bound on wall time that a busy machine still meets, far below the 10 s that the
+# work (or a timer left at a longer deadline) would take without the deadline firing.
+PROMPTLY = 1.0
+
+
+async def test_work_past_its_limit_is_cancelled_at_its_deadline() -> None:
     deadlines = Deadlines(TICK)
     loop = asyncio.get_running_loop()
     started = loop.time()
     assert await limited(deadlines, 0.05, 10) == "timed out"
-    assert 0.05 <= loop.time() - started < 0.05 + 5 * TICK
+    assert 0.05 <= loop.time() - started < PROMPTLY
 
 
 async def test_each_task_keeps_its_own_limit() -> None:
@@ -64,7 +69,7 @@ async def test_a_shorter_limit_than_those_in_flight_fires_in_time() -> None:
     await asyncio.sleep(0)  # the timer is set for its deadline first
     started = loop.time()
     assert await limited(deadlines, 0.05, 10) == "timed out"
-    assert 0.05 <= loop.time() - started < 0.05 + 5 * TICK
+    assert 0.05 <= loop.time() - started < PROMPTLY
     assert await longer == "done"
 
 
