@@ -79,6 +79,9 @@ if HTTPTOOLS:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         timeout_headers = _timeout_headers()
         max_head_size = MAX_HEAD_SIZE
+        # One timer per connection, moved lazily: when it fires it looks at when the head now
+        # due is due, instead of a timer set and cancelled for every request.
+        _head_due: float | None = None  # when the awaited head must be complete
         _head_timer: asyncio.TimerHandle | None = None
         _in_head = False  # between a request's first byte and the end of its headers
         _head_size = 0
@@ -102,9 +105,7 @@ if HTTPTOOLS:
 
         def on_headers_complete(self) -> None:
             self._in_head = False
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+            self._head_due = None
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
@@ -114,20 +115,25 @@ if HTTPTOOLS:
                 self._await_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
+            self._head_due = None
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
             super().connection_lost(exc)
 
         def _await_head(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-            self._head_timer = self.loop.call_later(self.timeout_headers, self._head_timed_out)
+            self._head_due = self.loop.time() + self.timeout_headers
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_at(self._head_due, self._check_head)
 
-        def _head_timed_out(self) -> None:
+        def _check_head(self) -> None:
             self._head_timer = None
-            idle = self.cycle is None or self.cycle.response_complete
-            if idle and not self.transport.is_closing():
+            due = self._head_due
+            if due is None or self.transport.is_closing():
+                return  # the next awaited head sets a timer again
+            if due > self.loop.time():
+                self._head_timer = self.loop.call_at(due, self._check_head)
+            elif self.cycle is None or self.cycle.response_complete:
                 self.transport.close()
 
         def _refuse_large_head(self) -> None:
