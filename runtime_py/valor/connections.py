@@ -79,11 +79,12 @@ if HTTPTOOLS:
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         timeout_headers = _timeout_headers()
         max_head_size = MAX_HEAD_SIZE
-        # One timer per connection, moved lazily: when it fires it looks at when the head now
-        # due is due, instead of a timer set and cancelled for every request.
-        _head_due: float | None = None  # when the awaited head must be complete
+        # Cheap per request: no parser callback is wrapped, and one timer per connection is
+        # moved lazily (when it fires it looks at when the head now awaited is due) instead of
+        # a timer set and cancelled for every request.
+        _head_due = 0.0  # when the head awaited since the latest answer must be complete
         _head_timer: asyncio.TimerHandle | None = None
-        _in_head = False  # between a request's first byte and the end of its headers
+        _head_scope: object = None  # the request whose head bytes _head_size counts
         _head_size = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -92,21 +93,16 @@ if HTTPTOOLS:
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
-            if self._in_head:
+            # uvicorn makes a request's scope when its head begins and its cycle, holding that
+            # scope, when the head ends: a scope without its cycle is a head still coming.
+            scope = self.scope
+            if scope is not None and (self.cycle is None or self.cycle.scope is not scope):
+                if scope is not self._head_scope:
+                    self._head_scope, self._head_size = scope, 0
                 # Everything fed since the head began is head, bar a pipelined request's tail.
                 self._head_size += len(data)
                 if self._head_size > self.max_head_size and not self.transport.is_closing():
                     self._refuse_large_head()
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._in_head = True
-            self._head_size = 0
-
-        def on_headers_complete(self) -> None:
-            self._in_head = False
-            self._head_due = None
-            super().on_headers_complete()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
@@ -115,7 +111,6 @@ if HTTPTOOLS:
                 self._await_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._head_due = None
             if self._head_timer is not None:
                 self._head_timer.cancel()
                 self._head_timer = None
@@ -128,12 +123,13 @@ if HTTPTOOLS:
 
         def _check_head(self) -> None:
             self._head_timer = None
-            due = self._head_due
-            if due is None or self.transport.is_closing():
-                return  # the next awaited head sets a timer again
-            if due > self.loop.time():
-                self._head_timer = self.loop.call_at(due, self._check_head)
-            elif self.cycle is None or self.cycle.response_complete:
+            if self.transport.is_closing() or not (
+                self.cycle is None or self.cycle.response_complete
+            ):
+                return  # closed, or a request is being answered: its answer waits again
+            if self._head_due > self.loop.time():
+                self._head_timer = self.loop.call_at(self._head_due, self._check_head)
+            else:  # no answer since the head was due, none under way: the head never came
                 self.transport.close()
 
         def _refuse_large_head(self) -> None:
