@@ -209,3 +209,42 @@ def test_valor_logs_propagate_and_have_no_handler_of_their_own(
     assert any(
         r.name == "valor.access" and "seen-by-root" in r.getMessage() for r in caplog.records
     )
+
+
+def test_the_stack_is_httptools_and_uvloop_where_installed_else_h11_and_asyncio(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from valor import connections
+
+    assert cli.server_stack("auto", "auto") == (connections.GuardedHttpToolsProtocol, "uvloop")
+    assert cli.server_stack("h11", "asyncio") == (connections.GuardedH11Protocol, "asyncio")
+    assert capsys.readouterr().err == ""
+    # Where the wheels do not exist, auto falls back and says so; a name asked for is an error.
+    monkeypatch.setattr(connections, "HTTPTOOLS", False)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "uvloop" else find_spec(name)
+    )
+    assert cli.server_stack("auto", "auto") == (connections.GuardedH11Protocol, "asyncio")
+    err = capsys.readouterr().err
+    assert "httptools is not installed; serving HTTP with h11" in err
+    assert "uvloop is not installed; running on asyncio's loop" in err
+    with pytest.raises(LookupError, match="--http httptools: httptools is not installed"):
+        cli.server_stack("httptools", "auto")
+    with pytest.raises(LookupError, match="--loop uvloop: uvloop is not installed"):
+        cli.server_stack("auto", "uvloop")
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_each_protocol_serves_with_two_workers(
+    echo_manifest: Path, tmp_path: Path, http: str
+) -> None:
+    # Worker processes get the protocol class from the supervisor (pickled by reference).
+    with valor_server(
+        echo_manifest, "--http", http, "--loop", "auto", "--workers", "2", log_dir=tmp_path
+    ) as server:
+        answer = httpx.get(server.url + "/echo/x")
+        assert answer.status_code == 200
+        assert answer.headers["x-echo-url"].endswith("/x")

@@ -17,10 +17,15 @@ from tests.servers import MANIFEST, Server, valor_server
 TOKEN = "connections-token"
 
 
-@pytest.fixture(scope="module")
-def strict_timeouts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["auto", "h11"])
+def strict_timeouts(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    # Every limit on both protocols: the default (httptools) and h11.
     with valor_server(
         MANIFEST,
+        "--http",
+        request.param,
         "--registry",
         "--timeout-headers",
         "1",
@@ -53,6 +58,33 @@ def test_a_request_head_that_never_ends_is_closed(strict_timeouts: Server) -> No
         assert read_all(sock) == b""  # closed by the server, no answer
         assert time.monotonic() - started < 8  # not never
         sock.close()
+
+
+def test_a_pipelined_request_is_answered_and_then_the_head_limit_applies(
+    strict_timeouts: Server,
+) -> None:
+    sock = connect(strict_timeouts)
+    sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n" * 2 + b"GET /hello HTTP/1.1\r\n")
+    started = time.monotonic()
+    answer = read_all(sock)  # two answers, then closed while the third head never ends
+    assert answer.count(b"HTTP/1.1 200 ") == 2
+    assert time.monotonic() - started < 8
+    sock.close()
+
+
+def test_a_request_head_past_16_kib_is_refused_and_others_are_answered(
+    strict_timeouts: Server,
+) -> None:
+    sock = connect(strict_timeouts)
+    # 20 KiB of a head that goes on: refused before the 1 s head time limit would close it.
+    sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n" + b"x-filler: abcdefgh\r\n" * 1000)
+    answer = read_all(sock)
+    sock.close()
+    # h11 answers 400 past its 16 KiB; httptools has no limit of its own: Valor answers 431.
+    assert answer.startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 431 ")), answer[:80]
+    if answer.startswith(b"HTTP/1.1 431 "):
+        assert b"larger than the limit of 16384 bytes" in answer
+    assert httpx.get(strict_timeouts.url + "/hello").status_code == 200
 
 
 def test_a_body_that_stops_arriving_answers_408(strict_timeouts: Server) -> None:

@@ -114,6 +114,20 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         help="let pages of ORIGIN (a bundle built with --fallback) call this server; repeatable",
     )
+    # The server's stack, chosen as uvicorn chooses it.
+    serve_parser.add_argument(
+        "--http",
+        choices=["auto", "httptools", "h11"],
+        default="auto",
+        help="HTTP/1.1 protocol: httptools (C, llhttp) or h11 (pure Python); both keep the "
+        "limits below (default: auto, httptools where it is installed)",
+    )
+    serve_parser.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop (default: auto, uvloop where it is installed)",
+    )
     # Connection limits, named as uvicorn names them (see docs/security.md).
     serve_parser.add_argument(
         "--limit-concurrency",
@@ -234,6 +248,11 @@ def serve(args: argparse.Namespace) -> int:
         VALOR_TIMEOUT_HEADERS=str(args.timeout_headers),
         VALOR_TIMEOUT_BODY=str(args.timeout_body),
     )
+    try:
+        http, loop = server_stack(args.http, args.loop)
+    except LookupError as exc:
+        print(f"valor: {exc}", file=sys.stderr)
+        return 2
     if args.registry:
         if not args.token:
             import secrets
@@ -252,13 +271,42 @@ def serve(args: argparse.Namespace) -> int:
         workers=args.workers if not args.reload else None,
         access_log=False,  # Valor writes its own access line, with plug-in and correlation id
         **_deployment_options(args),
-        http="valor.connections:GuardedH11Protocol",
+        http=http,
+        loop=loop,
         limit_concurrency=args.limit_concurrency or default_limit_concurrency(),
         timeout_keep_alive=args.timeout_keep_alive,
         timeout_graceful_shutdown=args.timeout_graceful_shutdown,
     )
     _leave_stuck_threads()
     return 0
+
+
+def server_stack(http: str, loop: str) -> tuple[type, str]:
+    """The protocol class (the head limits of ``valor.connections`` on uvicorn's) and the
+    event loop uvicorn runs, for ``--http`` and ``--loop``. ``auto`` takes httptools and uvloop
+    where they are installed (they have no wheels for some platforms) and says so when it
+    falls back. ``LookupError`` for one asked for by name that is not installed."""
+    import importlib.util
+
+    from . import connections  # after VALOR_TIMEOUT_HEADERS is set: its classes read it
+
+    if http == "auto" and not connections.HTTPTOOLS:
+        print("valor: httptools is not installed; serving HTTP with h11", file=sys.stderr)
+        http = "h11"
+    if http in ("auto", "httptools"):
+        if not connections.HTTPTOOLS:
+            raise LookupError("--http httptools: httptools is not installed")
+        protocol: type = connections.GuardedHttpToolsProtocol
+    else:
+        protocol = connections.GuardedH11Protocol
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    if loop == "auto":
+        if not has_uvloop:
+            print("valor: uvloop is not installed; running on asyncio's loop", file=sys.stderr)
+        loop = "uvloop" if has_uvloop else "asyncio"
+    elif loop == "uvloop" and not has_uvloop:
+        raise LookupError("--loop uvloop: uvloop is not installed")
+    return protocol, loop
 
 
 def _leave_stuck_threads() -> None:
