@@ -20,8 +20,8 @@ from urllib.parse import unquote
 from .concurrency import PluginBusy
 from .deadlines import DeadlineExceeded, Deadlines
 from .errors import LOAD_FAILURES, BodyError, ManifestError, PluginCrashed, PluginLoadError
+from .failures import PluginFailed
 from .loaders import Forwarding, Loader, Plugin
-from .loaders.failures import PluginFailed
 from .manifest import Manifest, PluginSpec, parse_plugin
 from .outbound import CALLING, Calling, release
 from .registry import SharedRegistry

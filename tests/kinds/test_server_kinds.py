@@ -18,8 +18,8 @@ from tests.conftest import REGISTRY_TOKEN
 from tests.kinds.conftest import EXAMPLES, FAULTY, GARBAGE
 from tests.kinds.table import KINDS, MAX_BODY, RUST_MOUNTS, kind_cases, rust_cases
 from tests.servers import ROOT, Server, http_send
+from valor.failures import PluginFailed
 from valor.loaders.cgi import cgi_environ
-from valor.loaders.failures import PluginFailed
 from valor.loaders.server_kinds import SERVER_KIND_LOADERS
 from valor.loaders.wasm import exchange
 from valor.manifest import parse_plugin

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..errors import PluginCrashed, PluginLoadError
+from ..failures import PluginFailed
 from ..manifest import PluginSpec
 from .browser_ffi import field, js_bytes, js_object, site_url
-from .failures import PluginFailed
 from .wasi import WasiPlugin, check_command
 from .wasi import load as load_wasi_with
 from .wasm import (

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import PluginCrashed, PluginLoadError
+from ..failures import PluginFailed, reported_failure
 from ..wire import RequestMessage, ResponseMessage
 from .abi import AbiError, encode_request, pack_message, response_from, unpack_message
-from .failures import PluginFailed, reported_failure
 
 log = logging.getLogger("valor.plugins")
 FRAME = struct.Struct(">II")

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..failures import PluginFailed
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
-from .failures import PluginFailed
 from .proxy_rules import (
     DEFAULT_RESPONSE_BYTES,
     UnsafePath,

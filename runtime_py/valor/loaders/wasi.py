@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
 from ..errors import PluginLoadError
+from ..failures import PluginFailed
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
 from .cgi import CgiError, cgi_environ, parse_cgi_output
-from .failures import PluginFailed
 from .wasm import read_module
 from .wasm_limits import WasmLimits, capped_module, wasm_limits
 

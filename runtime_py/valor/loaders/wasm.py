@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from ..errors import PluginLoadError
+from ..failures import PluginFailed
 from ..manifest import PluginSpec
 from ..wire import RequestMessage, ResponseMessage
 from .abi import AbiError, decode_response, encode_config, encode_request, unpack_pointer
-from .failures import PluginFailed
 from .wasm_limits import WasmLimits, capped_module, wasm_limits
 
 T = TypeVar("T")

@@ -25,8 +25,8 @@ import wasmtime
 
 from ..concurrency import DEFAULT_THREADS, Threads
 from ..errors import PluginLoadError
+from ..failures import PluginFailed
 from ..manifest import PluginSpec
-from .failures import PluginFailed
 from .wasi import WasiPlugin, check_command
 from .wasi import load as load_wasi_with
 from .wasm import (

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 import uuid
 
-from ..errors import PluginCrashed
-from ..responses import error_message
-from ..wire import ResponseMessage
+from .errors import PluginCrashed
+from .responses import error_message
+from .wire import ResponseMessage
 
 log = logging.getLogger("valor.plugins")
 
