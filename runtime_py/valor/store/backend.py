@@ -10,9 +10,11 @@ entries whenever convenient (lazily).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+from .codec import incremented
 
 VERSION_DIGITS = 20
 """Versions are handed out as ``f"{n:020d}"``, so they sort as their numbers do."""
@@ -59,6 +61,30 @@ class Commit:
     ok: bool
     version: int | None = None
     sums: tuple[int, ...] = ()
+
+
+def planned_writes(
+    mutations: Sequence[Mutation], stored: Callable[[str], Record | None], version: int
+) -> tuple[dict[str, Record | None], tuple[int, ...]]:
+    """What ``mutations`` write under ``version`` (``None``: deleted) and the sums of their
+    increments; ``stored(key)`` reads an entry as it was before the commit. For backends that
+    compute a commit in Python (memory, IndexedDB): all of it is computed before anything is
+    written, so an increment that fails (``NotAnInteger``) writes nothing."""
+    written: dict[str, Record | None] = {}
+    sums: list[int] = []
+    for mutation in mutations:
+        key = mutation.key
+        if mutation.kind == "set":
+            assert mutation.value is not None
+            written[key] = Record(key, mutation.value, version, mutation.expires_at)
+        elif mutation.kind == "delete":
+            written[key] = None
+        else:
+            before = written[key] if key in written else stored(key)
+            value, total = incremented(before.value if before else None, mutation.by, key)
+            written[key] = Record(key, value, version, before.expires_at if before else None)
+            sums.append(total)
+    return written, tuple(sums)
 
 
 class Backend(Protocol):

@@ -21,8 +21,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .backend import Check, Commit, Mutation, Record
-from .codec import incremented
+from .backend import Check, Commit, Mutation, Record, planned_writes
 from .errors import NotAnInteger, StoreFull, StoreUnavailable
 
 try:
@@ -358,22 +357,8 @@ class _Batch:
 
     def apply(self, transaction: Any, current: dict[str, Record | None], version: int) -> None:
         """Write every mutation under ``version``, increments from ``current``."""
-        written: dict[str, Record | None] = {}
-        sums: list[int] = []
-        try:  # everything computed before anything is written
-            for mutation in self.mutations:
-                key = mutation.key
-                if mutation.kind == "set":
-                    assert mutation.value is not None
-                    written[key] = Record(key, mutation.value, version, mutation.expires_at)
-                elif mutation.kind == "delete":
-                    written[key] = None
-                else:
-                    before = written[key] if key in written else current.get(key)
-                    value, total = incremented(before.value if before else None, mutation.by, key)
-                    expires_at = before.expires_at if before else None
-                    written[key] = Record(key, value, version, expires_at)
-                    sums.append(total)
+        try:
+            written, sums = planned_writes(self.mutations, current.get, version)
         except NotAnInteger as exc:
             self.failure = exc
             return
@@ -383,7 +368,7 @@ class _Batch:
             else:
                 self.entries.put(_value(record), _key(self.namespace, key))
         self.meta.put(version, VERSION_KEY)
-        self.result = Commit(True, version, tuple(sums))
+        self.result = Commit(True, version, sums)
         self.counter = version
         if self.sweep:
             self._sweep(transaction)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
-from .backend import Check, Commit, Mutation, Record
-from .codec import incremented
+from .backend import Check, Commit, Mutation, Record, planned_writes
 
 
 class MemoryBackend:
@@ -53,29 +52,16 @@ class MemoryBackend:
         if not mutations:
             return Commit(True)
         version = self._version + 1
-        # Computed in full before anything is written: an increment that fails writes nothing.
-        written: dict[str, Record | None] = {}
-        sums: list[int] = []
-        for mutation in mutations:
-            key = mutation.key
-            current = written[key] if key in written else self._live(namespace, key, now)
-            if mutation.kind == "set":
-                assert mutation.value is not None
-                written[key] = Record(key, mutation.value, version, mutation.expires_at)
-            elif mutation.kind == "delete":
-                written[key] = None
-            else:
-                value, total = incremented(current.value if current else None, mutation.by, key)
-                expires_at = current.expires_at if current else None
-                written[key] = Record(key, value, version, expires_at)
-                sums.append(total)
+        written, sums = planned_writes(
+            mutations, lambda key: self._live(namespace, key, now), version
+        )
         self._version = version
         for key, record in written.items():
             if record is None:
                 self._drop(namespace, key)
             else:
                 self._put(namespace, record)
-        return Commit(True, version, tuple(sums))
+        return Commit(True, version, sums)
 
     async def close(self) -> None:
         self._entries.clear()
