@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "runtime_py"))
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.kinds import CHROMIUM, CHROMIUM_ARGS, ResultServer, wait_for  # noqa: E402
+from benchmarks.kinds import run_in_chromium, start_upstream, wait_for  # noqa: E402
 from valor.build import build  # noqa: E402
 from valor.processes import free_port  # noqa: E402
 
@@ -247,29 +247,10 @@ main();
 def browser_run(manifest: Path, work: Path, config: dict[str, Any]) -> dict[str, Any]:
     dist = work / "dist"
     build(manifest, dist, quiet=True)
-    (dist / "bench.js").write_text(BENCH_JS)
-    page = '<!doctype html><meta charset="utf-8"><script type="module" src="bench.js"></script>'
-    (dist / "bench.html").write_text(page)
-    server = ResultServer(dist)
-    import threading
-
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/bench.html?config={json.dumps(config)}"
-    command = [CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={work / 'profile'}", url]
-    browser = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        if not server.done.wait(600):
-            raise SystemExit("the browser benchmark timed out")
-    finally:
-        browser.terminate()
-        browser.wait(10)
-        server.shutdown()
-        server.server_close()
-    if "error" in server.result:
-        raise SystemExit(f"browser: {server.result['error']}")
+    result = run_in_chromium(dist, BENCH_JS, config, work, 600)
     wheels = dist / "wheels"
-    server.result["wheel_bytes"] = {w.name: w.stat().st_size for w in sorted(wheels.glob("*"))}
-    return server.result
+    result["wheel_bytes"] = {w.name: w.stat().st_size for w in sorted(wheels.glob("*"))}
+    return result
 
 
 def browser_figures(work: Path, upstream: str, rounds: int, requests: int) -> dict[str, Any]:
@@ -294,17 +275,10 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="valor-callout-bench-"))
-    port = free_port()
-    uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
-    up = subprocess.Popen(
-        [*uvicorn, "benchmarks.kinds:upstream", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'runtime_py'}"},
-    )
+    up, port = start_upstream()
     upstream = f"http://127.0.0.1:{port}/"
     results: dict[str, Any] = {}
     try:
-        wait_for(port, "/", up, "the upstream")
         if args.host in ("server", "both"):
             (work / "server").mkdir()
             manifest = write_site(work / "server", upstream)

@@ -195,28 +195,51 @@ class ResultHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def browser_figures(manifest: Path, requests: int, work: Path) -> dict[str, dict[str, float]]:
-    dist = work / "dist"
-    build(manifest, dist, quiet=True)
-    (dist / "bench.js").write_text(BENCH_JS)
+def run_in_chromium(
+    dist: Path, bench_js: str, config: dict[str, Any], work: Path, timeout: float
+) -> dict[str, Any]:
+    """Serves the bundle in ``dist`` with ``bench_js`` as its bench page, opens it in Chromium
+    with ``config`` in the query, and returns what the page posts back."""
+    (dist / "bench.js").write_text(bench_js)
     page = '<!doctype html><meta charset="utf-8"><script type="module" src="bench.js"></script>'
     (dist / "bench.html").write_text(page)
     server = ResultServer(dist)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    config = json.dumps({"kinds": BROWSER_KINDS, "requests": requests})
-    url = f"http://127.0.0.1:{server.server_port}/bench.html?config={config}"
+    url = f"http://127.0.0.1:{server.server_port}/bench.html?config={json.dumps(config)}"
     command = [CHROMIUM, *CHROMIUM_ARGS, f"--user-data-dir={work / 'profile'}", url]
     browser = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        if not server.done.wait(300):
+        if not server.done.wait(timeout):
             raise SystemExit("the browser benchmark timed out")
     finally:
         browser.terminate()
         browser.wait(10)
         server.shutdown()
+        server.server_close()
     if "error" in server.result:
         raise SystemExit(f"browser: {server.result['error']}")
-    return {kind: percentiles(times) for kind, times in server.result.items()}
+    return server.result
+
+
+def start_upstream() -> tuple[subprocess.Popen[bytes], int]:
+    """The proxy's upstream (``upstream`` below) under uvicorn on a free port, answering."""
+    port = free_port()
+    uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
+    up = subprocess.Popen(
+        [*uvicorn, "benchmarks.kinds:upstream", "--port", str(port)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'runtime_py'}"},
+    )
+    wait_for(port, "/", up, "the upstream")
+    return up, port
+
+
+def browser_figures(manifest: Path, requests: int, work: Path) -> dict[str, dict[str, float]]:
+    dist = work / "dist"
+    build(manifest, dist, quiet=True)
+    config = {"kinds": BROWSER_KINDS, "requests": requests}
+    result = run_in_chromium(dist, BENCH_JS, config, work, 300)
+    return {kind: percentiles(times) for kind, times in result.items()}
 
 
 def main() -> None:
@@ -226,15 +249,8 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="valor-kinds-bench-"))
-    port = free_port()
-    uvicorn = [sys.executable, "-m", "uvicorn", "--log-level", "warning", "--no-access-log"]
-    up = subprocess.Popen(
-        [*uvicorn, "benchmarks.kinds:upstream", "--port", str(port)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    up, port = start_upstream()
     try:
-        wait_for(port, "/", up, "the upstream")
         (work / "site").mkdir()
         manifest = site(work / "site", f"http://127.0.0.1:{port}")
         results = {}

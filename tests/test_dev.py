@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -55,32 +56,28 @@ def wait_for(check: Callable[[], Any], what: str, run: DevRun, timeout: float = 
         time.sleep(0.1)
 
 
-@pytest.fixture
-def dev(tmp_path: Path) -> Iterator[DevRun]:
-    (tmp_path / "plugins").mkdir()
-    manifest = {"plugins": [{"name": "hello", "type": "python", "path": "hello.py"}]}
-    (tmp_path / "plugins" / "plugins.json").write_text(json.dumps(manifest))
-    (tmp_path / "plugins" / "hello.py").write_text(PLUGIN.format(text="one"))
+@contextlib.contextmanager
+def running_dev(folder: Path, *args: str) -> Iterator[DevRun]:
+    """``valor dev`` started in ``folder`` on free ports, stopped (SIGTERM) when left."""
     site_port, server_port = free_port(), free_port()
-    log_path = tmp_path / "dev.log"
+    log_path = folder / "dev.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "valor.cli", "dev", "plugins/plugins.json",
+            [sys.executable, "-m", "valor.cli", "dev", *args,
              "--port", str(site_port), "--server-port", str(server_port), "--out", "site"],
-            cwd=tmp_path,
+            cwd=folder,
             stdout=log,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
     run = DevRun(
-        tmp_path,
+        folder,
         f"http://127.0.0.1:{site_port}/",
         f"http://127.0.0.1:{server_port}/",
         process,
         log_path,
     )
     try:
-        wait_for(lambda: httpx.get(run.site + "_server/_health").status_code == 200, "start", run)
         yield run
     finally:
         process.terminate()  # SIGTERM: valor dev stops its server subprocess too
@@ -89,7 +86,18 @@ def dev(tmp_path: Path) -> Iterator[DevRun]:
         except subprocess.TimeoutExpired:
             process.kill()
             raise
-    assert process.returncode == 0, run.log()
+
+
+@pytest.fixture
+def dev(tmp_path: Path) -> Iterator[DevRun]:
+    (tmp_path / "plugins").mkdir()
+    manifest = {"plugins": [{"name": "hello", "type": "python", "path": "hello.py"}]}
+    (tmp_path / "plugins" / "plugins.json").write_text(json.dumps(manifest))
+    (tmp_path / "plugins" / "hello.py").write_text(PLUGIN.format(text="one"))
+    with running_dev(tmp_path, "plugins/plugins.json") as run:
+        wait_for(lambda: httpx.get(run.site + "_server/_health").status_code == 200, "start", run)
+        yield run
+    assert run.process.returncode == 0, run.log()
     with pytest.raises(httpx.TransportError):
         httpx.get(run.server + "_health", timeout=2)
 
@@ -189,25 +197,7 @@ def test_a_changed_c_source_is_compiled_and_served(tmp_path: Path) -> None:
         capture_output=True,
         timeout=120,
     )
-    site_port, server_port = free_port(), free_port()
-    log_path = tmp_path / "dev.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "valor.cli", "dev", "--port", str(site_port),
-             "--server-port", str(server_port), "--out", "site"],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-    run = DevRun(
-        tmp_path,
-        f"http://127.0.0.1:{site_port}/",
-        f"http://127.0.0.1:{server_port}/",
-        process,
-        log_path,
-    )
-    try:
+    with running_dev(tmp_path) as run:
         calc = run.site + "_server/calc"
         wait_for(lambda: httpx.get(calc).text == "Hello world, from calc!", "start", run)
         source = tmp_path / "plugins" / "src" / "calc.wasm.c"
@@ -218,9 +208,6 @@ def test_a_changed_c_source_is_compiled_and_served(tmp_path: Path) -> None:
         assert b"Compiled again" in wasm  # the bundle has the new module too
         time.sleep(3)  # the compiled output's own change event must not cause a second round
         assert run.log().count("valor dev: changed:") == 1, run.log()
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.mark.timeout(600)
@@ -233,25 +220,7 @@ def test_a_changed_rust_crate_is_rebuilt_and_served(tmp_path: Path) -> None:
         capture_output=True,
         timeout=300,
     )
-    site_port, server_port = free_port(), free_port()
-    log_path = tmp_path / "dev.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "valor.cli", "dev", "--port", str(site_port),
-             "--server-port", str(server_port), "--out", "site"],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
-    run = DevRun(
-        tmp_path,
-        f"http://127.0.0.1:{site_port}/",
-        f"http://127.0.0.1:{server_port}/",
-        process,
-        log_path,
-    )
-    try:
+    with running_dev(tmp_path) as run:
         calc = run.site + "_server/calc"
         wait_for(lambda: httpx.get(calc).text == "Hello world, from calc!", "start", run, 240)
         source = tmp_path / "plugins" / "src" / "calc" / "src" / "lib.rs"
@@ -260,9 +229,6 @@ def test_a_changed_rust_crate_is_rebuilt_and_served(tmp_path: Path) -> None:
         wait_for(lambda: httpx.get(calc).text == rebuilt, "the rebuild", run, 240)
         assert "compiled calc.so, calc.wasm" in run.log(), run.log()
         assert b"Rebuilt" in httpx.get(run.site + "plugins/build/calc.wasm").content
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_a_missing_manifest_or_a_busy_port_is_a_clear_error(tmp_path: Path) -> None:
