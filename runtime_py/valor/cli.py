@@ -52,7 +52,18 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the manifest's plug-ins over HTTP with uvicorn. Options named as "
         "uvicorn's mean what they mean there.",
     )
-    serve_parser.add_argument(
+    _add_manifest_options(serve_parser)
+    _add_deployment_options(serve_parser)
+    _add_stack_options(serve_parser)
+    _add_connection_limits(serve_parser)
+    for name, (_, help_text) in DELEGATED.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _add_manifest_options(parser: argparse.ArgumentParser) -> None:
+    """What to serve: the manifest, its registry, its store."""
+    parser.add_argument(
         "manifest",
         nargs="?",
         default=DEFAULT_MANIFEST,
@@ -60,45 +71,43 @@ def _parser() -> argparse.ArgumentParser:
         help="the manifest: a JSON file listing the plug-ins, their paths relative to it "
         f"(default: {DEFAULT_MANIFEST})",
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="address to bind (default: 127.0.0.1; 0.0.0.0 for every interface)",
     )
-    serve_parser.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
-    serve_parser.add_argument(
-        "--registry", action="store_true", help="enable /_plugins, behind --token"
-    )
-    serve_parser.add_argument(
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default: 8000)")
+    parser.add_argument("--registry", action="store_true", help="enable /_plugins, behind --token")
+    parser.add_argument(
         "--token",
         default=os.environ.get("VALOR_TOKEN"),
         help="bearer token for /_plugins (default: $VALOR_TOKEN, else generated and logged); "
         "visible to every user in ps: prefer --token-file or $VALOR_TOKEN",
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--token-file", type=Path, help="read the /_plugins bearer token from this file"
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--strict", action="store_true", help="refuse to start if any plug-in fails to load"
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--reload", action="store_true", help="restart when the manifest's folder changes"
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--max-body-size",
         type=int,
         default=10 * 1024 * 1024,
         metavar="BYTES",
         help="larger request bodies answer 413 (default: 10485760, 10 MiB)",
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--workers",
         type=int,
         default=1,
         metavar="N",
         help="processes sharing the port (default: 1)",
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--store",
         metavar="URL",
         default=os.environ.get("VALOR_STORE"),
@@ -106,45 +115,50 @@ def _parser() -> argparse.ArgumentParser:
         '(default: $VALOR_STORE, else the manifest\'s "store", else valor-store.sqlite3 '
         "beside the manifest)",
     )
-    _add_deployment_options(serve_parser)
-    serve_parser.add_argument(
+
+
+def _add_stack_options(parser: argparse.ArgumentParser) -> None:
+    """The server's stack, chosen as uvicorn chooses it, and the origins it lets in."""
+    parser.add_argument(
         "--cors",
         metavar="ORIGIN",
         action="append",
         default=[],
         help="let pages of ORIGIN (a bundle built with --fallback) call this server; repeatable",
     )
-    # The server's stack, chosen as uvicorn chooses it.
-    serve_parser.add_argument(
+    parser.add_argument(
         "--http",
         choices=["auto", "httptools", "h11"],
         default="auto",
         help="HTTP/1.1 protocol: httptools (C, llhttp) or h11 (pure Python); both keep the "
         "limits below (default: auto, httptools where it is installed)",
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--loop",
         choices=["auto", "uvloop", "asyncio"],
         default="auto",
         help="event loop (default: auto, uvloop where it is installed)",
     )
-    # Connection limits, named as uvicorn names them (see docs/security.md).
-    serve_parser.add_argument(
+
+
+def _add_connection_limits(parser: argparse.ArgumentParser) -> None:
+    """Connection limits, named as uvicorn names them (see docs/security.md)."""
+    parser.add_argument(
         "--limit-concurrency",
         type=int,
         default=None,
         help="answer 503 past this many connections and tasks (default: half the open-file limit)",
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--timeout-keep-alive", type=float, default=5, help="close idle keep-alive connections"
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--timeout-headers",
         type=float,
         default=10,
         help="close a connection that has not sent a whole request head in this many seconds",
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--timeout-graceful-shutdown",
         type=float,
         default=DEFAULT_GRACE,
@@ -152,15 +166,12 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM, wait this long for answers in flight (streams included), then cut "
         f"them off (default: {DEFAULT_GRACE:g})",
     )
-    serve_parser.add_argument(
+    parser.add_argument(
         "--timeout-body",
         type=float,
         default=30,
         help="answer 408 when a request body stops arriving for this many seconds",
     )
-    for name, (_, help_text) in DELEGATED.items():
-        commands.add_parser(name, help=help_text, add_help=False)
-    return parser
 
 
 def _add_deployment_options(parser: argparse.ArgumentParser) -> None:
