@@ -20,14 +20,14 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import unquote
 
-from ..errors import PluginLoadError
-from ..manifest import PluginSpec
-from ..store import Store
-from ..store.loading import store_being_loaded
-from ..streaming import Stream
-from ..wire import RequestMessage, ResponseMessage
-from . import Forwarding
-from .python import _describe, _import
+from ...errors import PluginLoadError
+from ...manifest import PluginSpec
+from ...store import Store
+from ...store.loading import store_being_loaded
+from ...streaming import Stream
+from ...wire import RequestMessage, ResponseMessage
+from .. import Forwarding
+from ..python.core import _describe, _import
 
 log = logging.getLogger("valor.plugins")
 

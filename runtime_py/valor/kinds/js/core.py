@@ -1,15 +1,15 @@
 """``type: "js"``: a Web Worker script run by a pool of real Workers, the same in both hosts
 (pure Python).
 
-The pool (``js_host/pool.mjs``) holds ``config.workers`` workers (default 2), each started
-from ``js_host/boot.mjs``, which imports the plug-in's file unchanged. A worker that throws
+The pool (``scripts/pool.mjs``) holds ``config.workers`` workers (default 2), each started
+from ``scripts/boot.mjs``, which imports the plug-in's file unchanged. A worker that throws
 answers 502 and is replaced; a request past its timeout (504) terminates its worker.
 ``config.max_memory_mb`` bounds each worker's JavaScript heap where the engine can (Deno).
 
 Everything but running the pool is here, once: the options, the checks of what a worker
 answers (``process.answer_of``) and the failures. A host gives only its ``JsEngine``: a Deno
-process on the server (``deno_host``), dedicated Workers started from the runtime worker in
-the browser (``browser_kinds``).
+process on the server (``js.server``), dedicated Workers started from the runtime worker in
+the browser (``js.browser``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..errors import PluginLoadError
-from ..manifest import PluginSpec
-from ..wire import RequestMessage, ResponseMessage
-from .process import answer_of
+from ...errors import PluginLoadError
+from ...manifest import PluginSpec
+from ...wire import RequestMessage, ResponseMessage
+from ..shared.process import answer_of
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """The server's engine for the js kind (CPython only): one long-lived Deno process per plug-in
-(``js_host/deno_host.mjs``) holding the worker pool. Requests cross over stdin/stdout as frames
-(``valor.loaders.process``). ``fetch``, timers and ``crypto`` are Deno's own. Past
+(``scripts/deno_host.mjs``) holding the worker pool. Requests cross over stdin/stdout as frames
+(``valor.kinds.shared.process``). ``fetch``, timers and ``crypto`` are Deno's own. Past
 ``max_memory_mb`` V8 ends the process (502) and the next request starts a new one. The kind
-itself (options, answer checks, failures) is ``valor.loaders.js``, shared with the browser."""
+itself (options, answer checks, failures) is ``valor.kinds.js.core``, shared with the browser."""
 
 from __future__ import annotations
 
@@ -10,14 +10,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import PluginLoadError
-from ..manifest import PluginSpec
-from ..wire import RequestMessage
-from .abi import encode_request
-from .js import JsOptions, JsPlugin, load
-from .process import PluginProcess
+from ...errors import PluginLoadError
+from ...manifest import PluginSpec
+from ...wire import RequestMessage
+from ..shared.abi import encode_request
+from ..shared.process import PluginProcess
+from .core import JsOptions, JsPlugin, load
 
-HOST_DIR = Path(__file__).with_name("js_host")
+# The JS the Deno process runs (and nothing else of the package: it is all Deno may read).
+SCRIPTS_DIR = Path(__file__).with_name("scripts")
 
 
 def deno_binary() -> str | None:
@@ -53,9 +54,9 @@ def deno_command(
         "--no-config",
         "--no-lock",
         f"--v8-flags={v8_flags}",
-        f"--allow-read={script.parent},{HOST_DIR}",
+        f"--allow-read={script.parent},{SCRIPTS_DIR}",
         "--allow-net",
-        str(HOST_DIR / "deno_host.mjs"),
+        str(SCRIPTS_DIR / "deno_host.mjs"),
         script.as_uri(),
         str(workers),
     ]

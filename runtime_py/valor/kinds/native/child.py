@@ -1,8 +1,9 @@
-"""The helper process that runs a native plug-in: ``python native_child.py LIBRARY``.
+"""The helper process that runs a native plug-in: ``python -I child.py LIBRARY``.
 
-It loads the shared library with ctypes and answers frames (see ``valor.loaders.process``) one
-at a time, so a crash or a hang in C code takes down this process, never the host. Standard
-library only, and run as a script, so it needs no import path.
+It loads the shared library with ctypes and answers frames (see ``valor.kinds.shared.process``)
+one at a time, so a crash or a hang in C code takes down this process, never the host. Run as
+a script in isolated mode (``-I``), without the ``valor`` package: it imports only the standard
+library and the frame codec, from the codec's own file.
 
 C ABI::
 
@@ -14,23 +15,14 @@ C ABI::
 from __future__ import annotations
 
 import ctypes
-import json
 import os
-import struct
 import sys
+from pathlib import Path
 
-FRAME = struct.Struct(">II")
-_LEN = struct.Struct("<I")
-
-
-def message(head: dict, body: bytes = b"") -> bytes:
-    raw = json.dumps(head).encode()
-    return _LEN.pack(len(raw)) + raw + body
-
-
-def send(out, request_id: int, payload: bytes) -> None:
-    out.write(FRAME.pack(request_id, len(payload)) + payload)
-    out.flush()
+# Importing valor would cost each start of this process tens of milliseconds: the codec, which
+# imports only the standard library, is taken from its folder instead.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "shared"))
+from frames import pack_message, read_frame, unpack_message, write_frame
 
 
 def load(path: str, config: bytes):
@@ -61,21 +53,20 @@ def serve(lib, stdin, stdout) -> None:
     resp = ctypes.POINTER(ctypes.c_ubyte)()
     resp_len = ctypes.c_size_t()
     while True:
-        header = stdin.read(FRAME.size)
-        if len(header) < FRAME.size:
+        received = read_frame(stdin)
+        if received is None:
             return
-        request_id, size = FRAME.unpack(header)
-        payload = stdin.read(size)
-        head = json.loads(payload[4 : 4 + _LEN.unpack_from(payload)[0]])
-        if head.get("cancel"):
+        request_id, payload = received
+        if unpack_message(payload)[0].get("cancel"):
             continue
         code = lib.valor_handle(payload, len(payload), ctypes.byref(resp), ctypes.byref(resp_len))
         if code != 0 or not resp:
-            send(stdout, request_id, message({"error": f"valor_handle() returned {code}"}))
+            error = pack_message({"error": f"valor_handle() returned {code}"})
+            write_frame(stdout, request_id, error)
             continue
         answer = ctypes.string_at(resp, resp_len.value)
         lib.valor_free(resp)
-        send(stdout, request_id, answer)
+        write_frame(stdout, request_id, answer)
 
 
 def main() -> None:
@@ -86,9 +77,9 @@ def main() -> None:
     try:
         lib = load(sys.argv[1], sys.argv[2].encode() if len(sys.argv) > 2 else b"{}")
     except OSError as exc:
-        send(frames, 0, message({"error": str(exc)}))
+        write_frame(frames, 0, pack_message({"error": str(exc)}))
         return
-    send(frames, 0, message({"ready": True}))
+    write_frame(frames, 0, pack_message({"ready": True}))
     serve(lib, sys.stdin.buffer, frames)
 
 

@@ -1,5 +1,5 @@
 """Server loader for ``type: "native"``: a C shared library, called through ctypes in a helper
-process (``valor.loaders.native_child``), so a segfault or a hang never takes the host down.
+process (``valor.kinds.native.child``), so a segfault or a hang never takes the host down.
 
 A crash answers 502 and the next request starts a new process; a request past its timeout
 kills the process (504). The plug-in's ``config`` reaches ``valor_init`` as JSON. See
@@ -12,11 +12,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import PluginLoadError
-from ..manifest import PluginSpec
-from .process import PluginProcess, ProcessPlugin
+from ...errors import PluginLoadError
+from ...manifest import PluginSpec
+from ..shared.process import PluginProcess, ProcessPlugin
 
-CHILD = Path(__file__).with_name("native_child.py")
+CHILD = Path(__file__).with_name("child.py")
 
 
 async def load_native(spec: PluginSpec) -> ProcessPlugin:

@@ -6,18 +6,18 @@ answers 502, a slow one 504, both with a JSON error body. A path that would leav
 upstream's path answers 400; an answer body past ``limits.response_bytes`` answers 502.
 
 Everything but sending is here, once: the options, the path confinement and header rules
-(``proxy_rules``), the body cap and the failures. A host gives only its ``ProxyEngine``: httpx
-on the server (``httpx_proxy``), ``fetch`` in the browser (``browser_kinds``).
+(``proxy.rules``), the body cap and the failures. A host gives only its ``ProxyEngine``: httpx
+on the server (``proxy.server``), ``fetch`` in the browser (``proxy.browser``).
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from ..failures import PluginFailed
-from ..manifest import PluginSpec
-from ..wire import RequestMessage, ResponseMessage
-from .proxy_rules import (
+from ...failures import PluginFailed
+from ...manifest import PluginSpec
+from ...wire import RequestMessage, ResponseMessage
+from .rules import (
     DEFAULT_RESPONSE_BYTES,
     UnsafePath,
     forward_headers,

@@ -1,14 +1,14 @@
 """The server's engine for the proxy kind (CPython only): httpx, streaming the answer body so
 that one past the cap is never read whole, and relaying it still compressed if it was. The kind
-itself (options, path confinement, headers, the cap, failures) is ``valor.loaders.proxy``,
+itself (options, path confinement, headers, the cap, failures) is ``valor.kinds.proxy.core``,
 shared with the browser."""
 
 from __future__ import annotations
 
 import httpx
 
-from ..manifest import PluginSpec
-from .proxy import Headers, ProxyPlugin, TimedOut, TooLarge, Unreachable, load
+from ...manifest import PluginSpec
+from .core import Headers, ProxyPlugin, TimedOut, TooLarge, Unreachable, load
 
 
 class HttpxEngine:

@@ -1,6 +1,6 @@
-"""The helper process of an isolated Python plug-in: ``python -m valor.loaders.python_child
+"""The helper process of an isolated Python plug-in: ``python -m valor.kinds.python.child
 DEFINITION``. It loads the plug-in as the host would and answers frames (see
-``valor.loaders.process``) concurrently, each in its own task."""
+``valor.kinds.shared.process``) concurrently, each in its own task."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..errors import PluginLoadError
-from ..manifest import PluginSpec
-from ..streaming import Stream
-from .abi import pack_message, unpack_message
-from .process import FRAME
-from .python import load_python
+from ...errors import PluginLoadError
+from ...manifest import PluginSpec
+from ...streaming import Stream
+from ..shared.frames import pack_message, receive_frame, unpack_message, write_frame
+from .core import load_python
 
 CANNOT_STREAM = (
     "it answered with a stream, which an isolated plug-in cannot send: answer with the whole "
@@ -26,9 +25,7 @@ CANNOT_STREAM = (
 
 
 def send(out: BinaryIO, request_id: int, head: dict[str, Any], body: bytes = b"") -> None:
-    payload = pack_message(head, body)
-    out.write(FRAME.pack(request_id, len(payload)) + payload)
-    out.flush()
+    write_frame(out, request_id, pack_message(head, body))
 
 
 def limit(limits: dict[str, int]) -> None:
@@ -91,8 +88,7 @@ async def serve(definition: dict[str, Any], out: BinaryIO) -> None:
     tasks: set[asyncio.Task[None]] = set()
     while True:
         try:
-            request_id, size = FRAME.unpack(await reader.readexactly(FRAME.size))
-            payload = await reader.readexactly(size)
+            request_id, payload = await receive_frame(reader)
         except asyncio.IncompleteReadError:
             return
         if unpack_message(payload)[0].get("cancel"):

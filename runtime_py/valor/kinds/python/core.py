@@ -13,16 +13,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from ..concurrency import DEFAULT_THREADS, HAS_THREADS, Threads, as_async, call
-from ..errors import LOAD_FAILURES, HTTPError, PluginLoadError
-from ..manifest import PluginSpec
-from ..plugin import Context, is_handler
-from ..requests import Request
-from ..responses import error_message, to_message
-from ..store import Store
-from ..store.loading import store_being_loaded
-from ..streaming import Stream
-from ..wire import RequestMessage, ResponseMessage, WireError, body_bytes, response_message
+from ...concurrency import DEFAULT_THREADS, HAS_THREADS, Threads, as_async, call
+from ...errors import LOAD_FAILURES, HTTPError, PluginLoadError
+from ...manifest import PluginSpec
+from ...plugin import Context, is_handler
+from ...requests import Request
+from ...responses import error_message, to_message
+from ...store import Store
+from ...store.loading import store_being_loaded
+from ...streaming import Stream
+from ...wire import RequestMessage, ResponseMessage, WireError, body_bytes, response_message
 
 _reply: ContextVar[Any] = ContextVar("valor_reply")
 _VALOR_DIR = str(Path(__file__).resolve().parent.parent) + "/"
@@ -32,7 +32,7 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
     """Import the plug-in's file and pick its style."""
     assert spec.path is not None
     if spec.isolation == "process" and HAS_THREADS:  # the browser has no processes to spare
-        from .python_process import load_isolated_python
+        from .isolated import load_isolated_python
 
         return await load_isolated_python(spec)  # type: ignore[return-value]
     store = store_being_loaded()

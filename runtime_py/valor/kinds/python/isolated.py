@@ -1,5 +1,5 @@
 """Server loader for a Python plug-in with ``"isolation": "process"``: the plug-in runs in a
-helper process (``valor.loaders.python_child``) spoken to with frames, like native plug-ins.
+helper process (``valor.kinds.python.child``) spoken to with frames, like native plug-ins.
 
 What in-process code cannot be stopped from (``os._exit()``, a C extension that crashes or
 blocks, memory that keeps growing) then costs the helper, never the host: a crash answers 502
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import valor
 
-from ..errors import PluginLoadError
-from ..manifest import PluginSpec
-from .process import PluginProcess, ProcessPlugin, helper_environment
+from ...errors import PluginLoadError
+from ...manifest import PluginSpec
+from ..shared.process import PluginProcess, ProcessPlugin, helper_environment
 
 PACKAGE_ROOT = Path(valor.__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ async def load_isolated_python(spec: PluginSpec) -> ProcessPlugin:
         "config": spec.config,
         "limits": spec.limits,
     }
-    argv = [sys.executable, "-m", "valor.loaders.python_child", json.dumps(definition)]
+    argv = [sys.executable, "-m", "valor.kinds.python.child", json.dumps(definition)]
     env = helper_environment(PYTHONPATH=str(PACKAGE_ROOT), PYTHONUNBUFFERED="1")
     process = PluginProcess(spec.name, argv, on_cancel="kill", env=env)
     await process.start()

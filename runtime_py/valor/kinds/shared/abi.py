@@ -1,7 +1,6 @@
-"""The binary message format shared by wasm and native plug-ins (and the process bridges).
-
-A message is one buffer: a 4-byte little-endian length ``n``, then ``n`` bytes of a JSON head,
-then the raw body (the rest of the buffer)::
+"""The binary message format shared by wasm and native plug-ins (and the process bridges),
+as wire requests and responses. The buffer's codec is ``frames``: a 4-byte little-endian
+length ``n``, then ``n`` bytes of a JSON head, then the raw body (the rest of the buffer)::
 
     request head:  {"method": "GET", "url": "http://host/path?q=1", "headers": [["a", "b"]]}
     response head: {"status": 200, "headers": [["content-type", "text/plain"]]}
@@ -13,16 +12,10 @@ nothing. Pure Python: used by the server and the browser hosts alike.
 from __future__ import annotations
 
 import json
-import struct
 from typing import Any
 
-from ..wire import RequestMessage, ResponseMessage, WireError, header_pairs
-
-_LEN = struct.Struct("<I")
-
-
-class AbiError(ValueError):
-    """A buffer from a plug-in that does not follow the message format."""
+from ...wire import RequestMessage, ResponseMessage, WireError, header_pairs
+from .frames import AbiError, pack_message, unpack_message
 
 
 def encode_request(message: RequestMessage) -> bytes:
@@ -57,25 +50,3 @@ def unpack_pointer(packed: int) -> tuple[int, int]:
     """The ``(ptr, len)`` in a packed i64 (wasm returns it signed, so mask it first)."""
     packed &= 0xFFFF_FFFF_FFFF_FFFF
     return packed >> 32, packed & 0xFFFF_FFFF
-
-
-def pack_message(head: dict[str, Any], body: bytes) -> bytes:
-    """A head and a body as one buffer."""
-    raw = json.dumps(head, separators=(",", ":")).encode()
-    return b"".join((_LEN.pack(len(raw)), raw, body))
-
-
-def unpack_message(buffer: bytes) -> tuple[dict[str, Any], bytes]:
-    """A buffer's head and body; ``AbiError`` says what is wrong."""
-    if len(buffer) < _LEN.size:
-        raise AbiError(f"a message needs at least 4 bytes (the head length), got {len(buffer)}")
-    (size,) = _LEN.unpack_from(buffer)
-    if size > len(buffer) - _LEN.size:
-        raise AbiError(f"head length {size} is past the end of the {len(buffer)}-byte message")
-    try:
-        head = json.loads(buffer[_LEN.size : _LEN.size + size])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AbiError(f"the message head is not valid JSON: {exc}") from None
-    if not isinstance(head, dict):
-        raise AbiError("the message head must be a JSON object")
-    return head, bytes(buffer[_LEN.size + size :])

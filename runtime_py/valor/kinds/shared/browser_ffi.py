@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import PluginLoadError
-from ..manifest import PluginSpec
+from ...errors import PluginLoadError
+from ...manifest import PluginSpec
 
 BUNDLE_ROOT = "/valor/"
 

@@ -1,11 +1,11 @@
 """A plug-in in a helper process, spoken to with frames over its stdin and stdout.
 
-A frame is a 4-byte big-endian request id, a 4-byte big-endian length, then that many bytes
-in the ``valor.loaders.abi`` format. Many requests may be in flight at once; answers come back
-in any order, matched by id. Frame 0 from the process says it is ready (``{"ready": true}``)
-or why it could not load (``{"error": ...}``). An answer whose head has ``"error"`` is a
-failure: ``"crashed": true`` answers 502, otherwise 500. If the process exits, every request
-in flight answers 502 and the next request starts a new process. CPython only.
+Frames and the messages they carry are ``valor.kinds.shared.frames``. Many requests may be in
+flight at once; answers come back in any order, matched by id. Frame 0 from the process says
+it is ready (``{"ready": true}``) or why it could not load (``{"error": ...}``). An answer whose
+head has ``"error"`` is a failure: ``"crashed": true`` answers 502, otherwise 500. If the
+process exits, every request in flight answers 502 and the next request starts a new process.
+CPython only.
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ import itertools
 import logging
 import os
 import signal
-import struct
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import PluginCrashed, PluginLoadError
-from ..failures import PluginFailed, reported_failure
-from ..wire import RequestMessage, ResponseMessage
-from .abi import AbiError, encode_request, pack_message, response_from, unpack_message
+from ...errors import PluginCrashed, PluginLoadError
+from ...failures import PluginFailed, reported_failure
+from ...wire import RequestMessage, ResponseMessage
+from .abi import AbiError, encode_request, response_from
+from .frames import frame, pack_message, receive_frame, unpack_message
 
 log = logging.getLogger("valor.plugins")
-FRAME = struct.Struct(">II")
 START_TIMEOUT = 30.0
 # What a helper process inherits of the host's environment: enough to run, no secrets (the
 # registry token, cloud credentials and the like stay in the host).
@@ -137,7 +136,7 @@ class PluginProcess:
         assert proc.stdin is not None
         async with self._write_lock:
             try:
-                proc.stdin.write(FRAME.pack(request_id, len(payload)) + payload)
+                proc.stdin.write(frame(request_id, payload))
                 await proc.stdin.drain()
             except (ConnectionError, RuntimeError):
                 raise PluginCrashed(self._crash_message(proc)) from None
@@ -152,8 +151,8 @@ class PluginProcess:
 
     async def _read_frame(self, proc: asyncio.subprocess.Process) -> tuple[int, tuple[dict, bytes]]:
         assert proc.stdout is not None
-        request_id, size = FRAME.unpack(await proc.stdout.readexactly(FRAME.size))
-        return request_id, unpack_message(await proc.stdout.readexactly(size))
+        request_id, message = await receive_frame(proc.stdout)
+        return request_id, unpack_message(message)
 
     async def _read_answers(self, proc: asyncio.subprocess.Process) -> None:
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from ..wire import RequestMessage, ResponseMessage
+from ...wire import RequestMessage, ResponseMessage
 
 _SKIPPED = {"content-type", "content-length", "authorization"}
 

@@ -1,10 +1,10 @@
 """``type: "wasi"``: a WASI command run CGI style, the same in both hosts (pure Python).
 
 Each request runs the program once in a fresh instance (as WAGI does): the environment from
-``valor.loaders.cgi``, the body on stdin, the answer parsed from stdout, stderr to the log.
+``valor.kinds.wasi.cgi``, the body on stdin, the answer parsed from stdout, stderr to the log.
 A non-zero exit or a trap answers 500; past the time limit, 504. Everything but running the
 program is here, once; a host gives only its ``WasiEngine``: wasmtime's WASI on the server
-(``wasmtime_host``), Valor's WASI shim in an executor worker in the browser (``browser_wasm``
+(``wasi.server``), Valor's WASI shim in an executor worker in the browser (``wasi.browser``
 and ``web/kinds/wasm-executor.mjs``).
 """
 
@@ -14,13 +14,13 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
-from ..errors import PluginLoadError
-from ..failures import PluginFailed
-from ..manifest import PluginSpec
-from ..wire import RequestMessage, ResponseMessage
+from ...errors import PluginLoadError
+from ...failures import PluginFailed
+from ...manifest import PluginSpec
+from ...wire import RequestMessage, ResponseMessage
+from ..wasm.core import read_module
+from ..wasm.limits import WasmLimits, capped_module, wasm_limits
 from .cgi import CgiError, cgi_environ, parse_cgi_output
-from .wasm import read_module
-from .wasm_limits import WasmLimits, capped_module, wasm_limits
 
 log = logging.getLogger("valor.plugins")
 

@@ -1,8 +1,7 @@
-"""The browser's engines for the wasm and WASI kinds (Pyodide only): a
-``kinds/wasm-executor.mjs`` worker per plug-in, which can be terminated on timeout, since
-nothing else stops an endless loop in a browser. The kinds themselves (checks, the ABI's steps,
-CGI, the memory cap, failures) are ``valor.loaders.wasm`` and ``valor.loaders.wasi``, shared
-with the server."""
+"""The browser's engine for the wasm kind (Pyodide only), and the executor it shares with the
+WASI kind's: a ``kinds/wasm-executor.mjs`` worker per plug-in, which can be terminated on
+timeout, since nothing else stops an endless loop in a browser. The kind itself (checks, the
+ABI's steps, the memory cap, failures) is ``valor.kinds.wasm.core``, shared with the server."""
 
 from __future__ import annotations
 
@@ -11,13 +10,11 @@ import itertools
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..errors import PluginCrashed, PluginLoadError
-from ..failures import PluginFailed
-from ..manifest import PluginSpec
-from .browser_ffi import field, js_bytes, js_object, site_url
-from .wasi import WasiPlugin, check_command
-from .wasi import load as load_wasi_with
-from .wasm import (
+from ...errors import PluginCrashed, PluginLoadError
+from ...failures import PluginFailed
+from ...manifest import PluginSpec
+from ..shared.browser_ffi import field, js_bytes, js_object, site_url
+from .core import (
     Step,
     Steps,
     WasmPlugin,
@@ -27,7 +24,7 @@ from .wasm import (
     run_steps_async,
     start_steps,
 )
-from .wasm_limits import WasmLimits
+from .limits import WasmLimits
 
 T = TypeVar("T")
 
@@ -160,7 +157,7 @@ class Executor:
 
 
 class BrowserWasmEngine:
-    """The browser's engine for the wasm kind (``valor.loaders.wasm`` holds the rest): one
+    """The browser's engine for the wasm kind (``valor.kinds.wasm.core`` holds the rest): one
     instance in an executor worker, which runs the ABI's steps one message each. One request at
     a time: the steps of two requests must not interleave on one instance."""
 
@@ -174,7 +171,7 @@ class BrowserWasmEngine:
 
     @classmethod
     async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> BrowserWasmEngine:
-        executor = await _executor(spec, "wasm", data)
+        executor = await start_executor(spec, "wasm", data)
         self = cls(spec, limits, executor)
         try:
             check_module(spec, executor.imports, executor.exports)
@@ -212,7 +209,7 @@ class BrowserWasmEngine:
             return self._size
         answer = await self.executor.call({"op": op, "args": args})
         if field(answer, "error") is not None:
-            raise _trap_or_error(self.spec, answer)
+            raise trap_or_error(self.spec, answer)
         self._size = field(answer, "size") or 0
         value = field(answer, "value")
         if op == "read":
@@ -228,43 +225,12 @@ def _no_steps() -> Steps[None]:
     yield
 
 
-class BrowserWasiEngine:
-    """The browser's engine for the WASI kind (``valor.loaders.wasi`` holds the rest): Valor's
-    WASI shim in an executor worker, a fresh instance per run."""
-
-    def __init__(self, spec: PluginSpec, executor: Executor) -> None:
-        self.spec = spec
-        self.executor = executor
-
-    @classmethod
-    async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> BrowserWasiEngine:
-        executor = await _executor(spec, "wasi", data)
-        try:
-            check_command(spec, executor.exports)
-        except PluginLoadError:
-            executor.terminate()
-            raise
-        return cls(spec, executor)
-
-    async def run(
-        self, argv: list[str], env: dict[str, str], stdin: bytes
-    ) -> tuple[bytes, str, int]:
-        fields = {"argv": argv, "env": env, "stdin": js_bytes(stdin) if stdin else None}
-        answer = await self.executor.call(fields)
-        if field(answer, "error") is not None:
-            raise _trap_or_error(self.spec, answer)
-        return answer.stdout.to_bytes(), str(field(answer, "stderr") or ""), int(answer.code)
-
-    async def close(self) -> None:
-        self.executor.terminate()
-
-
-def _trap_or_error(spec: PluginSpec, answer: Any) -> PluginFailed:
+def trap_or_error(spec: PluginSpec, answer: Any) -> PluginFailed:
     what = "trapped" if field(answer, "trap") else "failed"
     return PluginFailed(500, f"plug-in {spec.name!r} {what}: {field(answer, 'error')}")
 
 
-async def _executor(spec: PluginSpec, mode: str, module: bytes) -> Executor:
+async def start_executor(spec: PluginSpec, mode: str, module: bytes) -> Executor:
     executor = Executor(spec, mode, module)
     try:
         await executor.start()
@@ -276,7 +242,3 @@ async def _executor(spec: PluginSpec, mode: str, module: bytes) -> Executor:
 
 async def load_wasm(spec: PluginSpec) -> WasmPlugin:
     return await load(spec, BrowserWasmEngine.create)
-
-
-async def load_wasi(spec: PluginSpec) -> WasiPlugin:
-    return await load_wasi_with(spec, BrowserWasiEngine.create)

@@ -2,7 +2,7 @@
 
 ABI (see ``docs/kinds.md``): the module imports nothing and exports ``memory``,
 ``alloc(len: i32) -> i32`` and ``handle(ptr: i32, len: i32) -> i64``. The host writes the
-request (``valor.loaders.abi`` format) at ``alloc``'s pointer, calls ``handle`` and reads the
+request (``valor.kinds.shared.abi`` format) at ``alloc``'s pointer, calls ``handle`` and reads the
 answer at ``(result >> 32, result & 0xffffffff)``. Each instance runs ``_initialize`` once if
 exported, then ``valor_init(ptr, len) -> i32`` if exported, with the plug-in's ``config`` as
 JSON at ``alloc``'s pointer (non-zero: the instance cannot start).
@@ -10,8 +10,8 @@ JSON at ``alloc``'s pointer (non-zero: the instance cannot start).
 Everything but running wasm is here, once: the checks, the ABI's steps, the memory cap and the
 failures. The steps are a generator of ``Step``s (call an export, write, read, memory size), so
 the server runs them in a thread and the browser over messages to its executor worker. A host
-gives only its ``WasmEngine``: wasmtime on the server (``wasmtime_host``), the browser's
-``WebAssembly`` in a worker (``browser_wasm`` and ``web/kinds/wasm-executor.mjs``), which
+gives only its ``WasmEngine``: wasmtime on the server (``wasm.server``), the browser's
+``WebAssembly`` in a worker (``wasm.browser`` and ``web/kinds/wasm-executor.mjs``), which
 instantiate the module and run steps on an instance.
 """
 
@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable, Collection, Generator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ..errors import PluginLoadError
-from ..failures import PluginFailed
-from ..manifest import PluginSpec
-from ..wire import RequestMessage, ResponseMessage
-from .abi import AbiError, decode_response, encode_config, encode_request, unpack_pointer
-from .wasm_limits import WasmLimits, capped_module, wasm_limits
+from ...errors import PluginLoadError
+from ...failures import PluginFailed
+from ...manifest import PluginSpec
+from ...wire import RequestMessage, ResponseMessage
+from ..shared.abi import AbiError, decode_response, encode_config, encode_request, unpack_pointer
+from .limits import WasmLimits, capped_module, wasm_limits
 
 T = TypeVar("T")
 # ("call", export, *args) -> its result | ("write", ptr, data) | ("read", ptr, len) -> bytes

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import PluginLoadError
-from ..manifest import PluginSpec
+from ...errors import PluginLoadError
+from ...manifest import PluginSpec
 
 DEFAULT_MAX_MEMORY_MB = 64
 

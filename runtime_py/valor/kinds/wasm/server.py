@@ -1,6 +1,6 @@
-"""The server's WebAssembly engines, on wasmtime: ``WasmtimeEngine`` for the wasm kind
-(``valor.loaders.wasm``) and ``WasmtimeWasi`` for the WASI kind (``valor.loaders.wasi``), with
-the limits and traps they share.
+"""The server's engine for the wasm kind, on wasmtime: ``WasmtimeEngine`` (the kind itself is
+``valor.kinds.wasm.core``), and the engines, limits and traps it shares with the WASI kind's
+(``valor.kinds.wasi.server``).
 
 Time limits use epoch interruption: one daemon thread ticks every engine, and each call gets
 a deadline of the plug-in's timeout (plus a tick, so the runtime's own 504 normally wins and
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
-import tempfile
 import threading
 import time
 import weakref
@@ -23,13 +21,11 @@ from typing import Any, TypeVar
 
 import wasmtime
 
-from ..concurrency import DEFAULT_THREADS, Threads
-from ..errors import PluginLoadError
-from ..failures import PluginFailed
-from ..manifest import PluginSpec
-from .wasi import WasiPlugin, check_command
-from .wasi import load as load_wasi_with
-from .wasm import (
+from ...concurrency import DEFAULT_THREADS, Threads
+from ...errors import PluginLoadError
+from ...failures import PluginFailed
+from ...manifest import PluginSpec
+from .core import (
     Step,
     Steps,
     WasmPlugin,
@@ -40,7 +36,7 @@ from .wasm import (
     run_steps,
     start_steps,
 )
-from .wasm_limits import WasmLimits
+from .limits import WasmLimits
 
 T = TypeVar("T")
 
@@ -214,73 +210,3 @@ def _kind(export: object) -> str:
 async def load_wasm(spec: PluginSpec) -> WasmPlugin:
     """The server's loader for ``type: "wasm"``."""
     return await load(spec, WasmtimeEngine.create)
-
-
-class WasmtimeWasi:
-    """The server's engine for the WASI kind: wasmtime's WASI, a fresh instance per run, in a
-    worker thread."""
-
-    def __init__(
-        self, spec: PluginSpec, limits: WasmLimits, engine: wasmtime.Engine, module: wasmtime.Module
-    ) -> None:
-        self.spec = spec
-        self.limits = limits
-        self._engine = engine
-        linker = wasmtime.Linker(engine)
-        linker.define_wasi()
-        self._pre = linker.instantiate_pre(module)
-        self._threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
-
-    @classmethod
-    async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> WasmtimeWasi:
-        engine = make_engine(limits)
-        module = await asyncio.to_thread(compile_module, spec, engine, data)
-        check_command(spec, [e.name for e in module.exports])
-        try:
-            return cls(spec, limits, engine, module)
-        except wasmtime.WasmtimeError as exc:
-            raise PluginLoadError(spec.name, f"linking the WASI program failed: {exc}") from None
-
-    async def run(
-        self, argv: list[str], env: dict[str, str], stdin: bytes
-    ) -> tuple[bytes, str, int]:
-        return await self._threads.run(self._run, argv, env, stdin)
-
-    def _run(self, argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[bytes, str, int]:
-        stdout: list[bytes] = []
-        stderr: list[bytes] = []
-        config = wasmtime.WasiConfig()
-        config.argv = argv
-        config.env = list(env.items())
-        config.stdout_custom = stdout.append
-        config.stderr_custom = stderr.append
-        stdin_path = None
-        if stdin:
-            # wasmtime's WASI reads stdin only from a file.
-            fd, stdin_path = tempfile.mkstemp(prefix="valor-wasi-")
-            with os.fdopen(fd, "wb") as file:
-                file.write(stdin)
-            config.stdin_file = stdin_path
-        store = new_store(self._engine, self.limits)
-        store.set_wasi(config)
-        code = 0
-        try:
-            with armed(store, self.limits):
-                instance = self._pre.instantiate(store)
-                instance.exports(store)["_start"](store)
-        except wasmtime.ExitTrap as exit_:
-            code = exit_.code
-        except wasmtime.Trap as trap:
-            raise trap_failure(self.spec, self.limits, trap) from None
-        finally:
-            if stdin_path:
-                os.unlink(stdin_path)
-        return b"".join(stdout), b"".join(stderr).decode(errors="replace"), code
-
-    async def close(self) -> None:
-        self._threads.close()
-
-
-async def load_wasi(spec: PluginSpec) -> WasiPlugin:
-    """The server's loader for ``type: "wasi"``."""
-    return await load_wasi_with(spec, WasmtimeWasi.create)

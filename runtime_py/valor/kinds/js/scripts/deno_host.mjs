@@ -1,5 +1,5 @@
 // The server side of a JS plug-in: a long-lived Deno process holding a WorkerPool, spoken to
-// over stdin/stdout with frames (see valor/loaders/process.py):
+// over stdin/stdout with frames (see valor/kinds/shared/process.py):
 //   u32 BE id | u32 BE length | u32 LE head length | JSON head | body
 // Usage: deno run deno_host.mjs PLUGIN_URL [WORKERS]
 import { WorkerPool } from "./pool.mjs";
