@@ -4,40 +4,34 @@ CGI, failures) is ``valor.kinds.wasi.core``. CPython only."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import tempfile
 
 import wasmtime
 
-from ...concurrency import DEFAULT_THREADS, Threads
 from ...errors import PluginLoadError
 from ...manifest import PluginSpec
 from ..wasm.limits import WasmLimits
-from ..wasm.server import armed, compile_module, make_engine, new_store, trap_failure
+from ..wasm.server import WasmtimeRunner, armed, new_store, trap_failure
 from .core import WasiPlugin, check_command
 from .core import load as load_wasi_with
 
 
-class WasmtimeWasi:
+class WasmtimeWasi(WasmtimeRunner):
     """The server's engine for the WASI kind: wasmtime's WASI, a fresh instance per run, in a
     worker thread."""
 
     def __init__(
         self, spec: PluginSpec, limits: WasmLimits, engine: wasmtime.Engine, module: wasmtime.Module
     ) -> None:
-        self.spec = spec
-        self.limits = limits
-        self._engine = engine
+        super().__init__(spec, limits, engine)
         linker = wasmtime.Linker(engine)
         linker.define_wasi()
         self._pre = linker.instantiate_pre(module)
-        self._threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
 
     @classmethod
     async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> WasmtimeWasi:
-        engine = make_engine(limits)
-        module = await asyncio.to_thread(compile_module, spec, engine, data)
+        engine, module = await cls.compile(spec, limits, data)
         check_command(spec, [e.name for e in module.exports])
         try:
             return cls(spec, limits, engine, module)
@@ -47,7 +41,7 @@ class WasmtimeWasi:
     async def run(
         self, argv: list[str], env: dict[str, str], stdin: bytes
     ) -> tuple[bytes, str, int]:
-        return await self._threads.run(self._run, argv, env, stdin)
+        return await self.threads.run(self._run, argv, env, stdin)
 
     def _run(self, argv: list[str], env: dict[str, str], stdin: bytes) -> tuple[bytes, str, int]:
         stdout: list[bytes] = []
@@ -64,7 +58,7 @@ class WasmtimeWasi:
             with os.fdopen(fd, "wb") as file:
                 file.write(stdin)
             config.stdin_file = stdin_path
-        store = new_store(self._engine, self.limits)
+        store = new_store(self.engine, self.limits)
         store.set_wasi(config)
         code = 0
         try:
@@ -79,9 +73,6 @@ class WasmtimeWasi:
             if stdin_path:
                 os.unlink(stdin_path)
         return b"".join(stdout), b"".join(stderr).decode(errors="replace"), code
-
-    async def close(self) -> None:
-        self._threads.close()
 
 
 async def load_wasi(spec: PluginSpec) -> WasiPlugin:

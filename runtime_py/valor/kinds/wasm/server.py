@@ -145,7 +145,29 @@ class _Instance:
         raise ValueError(f"unknown step {op!r}")
 
 
-class WasmtimeEngine:
+class WasmtimeRunner:
+    """What both wasmtime engines (the wasm kind's and the WASI kind's) hold: the plug-in, its
+    limits, the engine its module is compiled for and the worker threads its calls run in."""
+
+    def __init__(self, spec: PluginSpec, limits: WasmLimits, engine: wasmtime.Engine) -> None:
+        self.spec = spec
+        self.limits = limits
+        self.engine = engine
+        self.threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
+
+    @staticmethod
+    async def compile(
+        spec: PluginSpec, limits: WasmLimits, data: bytes
+    ) -> tuple[wasmtime.Engine, wasmtime.Module]:
+        """A new engine for ``limits``, and the module compiled for it in a worker thread."""
+        engine = make_engine(limits)
+        return engine, await asyncio.to_thread(compile_module, spec, engine, data)
+
+    async def close(self) -> None:
+        self.threads.close()
+
+
+class WasmtimeEngine(WasmtimeRunner):
     """The server's engine for the wasm kind: a pool of instances of one module, each call in a
     worker thread (wasmtime releases the GIL while wasm runs). A failed instance is dropped,
     so the next request gets a fresh one."""
@@ -153,18 +175,14 @@ class WasmtimeEngine:
     def __init__(
         self, spec: PluginSpec, limits: WasmLimits, engine: wasmtime.Engine, module: wasmtime.Module
     ) -> None:
-        self.spec = spec
-        self.limits = limits
-        self._engine = engine
+        super().__init__(spec, limits, engine)
         self._module = module
         self._exports = [e.name for e in module.exports]
         self._idle: list[_Instance] = []
-        self._threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
 
     @classmethod
     async def create(cls, spec: PluginSpec, limits: WasmLimits, data: bytes) -> WasmtimeEngine:
-        engine = make_engine(limits)
-        module = await asyncio.to_thread(compile_module, spec, engine, data)
+        engine, module = await cls.compile(spec, limits, data)
         imports = [f"{i.module}.{i.name}" for i in module.imports]
         check_module(spec, imports, {e.name: _kind(e.type) for e in module.exports})
         self = cls(spec, limits, engine, module)
@@ -175,14 +193,14 @@ class WasmtimeEngine:
         return self
 
     def _instantiate(self) -> _Instance:
-        store = new_store(self._engine, self.limits)
+        store = new_store(self.engine, self.limits)
         with armed(store, self.limits):
             slot = _Instance(store, wasmtime.Instance(store, self._module, []))
             run_steps(start_steps(self.spec, self.limits, self._exports), slot.do)
         return slot
 
     async def run(self, steps: Callable[[], Steps[T]]) -> T:
-        return await self._threads.run(self._run, steps)
+        return await self.threads.run(self._run, steps)
 
     def _run(self, steps: Callable[[], Steps[T]]) -> T:
         try:
@@ -196,7 +214,7 @@ class WasmtimeEngine:
 
     async def close(self) -> None:
         self._idle.clear()
-        self._threads.close()
+        await super().close()
 
 
 def _kind(export: object) -> str:
