@@ -25,7 +25,7 @@ from ...streaming import Stream
 from ...wire import RequestMessage, ResponseMessage, WireError, body_bytes, response_message
 
 _reply: ContextVar[Any] = ContextVar("valor_reply")
-_VALOR_DIR = str(Path(__file__).resolve().parent.parent) + "/"
+_VALOR_DIR = str(Path(__file__).resolve().parents[2]) + "/"  # this is valor/kinds/python/
 
 
 async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
