@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from valor.errors import PluginLoadError
-from valor.loaders.asgi import load_asgi
+from valor.kinds.asgi.core import load_asgi
 from valor.manifest import parse_manifest
 from valor.runtime import Runtime
 
@@ -251,7 +251,7 @@ async def runtime_with_entry(tmp_path: Path, entry: dict, app: str | None = "app
 async def test_a_python_plugin_in_a_package_imports_its_helpers(tmp_path: Path) -> None:
     # The same import machinery for the python kind: relative imports, and errors that name
     # the helper module that failed.
-    from valor.loaders.python import load_python
+    from valor.kinds.python.core import load_python
 
     plugin = (
         "from valor import vlugin\nfrom .words import WORD\n\n"
@@ -291,7 +291,7 @@ async def test_a_stream_runs_ahead_of_its_reader_only_so_far(tmp_path: Path) -> 
     # are ready together, and an app faster than its client is held there.
     import asyncio
 
-    from valor.loaders.asgi import Exchange
+    from valor.kinds.asgi.core import Exchange
 
     runtime = await runtime_with(tmp_path, {"endless": ENDLESS})
     answer = await runtime.handle(request("http://h/endless"))

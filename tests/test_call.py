@@ -190,7 +190,7 @@ def test_stopping_a_plugin_process_never_reaps_it_behind_the_child_watcher(
 ) -> None:
     """Only asyncio's child watcher may wait for a plug-in's process: a ``waitpid`` anywhere
     else can reap it first, and the watcher then logs "Unknown child process pid"."""
-    from valor.loaders.process import PluginProcess
+    from valor.kinds.shared.process import PluginProcess
 
     waiters: list[str] = []
     real_waitpid = os.waitpid

@@ -18,8 +18,8 @@ from tests.servers import Server, http_send, valor_server
 from valor import Context, http_client
 from valor.client import _matches, fetch_view
 from valor.errors import ManifestError
-from valor.loaders.asgi import load_asgi
-from valor.loaders.python import load_python
+from valor.kinds.asgi.core import load_asgi
+from valor.kinds.python.core import load_python
 from valor.manifest import load_manifest, parse_plugin
 from valor.processes import free_port
 from valor.runtime import Runtime

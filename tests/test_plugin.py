@@ -9,7 +9,7 @@ import pytest
 
 from valor import Context, State, vlugin
 from valor.errors import PluginLoadError
-from valor.loaders.python import load_python
+from valor.kinds.python.core import load_python
 from valor.manifest import parse_plugin
 
 pytestmark = pytest.mark.anyio

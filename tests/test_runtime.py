@@ -12,7 +12,7 @@ import pytest
 
 from tests.loops import NoPastLoop, busy_clock
 from valor.errors import PluginCrashed, PluginLoadError
-from valor.loaders.python import load_python
+from valor.kinds.python.core import load_python
 from valor.manifest import parse_manifest
 from valor.runtime import Runtime
 

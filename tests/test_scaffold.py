@@ -13,7 +13,7 @@ import pytest
 
 from valor.scaffold import main
 
-KINDS = ["python", "worker", "js", "wasm", "wasi", "native", "rust"]
+TEMPLATES = ["python", "worker", "js", "wasm", "wasi", "native", "rust"]
 
 
 def run_pytest(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -40,7 +40,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", TEMPLATES)
 def test_each_kind_scaffolds_a_plugin_whose_test_passes(
     project: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -91,8 +91,8 @@ def test_each_kind(valor_host, name):
 def test_every_scaffolded_kind_answers_on_both_hosts(project: Path) -> None:
     """What ``valor new`` writes runs unchanged on the server and in Chromium (native is
     server-only: left out of the bundle, so checked on the server alone)."""
-    browser_kinds = [kind for kind in KINDS if kind != "native"]
-    for kind in KINDS:
+    browser_kinds = [kind for kind in TEMPLATES if kind != "native"]
+    for kind in TEMPLATES:
         assert main([f"k-{kind}", "--kind", kind]) == 0
     (project / "tests" / "test_hosts.py").write_text(
         BOTH_HOSTS.format(names=[f"k-{kind}" for kind in browser_kinds])

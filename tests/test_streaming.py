@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from valor.loaders.asgi import load_asgi
-from valor.loaders.python import load_python
+from valor.kinds.asgi.core import load_asgi
+from valor.kinds.python.core import load_python
 from valor.manifest import parse_manifest
 from valor.runtime import Runtime
 from valor.streaming import Stream, StreamError

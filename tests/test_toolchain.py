@@ -65,7 +65,7 @@ def test_the_original_example_builds_to_wasm_and_native_and_answers(tmp_path: Pa
 
 def test_a_crate_that_does_not_compile_is_a_clear_error(tmp_path: Path) -> None:
     write_crate(tmp_path / "src", "broken", ORIGINAL.replace('"Hello Plugin!"', "2.5"))
-    with pytest.raises(toolchain.BuildError) as failed:
+    with pytest.raises(toolchain.ToolchainError) as failed:
         toolchain.build(tmp_path / "src", tmp_path / "build")
     message = str(failed.value)
     assert "building broken (wasm) failed" in message and "Response" in message, message
@@ -74,7 +74,7 @@ def test_a_crate_that_does_not_compile_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_vlugin_names_what_it_accepts(tmp_path: Path) -> None:
     write_crate(tmp_path / "src", "three", ORIGINAL.replace("req: Request", "a: u8, b: u8, c: u8"))
-    with pytest.raises(toolchain.BuildError, match=r"#\[vlugin\] marks fn\(req: Request\)"):
+    with pytest.raises(toolchain.ToolchainError, match=r"#\[vlugin\] marks fn\(req: Request\)"):
         toolchain.build(tmp_path / "src", tmp_path / "build")
 
 
@@ -96,12 +96,12 @@ def test_finds_a_rust_with_the_wasm_target_behind_one_without(tmp_path: Path) ->
 
 def test_no_rust_with_the_wasm_target_names_the_packages(tmp_path: Path) -> None:
     fake = fake_rust(tmp_path / "bin")
-    with pytest.raises(toolchain.BuildError) as failed:
+    with pytest.raises(toolchain.ToolchainError) as failed:
         toolchain.find_rust(str(fake))
     message = str(failed.value)
     assert "wasm32-unknown-unknown" in message and str(fake / "rustc") in message
     assert "rustc, cargo and libstd-rust-dev-wasm32" in message
-    with pytest.raises(toolchain.BuildError, match="is not installed"):
+    with pytest.raises(toolchain.ToolchainError, match="is not installed"):
         toolchain.find_rust(str(tmp_path))
 
 

@@ -16,10 +16,7 @@ from typing import Any
 
 from .errors import PluginLoadError
 from .event_loop import run_late_timers_at_once
-from .loaders import Loader
-from .loaders.asgi import load_asgi
-from .loaders.browser_kinds import BROWSER_KIND_LOADERS
-from .loaders.python import load_python
+from .kinds import Loader, browser_loaders
 from .manifest import load_manifest
 from .runtime import Runtime
 from .status import reason
@@ -28,12 +25,8 @@ from .streaming import Stream
 from .threadless import run_threads_inline
 from .wire import RequestMessage, ResponseMessage
 
-BROWSER_LOADERS: dict[str, Loader] = {
-    "python": load_python,
-    "asgi": load_asgi,
-    **BROWSER_KIND_LOADERS,
-}
-"""``{kind: loader}`` for the browser; other kinds add their browser loaders here."""
+BROWSER_LOADERS: dict[str, Loader] = browser_loaders()
+"""``{kind: loader}`` for the browser (``valor.kinds.KINDS`` says where each one is)."""
 
 PULL_BYTES = 256 * 1024
 """Bytes a pull of a streamed answer carries at most from parts that are ready at once (the

@@ -29,8 +29,9 @@ from typing import Any
 
 from . import snapshot as snapshot_file
 from .errors import ManifestError
-from .loaders.python import package_module
-from .manifest import SERVER_ONLY_KINDS, Manifest, PluginSpec, load_manifest
+from .kinds import KINDS, site_files
+from .kinds.python.core import package_module
+from .manifest import Manifest, PluginSpec, load_manifest
 from .runtime import intercept_prefixes
 
 PYODIDE_VERSION = "314.0.7"
@@ -48,11 +49,9 @@ PYODIDE_FILES = (
 # The site's own files: everything in web/ (page, runtime worker, browser loaders' helpers)
 # and the service worker, from the repository or, when installed, from the package's static/.
 SITE_FOLDERS = ("web", "sw")
-# The JS worker pool that both hosts run (Deno on the server): bundle name: file in the package.
-KIND_FILES = {
-    "kinds/pool.mjs": "loaders/js_host/pool.mjs",
-    "kinds/boot.mjs": "loaders/js_host/boot.mjs",
-}
+# What the kinds' browser engines need on the site (the JS worker pool that both hosts run, Deno
+# on the server): bundle name: file in the package.
+KIND_FILES = site_files()
 # The site's top-level names that the bundle writes itself: --include cannot replace them.
 RESERVED_SITE_NAMES = frozenset(
     ["pyodide", "wheels", "plugins", "kinds", "valor-bundle.json", "snapshot.bin", "plugins.zip"]
@@ -331,8 +330,9 @@ def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[Plug
     manifest = load_manifest(path)
     specs = []
     for spec in manifest.plugins:
-        if spec.type in SERVER_ONLY_KINDS:
-            progress.warn(f"plug-in {spec.name!r} is left out: {SERVER_ONLY_KINDS[spec.type]}")
+        server_only = KINDS[spec.type].server_only
+        if server_only:
+            progress.warn(f"plug-in {spec.name!r} is left out: {server_only}")
             continue
         if spec.path is not None and not spec.path.exists():
             raise BuildError(f"plug-in {spec.name!r}: file {str(spec.path)!r} not found")

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from .loaders.proxy_rules import DEFAULT_RESPONSE_BYTES
+from .kinds.proxy.rules import DEFAULT_RESPONSE_BYTES
 from .manifest import PluginSpec
 from .outbound import CALLING, MAX_DEPTH, Calling
 from .responses import error_message

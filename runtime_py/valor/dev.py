@@ -227,7 +227,7 @@ class Dev:
     def compile(self, sources: set[Path]) -> None:
         """Rebuild the C plug-ins and Rust crates of the folders holding ``sources``
         (``valor.toolchain``)."""
-        from .toolchain import BuildError, build
+        from .toolchain import ToolchainError, build
 
         folders = {folder for source in sources if (folder := _sources_folder(source))}
         for folder in sorted(folders):
@@ -235,7 +235,7 @@ class Dev:
             before = _mtimes(outputs)
             try:
                 build(folder, outputs)
-            except BuildError as exc:
+            except ToolchainError as exc:
                 self.say(f"valor dev: compiling failed, keeping the last build:\n  {exc}")
                 continue
             built = {path for path, mtime in _mtimes(outputs).items() if before.get(path) != mtime}

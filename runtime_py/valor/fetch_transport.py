@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from .loaders.browser_ffi import field, js_bytes, js_message, js_object
+from .kinds.shared.browser_ffi import field, js_bytes, js_message, js_object
 
 # Set by the browser itself; httpx adds them to every request.
 SET_BY_BROWSER = frozenset(

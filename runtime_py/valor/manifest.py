@@ -15,17 +15,14 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError
+from .kinds import KINDS, Kind
 
-KINDS_WITH_PATH = ("python", "js", "wasm", "wasi", "native", "asgi")
-KINDS = (*KINDS_WITH_PATH, "proxy")
-# Kinds a browser cannot run, and why: `valor build` leaves them out, the browser host answers
-# their prefixes with that reason.
-SERVER_ONLY_KINDS = {"native": "native plug-ins are shared libraries, which a browser cannot load"}
 RESERVED_PREFIXES = ("/_health", "/_plugins")
 DEFAULT_TIMEOUT = 30.0
 ISOLATIONS = ("none", "process")
@@ -151,46 +148,12 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
     unknown = sorted(set(entry) - _KNOWN_FIELDS)
     if unknown:
         raise fail(unknown[0], f"is not a known field (known: {', '.join(sorted(_KNOWN_FIELDS))})")
-    kind = entry.get("type")
-    if kind not in KINDS:
-        raise fail("type", f"must be one of {', '.join(KINDS)}, got {kind!r}")
-
-    prefix = entry.get("prefix", "/" + name)
-    if not isinstance(prefix, str) or not prefix.startswith("/") or "?" in prefix or "#" in prefix:
-        raise fail("prefix", f"must be a path starting with '/', got {prefix!r}")
-    if _CONTROL.search(prefix):
-        raise fail("prefix", f"must not hold control characters (CR, LF, tab...), got {prefix!r}")
-    prefix = "/" + prefix.strip("/") if prefix.strip("/") else "/"
-    if any(prefix == r or prefix.startswith(r + "/") for r in RESERVED_PREFIXES):
-        raise fail("prefix", f"{prefix!r} is reserved for Valor's built-ins")
-
-    path: Path | None = None
-    url: str | None = None
-    app = entry.get("app", "app")
-    if kind != "asgi" and "app" in entry:
-        raise fail("app", "is only for type 'asgi'")
-    if not isinstance(app, str) or not _APP.match(app):
-        raise fail(
-            "app",
-            "must name a module attribute, like 'app' or 'api.app', or a module's, like "
-            f"'readinglist.main:app', got {app!r}",
-        )
-    module, colon, _ = app.rpartition(":")
-    if colon and "path" not in entry:  # as uvicorn's readinglist.main:app
-        path = _module_file(base_dir, module)
-        if path is None:
-            raise fail("app", f"names module {module!r}, which is not in {str(base_dir)!r}")
-    elif kind in KINDS_WITH_PATH:
-        raw_path = entry.get("path")
-        if not isinstance(raw_path, str) or not raw_path:
-            raise fail("path", f"is required for type {kind!r} (a file relative to the manifest)")
-        if "\x00" in raw_path:
-            raise fail("path", "must not contain a NUL character")
-        path = (base_dir / raw_path).resolve()
-    else:
-        url = entry.get("url")
-        if not isinstance(url, str) or not re.match(r"^https?://[^/]+", url):
-            raise fail("url", f"must be an http:// or https:// URL for type 'proxy', got {url!r}")
+    type_name = entry.get("type")
+    kind = KINDS.get(type_name) if isinstance(type_name, str) else None
+    if kind is None:
+        raise fail("type", f"must be one of {', '.join(KINDS)}, got {type_name!r}")
+    prefix = _prefix(entry.get("prefix", "/" + name), fail)
+    path, url = _location(entry, kind, base_dir, fail)
 
     config = entry.get("config", {})
     if not isinstance(config, dict):
@@ -208,9 +171,11 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         raise fail("requirements", "must be a list of requirement strings")
 
     isolation = entry.get("isolation", "none")
-    if isolation not in ISOLATIONS or (isolation != "none" and kind != "python"):
+    if isolation not in ISOLATIONS or (isolation != "none" and not kind.isolates):
+        isolating = " or ".join(k.name for k in KINDS.values() if k.isolates)
         raise fail(
-            "isolation", f"must be 'none', or 'process' for a python plug-in, got {isolation!r}"
+            "isolation",
+            f"must be 'none', or 'process' for a {isolating} plug-in, got {isolation!r}",
         )
     limits = entry.get("limits", {})
     if not isinstance(limits, dict):
@@ -231,7 +196,7 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
 
     return PluginSpec(
         name=name,
-        type=kind,
+        type=kind.name,
         prefix=prefix,
         path=path,
         url=url,
@@ -244,6 +209,54 @@ def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSp
         store=store,
         outbound=outbound,
     )
+
+
+def _prefix(prefix: Any, fail: Callable[[str, str], ManifestError]) -> str:
+    """The mount prefix, checked and normalised: one leading "/", no trailing one."""
+    if not isinstance(prefix, str) or not prefix.startswith("/") or "?" in prefix or "#" in prefix:
+        raise fail("prefix", f"must be a path starting with '/', got {prefix!r}")
+    if _CONTROL.search(prefix):
+        raise fail("prefix", f"must not hold control characters (CR, LF, tab...), got {prefix!r}")
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else "/"
+    if any(prefix == r or prefix.startswith(r + "/") for r in RESERVED_PREFIXES):
+        raise fail("prefix", f"{prefix!r} is reserved for Valor's built-ins")
+    return prefix
+
+
+def _location(
+    entry: dict[str, Any], kind: Kind, base_dir: Path, fail: Callable[[str, str], ManifestError]
+) -> tuple[Path | None, str | None]:
+    """Where the plug-in is, as its kind takes it: a file (``path``, or the module an ``app``
+    names) or an upstream ``url``."""
+    app = entry.get("app", "app")
+    if not kind.takes_app and "app" in entry:
+        takers = " or ".join(repr(k.name) for k in KINDS.values() if k.takes_app)
+        raise fail("app", f"is only for type {takers}")
+    if not isinstance(app, str) or not _APP.match(app):
+        raise fail(
+            "app",
+            "must name a module attribute, like 'app' or 'api.app', or a module's, like "
+            f"'readinglist.main:app', got {app!r}",
+        )
+    module, colon, _ = app.rpartition(":")
+    if colon and "path" not in entry:  # as uvicorn's readinglist.main:app
+        path = _module_file(base_dir, module)
+        if path is None:
+            raise fail("app", f"names module {module!r}, which is not in {str(base_dir)!r}")
+        return path, None
+    if kind.takes_path:
+        raw_path = entry.get("path")
+        if not isinstance(raw_path, str) or not raw_path:
+            raise fail(
+                "path", f"is required for type {kind.name!r} (a file relative to the manifest)"
+            )
+        if "\x00" in raw_path:
+            raise fail("path", "must not contain a NUL character")
+        return (base_dir / raw_path).resolve(), None
+    url = entry.get("url")
+    if not isinstance(url, str) or not re.match(r"^https?://[^/]+", url):
+        raise fail("url", f"must be an http:// or https:// URL for type {kind.name!r}, got {url!r}")
+    return None, url
 
 
 def _outbound(entry: dict[str, Any], fail: Any) -> tuple[str, ...] | None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from .deadlines import DeadlineExceeded
 from .errors import BodyError
-from .loaders.asgi import AsgiPlugin, _server, scope_headers, scope_paths
+from .kinds.asgi.core import AsgiPlugin, _server, scope_headers, scope_paths
 from .outbound import CALLING, Calling
 from .responses import error_message
 from .runtime import (

@@ -21,7 +21,7 @@ from .concurrency import PluginBusy
 from .deadlines import DeadlineExceeded, Deadlines
 from .errors import LOAD_FAILURES, BodyError, ManifestError, PluginCrashed, PluginLoadError
 from .failures import PluginFailed
-from .loaders import Forwarding, Loader, Plugin
+from .kinds import Forwarding, Loader, Plugin
 from .manifest import Manifest, PluginSpec, parse_plugin
 from .outbound import CALLING, Calling, release
 from .registry import SharedRegistry

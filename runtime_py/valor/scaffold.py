@@ -27,10 +27,10 @@ DEFAULT_MANIFEST = "plugins/plugins.json"
 
 
 @dataclass(frozen=True)
-class Kind:
-    """How one kind of plug-in is scaffolded."""
+class Template:
+    """How one kind of plug-in is scaffolded (``valor new --kind``)."""
 
-    type: str
+    type: str  # a kind of the registry, ``valor.kinds.KINDS``
     file: str  # where the source goes, relative to the manifest's folder; {name} is replaced
     path: str  # the manifest entry's "path"
     template: str
@@ -49,7 +49,7 @@ class Scaffold:
     manifest: Path
     entry: dict[str, Any]
     files: dict[Path, str]
-    kind: Kind
+    kind: Template
 
 
 PYTHON = '''\
@@ -184,20 +184,20 @@ opt-level = "s"
 strip = true
 """
 
-KINDS: dict[str, Kind] = {
-    "python": Kind("python", "{name}.py", "{name}.py", PYTHON),
-    "worker": Kind("python", "{name}.py", "{name}.py", WORKER),
-    "js": Kind("js", "{name}.js", "{name}.js", JS),
-    "wasm": Kind(
+TEMPLATES: dict[str, Template] = {
+    "python": Template("python", "{name}.py", "{name}.py", PYTHON),
+    "worker": Template("python", "{name}.py", "{name}.py", WORKER),
+    "js": Template("js", "{name}.js", "{name}.js", JS),
+    "wasm": Template(
         "wasm", "src/{name}.wasm.c", "build/{name}.wasm", WASM, compiled=True, greets_who=False
     ),
-    "wasi": Kind(
+    "wasi": Template(
         "wasi", "src/{name}.wasi.c", "build/{name}.wasi.wasm", WASI, compiled=True, greets_who=False
     ),
-    "native": Kind(
+    "native": Template(
         "native", "src/{name}.native.c", "build/{name}.so", NATIVE, compiled=True, greets_who=False
     ),
-    "rust": Kind(
+    "rust": Template(
         "wasm",
         "src/{name}/src/lib.rs",
         "build/{name}.wasm",
@@ -251,7 +251,7 @@ def plan(
     tests_dir: str | Path = "tests",
 ) -> Scaffold:
     """Work out every file to write, checking that nothing clashes. Writes nothing."""
-    kind = KINDS[kind_name]
+    kind = TEMPLATES[kind_name]
     manifest_path = Path(manifest_path)
     base_dir = manifest_path.resolve().parent
     existing = _existing(manifest_path, base_dir)
@@ -295,7 +295,7 @@ def plan(
     return Scaffold(manifest_path, entry, files, kind)
 
 
-def sources_dir(kind: Kind, source: Path) -> Path:
+def sources_dir(kind: Template, source: Path) -> Path:
     """The folder ``valor.toolchain`` builds: the source's own, or the one holding the crate."""
     return source.parents[2] if kind.crate else source.parent
 
@@ -382,12 +382,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build(scaffold: Scaffold, cwd: Path) -> bool:
     """Compile a new C plug-in now if the toolchain is here; else say what is missing."""
-    from .toolchain import BuildError, build
+    from .toolchain import ToolchainError, build
 
     source = next(iter(scaffold.files))
     try:
         outputs = build(sources_dir(scaffold.kind, source))
-    except BuildError as exc:
+    except ToolchainError as exc:
         print(f"not built yet: {exc}")
         return False
     target = scaffold.manifest.resolve().parent / scaffold.entry["path"]
@@ -405,7 +405,7 @@ def _existing(manifest_path: Path, base_dir: Path) -> Manifest:
         raise ScaffoldError(f"{exc}; fix the manifest first") from None
 
 
-def _test(name: str, kind: Kind, prefix: str, manifest: Path, tests: Path) -> str:
+def _test(name: str, kind: Template, prefix: str, manifest: Path, tests: Path) -> str:
     source_dir = sources_dir(kind, manifest.parent / kind.file.format(name=name))
     fields = {
         "name": name,
@@ -460,7 +460,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("name", metavar="NAME", help="the plug-in's name, e.g. weather")
     parser.add_argument(
         "--kind",
-        choices=sorted(KINDS),
+        choices=sorted(TEMPLATES),
         default="python",
         help="python (@vlugin, the default), worker (Python onmessage/postMessage), js, "
         "wasm, wasi or native (C sources), or rust (a crate, to wasm and native); compiled "

@@ -13,10 +13,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .errors import BodyError
-from .loaders import Loader
-from .loaders.asgi import load_asgi
-from .loaders.python import load_python
-from .loaders.server_kinds import SERVER_KIND_LOADERS
+from .kinds import Loader, server_loaders
 from .manifest import load_manifest
 from .responses import error_message
 from .runtime import DEFAULT_MAX_BODY_SIZE, Runtime
@@ -34,11 +31,7 @@ DEFAULT_BODY_TIMEOUT = 30.0
 """Seconds a request body may go without a byte arriving (408 past it), as nginx's
 ``client_body_timeout``."""
 
-SERVER_LOADERS: dict[str, Loader] = {
-    "python": load_python,
-    "asgi": load_asgi,
-    **SERVER_KIND_LOADERS,
-}
+SERVER_LOADERS: dict[str, Loader] = server_loaders()
 """Every plug-in kind the server host can load."""
 
 

@@ -20,9 +20,7 @@ import struct
 import sys
 
 MODULES = (
-    "valor.browser",
-    "valor.loaders.python",
-    "valor.loaders.browser_kinds",
+    "valor.browser",  # and with it every kind's browser engine (valor.kinds.browser_loaders)
     "pyodide.code",
     "pyodide.ffi",
     "pyodide.webloop",

@@ -47,7 +47,7 @@ TARGETS = {
 }
 
 
-class BuildError(RuntimeError):
+class ToolchainError(RuntimeError):
     """A source that did not compile, or a missing compiler."""
 
 
@@ -96,10 +96,10 @@ def build_crate(crate: Path, out_dir: Path) -> list[Path]:
         command += ["--target", triple] if triple else []
         result = subprocess.run(command, capture_output=True, text=True, env=env)
         if result.returncode != 0:
-            raise BuildError(f"building {crate.name} ({kind}) failed:\n{result.stderr.strip()}")
+            raise ToolchainError(f"building {crate.name} ({kind}) failed:\n{result.stderr.strip()}")
         library = _cdylib(result.stdout, crate)
         if library is None:
-            raise BuildError(f'{crate.name}: Cargo.toml needs [lib] crate-type = ["cdylib"]')
+            raise ToolchainError(f'{crate.name}: Cargo.toml needs [lib] crate-type = ["cdylib"]')
         partial = outputs[kind].with_name(outputs[kind].name + ".part")
         shutil.copyfile(library, partial)
         partial.replace(outputs[kind])
@@ -141,7 +141,7 @@ def _cdylib(messages: str, crate: Path) -> str | None:
 def find_rust(search: str | None = None) -> tuple[str, str]:
     """A ``(cargo, rustc)`` pair, from one folder, whose rustc has the wasm32 target's standard
     library: the folders of ``search`` (default: ``PATH``, then Debian's /usr/bin) in order.
-    ``BuildError`` names the packages to install."""
+    ``ToolchainError`` names the packages to install."""
     if search is None:
         search = os.pathsep.join((os.environ.get("PATH", ""), "/usr/bin"))
     return _find_rust(search)
@@ -159,8 +159,8 @@ def _find_rust(search: str) -> tuple[str, str]:
             return str(cargo), str(rustc)
     install = f"install Debian's {RUST_PACKAGES} (scripts/install-toolchains.sh does)"
     if not tried:
-        raise BuildError(f"Rust (cargo and rustc) is not installed: {install}")
-    raise BuildError(
+        raise ToolchainError(f"Rust (cargo and rustc) is not installed: {install}")
+    raise ToolchainError(
         f"no Rust here can build for {RUST_WASM_TARGET} (tried {', '.join(tried)}): {install}"
     )
 
@@ -178,7 +178,7 @@ def _has_target(rustc: str, triple: str) -> bool:
 def _compile(source: Path, target: Path) -> None:
     clang = shutil.which("clang")
     if clang is None:
-        raise BuildError("clang is not installed: run scripts/install-toolchains.sh")
+        raise ToolchainError("clang is not installed: run scripts/install-toolchains.sh")
     flags = next(f for suffix, (_, f) in TARGETS.items() if source.name.endswith(suffix))
     # Write to a temporary name first so a failed build never leaves a half-written output.
     partial = target.with_name(target.name + ".part")
@@ -187,7 +187,7 @@ def _compile(source: Path, target: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
-        raise BuildError(f"building {source.name} failed:\n{result.stderr.strip()}")
+        raise ToolchainError(f"building {source.name} failed:\n{result.stderr.strip()}")
     partial.replace(target)
 
 
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for output in build(Path(argv[0]), Path(argv[1]) if len(argv) > 1 else None):
             print(output)
-    except BuildError as exc:
+    except ToolchainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

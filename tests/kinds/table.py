@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from tests.cases import TEXT, Answer, Case
 
-KINDS = ("js", "wasm", "wasi", "native", "proxy")
+SERVER_KINDS = ("js", "wasm", "wasi", "native", "proxy")
 BROWSER_KINDS = ("js", "wasm", "wasi", "proxy")
 # The Rust examples (plugins/src/*-rust/), one source built to both kinds: mount -> kind.
 RUST_MOUNTS = {"rust-wasm": "wasm", "rust-native": "native"}

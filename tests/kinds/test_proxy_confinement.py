@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.servers import Server, valor_server
-from valor.loaders.proxy_rules import UnsafePath, confined_path, upstream_url
+from valor.kinds.proxy.rules import UnsafePath, confined_path, upstream_url
 
 
 @pytest.fixture(scope="module")

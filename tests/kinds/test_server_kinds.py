@@ -16,18 +16,18 @@ import pytest
 from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
 from tests.kinds.conftest import EXAMPLES, FAULTY, GARBAGE
-from tests.kinds.table import KINDS, MAX_BODY, RUST_MOUNTS, kind_cases, rust_cases
+from tests.kinds.table import MAX_BODY, RUST_MOUNTS, SERVER_KINDS, kind_cases, rust_cases
 from tests.servers import ROOT, Server, http_send
 from valor.failures import PluginFailed
-from valor.loaders.cgi import cgi_environ
-from valor.loaders.server_kinds import SERVER_KIND_LOADERS
-from valor.loaders.wasm import exchange
+from valor.kinds.wasi.cgi import cgi_environ
+from valor.kinds.wasm.core import exchange
 from valor.manifest import parse_plugin
+from valor.server import SERVER_LOADERS as SERVER_KIND_LOADERS
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_shared_table_per_kind(kinds_server: Server, kind: str) -> None:
     run_cases(http_send(kinds_server.url), kind_cases(kind))
 
@@ -37,7 +37,7 @@ def test_rust_plugins_per_kind(kinds_server: Server, mount: str) -> None:
     run_cases(http_send(kinds_server.url), rust_cases(mount))
 
 
-@pytest.mark.parametrize("kind", [*KINDS, *RUST_MOUNTS])
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, *RUST_MOUNTS])
 def test_oversized_body_is_a_413_and_the_plugin_keeps_serving(
     kinds_server: Server, kind: str
 ) -> None:
@@ -46,7 +46,7 @@ def test_oversized_body_is_a_413_and_the_plugin_keeps_serving(
     assert httpx.get(kinds_server.url + f"/{kind}").text == "Hello Plugin!"
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_registry_adds_and_removes_a_plugin_at_run_time(
     kinds_server: Server, upstream: str, kind: str
 ) -> None:
@@ -145,7 +145,7 @@ def test_js_hung_worker_does_not_block_the_others(kinds_server: Server) -> None:
     assert hung[0].status_code == 504
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", SERVER_KINDS)
 def test_concurrent_requests_get_their_own_answers(kinds_server: Server, kind: str) -> None:
     # Threads, not asyncio: Playwright's sync API may own this thread's event loop.
     bodies = [f"{kind}-{i}".encode() for i in range(40)]

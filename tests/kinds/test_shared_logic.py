@@ -9,10 +9,10 @@ import pytest
 
 from valor import toolchain
 from valor.errors import PluginLoadError
-from valor.loaders.abi import AbiError, decode_response, encode_request, unpack_pointer
-from valor.loaders.cgi import CgiError, cgi_environ, parse_cgi_output
-from valor.loaders.proxy_rules import forward_headers, relay_headers, upstream_url
-from valor.loaders.wasm_limits import wasm_limits
+from valor.kinds.proxy.rules import forward_headers, relay_headers, upstream_url
+from valor.kinds.shared.abi import AbiError, decode_response, encode_request, unpack_pointer
+from valor.kinds.wasi.cgi import CgiError, cgi_environ, parse_cgi_output
+from valor.kinds.wasm.limits import wasm_limits
 from valor.manifest import parse_plugin
 
 REQUEST = {
@@ -126,7 +126,7 @@ def test_builder_names_outputs_by_kind_and_reports_compile_errors(tmp_path: Path
     stamp = built.stat().st_mtime_ns
     assert toolchain.build(src) == [built] and built.stat().st_mtime_ns == stamp  # up to date
     (src / "bad.native.c").write_text("this is not C\n")
-    with pytest.raises(toolchain.BuildError, match=r"building bad\.native\.c failed"):
+    with pytest.raises(toolchain.ToolchainError, match=r"building bad\.native\.c failed"):
         toolchain.build(src)
     assert not (tmp_path / "build" / "bad.so").exists()
 
@@ -136,7 +136,7 @@ def test_the_memory_cap_is_written_into_the_module() -> None:
     fails past it in wasmtime and in a browser alike)."""
     import wasmtime
 
-    from valor.loaders.wasm_limits import capped_module
+    from valor.kinds.wasm.limits import capped_module
 
     built = toolchain.build(Path(__file__).parents[2] / "plugins" / "src")
     for path in [p for p in built if p.suffix == ".wasm"]:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ..loaders import Loader
+from ..kinds import Loader
 from ..manifest import Manifest, load_manifest
 from ..runtime import Runtime
 from ..status import reason

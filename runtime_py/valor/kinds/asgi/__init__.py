@@ -1,0 +1,1 @@
+"""``type: "asgi"``: an ASGI application (FastAPI, Starlette...) mounted as a plug-in."""

@@ -1,0 +1,1 @@
+"""``type: "proxy"``: an upstream HTTP service, confined to a path."""

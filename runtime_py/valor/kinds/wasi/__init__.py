@@ -1,0 +1,1 @@
+"""``type: "wasi"``: a WASI command, spoken to CGI style."""

@@ -1,0 +1,1 @@
+"""``type: "wasm"``: a WebAssembly module speaking Valor's ABI."""
