@@ -2,7 +2,7 @@
 // terminate it when a request runs past its timeout (an endless loop cannot be interrupted any
 // other way). Only the engine: it compiles, instantiates and calls. The wasm ABI (which exports
 // to call, with what, and what the answer means), the memory cap (set in the module's bytes) and
-// CGI stay in Python (valor.loaders.wasm, valor.loaders.wasm_limits, valor.loaders.cgi). WASI
+// CGI stay in Python (valor.kinds.wasm.core, valor.kinds.wasm.limits, valor.kinds.wasi.cgi). WASI
 // calls are answered by @bjorn3/browser_wasi_shim (pinned in package.json, bundled by
 // valor build into kinds/wasi-shim/): arguments, environment, stdin, stdout, stderr, clocks,
 // random and exit; its in-memory file system starts empty (no preopened folders).
