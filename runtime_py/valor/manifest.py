@@ -122,7 +122,7 @@ def parse_manifest(data: Any, base_dir: Path) -> Manifest:
     site = data.get("site")
     if site is not None and (not isinstance(site, str) or not site or "\x00" in site):
         raise ManifestError(
-            'the manifest\'s "site" must be a folder relative to the manifest, got ' f"{site!r}",
+            f'the manifest\'s "site" must be a folder relative to the manifest, got {site!r}',
             None,
             "site",
         )
