@@ -208,8 +208,9 @@ class ValorAPI:
         else:
             definition |= self._file_definition(name, Path(handler), kind, config)
         current = self._call("GET", f"_plugins/{name}")
-        if current["status"] == 200:
-            definition["prefix"] = prefix or json.loads(current["text"])["prefix"]
+        replaced = json.loads(current["text"]) if current["status"] == 200 else None
+        if replaced is not None:
+            definition["prefix"] = prefix or replaced["prefix"]
             removed = self._call("DELETE", f"_plugins/{name}")
             if removed["status"] != 200:
                 raise FrontEndError(f"could not take out plug-in {name!r}: {removed['text']}")
@@ -217,6 +218,8 @@ class ValorAPI:
             definition["prefix"] = prefix
         added = self._call("POST", "_plugins", definition)
         if added["status"] != 201:
+            if replaced is not None:  # the test goes on with the plug-in it had
+                self._call("POST", "_plugins", replaced)
             raise FrontEndError(f"could not mount the override {name!r}: {added['text']}")
         return json.loads(added["text"])
 
