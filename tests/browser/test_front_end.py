@@ -98,6 +98,8 @@ def test_replaces_a_plugin_with_a_file(valor_page: Page, valor_api: ValorAPI, tm
 
 
 def test_an_override_that_cannot_load_says_why(valor_api: ValorAPI, tmp_path) -> None:
+    with pytest.raises(FrontEndError, match="with def, not lambda"):
+        valor_api.use("todos", lambda req: "no")
     broken = tmp_path / "broken.py"
     broken.write_text("def helper(req):\n    return 'no handler here'\n")
     with pytest.raises(FrontEndError, match="could not mount the override 'todos'"):
@@ -159,9 +161,11 @@ def test_asks_for_a_todo(valor_page, valor_api):
 
 
 @pytest.mark.timeout(600)
-def test_an_unhandled_request_fails_the_test_by_default(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fresh", ["false", "true"], ids=["shared-context", "fresh-context"])
+def test_an_unhandled_request_fails_the_test_by_default(tmp_path: Path, fresh: str) -> None:
     """A project of its own, as a user has one: the fixtures come from the installed plug-in,
-    the manifest from the ini file; the test whose page asked a path nothing handles fails."""
+    the manifest from the ini file; the test whose page asked a path nothing handles fails.
+    Also with a context per test (pytest-playwright's own ``context``)."""
     from valor.testing.hosts import CHROMIUM_ARGS
 
     (tmp_path / "conftest.py").write_text(INNER_CONFTEST % (CHROMIUM_ARGS,))
@@ -170,6 +174,7 @@ def test_an_unhandled_request_fails_the_test_by_default(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime_py"), str(ROOT)])}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "default",
+         "-o", f"valor_fresh_context={fresh}",
          f"--basetemp={tmp_path / 'tmp'}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540,
     )  # fmt: skip

@@ -201,6 +201,8 @@ class ValorAPI:
         keeps it; the next test starts without it."""
         definition: dict[str, Any] = {"name": name}
         if callable(handler):
+            if handler.__name__ == "<lambda>":
+                raise FrontEndError(f"override {name!r}: write the handler with def, not lambda")
             source = textwrap.dedent(inspect.getsource(handler))
             compile(source, f"<override {name}>", "exec")  # a SyntaxError shows here, not later
             definition |= {"type": "python", "path": INLINE_PLUGIN}
