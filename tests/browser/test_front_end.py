@@ -56,7 +56,7 @@ def test_notes_requests_no_plugin_handles(valor_page: Page, valor_api: ValorAPI)
     ]
     message = valor_api.unhandled_message()
     assert "1 request(s) that no plug-in handled" in message
-    assert f"GET {valor_api.site.url}api/users -> 404" in message
+    assert f"GET {valor_api.url}api/users -> 404" in message
 
 
 def test_mounts_an_inline_handler_at_a_new_prefix(valor_page: Page, valor_api: ValorAPI) -> None:

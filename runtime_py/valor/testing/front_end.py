@@ -109,14 +109,23 @@ def site_of(manifest: str | PathLike[str]) -> Path | None:
 
 
 class SiteServer:
-    """A built site served on 127.0.0.1 by a static server in a thread."""
+    """A built site served on 127.0.0.1 by a static server in a thread.
+
+    The site is reached under two host names, ``127.0.0.1`` and ``localhost`` (``urls``): two
+    origins, each with its own service worker, store and cookies, so the next test's page can
+    boot on one while a test runs on the other.
+    """
+
+    HOSTS = ("127.0.0.1", "localhost")
 
     def __init__(self, dist: Path, base: str, manifest: Path) -> None:
         self.dist = dist
         self.manifest = manifest.resolve()
         self._server = serve(dist, base)
         self.base: str = self._server.base
-        self.url: str = self._server.url  # ends with the base
+        port = self._server.server_address[1]
+        self.urls = [f"http://{host}:{port}{self.base}" for host in self.HOSTS]
+        self.url: str = self.urls[0]  # ends with the base
         self.origin = self.url[: -len(self.base)]
         bundle = json.loads((dist / "valor-bundle.json").read_text())
         self.assets = {self.base + name for name in bundle["assets"]} | {self.base}
@@ -150,10 +159,16 @@ class ValorAPI:
 
     page: Any  # playwright's sync Page
     site: SiteServer
+    url: str = ""
+    """Where the site is for this page (one of ``site.urls``; default the first)."""
     requests: list[Recorded] = field(default_factory=list)
     """Every request of the page that Valor answered, in order."""
     unhandled: list[Recorded] = field(default_factory=list)
     """Requests no plug-in and no file of the site answered (or to another origin)."""
+
+    def __post_init__(self) -> None:
+        self.url = self.url or self.site.url
+        self.origin = self.url[: -len(self.site.base)]
 
     def watch(self) -> None:
         """Record the page's requests from now on."""
@@ -163,7 +178,7 @@ class ValorAPI:
     def open(self, path: str = "", timeout_ms: float = BOOT_MS) -> None:
         """Go to ``path`` (relative to the site's base) and wait until its runtime is ready:
         every plug-in loaded and this test's overrides mounted."""
-        self.page.goto(self.site.url + path.lstrip("/"))
+        self.page.goto(self.url + path.lstrip("/"))
         self.wait_until_ready(timeout_ms)
 
     def wait_until_ready(self, timeout_ms: float = BOOT_MS) -> None:
@@ -258,7 +273,7 @@ class ValorAPI:
         return self.page.evaluate(
             CONTROL_FETCH,
             {
-                "url": self.site.url + path,
+                "url": self.url + path,
                 "method": method,
                 "body": None if body is None else json.dumps(body),
                 "header": CONTROL_HEADER,
@@ -275,7 +290,7 @@ class ValorAPI:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             return
-        if f"{parts.scheme}://{parts.netloc}" != self.site.origin:
+        if f"{parts.scheme}://{parts.netloc}" != self.origin:
             self.unhandled.append(self._record(request, response))
             return
         if parts.path in self.site.assets:
@@ -292,7 +307,7 @@ class ValorAPI:
     def _on_failed(self, request: Any) -> None:
         parts = urlsplit(request.url)
         if parts.scheme in ("http", "https") and (
-            f"{parts.scheme}://{parts.netloc}" != self.site.origin
+            f"{parts.scheme}://{parts.netloc}" != self.origin
         ):
             self.unhandled.append(self._record(request, None))
 

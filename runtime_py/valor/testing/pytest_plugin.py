@@ -213,20 +213,23 @@ def valor_api(request: pytest.FixtureRequest, valor_front_end: SiteServer) -> It
             f"valor_unhandled_requests: {mode!r} is not one of error, warn, bypass"
         )
     shared = _reuses_context(request)
+    start_page = config.getini("valor_start_page")
+    keep_store = request.node.get_closest_marker("valor_keep_store") is not None
     if shared:
         context = request.getfixturevalue("valor_browser_context")
+        pages: _SparePages = request.getfixturevalue("_valor_spare_pages")
+        api = pages.take(context, valor_front_end, start_page, keep_store)
     else:
         context = request.getfixturevalue("context")  # pytest-playwright's, with its artifacts
         context.add_init_script(START_WAITS_FOR_PLUGINS)
-    page = context.new_page()
-    api = ValorAPI(page, valor_front_end)
-    try:
-        if shared:
-            context.clear_cookies()
-            if request.node.get_closest_marker("valor_keep_store") is None:
-                _empty_storage(context, page, valor_front_end.origin)
+        api = ValorAPI(context.new_page(), valor_front_end)
         api.watch()
-        api.open(config.getini("valor_start_page"))
+        api.page.goto(api.url + start_page.lstrip("/"))
+    page = api.page
+    try:
+        api.wait_until_ready()
+        if shared:  # the next test's page boots while this one runs
+            pages.prepare(context, valor_front_end, start_page)
     except BaseException:
         if shared:
             page.close()
@@ -246,6 +249,63 @@ def valor_page(valor_api: ValorAPI) -> Any:
     """A Playwright page at the site's start page, its Valor runtime ready (every plug-in
     loaded); plug-in state and the store start empty. Overrides: ``valor_api``."""
     return valor_api.page
+
+
+class _SparePages:
+    """Pages booting for the next test, one per site, on the site's other origin than the
+    last test's (``SiteServer.urls``): its store, storage and cookies emptied before it
+    loads, so it is as fresh as a page opened when the test starts, and its runtime boots
+    while the test before runs."""
+
+    def __init__(self) -> None:
+        self.spare: dict[int, ValorAPI] = {}
+        self.last: dict[int, int] = {}  # site -> the index of the origin the last test used
+
+    def take(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
+        spare = self.spare.pop(id(site), None)
+        if spare is not None and not keep_store:
+            self.last[id(site)] = site.urls.index(spare.url)
+            return spare
+        if spare is not None:
+            spare.page.close()
+        # The last test's origin, for its store; else a fresh one.
+        index = self.last.get(id(site), 0) if keep_store else 1 - self.last.get(id(site), 1)
+        self.last[id(site)] = index
+        return self._open(context, site, index, start_page, empty=not keep_store)
+
+    def prepare(self, context: Any, site: SiteServer, start_page: str) -> None:
+        index = 1 - self.last[id(site)]
+        self.spare[id(site)] = self._open(context, site, index, start_page, empty=True)
+
+    def _open(
+        self, context: Any, site: SiteServer, index: int, start_page: str, empty: bool
+    ) -> ValorAPI:
+        from .front_end import ValorAPI
+
+        api = ValorAPI(context.new_page(), site, site.urls[index])
+        try:
+            if empty:
+                context.clear_cookies(domain=site.HOSTS[index])
+                _empty_storage(context, api.page, api.origin)
+            api.watch()
+            # Not waiting for the load: the runtime boots on its own, wait_until_ready waits.
+            api.page.goto(api.url + start_page.lstrip("/"), wait_until="commit")
+        except BaseException:
+            api.page.close()
+            raise
+        return api
+
+    def close(self) -> None:
+        for api in self.spare.values():
+            api.page.close()
+        self.spare.clear()
+
+
+@pytest.fixture(scope="session")
+def _valor_spare_pages() -> Iterator[_SparePages]:
+    pages = _SparePages()
+    yield pages
+    pages.close()
 
 
 def _reuses_context(request: pytest.FixtureRequest) -> bool:
