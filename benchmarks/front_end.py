@@ -6,7 +6,9 @@ each kind, interleaved: ``valor_page`` on the to-do example (``plugins/todo``), 
 ``msw_page`` fixture doing for MSW what ``valor_page`` does for Valor: a new page in a context
 shared by the tests, its storage emptied, the start page loaded and its mocks started
 (``worker.start()``). Reported: the median and p90 of the tests' setup times, the first test of
-each kind left out (it builds the bundle, launches the browser and fills the cache). Then the
+each kind left out (it builds the bundle, launches the browser and fills the cache).
+``valor_page`` starts the next test's page while a test runs (see docs/testing.md); the MSW
+side does not, as a plain MSW set-up does not. Then the
 same for Valor with ``valor_fresh_context = true`` (a context per test, as with pytest-
 playwright's artifacts). Target: Valor's median <= 0.5 s.
 

@@ -198,9 +198,15 @@ def valor_browser_context(browser: Any, browser_context_args: dict[str, Any]) ->
 
 
 @pytest.fixture
-def valor_api(request: pytest.FixtureRequest, valor_front_end: SiteServer) -> Iterator[ValorAPI]:
+def valor_api(
+    request: pytest.FixtureRequest, valor_front_end: SiteServer, browser_name: str
+) -> Iterator[ValorAPI]:
     """This test's Valor: ``use(name, handler)`` overrides a plug-in for this test,
-    ``requests`` lists what the page asked; its page is ``valor_page``."""
+    ``requests`` lists what the page asked; its page is ``valor_page``.
+
+    It asks for pytest-playwright's ``browser_name`` as its ``page`` does, so the test is
+    parametrized alike (``[chromium]``) and shares their browser: a test between two others
+    that is not would have pytest close and launch the session's browser again."""
     from .front_end import START_WAITS_FOR_PLUGINS, UNHANDLED_MODES, ValorAPI
 
     config = request.config
@@ -263,6 +269,8 @@ class _SparePages:
 
     def take(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
         spare = self.spare.pop(id(site), None)
+        if spare is not None and (spare.page.is_closed() or spare.page.context != context):
+            spare = None  # from a browser pytest has launched again since
         if spare is not None and not keep_store:
             self.last[id(site)] = site.urls.index(spare.url)
             return spare
@@ -314,7 +322,7 @@ def _reuses_context(request: pytest.FixtureRequest) -> bool:
     config = request.config
     if config.getini("valor_fresh_context"):
         return False
-    if request.getfixturevalue("browser_name") != "chromium":
+    if request.getfixturevalue("browser_name") != "chromium":  # as the test's parameter
         return False
     recording = ("--tracing", "--video", "--screenshot")
     return all(config.getoption(option, "off") in ("off", None) for option in recording)
