@@ -27,12 +27,13 @@ pinned() { node -p "require('./package-lock.json').packages['node_modules/$1'].v
 installed() { node -p "try { require('./node_modules/$1/package.json').version } catch { '' }"; }
 wanted=$(pinned pyodide)
 stale=""
-for package in pyodide @bjorn3/browser_wasi_shim msw; do
+for package in pyodide @bjorn3/browser_wasi_shim msw @playwright/test; do
   [ "$(pinned $package)" = "$(installed $package)" ] || stale=1
 done
 if [ -n "$stale" ]; then
-  echo "installing pyodide $wanted, the WASI shim and msw with npm ci"
-  npm ci --no-audit --no-fund --loglevel=error
+  echo "installing pyodide $wanted, the WASI shim, msw and @playwright/test with npm ci"
+  # @playwright/test drives the system Chromium in the tests: no browser download.
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error
 fi
 
 python3 -m pip install --quiet --disable-pip-version-check "playwright>=1.45" "pytest-playwright>=0.5"

@@ -149,3 +149,13 @@ def test_isolation_and_limits_are_kept() -> None:
     spec = parse_manifest({"plugins": [entry]}, Path("/srv")).plugins[0]
     assert spec.isolation == "process"
     assert spec.limits == {"threads": 4, "memory_mb": 256, "cpu_seconds": 10}
+
+
+def test_site_is_a_folder_relative_to_the_manifest(tmp_path: Path) -> None:
+    manifest = parse_manifest({"site": "web/", "plugins": []}, tmp_path)
+    assert manifest.site == (tmp_path / "web").resolve()
+    assert parse_manifest({"plugins": []}, tmp_path).site is None
+    for wrong in (3, "", ["web"]):
+        with pytest.raises(ManifestError, match='"site" must be a folder') as caught:
+            parse_manifest({"site": wrong, "plugins": []}, tmp_path)
+        assert caught.value.field == "site"

@@ -178,6 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a page or file of your own (a folder: its files) to put in the site and keep for "
         "offline use with the bundle; repeatable",
     )
+    parser.add_argument(
+        "--site",
+        metavar="DIR",
+        default=None,
+        help="the folder of your site's own pages and files (default: the manifest's \"site\"),"
+        " served beside the runtime and kept for offline use; its index.html is the start page",
+    )
     parser.add_argument("--serve", action="store_true", help="then serve the site on localhost")
     parser.add_argument("--host", default="127.0.0.1", help="with --serve (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="with --serve (default: 8080)")
@@ -193,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             snapshot=args.snapshot,
             fallback=args.fallback,
             include=args.include,
+            site=args.site,
         )
     except (BuildError, ManifestError) as exc:
         print(f"\nvalor build: error: {exc}", file=sys.stderr)
@@ -234,12 +242,15 @@ def build(
     snapshot: bool = True,
     fallback: str | None = None,
     include: Iterable[str | Path] = (),
+    site: str | Path | None = None,
 ) -> Bundle:
     """Build the site into ``out`` (replaced) and return what was written. ``snapshot`` makes
     the memory snapshot the browser boots from; ``fallback`` is the URL of a server host that
     answers while a tab's runtime boots; ``include`` adds the site's own pages and files (a
     file at the site's root, a folder's files at their paths inside it), kept for offline use
-    with the rest (an ``index.html`` of yours replaces the demo page)."""
+    with the rest (an ``index.html`` of yours replaces the demo page). ``site`` is the folder
+    of the site's own pages (default: the manifest's ``"site"``), included as ``include``
+    includes a folder."""
     own = _own_files(include)
     out = Path(out)
     cache_dir = Path(cache or os.environ.get("VALOR_CACHE") or _default_cache())
@@ -254,6 +265,7 @@ def build(
         bundle.prefixes = intercept_prefixes(
             bundle.base.rstrip("/"), [spec.prefix for spec in manifest.plugins], registry=True
         )
+        own = {**_site_files(site, manifest), **own}  # --include's files win over the site's
     out.resolve().parent.mkdir(parents=True, exist_ok=True)  # --out a/b/c with no a/b yet
     staging = Path(tempfile.mkdtemp(prefix=".valor-build-", dir=out.resolve().parent))
     try:
@@ -730,6 +742,17 @@ def _own_files(include: Iterable[str | Path]) -> dict[str, Path]:
         else:
             raise BuildError(f"--include {str(given)!r}: no such file or folder")
     return own
+
+
+def _site_files(site: str | Path | None, manifest: Manifest) -> dict[str, Path]:
+    """The site folder's files (``--site``, else the manifest's ``"site"``): ``{name: source}``."""
+    folder = Path(site) if site is not None else manifest.site
+    if folder is None:
+        return {}
+    if not folder.is_dir():
+        given = "--site" if site is not None else 'the manifest\'s "site"'
+        raise BuildError(f"{given} {str(folder)!r}: no such folder")
+    return _own_files([folder])
 
 
 def _write_site(staging: Path, bundle: Bundle, own: dict[str, Path] | None = None) -> None:

@@ -1,12 +1,13 @@
 """The manifest: which plug-ins to load, where to mount them, and with what config.
 
-``{"store"?, "plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
+``{"store"?, "site"?, "plugins": [{"name", "type", "prefix"?, "path" | "url", "config"?, "timeout"?,
 "requirements"?, "isolation"?, "limits"?, "app"?, "store"?, "outbound"?}]}``. Paths are relative
 to the manifest's folder; ``app`` names the ASGI application in an ``asgi`` plug-in's module
 (default ``app``), or a module and its application as uvicorn does (``readinglist.main:app``,
 ``path`` then left out: the module is found in the manifest's folder); ``outbound`` is
 ``{"allow": [host, ...]}``, where the plug-in may call out. The top-level ``store`` is the
-server's store URL (docs/state.md); a plug-in's ``store`` names a namespace it shares with the
+server's store URL (docs/state.md), the top-level ``site`` the folder of the site's own pages that
+``valor build`` puts beside the runtime; a plug-in's ``store`` names a namespace it shares with the
 plug-ins that name the same (default: its name).
 """
 
@@ -83,6 +84,8 @@ class Manifest:
     plugins: list[PluginSpec]
     base_dir: Path
     store: str | None = None
+    site: Path | None = None
+    """The folder of the site's own pages and files (``"site"``), which ``valor build`` bundles."""
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -113,6 +116,13 @@ def parse_manifest(data: Any, base_dir: Path) -> Manifest:
             None,
             "store",
         )
+    site = data.get("site")
+    if site is not None and (not isinstance(site, str) or not site or "\x00" in site):
+        raise ManifestError(
+            f'the manifest\'s "site" must be a folder relative to the manifest, got {site!r}',
+            None,
+            "site",
+        )
     specs: list[PluginSpec] = []
     for index, entry in enumerate(data["plugins"]):
         spec = parse_plugin(entry, base_dir, where=f"plugins[{index}]")
@@ -127,7 +137,8 @@ def parse_manifest(data: Any, base_dir: Path) -> Manifest:
                     "prefix",
                 )
         specs.append(spec)
-    return Manifest(plugins=specs, base_dir=base_dir, store=store)
+    folder = (base_dir / site).resolve() if site is not None else None
+    return Manifest(plugins=specs, base_dir=base_dir, store=store, site=folder)
 
 
 def parse_plugin(entry: Any, base_dir: Path, where: str = "plug-in") -> PluginSpec:

@@ -11,19 +11,25 @@ headless Chromium. Both hosts are module-scoped; the manifest comes from the ``v
 fixture (override it), else the ``valor_manifest`` ini option, else ``plugins/plugins.json``.
 The browser run is skipped only when Playwright or Chromium is not installed; any other
 failure fails. Choose hosts with ``--valor-hosts=server`` and a browser with ``$VALOR_CHROMIUM``.
+
+For a front end of your own, ``valor_page`` (with pytest-playwright) is a Playwright page at
+your site's start page, its ``fetch()`` calls answered by the plug-ins in the browser, and
+``valor_api`` the same test's overrides and recorded requests (see ``front_end``).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:  # imported when a host starts, so loading this plug-in stays cheap
     import httpx
 
+    from .front_end import SiteServer, ValorAPI
     from .hosts import Chromium
 
 HOSTS = ("server", "browser")
@@ -38,6 +44,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini(
         "valor_manifest", "the manifest valor_host serves", default="plugins/plugins.json"
+    )
+    parser.addini("valor_site", "the site folder valor_page serves (default: the manifest's)")
+    parser.addini("valor_base", "the URL path valor_page's site is served under", default="/")
+    parser.addini("valor_start_page", "valor_page's first page, relative to the base", default="")
+    parser.addini(
+        "valor_unhandled_requests",
+        "a request of valor_page that no plug-in handled: error (fail the test), warn, bypass",
+        default="error",
+    )
+    parser.addini(
+        "valor_fresh_context",
+        "give each valor_page test a browser context of its own (slower; the default reuses "
+        "one, with an empty store and storage per test)",
+        type="bool",
+        default=False,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "valor_unhandled_requests(mode): what an unhandled request of valor_page does in this "
+        "test: 'error', 'warn' or 'bypass'",
+    )
+    config.addinivalue_line(
+        "markers", "valor_keep_store: valor_page keeps the store the tests before it left"
     )
 
 
@@ -103,3 +135,207 @@ def valor_host(
         host = BrowserHost(valor_manifest, request.getfixturevalue("valor_chromium"), folder)
     with host:
         yield host
+
+
+# -- front ends: valor_page --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def valor_site(pytestconfig: pytest.Config, valor_manifest: Path) -> Path | None:
+    """The folder of the site ``valor_page`` serves: the ``valor_site`` ini option, else the
+    manifest's ``"site"``. Override this fixture to pick another."""
+    configured = pytestconfig.getini("valor_site")
+    if configured:
+        return pytestconfig.rootpath / configured
+    from .front_end import site_of
+
+    return site_of(valor_manifest)
+
+
+@pytest.fixture(scope="session")
+def _valor_sites() -> Iterator[dict[tuple[str, str, str], SiteServer]]:
+    sites: dict[tuple[str, str, str], SiteServer] = {}
+    yield sites
+    for site in sites.values():
+        site.close()
+
+
+@pytest.fixture(scope="module")
+def valor_front_end(
+    pytestconfig: pytest.Config,
+    valor_manifest: Path,
+    valor_site: Path | None,
+    _valor_sites: dict[tuple[str, str, str], SiteServer],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> SiteServer:
+    """The manifest and site built for tests (once per session) and served on 127.0.0.1."""
+    try:
+        import pytest_playwright  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"valor_page needs pytest-playwright ({exc}); pip install pytest-playwright")
+    from .front_end import SiteServer, build_for_tests
+
+    base = pytestconfig.getini("valor_base") or "/"
+    key = (str(Path(valor_manifest).resolve()), str(valor_site), base)
+    if key not in _valor_sites:
+        folder = tmp_path_factory.mktemp("valor-front-end")
+        dist = build_for_tests(valor_manifest, valor_site, base, folder)
+        _valor_sites[key] = SiteServer(dist, base, Path(valor_manifest))
+    return _valor_sites[key]
+
+
+@pytest.fixture(scope="session")
+def valor_browser_context(browser: Any, browser_context_args: dict[str, Any]) -> Iterator[Any]:
+    """The browser context ``valor_page`` reuses from test to test (pytest-playwright's
+    ``browser`` and ``browser_context_args``): its service worker and cached bundle stay,
+    so a test's page boots from the cache; its store and storage are emptied per test."""
+    from .front_end import START_WAITS_FOR_PLUGINS
+
+    context = browser.new_context(**browser_context_args)
+    context.add_init_script(START_WAITS_FOR_PLUGINS)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def valor_api(
+    request: pytest.FixtureRequest, valor_front_end: SiteServer, browser_name: str
+) -> Iterator[ValorAPI]:
+    """This test's Valor: ``use(name, handler)`` overrides a plug-in for this test,
+    ``requests`` lists what the page asked; its page is ``valor_page``.
+
+    It asks for pytest-playwright's ``browser_name`` as its ``page`` does, so the test is
+    parametrized alike (``[chromium]``) and shares their browser: a test between two others
+    that is not would have pytest close and launch the session's browser again."""
+    from .front_end import START_WAITS_FOR_PLUGINS, UNHANDLED_MODES, ValorAPI
+
+    config = request.config
+    mode = config.getini("valor_unhandled_requests")
+    marker = request.node.get_closest_marker("valor_unhandled_requests")
+    if marker is not None:
+        mode = marker.args[0] if marker.args else marker.kwargs.get("mode", mode)
+    if mode not in UNHANDLED_MODES:
+        raise pytest.UsageError(
+            f"valor_unhandled_requests: {mode!r} is not one of error, warn, bypass"
+        )
+    shared = _reuses_context(request)
+    start_page = config.getini("valor_start_page")
+    keep_store = request.node.get_closest_marker("valor_keep_store") is not None
+    if shared:
+        context = request.getfixturevalue("valor_browser_context")
+        pages: _SparePages = request.getfixturevalue("_valor_spare_pages")
+        api = pages.take(context, valor_front_end, start_page, keep_store)
+    else:
+        context = request.getfixturevalue("context")  # pytest-playwright's, with its artifacts
+        context.add_init_script(START_WAITS_FOR_PLUGINS)
+        api = ValorAPI(context.new_page(), valor_front_end)
+        api.watch()
+        api.page.goto(api.url + start_page.lstrip("/"))
+    page = api.page
+    try:
+        api.wait_until_ready()
+        if shared:  # the next test's page boots while this one runs
+            pages.prepare(context, valor_front_end, start_page)
+    except BaseException:
+        if shared:
+            page.close()
+        raise
+    yield api
+    unhandled = list(api.unhandled)
+    if shared:
+        page.close()
+    if unhandled and mode == "error":
+        pytest.fail(api.unhandled_message(), pytrace=False)
+    elif unhandled and mode == "warn":
+        warnings.warn(api.unhandled_message(), stacklevel=1)
+
+
+@pytest.fixture
+def valor_page(valor_api: ValorAPI) -> Any:
+    """A Playwright page at the site's start page, its Valor runtime ready (every plug-in
+    loaded); plug-in state and the store start empty. Overrides: ``valor_api``."""
+    return valor_api.page
+
+
+class _SparePages:
+    """Pages booting for the next test, one per site, on the site's other origin than the
+    last test's (``SiteServer.urls``): its store, storage and cookies emptied before it
+    loads, so it is as fresh as a page opened when the test starts, and its runtime boots
+    while the test before runs."""
+
+    def __init__(self) -> None:
+        self.spare: dict[int, ValorAPI] = {}
+        self.last: dict[int, int] = {}  # site -> the index of the origin the last test used
+
+    def take(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
+        spare = self.spare.pop(id(site), None)
+        if spare is not None and (spare.page.is_closed() or spare.page.context != context):
+            spare = None  # from a browser pytest has launched again since
+        if spare is not None and not keep_store:
+            self.last[id(site)] = site.urls.index(spare.url)
+            return spare
+        if spare is not None:
+            spare.page.close()
+        # The last test's origin, for its store; else a fresh one.
+        index = self.last.get(id(site), 0) if keep_store else 1 - self.last.get(id(site), 1)
+        self.last[id(site)] = index
+        return self._open(context, site, index, start_page, empty=not keep_store)
+
+    def prepare(self, context: Any, site: SiteServer, start_page: str) -> None:
+        index = 1 - self.last[id(site)]
+        self.spare[id(site)] = self._open(context, site, index, start_page, empty=True)
+
+    def _open(
+        self, context: Any, site: SiteServer, index: int, start_page: str, empty: bool
+    ) -> ValorAPI:
+        from .front_end import ValorAPI
+
+        api = ValorAPI(context.new_page(), site, site.urls[index])
+        try:
+            if empty:
+                context.clear_cookies(domain=site.HOSTS[index])
+                _empty_storage(context, api.page, api.origin)
+            api.watch()
+            # Not waiting for the load: the runtime boots on its own, wait_until_ready waits.
+            api.page.goto(api.url + start_page.lstrip("/"), wait_until="commit")
+        except BaseException:
+            api.page.close()
+            raise
+        return api
+
+    def close(self) -> None:
+        for api in self.spare.values():
+            api.page.close()
+        self.spare.clear()
+
+
+@pytest.fixture(scope="session")
+def _valor_spare_pages() -> Iterator[_SparePages]:
+    pages = _SparePages()
+    yield pages
+    pages.close()
+
+
+def _reuses_context(request: pytest.FixtureRequest) -> bool:
+    """Whether this test can share the warm context: Chromium (its storage is emptied through
+    the DevTools protocol), and no pytest-playwright artifacts, which are per context."""
+    config = request.config
+    if config.getini("valor_fresh_context"):
+        return False
+    if request.getfixturevalue("browser_name") != "chromium":  # as the test's parameter
+        return False
+    recording = ("--tracing", "--video", "--screenshot")
+    return all(config.getoption(option, "off") in ("off", None) for option in recording)
+
+
+def _empty_storage(context: Any, page: Any, origin: str) -> None:
+    """The site's IndexedDB (the plug-ins' store and the registry's overrides) and local
+    storage, emptied; the service worker and its cached bundle stay."""
+    session = context.new_cdp_session(page)
+    try:
+        session.send(
+            "Storage.clearDataForOrigin",
+            {"origin": origin, "storageTypes": "indexeddb,local_storage,websql,file_systems"},
+        )
+    finally:
+        session.detach()

@@ -1,0 +1,195 @@
+"""The per-test cost of ``valor_page``: how long a test spends in the fixture before its first
+line runs, beside Mock Service Worker's equivalent set-up in the same run.
+
+A pytest session of its own (pytest-playwright, Chromium) runs ``--tests`` trivial tests of
+each kind, interleaved: ``valor_page`` on the to-do example (``plugins/todo``), and an
+``msw_page`` fixture doing for MSW what ``valor_page`` does for Valor: a new page in a context
+shared by the tests, its storage emptied, the start page loaded and its mocks started
+(``worker.start()``). Reported: the median and p90 of the tests' setup times, the first test of
+each kind left out (it builds the bundle, launches the browser and fills the cache).
+``valor_page`` starts the next test's page while a test runs (see docs/testing.md); the MSW
+side does not, as a plain MSW set-up does not. Then the
+same for Valor with ``valor_fresh_context = true`` (a context per test, as with pytest-
+playwright's artifacts). Target: Valor's median <= 0.5 s.
+
+    python benchmarks/front_end.py [--tests 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MSW = ROOT / "node_modules" / "msw"
+TARGET = 0.5  # seconds
+
+CONFTEST = '''
+import json, os, threading
+from pathlib import Path
+
+import pytest
+
+from valor.static import StaticServer
+from valor.testing.hosts import CHROMIUM_ARGS, find_chromium
+from valor.testing.pytest_plugin import _empty_storage
+
+SETUPS = {}
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args():
+    return {"executable_path": find_chromium(), "headless": True, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="module")
+def valor_manifest():
+    return Path(os.environ["BENCH_MANIFEST"])
+
+
+@pytest.fixture(scope="session")
+def msw_site():
+    server = StaticServer(Path(os.environ["BENCH_MSW_SITE"]), "/")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="session")
+def msw_context(browser, browser_context_args):
+    context = browser.new_context(**browser_context_args)
+    yield context
+    context.close()
+
+
+@pytest.fixture
+def msw_page(msw_context, msw_site):
+    """What valor_page does, for MSW: a new page of the shared context, storage emptied,
+    the start page loaded with its mocks started."""
+    page = msw_context.new_page()
+    msw_context.clear_cookies()
+    _empty_storage(msw_context, page, msw_site.url.rstrip("/"))
+    page.goto(msw_site.url)
+    page.wait_for_function("() => globalThis.mocksReady === true", timeout=60_000)
+    yield page
+    page.close()
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.callspec.params["n"])  # interleaved: the same conditions
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "setup" and report.passed:
+        SETUPS[report.nodeid.split("::")[-1]] = report.duration
+
+
+def pytest_sessionfinish(session):
+    Path(os.environ["BENCH_OUT"]).write_text(json.dumps(SETUPS))
+'''
+
+TESTS = """
+import pytest
+
+@pytest.mark.parametrize("n", range({count}))
+def test_valor(valor_page, n):
+    assert valor_page.title() == "To-do"
+
+@pytest.mark.parametrize("n", range({count}))
+def test_msw(msw_page, n):
+    assert msw_page.title() == "To-do"
+"""
+
+MSW_PAGE = """<!doctype html><meta charset="utf-8"><title>To-do</title>
+<script src="msw.js"></script>
+<script type="module">
+const { setupWorker, http, HttpResponse } = self.MockServiceWorker;
+const todos = [];
+const worker = setupWorker(
+  http.get("api/todos", () => HttpResponse.json({ todos })),
+  http.post("api/todos", async ({ request }) => {
+    const todo = { id: todos.length + 1, title: (await request.json()).title, done: false };
+    todos.push(todo);
+    return HttpResponse.json(todo, { status: 201 });
+  }),
+);
+await worker.start({ serviceWorker: { url: "mockServiceWorker.js" }, quiet: true });
+globalThis.mocksReady = true;
+</script>"""
+
+
+def run(work: Path, count: int, fresh: bool) -> dict[str, list[float]]:
+    out = work / f"setups-{fresh}.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime_py"), os.environ.get("PYTHONPATH", "")]),
+        "BENCH_MANIFEST": str(ROOT / "plugins" / "todo" / "plugins.json"),
+        "BENCH_MSW_SITE": str(work / "msw"),
+        "BENCH_OUT": str(out),
+    }
+    options = ["-o", f"valor_fresh_context={'true' if fresh else 'false'}"]
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+               f"--basetemp={work / f'tmp-{fresh}'}", *options, "test_pages.py"]  # fmt: skip
+    done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"the benchmark's tests failed:\n{done.stdout}\n{done.stderr}")
+    setups = json.loads(out.read_text())
+    if len(setups) != 2 * count:
+        raise SystemExit(f"expected {2 * count} set-ups, got {sorted(setups)}:\n{done.stdout}")
+    by_kind: dict[str, list[float]] = {"valor": [], "msw": []}
+    for name, duration in setups.items():
+        # test_msw[chromium-3]: pytest-playwright adds the browser to tests using its fixtures
+        kind, n = re.fullmatch(r"test_(\w+)\[(?:\w+-)?(\d+)\]", name).groups()
+        if n != "0":  # the first of each kind builds, launches and fills the cache
+            by_kind[kind].append(duration)
+    return by_kind
+
+
+def summary(times: list[float]) -> tuple[float, float]:
+    ordered = sorted(times)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", type=int, default=15, help="tests of each kind (default 15)")
+    args = parser.parse_args()
+    if not (MSW / "package.json").exists():
+        raise SystemExit("msw is not installed: run npm ci (it is pinned in package.json)")
+    with tempfile.TemporaryDirectory(prefix="valor-front-end-bench-") as folder:
+        work = Path(folder)
+        (work / "msw").mkdir()
+        shutil.copy(MSW / "lib" / "iife" / "index.js", work / "msw" / "msw.js")
+        shutil.copy(MSW / "lib" / "mockServiceWorker.js", work / "msw" / "mockServiceWorker.js")
+        (work / "msw" / "index.html").write_text(MSW_PAGE)
+        (work / "conftest.py").write_text(CONFTEST)
+        (work / "test_pages.py").write_text(TESTS.format(count=args.tests))
+        (work / "pytest.ini").write_text("[pytest]\n")
+        shared = run(work, args.tests, fresh=False)
+        fresh = run(work, args.tests, fresh=True)
+    valor, valor90 = summary(shared["valor"])
+    msw, msw90 = summary(shared["msw"])
+    alone, alone90 = summary(fresh["valor"])
+    msw_again, _ = summary(fresh["msw"])
+    print(f"Per-test set-up before the test's first line, {args.tests - 1} tests each (seconds)")
+    print(f"{'':44}{'median':>8}{'p90':>8}")
+    print(f"{'valor_page (shared context)':44}{valor:8.3f}{valor90:8.3f}")
+    print(f"{'valor_page (valor_fresh_context = true)':44}{alone:8.3f}{alone90:8.3f}")
+    print(f"{'MSW, same set-up (shared context)':44}{msw:8.3f}{msw90:8.3f}")
+    print(f"{'MSW, in the second run':44}{msw_again:8.3f}")
+    print(f"Valor/MSW (shared context): {valor / msw:.2f}")
+    verdict = "met" if valor <= TARGET else "missed"
+    print(f"target: valor_page median <= {TARGET} s: {verdict} ({valor:.3f} s)")
+
+
+if __name__ == "__main__":
+    main()
