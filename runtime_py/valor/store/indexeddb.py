@@ -158,7 +158,7 @@ class IndexedDBBackend:
         self._db: Any = None
         self._opening: asyncio.Future[Any] | None = None
         self._next_sweep = 0.0
-        self._helper: Any = None
+        self._helper: _Helper | None = None
         self._proxies: list[Any] = []
         self._waiting: dict[int, _Waiting] = {}  # operations under way, by number
         self._last = 0
@@ -168,7 +168,7 @@ class IndexedDBBackend:
     # -- the protocol ---------------------------------------------------------------------------
 
     async def get(self, namespace: str, key: str, now: float) -> Record | None:
-        db = await self._database()
+        db = self._db if self._db is not None else await self._database()
         waiting = self._wait(_Read(key, now))
         try:
             self._js().get(db, namespace, key, waiting.number)
@@ -252,7 +252,7 @@ class IndexedDBBackend:
         now: float,
         predicted: int,
     ) -> Commit:
-        db = await self._database()
+        db = self._db if self._db is not None else await self._database()
         sweep = 0
         if mutations and now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
@@ -280,12 +280,12 @@ class IndexedDBBackend:
 
     # -- the JavaScript helper's side ---------------------------------------------------------
 
-    def _js(self) -> Any:
+    def _js(self) -> _Helper:
         if self._helper is None:
             from pyodide.code import run_js
 
             self._proxies = [create_proxy(f) for f in (self._done, self._plan, self._failed)]
-            self._helper = run_js(_HELPER)(*self._proxies)
+            self._helper = _Helper(run_js(_HELPER)(*self._proxies))
         return self._helper
 
     def _wait(self, operation: _Read | _Planned) -> _Waiting:
@@ -323,7 +323,7 @@ class IndexedDBBackend:
         if waiting is None:
             return -2
         assert isinstance(waiting.operation, _Planned)
-        return waiting.operation.plan(self._helper, int(counter), found)
+        return waiting.operation.plan(self._js(), int(counter), found)
 
     def _failed(self, number: int, name: str, message: str) -> None:
         waiting = self._waiting.pop(number, None)
@@ -442,6 +442,16 @@ class IndexedDBBackend:
         if name == "QuotaExceededError":
             return StoreFull(self.description, f"the browser's storage quota is used up ({reason})")
         return StoreUnavailable(self.description, reason)
+
+
+class _Helper:
+    """The JavaScript helper's functions, each looked up once (every lookup is a crossing)."""
+
+    def __init__(self, helper: Any) -> None:
+        self.get = helper.get
+        self.commit = helper.commit
+        self.put = helper.put
+        self.remove = helper.remove
 
 
 class _Answer:
@@ -579,7 +589,7 @@ class _Planned:
         self.counter: int | None = None
         """The version counter as this commit's transaction left it (once planned)."""
 
-    def plan(self, helper: Any, counter: int, found: Any) -> int:
+    def plan(self, helper: _Helper, counter: int, found: Any) -> int:
         """Check, compute and write (through ``helper``); the counter's new value, -1 when
         nothing is to be written, -2 to abort (``failure`` says why)."""
         try:
