@@ -88,6 +88,7 @@ _HELPER = """(done, plan, failed) => {
       for (let i = 0; i < reads.length; i++) reads[i] = entries.get(key(namespace, reads[i]));
       const counter = meta.get("version");
       let mispredicted = false;
+      let sweeping = false;
       const write = (found, before) => {
         writing = [entries, namespace];
         let version;
@@ -96,14 +97,22 @@ _HELPER = """(done, plan, failed) => {
         } finally {
           writing = null;
         }
-        if (version === -2) return transaction.abort();
-        if (version === -1) return;
+        if (version === -2) {
+          transaction.abort();
+          return false;
+        }
+        if (version === -1) return true;
         meta.put(version, "version");
         if (sweep > 0) {
+          sweeping = true;
           const expired = entries.index("expiry").getAllKeys(IDBKeyRange.upperBound(now), sweep);
           expired.onsuccess = () => { for (const k of expired.result) entries.delete(k); };
         }
+        return true;
       };
+      // Once every request is made, commit without waiting for their results to come back
+      // first (IndexedDB's own auto-commit waits for them: one more round of messages).
+      const requested = () => { if (!sweeping && transaction.commit) transaction.commit(); };
       if (predicted > 0) {
         // Blind writes: made at once under the predicted version, and undone if the counter,
         // read first, says another connection took it (each round of requests costs).
@@ -112,6 +121,8 @@ _HELPER = """(done, plan, failed) => {
           if ((counter.result ?? 0) + 1 !== predicted) {
             mispredicted = true;
             transaction.abort();
+          } else {
+            requested();
           }
         };
       } else {
@@ -123,7 +134,7 @@ _HELPER = """(done, plan, failed) => {
             if (value === undefined) found.push(undefined, 0, undefined);
             else found.push(value.v, value.n, value.e);
           }
-          write(found, counter.result ?? 0);
+          if (write(found, counter.result ?? 0)) requested();
         };
       }
       transaction.oncomplete = () => done(id);
