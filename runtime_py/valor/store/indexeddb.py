@@ -19,7 +19,9 @@ about 0.4 ms here. So ``get`` and ``commit`` go through a small JavaScript helpe
 (``_HELPER``, transport only): one call starts the whole transaction, and it calls back into
 Python through proxies made once: ``plan`` (in the transaction, once the reads are done: the
 checks, the versions and the values to write are computed in Python, which writes them through
-the helper) and ``done``/``failed`` (the outcome).
+the helper) and ``done``/``failed`` (the outcome). A lone blind write goes with the call. A
+commit calls ``transaction.commit()`` once its requests are made, and the waiting task resumes
+inside the event that answers it (``_Answer``), not in a later browser task.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ _HELPER = """(done, plan, failed) => {
       };
       request.onerror = () => refuse(id, request.error, "a read failed");
     },
-    commit(db, namespace, id, names, now, sweep, predicted) {
+    commit(db, namespace, id, names, now, sweep, predicted, name, value, expires) {
       const transaction = db.transaction(["entries", "meta"], "readwrite");
       const entries = transaction.objectStore("entries");
       const meta = transaction.objectStore("meta");
@@ -102,6 +104,9 @@ _HELPER = """(done, plan, failed) => {
           return false;
         }
         if (version === -1) return true;
+        return counted(version);
+      };
+      const counted = (version) => {
         meta.put(version, "version");
         if (sweep > 0) {
           sweeping = true;
@@ -116,7 +121,13 @@ _HELPER = """(done, plan, failed) => {
       if (predicted > 0) {
         // Blind writes: made at once under the predicted version, and undone if the counter,
         // read first, says another connection took it (each round of requests costs).
-        write([], predicted - 1);
+        if (name === undefined) {
+          write([], predicted - 1);
+        } else {  // the one write, given with the call: no call back into Python
+          if (value === undefined) entries.delete(key(namespace, name));
+          else entries.put({k: name, v: value, n: predicted, e: expires}, key(namespace, name));
+          counted(predicted);
+        }
         counter.onsuccess = () => {
           if ((counter.result ?? 0) + 1 !== predicted) {
             mispredicted = true;
@@ -270,8 +281,21 @@ class IndexedDBBackend:
             sweep = SWEEP_BATCH
         planned = _Planned(namespace, checks, mutations, now)
         waiting = self._wait(planned)
+        given: tuple[Any, ...] = ()
+        if predicted:
+            # Blind writes need nothing read: planned now, and one write (store.set,
+            # store.delete) goes with the call instead of through a call back into Python.
+            written, sums = planned_writes(mutations, lambda key: None, predicted)
+            if len(written) == 1:
+                ((key, record),) = written.items()
+                value = None if record is None else to_js(record.value)
+                given = (key, value, None if record is None else record.expires_at)
+                planned.result = Commit(True, predicted, sums)
+                planned.counter = predicted
         try:
-            self._js().commit(db, namespace, waiting.number, planned.names, now, sweep, predicted)
+            self._js().commit(
+                db, namespace, waiting.number, planned.names, now, sweep, predicted, *given
+            )
         except JsException as exc:
             self._lost(db, waiting, exc)
         try:
