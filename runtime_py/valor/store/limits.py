@@ -26,6 +26,8 @@ def check_key(key: object) -> str:
         raise KeyInvalid(f"a store key must be a str, got {type(key).__name__} {key!r}")
     if not key:
         raise KeyInvalid("a store key must not be empty")
+    if "\x00" not in key and key.isascii() and len(key) <= MAX_KEY_BYTES:
+        return key  # the usual key: one byte a character, nothing to encode to count them
     if "\x00" in key:
         raise KeyInvalid(f"store key {key!r} contains a NUL character")
     try:

@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY CHECK (id = 1), versi
 INSERT OR IGNORE INTO counter VALUES (1, 0);
 """
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_GET = f"SELECT value, version, expires_at FROM entries WHERE namespace = ? AND key = ? AND {_LIVE}"
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -148,11 +149,7 @@ class SqliteBackend:
 
     async def get(self, namespace: str, key: str, now: float) -> Record | None:
         def read(connection: sqlite3.Connection) -> Record | None:
-            row = connection.execute(
-                f"SELECT value, version, expires_at FROM entries "
-                f"WHERE namespace = ? AND key = ? AND {_LIVE}",
-                (namespace, key, now),
-            ).fetchone()
+            row = connection.execute(_GET, (namespace, key, now)).fetchone()
             return None if row is None else Record(key, row[0], row[1], row[2])
 
         return await self._read(read)
@@ -208,8 +205,13 @@ class SqliteBackend:
                 outcomes = [StoreUnavailable(self.description, str(exc)) for _ in queued]
             except BaseException as exc:
                 outcomes = [exc for _ in queued]
+            # One wake-up of each event loop for the whole batch, not one per commit: each
+            # is a write to the loop's self-pipe and a turn of the loop.
+            answers: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
             for item, outcome in zip(queued, outcomes, strict=True):
-                item.loop.call_soon_threadsafe(_settle, item.future, outcome)
+                answers.setdefault(item.loop, []).append((item.future, outcome))
+            for loop, settled in answers.items():
+                loop.call_soon_threadsafe(_settle_all, settled)
 
     def _write(
         self, connection: sqlite3.Connection, queued: list[_Queued]
@@ -221,7 +223,12 @@ class SqliteBackend:
             connection.execute("BEGIN IMMEDIATE")
             try:
                 for item in queued:
-                    connection.execute("SAVEPOINT one")
+                    # Only an increment can fail (NotAnInteger) once writes have begun: a
+                    # savepoint undoes that commit's, and costs two statements, so only
+                    # commits with an increment take one.
+                    guarded = any(m.kind == "increment" for m in item.mutations)
+                    if guarded:
+                        connection.execute("SAVEPOINT one")
                     try:
                         outcomes.append(
                             _apply(
@@ -229,9 +236,12 @@ class SqliteBackend:
                             )
                         )
                     except StoreError as exc:  # NotAnInteger: that commit writes nothing
+                        if not guarded:
+                            raise
                         connection.execute("ROLLBACK TO one")
                         outcomes.append(exc)
-                    connection.execute("RELEASE one")
+                    if guarded:
+                        connection.execute("RELEASE one")
             except BaseException:
                 connection.rollback()
                 raise
@@ -269,6 +279,11 @@ class _Queued:
     loop: asyncio.AbstractEventLoop
 
 
+def _settle_all(settled: list[tuple[asyncio.Future[Commit], Commit | BaseException]]) -> None:
+    for future, outcome in settled:
+        _settle(future, outcome)
+
+
 def _settle(future: asyncio.Future[Commit], outcome: Commit | BaseException) -> None:
     if future.cancelled():  # its caller gave up; the commit stands (or failed) all the same
         return
@@ -298,11 +313,7 @@ def _apply(
     now: float,
 ) -> Commit:
     def current(key: str) -> tuple[bytes, int, float | None] | None:
-        return connection.execute(
-            f"SELECT value, version, expires_at FROM entries "
-            f"WHERE namespace = ? AND key = ? AND {_LIVE}",
-            (namespace, key, now),
-        ).fetchone()
+        return connection.execute(_GET, (namespace, key, now)).fetchone()
 
     for check in checks:
         row = current(check.key)
