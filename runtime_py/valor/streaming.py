@@ -3,10 +3,10 @@
 A plug-in streams by answering with an iterator (sync or async) of ``bytes`` or ``str``, an
 ASGI app by sending ``more_body``, a worker-style plug-in by posting parts. Each becomes a
 ``Stream`` in the answer's ``body``. The runtime reads its first part under the plug-in's
-``timeout``, then hands it on ``watched``: a part that takes longer than that, or an error,
-ends the stream with ``StreamError``, logged under an error id. The host sends parts as they
-come and closes the stream when it is done or the client goes away, which closes the
-plug-in's generator.
+``timeout``, then hands it on watched (``valor.stream_watch``): a part that takes longer than
+that, or an error, ends the stream with ``StreamError``, logged under an error id. The host
+sends parts as they come and closes the stream when it is done or the client goes away, which
+closes the plug-in's generator.
 """
 
 from __future__ import annotations
