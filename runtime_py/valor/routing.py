@@ -106,10 +106,10 @@ def below(raw_path: str, path: str, prefix: str) -> str:
 
 def builtin_at(builtins: dict[str, Any], path: str) -> Any:
     """The built-in that answers a decoded path, or None. Built-ins are mounted under ``/_``
-    (the manifest keeps plug-ins off their prefixes); one answers at its prefix, and below it
-    if it takes ``subpaths``."""
+    (the manifest keeps plug-ins off their prefixes: the runtime looks for one only there);
+    one answers at its prefix, and below it if it takes ``subpaths``."""
     builtin = builtins.get(path)
-    if builtin is None and path.startswith("/_"):
+    if builtin is None:
         end = path.find("/", 1)
         if end > 0:
             builtin = builtins.get(path[:end])

@@ -91,7 +91,10 @@ class Runtime:
         self.with_builtin(self._registry)
 
     def with_builtin(self, builtin: Builtin) -> None:
-        """Mount a plug-in of the runtime's own at its prefix."""
+        """Mount a plug-in of the runtime's own at its prefix, which starts with ``/_``: the
+        manifest keeps plug-ins off those, and routing looks for built-ins only there."""
+        if not builtin.prefix.startswith("/_") or "/" in builtin.prefix[1:]:
+            raise ValueError(f"a built-in's prefix is one segment under /_, not {builtin.prefix!r}")
         self.builtins[builtin.prefix] = builtin
 
     # -- mounting ---------------------------------------------------------------------------
@@ -228,7 +231,7 @@ class Runtime:
             response = error_message(404, f"no plug-in is mounted at {full_path!r}")
         elif body is not None and len(body) > self.max_body_size:
             response = self.too_large()
-        elif (builtin := builtin_at(self.builtins, path)) is not None:
+        elif path.startswith("/_") and (builtin := builtin_at(self.builtins, path)) is not None:
             await self.starting.loaded()
             response = await builtin.answer(message, path, read_body)
         else:
@@ -265,7 +268,7 @@ class Runtime:
         # What handle() answers before routing: outside the root path, the built-ins.
         if (self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/":
             return None
-        if builtin_at(self.builtins, path) is not None:
+        if path.startswith("/_") and builtin_at(self.builtins, path) is not None:
             return None
         mount = self.table.match(path)
         return None if mount is None else (mount, raw_path, path)
