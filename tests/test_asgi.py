@@ -296,7 +296,7 @@ async def test_a_stream_runs_ahead_of_its_reader_only_so_far(tmp_path: Path) -> 
     runtime = await runtime_with(tmp_path, {"endless": ENDLESS})
     answer = await runtime.handle(request("http://h/endless"))
     stream = answer["body"]
-    sent = runtime._mounts["endless"].plugin.app.__globals__["SENT"]  # type: ignore[attr-defined]
+    sent = runtime.table.mounts["endless"].plugin.app.__globals__["SENT"]  # type: ignore[attr-defined]
     ahead = Exchange.AHEAD // 1024
 
     async def turns(count: int = 200) -> None:  # the loop's turns, in which it could go on

@@ -15,7 +15,7 @@ import pytest
 from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
 from tests.servers import MANIFEST, Server, http_send, valor_server
-from valor import server as host
+from valor import asgi_http as host
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
 
@@ -300,7 +300,7 @@ def test_answers_become_asgi_events_with_lower_case_names_and_our_own_framing() 
         ],
         "body": b"created",
     }
-    start, body = host._response_events(answer)
+    start, body = host.response_events(answer)
     assert start == {
         "type": "http.response.start",
         "status": 201,
@@ -317,7 +317,7 @@ def test_answers_become_asgi_events_with_lower_case_names_and_our_own_framing() 
 
 def test_the_header_name_cache_stops_growing_at_its_bound() -> None:
     many = [[f"x-made-up-{n}", "v"] for n in range(host._NAMES_MAX + 10)]
-    start, _ = host._response_events({"status": 200, "headers": many, "body": b""})
+    start, _ = host.response_events({"status": 200, "headers": many, "body": b""})
     assert len(start["headers"]) == len(many) + 2  # every one sent, x-valor-host, content-length
     assert len(host._names) <= host._NAMES_MAX
 

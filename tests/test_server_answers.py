@@ -272,10 +272,10 @@ async def test_first_requests_without_lifespan_wait_for_the_plugins(tmp_path: Pa
 
 
 def test_no_content_length_where_http_has_no_body() -> None:
-    from valor.server import _response_events
+    from valor.asgi_http import response_events
 
     def framing(status: int, head: bool = False) -> list[tuple[bytes, bytes]]:
-        start, _ = _response_events({"status": status, "headers": [], "body": b""}, head)
+        start, _ = response_events({"status": status, "headers": [], "body": b""}, head)
         return [pair for pair in start["headers"] if pair[0] == b"content-length"]
 
     assert framing(204) == framing(304) == framing(200, head=True) == []

@@ -222,7 +222,7 @@ async def test_a_stream_read_in_a_task_with_a_deadline_of_its_own_keeps_that_dea
     # plug-in's timeout.
     import asyncio
 
-    deadlines = runtime._deadlines
+    deadlines = runtime.deadlines
     task = deadlines.start(10)
     try:
         answer = await asyncio.ensure_future(runtime.handle(get("/sync")))

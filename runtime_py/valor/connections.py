@@ -34,14 +34,28 @@ def _timeout_headers() -> float:
     return float(os.environ.get("VALOR_TIMEOUT_HEADERS") or DEFAULT_TIMEOUT_HEADERS)
 
 
-class GuardedH11Protocol(H11Protocol):
+class HeadTimer:
+    """What both protocols share: a timer for the request head, from when the connection
+    opens, stopped with the connection. Each protocol says when a head is awaited."""
+
     timeout_headers = _timeout_headers()
     _head_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._await_head()
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _await_head(self) -> None:
+        raise NotImplementedError
+
+
+class GuardedH11Protocol(HeadTimer, H11Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         if self._head_timer is not None and self.conn.their_state is not h11.IDLE:
@@ -52,12 +66,6 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self._await_head()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        super().connection_lost(exc)
 
     def _await_head(self) -> None:
         if self._head_timer is not None:
@@ -76,20 +84,14 @@ HTTPTOOLS = importlib.util.find_spec("httptools") is not None
 if HTTPTOOLS:
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        timeout_headers = _timeout_headers()
+    class GuardedHttpToolsProtocol(HeadTimer, HttpToolsProtocol):
         max_head_size = MAX_HEAD_SIZE
         # Cheap per request: no parser callback is wrapped, and one timer per connection is
         # moved lazily (when it fires it looks at when the head now awaited is due) instead of
         # a timer set and cancelled for every request.
         _head_due = 0.0  # when the head awaited since the latest answer must be complete
-        _head_timer: asyncio.TimerHandle | None = None
         _head_scope: object = None  # the request whose head bytes _head_size counts
         _head_size = 0
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._await_head()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -109,12 +111,6 @@ if HTTPTOOLS:
             # A pipelined request whose head has come already is now self.cycle, unanswered.
             if self.cycle.response_complete and not self.transport.is_closing():
                 self._await_head()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-            super().connection_lost(exc)
 
         def _await_head(self) -> None:
             self._head_due = self.loop.time() + self.timeout_headers

@@ -56,3 +56,12 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({self._pairs!r})"
+
+
+def first_value(pairs: Iterable[Iterable[str]], name: str) -> str | None:
+    """The first value of header ``name`` (given in lower case) among wire message pairs."""
+    size = len(name)
+    for key, value in pairs:
+        if len(key) == size and key.lower() == name:  # the length first spares most lower()s
+            return value
+    return None

@@ -13,44 +13,39 @@ ASGI server and keeps the message path; both hosts answer alike.
 from __future__ import annotations
 
 import asyncio
-import logging
-import re
 from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
-from .deadlines import DeadlineExceeded
-from .errors import BodyError
-from .kinds.asgi.core import AsgiPlugin, _server, scope_headers, scope_paths
-from .outbound import CALLING, Calling
-from .responses import error_message
-from .runtime import (
-    _NOT_FROM_PLUGINS,
-    Mount,
-    Runtime,
-    _below,
-    _header,
-    access_log,
-    log_access,
-    new_request_id,
-)
-from .server import (
-    HOST_HEADER,
+from .access import new_request_id
+from .asgi_http import (
     BodyTooLarge,
     Message,
     Receive,
+    RequestBody,
     Scope,
     Send,
-    _Body,
-    _client,
-    _disconnect,
-    _has_body,
-    _host,
-    _response_events,
-    _target_path,
+    client_address,
+    disconnected,
+    has_body,
+    request_host,
+    response_events,
+    scope_headers,
+    scope_paths,
+    server_address,
+    target_path,
 )
-from .streaming import Stream, broken_error, idle_error, streamed
-from .wire import _TOKEN, _TRIMMED_VALUE, _VALUE, NO_BODY, WireError, http_answer, response_message
+from .deadlines import DeadlineExceeded
+from .errors import BodyError
+from .failures import broken_error, failure_answer, idle_error
+from .headers import first_value
+from .kinds.asgi.core import AsgiPlugin
+from .outbound import CALLING, Calling
+from .responses import error_message
+from .routing import Mount, below
+from .runtime import NOT_FROM_PLUGINS, Runtime
+from .streaming import Stream, streamed
+from .wire import ResponseMessage, WireError, http_answer, response_message
 
 # The answer's state, as far as the app has sent it.
 WAITING, STREAMING, COMPLETE = 0, 1, 2
@@ -87,7 +82,7 @@ class PassThrough:
         if raw_path and not scope.get("root_path"):
             full_path = raw_path.decode("latin-1")
         else:
-            full_path = _target_path(scope)
+            full_path = target_path(scope)
         if root_path:  # routes are cached for the usual server, without one
             route = self._route(full_path, root_path)
         else:
@@ -117,10 +112,9 @@ class PassThrough:
                 if server is None:
                     return None
             request_id = named.get(b"x-request-id")
-            if not request_id:
-                request_id = new_request_id().encode()
+            correlation_id = request_id.decode("latin-1") if request_id else new_request_id()
             headers = sorted(raw, key=_name)
-            call = _Call(self, route, scope, receive, send, full_path, request_id)
+            call = _Call(self, route, scope, receive, send, full_path, correlation_id)
         else:
             general = self._general(scope, receive, send, route, full_path, scheme)
             if general is None:
@@ -134,8 +128,8 @@ class PassThrough:
             query,
             headers,
             server,
-            _client(scope),
-            call.correlation_id.decode("latin-1"),
+            client_address(scope),
+            call.correlation_id,
         )
         return call
 
@@ -149,20 +143,20 @@ class PassThrough:
         scheme: str,
     ) -> tuple[_Call, list[tuple[bytes, bytes]], tuple[str, int]] | None:
         """``call`` for any request: the message path's own steps, on decoded headers."""
-        host, bad_host = _host(scope)
+        host, bad_host = request_host(scope)
         if bad_host is not None:
             return None
         headers = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
         runtime = self.runtime
         try:
-            has_body = _has_body(scope, headers, runtime.max_body_size)
+            with_body = has_body(scope, headers, runtime.max_body_size)
         except BodyTooLarge:
             return None
-        correlation_id = _header(headers, "x-request-id") or new_request_id()
-        call = _Call(self, route, scope, receive, send, full_path, correlation_id.encode("latin-1"))
-        if has_body:
+        correlation_id = first_value(headers, "x-request-id") or new_request_id()
+        call = _Call(self, route, scope, receive, send, full_path, correlation_id)
+        if with_body:
             call.body = None  # read before the app is called
-        return call, scope_headers(headers), _server(scheme, host)
+        return call, scope_headers(headers), server_address(scheme, host)
 
     def _route(self, full_path: str, root_path: str = "") -> _Route | None:
         found = self.runtime.plugin_at(full_path)
@@ -170,7 +164,7 @@ class PassThrough:
         if found is not None and type(found[0].plugin) is AsgiPlugin and "#" not in full_path:
             mount, raw_path, path = found
             prefix = self.runtime.forwarded_prefix(mount.spec, root_path)
-            paths = scope_paths(prefix, _below(raw_path, path, mount.spec.prefix))
+            paths = scope_paths(prefix, below(raw_path, path, mount.spec.prefix))
             route = _Route(mount, paths)
         if not root_path and len(self._routes) < _CACHED:
             self._routes[full_path] = route
@@ -178,10 +172,10 @@ class PassThrough:
 
     def _server(self, scope: Scope, scheme: str, host: bytes | None) -> tuple[str, int] | None:
         """The scope's ``server`` for a request's Host, None for a bad Host."""
-        host_name, bad_host = _host(scope)
+        host_name, bad_host = request_host(scope)
         if bad_host is not None:
             return None
-        server = _server(scheme, host_name)
+        server = server_address(scheme, host_name)
         if host is not None and len(self._servers) < _CACHED:
             self._servers[(scheme, host)] = server
         return server
@@ -190,14 +184,13 @@ class PassThrough:
 class _Route:
     """Where a path leads: the mount, and the app scope's paths."""
 
-    __slots__ = ("mount", "name", "paths", "plugin", "spec")
+    __slots__ = ("mount", "paths", "plugin", "spec")
 
     def __init__(self, mount: Mount, paths: tuple[str, bytes, str]) -> None:
         self.mount = mount
         self.spec = mount.spec
         self.plugin: AsgiPlugin = mount.plugin  # type: ignore[assignment]
         self.paths = paths
-        self.name = mount.spec.name.encode("latin-1")
 
 
 class _Call:
@@ -221,7 +214,7 @@ class _Call:
         receive: Receive,
         send: Send,
         full_path: str,
-        correlation_id: bytes,
+        correlation_id: str,
     ) -> None:
         self.passthrough = passthrough
         self.route = route
@@ -240,7 +233,7 @@ class _Call:
         spec = self.route.spec
         if self.body is None:
             try:
-                reader = _Body(
+                reader = RequestBody(
                     self.server_receive, runtime.max_body_size, self.passthrough.body_timeout
                 )
                 self.body = await reader() or b""
@@ -248,11 +241,10 @@ class _Call:
                 await self.answer(error_message(exc.status, exc.detail), unread=True)
                 return
         self.task = task = asyncio.current_task()  # type: ignore[assignment]
-        self.deadline = runtime._deadlines.start(spec.timeout, task)
+        self.deadline = runtime.deadlines.start(spec.timeout, task)
         # For its calls out (valor.http_client()), as the message path's Runtime._call does.
-        origin = f"{self.scope.get('scheme', 'http')}://{_host(self.scope)[0]}"
-        correlation_id = self.correlation_id.decode("latin-1")
-        calling = CALLING.set(Calling(runtime, spec, correlation_id, origin, CALLING.get()))
+        origin = f"{self.scope.get('scheme', 'http')}://{request_host(self.scope)[0]}"
+        calling = CALLING.set(Calling(runtime, spec, self.correlation_id, origin, CALLING.get()))
         try:
             await self.route.plugin.app(self.app_scope, self.receive, self.send)
             if self.state != COMPLETE and not (self.gone or self.stopped):
@@ -261,7 +253,7 @@ class _Call:
         except BaseException as exc:
             expired = self._stop_deadline()
             if self.state == WAITING:
-                await self.answer(runtime.failure_answer(spec, exc, expired))
+                await self.answer(failure_answer(spec, exc, expired))
             elif (
                 self.state == STREAMING
                 and not (self.gone or self.stopped)
@@ -291,7 +283,7 @@ class _Call:
         if body is not None:
             self.body = None
             return {"type": "http.request", "body": body, "more_body": False}
-        await _disconnect(self.server_receive)
+        await disconnected(self.server_receive)
         return {"type": "http.disconnect"}
 
     async def send(self, event: Message) -> None:
@@ -316,29 +308,29 @@ class _Call:
             part = bytes(part)
         more = event.get("more_body", False)
         if self.state == WAITING:
-            head = self._head(self.start, part, more)
-            if type(head) is dict:
-                await self._refuse(head, more)
+            answer, refused = self._head(self.start, part, more)
+            if refused:
+                await self._refuse(answer, more)
                 return
-            status, headers = head  # type: ignore[misc]
             if self.upper == "HEAD":
                 part, stream = b"", False
             else:
                 stream = more
-            if not self.head and status not in (204, 304) and not stream:
-                headers.append((b"content-length", b"%d" % len(part)))
-            send = self.server_send
+            answer["body"] = part
             self.state = STREAMING if stream else COMPLETE
-            await send({"type": "http.response.start", "status": status, "headers": headers})
+            # A stream's length is not known: the server sends it chunked.
+            start, body = self._events(answer, no_length=stream)
+            send = self.server_send
+            await send(start)
             if not stream:
-                await send({"type": "http.response.body", "body": part})
+                await send(body)
                 if more:  # a HEAD: the rest of the stream is not wanted
                     self.stopped = True
                     raise asyncio.CancelledError
                 return
             if part:
                 await send({"type": "http.response.body", "body": part, "more_body": True})
-            self.watcher = asyncio.get_running_loop().create_task(_disconnect(self.server_receive))
+            self.watcher = asyncio.get_running_loop().create_task(disconnected(self.server_receive))
             self.watcher.add_done_callback(self._client_gone)
             await self._next_part()
             return
@@ -356,44 +348,23 @@ class _Call:
         self._quiet()
         await self.server_send({"type": "http.response.body", "body": part, "more_body": False})
 
-    def _head(
-        self, start: Message, part: bytes, more: bool
-    ) -> tuple[int, list[tuple[bytes, bytes]]] | dict[str, Any]:
-        """The answer's status and headers, with the runtime's own, as the message path sends
-        them; or the error answer it gives instead. Checked in its order: what fails in the
-        app's exchange, then the deadline, then the answer's checks."""
-        runtime = self.passthrough.runtime
+    def _head(self, start: Message, part: bytes, more: bool) -> tuple[ResponseMessage, bool]:
+        """The answer the app began, checked as the message path checks it, and False; or the
+        error answer it gives instead, and True. Checked in its order: what fails in the app's
+        exchange, then the deadline, then the answer's checks (``wire.http_answer``)."""
         spec = self.route.spec
-        status = start["status"]
-        headers = _answer_headers(status, start, part, more)
-        wire = None
-        if headers is None:
-            try:
-                wire = _wire_answer(status, start, part, more)
-            except Exception as exc:
-                return runtime.failure_answer(spec, exc, self._stop_deadline())  # type: ignore[return-value]
-        if runtime._deadlines.stop(self.deadline):  # type: ignore[arg-type]
+        try:
+            wire = _wire_answer(start["status"], start, part, more)
+        except Exception as exc:
+            return failure_answer(spec, exc, self._stop_deadline()), True
+        if self.passthrough.runtime.deadlines.stop(self.deadline):  # type: ignore[arg-type]
             self.deadline = None
-            return runtime.failure_answer(spec, DeadlineExceeded(), True)  # type: ignore[return-value]
+            return failure_answer(spec, DeadlineExceeded(), True), True
         self.deadline = None
-        if wire is not None:
-            try:
-                wire = http_answer(response_message(wire), drop=_NOT_FROM_PLUGINS)
-            except WireError as exc:
-                return runtime.failure_answer(spec, exc, False)  # type: ignore[return-value]
-            status = wire["status"]
-            headers = [
-                (n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in wire["headers"]
-            ]
-        assert headers is not None
-        headers.append((b"x-correlation-id", self.correlation_id))
-        headers.append((b"x-valor-plugin", self.route.name))
-        headers.append(HOST_HEADER)
-        if access_log.isEnabledFor(logging.INFO):
-            correlation_id = self.correlation_id.decode("latin-1")
-            method = self.scope["method"]
-            log_access(spec.name, status, method, self.full_path, self.started, correlation_id)
-        return status, headers
+        try:
+            return http_answer(response_message(wire), drop=NOT_FROM_PLUGINS), False
+        except WireError as exc:
+            return failure_answer(spec, exc, False), True
 
     async def _refuse(self, answer: Any, more: bool) -> None:
         """Answer with the runtime's error instead of the app's answer; a stream is cut short
@@ -407,21 +378,27 @@ class _Call:
         """Send an answer of the runtime's own (an error), as the message path would."""
         if self.upper == "HEAD":
             response["body"] = b""
-        message: Any = {"url": self.full_path, "method": self.scope["method"], "headers": []}
-        correlation_id = self.correlation_id.decode("latin-1")
-        mount = self.route.mount
-        self.passthrough.runtime.finish(message, response, correlation_id, mount, self.started)
         self.state = COMPLETE
-        start, body = _response_events(response, self.head, unread)  # bytes: an error's JSON
+        start, body = self._events(response, unread=unread)  # bytes: an error's JSON
         await self.server_send(start)
         await self.server_send(body)
+
+    def _events(
+        self, response: ResponseMessage, unread: bool = False, no_length: bool = False
+    ) -> tuple[Message, Message]:
+        """An answer's ASGI events, with the runtime's headers and access-log line
+        (``Runtime.finish``), as the message path sends it."""
+        message: Any = {"url": self.full_path, "method": self.scope["method"], "headers": []}
+        runtime = self.passthrough.runtime
+        runtime.finish(message, response, self.correlation_id, self.route.mount, self.started)
+        return response_events(response, self.head or no_length, unread)  # type: ignore[arg-type]
 
     def _stop_deadline(self) -> bool:
         """Stop the first part's deadline, if it runs; whether it had passed."""
         if self.deadline is None:
             return False
         task, self.deadline = self.deadline, None
-        return self.passthrough.runtime._deadlines.stop(task)
+        return self.passthrough.runtime.deadlines.stop(task)
 
     async def _next_part(self) -> None:
         """Give the app its timeout for the next part, under the runtime's deadlines (the
@@ -429,7 +406,7 @@ class _Call:
         app that never awaits, to a client that has gone (whose send returns at once), would
         otherwise never let the client's leaving be noticed, nor any other request run."""
         runtime = self.passthrough.runtime
-        self.deadline = runtime._deadlines.start(self.route.spec.timeout, self.task)
+        self.deadline = runtime.deadlines.start(self.route.spec.timeout, self.task)
         await asyncio.sleep(0)
 
     def _client_gone(self, watcher: asyncio.Task[None]) -> None:
@@ -462,72 +439,3 @@ def _wire_answer(status: Any, start: Message, part: bytes, more: bool) -> dict[s
 async def _no_parts() -> Any:
     return
     yield
-
-
-# Header names and values of answers checked once each: the name ASGI sends (lower case), or
-# None for a name the runtime drops; a value as sent (trimmed). Bounded, so an app that invents
-# names or values cannot grow them without end.
-_names: dict[bytes, bytes | None] = {}
-_values: dict[bytes, bytes] = {}
-_TOKEN_BYTES = re.compile(_TOKEN.pattern.encode())
-_TRIMMED_VALUE_BYTES = re.compile(_TRIMMED_VALUE.pattern.encode())
-_VALUE_BYTES = re.compile(_VALUE.pattern.encode())
-
-
-def _checked_value(value: bytes) -> bytes | None:
-    """A header value as the message path sends it (trimmed), None if it refuses it."""
-    if type(value) is not bytes:
-        return None
-    if _TRIMMED_VALUE_BYTES.fullmatch(value):
-        checked = value
-    elif _VALUE_BYTES.fullmatch(value):
-        checked = value.strip(b" \t")
-    else:
-        return None
-    if len(_values) < _CACHED:
-        _values[value] = checked
-    return checked
-
-
-def _checked_name(name: bytes) -> bytes | bool | None:
-    """A header name as ASGI sends it (lower case), None for one the runtime drops, False for
-    one the message path refuses."""
-    if type(name) is not bytes or not _TOKEN_BYTES.fullmatch(name):
-        return False
-    lower = name.lower()
-    checked = None if lower.decode() in _NOT_FROM_PLUGINS else lower
-    if len(_names) < _CACHED:
-        _names[name] = checked
-    return checked
-
-
-def _answer_headers(
-    status: Any, start: Message, part: bytes, more: bool
-) -> list[tuple[bytes, bytes]] | None:
-    """An app's answer headers as the message path sends them (lower-case names, values
-    trimmed, the runtime's own and framing headers dropped), checked on the bytes as it checks
-    them (``wire.http_answer``); None for anything it would refuse, or that is not plain."""
-    if (
-        type(status) is not int
-        or not 200 <= status <= 599
-        or (status in NO_BODY and (part or more))
-    ):
-        return None
-    headers = []
-    try:
-        for name, value in start.get("headers", ()):
-            checked = _values.get(value)
-            if checked is None:
-                checked = _checked_value(value)
-                if checked is None:
-                    return None
-            lower = _names.get(name, False)
-            if lower is False:
-                lower = _checked_name(name)
-                if lower is False:
-                    return None
-            if lower is not None:
-                headers.append((lower, checked))
-    except (TypeError, ValueError):  # not pairs, or not of bytes: the message path says which
-        return None
-    return headers

@@ -78,7 +78,7 @@ def restore(build_key: str, language: str) -> None:
     this build, then renew what must differ between boots."""
     if key != build_key:
         raise SnapshotMismatch(f"it was made for build {key}, this is build {build_key}")
-    from .runtime import reseed_request_ids
+    from .access import reseed_request_ids
 
     random.seed()
     reseed_request_ids()

@@ -3,10 +3,10 @@
 A plug-in streams by answering with an iterator (sync or async) of ``bytes`` or ``str``, an
 ASGI app by sending ``more_body``, a worker-style plug-in by posting parts. Each becomes a
 ``Stream`` in the answer's ``body``. The runtime reads its first part under the plug-in's
-``timeout``, then hands it on ``watched``: a part that takes longer than that, or an error,
-ends the stream with ``StreamError``, logged under an error id. The host sends parts as they
-come and closes the stream when it is done or the client goes away, which closes the
-plug-in's generator.
+``timeout``, then hands it on watched (``valor.stream_watch``): a part that takes longer than
+that, or an error, ends the stream with ``StreamError``, logged under an error id. The host
+sends parts as they come and closes the stream when it is done or the client goes away, which
+closes the plug-in's generator.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from .concurrency import HAS_THREADS, Threads
-from .deadlines import DeadlineExceeded, Deadlines
 from .wire import NO_BODY, WireError
 
 log = logging.getLogger("valor")
@@ -192,72 +190,3 @@ async def complete(answer: Any) -> Any:
         finally:
             await body.aclose()
     return answer
-
-
-def watched(stream: Stream, plugin: str, idle: float, deadlines: Deadlines) -> Stream:
-    """``stream`` as the runtime hands it to a host: a part that takes longer than ``idle``
-    seconds, or a part the plug-in fails to produce, ends it with ``StreamError`` (logged once,
-    under an error id). Closing it closes ``stream``.
-
-    Each part is awaited under ``deadlines``, in the task that reads the stream, as a handler
-    is: a generator that holds the event loop between parts is interrupted by the watchdog, one
-    that awaits is cancelled. (``asyncio.wait_for`` would run the part in a task of its own on
-    Python 3.11, whose cancellation it drops when the part is ready at the same moment.)"""
-    return Stream(_watch(stream, plugin, idle, deadlines), stream.aclose)
-
-
-async def _watch(
-    stream: Stream, plugin: str, idle: float, deadlines: Deadlines
-) -> AsyncIterator[bytes]:
-    try:
-        while True:
-            try:
-                part = await _within(stream.__anext__(), idle, deadlines)
-            except StopAsyncIteration:
-                return
-            except (TimeoutError, DeadlineExceeded):
-                raise idle_error(plugin, idle) from None
-            except Exception as exc:
-                raise broken_error(plugin, exc) from exc
-            yield part
-    finally:
-        await stream.aclose()
-
-
-async def _within(part: Awaitable[bytes], idle: float, deadlines: Deadlines) -> bytes:
-    """``part`` within ``idle`` seconds (``TimeoutError`` past them), under ``deadlines`` in
-    the current task. A task with a deadline of its own (a handler reading a sibling plug-in's
-    stream) keeps it, and its watchdog: the part gets ``asyncio.timeout`` then."""
-    task = asyncio.current_task()
-    if task is None or deadlines.has(task):
-        async with asyncio.timeout(idle):
-            return await part
-    deadlines.start(idle, task)
-    try:
-        result = await part
-    except asyncio.CancelledError:
-        if deadlines.stop(task):
-            raise TimeoutError from None
-        raise
-    except BaseException:
-        deadlines.stop(task)
-        raise
-    if deadlines.stop(task):  # it caught its cancellation and produced a part late
-        raise TimeoutError
-    return result
-
-
-def idle_error(plugin: str, idle: float) -> StreamError:
-    """The error (logged here) of a stream that sent no part for ``idle`` seconds."""
-    return _failed(f"plug-in {plugin!r} sent no part of its stream for {idle:g} seconds")
-
-
-def broken_error(plugin: str, cause: BaseException) -> StreamError:
-    """The error (logged here) of a stream whose plug-in raised ``cause`` between parts."""
-    return _failed(f"plug-in {plugin!r} failed in the middle of its stream", cause)
-
-
-def _failed(detail: str, cause: BaseException | None = None) -> StreamError:
-    error_id = os.urandom(6).hex()
-    log.error("%s [error_id=%s]", detail, error_id, exc_info=cause)
-    return StreamError(f"{detail} [error_id={error_id}]")

@@ -12,22 +12,23 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from types import ModuleType
 from typing import Any
-from urllib.parse import unquote
 
+from ...asgi_http import scope_headers, scope_paths
+from ...asgi_http import server_address as _server
 from ...errors import PluginLoadError
+from ...failures import failed_after_answer
 from ...manifest import PluginSpec
 from ...store import Store
 from ...store.loading import store_being_loaded
 from ...streaming import Stream
 from ...wire import RequestMessage, ResponseMessage
 from .. import Forwarding
-from ..python.core import _describe, _import
+from ..python.core import describe_error, import_plugin_module
 
 log = logging.getLogger("valor.plugins")
 
@@ -50,7 +51,7 @@ async def load_asgi(spec: PluginSpec) -> AsgiPlugin:
     """Import the module, find its app and run its lifespan start-up."""
     assert spec.path is not None
     module_name, colon, name = spec.source.get("app", "app").rpartition(":")
-    module = _import(spec.name, spec.path, module_name if colon else None)
+    module = import_plugin_module(spec.name, spec.path, module_name if colon else None)
     app: Any = module
     for part in name.split("."):
         app = getattr(app, part, None)
@@ -148,14 +149,7 @@ class AsgiPlugin:
     def failed_after_answer(self, exc: BaseException) -> None:
         """Log an error the app raised after its whole answer was sent, under an error id,
         with its traceback (the client has its answer; only the log can tell)."""
-        error_id = os.urandom(6).hex()
-        log.error(
-            "plug-in %r failed after its answer: %s [error_id=%s]",
-            self.name,
-            _describe(exc),
-            error_id,
-            exc_info=exc,
-        )
+        failed_after_answer(self.name, describe_error(exc), exc)
 
     def _scope(self, message: RequestMessage, forwarding: Forwarding) -> Message:
         scheme, host, path, query = _split(message["url"])
@@ -410,30 +404,6 @@ class Lifespan:
         return None
 
 
-def scope_paths(prefix: str, path: str) -> tuple[str, bytes, str]:
-    """A scope's ``path``, ``raw_path`` and ``root_path`` for ``path`` (as sent) below the
-    mount ``prefix``: the path includes the root path, as the ASGI spec and Starlette's routing
-    expect."""
-    raw_path = prefix + path
-    return (
-        unquote(raw_path) if "%" in raw_path else raw_path,
-        raw_path.encode("latin-1"),
-        unquote(prefix) if "%" in prefix else prefix,
-    )
-
-
-def scope_headers(headers: list[list[str]]) -> list[tuple[bytes, bytes]]:
-    """A request's headers for a scope: names in lower case, sorted by name (as ``fetch()``
-    hands them to a service worker), a repeated name's values kept apart, in order."""
-    pairs = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-    pairs.sort(key=_first)
-    return pairs
-
-
-def _first(pair: tuple[bytes, bytes]) -> bytes:
-    return pair[0]
-
-
 def _header(headers: list[list[str]], name: str) -> str | None:
     for key, value in headers:
         if key.lower() == name:
@@ -453,19 +423,3 @@ def _split(url: str) -> tuple[str, str, str, str]:
         scheme, host, rest = url[:scheme_end], url[scheme_end + 3 : path_start], url[path_start:]
     path, _, query = rest.partition("?")
     return scheme, host, path or "/", query
-
-
-_servers: dict[tuple[str, str], tuple[str, int]] = {}
-
-
-def _server(scheme: str, host: str) -> tuple[str, int]:
-    """The scope's ``server``: ``(host, port)`` from the request's origin."""
-    server = _servers.get((scheme, host))
-    if server is None:
-        name, colon, port = host.rpartition(":")
-        if not colon or not port.isdigit() or name.endswith(":"):  # no port, or bare IPv6
-            name, port = host, "443" if scheme == "https" else "80"
-        server = (name.strip("[]"), int(port))
-        if len(_servers) < 256:
-            _servers[(scheme, host)] = server
-    return server

@@ -36,7 +36,7 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
 
         return await load_isolated_python(spec)  # type: ignore[return-value]
     store = store_being_loaded()
-    module = _import(spec.name, spec.path, store=store)
+    module = import_plugin_module(spec.name, spec.path, store=store)
     threads = Threads(spec.name, spec.limits.get("threads", DEFAULT_THREADS))
     if callable(getattr(module, "onmessage", None)):
         return WorkerPlugin(module, threads)
@@ -48,7 +48,7 @@ async def load_python(spec: PluginSpec) -> DecoratedPlugin | WorkerPlugin:
         try:
             await call(on_create, context)
         except LOAD_FAILURES as exc:
-            raise PluginLoadError(spec.name, f"on_create raised {_describe(exc)}") from exc
+            raise PluginLoadError(spec.name, f"on_create raised {describe_error(exc)}") from exc
     return DecoratedPlugin(module, handler, context, threads)
 
 
@@ -202,7 +202,7 @@ class Parts:
                 return
 
 
-def _import(
+def import_plugin_module(
     name: str, path: Path, module_name: str | None = None, store: Store | None = None
 ) -> ModuleType:
     """Import a plug-in's file. A file in a package (its folder has an ``__init__.py``, or
@@ -245,7 +245,7 @@ def _import(
         detail = f"syntax error in {where} line {exc.lineno}: {exc.msg}"
         raise PluginLoadError(name, detail) from exc
     except LOAD_FAILURES as exc:
-        raise PluginLoadError(name, f"importing {path} raised {_describe(exc)}") from exc
+        raise PluginLoadError(name, f"importing {path} raised {describe_error(exc)}") from exc
     return module
 
 
@@ -291,7 +291,7 @@ def _import_package_module(
     return found
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     # Where the plug-in's own code raised, not Valor's (a rejected ``ctx.x = ...``) nor the
     # import system's (a module it imports that raised: that module's line).
     frames = [
