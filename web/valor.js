@@ -210,7 +210,8 @@ class ValorRuntime extends EventTarget {
       console.warn(`valor: service worker ${ack.version} replaced by ${VERSION}`);
     }
     if (ack.protocol !== PROTOCOL.version) {
-      // It refused the port: it would misread this page's messages (and they its own).
+      // It refused the port, so this tab's runtime worker would never hear a request.
+      this.#worker.terminate();
       throw new Error(`the service worker speaks Valor message protocol ${ack.protocol ?? "(none)"} and this page ${PROTOCOL.version}: they come from different builds; reload the page`);
     }
   }
