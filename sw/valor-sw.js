@@ -15,11 +15,11 @@
 
 const BUILD = /*__VALOR_BUILD__*/null;
 const PROTOCOL = /*__VALOR_PROTOCOL__*/null;
-if (!PROTOCOL) throw new Error("valor-sw.js is the unbuilt source: serve the output of valor build");
+if (!BUILD || !PROTOCOL) throw new Error("valor-sw.js is the unbuilt source: serve the output of valor build");
 const TYPE = PROTOCOL.types;
-const VERSION = BUILD?.version ?? "dev";
+const VERSION = BUILD.version;
 const SCOPE = new URL(self.registration.scope).pathname; // the bundle's base, ends with "/"
-const ASSETS = new Set([SCOPE, ...(BUILD?.assets ?? []).map((a) => SCOPE + a)]);
+const ASSETS = new Set([SCOPE, ...BUILD.assets.map((a) => SCOPE + a)]);
 const STATE_CACHE = "valor-state";
 const FILES_CACHE = `valor-files:${SCOPE}:`; // + version: one per build and base
 const CACHE_FIRST = `${SCOPE}pyodide/`; // Pyodide's files change only with a new Pyodide
@@ -30,7 +30,7 @@ const OWN_PORT_GRACE = 1000; // ms to wait for a tab's own port when another tab
 // `valor build --fallback URL`: a server host with the same manifest answers until the tab's
 // runtime is ready (or when it could not boot); if the server is unreachable, requests wait
 // for the runtime as without one.
-const FALLBACK = BUILD?.fallback ?? null;
+const FALLBACK = BUILD.fallback;
 const CORS_HEADERS = ["access-control-allow-origin", "access-control-expose-headers"];
 
 const tabs = new Map(); // clientId -> {port, status, prefixes}
@@ -154,7 +154,7 @@ function loadState() {
   stateLoaded ??= (async () => {
     const saved = await (await caches.open(STATE_CACHE)).match(STATE_URL);
     // The manifest's prefixes are intercepted from the start, before any runtime has booted.
-    state ??= saved ? await saved.json() : { prefixes: BUILD?.prefixes ?? [], timeout: DEFAULT_TIMEOUT };
+    state ??= saved ? await saved.json() : { prefixes: BUILD.prefixes, timeout: DEFAULT_TIMEOUT };
   })();
   return stateLoaded;
 }
@@ -162,7 +162,6 @@ function loadState() {
 // -- the bundle's files, kept for offline use -------------------------------------------------
 
 async function precache() {
-  if (!BUILD) return;
   const cache = await caches.open(FILES_CACHE + VERSION);
   // On a first visit the runtime worker fetches the same files at the same time: asking for the
   // very URLs it asks for (`?v=` for those it fetches itself) lets the HTTP cache serve them

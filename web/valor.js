@@ -10,9 +10,9 @@
 
 const BUILD = /*__VALOR_BUILD__*/null;
 const PROTOCOL = /*__VALOR_PROTOCOL__*/null;
-if (!PROTOCOL) throw new Error("valor.js is the unbuilt source: serve the output of valor build");
+if (!BUILD || !PROTOCOL) throw new Error("valor.js is the unbuilt source: serve the output of valor build");
 const TYPE = PROTOCOL.types;
-export const VERSION = BUILD?.version ?? "dev";
+export const VERSION = BUILD.version;
 const ACK_TIMEOUT = 30000; // ms for the service worker to acknowledge a message (a busy device)
 const CONTROL_TIMEOUT = 60000; // ms for a new service worker to take control (15 s was short on a busy machine)
 const WATCH_INTERVAL = 1000; // ms between pings of a ready runtime worker
@@ -65,7 +65,7 @@ class ValorRuntime extends EventTarget {
   async #start({
     manifest = "plugins/plugins.json",
     timeout = 35000,
-    base = BUILD?.base ?? "/",
+    base = BUILD.base,
     bootTimeout = BOOT_TIMEOUT,
   } = {}) {
     const began = performance.now();
@@ -104,7 +104,7 @@ class ValorRuntime extends EventTarget {
       return this.#send({ type: TYPE.SET_PREFIXES, prefixes: this.prefixes });
     });
     this.#watch();
-    if (BUILD?.fallback) {
+    if (BUILD.fallback) {
       // Requests are intercepted now: the server answers them until this tab's runtime is ready.
       runtimeReady.catch((error) => console.warn("valor: the runtime did not start:", error.message));
       this.detail.startMs = Math.round(performance.now() - began);
@@ -199,7 +199,7 @@ class ValorRuntime extends EventTarget {
     this.#worker.postMessage({ type: TYPE.PORT }, [channel.port1]);
     const { timeout, manifest } = this.#options;
     // Until the runtime is ready, the manifest's prefixes (from the build) are intercepted.
-    const prefixes = this.prefixes ?? BUILD?.prefixes ?? null;
+    const prefixes = this.prefixes ?? BUILD.prefixes;
     this.#sentPrefixes = JSON.stringify(prefixes);
     const connect = { type: TYPE.CONNECT, protocol: PROTOCOL.version, timeout, manifest, prefixes, version: VERSION };
     const ack = await this.#send(connect, [channel.port2]);
