@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -15,6 +16,13 @@ from valor.wire import NO_BODY
 def test_each_channel_tells_its_messages_apart() -> None:
     for channel in protocol.CHANNELS:
         assert len(set(channel.values())) == len(channel), channel
+
+
+def test_a_changed_message_table_comes_with_a_new_version() -> None:
+    """Builds on either side of a change to the messages would misread each other: a new
+    ``protocol.VERSION`` makes them refuse each other instead (then update the digest here)."""
+    table = json.dumps(protocol.message_types(), sort_keys=True).encode()
+    assert (protocol.VERSION, hashlib.sha256(table).hexdigest()[:12]) == (1, "862e1835c118")
 
 
 def test_a_name_means_one_message_type_on_every_channel() -> None:
