@@ -10,47 +10,39 @@
 // the static host serves this build, which each navigation asks (valor-bundle.json), and from
 // the network first when it does not, so a new build is picked up on the next load.
 //
-// From a page (postMessage):  VALOR_CONNECT {nonce, version, timeout, manifest, prefixes} + port
-//                             VALOR_PREFIXES {nonce, prefixes}     the runtime is ready
-//                             VALOR_CLAIM {nonce}                  take control (hard reload)
-//                             VALOR_SKIP_WAITING {nonce}           activate now (an update)
-// To a page:                  VALOR_ACK {nonce, version}          the SW's build version
-//                             VALOR_NEED_PORT {epoch}              the SW lost this tab's port
-// On a port, to the worker:   {type: "request", id, url, method, headers, body}   body transferred,
-//                             headers as "name: value" lines joined by CRLF
-//                             {type: "pull", id} | {type: "cancel", id}   a streamed answer
-// On a port, from the worker: {type: "response", id, status, reason, headers, body}
-//                             {type: "response", ..., body: null, stream: true}, then per pull
-//                             {type: "part", id, body} | {type: "end", id} | {type: "error", id, detail}
-//                             {type: "status", status}             booting | ready | error
-//                             {type: "prefixes", prefixes}         after /_plugins changed mounts
+// A classic worker in one file, as browsers register it: the build writes the message protocol
+// (valor/protocol.py; docs/browser.md describes each message) and the build's stamp into it.
 
 const BUILD = /*__VALOR_BUILD__*/null;
-const VERSION = BUILD?.version ?? "dev";
+const PROTOCOL = /*__VALOR_PROTOCOL__*/null;
+if (!BUILD || !PROTOCOL) throw new Error("valor-sw.js is the unbuilt source: serve the output of valor build");
+const TYPE = PROTOCOL.types;
+const VERSION = BUILD.version;
 const SCOPE = new URL(self.registration.scope).pathname; // the bundle's base, ends with "/"
-const ASSETS = new Set([SCOPE, ...(BUILD?.assets ?? []).map((a) => SCOPE + a)]);
+const ASSETS = new Set([SCOPE, ...BUILD.assets.map((a) => SCOPE + a)]);
 const STATE_CACHE = "valor-state";
 const FILES_CACHE = `valor-files:${SCOPE}:`; // + version: one per build and base
 const CACHE_FIRST = `${SCOPE}pyodide/`; // Pyodide's files change only with a new Pyodide
 const STATE_URL = `${self.registration.scope}__valor_state__`;
 const DEFAULT_TIMEOUT = 35000; // ms; more than a plug-in's default 30 s, so its 504 wins
-const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+const NULL_BODY = new Set(PROTOCOL.null_body_statuses);
 const OWN_PORT_GRACE = 1000; // ms to wait for a tab's own port when another tab could answer
 // `valor build --fallback URL`: a server host with the same manifest answers until the tab's
 // runtime is ready (or when it could not boot); if the server is unreachable, requests wait
 // for the runtime as without one.
-const FALLBACK = BUILD?.fallback ?? null;
+const FALLBACK = BUILD.fallback;
 const CORS_HEADERS = ["access-control-allow-origin", "access-control-expose-headers"];
 
 const tabs = new Map(); // clientId -> {port, status, prefixes}
 const pending = new Map(); // request id -> settle(message)
 const parts = new Map(); // request id -> take(message): the next part of a streamed answer
 const portWaiters = new Map(); // clientId -> [resolve]
+const refused = new Map(); // clientId -> why its page's port was refused (another protocol)
 let state = null; // {prefixes, timeout, manifest}: all tabs' prefixes, persisted
 let current = false; // a promise: does the static host serve this build? (asked per navigation)
 let stateLoaded = null;
 let nextId = 0;
-// This instance of the worker: a tab answers each instance's many VALOR_NEED_PORTs once.
+// This instance of the worker: a tab answers each instance's many NEED_PORTs once.
 const EPOCH = crypto.randomUUID();
 
 self.addEventListener("install", (event) => event.waitUntil(Promise.all([precache(), self.skipWaiting()])));
@@ -64,37 +56,48 @@ async function onMessage(event) {
   const message = event.data ?? {};
   const source = event.source;
   await loadState(); // after a restart, keep the saved prefixes until the page sends its own
-  if (message.type === "VALOR_CONNECT") {
+  if (message.type === TYPE.CONNECT && message.protocol !== PROTOCOL.version) {
+    refuse(source.id, message.protocol);
+  } else if (message.type === TYPE.CONNECT) {
     connect(source.id, event.ports[0]);
     state.timeout = message.timeout ?? DEFAULT_TIMEOUT;
     state.manifest = message.manifest ?? state.manifest;
     await pruneTabs();
     await setPrefixes(source.id, message.prefixes);
-  } else if (message.type === "VALOR_PREFIXES") {
+  } else if (message.type === TYPE.SET_PREFIXES) {
     await setPrefixes(source.id, message.prefixes);
-  } else if (message.type === "VALOR_CLAIM") {
+  } else if (message.type === TYPE.CLAIM) {
     await self.clients.claim();
-  } else if (message.type === "VALOR_SKIP_WAITING") {
+  } else if (message.type === TYPE.SKIP_WAITING) {
     await self.skipWaiting();
   } else {
     return;
   }
-  source.postMessage({ type: "VALOR_ACK", nonce: message.nonce, version: VERSION });
+  source.postMessage({ type: TYPE.ACK, nonce: message.nonce, protocol: PROTOCOL.version, version: VERSION });
+}
+
+function refuse(clientId, protocol) {
+  // A page of another build whose messages this worker would misread: its port is not used,
+  // and its requests are answered with why (the page's start fails with the same reason).
+  const detail = `this page speaks Valor message protocol ${protocol ?? "(none)"} and its service worker ${PROTOCOL.version}: they come from different builds; reload the page`;
+  console.error(`valor: ${detail}`);
+  refused.set(clientId, detail);
 }
 
 function connect(clientId, port) {
   // The previous port stays open: answers to requests already sent on it still arrive there.
+  refused.delete(clientId);
   const previous = tabs.get(clientId);
   const tab = { port, status: "booting", prefixes: previous?.prefixes ?? null };
   tabs.set(clientId, tab);
   port.onmessage = (event) => {
     const message = event.data;
-    if (message.type === "response") pending.get(message.id)?.(message);
-    else if (message.type === "part" || message.type === "end" || message.type === "error") {
+    if (message.type === TYPE.RESPONSE) pending.get(message.id)?.(message);
+    else if (message.type === TYPE.PART || message.type === TYPE.END || message.type === TYPE.STREAM_ERROR) {
       parts.get(message.id)?.(message);
     }
-    else if (message.type === "status") tab.status = message.status;
-    else if (message.type === "prefixes") setPrefixes(clientId, message.prefixes);
+    else if (message.type === TYPE.STATUS) tab.status = message.status;
+    else if (message.type === TYPE.PREFIXES) setPrefixes(clientId, message.prefixes);
   };
   for (const resolve of portWaiters.get(clientId) ?? []) resolve(tab);
   portWaiters.delete(clientId);
@@ -109,6 +112,7 @@ async function pruneTabs() {
       tabs.delete(id);
     }
   }
+  for (const id of refused.keys()) if (!alive.has(id)) refused.delete(id);
 }
 
 function setPrefixes(clientId, prefixes) {
@@ -150,7 +154,7 @@ function loadState() {
   stateLoaded ??= (async () => {
     const saved = await (await caches.open(STATE_CACHE)).match(STATE_URL);
     // The manifest's prefixes are intercepted from the start, before any runtime has booted.
-    state ??= saved ? await saved.json() : { prefixes: BUILD?.prefixes ?? [], timeout: DEFAULT_TIMEOUT };
+    state ??= saved ? await saved.json() : { prefixes: BUILD.prefixes, timeout: DEFAULT_TIMEOUT };
   })();
   return stateLoaded;
 }
@@ -158,7 +162,6 @@ function loadState() {
 // -- the bundle's files, kept for offline use -------------------------------------------------
 
 async function precache() {
-  if (!BUILD) return;
   const cache = await caches.open(FILES_CACHE + VERSION);
   // On a first visit the runtime worker fetches the same files at the same time: asking for the
   // very URLs it asks for (`?v=` for those it fetches itself) lets the HTTP cache serve them
@@ -275,7 +278,7 @@ async function answerByServer(event, hasBody) {
   if (event.clientId && !tabs.has(event.clientId)) {
     // Restarted, this service worker lost the tab's port: the server answers while the tab
     // sends a new one (its runtime may well be ready).
-    self.clients.get(event.clientId).then((client) => client?.postMessage({ type: "VALOR_NEED_PORT", epoch: EPOCH }));
+    self.clients.get(event.clientId).then((client) => client?.postMessage({ type: TYPE.NEED_PORT, epoch: EPOCH }));
   }
   const body = hasBody ? await request.arrayBuffer() : undefined;
   const url = new URL(request.url);
@@ -307,10 +310,11 @@ async function answerByServer(event, hasBody) {
 
 async function answerSlowly(event, hasBody, readBody = undefined) {
   const deadline = Date.now() + timeoutMs();
-  const tab = await findTab(event, timeoutMs());
+  const refusal = refused.get(clientIdOf(event));
+  const tab = refusal ? null : await findTab(event, timeoutMs());
   if (tab === "boot") return bootPage();
   if (!tab) {
-    return error(503, "no Valor runtime is running for this page: call Valor.start() first");
+    return error(503, refusal ?? "no Valor runtime is running for this page: call Valor.start() first");
   }
   const body = hasBody ? (readBody ?? (await event.request.arrayBuffer())) : undefined;
   return send(tab, event.request, body, deadline);
@@ -322,7 +326,7 @@ function send(tab, request, body, deadline) {
   // (fetch forbids CR and LF in header names and values).
   let headers = "";
   for (const [name, value] of request.headers) headers += headers ? `\r\n${name}: ${value}` : `${name}: ${value}`;
-  const message = { type: "request", id, url: request.url, method: request.method, headers, body };
+  const message = { type: TYPE.REQUEST, id, url: request.url, method: request.method, headers, body };
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       pending.delete(id);
@@ -352,22 +356,22 @@ function streamed(port, id) {
       pull(controller) {
         return new Promise((resolve) => {
           const timer = setTimeout(() => {
-            parts.get(id)?.({ type: "error", detail: "the browser runtime stopped answering" });
+            parts.get(id)?.({ type: TYPE.STREAM_ERROR, detail: "the browser runtime stopped answering" });
           }, timeoutMs());
           parts.set(id, (message) => {
             clearTimeout(timer);
             parts.delete(id);
-            if (message.type === "part") controller.enqueue(new Uint8Array(message.body));
-            else if (message.type === "end") controller.close();
+            if (message.type === TYPE.PART) controller.enqueue(new Uint8Array(message.body));
+            else if (message.type === TYPE.END) controller.close();
             else controller.error(new Error(message.detail));
             resolve();
           });
-          port.postMessage({ type: "pull", id });
+          port.postMessage({ type: TYPE.PULL, id });
         });
       },
       cancel() {
         parts.delete(id);
-        port.postMessage({ type: "cancel", id });
+        port.postMessage({ type: TYPE.CANCEL, id });
       },
     },
     { highWaterMark: 1 },
@@ -393,7 +397,7 @@ async function findTab(event, timeout) {
   const own = tabs.get(clientId);
   if (own) return own;
   const client = await self.clients.get(clientId);
-  if (client) client.postMessage({ type: "VALOR_NEED_PORT", epoch: EPOCH });
+  if (client) client.postMessage({ type: TYPE.NEED_PORT, epoch: EPOCH });
   const other = await anyTab();
   // A page that never starts Valor (or a worker) is served by another tab's runtime.
   const grace = other && client?.type !== "window" ? 0 : other ? OWN_PORT_GRACE : timeout;
@@ -412,10 +416,11 @@ function toResponse({ status, reason, headers, body }) {
 }
 
 function error(status, detail) {
-  const phrases = { 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout" };
-  const reason = phrases[status] ?? "Error";
-  const body = JSON.stringify({ status, error: reason, detail });
-  return new Response(body, { status, statusText: reason, headers: { "content-type": "application/json" } });
+  // The runtime's JSON error body (responses.error_message), as the build describes it.
+  const shape = PROTOCOL.error_body;
+  const reason = PROTOCOL.reasons[status] ?? shape.fallback_reason;
+  const fields = { [shape.status_field]: status, [shape.reason_field]: reason, [shape.detail_field]: detail };
+  return new Response(JSON.stringify(fields), { status, statusText: reason, headers: shape.headers });
 }
 
 function bootPage() {

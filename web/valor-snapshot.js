@@ -6,14 +6,18 @@
 // and WASI kinds ("Illegal invocation"). It is thrown away once the snapshot is kept.
 //
 // From the runtime worker:  {base, version, key, runtimeWheel, cacheName, url}
-// To the runtime worker:    {type: "kept", bytes} | {type: "failed", error}
+// To the runtime worker:    KEPT {bytes} | FAILED {error} (valor/protocol.py, written in by the build)
+
+const PROTOCOL = /*__VALOR_PROTOCOL__*/null;
+if (!PROTOCOL) throw new Error("valor-snapshot.js is the unbuilt source: serve the output of valor build");
+const TYPE = PROTOCOL.types;
 
 self.onmessage = async ({ data }) => {
   try {
     const bytes = await make(data);
-    self.postMessage({ type: "kept", bytes });
+    self.postMessage({ type: TYPE.KEPT, bytes });
   } catch (error) {
-    self.postMessage({ type: "failed", error: String(error?.message ?? error) });
+    self.postMessage({ type: TYPE.FAILED, error: String(error?.message ?? error) });
   }
 };
 

@@ -1,23 +1,11 @@
 // The runtime worker (a module worker, one per tab): boots Pyodide, installs the Valor runtime
-// from the bundle and answers requests that the service worker sends over a MessagePort.
-//
-// Messages from the page:   {type: "boot", base, manifest, version}  start the runtime
-//                           {type: "port"} + ports[0]               the service worker's channel
-//                           {type: "ping"}                          are you responsive?
-// Messages to the page:     {type: "status", status, ...}          booting | ready | error
-//                           {type: "loaded", plugins, failures, ...} every plug-in loaded or failed
-//                           {type: "snapshot", kept, error}       one made in this browser is kept
-//                           {type: "pong"}
-//                           {type: "prefixes", prefixes}           after /_plugins changed mounts
-//                           {type: "error", error}                 {message, error_id, traceback}
-// On the port, from the SW: {type: "request", id, url, method, headers, body}  headers: CRLF lines
-//                           {type: "pull", id} | {type: "cancel", id}  a streamed answer's next part
-// On the port, to the SW:   {type: "response", id, status, reason, headers, body}  (transferred)
-//                           {type: "response", ..., body: null, stream: true}  then, per pull:
-//                           {type: "part", id, body} | {type: "end", id} | {type: "error", id, detail}
-//                           {type: "status", status}
-//                           {type: "prefixes", prefixes}           after /_plugins changed mounts
+// from the bundle and answers requests that the service worker sends over a MessagePort. Its
+// messages, to the page and on the port: valor/protocol.py, written in by the build (see
+// docs/browser.md).
 
+const PROTOCOL = /*__VALOR_PROTOCOL__*/null;
+if (!PROTOCOL) throw new Error("valor-worker.js is the unbuilt source: serve the output of valor build");
+const TYPE = PROTOCOL.types;
 let host = null; // the Python BrowserHost, once booted
 let handle = null; // host.handle, looked up once: each lookup makes a new proxy
 let pullPart = null; // host.pull and host.cancel, for streamed answers
@@ -33,9 +21,9 @@ let bootFailure = null; // why the boot failed: every request is answered 503 wi
 // Handlers first, before any await: a module worker drops messages that find no handler.
 self.onmessage = (event) => {
   const message = event.data;
-  if (message.type === "port") adopt(event.ports[0]);
-  else if (message.type === "boot") boot(message);
-  else if (message.type === "ping") self.postMessage({ type: "pong" });
+  if (message.type === TYPE.PORT) adopt(event.ports[0]);
+  else if (message.type === TYPE.BOOT) boot(message);
+  else if (message.type === TYPE.PING) self.postMessage({ type: TYPE.PONG });
 };
 
 function adopt(newPort) {
@@ -45,13 +33,13 @@ function adopt(newPort) {
   while (ports.length > KEEP_PORTS) ports.shift().close();
   port = newPort;
   port.onmessage = (event) => receive(newPort, event.data);
-  newPort.postMessage({ type: "status", status });
+  newPort.postMessage({ type: TYPE.STATUS, status });
 }
 
 function receive(from, message) {
-  if (message.type === "pull") return pull(from, message.id);
-  if (message.type === "cancel") return cancel(from, message.id);
-  if (message.type !== "request") return;
+  if (message.type === TYPE.PULL) return pull(from, message.id);
+  if (message.type === TYPE.CANCEL) return cancel(from, message.id);
+  if (message.type !== TYPE.REQUEST) return;
   if (handle) answer(from, message);
   else if (bootFailure) from.postMessage(failure(message.id, 503, bootFailure));
   else waiting.push([from, message]);
@@ -68,7 +56,7 @@ async function answer(to, { id, url, method, headers, body }) {
       later.destroy();
     }
     const [status, reason, pairs, bytes, stream] = result;
-    reply = { type: "response", id, status, reason, headers: pairs, body: bytes };
+    reply = { type: TYPE.RESPONSE, id, status, reason, headers: pairs, body: bytes };
     if (stream !== undefined) {
       // Streamed: the service worker pulls each part as the page reads (one credit per pull).
       if (!streams.has(to)) streams.set(to, new Map());
@@ -85,22 +73,22 @@ async function answer(to, { id, url, method, headers, body }) {
 
 async function pull(to, id) {
   const stream = streams.get(to)?.get(id);
-  if (stream === undefined) return to.postMessage({ type: "end", id });
+  if (stream === undefined) return to.postMessage({ type: TYPE.END, id });
   try {
     const later = pullPart(stream);
     const part = await later;
     later.destroy();
     if (part === undefined) {
       streams.get(to).delete(id);
-      to.postMessage({ type: "end", id });
+      to.postMessage({ type: TYPE.END, id });
     } else {
-      to.postMessage({ type: "part", id, body: part }, [part.buffer]);
+      to.postMessage({ type: TYPE.PART, id, body: part }, [part.buffer]);
     }
   } catch (error) {
     // Logged by the runtime under an error id, which the message names.
     streams.get(to)?.delete(id);
     const detail = String(error?.message ?? error).trim().split("\n").pop();
-    to.postMessage({ type: "error", id, detail });
+    to.postMessage({ type: TYPE.STREAM_ERROR, id, detail });
   }
 }
 
@@ -112,30 +100,29 @@ function cancel(to, id) {
 }
 
 function failure(id, status, detail) {
-  // The same JSON error body as the runtime's: {status, error, detail}.
-  const reason = { 500: "Internal Server Error", 503: "Service Unavailable" }[status];
-  const body = new TextEncoder().encode(JSON.stringify({ status, error: reason, detail }));
-  return { type: "response", id, status, reason, headers: [["content-type", "application/json"]], body };
+  // The runtime's JSON error body (responses.error_message), as the build describes it.
+  const shape = PROTOCOL.error_body;
+  const reason = PROTOCOL.reasons[status] ?? shape.fallback_reason;
+  const fields = { [shape.status_field]: status, [shape.reason_field]: reason, [shape.detail_field]: detail };
+  const body = new TextEncoder().encode(JSON.stringify(fields));
+  return { type: TYPE.RESPONSE, id, status, reason, headers: shape.headers, body };
 }
 
 function setStatus(next, extra = {}) {
   status = next;
-  self.postMessage({ type: "status", status, ...extra });
-  port?.postMessage({ type: "status", status });
+  self.postMessage({ type: TYPE.STATUS, protocol: PROTOCOL.version, status, ...extra });
+  port?.postMessage({ type: TYPE.STATUS, status });
 }
 
-async function boot({ base, manifest, version }) {
-  const bundle = buildFiles(base, version);
+async function boot({ protocol, base, manifest, version }) {
   const started = performance.now();
-  const steps = {};
+  const { steps, step } = stepTimer();
   const warnings = [];
-  const step = async (name, work) => {
-    const t = performance.now();
-    const result = await work();
-    steps[name] = Math.round(performance.now() - t);
-    return result;
-  };
   try {
+    if (protocol !== PROTOCOL.version) {
+      throw new Error(`the page speaks Valor message protocol ${protocol ?? "(none)"} and this runtime worker ${PROTOCOL.version}: they come from different builds; reload the page`);
+    }
+    const bundle = buildFiles(base, version);
     // Pyodide first: its start is the longest chain (its module, then its wasm, standard library
     // and lock file), and none of it waits for the bundle's list.
     const pyodideModule = import(`${base}pyodide/pyodide.mjs`);
@@ -143,103 +130,132 @@ async function boot({ base, manifest, version }) {
     // The script pyodide.mjs imports first thing (the same URL, so one fetch): asked for now.
     import(`${base}pyodide/pyodide.asm.mjs`).catch(() => {});
     const info = JSON.parse(new TextDecoder().decode(await step("bundle", () => bundle.read("valor-bundle.json"))));
-    // Then everything else at once: the snapshot, the runtime wheel, the plug-ins' files. The
-    // snapshot is the bundle's, or for a bundle built without Node one this browser made after
-    // an earlier boot (kept with the build's files).
-    const kept = keptSnapshot(bundle);
-    const made = info.snapshot ? null : info.snapshot_in_browser ? await kept.find() : null;
-    const source = info.snapshot ?? (made && { path: "the one made in this browser", key: kept.key });
-    const snapshot = info.snapshot ? bundle.read(info.snapshot.path) : made && Promise.resolve(made);
-    snapshot?.catch(() => {});
-    // A missing wheel or file archive is fatal, with or without a snapshot.
-    const fatal = (error) => {
-      throw Object.assign(error, { fatal: true });
-    };
-    const wheel = bundle.read(info.runtime_wheel).catch(fatal);
-    wheel.catch(() => {});
-    const files = step("files", () => bundle.read(info.files_archive)).catch(fatal);
-    files.catch(() => {});
-    // The requirements, laid out as installed: written beside the runtime, no installer.
-    const requirements = info.requirements_archive
-      ? step("requirements", () => bundle.read(info.requirements_archive)).catch(fatal)
-      : null;
-    requirements?.catch(() => {});
+    // Then everything else at once: the snapshot, the runtime wheel, the plug-ins' files.
+    const snapshot = await findSnapshot(bundle, info);
+    const archives = readArchives(bundle, info, step);
     const { loadPyodide } = await pyodideModule;
-    const indexURL = `${base}pyodide/`;
-    // The snapshot holds imported modules, not their files: the wheel's files go on the file
-    // system for what is read later (tracebacks' source lines, lazy imports), the plug-ins'
-    // files under /valor, where the bundle's manifest names them. Pyodide calls fsInit while
-    // it sets up its file system (it says where site-packages is) and goes on if it fails:
-    // the failure is thrown once Pyodide has loaded.
-    let unpacked = null;
-    const fsInit = (FS, { sitePackages }) => {
-      unpacked = (async () => {
-        unzip(await wheel, sitePackages, FS);
-        if (requirements) unzip(await requirements, sitePackages, FS);
-        unzip(await files, "/valor", FS);
-      })();
-      return unpacked.catch(() => {});
-    };
-    let pyodide = null;
-    if (snapshot) {
-      try {
-        pyodide = await step("pyodide", async () => {
-          const booted = await bundle.serving(`${base}pyodide/`, () =>
-            loadPyodide({ indexURL, fsInit, _loadSnapshot: snapshot.then(inflateSnapshot) }),
-          );
-          await unpacked;
-          booted.pyimport("valor.snapshot").restore(source.key, navigator.language ?? "");
-          return booted;
-        });
-      } catch (error) {
-        if (error.fatal) throw error;
-        // Made for another Pyodide or build, or damaged: boot as without one.
-        const warning = `the memory snapshot ${source.path} was skipped (${summary(error)}): booted without it`;
-        console.warn(`valor: ${warning}`);
-        warnings.push(warning);
-        if (made) await kept.drop(); // made again below
-      }
-    } else if (info.snapshot_in_browser) {
-      warnings.push("this bundle has no memory snapshot (built without Node): booted without it; this browser makes one for its next boots");
-    } else {
-      warnings.push("this bundle has no memory snapshot (built with --no-snapshot): booted without it");
-    }
-    if (!pyodide) {
-      pyodide = await step("pyodide", () => bundle.serving(`${base}pyodide/`, () => loadPyodide({ indexURL, fsInit })));
-      await unpacked;
-    }
-    const browser = pyodide.pyimport("valor.browser");
-    // The service worker hears of new prefixes on the port, before the /_plugins answer that
-    // caused them, so a request to a new plug-in right after it is intercepted.
-    const onChange = (prefixes) => {
-      port?.postMessage({ type: "prefixes", prefixes });
-      self.postMessage({ type: "prefixes", prefixes });
-    };
-    // The runtime answers at once; a request to a plug-in still loading waits for it.
-    const loading = performance.now();
-    host = await browser.start(`/valor/${manifest}`, base.replace(/\/$/, ""), onChange);
-    // Errors logged under an error id (a plug-in's, after its answer too): Valor.detail.errors.
-    host.report_errors((error) => self.postMessage({ type: "error", error: JSON.parse(error) }));
-    const state = host.describe().toJs({ dict_converter: Object.fromEntries });
-    handle = host.handle;
-    pullPart = host.pull;
-    cancelStream = host.cancel;
-    const fromSnapshot = Boolean(snapshot) && warnings.length === 0;
-    const bootMs = Math.round(performance.now() - started);
-    setStatus("ready", { ...state, bootMs, steps, snapshot: fromSnapshot, warnings });
-    for (const [from, message] of waiting.splice(0)) answer(from, message);
-    const later = host.loaded();
-    const loaded = (await later).toJs({ dict_converter: Object.fromEntries });
-    later.destroy();
-    steps.plugins = Math.round(performance.now() - loading);
-    self.postMessage({ type: "loaded", ...loaded, steps });
-    if (info.snapshot_in_browser && !fromSnapshot) kept.make(info.runtime_wheel);
+    const pyodide = await loadPython(loadPyodide, bundle, { info, snapshot, archives, step, warnings });
+    const fromSnapshot = Boolean(snapshot.bytes) && warnings.length === 0;
+    await startRuntime(pyodide, base, manifest, { started, steps, fromSnapshot, warnings });
+    if (info.snapshot_in_browser && !fromSnapshot) snapshot.kept.make(info.runtime_wheel);
   } catch (error) {
     console.error("valor: the runtime failed to boot", error);
     bootFailure = `the browser runtime failed to boot: ${error?.message ?? error}`;
     setStatus("error", { error: String(error?.message ?? error), warnings });
     for (const [from, { id }] of waiting.splice(0)) from.postMessage(failure(id, 503, bootFailure));
   }
+}
+
+function stepTimer() {
+  // How long each boot step took, in ms: Valor.detail.steps.
+  const steps = {};
+  const step = async (name, work) => {
+    const t = performance.now();
+    const result = await work();
+    steps[name] = Math.round(performance.now() - t);
+    return result;
+  };
+  return { steps, step };
+}
+
+async function findSnapshot(bundle, info) {
+  // The bundle's snapshot, or for a bundle built without Node one this browser made after an
+  // earlier boot (kept with the build's files). Its bytes are asked for at once.
+  const kept = keptSnapshot(bundle);
+  const made = info.snapshot ? null : info.snapshot_in_browser ? await kept.find() : null;
+  const source = info.snapshot ?? (made && { path: "the one made in this browser", key: kept.key });
+  const bytes = info.snapshot ? bundle.read(info.snapshot.path) : made && Promise.resolve(made);
+  bytes?.catch(() => {}); // reported when used
+  return { kept, made, source, bytes };
+}
+
+function readArchives(bundle, info, step) {
+  // The runtime wheel, the plug-ins' files and the requirements (laid out as installed: written
+  // beside the runtime, no installer), all asked for at once. A missing one is fatal, with or
+  // without a snapshot; each is reported when used.
+  const fatal = (error) => {
+    throw Object.assign(error, { fatal: true });
+  };
+  const read = (path, name) => {
+    const bytes = (name ? step(name, () => bundle.read(path)) : bundle.read(path)).catch(fatal);
+    bytes.catch(() => {});
+    return bytes;
+  };
+  return {
+    wheel: read(info.runtime_wheel),
+    files: read(info.files_archive, "files"),
+    requirements: info.requirements_archive ? read(info.requirements_archive, "requirements") : null,
+  };
+}
+
+async function loadPython(loadPyodide, bundle, { info, snapshot, archives, step, warnings }) {
+  const indexURL = `${bundle.base}pyodide/`;
+  // The snapshot holds imported modules, not their files: the wheel's files go on the file
+  // system for what is read later (tracebacks' source lines, lazy imports), the plug-ins'
+  // files under /valor, where the bundle's manifest names them. Pyodide calls fsInit while
+  // it sets up its file system (it says where site-packages is) and goes on if it fails:
+  // the failure is thrown once Pyodide has loaded.
+  let unpacked = null;
+  const fsInit = (FS, { sitePackages }) => {
+    unpacked = (async () => {
+      unzip(await archives.wheel, sitePackages, FS);
+      if (archives.requirements) unzip(await archives.requirements, sitePackages, FS);
+      unzip(await archives.files, "/valor", FS);
+    })();
+    return unpacked.catch(() => {});
+  };
+  const load = (options) => bundle.serving(indexURL, () => loadPyodide({ indexURL, fsInit, ...options }));
+  if (snapshot.bytes) {
+    try {
+      return await step("pyodide", async () => {
+        const booted = await load({ _loadSnapshot: snapshot.bytes.then(inflateSnapshot) });
+        await unpacked;
+        booted.pyimport("valor.snapshot").restore(snapshot.source.key, navigator.language ?? "");
+        return booted;
+      });
+    } catch (error) {
+      if (error.fatal) throw error;
+      // Made for another Pyodide or build, or damaged: boot as without one.
+      const warning = `the memory snapshot ${snapshot.source.path} was skipped (${summary(error)}): booted without it`;
+      console.warn(`valor: ${warning}`);
+      warnings.push(warning);
+      if (snapshot.made) await snapshot.kept.drop(); // made again after this boot
+    }
+  } else if (info.snapshot_in_browser) {
+    warnings.push("this bundle has no memory snapshot (built without Node): booted without it; this browser makes one for its next boots");
+  } else {
+    warnings.push("this bundle has no memory snapshot (built with --no-snapshot): booted without it");
+  }
+  const pyodide = await step("pyodide", () => load({}));
+  await unpacked;
+  return pyodide;
+}
+
+async function startRuntime(pyodide, base, manifest, { started, steps, fromSnapshot, warnings }) {
+  const browser = pyodide.pyimport("valor.browser");
+  // The service worker hears of new prefixes on the port, before the /_plugins answer that
+  // caused them, so a request to a new plug-in right after it is intercepted.
+  const onChange = (prefixes) => {
+    port?.postMessage({ type: TYPE.PREFIXES, prefixes });
+    self.postMessage({ type: TYPE.PREFIXES, prefixes });
+  };
+  // The runtime answers at once; a request to a plug-in still loading waits for it.
+  const loading = performance.now();
+  host = await browser.start(`/valor/${manifest}`, base.replace(/\/$/, ""), onChange);
+  // Errors logged under an error id (a plug-in's, after its answer too): Valor.detail.errors.
+  host.report_errors((error) => self.postMessage({ type: TYPE.LOGGED, error: JSON.parse(error) }));
+  const state = host.describe().toJs({ dict_converter: Object.fromEntries });
+  handle = host.handle;
+  pullPart = host.pull;
+  cancelStream = host.cancel;
+  const bootMs = Math.round(performance.now() - started);
+  setStatus("ready", { ...state, bootMs, steps, snapshot: fromSnapshot, warnings });
+  for (const [from, message] of waiting.splice(0)) answer(from, message);
+  const later = host.loaded();
+  const loaded = (await later).toJs({ dict_converter: Object.fromEntries });
+  later.destroy();
+  steps.plugins = Math.round(performance.now() - loading);
+  self.postMessage({ type: TYPE.LOADED, ...loaded, steps });
 }
 
 function summary(error) {
@@ -337,8 +353,8 @@ function keptSnapshot(bundle) {
       const maker = new Worker(`${base}valor-snapshot.js?v=${version}`, { type: "module" });
       maker.onmessage = ({ data }) => {
         maker.terminate();
-        if (data.type === "failed") console.warn(`valor: making the memory snapshot failed: ${data.error}`);
-        self.postMessage({ type: "snapshot", kept: data.type === "kept", error: data.error });
+        if (data.type === TYPE.FAILED) console.warn(`valor: making the memory snapshot failed: ${data.error}`);
+        self.postMessage({ type: TYPE.SNAPSHOT, kept: data.type === TYPE.KEPT, error: data.error });
       };
       maker.postMessage({ base, version, key, runtimeWheel, cacheName, url });
     },

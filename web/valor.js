@@ -6,9 +6,13 @@
 // in `event.detail`); "loaded" once every plug-in has loaded or failed (then "status" again);
 // "prefixes" after /_plugins changes; "logged" for each error the runtime logs under an error
 // id (a plug-in's, after its answer too), which `Valor.detail.errors` keeps (the last ones).
+// The messages it exchanges with both workers: valor/protocol.py, written in by the build.
 
 const BUILD = /*__VALOR_BUILD__*/null;
-export const VERSION = BUILD?.version ?? "dev";
+const PROTOCOL = /*__VALOR_PROTOCOL__*/null;
+if (!BUILD || !PROTOCOL) throw new Error("valor.js is the unbuilt source: serve the output of valor build");
+const TYPE = PROTOCOL.types;
+export const VERSION = BUILD.version;
 const ACK_TIMEOUT = 30000; // ms for the service worker to acknowledge a message (a busy device)
 const CONTROL_TIMEOUT = 60000; // ms for a new service worker to take control (15 s was short on a busy machine)
 const WATCH_INTERVAL = 1000; // ms between pings of a ready runtime worker
@@ -61,7 +65,7 @@ class ValorRuntime extends EventTarget {
   async #start({
     manifest = "plugins/plugins.json",
     timeout = 35000,
-    base = BUILD?.base ?? "/",
+    base = BUILD.base,
     bootTimeout = BOOT_TIMEOUT,
   } = {}) {
     const began = performance.now();
@@ -97,10 +101,10 @@ class ValorRuntime extends EventTarget {
     // The runtime's prefixes, if they differ from those the service worker has (the build's).
     const runtimeReady = ready.then(() => {
       if (JSON.stringify(this.prefixes) === this.#sentPrefixes) return;
-      return this.#send({ type: "VALOR_PREFIXES", prefixes: this.prefixes });
+      return this.#send({ type: TYPE.SET_PREFIXES, prefixes: this.prefixes });
     });
     this.#watch();
-    if (BUILD?.fallback) {
+    if (BUILD.fallback) {
       // Requests are intercepted now: the server answers them until this tab's runtime is ready.
       runtimeReady.catch((error) => console.warn("valor: the runtime did not start:", error.message));
       this.detail.startMs = Math.round(performance.now() - began);
@@ -130,7 +134,7 @@ class ValorRuntime extends EventTarget {
     this.#worker = new Worker(`${base}valor-worker.js?v=${VERSION}`, { type: "module" });
     this.#worker.onmessage = (event) => this.#onWorkerMessage(event.data);
     this.#worker.onerror = (event) => this.#fail(new Error(`the runtime worker failed: ${event.message ?? "could not load"}`));
-    this.#worker.postMessage({ type: "boot", base, manifest, version: VERSION });
+    this.#worker.postMessage({ type: TYPE.BOOT, protocol: PROTOCOL.version, base, manifest, version: VERSION });
   }
 
   // A plug-in that blocks the worker's thread (a sync endless loop) would wedge this tab's
@@ -143,7 +147,7 @@ class ValorRuntime extends EventTarget {
     this.#watchdog = setInterval(() => {
       if (this.status !== "ready") this.#lastPong = performance.now();
       else if (performance.now() - this.#lastPong > this.#options.timeout) this.#restartWorker();
-      else this.#worker.postMessage({ type: "ping" });
+      else this.#worker.postMessage({ type: TYPE.PING });
     }, WATCH_INTERVAL);
   }
 
@@ -169,7 +173,7 @@ class ValorRuntime extends EventTarget {
       // events: remind it until it takes over.
       const nudge = setInterval(async () => {
         const waiting = (await sw.getRegistration(this.#options.base))?.waiting;
-        if (waiting?.scriptURL === wanted) waiting.postMessage({ type: "VALOR_SKIP_WAITING", nonce: 0 });
+        if (waiting?.scriptURL === wanted) waiting.postMessage({ type: TYPE.SKIP_WAITING, nonce: 0 });
       }, NUDGE_INTERVAL);
       const timer = setTimeout(() => {
         clearInterval(nudge);
@@ -183,7 +187,7 @@ class ValorRuntime extends EventTarget {
       // After a hard reload the active worker controls the page only once it claims it. (Only
       // then: a claim by an outgoing worker can hold up its successor's activation.)
       if (!sw.controller && registration.active?.scriptURL === wanted) {
-        registration.active.postMessage({ type: "VALOR_CLAIM", nonce: 0 });
+        registration.active.postMessage({ type: TYPE.CLAIM, nonce: 0 });
       }
     });
   }
@@ -192,17 +196,23 @@ class ValorRuntime extends EventTarget {
     const controller = navigator.serviceWorker.controller;
     if (!controller || !this.#worker) return;
     const channel = new MessageChannel();
-    this.#worker.postMessage({ type: "port" }, [channel.port1]);
+    this.#worker.postMessage({ type: TYPE.PORT }, [channel.port1]);
     const { timeout, manifest } = this.#options;
     // Until the runtime is ready, the manifest's prefixes (from the build) are intercepted.
-    const prefixes = this.prefixes ?? BUILD?.prefixes ?? null;
+    const prefixes = this.prefixes ?? BUILD.prefixes;
     this.#sentPrefixes = JSON.stringify(prefixes);
-    const ack = await this.#send({ type: "VALOR_CONNECT", timeout, manifest, prefixes, version: VERSION }, [channel.port2]);
+    const connect = { type: TYPE.CONNECT, protocol: PROTOCOL.version, timeout, manifest, prefixes, version: VERSION };
+    const ack = await this.#send(connect, [channel.port2]);
     if (ack.version !== VERSION) {
       // A stale service worker: fetch the new one; its controllerchange reconnects.
       const registration = await navigator.serviceWorker.getRegistration(this.#options.base);
       await registration?.update();
       console.warn(`valor: service worker ${ack.version} replaced by ${VERSION}`);
+    }
+    if (ack.protocol !== PROTOCOL.version) {
+      // It refused the port, so this tab's runtime worker would never hear a request.
+      this.#worker.terminate();
+      throw new Error(`the service worker speaks Valor message protocol ${ack.protocol ?? "(none)"} and this page ${PROTOCOL.version}: they come from different builds; reload the page`);
     }
   }
 
@@ -222,10 +232,10 @@ class ValorRuntime extends EventTarget {
   }
 
   #onServiceWorkerMessage(message) {
-    if (message?.type === "VALOR_ACK") {
+    if (message?.type === TYPE.ACK) {
       this.#acks.get(message.nonce)?.(message);
       this.#acks.delete(message.nonce);
-    } else if (message?.type === "VALOR_NEED_PORT" && message.epoch !== this.#epoch) {
+    } else if (message?.type === TYPE.NEED_PORT && message.epoch !== this.#epoch) {
       // Every waiting request of a restarted service worker asks: one port answers them all.
       this.#epoch = message.epoch;
       this.#connect().catch((error) => {
@@ -236,29 +246,32 @@ class ValorRuntime extends EventTarget {
   }
 
   #onWorkerMessage(message) {
-    if (message.type === "pong") {
+    if (message.type === TYPE.PONG) {
       this.#lastPong = performance.now();
-    } else if (message.type === "status") {
-      const { type, status, ...detail } = message;
+    } else if (message.type === TYPE.STATUS && message.protocol !== PROTOCOL.version) {
+      this.#worker.terminate();
+      this.#fail(new Error(`the runtime worker speaks Valor message protocol ${message.protocol ?? "(none)"} and this page ${PROTOCOL.version}: they come from different builds; reload the page`));
+    } else if (message.type === TYPE.STATUS) {
+      const { type, protocol, status, ...detail } = message;
       if (status === "ready") this.prefixes = detail.prefixes;
       this.#setStatus(status, detail);
-    } else if (message.type === "loaded") {
+    } else if (message.type === TYPE.LOADED) {
       const { type, ...detail } = message;
       this.prefixes = detail.prefixes;
       this.detail = { ...this.detail, ...detail };
       for (const type of ["loaded", "status"]) {
         this.dispatchEvent(new CustomEvent(type, { detail: this.detail }));
       }
-    } else if (message.type === "snapshot") {
+    } else if (message.type === TYPE.SNAPSHOT) {
       // A bundle built without Node: this browser made its memory snapshot, for the next boots.
       this.detail = { ...this.detail, snapshotKept: message.kept, snapshotError: message.error };
       this.dispatchEvent(new CustomEvent("status", { detail: this.detail }));
-    } else if (message.type === "error") {
+    } else if (message.type === TYPE.LOGGED) {
       // An error the runtime logged under an error id, with its traceback: the last ones kept.
       const errors = [...(this.detail.errors ?? []), message.error].slice(-MAX_ERRORS);
       this.detail = { ...this.detail, errors };
       this.dispatchEvent(new CustomEvent("logged", { detail: message.error }));
-    } else if (message.type === "prefixes") {
+    } else if (message.type === TYPE.PREFIXES) {
       this.prefixes = message.prefixes; // the worker told the service worker already
       this.dispatchEvent(new CustomEvent("prefixes", { detail: message.prefixes }));
     }

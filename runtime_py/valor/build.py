@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import protocol
 from . import snapshot as snapshot_file
 from .errors import ManifestError
 from .kinds import KINDS, site_files
@@ -57,6 +58,10 @@ RESERVED_SITE_NAMES = frozenset(
     ["pyodide", "wheels", "plugins", "kinds", "valor-bundle.json", "snapshot.bin", "plugins.zip"]
 )
 BUILD_PLACEHOLDER = "/*__VALOR_BUILD__*/null"
+# The scripts that speak the browser's message protocol: the build writes it into each (and
+# the reason phrases, statuses without a body and error body they share with the runtime).
+PROTOCOL_PLACEHOLDER = "/*__VALOR_PROTOCOL__*/null"
+PROTOCOL_FILES = ("valor.js", "valor-sw.js", "valor-worker.js", "valor-snapshot.js")
 SNAPSHOT_FILE = "snapshot.bin"
 # The plug-ins' files in one archive, which the runtime worker fetches and unpacks at boot: one
 # request instead of one per file (each costs the worker and the service worker a few ms).
@@ -67,7 +72,7 @@ FILES_ARCHIVE = "plugins.zip"
 REQUIREMENTS_ARCHIVE = "requirements.zip"
 SNAPSHOT_SCRIPT = "snapshot.mjs"  # run with Node; ships in the package
 PRECOMPILE_SCRIPT = "precompile.mjs"  # the requirements' bytecode, with Node too
-SNAPSHOT_TIMEOUT = 300  # seconds for Node to make the snapshot (a few on a quiet machine)
+NODE_TIMEOUT = 300  # seconds for a Node step (the snapshot takes a few on a quiet machine)
 SKIP_NAMES = {"__pycache__", "node_modules", "target", "build", "dist"}
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent.parent
@@ -270,14 +275,7 @@ def build(
     staging = Path(tempfile.mkdtemp(prefix=".valor-build-", dir=out.resolve().parent))
     try:
         with progress.step(f"Getting Pyodide {PYODIDE_VERSION}") as notes:
-            pyodide_dir = _npm_package("pyodide", PYODIDE_VERSION, cache_dir, notes)
-            lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
-            for name in PYODIDE_FILES:
-                _copy(pyodide_dir / name, staging / "pyodide" / name)
-            # The step's note says where Pyodide came from; the shim comes the same way.
-            shim_dir = _npm_package(WASI_SHIM, WASI_SHIM_VERSION, cache_dir, [])
-            for path in sorted((shim_dir / "dist").glob("*.js")):
-                _copy(path, staging / "kinds" / "wasi-shim" / path.name)
+            pyodide_dir = _copy_pyodide(cache_dir, staging, notes)
         with progress.step("Building the runtime wheel") as notes:
             wheel = _runtime_wheel(staging / "wheels")
             bundle.runtime_wheel = f"wheels/{wheel.name}"
@@ -292,31 +290,7 @@ def build(
             else:
                 notes.append("skipped: --no-snapshot")
         with progress.step("Fetching plug-in requirements with pip") as notes:
-            platform = pyodide_platform(lock)
-            seen: set[str] = set()
-            for spec in specs:
-                wheels = []
-                if spec.requirements:
-                    requirements = list(spec.requirements)
-                    wheels = _pip_download(cache_dir, requirements, spec, notes, platform)
-                for path in wheels:
-                    if path.name not in seen:
-                        seen.add(path.name)
-                        _copy(path, staging / "wheels" / path.name)
-                        bundle.requirement_wheels.append(f"wheels/{path.name}")
-                uncovered = _uncovered_imports(spec, wheels)
-                if uncovered:
-                    progress.warn(
-                        f"plug-in {spec.name!r} imports {', '.join(uncovered)}, which neither"
-                        " its requirements nor Python's standard library provide: the browser"
-                        " will not have it (add it to 'requirements')"
-                    )
-            if bundle.requirement_wheels:
-                entries = _installed([staging / name for name in bundle.requirement_wheels])
-                entries.update(_bytecode(cache_dir, pyodide_dir, entries, progress, notes))
-                _write_zip(staging / REQUIREMENTS_ARCHIVE, sorted(entries.items()))
-                bundle.requirements_archive = REQUIREMENTS_ARCHIVE
-            notes.append(f"{len(seen)} wheels")
+            _add_requirements(bundle, specs, cache_dir, pyodide_dir, staging, progress, notes)
         with progress.step("Copying plug-ins") as notes:
             bundle.files = _copy_plugins(manifest, specs, staging / "plugins", bundle.fallback)
             _archive(staging, bundle.files, staging / bundle.files_archive)
@@ -334,6 +308,57 @@ def build(
 
 
 # -- steps ------------------------------------------------------------------------------------
+
+
+def _copy_pyodide(cache_dir: Path, staging: Path, notes: list[str]) -> Path:
+    """Pyodide's core and the WASI shim into the site; returns Pyodide's package folder."""
+    pyodide_dir = _npm_package("pyodide", PYODIDE_VERSION, cache_dir, notes)
+    for name in PYODIDE_FILES:
+        _copy(pyodide_dir / name, staging / "pyodide" / name)
+    # The step's note says where Pyodide came from; the shim comes the same way.
+    shim_dir = _npm_package(WASI_SHIM, WASI_SHIM_VERSION, cache_dir, [])
+    for path in sorted((shim_dir / "dist").glob("*.js")):
+        _copy(path, staging / "kinds" / "wasi-shim" / path.name)
+    return pyodide_dir
+
+
+def _add_requirements(
+    bundle: Bundle,
+    specs: list[PluginSpec],
+    cache_dir: Path,
+    pyodide_dir: Path,
+    staging: Path,
+    progress: Progress,
+    notes: list[str],
+) -> None:
+    """The plug-ins' requirement wheels into the site, and their files, laid out as installed
+    (with bytecode when Node can compile it), into the requirements archive."""
+    lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
+    platform = pyodide_platform(lock)
+    seen: set[str] = set()
+    for spec in specs:
+        wheels = []
+        if spec.requirements:
+            requirements = list(spec.requirements)
+            wheels = _pip_download(cache_dir, requirements, spec, notes, platform)
+        for path in wheels:
+            if path.name not in seen:
+                seen.add(path.name)
+                _copy(path, staging / "wheels" / path.name)
+                bundle.requirement_wheels.append(f"wheels/{path.name}")
+        uncovered = _uncovered_imports(spec, wheels)
+        if uncovered:
+            progress.warn(
+                f"plug-in {spec.name!r} imports {', '.join(uncovered)}, which neither"
+                " its requirements nor Python's standard library provide: the browser"
+                " will not have it (add it to 'requirements')"
+            )
+    if bundle.requirement_wheels:
+        entries = _installed([staging / name for name in bundle.requirement_wheels])
+        entries.update(_bytecode(cache_dir, pyodide_dir, entries, progress, notes))
+        _write_zip(staging / REQUIREMENTS_ARCHIVE, sorted(entries.items()))
+        bundle.requirements_archive = REQUIREMENTS_ARCHIVE
+    notes.append(f"{len(seen)} wheels")
 
 
 def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[PluginSpec]]:
@@ -443,17 +468,11 @@ def _snapshot(
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".partial")
         command = [node, str(script), str(pyodide_dir.resolve()), str(wheel), key, str(partial)]
-        try:
-            result = subprocess.run(
-                command, capture_output=True, text=True, timeout=SNAPSHOT_TIMEOUT
-            )
-        except subprocess.TimeoutExpired:
-            result = None
-        if result is None or result.returncode != 0:
-            why = "timed out" if result is None else (result.stderr or result.stdout).strip()
+        failure = _run_node(command)
+        if failure is not None:
             progress.warn(
                 f"no memory snapshot in the bundle (each browser makes one after its first"
-                f" boot): node {SNAPSHOT_SCRIPT} failed: {why[-600:]}"
+                f" boot): node {SNAPSHOT_SCRIPT} failed: {failure}"
             )
             partial.unlink(missing_ok=True)
             return None
@@ -703,15 +722,9 @@ def _bytecode(
             _write_zip(source, sorted(entries.items()))
             partial = cached.with_suffix(".partial")
             command = [node, str(script), str(pyodide_dir.resolve()), str(source), str(partial)]
-            try:
-                result = subprocess.run(
-                    command, capture_output=True, text=True, timeout=SNAPSHOT_TIMEOUT
-                )
-            except subprocess.TimeoutExpired:
-                result = None
-            if result is None or result.returncode != 0:
-                why = "timed out" if result is None else (result.stderr or result.stdout).strip()
-                progress.warn(f"the requirements ship without bytecode: node failed: {why[-600:]}")
+            failure = _run_node(command)
+            if failure is not None:
+                progress.warn(f"the requirements ship without bytecode: node failed: {failure}")
                 partial.unlink(missing_ok=True)
                 return {}
             partial.rename(cached)
@@ -760,6 +773,9 @@ def _write_site(staging: Path, bundle: Bundle, own: dict[str, Path] | None = Non
         source = _site_folder(name)
         for path in _walk(source):
             _copy(path, staging / path.relative_to(source))
+    constants = protocol.browser_constants()
+    for name in PROTOCOL_FILES:
+        _fill_placeholder(staging / name, PROTOCOL_PLACEHOLDER, constants)
     for name, source in KIND_FILES.items():
         _copy(PACKAGE_DIR / source, staging / name)
     for name, source in (own or {}).items():
@@ -796,23 +812,26 @@ def _write_site(staging: Path, bundle: Bundle, own: dict[str, Path] | None = Non
     }
     (staging / "valor-bundle.json").write_text(json.dumps(info, indent=2) + "\n")
     # The page and the service worker carry the build they belong to, to detect a stale one.
-    stamp = json.dumps(
-        {
-            "version": bundle.version,
-            "base": bundle.base,
-            "assets": bundle.assets,
-            "fallback": bundle.fallback,
-            "prefixes": bundle.prefixes,
-        }
-    )
+    stamp = {
+        "version": bundle.version,
+        "base": bundle.base,
+        "assets": bundle.assets,
+        "fallback": bundle.fallback,
+        "prefixes": bundle.prefixes,
+    }
     for name in ("valor.js", "valor-sw.js"):
-        target = staging / name
-        if not target.is_file():
-            raise BuildError(f"the site file {name!r} is missing from this installation of valor")
-        text = target.read_text()
-        if BUILD_PLACEHOLDER not in text:
-            raise BuildError(f"{name} has no {BUILD_PLACEHOLDER} placeholder")
-        target.write_text(text.replace(BUILD_PLACEHOLDER, stamp))
+        _fill_placeholder(staging / name, BUILD_PLACEHOLDER, stamp)
+
+
+def _fill_placeholder(target: Path, placeholder: str, value: Any) -> None:
+    """Write ``value`` as JSON in place of ``placeholder`` in the site file ``target``."""
+    if not target.is_file():
+        missing = f"the site file {target.name!r} is missing from this installation of valor"
+        raise BuildError(missing)
+    text = target.read_text()
+    if placeholder not in text:
+        raise BuildError(f"{target.name} has no {placeholder} placeholder")
+    target.write_text(text.replace(placeholder, json.dumps(value)))
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -838,6 +857,18 @@ def _copy(source: Path, target: Path) -> None:
     # A copy, not a link: editing the site must never change the sources or the cache.
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
+
+
+def _run_node(command: list[str]) -> str | None:
+    """Run a Node script of the build: ``None`` once it succeeded, else why it failed (the end
+    of its output, or that it timed out)."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=NODE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return "timed out"
+    if result.returncode == 0:
+        return None
+    return (result.stderr or result.stdout).strip()[-600:]
 
 
 def _run(command: list[str], failure: str) -> None:

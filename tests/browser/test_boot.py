@@ -5,7 +5,9 @@ fails to start, a bundle served under the wrong path, and the first request the 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from tests.browser.conftest import (
     site_for,
     start_page,
 )
+from valor import protocol
 from valor.build import serve
 
 pytestmark = pytest.mark.browser
@@ -181,6 +184,67 @@ def test_a_bundle_served_under_another_path_says_to_rebuild_with_base(
         # Every promise settles, with the same reason.
         loaded = page.evaluate("Valor.loaded().then(() => 'resolved', (e) => e.message)")
         assert expected in loaded
+        assert page.evaluate("Valor.status") == "error"
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def other_protocol(
+    site: Site, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """Copies of the root bundle whose service worker, or runtime worker, speaks the next
+    version of the message protocol: a page of one build beside a worker of another."""
+    constants = protocol.browser_constants()
+    ours = json.dumps(constants)
+    theirs = json.dumps({**constants, "version": protocol.VERSION + 1})
+    with ExitStack() as stack:
+        urls = {}
+        for name in ("valor-sw.js", "valor-worker.js"):
+            folder = tmp_path_factory.mktemp("other-protocol") / "dist"
+            shutil.copytree(site.folder, folder)
+            script = folder / name
+            assert ours in script.read_text()
+            script.write_text(script.read_text().replace(ours, theirs))
+            urls[name] = stack.enter_context(served(serve(folder))).url
+        yield urls
+
+
+def test_a_service_worker_of_another_protocol_version_is_refused_with_why(
+    browser: Browser, other_protocol: dict[str, str]
+) -> None:
+    ours, theirs = protocol.VERSION, protocol.VERSION + 1
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        url = other_protocol["valor-sw.js"]
+        page.goto(url + "blank.html")
+        with pytest.raises(Error) as failed:
+            page.evaluate(START, {})
+        expected = f"the service worker speaks Valor message protocol {theirs} and this page {ours}"
+        assert expected in str(failed.value)
+        # Requests of the refused page get the service worker's side of it.
+        answer = fetch(page, url + "hello")
+        assert answer.status == 503 and answer.reason == "Service Unavailable"
+        detail = json.loads(answer.body)["detail"]
+        assert f"this page speaks Valor message protocol {ours} and its service worker" in detail
+        assert f"and its service worker {theirs}: they come from different builds" in detail
+    finally:
+        context.close()
+
+
+def test_a_runtime_worker_of_another_protocol_version_fails_the_start_with_why(
+    browser: Browser, other_protocol: dict[str, str]
+) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(other_protocol["valor-worker.js"] + "blank.html")
+        with pytest.raises(Error) as failed:
+            page.evaluate(START, {})
+        ours, theirs = protocol.VERSION, protocol.VERSION + 1
+        expected = f"the runtime worker speaks Valor message protocol {theirs} and this page {ours}"
+        assert expected in str(failed.value)
         assert page.evaluate("Valor.status") == "error"
     finally:
         context.close()

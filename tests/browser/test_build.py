@@ -15,6 +15,7 @@ import pytest
 from tests.browser.wheels import write_wheel
 from tests.servers import MANIFEST, ROOT
 from valor import build as build_module
+from valor import protocol
 from valor.build import PYODIDE_FILES, BuildError, build
 
 
@@ -63,6 +64,13 @@ def test_bundle_contents(tmp_path: Path) -> None:
     # Intercepted from the start: the built-ins and the mounts, under the base.
     assert info["prefixes"][:3] == ["/sub/path/_health", "/sub/path/_plugins", "/sub/path/hello"]
     assert info["fallback"] is None
+
+
+def test_the_scripts_get_the_message_protocol_and_the_runtimes_http_facts(tmp_path: Path) -> None:
+    build(MANIFEST, tmp_path / "d", quiet=True)
+    written = f"const PROTOCOL = {json.dumps(protocol.browser_constants())};"
+    for name in ("valor.js", "valor-sw.js", "valor-worker.js", "valor-snapshot.js"):
+        assert written in (tmp_path / "d" / name).read_text(), name
 
 
 def test_no_snapshot_leaves_it_out(tmp_path: Path) -> None:
