@@ -6,7 +6,7 @@
 const PROTOCOL = /*__VALOR_PROTOCOL__*/null;
 if (!PROTOCOL) throw new Error("valor-worker.js is the unbuilt source: serve the output of valor build");
 const TYPE = PROTOCOL.types;
-let host = null; // the Python BrowserHost, once booted
+let host = null; // the Python WorkerHost (valor.browser), once booted
 let handle = null; // host.handle, looked up once: each lookup makes a new proxy
 let pullPart = null; // host.pull and host.cancel, for streamed answers
 let cancelStream = null;

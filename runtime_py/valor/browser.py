@@ -57,7 +57,7 @@ except ImportError:  # CPython: the module imports for tools and tests; only Pyo
         raise RuntimeError("valor.browser runs inside Pyodide only")
 
 
-class BrowserHost:
+class WorkerHost:
     """What the worker calls: ``handle`` for each request, ``prefixes`` to intercept."""
 
     def __init__(
@@ -219,9 +219,9 @@ async def start(
     on_change: Callable[[Any], None] | None = None,
     registry: bool = True,
     access_log: bool = False,
-) -> BrowserHost:
+) -> WorkerHost:
     """Start a runtime on the manifest. It answers at once; its plug-ins load side by side,
-    and a request to one still loading waits for it (``BrowserHost.loaded`` says when all
+    and a request to one still loading waits for it (``WorkerHost.loaded`` says when all
     have). ``on_change(prefixes)`` runs after mounts change.
 
     The registry needs no token here: it only ever holds files shipped in the bundle. Its
@@ -240,7 +240,7 @@ async def start(
     loading = runtime.start_loading(
         load_manifest(manifest_path), pause=LOAD_PAUSE, quiet=LOAD_QUIET, patience=LOAD_PATIENCE
     )
-    host = BrowserHost(runtime, loading, asyncio.get_running_loop())
+    host = WorkerHost(runtime, loading, asyncio.get_running_loop())
     if on_change is not None:
         runtime.subscribe(lambda: on_change(to_js(host.prefixes)))
     return host

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from operator import itemgetter
 from typing import Any
 
 import httpx
 
+from .event_loop import started_task
 from .kinds.proxy.rules import DEFAULT_RESPONSE_BYTES
 from .manifest import PluginSpec
 from .outbound import CALLING, MAX_DEPTH, Calling
@@ -38,7 +39,6 @@ INTERNAL_ORIGIN = "http://valor.internal"
 # Set by the transport for each hop, never passed on to a sibling.
 _NOT_TO_SIBLINGS = frozenset(["host", "connection", "content-length", "transfer-encoding"])
 _first = itemgetter(0)
-EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...)
 
 
 class CallRefused(httpx.ConnectError):
@@ -161,7 +161,7 @@ class PluginTransport(httpx.AsyncBaseTransport):
         }
         # A task of its own: the sibling's deadline is its task's, apart from the caller's,
         # whose cancellation (its own deadline) still reaches it through the await.
-        answer = _task(runtime.handle(message))
+        answer = started_task(runtime.handle(message))
         timeout = request.extensions.get("timeout", {}).get("read")
         expired = False
 
@@ -240,15 +240,6 @@ def fetch_view(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
         else:
             combined.append((name, value))
     return combined
-
-
-def _task(work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-    """A task for ``work``, started at once where Python can (3.12): a sibling that answers
-    without waiting, as most do, then costs no turn of the event loop."""
-    loop = asyncio.get_running_loop()
-    if EAGER:
-        return asyncio.Task(work, loop=loop, eager_start=True)
-    return loop.create_task(work)
 
 
 def _response(message: Any, request: httpx.Request, limits: PluginTransport) -> httpx.Response:

@@ -1,4 +1,5 @@
-"""Timers already due run at once, on every event loop the runtime runs on.
+"""The event loop as the runtime needs it on every host: timers already due run at once, and
+tasks start at once where Python can (``started_task``).
 
 CPython's event loop runs a timer whose delay is negative at once. Pyodide's ``WebLoop`` raises
 ``ValueError("Can't schedule in the past")`` instead, and ``asyncio.wait_for``,
@@ -11,6 +12,8 @@ class once, at boot, for the runtime and every plug-in.
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import Coroutine
 from typing import Any
 
 _MENDED = "_valor_runs_late_timers"
@@ -30,3 +33,15 @@ def run_late_timers_at_once(loop_class: type[asyncio.AbstractEventLoop]) -> None
 
     loop_class.call_later = call_later_or_now  # type: ignore[method-assign]
     setattr(loop_class, _MENDED, True)
+
+
+EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...)
+
+
+def started_task(work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    """A task for ``work``, run at once up to its first wait where Python can (3.12): work that
+    finishes without waiting, as most plug-ins' answers do, then costs no turn of the loop."""
+    loop = asyncio.get_running_loop()
+    if EAGER:
+        return asyncio.Task(work, loop=loop, eager_start=True)
+    return loop.create_task(work)

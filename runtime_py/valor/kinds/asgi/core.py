@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from types import ModuleType
@@ -21,6 +20,7 @@ from typing import Any
 from ...asgi_http import scope_headers, scope_paths
 from ...asgi_http import server_address as _server
 from ...errors import PluginLoadError
+from ...event_loop import started_task
 from ...failures import failed_after_answer
 from ...manifest import PluginSpec
 from ...store import Store
@@ -44,7 +44,6 @@ CLIENT_STAND_IN = ("127.0.0.1", 0)
 """``scope["client"]`` where the host does not know the peer (the browser, where the client is
 the page itself, and an in-process test client): a loopback address, so code that parses
 ``request.client.host`` works, and port 0, which no real peer has."""
-EAGER = sys.version_info >= (3, 12)  # Task(eager_start=...)
 
 
 async def load_asgi(spec: PluginSpec) -> AsgiPlugin:
@@ -236,11 +235,7 @@ class Exchange:
         self._over = False  # the last part was taken
 
     def run(self, app: App, scope: Message) -> None:
-        loop = asyncio.get_running_loop()
-        if EAGER:  # the app runs at once up to its first wait: most answer without one
-            self._app = asyncio.Task(self._run(app, scope), loop=loop, eager_start=True)
-        else:
-            self._app = loop.create_task(self._run(app, scope))
+        self._app = started_task(self._run(app, scope))
 
     async def _run(self, app: App, scope: Message) -> None:
         try:

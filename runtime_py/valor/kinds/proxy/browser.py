@@ -9,7 +9,7 @@ import asyncio
 
 from ...manifest import PluginSpec
 from ..shared.browser_ffi import js_bytes, js_message, js_object
-from .core import Headers, ProxyPlugin, Unreachable
+from .core import HeaderPairs, ProxyPlugin, Unreachable
 from .core import load as load_proxy_with
 
 # The body a browser's fetch hands over is already decoded and re-framed.
@@ -27,8 +27,8 @@ class FetchEngine:
     timeout cancels it."""
 
     async def send(
-        self, method: str, url: str, headers: Headers, body: bytes | None, max_body: int
-    ) -> tuple[int, Headers, bytes]:
+        self, method: str, url: str, headers: HeaderPairs, body: bytes | None, max_body: int
+    ) -> tuple[int, HeaderPairs, bytes]:
         from js import AbortController, Array, fetch, location
 
         if url == location.origin or url.startswith(location.origin + "/"):

@@ -25,7 +25,7 @@ from .rules import (
     upstream_url,
 )
 
-Headers = list[tuple[str, str]]
+HeaderPairs = list[tuple[str, str]]
 
 
 class Unreachable(Exception):
@@ -44,8 +44,8 @@ class ProxyEngine(Protocol):
     """A host's way of sending one request upstream."""
 
     async def send(
-        self, method: str, url: str, headers: Headers, body: bytes | None, max_body: int
-    ) -> tuple[int, Headers, bytes]:
+        self, method: str, url: str, headers: HeaderPairs, body: bytes | None, max_body: int
+    ) -> tuple[int, HeaderPairs, bytes]:
         """The upstream's status, headers and body; ``Unreachable``, ``TimedOut`` or
         ``TooLarge`` (an engine may stop reading at ``max_body`` bytes) instead."""
         ...

@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 
 from ...manifest import PluginSpec
-from .core import Headers, ProxyPlugin, TimedOut, TooLarge, Unreachable, load
+from .core import HeaderPairs, ProxyPlugin, TimedOut, TooLarge, Unreachable, load
 
 
 class HttpxEngine:
@@ -16,8 +16,8 @@ class HttpxEngine:
         self._client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False)
 
     async def send(
-        self, method: str, url: str, headers: Headers, body: bytes | None, max_body: int
-    ) -> tuple[int, Headers, bytes]:
+        self, method: str, url: str, headers: HeaderPairs, body: bytes | None, max_body: int
+    ) -> tuple[int, HeaderPairs, bytes]:
         request = self._client.build_request(method, url, headers=headers, content=body)
         try:
             response = await self._client.send(request, stream=True)
