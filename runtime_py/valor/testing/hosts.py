@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -42,7 +42,25 @@ class HostError(RuntimeError):
     """A host that did not start; the message carries its log."""
 
 
-class ServerHost(httpx.Client):
+class Host(httpx.Client):
+    """A host the tests reach with httpx: started on entering a ``with``, stopped (``close``)
+    on leaving it."""
+
+    name: str
+
+    def __enter__(self) -> Self:
+        super().__enter__()
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+
+class ServerHost(Host):
     """``valor serve MANIFEST`` in a subprocess on 127.0.0.1, reached over HTTP. Its store
     starts empty, in memory, unless ``args`` has ``--store``."""
 
@@ -61,14 +79,6 @@ class ServerHost(httpx.Client):
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
-
-    def __enter__(self) -> ServerHost:
-        super().__enter__()
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
     def start(self) -> None:
         port = free_port()
@@ -220,7 +230,7 @@ class BrowserTransport(httpx.BaseTransport):
         )
 
 
-class BrowserHost(httpx.Client):
+class BrowserHost(Host):
     """The manifest built by ``valor build``, served by a static server on 127.0.0.1 and
     answered in Chromium: each request is a ``fetch()`` in the page, which the service worker
     hands to the page's Pyodide runtime."""
@@ -243,14 +253,6 @@ class BrowserHost(httpx.Client):
         self._server: Any = None
         self._context: Any = None
         self._page: Any = None
-
-    def __enter__(self) -> BrowserHost:
-        super().__enter__()
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
     def start(self) -> None:
         from ..build import build, serve

@@ -147,21 +147,23 @@ def _put(spec: PluginSpec, limits: WasmLimits, data: bytes) -> Steps[int]:
 
 def run_steps(steps: Steps[T], do: Callable[[Step], Any]) -> T:
     """Drive ``steps`` with ``do`` (blocking: the server, in a worker thread)."""
-    result = None
-    while True:
-        try:
-            step = steps.send(result)
-        except StopIteration as done:
-            return done.value
-        result = do(step)
+    done, value = _advance(steps, None)
+    while not done:
+        done, value = _advance(steps, do(value))
+    return value
 
 
 async def run_steps_async(steps: Steps[T], do: Callable[[Step], Awaitable[Any]]) -> T:
     """Drive ``steps`` with an async ``do`` (the browser, over messages)."""
-    result = None
-    while True:
-        try:
-            step = steps.send(result)
-        except StopIteration as done:
-            return done.value
-        result = await do(step)
+    done, value = _advance(steps, None)
+    while not done:
+        done, value = _advance(steps, await do(value))
+    return value
+
+
+def _advance(steps: Steps[T], result: Any) -> tuple[bool, Any]:
+    """``steps``' next step given the last one's ``result``, or (True, its answer)."""
+    try:
+        return False, steps.send(result)
+    except StopIteration as done:
+        return True, done.value
