@@ -2,7 +2,9 @@
 
 Frames and the messages they carry are ``valor.kinds.shared.frames``. Many requests may be in
 flight at once; answers come back in any order, matched by id. Frame 0 from the process says
-it is ready (``{"ready": true}``) or why it could not load (``{"error": ...}``). An answer whose
+it is ready (``{"ready": true}``) or why it could not load (``{"error": ...}``). A frame from
+the process whose head has ``"call"`` is a call to the host (an isolated plug-in's store),
+at any time, loading included: ``on_call`` answers it with a frame of the same id. An answer whose
 head has ``"error"`` is a failure: ``"crashed": true`` answers 502, otherwise 500. If the
 process exits, every request in flight answers 502 and the next request starts a new process.
 CPython only.
@@ -17,7 +19,7 @@ import logging
 import os
 import signal
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ...errors import PluginCrashed, PluginLoadError
@@ -31,6 +33,10 @@ START_TIMEOUT = 30.0
 # What a helper process inherits of the host's environment: enough to run, no secrets (the
 # registry token, cloud credentials and the like stay in the host).
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "DENO_DIR")
+
+
+OnCall = Callable[[dict[str, Any], bytes], Awaitable[tuple[dict[str, Any], bytes]]]
+"""Answers a call from a helper process (a head and a body) with a reply's head and body."""
 
 
 def helper_environment(**extra: str) -> dict[str, str]:
@@ -55,11 +61,13 @@ class PluginProcess:
         *,
         on_cancel: str = "kill",
         env: dict[str, str] | None = None,
+        on_call: OnCall | None = None,
     ) -> None:
         self.name = name
         self.argv = list(argv)
         self.env = env if env is not None else helper_environment()
         self.on_cancel = on_cancel
+        self.on_call = on_call
         self._proc: asyncio.subprocess.Process | None = None
         self._starting: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
@@ -88,7 +96,7 @@ class PluginProcess:
         )
         self._spawn_task(self._drain_stderr(proc))
         try:
-            frame = await asyncio.wait_for(self._read_frame(proc), START_TIMEOUT)
+            frame = await asyncio.wait_for(self._first_answer(proc), START_TIMEOUT)
         except (asyncio.IncompleteReadError, TimeoutError, AbiError):
             await self._kill(proc)
             raise PluginLoadError(self.name, self._why_not_ready(proc)) from None
@@ -154,10 +162,38 @@ class PluginProcess:
         request_id, message = await receive_frame(proc.stdout)
         return request_id, unpack_message(message)
 
+    async def _first_answer(
+        self, proc: asyncio.subprocess.Process
+    ) -> tuple[int, tuple[dict, bytes]]:
+        """The first frame that is not a call (its plug-in may call the host while loading)."""
+        while True:
+            request_id, message = await self._read_frame(proc)
+            if "call" not in message[0]:
+                return request_id, message
+            self._spawn_task(self._answer_call(proc, request_id, *message))
+
+    async def _answer_call(
+        self, proc: asyncio.subprocess.Process, call_id: int, head: dict[str, Any], body: bytes
+    ) -> None:
+        reply: tuple[dict[str, Any], bytes] = ({"reply": True, "error": {}}, b"")
+        if self.on_call is not None:
+            try:
+                reply = await self.on_call(head, body)
+            except Exception:  # the host's own bug: logged, and the call still answered
+                log.exception("plug-in %s: answering a call from its process failed", self.name)
+        # To the process that called only: a process started since has ids of its own. One
+        # killed meanwhile never reads it (what the call did is done, as for a client gone).
+        if proc.returncode is None:
+            with contextlib.suppress(PluginCrashed):
+                await self._write(proc, call_id, pack_message(*reply))
+
     async def _read_answers(self, proc: asyncio.subprocess.Process) -> None:
         try:
             while True:
                 request_id, answer = await self._read_frame(proc)
+                if "call" in answer[0]:
+                    self._spawn_task(self._answer_call(proc, request_id, *answer))
+                    continue
                 future = self._pending.get(request_id)
                 if future is not None and not future.done():
                     future.set_result(answer)
