@@ -260,3 +260,60 @@ async def test_the_server_chooses_its_store_from_flag_manifest_or_default(tmp_pa
     for bad in ("", 5, ["memory:"]):
         with pytest.raises(ManifestError, match='"store"'):
             parse_manifest({"plugins": [], "store": bad}, tmp_path)
+
+
+def test_an_asgi_app_that_lets_the_store_error_escape_answers_503_on_the_message_path(
+    tmp_path: Path,
+) -> None:
+    # The browser's path (and TestClient's): the same answers as the server's pass-through
+    # (tests/test_store_server.py), from the same store errors.
+    from tests.test_store_server import STORE_APPS, store_apps_manifest
+
+    folder = tmp_path / "not-yet"
+    backend = SqliteBackend(folder / "store.sqlite3")
+    runtime = Runtime(SERVER_LOADERS, store=backend)
+    with TestClient(runtime, store_apps_manifest(tmp_path)) as http:
+        python = http.get("/python")
+        assert python.status_code == 503
+        for name in STORE_APPS:
+            answer = http.get(f"/{name}/")
+            assert answer.status_code == 503, (name, answer.text)
+            assert answer.headers["content-type"] == python.headers["content-type"]
+            assert answer.json() == json.loads(python.text.replace("'python'", repr(name)))
+        folder.mkdir()
+        assert [http.get(f"/{name}/").text for name in STORE_APPS] == ["1", "1", "1"]
+
+
+def test_an_asgi_app_with_its_own_store_error_handler_keeps_it(tmp_path: Path) -> None:
+    (tmp_path / "own.py").write_text(
+        "from starlette.responses import PlainTextResponse\n"
+        "from valor.store import StoreError\n" + ASGI + "\n"
+        "async def mine(request, exc):\n"
+        "    return PlainTextResponse('the app says: ' + type(exc).__name__, 502)\n"
+        "app.add_exception_handler(StoreError, mine)\n"
+    )
+    backend = SqliteBackend(tmp_path / "not-yet" / "store.sqlite3")
+    plugins = [{"name": "own", "type": "asgi", "path": "own.py"}]
+    with client(tmp_path, plugins, backend) as http:
+        answer = http.post("/own/")
+        assert (answer.status_code, answer.text) == (502, "the app says: StoreUnavailable")
+
+
+def test_a_full_store_answers_507_from_an_asgi_app(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    backend = SqliteBackend(path)
+    (tmp_path / "big.py").write_text(
+        "from starlette.applications import Starlette\n"
+        "from starlette.routing import Route\n"
+        "async def put(request):\n"
+        "    await request.state.store.set('big', 'x' * 60_000)\n"
+        "app = Starlette(routes=[Route('/', put, methods=['PUT'])])\n"
+    )
+    plugins = [{"name": "big", "type": "asgi", "path": "big.py"}]
+    with client(tmp_path, plugins, backend) as http:
+        http.run(backend.get("x", "y", 0))  # the file exists
+        pages = http.run(backend._writer.run(lambda c: c.execute("PRAGMA page_count").fetchone()))
+        http.run(backend._writer.run(lambda c: c.execute(f"PRAGMA max_page_count = {pages[0]}")))
+        answer = http.put("/big/")
+        assert answer.status_code == 507, answer.text
+        assert answer.json()["detail"].startswith(f"plug-in 'big': store {backend.description!r}")

@@ -244,3 +244,81 @@ def flush_redis(url: str) -> None:
         client.flushall()
     finally:
         client.close()
+
+
+STARLETTE_STORE = """
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+
+async def bump(request):  # StoreUnavailable escapes: Starlette's 500, unless Valor answers
+    return PlainTextResponse(str(await request.state.store.increment("bumps")))
+
+app = Starlette(routes=[Route("/", bump)])
+"""
+
+FASTAPI_STORE = """
+from fastapi import FastAPI, Request
+
+app = FastAPI()
+
+@app.get("/")
+async def bump(request: Request) -> int:
+    return await request.state.store.increment("bumps")
+"""
+
+RAW_STORE = """
+async def app(scope, receive, send):  # plain ASGI, no framework: it raises before answering
+    if scope["type"] != "http":
+        return
+    total = await scope["state"]["store"].increment("bumps")
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(total).encode()})
+"""
+
+PYTHON_STORE = """
+from valor import vlugin
+
+def on_create(ctx):
+    pass
+
+@vlugin
+async def bump(ctx, req):
+    return str(await ctx.store.increment("bumps"))
+"""
+
+STORE_APPS = {"starlette": STARLETTE_STORE, "fastapi": FASTAPI_STORE, "raw": RAW_STORE}
+
+
+def store_apps_manifest(folder: Path) -> Path:
+    """Three asgi apps that let the store's errors escape, and a python plug-in beside them."""
+    plugins = [{"name": "python", "type": "python", "path": "python.py"}]
+    (folder / "python.py").write_text(PYTHON_STORE)
+    for name, source in STORE_APPS.items():
+        (folder / f"{name}_app.py").write_text(source)  # not starlette.py: it would shadow it
+        plugins.append({"name": name, "type": "asgi", "path": f"{name}_app.py"})
+    manifest = folder / "plugins.json"
+    manifest.write_text(json.dumps({"plugins": plugins}))
+    return manifest
+
+
+def test_an_asgi_app_that_lets_the_store_error_escape_answers_503_naming_it(
+    tmp_path: Path,
+) -> None:
+    # The store a folder that is not there yet: out of reach until it is made.
+    folder = tmp_path / "not-yet"
+    store = f"sqlite:///{folder}/store.sqlite3"
+    manifest = store_apps_manifest(tmp_path)
+    with valor_server(manifest, "--store", store, log_dir=tmp_path) as server:
+        python = httpx.get(server.url + "/python", timeout=60)
+        assert python.status_code == 503, python.text
+        for name in STORE_APPS:
+            answer = httpx.get(server.url + f"/{name}/", timeout=60)
+            assert answer.status_code == 503, (name, answer.text)
+            assert answer.reason_phrase == python.reason_phrase
+            assert answer.headers["content-type"] == python.headers["content-type"]
+            assert answer.json() == json.loads(python.text.replace("'python'", repr(name)))
+            assert answer.json()["store"] == f"sqlite:///{folder}/store.sqlite3"
+        folder.mkdir()  # back: each answers by itself
+        for name in STORE_APPS:
+            assert httpx.get(server.url + f"/{name}/", timeout=60).text == "1"

@@ -21,9 +21,9 @@ from ...asgi_http import scope_headers, scope_paths
 from ...asgi_http import server_address as _server
 from ...errors import PluginLoadError
 from ...event_loop import started_task
-from ...failures import failed_after_answer
+from ...failures import failed_after_answer, failure_answer
 from ...manifest import PluginSpec
-from ...store import Store
+from ...store import Store, StoreError, StoreUnavailable
 from ...store.loading import store_being_loaded
 from ...streaming import Stream
 from ...wire import RequestMessage, ResponseMessage
@@ -56,9 +56,58 @@ async def load_asgi(spec: PluginSpec) -> AsgiPlugin:
         app = getattr(app, part, None)
     if not callable(app):
         raise PluginLoadError(spec.name, _no_app(spec, module, name))
-    plugin = AsgiPlugin(app, spec, store_being_loaded())
+    store = store_being_loaded()
+    if store is not None:
+        answer_store_errors(app, spec)
+    plugin = AsgiPlugin(app, spec, store)
     await plugin.start(spec.timeout)
     return plugin
+
+
+def answer_store_errors(app: Any, spec: PluginSpec) -> None:
+    """Have a Starlette or FastAPI app answer ``StoreUnavailable`` (``StoreFull``) raised
+    before its answer with the store's 503 (507), as every other kind does, rather than its
+    generic 500: an exception handler of Valor's, unless the app has one for it (or for
+    ``StoreError``). Apps without a framework need none: what they raise before answering
+    reaches the runtime, which answers it so."""
+    starlette = _framework_app(app)
+    if starlette is None:
+        return
+    handlers = starlette.exception_handlers
+    if any(cls in handlers for cls in StoreUnavailable.__mro__ if issubclass(cls, StoreError)):
+        return
+
+    async def store_unavailable(request: Any, exc: StoreUnavailable) -> App:
+        answer = failure_answer(spec, exc, False)  # logged there, as for any plug-in
+        return _answering(answer)
+
+    starlette.add_exception_handler(StoreUnavailable, store_unavailable)
+    if getattr(starlette, "middleware_stack", None) is not None:
+        starlette.middleware_stack = None  # built already (an earlier load): built again
+
+
+def _framework_app(app: Any) -> Any:
+    """The Starlette (or FastAPI) app ``app`` is, or wraps in middleware (``.app``), or None."""
+    for _ in range(16):
+        if isinstance(getattr(app, "exception_handlers", None), dict) and hasattr(
+            app, "add_exception_handler"
+        ):
+            return app
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+def _answering(answer: ResponseMessage) -> App:
+    """An ASGI app that sends ``answer`` (whole bytes)."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer["headers"]]
+
+    async def send_answer(scope: Message, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": answer["status"], "headers": headers})
+        await send({"type": "http.response.body", "body": answer["body"]})
+
+    return send_answer
 
 
 def _no_app(spec: PluginSpec, module: ModuleType, name: str) -> str:
