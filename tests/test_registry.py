@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.servers import valor_server
 from valor.runtime import Runtime
 from valor.server import SERVER_LOADERS
 from valor.store.sqlite import SqliteBackend
@@ -66,3 +70,54 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition did not come true in time"
         time.sleep(0.02)
+
+
+def valor_registry(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``valor registry ARGS`` in a process of its own, as a user runs it."""
+    command = [sys.executable, "-m", "valor.cli", "registry", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+@pytest.mark.timeout(180)
+def test_valor_registry_reset_goes_back_to_the_manifest(tmp_path: Path) -> None:
+    path = manifest(tmp_path)
+    (tmp_path / "added.py").write_text(HELLO.replace("hi", "added"))
+    # The default store, beside the manifest: what `valor registry` opens without --store.
+    store = ("--store", str(tmp_path / "valor-store.sqlite3"), "--registry")
+    env = {"VALOR_TOKEN": "t"}
+    definition = {"name": "added", "type": "python", "path": "added.py"}
+    with valor_server(path, *store, log_dir=tmp_path, env=env) as server:
+        posted = httpx.post(server.url + "/_plugins", json=definition, headers=TOKEN)
+        assert posted.status_code == 201, posted.text
+        assert httpx.delete(server.url + "/_plugins/hello", headers=TOKEN).status_code == 200
+        shown = valor_registry("show", str(path), cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout) == {
+            "store": f"sqlite:///{tmp_path}/valor-store.sqlite3",
+            "added": {"added": definition},
+            "removed": ["hello"],
+        }
+        reset = valor_registry("reset", "--store", "valor-store.sqlite3", cwd=tmp_path)
+        assert reset.returncode == 0, reset.stderr
+        assert "forgot 1 added (added) and 1 removed (hello)" in reset.stdout
+        # The running server follows: the added plug-in goes within a second or so.
+        wait_for(lambda: httpx.get(server.url + "/added").status_code == 404)
+    shown = valor_registry("show", str(path), cwd=tmp_path)
+    assert json.loads(shown.stdout)["added"] == {} and json.loads(shown.stdout)["removed"] == []
+    # Started again on the same store: the manifest alone, the removed plug-in back.
+    with valor_server(path, *store, log_dir=tmp_path, env=env) as again:
+        assert httpx.get(again.url + "/hello").text == "hi"
+        assert httpx.get(again.url + "/added").status_code == 404
+        assert (
+            httpx.post(again.url + "/_plugins", json=definition, headers=TOKEN).status_code == 201
+        )
+
+
+def test_valor_registry_names_a_store_it_cannot_reach(tmp_path: Path) -> None:
+    missing = f"sqlite:///{tmp_path}/missing/store.sqlite3"
+    for action in ("show", "reset"):
+        answer = valor_registry(action, "--store", missing, cwd=tmp_path)
+        assert answer.returncode == 1
+        assert f"store {missing!r} is unavailable" in answer.stderr
+    answer = valor_registry("reset", str(tmp_path / "nothing.json"), cwd=tmp_path)
+    assert answer.returncode == 1 and "cannot read manifest" in answer.stderr

@@ -18,6 +18,7 @@ DELEGATED = {
     "dev": ("valor.dev", "serve the bundle and the server side by side, rebuilding on changes"),
     "call": ("valor.call", "run one request through the runtime in-process and print the answer"),
     "new": ("valor.scaffold", "scaffold a new plug-in, its manifest entry and a test"),
+    "registry": ("valor.registry", "show or reset the /_plugins changes kept in the store"),
 }
 
 DEFAULT_MANIFEST = "plugins/plugins.json"
