@@ -4,6 +4,7 @@ examples' answers over real HTTP, in both hosts, are in the shared table (``test
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -311,3 +312,62 @@ async def test_a_stream_runs_ahead_of_its_reader_only_so_far(tmp_path: Path) -> 
     assert ahead + 8 <= sent[0] <= ahead + 12, sent  # taking parts lets it on, to the bound
     await stream.aclose()
     await runtime.close()
+
+
+# Apps that take every scope for a request, lifespan's too (issue 23): one waits for the
+# request's body, the other answers at once. uvicorn refuses an HTTP event on the lifespan
+# scope (the app raises: no lifespan support); the one that waits would wait forever there.
+WAITS_FOR_ITS_REQUEST = """
+async def app(scope, receive, send):
+    while True:  # until the whole body is in
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        if message["type"] == "http.request" and not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"waited"})
+"""
+
+ANSWERS_AT_ONCE = """
+import pathlib
+
+LOG = pathlib.Path(__file__).with_name("answers.log")
+
+async def app(scope, receive, send):
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"at once"})
+    except Exception as exc:
+        with LOG.open("a") as log:
+            log.write(f"{scope['type']}: {exc}\\n")
+        raise
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_an_app_that_takes_lifespan_for_a_request_loads_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="valor.plugins")
+    sources = {"waits": WAITS_FOR_ITS_REQUEST, "answers": ANSWERS_AT_ONCE}
+    # Its timeout far above the test's own: a start that waits for it fails the test.
+    runtime = await runtime_with(tmp_path, sources, timeout=120)
+    try:
+        assert runtime.failures == []
+        waited = await runtime.handle(request("http://h/waits", "POST", b"x"))
+        assert (waited["status"], waited["body"]) == (200, b"waited")
+        answered = await runtime.handle(request("http://h/answers"))
+        assert (answered["status"], answered["body"]) == (200, b"at once")
+        # Its HTTP event on the lifespan scope was refused, as uvicorn refuses it.
+        refused = (tmp_path / "answers.log").read_text()
+        assert refused.startswith("lifespan: ") and "http.response.start" in refused
+        said = [
+            r.getMessage() for r in caplog.records if "does not support lifespan" in r.getMessage()
+        ]
+        assert said == [
+            "plug-in 'waits': the app asked for another event before it replied to "
+            "lifespan.startup; it does not support lifespan: requests only"
+        ]
+    finally:
+        await asyncio.wait_for(runtime.close(), 30)  # and nothing of it is left to wait for

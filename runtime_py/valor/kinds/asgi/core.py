@@ -148,7 +148,7 @@ class AsgiPlugin:
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self, timeout: float) -> None:
-        lifespan = Lifespan(self.app, self.state)
+        lifespan = Lifespan(self.app, self.state, self.name)
         try:
             reply = await asyncio.wait_for(lifespan.startup(), timeout)
         except TimeoutError:
@@ -400,19 +400,27 @@ class Exchange:
 
 
 class Lifespan:
-    """The app's lifespan protocol, run as a task for the plug-in's life."""
+    """The app's lifespan protocol, run as a task for the plug-in's life.
 
-    def __init__(self, app: App, state: dict[str, Any]) -> None:
+    An app that takes the lifespan scope for a request does not support lifespan, as uvicorn
+    decides it: an HTTP event it sends there is refused (``send`` raises, so it stops); and
+    one that asks for the next event before it replied to this one (a loop waiting for its
+    request's body) is stopped there, where uvicorn would wait for it forever.
+    """
+
+    def __init__(self, app: App, state: dict[str, Any], name: str = "") -> None:
         self.app = app
         self.state = state
+        self.name = name
         self._events: asyncio.Queue[Message] = asyncio.Queue()
         self._replies: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[Any] | None = None
+        self._owed: str | None = None  # the event the app took and has not replied to yet
 
     async def startup(self) -> Message | None:
         """Run start-up: the app's reply, or None when it does not support lifespan."""
         scope = {"type": "lifespan", "asgi": ASGI, "state": self.state}
-        self._task = asyncio.ensure_future(self.app(scope, self._events.get, self._replies.put))
+        self._task = asyncio.ensure_future(self.app(scope, self._receive, self._send))
         await self._events.put({"type": "lifespan.startup"})
         return await self._reply()
 
@@ -433,6 +441,29 @@ class Lifespan:
             return
         if reply is not None and reply["type"] == "lifespan.shutdown.failed":
             log.error("an ASGI app's lifespan shut-down failed: %s", reply.get("message", ""))
+
+    async def _receive(self) -> Message:
+        if self._owed:
+            log.info(
+                "plug-in %r: the app asked for another event before it replied to %s; it "
+                "does not support lifespan: requests only",
+                self.name,
+                self._owed,
+            )
+            raise asyncio.CancelledError  # it ends here, as if cancelled while it waits
+        event = await self._events.get()
+        self._owed = event["type"]
+        return event
+
+    async def _send(self, message: Message) -> None:
+        kind = message.get("type")
+        if not isinstance(kind, str) or not kind.startswith("lifespan."):
+            raise RuntimeError(
+                f"the lifespan scope takes lifespan events only; the app sent {kind!r} "
+                "(is it answering the lifespan scope as a request?)"
+            )
+        self._owed = None
+        await self._replies.put(message)
 
     async def _reply(self) -> Message | None:
         """The app's next lifespan message, or None when it returned or raised instead (an app
