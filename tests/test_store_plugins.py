@@ -317,3 +317,23 @@ def test_a_full_store_answers_507_from_an_asgi_app(tmp_path: Path) -> None:
         answer = http.put("/big/")
         assert answer.status_code == 507, answer.text
         assert answer.json()["detail"].startswith(f"plug-in 'big': store {backend.description!r}")
+
+
+def test_a_starlette_app_wrapped_in_middleware_answers_503_too(tmp_path: Path) -> None:
+    (tmp_path / "wrapped.py").write_text(
+        ASGI
+        + "\n"
+        + "class Timing:  # a plain ASGI middleware, as Sentry's or a user's own: `.app` inside\n"
+        + "    def __init__(self, app):\n"
+        + "        self.app = app\n"
+        + "    async def __call__(self, scope, receive, send):\n"
+        + "        await self.app(scope, receive, send)\n"
+        + "\n"
+        + "app = Timing(app)\n"
+    )
+    backend = SqliteBackend(tmp_path / "not-yet" / "store.sqlite3")
+    plugins = [{"name": "wrapped", "type": "asgi", "path": "wrapped.py"}]
+    with client(tmp_path, plugins, backend) as http:
+        answer = http.post("/wrapped/")
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["store"] == backend.description
