@@ -182,8 +182,10 @@ class PluginTransport(httpx.AsyncBaseTransport):
                 f"{' -> '.join([*chain, called])} (a loop?)"
             )
             return _response(error_message(508, detail), request, self)
+        # One pass over the headers: each look-up in httpx's Headers decodes them all again.
         headers = [[n, v] for n, v in request.headers.multi_items() if n not in _NOT_TO_SIBLINGS]
-        if current is not None and current.correlation_id and "x-request-id" not in request.headers:
+        has_id = any(pair[0] == "x-request-id" for pair in headers)
+        if current is not None and current.correlation_id and not has_id:
             headers.append(["x-request-id", current.correlation_id])
         origin = (current.origin if current is not None else None) or INTERNAL_ORIGIN
         message = {
@@ -279,11 +281,17 @@ def _response(message: Any, request: httpx.Request, limits: PluginTransport) -> 
     """A runtime's answer (a wire response) as an httpx response to ``request``."""
     status = message["status"]
     body = message["body"]
-    parts = _Parts(body) if isinstance(body, Stream) else httpx.ByteStream(body or b"")
+    stream: httpx.AsyncByteStream
+    if isinstance(body, Stream):
+        stream = _Limited(_Parts(body), limits, request)
+    elif body and len(body) > limits.limit:
+        stream = _Limited(httpx.ByteStream(body), limits, request)  # raises as it is read
+    else:  # within the limit already: one async generator less per call (measured)
+        stream = httpx.ByteStream(body or b"")
     response = httpx.Response(
         status,
         headers=message["headers"],
-        stream=_Limited(parts, limits, request),
+        stream=stream,
         request=request,
         extensions={"reason_phrase": reason(status).encode("ascii")},
     )
