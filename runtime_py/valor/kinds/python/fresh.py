@@ -48,8 +48,8 @@ def _modules_in(folder: Path, package: bool) -> dict[str, str]:
     found = {}
     for name, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if not isinstance(file, str) or not file.startswith(inside):
-            continue
+        if not isinstance(file, str) or not file.startswith(inside) or name == "__main__":
+            continue  # __main__: a script run from the plug-ins' folder is no helper of theirs
         if package or os.sep not in file[len(inside) :]:
             found[name] = file
     return found
