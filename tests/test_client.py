@@ -144,3 +144,74 @@ async def test_a_sibling_is_found_below_the_runtimes_root_path(tmp_path: Path) -
     got = json.loads(json.loads(answer["body"])["body"])
     assert got["url"] == "http://host/below?q=1", got
     assert ["x-forwarded-prefix", "/sub/echo"] in got["headers"], got
+
+
+ECHO_PATH = """from valor import vlugin
+
+
+@vlugin
+async def on_request(req):
+    if req.path == "/latin":
+        return (b"caf\\xe9", 200, {"content-type": "text/plain; charset=latin-1"})
+    if req.path == "/unknown":
+        return (b"caf\\xc3\\xa9", 200, {"content-type": "text/plain; charset=no-such-codec"})
+    return req.path + "?" + str(req.query_params)
+"""
+
+CALLER = """from valor import vlugin
+
+
+def on_create(ctx):
+    pass
+
+
+@vlugin
+async def on_request(ctx, req):
+    http = ctx.http
+    seen = [(await http.get("/echo/a?n=1")).text, (await http.get("/echo/a?n=1")).text]
+    seen.append((await http.get("/echo/a?n=1", params={"q": "2"})).text)
+    seen.append((await http.get("/echo/latin")).text)
+    seen.append((await http.get("/echo/latin")).text)
+    seen.append((await http.get("/echo/unknown")).text)
+    try:
+        for base in ("http://valor.internal/echo/", "http://valor.internal/echo/a/"):
+            http.base_url = base
+            seen.append((await http.get("b")).text)
+    finally:
+        http.base_url = "http://valor.internal"
+    seen.append((await http.get("/echo/a?n=1")).text)
+    return {"seen": seen}
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+async def test_the_clients_shortcuts_answer_as_httpx_does(tmp_path: Path) -> None:
+    # The client remembers merged URLs and content types' charsets (valor.client.PluginClient,
+    # _charset): repeated calls, params, a changed base_url and charsets still read as httpx's.
+    (tmp_path / "echo.py").write_text(ECHO_PATH)
+    (tmp_path / "caller.py").write_text(CALLER)
+    plugins = [
+        {"name": "echo", "type": "python", "path": "echo.py"},
+        {"name": "caller", "type": "python", "path": "caller.py"},
+    ]
+    (tmp_path / "plugins.json").write_text(json.dumps({"plugins": plugins}))
+    runtime = Runtime({"python": load_python})
+    await runtime.load(load_manifest(tmp_path / "plugins.json"), strict=True)
+    try:
+        message = {"url": "http://host/caller", "method": "GET", "headers": [], "body": None}
+        answer = await runtime.handle(message)
+    finally:
+        await runtime.close()
+    assert answer["status"] == 200, answer["body"]
+    assert json.loads(answer["body"])["seen"] == [
+        "/a?n=1",
+        "/a?n=1",
+        "/a?q=2",  # httpx 0.28+: params replace the URL's query, as with a plain client
+        "café",
+        "café",
+        "café",  # an unknown charset: httpx's default, utf-8
+        "/b?",
+        "/a/b?",  # the same URL text, merged with the new base_url
+        "/a?n=1",
+    ]

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import REGISTRY_TOKEN
 from tests.servers import valor_server
 from valor.runtime import Runtime
 from valor.server import SERVER_LOADERS
@@ -121,3 +122,47 @@ def test_valor_registry_names_a_store_it_cannot_reach(tmp_path: Path) -> None:
         assert f"store {missing!r} is unavailable" in answer.stderr
     answer = valor_registry("reset", str(tmp_path / "nothing.json"), cwd=tmp_path)
     assert answer.returncode == 1 and "cannot read manifest" in answer.stderr
+
+
+PACKAGE_PLUGINS = {
+    "python": (
+        "from valor import vlugin\n\nfrom .helper import WORD\n\n\n"
+        "@vlugin\ndef hello(req):\n    return WORD\n"
+    ),
+    "asgi": (
+        "from .helper import WORD\n\n\n"
+        "async def app(scope, receive, send):\n"
+        "    if scope['type'] != 'http':\n        return\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': WORD.encode()})\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", ["python", "asgi", "python beside"])
+def test_a_package_plugin_added_again_runs_its_changed_modules(tmp_path: Path, kind: str) -> None:
+    # A plug-in in a package, removed and added again after its helper module changed, runs
+    # the new helper: its package's modules are not kept from the first load (issue 23). The
+    # same for a plug-in file with a helper module beside it ("python beside").
+    package = tmp_path / "shop"
+    package.mkdir()
+    if kind == "python beside":
+        source = PACKAGE_PLUGINS["python"].replace("from .helper", "from helper")
+        (package / "main.py").write_text(source)
+        kind = "python"
+    else:
+        (package / "__init__.py").write_text("")
+        (package / "main.py").write_text(PACKAGE_PLUGINS[kind])
+    (package / "helper.py").write_text("WORD = 'first'\n")
+    definition = {"name": "shop", "type": kind, "path": "shop/main.py"}
+    (tmp_path / "plugins.json").write_text(json.dumps({"plugins": [definition]}))
+    auth = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
+    env = {"VALOR_TOKEN": REGISTRY_TOKEN}
+    with valor_server(tmp_path / "plugins.json", "--registry", log_dir=tmp_path, env=env) as server:
+        assert httpx.get(server.url + "/shop").text == "first"
+        (package / "helper.py").write_text("WORD = 'the second'\n")  # another size: a new .pyc
+        removed = httpx.delete(server.url + "/_plugins/shop", headers=auth)
+        assert removed.status_code == 200, removed.text
+        added = httpx.post(server.url + "/_plugins", json=definition, headers=auth)
+        assert added.status_code == 201, added.text
+        assert httpx.get(server.url + "/shop").text == "the second"

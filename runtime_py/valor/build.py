@@ -93,6 +93,7 @@ class Bundle:
     files_archive: str = FILES_ARCHIVE
     runtime_wheel: str = ""
     requirement_wheels: list[str] = field(default_factory=list)
+    """The names of the wheels the requirements archive was made from (not in the site)."""
     requirements_archive: str | None = None
     """The requirement wheels' files, laid out as installed, in one stored archive, which the
     runtime worker writes into site-packages before Python starts (no installer at boot)."""
@@ -331,21 +332,20 @@ def _add_requirements(
     progress: Progress,
     notes: list[str],
 ) -> None:
-    """The plug-ins' requirement wheels into the site, and their files, laid out as installed
-    (with bytecode when Node can compile it), into the requirements archive."""
+    """The plug-ins' requirement wheels' files, laid out as installed (with bytecode when Node
+    can compile it), into the requirements archive; their names into ``bundle``."""
     lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
     platform = pyodide_platform(lock)
-    seen: set[str] = set()
+    chosen: dict[str, Path] = {}
     for spec in specs:
         wheels = []
         if spec.requirements:
             requirements = list(spec.requirements)
             wheels = _pip_download(cache_dir, requirements, spec, notes, platform)
         for path in wheels:
-            if path.name not in seen:
-                seen.add(path.name)
-                _copy(path, staging / "wheels" / path.name)
-                bundle.requirement_wheels.append(f"wheels/{path.name}")
+            if path.name not in chosen:
+                chosen[path.name] = path
+                bundle.requirement_wheels.append(path.name)
         uncovered = _uncovered_imports(spec, wheels)
         if uncovered:
             progress.warn(
@@ -353,12 +353,15 @@ def _add_requirements(
                 " its requirements nor Python's standard library provide: the browser"
                 " will not have it (add it to 'requirements')"
             )
-    if bundle.requirement_wheels:
-        entries = _installed([staging / name for name in bundle.requirement_wheels])
+    # The wheels themselves stay out of the site: the runtime worker reads only the archive,
+    # and a copy of each beside it doubled the requirements' share of the bundle and of the
+    # service worker's precache.
+    if chosen:
+        entries = _installed(list(chosen.values()))
         entries.update(_bytecode(cache_dir, pyodide_dir, entries, progress, notes))
         _write_zip(staging / REQUIREMENTS_ARCHIVE, sorted(entries.items()))
         bundle.requirements_archive = REQUIREMENTS_ARCHIVE
-    notes.append(f"{len(seen)} wheels")
+    notes.append(f"{len(chosen)} wheels")
 
 
 def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[PluginSpec]]:

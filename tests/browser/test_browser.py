@@ -420,7 +420,8 @@ def test_requirements_are_installed_from_the_bundle(
     (source / "plugins.json").write_text(json.dumps({"plugins": [plugin]}))
     build(source / "plugins.json", tmp_path / "dist", quiet=True)
     info = json.loads((tmp_path / "dist" / "valor-bundle.json").read_text())
-    assert info["requirement_wheels"] == ["wheels/valor_testdep-1.0-py3-none-any.whl"]
+    assert info["requirement_wheels"] == ["valor_testdep-1.0-py3-none-any.whl"]
+    assert not (tmp_path / "dist" / "wheels" / info["requirement_wheels"][0]).exists()
     server = serve(tmp_path / "dist")
     threading.Thread(target=server.serve_forever, daemon=True).start()
     context = browser.new_context()

@@ -210,9 +210,12 @@ def test_a_requirement_compiled_for_pyodide_is_bundled(
     path = manifest(tmp_path / "p", [plugin], {"h.py": HELLO})
     build(path, tmp_path / "d", quiet=True)
     info = json.loads((tmp_path / "d" / "valor-bundle.json").read_text())
-    wheel = "wheels/valor_compiled-1.0-cp314-cp314-pyemscripten_2026_0_wasm32.whl"
+    wheel = "valor_compiled-1.0-cp314-cp314-pyemscripten_2026_0_wasm32.whl"
     assert info["requirement_wheels"] == [wheel]
-    assert (tmp_path / "d" / wheel).is_file()
+    # Shipped once: as the archive below, not also as the wheel (nor precached twice).
+    assert not (tmp_path / "d" / "wheels" / wheel).exists()
+    assert [a for a in info["assets"] if a.startswith("wheels/")] == [info["runtime_wheel"]]
+    assert info["requirements_archive"] in info["assets"]
     # Its files, laid out as installed, in the stored archive the runtime worker writes out.
     with zipfile.ZipFile(tmp_path / "d" / info["requirements_archive"]) as archive:
         assert "valor_compiled/__init__.py" in archive.namelist()

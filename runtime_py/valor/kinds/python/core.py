@@ -23,6 +23,7 @@ from ...store import Store
 from ...store.loading import store_being_loaded
 from ...streaming import Stream
 from ...wire import RequestMessage, ResponseMessage, WireError, body_bytes, response_message
+from . import fresh
 
 _reply: ContextVar[Any] = ContextVar("valor_reply")
 _VALOR_DIR = str(Path(__file__).resolve().parents[2]) + "/"  # this is valor/kinds/python/
@@ -228,9 +229,13 @@ def import_plugin_module(
     entry = str(folder.resolve())
     if entry not in sys.path:
         sys.path.insert(0, entry)
+    own = folder / module_name.partition(".")[0] if module_name is not None else path.parent
+    fresh.forget_if_changed(own, package=module_name is not None)
     try:
         if module_name is not None:
-            return _import_package_module(name, path, module_name, folder, store)
+            found = _import_package_module(name, path, module_name, folder, store)
+            fresh.remember(own, package=True)
+            return found
         if spec is None or spec.loader is None:
             raise PluginLoadError(name, f"cannot import {path} as a Python module")
         module = importlib.util.module_from_spec(spec)
@@ -238,6 +243,7 @@ def import_plugin_module(
         if store is not None:  # a worker-style module's store, a global as postMessage is
             module.store = store  # type: ignore[attr-defined]
         spec.loader.exec_module(module)
+        fresh.remember(own, package=False)
     except PluginLoadError:
         raise
     except SyntaxError as exc:
