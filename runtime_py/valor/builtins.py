@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .errors import BodyError, ManifestError, PluginLoadError
 from .failures import registry_store_failure
 from .headers import first_value
-from .manifest import parse_plugin
+from .manifest import HEALTH_PREFIX, REGISTRY_PREFIX, parse_plugin
 from .registry import SharedRegistry
 from .responses import JSON, error_message
 from .store import MemoryBackend, StoreError
@@ -56,7 +56,7 @@ async def receive(message: RequestMessage, read_body: BodyReader | None) -> Resp
 class Health:
     """``/_health``: the host answers; how many plug-ins are mounted, and which failed."""
 
-    prefix = "/_health"
+    prefix = HEALTH_PREFIX
     subpaths = False
 
     def __init__(self, runtime: Runtime) -> None:
@@ -87,7 +87,7 @@ class Registry:
     kept in the store and followed by every runtime that shares it (``SharedRegistry``). Off,
     it answers 404 saying how to turn it on."""
 
-    prefix = "/_plugins"
+    prefix = REGISTRY_PREFIX
     subpaths = True
 
     def __init__(self, runtime: Runtime, enabled: bool, token: str | None) -> None:

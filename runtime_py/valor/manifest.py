@@ -24,7 +24,10 @@ from typing import Any
 from .errors import ManifestError
 from .kinds import KINDS, Kind
 
-RESERVED_PREFIXES = ("/_health", "/_plugins")
+HEALTH_PREFIX = "/_health"
+REGISTRY_PREFIX = "/_plugins"
+RESERVED_PREFIXES = (HEALTH_PREFIX, REGISTRY_PREFIX)
+"""The built-ins' prefixes (``valor.builtins``), which no plug-in may take."""
 DEFAULT_TIMEOUT = 30.0
 ISOLATIONS = ("none", "process")
 # What each ``limits`` key bounds; a missing key takes the host's default.

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 
 from .errors import ManifestError
 from .kinds import Plugin
-from .manifest import PluginSpec
+from .manifest import HEALTH_PREFIX, REGISTRY_PREFIX, PluginSpec
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def builtin_at(builtins: dict[str, Any], path: str) -> Any:
 
 def intercept_prefixes(root_path: str, prefixes: list[str], registry: bool) -> list[str]:
     """The built-ins' and ``prefixes`` under ``root_path``: what a service worker intercepts."""
-    builtins = ["/_health", *(["/_plugins"] if registry else [])]
+    builtins = [HEALTH_PREFIX, *([REGISTRY_PREFIX] if registry else [])]
     return [root_path + p if p != "/" else root_path + "/" for p in [*builtins, *prefixes]]
 
 
