@@ -434,10 +434,9 @@ class _Call:
 def _wire_answer(status: Any, start: Message, part: bytes, more: bool) -> dict[str, Any]:
     """The answer as the message path has it before its checks: its headers decoded, a stream
     (refused with a status that has no body) or its bytes."""
-    headers = [
-        [name.decode("latin-1"), value.decode("latin-1")]
-        for name, value in start.get("headers", ())
-    ]
+    headers = []
+    for name, value in start.get("headers", ()):  # a loop: cheaper than a comprehension on 3.11
+        headers.append([name.decode("latin-1"), value.decode("latin-1")])
     answer: dict[str, Any] = {"status": status, "headers": headers, "body": part}
     if more:
         answer["body"] = Stream(_no_parts())
