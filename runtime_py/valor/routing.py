@@ -74,12 +74,16 @@ class MountTable:
 
 def split_url(url: str) -> tuple[str, str, str]:
     """``(origin, path, "?query")`` of an absolute URL or a bare path; the fragment dropped."""
-    url = url.partition("#")[0]
+    # Most URLs have neither fragment nor query: testing for one costs less than partition().
+    if "#" in url:
+        url = url.partition("#")[0]
     scheme_end = url.find("://")
     path_start = url.find("/", scheme_end + 3) if scheme_end >= 0 else 0
     if path_start < 0:
         path_start = len(url)
     origin, rest = url[:path_start], url[path_start:]
+    if "?" not in rest:
+        return origin, rest or "/", ""
     path, mark, query = rest.partition("?")
     return origin, path or "/", mark + query
 
