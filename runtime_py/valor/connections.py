@@ -58,8 +58,8 @@ class HeadTimer:
 class GuardedH11Protocol(HeadTimer, H11Protocol):
     # As the httptools protocol's: one timer per connection, moved lazily (when it fires it
     # looks at when the head now awaited is due). A timer set on each answer and cancelled on
-    # each head, with data_received wrapped to see the head, cost about 8,000 instructions
-    # per request, 1 % of h11's whole request.
+    # each head, with data_received wrapped to see the head, cost about 29,000 instructions
+    # per request (callgrind), 4 % of h11's whole request.
     _head_due = 0.0  # when the head awaited since the latest answer must be complete
 
     def on_response_complete(self) -> None:
