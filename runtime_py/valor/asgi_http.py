@@ -105,7 +105,11 @@ def request_url(scope: Scope) -> tuple[str, str | None]:
     percent-encoded, as the browser host hands them over); Host only names the origin.
     """
     host, bad_host = request_host(scope)
-    path = target_path(scope)
+    raw_path = scope.get("raw_path")
+    if raw_path and not scope.get("root_path"):  # target_path's usual case, without its call
+        path = raw_path.decode("latin-1")
+    else:
+        path = target_path(scope)
     query = scope.get("query_string", b"").decode("latin-1")
     url = f"{scope.get('scheme', 'http')}://{host}{path}" + (f"?{query}" if query else "")
     return url, bad_host

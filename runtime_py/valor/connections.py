@@ -56,11 +56,11 @@ class HeadTimer:
 
 
 class GuardedH11Protocol(HeadTimer, H11Protocol):
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self._head_timer is not None and self.conn.their_state is not h11.IDLE:
-            self._head_timer.cancel()
-            self._head_timer = None
+    # As the httptools protocol's: one timer per connection, moved lazily (when it fires it
+    # looks at when the head now awaited is due). A timer set on each answer and cancelled on
+    # each head, with data_received wrapped to see the head, cost about 29,000 instructions
+    # per request (callgrind), 4 % of h11's whole request.
+    _head_due = 0.0  # when the head awaited since the latest answer must be complete
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -68,13 +68,19 @@ class GuardedH11Protocol(HeadTimer, H11Protocol):
             self._await_head()
 
     def _await_head(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-        self._head_timer = self.loop.call_later(self.timeout_headers, self._head_timed_out)
+        self._head_due = self.loop.time() + self.timeout_headers
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_at(self._head_due, self._check_head)
 
-    def _head_timed_out(self) -> None:
+    def _check_head(self) -> None:
         self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        # h11 stays IDLE until a whole head has come: past IDLE, a request is being answered
+        # and its answer waits again for the next head.
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self._head_due > self.loop.time():
+            self._head_timer = self.loop.call_at(self._head_due, self._check_head)
+        else:  # no answer since the head was due, and no whole head: it never came
             self.transport.close()
 
 

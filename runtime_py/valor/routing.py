@@ -4,6 +4,7 @@ prefix, matched on whole segments of the decoded path), as Starlette's ``Mount``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 from urllib.parse import unquote
 
@@ -73,12 +74,16 @@ class MountTable:
 
 def split_url(url: str) -> tuple[str, str, str]:
     """``(origin, path, "?query")`` of an absolute URL or a bare path; the fragment dropped."""
-    url = url.partition("#")[0]
+    # Most URLs have neither fragment nor query: testing for one costs less than partition().
+    if "#" in url:
+        url = url.partition("#")[0]
     scheme_end = url.find("://")
     path_start = url.find("/", scheme_end + 3) if scheme_end >= 0 else 0
     if path_start < 0:
         path_start = len(url)
     origin, rest = url[:path_start], url[path_start:]
+    if "?" not in rest:
+        return origin, rest or "/", ""
     path, mark, query = rest.partition("?")
     return origin, path or "/", mark + query
 
@@ -129,10 +134,17 @@ def fetch_order(headers: Any, drop: str) -> list[list[str]]:
     sorted, a repeated name's values joined by ``", "`` in order (``"; "`` for ``cookie``),
     without the header named ``drop``. RFC 9110 (5.3) lets a recipient combine them so; doing
     it in both hosts gives a plug-in the same list wherever it runs."""
-    pairs = sorted(
-        [[lower, value] for name, value in headers if (lower := name.lower()) != drop], key=_first
-    )
-    if len({name for name, _ in pairs}) == len(pairs):
+    # Loops and set(map()) rather than comprehensions, each a function call of its own on
+    # Python 3.11: a fifth of this function's time for a request's few headers.
+    pairs = []
+    for name, value in headers:
+        pairs.append([name.lower(), value])
+    pairs.sort(key=_first)
+    names = set(map(_first, pairs))
+    if drop in names:
+        pairs = [pair for pair in pairs if pair[0] != drop]
+        names.discard(drop)
+    if len(names) == len(pairs):
         return pairs  # no name repeats, the usual case
     combined: list[list[str]] = []
     for pair in pairs:
@@ -147,5 +159,5 @@ def fetch_order(headers: Any, drop: str) -> list[list[str]]:
     return combined
 
 
-def _first(pair: list[str]) -> str:
-    return pair[0]
+_first = itemgetter(0)
+"""A pair's name: as a sort key, itemgetter runs in C, a Python function would not."""

@@ -226,6 +226,7 @@ class Runtime:
         path = decoded(raw_path)
         mount: Mount | None = None
         body = message.get("body") or None  # an empty body is no body, in both hosts
+        method = message["method"].upper()
 
         if (self.root_path and not full_path.startswith(self.root_path)) or path[0] != "/":
             response = error_message(404, f"no plug-in is mounted at {full_path!r}")
@@ -245,15 +246,17 @@ class Runtime:
                 response = failed or await self._call(
                     mount,
                     message,
+                    method,
                     origin,
                     raw_path,
                     path,
                     query,
-                    message.get("body") or None,
+                    # A body read late (read_body) is in the message now.
+                    body if read_body is None else message.get("body") or None,
                     correlation_id,
                     request_id,
                 )
-        if message["method"].upper() == "HEAD":
+        if method == "HEAD":
             if isinstance(response["body"], Stream):
                 await response["body"].aclose()
             response["body"] = b""  # the answer a GET would get, without its body
@@ -304,6 +307,7 @@ class Runtime:
         self,
         mount: Mount,
         message: RequestMessage,
+        method: str,
         origin: str,
         raw_path: str,
         path: str,
@@ -322,7 +326,6 @@ class Runtime:
             )
         else:  # the client's headers; the rest beside them (an ASGI app's scope)
             headers = message["headers"]
-        method = message["method"].upper()
         forwarded: RequestMessage = {
             "url": origin + below(raw_path, path, spec.prefix) + query,
             # HEAD reaches every kind of plug-in as GET; handle() drops the body.

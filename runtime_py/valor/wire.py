@@ -72,6 +72,11 @@ _VALUE = re.compile(r"[\t\x20-\x7e]*")
 # plug-in that invents names cannot grow it without end.
 _kept_names: set[str] = set()
 _KEPT_NAMES_MAX = 1024
+# Short values seen valid and trimmed (a content type, a cache policy): looking one up costs a
+# tenth of the regular expression. Bounded as the names are; long values are seldom repeated.
+_kept_values: set[str] = set()
+_KEPT_VALUES_MAX = 1024
+_KEPT_VALUE_SIZE = 64
 
 
 def http_answer(answer: ResponseMessage, drop: frozenset[str] = frozenset()) -> ResponseMessage:
@@ -95,10 +100,14 @@ def http_answer(answer: ResponseMessage, drop: frozenset[str] = frozenset()) -> 
                 dropped = True
             elif len(_kept_names) < _KEPT_NAMES_MAX:
                 _kept_names.add(name)
+        if value in _kept_values:
+            continue
         if not _TRIMMED_VALUE.fullmatch(value):
             if not _VALUE.fullmatch(value):
                 raise WireError(f"header {name!r} has a value HTTP cannot carry: {value!r:.80}")
             headers[index] = [name, value.strip(" \t")]
+        elif len(value) <= _KEPT_VALUE_SIZE and len(_kept_values) < _KEPT_VALUES_MAX:
+            _kept_values.add(value)
     if dropped:
         answer["headers"] = [pair for pair in headers if pair[0].lower() not in drop]
     return answer
