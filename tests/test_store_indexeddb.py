@@ -14,17 +14,25 @@ from valor.store.indexeddb import _Answer
 pytestmark = [pytest.mark.timeout(30)]
 
 
+async def waiting_task(
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[_Answer, list[str], asyncio.Task[None]]:
+    """An answer, and a task waiting on it that notes ``got <result>`` in ``steps``."""
+    answer = _Answer(loop)
+    steps: list[str] = []
+
+    async def waiter() -> None:
+        steps.append(f"got {await answer}")
+
+    task = loop.create_task(waiter())
+    await asyncio.sleep(0)  # the task now waits on the answer
+    return answer, steps, task
+
+
 def test_the_waiting_task_resumes_inside_the_answering_call() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        answer = _Answer(loop)
-        steps: list[str] = []
-
-        async def waiter() -> None:
-            steps.append(f"got {await answer}")
-
-        task = loop.create_task(waiter())
-        await asyncio.sleep(0)  # the task now waits on the answer
+        answer, steps, task = await waiting_task(loop)
 
         def event() -> None:  # as an IndexedDB event handler: no task runs
             answer.set_result(7)
@@ -39,15 +47,7 @@ def test_the_waiting_task_resumes_inside_the_answering_call() -> None:
 
 def test_an_answer_given_while_a_task_runs_wakes_the_waiter_later() -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        answer = _Answer(loop)
-        steps: list[str] = []
-
-        async def waiter() -> None:
-            steps.append(f"got {await answer}")
-
-        task = loop.create_task(waiter())
-        await asyncio.sleep(0)
+        answer, steps, task = await waiting_task(asyncio.get_running_loop())
         answer.set_result("x")  # from this running task: no nested step
         steps.append("answered")
         await task
