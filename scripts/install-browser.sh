@@ -5,19 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-apt_updated=""
-apt_install() {
-  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
-}
+source scripts/apt.sh
 
 if [ ! -x /usr/bin/chromium ]; then
-  echo "installing chromium"
   apt_install chromium
 fi
 if ! command -v npm >/dev/null; then
-  echo "installing node and npm"
   apt_install nodejs npm
 fi
 

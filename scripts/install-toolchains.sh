@@ -8,6 +8,7 @@
 # Idempotent: installs only what is missing, and rebuilds only changed sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/apt.sh
 
 missing=()
 command -v clang >/dev/null || missing+=(clang)
@@ -22,13 +23,7 @@ compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/wasi/libclang_rt.builtins-wasm32.a" 
 compgen -G "/usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a" >/dev/null \
   || missing+=(libclang-rt-dev)
 
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 python3 - <<'PY'
 import importlib.util, subprocess, sys
