@@ -56,6 +56,12 @@ def wait_for(check: Callable[[], Any], what: str, run: DevRun, timeout: float = 
         time.sleep(0.1)
 
 
+def scaffold(folder: Path, name: str, kind: str, timeout: float) -> None:
+    """``valor new NAME --kind KIND`` in ``folder``, as a user starts a plug-in."""
+    command = [sys.executable, "-m", "valor.cli", "new", name, "--kind", kind]
+    subprocess.run(command, cwd=folder, check=True, capture_output=True, timeout=timeout)
+
+
 @contextlib.contextmanager
 def running_dev(folder: Path, *args: str) -> Iterator[DevRun]:
     """``valor dev`` started in ``folder`` on free ports, stopped (SIGTERM) when left."""
@@ -190,13 +196,7 @@ def test_the_demo_page_sends_to_either_host_and_reloads_on_change(
 
 def test_a_changed_c_source_is_compiled_and_served(tmp_path: Path) -> None:
     """A wasm plug-in: editing its C source recompiles it, once, and both hosts get it."""
-    subprocess.run(
-        [sys.executable, "-m", "valor.cli", "new", "calc", "--kind", "wasm"],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    scaffold(tmp_path, "calc", "wasm", timeout=120)
     with running_dev(tmp_path) as run:
         calc = run.site + "_server/calc"
         wait_for(lambda: httpx.get(calc).text == "Hello world, from calc!", "start", run)
@@ -213,13 +213,7 @@ def test_a_changed_c_source_is_compiled_and_served(tmp_path: Path) -> None:
 @pytest.mark.timeout(600)
 def test_a_changed_rust_crate_is_rebuilt_and_served(tmp_path: Path) -> None:
     """A Rust plug-in: editing its lib.rs rebuilds the crate, and both hosts get it."""
-    subprocess.run(
-        [sys.executable, "-m", "valor.cli", "new", "calc", "--kind", "rust"],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    scaffold(tmp_path, "calc", "rust", timeout=300)
     with running_dev(tmp_path) as run:
         calc = run.site + "_server/calc"
         wait_for(lambda: httpx.get(calc).text == "Hello world, from calc!", "start", run, 240)
