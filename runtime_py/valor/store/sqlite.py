@@ -1,10 +1,36 @@
 """The SQLite backend, the server's default: one file, WAL mode, shared by every worker
-process on the machine. Each connection lives in a thread of its own (one for writes, one for
-reads), so the event loop never waits on the disk."""
+process on the machine.
+
+Where the work is done, and why the event loop does not wait:
+
+- **Short commits, on the event loop's thread, together.** A commit of a few small mutations
+  joins the loop's batch; once the tasks ready now have run, the batch is committed in one
+  transaction on the loop's own connection if that can be done at once: the processes' write
+  turn (an ``flock``) and SQLite's write lock both taken without waiting. In WAL mode with
+  ``synchronous = NORMAL`` a commit appends its pages to the WAL file and returns: a
+  ``write()`` into the OS's page cache, no ``fsync`` (the kernel writes the pages out later;
+  a process killed after the commit loses nothing, a power cut may lose the last commits).
+- **The writer's thread** takes the commits the loop cannot make at once (another process
+  has the turn, a large commit, the loop's connection not opened yet or failing) and those
+  that come while it has some queued; it waits for the turn there (a write blocked longer
+  than ``BUSY_TIMEOUT_MS`` fails: 503) and commits everything queued in one transaction.
+  It is the only place the disk is synced: no connection checkpoints by itself; every
+  ``MAINTAIN_EVERY`` commits the writer's thread checkpoints the WAL into the database file
+  and, in the same turn, makes the first write after it (the one that starts the WAL over
+  and syncs its header), removing expired entries.
+- **Reads**: ``get`` (one entry, at most 64 KiB) on the loop's connection, from the WAL
+  snapshot of the moment: a WAL reader does not wait for writers. SQLite can answer "busy"
+  only while a connection rebuilds the WAL's index (after a crash); the read then goes to the
+  reader's thread, as ``list`` always does (a page can be a thousand entries of 64 KiB).
+
+What the loop's thread still does is read the pages it needs, from SQLite's cache or the OS's
+(the disk only for a part of the file the OS has not cached yet), and, in a race with a
+writer changing the WAL's index, retry for some microseconds inside SQLite."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import functools
 import os
@@ -24,10 +50,18 @@ T = TypeVar("T")
 
 BUSY_TIMEOUT_MS = 5000
 """How long a write waits for another process's write to finish before it fails (503)."""
-CLEANUP_EVERY = 64
+LOOP_MAX_OPERATIONS = 8
+LOOP_MAX_BYTES = 16 * 1024
+"""A commit of at most this many checks and mutations, and values of at most this many bytes
+together, is made on the event loop's thread; a larger one goes to the writer's thread."""
+LOOP_MAX_BATCH = 32
+"""At most this many commits in one transaction on the event loop's thread."""
+MAINTAIN_EVERY = 500
+"""Every ``MAINTAIN_EVERY`` commits a process makes, its writer's thread checkpoints the WAL
+(about 2 pages a commit: SQLite's own default is every 1000 pages) and removes up to
+``CLEANUP_BATCH`` expired entries (they are invisible already: this only gives their space
+back)."""
 CLEANUP_BATCH = 1000
-"""Every ``CLEANUP_EVERY``-th commit removes up to ``CLEANUP_BATCH`` expired entries (they
-are invisible already: this only gives their space back)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -46,13 +80,22 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _GET = f"SELECT value, version, expires_at FROM entries WHERE namespace = ? AND key = ? AND {_LIVE}"
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
+def connect(
+    path: str | Path, busy_timeout_ms: int | None = None, *, check_same_thread: bool = True
+) -> sqlite3.Connection:
     """A connection with the store's settings: WAL, synchronous NORMAL (a commit survives
-    the process being killed; the last ones may not survive power loss), a busy timeout, and
-    transactions begun explicitly."""
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    the process being killed; the last ones may not survive power loss), a busy timeout
+    (``BUSY_TIMEOUT_MS`` unless given), and transactions begun explicitly."""
+    if busy_timeout_ms is None:
+        busy_timeout_ms = BUSY_TIMEOUT_MS
+    connection = sqlite3.connect(
+        path,
+        timeout=busy_timeout_ms / 1000,
+        isolation_level=None,
+        check_same_thread=check_same_thread,
+    )
     try:
-        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        connection.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
         if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
@@ -111,25 +154,89 @@ class WriteTurn:
     """The processes' turns to write, as an exclusive ``flock`` on a file beside the
     database. SQLite's own busy handler polls, sleeping up to 100 ms between tries, so
     several busy workers lost most of their time asleep; a waiter on ``flock`` is woken the
-    moment the lock is free (and the kernel frees it when its holder dies)."""
+    moment the lock is free (and the kernel frees it when its holder dies).
+
+    Each ``WriteTurn`` opens the file itself: ``flock`` locks belong to an open file, so two
+    of them in one process (the event loop's and the writer thread's) exclude each other as
+    two processes do."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
 
     def __enter__(self) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        fcntl.flock(self.open(), fcntl.LOCK_EX)
 
     def __exit__(self, *exc_info: object) -> None:
         assert self._fd is not None
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def try_enter(self) -> bool:
+        """Take the turn if no one has it (then leave it with ``__exit__``); never waits."""
+        try:
+            fcntl.flock(self.open(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def open(self) -> int:
+        """The lock file's descriptor, opened once."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self._fd
+
     def close(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)
+
+
+class _LoopConnection:
+    """The event loop's own connection (``SqliteBackend``'s short commits and ``get``).
+    Opened by the writer's thread, so that not even the file's opening is done on the loop,
+    then used by the loop's thread only. No busy timeout: where it would have to wait, it
+    says so (None) and the caller hands the work to a thread."""
+
+    def __init__(self, path: Path, turn: WriteTurn, thread: int) -> None:
+        self.connection = connect(path, 0, check_same_thread=False)
+        self.turn = turn
+        self.thread = thread
+        try:
+            _no_autocheckpoint(self.connection)
+            turn.open()
+        except BaseException:
+            self.close()
+            raise
+
+    def try_write(self, queued: Sequence[_Queued]) -> list[Commit | BaseException] | None:
+        """The commits made in one transaction, or None if that cannot be done without
+        waiting (another writer has the turn, or SQLite's lock: a program writing without
+        the turn, such as the ``sqlite3`` shell). SQLite's errors are raised."""
+        if not self.turn.try_enter():
+            return None
+        try:
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if _busy(exc):
+                    return None
+                raise
+            return _write_begun(self.connection, queued)
+        finally:
+            self.turn.__exit__()
+
+    def try_get(self, namespace: str, key: str, now: float) -> list[Any] | None:
+        """The entry's rows (none or one), or None if SQLite says busy."""
+        try:
+            return self.connection.execute(_GET, (namespace, key, now)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                return None
+            raise
+
+    def close(self) -> None:
+        self.connection.close()
+        self.turn.close()
 
 
 class SqliteBackend:
@@ -140,14 +247,31 @@ class SqliteBackend:
         self.path = Path(path).absolute()
         self.description = f"sqlite:///{self.path.as_posix()}"
         self._writer = _Connection(self.path, _create_schema)
-        self._reader = _Connection(self.path, lambda connection: None)
+        self._reader = _Connection(self.path, _no_autocheckpoint)
         self._ready = False
         self._turn = WriteTurn(Path(f"{self.path}-lock"))
         self._queue: list[_Queued] = []  # commits waiting for the writer's thread
         self._queue_lock = threading.Lock()
         self._draining = False
+        self._on_loop: _LoopConnection | None = None
+        self._loop_thread: int | None = None  # the thread of the loop that commits first
+        self._loop_batch: list[_Queued] = []  # commits waiting for the loop's next turn
+        self._commits = 0  # since the last maintenance
+        self._maintaining = False
+        self._now = 0.0  # the clock of the latest commit, for removing expired entries
+        self._closed = False
 
     async def get(self, namespace: str, key: str, now: float) -> Record | None:
+        on_loop = self._usable_on_loop()
+        if on_loop is not None:
+            try:
+                rows = on_loop.try_get(namespace, key, now)
+            except sqlite3.Error:
+                self._drop_on_loop()  # the reader's thread reports it
+                rows = None
+            if rows is not None:
+                return Record(key, *rows[0]) if rows else None
+
         def read(connection: sqlite3.Connection) -> Record | None:
             row = connection.execute(_GET, (namespace, key, now)).fetchone()
             return None if row is None else Record(key, row[0], row[1], row[2])
@@ -179,12 +303,62 @@ class SqliteBackend:
     ) -> Commit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Commit] = loop.create_future()
+        item = _Queued(namespace, checks, mutations, now, future, loop)
+        self._now = now
+        # Not while the writer's thread has commits queued: this one would overtake them,
+        # and take the turn between its batches.
+        if not self._draining and self._usable_on_loop() is not None and _short(checks, mutations):
+            # Committed once the tasks ready now have run, with the commits they make.
+            self._loop_batch.append(item)
+            if len(self._loop_batch) == 1:
+                loop.call_soon(self._commit_on_loop)
+        else:
+            if self._loop_thread is None:
+                self._loop_thread = threading.get_ident()
+            self._to_writer([item])
+        return await future
+
+    def _usable_on_loop(self) -> _LoopConnection | None:
+        """The loop's connection, if this is its thread."""
+        on_loop = self._on_loop
+        if on_loop is None or on_loop.thread != threading.get_ident():
+            return None
+        return on_loop
+
+    def _commit_on_loop(self) -> None:
+        """On the loop's thread: the batch committed at once, or handed to the writer's
+        thread."""
+        batch = self._loop_batch[:LOOP_MAX_BATCH]
+        del self._loop_batch[:LOOP_MAX_BATCH]
+        if self._loop_batch:
+            batch[0].loop.call_soon(self._commit_on_loop)
+        on_loop = self._usable_on_loop()
+        outcomes: list[Commit | BaseException] | None = None
+        if on_loop is not None and not self._draining:
+            try:
+                outcomes = on_loop.try_write(batch)
+            except (sqlite3.Error, OSError):
+                # The writer's thread tries again and answers (503, 507); it opens a new
+                # connection for the loop once it succeeds.
+                self._drop_on_loop()
+            except BaseException as exc:
+                outcomes = [exc for _ in batch]
+        if outcomes is None:
+            self._to_writer(batch)
+            return
+        self._counted(len(batch))
+        _settle_all([(item.future, outcome) for item, outcome in zip(batch, outcomes, strict=True)])
+
+    def _to_writer(self, items: list[_Queued]) -> None:
+        if self._closed:  # a commit racing close(): its thread is gone
+            closed = StoreUnavailable(self.description, "the store was closed")
+            _settle_all([(item.future, closed) for item in items])
+            return
         with self._queue_lock:
-            self._queue.append(_Queued(namespace, checks, mutations, now, future, loop))
+            self._queue += items
             start, self._draining = not self._draining, True
         if start:
             self._writer.executor.submit(self._drain)
-        return await future
 
     def _drain(self) -> None:
         """In the writer's thread: commit what is queued, many commits per transaction (a
@@ -205,6 +379,10 @@ class SqliteBackend:
                 outcomes = [StoreUnavailable(self.description, str(exc)) for _ in queued]
             except BaseException as exc:
                 outcomes = [exc for _ in queued]
+            else:
+                self._ready = True  # the schema is there
+                self._counted(len(queued))
+                self._open_on_loop()
             # One wake-up of each event loop for the whole batch, not one per commit: each
             # is a write to the loop's self-pipe and a turn of the loop.
             answers: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
@@ -216,47 +394,84 @@ class SqliteBackend:
     def _write(
         self, connection: sqlite3.Connection, queued: list[_Queued]
     ) -> list[Commit | BaseException]:
-        outcomes: list[Commit | BaseException] = []
         with self._turn:
             # IMMEDIATE: the write lock from the start, so the checks and the writes see the
             # same data, whichever process commits next.
             connection.execute("BEGIN IMMEDIATE")
+            return _write_begun(connection, queued)
+
+    def _open_on_loop(self) -> None:
+        """In the writer's thread, after a commit: the loop's connection, if it has none."""
+        if self._on_loop is not None or self._loop_thread is None or self._closed:
+            return
+        # Failing, the writer's thread goes on committing; its next success tries again.
+        with contextlib.suppress(sqlite3.Error, OSError):
+            turn = WriteTurn(self._turn.path)  # its own lock: it excludes this thread's
+            self._on_loop = _LoopConnection(self.path, turn, self._loop_thread)
+
+    def _drop_on_loop(self) -> None:
+        on_loop, self._on_loop = self._on_loop, None
+        if on_loop is not None and not self._closed:
+            # Closed by the writer's thread: the last connection to close checkpoints.
+            self._writer.executor.submit(on_loop.close)
+
+    def _counted(self, commits: int) -> None:
+        """Count commits; every ``MAINTAIN_EVERY``, the writer's thread maintains the file."""
+        with self._queue_lock:
+            self._commits += commits
+            if self._commits < MAINTAIN_EVERY or self._maintaining or self._closed:
+                return
+            self._maintaining, self._commits = True, 0
+        self._writer.executor.submit(self._maintain)
+
+    def _maintain(self) -> None:
+        """In the writer's thread: checkpoint the WAL into the database file and remove
+        expired entries. Both in one write turn, the checkpoint first: the first write after
+        a complete checkpoint starts the WAL over and syncs its header to the disk, and that
+        write is this one, not a commit on an event loop."""
+        try:
+            self._writer._run(self._checkpoint_and_clean)
+        except (sqlite3.Error, OSError):
+            pass  # the commits report the store's faults; this is tried again later
+        finally:
+            self._maintaining = False
+
+    def _checkpoint_and_clean(self, connection: sqlite3.Connection) -> None:
+        with self._turn:
+            connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            connection.execute("BEGIN IMMEDIATE")
             try:
-                for item in queued:
-                    # Only an increment can fail (NotAnInteger) once writes have begun: a
-                    # savepoint undoes that commit's, and costs two statements, so only
-                    # commits with an increment take one.
-                    guarded = any(m.kind == "increment" for m in item.mutations)
-                    if guarded:
-                        connection.execute("SAVEPOINT one")
-                    try:
-                        outcomes.append(
-                            _apply(
-                                connection, item.namespace, item.checks, item.mutations, item.now
-                            )
-                        )
-                    except StoreError as exc:  # NotAnInteger: that commit writes nothing
-                        if not guarded:
-                            raise
-                        connection.execute("ROLLBACK TO one")
-                        outcomes.append(exc)
-                    if guarded:
-                        connection.execute("RELEASE one")
+                # Written even when nothing expired, so that this is the WAL's first write.
+                connection.execute("UPDATE counter SET version = version WHERE id = 1")
+                connection.execute(
+                    "DELETE FROM entries WHERE (namespace, key) IN (SELECT namespace, key "
+                    "FROM entries WHERE expires_at <= ? LIMIT ?)",
+                    (self._now, CLEANUP_BATCH),
+                )
             except BaseException:
                 connection.rollback()
                 raise
             connection.execute("COMMIT")
-        return outcomes
 
     async def close(self) -> None:
+        self._closed = True
+        await self._writer.run(self._close_on_loop)
         await self._reader.close()
         await self._writer.close()
         self._turn.close()
 
+    def _close_on_loop(self, connection: sqlite3.Connection) -> None:
+        # In the writer's thread, after anything it was doing (which may have opened it).
+        on_loop, self._on_loop = self._on_loop, None
+        if on_loop is not None:
+            on_loop.close()
+
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            if not self._ready:  # the schema first, once
-                await self._writer.run(lambda connection: None)
+            if not self._ready:  # the schema first, once, and the loop's connection
+                if self._loop_thread is None:
+                    self._loop_thread = threading.get_ident()
+                await self._writer.run(lambda connection: self._open_on_loop())
                 self._ready = True
             return await self._reader.run(work)
         except sqlite3.Error as exc:
@@ -267,6 +482,21 @@ class SqliteBackend:
         if name == "SQLITE_FULL":
             return StoreFull(self.description, str(exc))
         return StoreUnavailable(self.description, f"{exc} ({name or type(exc).__name__})")
+
+
+def _short(checks: Sequence[Check], mutations: Sequence[Mutation]) -> bool:
+    """Whether a commit is small enough to make on the event loop's thread."""
+    if len(checks) + len(mutations) > LOOP_MAX_OPERATIONS:
+        return False
+    size = 0
+    for mutation in mutations:
+        if mutation.value is not None:
+            size += len(mutation.value)
+    return size <= LOOP_MAX_BYTES
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
 @dataclass
@@ -293,7 +523,13 @@ def _settle(future: asyncio.Future[Commit], outcome: Commit | BaseException) -> 
         future.set_result(outcome)
 
 
+def _no_autocheckpoint(connection: sqlite3.Connection) -> None:
+    # Checkpoints sync the disk: only ``SqliteBackend._maintain`` makes them.
+    connection.execute("PRAGMA wal_autocheckpoint = 0")
+
+
 def _create_schema(connection: sqlite3.Connection) -> None:
+    _no_autocheckpoint(connection)
     connection.execute("BEGIN IMMEDIATE")
     try:
         for statement in _SCHEMA.split(";"):
@@ -305,12 +541,64 @@ def _create_schema(connection: sqlite3.Connection) -> None:
     connection.execute("COMMIT")
 
 
+def _write_begun(
+    connection: sqlite3.Connection, queued: Sequence[_Queued]
+) -> list[Commit | BaseException]:
+    """The queued commits, in the transaction just begun, then committed (or rolled back, and
+    the error raised). A commit that fails (``NotAnInteger``) writes nothing and takes
+    nothing from the others: each computes everything before it writes."""
+    versions = _Versions(connection)
+    outcomes: list[Commit | BaseException] = []
+    try:
+        for item in queued:
+            try:
+                outcome: Commit | BaseException = _apply(
+                    connection, item.namespace, item.checks, item.mutations, item.now, versions
+                )
+            except StoreError as exc:
+                outcome = exc
+            outcomes.append(outcome)
+        versions.save()
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.rollback()
+        raise
+    return outcomes
+
+
+class _Versions:
+    """The versions one transaction hands out: the first from the counter in the file, the
+    next counted on here and written back once, at the end (one statement per transaction,
+    not one per commit)."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.last: int | None = None
+        self.unsaved = False
+
+    def take(self) -> int:
+        if self.last is None:
+            (self.last,) = self.connection.execute(
+                "UPDATE counter SET version = version + 1 WHERE id = 1 RETURNING version"
+            ).fetchone()
+        else:
+            self.last += 1
+            self.unsaved = True
+        return self.last
+
+    def save(self) -> None:
+        if self.unsaved:
+            self.connection.execute("UPDATE counter SET version = ? WHERE id = 1", (self.last,))
+
+
 def _apply(
     connection: sqlite3.Connection,
     namespace: str,
     checks: Sequence[Check],
     mutations: Sequence[Mutation],
     now: float,
+    versions: _Versions,
 ) -> Commit:
     def current(key: str) -> tuple[bytes, int, float | None] | None:
         return connection.execute(_GET, (namespace, key, now)).fetchone()
@@ -321,9 +609,6 @@ def _apply(
             return Commit(False)
     if not mutations:
         return Commit(True)
-    (version,) = connection.execute(
-        "UPDATE counter SET version = version + 1 WHERE id = 1 RETURNING version"
-    ).fetchone()
     # Computed in full before anything is written: a failing increment writes nothing.
     written: dict[str, tuple[bytes, float | None] | None] = {}
     sums: list[int] = []
@@ -343,6 +628,7 @@ def _apply(
             value, total = incremented(before[0] if before else None, mutation.by, key)
             written[key] = (value, before[1] if before else None)
             sums.append(total)
+    version = versions.take()
     for key, entry in written.items():
         if entry is None:
             connection.execute(
@@ -356,12 +642,6 @@ def _apply(
                 "expires_at = excluded.expires_at",
                 (namespace, key, entry[0], version, entry[1]),
             )
-    if version % CLEANUP_EVERY == 0:
-        connection.execute(
-            "DELETE FROM entries WHERE (namespace, key) IN (SELECT namespace, key FROM entries "
-            "WHERE expires_at <= ? LIMIT ?)",
-            (now, CLEANUP_BATCH),
-        )
     return Commit(True, version, tuple(sums))
 
 

@@ -1,0 +1,205 @@
+"""The SQLite backend's own ways (the table every backend runs is tests/test_store.py): short
+commits made on the event loop's thread, the others in the writer's thread, waiting there
+while another process writes; a write blocked too long is the store unavailable; the writer's
+thread checkpoints and removes expired entries; close() leaves the data in the file."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from valor.store import Store, StoreUnavailable
+from valor.store import sqlite as sqlite_store
+from valor.store.sqlite import LOOP_MAX_OPERATIONS, SqliteBackend
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+# Another process taking the write turn (the flock beside the file) until its stdin closes or
+# 20 s have passed.
+HOLD_THE_TURN = """
+import fcntl, os, select, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("holding", flush=True)
+select.select([sys.stdin], [], [], 20)
+"""
+
+
+@contextmanager
+def another_process_writing(path: Path) -> Iterator[None]:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_TURN, f"{path}-lock"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline() == b"holding\n"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(30)
+
+
+def keys_in(path: Path) -> list[str]:
+    """The keys in the database file alone, as a copy without its WAL shows them: what
+    checkpoints have written there."""
+    copy = path.with_name("copy-" + path.name)
+    shutil.copyfile(path, copy)
+    try:
+        connection = sqlite3.connect(copy)
+        try:
+            return [key for (key,) in connection.execute("SELECT key FROM entries ORDER BY key")]
+        except sqlite3.OperationalError:  # no table yet: the schema too is in the WAL only
+            return []
+        finally:
+            connection.close()
+    finally:
+        for leftover in copy.parent.glob(copy.name + "*"):
+            leftover.unlink()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_short_commits_and_gets_are_made_on_the_loops_thread(tmp_path: Path) -> None:
+    backend = SqliteBackend(tmp_path / "store.sqlite3")
+    store = Store(backend, "test")
+    try:
+        # The first commit goes through the writer's thread, which opens the loop's connection.
+        await store.set("first", 1)
+        writer_free, reader_free = threading.Event(), threading.Event()
+        backend._writer.executor.submit(writer_free.wait)
+        backend._reader.executor.submit(reader_free.wait)
+        try:
+            # Both threads busy: what is answered now was done on the loop's thread.
+            assert await asyncio.wait_for(store.increment("n"), 10) == 1
+            together = [store.increment("n") for _ in range(5)] + [store.set("second", 2)]
+            *counts, _ = await asyncio.wait_for(asyncio.gather(*together), 10)
+            assert sorted(counts) == [2, 3, 4, 5, 6]
+            assert await asyncio.wait_for(store.get("second"), 10) == 2
+            large = store.atomic()
+            for index in range(LOOP_MAX_OPERATIONS + 1):
+                large.set(f"large/{index}", index)
+            waiting = asyncio.ensure_future(large.commit())
+            listing = asyncio.ensure_future(store.list("large/"))
+            await asyncio.sleep(0.3)
+            # A large commit waits for the writer's thread, a list for the reader's.
+            assert not waiting.done() and not listing.done()
+        finally:
+            writer_free.set()
+            reader_free.set()
+        assert (await waiting).ok
+        assert await listing is not None
+        assert len((await store.list("large/")).entries) == LOOP_MAX_OPERATIONS + 1
+    finally:
+        await backend.close()
+
+
+async def test_while_another_process_writes_commits_wait_off_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    backend = SqliteBackend(path)
+    store = Store(backend, "test")
+    try:
+        await store.set("first", 1)
+        with another_process_writing(path):
+            pending = [asyncio.ensure_future(store.increment("n")) for _ in range(3)]
+            started = time.monotonic()
+            for _ in range(10):  # the loop goes on meanwhile
+                await asyncio.sleep(0.01)
+            assert time.monotonic() - started < 10  # the holder lets go only after 20 s
+            assert await store.get("first") == 1  # reads too
+            assert not any(task.done() for task in pending)
+        assert sorted(await asyncio.wait_for(asyncio.gather(*pending), 30)) == [1, 2, 3]
+        assert await store.increment("n") == 4
+    finally:
+        await backend.close()
+
+
+async def test_a_write_blocked_longer_than_the_busy_timeout_is_the_store_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_MS", 300)
+    path = tmp_path / "store.sqlite3"
+    backend = SqliteBackend(path)
+    store = Store(backend, "test")
+    try:
+        await store.set("first", 1)
+        # A program writing without the turn, as the sqlite3 shell does, holds SQLite's lock.
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreUnavailable) as caught:
+                await asyncio.wait_for(store.set("k", 2), 30)
+            assert caught.value.status == 503 and caught.value.store == backend.description
+            assert "locked" in str(caught.value) and str(path) in str(caught.value)
+            assert await store.get("first") == 1  # reads go on
+        finally:
+            other.rollback()
+            other.close()
+        await store.set("k", 3)  # back by itself
+        assert await store.get("k") == 3
+    finally:
+        await backend.close()
+
+
+async def test_the_writers_thread_checkpoints_and_removes_expired_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "MAINTAIN_EVERY", 20)
+    path = tmp_path / "store.sqlite3"
+    backend = SqliteBackend(path)
+    now = [time.time()]
+    store = Store(backend, "test", clock=lambda: now[0])
+    try:
+        await store.set("brief", 1, expire_in=5)
+        await store.set("kept", 2)
+        assert "kept" not in keys_in(path)  # in the WAL only: no connection checkpoints
+        now[0] += 10
+        for index in range(40):
+            await store.set(f"more/{index:02}", index)
+
+        def maintained() -> bool:
+            raw = sqlite3.connect(path)
+            try:
+                rows = [key for (key,) in raw.execute("SELECT key FROM entries")]
+            finally:
+                raw.close()
+            return "brief" not in rows and "kept" in keys_in(path)
+
+        await wait_until(maintained)
+        assert await store.get("kept") == 2 and await store.get("brief") is None
+    finally:
+        await backend.close()
+
+
+async def test_close_leaves_every_write_in_the_file_and_no_threads(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    backend = SqliteBackend(path)
+    store = Store(backend, "test")
+    large = store.atomic()
+    for index in range(LOOP_MAX_OPERATIONS + 1):
+        large.set(f"large/{index}", index)
+    await large.commit()  # the writer's thread
+    await store.set("short", 1)  # the loop's thread
+    assert await store.get("short") == 1
+    await backend.close()
+    # The last connection to close checkpointed and removed the WAL.
+    assert not Path(f"{path}-wal").exists()
+    assert "short" in keys_in(path) and "large/0" in keys_in(path)
+    threads = [*backend._writer.executor._threads, *backend._reader.executor._threads]
+    await wait_until(lambda: not any(thread.is_alive() for thread in threads))
