@@ -361,9 +361,9 @@ class SqliteBackend:
             self._writer.executor.submit(self._drain)
 
     def _drain(self) -> None:
-        """In the writer's thread: commit what is queued, many commits per transaction (a
-        savepoint each), until nothing is. Under load each process then takes its turn to
-        write once for all its waiting commits, not once per commit."""
+        """In the writer's thread: commit what is queued, many commits per transaction,
+        until nothing is. Under load each process then takes its turn to write once for all
+        its waiting commits, not once per commit."""
         while True:
             with self._queue_lock:
                 queued, self._queue = self._queue, []
