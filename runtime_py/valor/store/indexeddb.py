@@ -200,15 +200,9 @@ class IndexedDBBackend:
     def get(self, namespace: str, key: str, now: float) -> Awaitable[Record | None]:
         # Not a coroutine: with the database open, the caller awaits the answer itself (one
         # frame less to make, resume and unwind, a measurable share of a quick read).
-        if self._db is None:
+        db = self._db
+        if db is None:
             return self._get_opening(namespace, key, now)
-        return self._read(self._db, namespace, key, now)
-
-    async def _get_opening(self, namespace: str, key: str, now: float) -> Record | None:
-        db = await self._database()
-        return await self._read(db, namespace, key, now)
-
-    def _read(self, db: Any, namespace: str, key: str, now: float) -> _Read:
         self._last = number = self._last + 1
         read = self._waiting[number] = _Read(key, now)
         try:
@@ -216,6 +210,10 @@ class IndexedDBBackend:
         except JsException as exc:
             self._lost(db, number, exc)
         return read
+
+    async def _get_opening(self, namespace: str, key: str, now: float) -> Record | None:
+        await self._database()
+        return await self.get(namespace, key, now)
 
     async def list(
         self, namespace: str, prefix: str, start_after: str | None, limit: int, now: float
@@ -600,7 +598,9 @@ class _Answer:
         if self._state == "pending":
             self._asyncio_future_blocking = True
             yield self
-        return self.result()
+        if self._exception is not None or self._state == "cancelled":
+            return self.result()  # raises
+        return self._result
 
     __iter__ = __await__
 
