@@ -16,9 +16,10 @@ Versions come from a clock of this connection's own (a hybrid logical clock), no
 counter in the database, so a plain write is one request: a version is ``tick * TABS +
 connection``, where ``tick`` is the wall clock in microseconds, raised above every tick this
 connection has handed out or read (and, in a commit that reads entries, above theirs), and
-``connection`` is this connection's number among the last ``TABS`` opened (``meta``'s
-``connections`` counter, taken once at opening). So versions never repeat across tabs, grow
-with each write of one tab, and grow for a key whenever the writer checked or read it.
+``connection`` is this connection's number, one of ``TABS`` handed out in turn (``meta``'s
+``connections`` counter, taken by its first write). So versions never repeat across tabs,
+grow with each write of one tab, and grow for a key whenever the writer checked or read it;
+plain writes of one key from two tabs follow the clock (Python's here: milliseconds).
 
 Speed (issue 22): every crossing between Python and JavaScript costs (a call, an attribute, a
 converted value, above all a proxy made for a callback), and a plain JavaScript get costs
