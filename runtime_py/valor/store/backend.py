@@ -55,8 +55,11 @@ class Mutation:
 @dataclass(frozen=True)
 class Commit:
     """What a commit did. ``ok`` False: a check failed and nothing was written. When ``ok``,
-    ``version`` is the one version of every entry the commit wrote (greater than any version
-    the store handed out before) and ``sums`` the new values of its increments, in order."""
+    ``version`` is the one version of every entry the commit wrote and ``sums`` the new values
+    of its increments, in order. A version is never handed out twice; it is greater than the
+    versions of the entries the commit checked or read, and than every version the same
+    connection handed out before (memory, SQLite and Redis count: greater than any before;
+    IndexedDB's come from each tab's clock, see ``indexeddb``)."""
 
     ok: bool
     version: int | None = None

@@ -4,31 +4,41 @@ One database per site (origin and base), so every tab's runtime shares it, and i
 reloads and offline visits. Entries live in ``entries`` under ``[namespace, key as UTF-8
 bytes]``: binary keys compare bytewise, which is the store's code-point order (IndexedDB
 compares strings by UTF-16 code units, which puts U+10000 and above before U+E000..U+FFFF).
-``meta`` holds the version counter.
 
-A commit is one read-write transaction: it reads what its checks and increments need and the
-counter, then writes, all from the transaction's own event handlers. IndexedDB commits a
-transaction once control returns to the event loop with no request pending, and Pyodide's
-event loop resumes a coroutine in a later task: awaiting between two requests would let the
-transaction commit in between. Read-write transactions over the same stores run one after
-another, across connections and tabs, so a commit's reads and writes are atomic.
+A commit is one read-write transaction: it reads what its checks and increments need, then
+writes, all from the transaction's own event handlers. IndexedDB commits a transaction once
+control returns to the event loop with no request pending, and Pyodide's event loop resumes a
+coroutine in a later task: awaiting between two requests would let the transaction commit in
+between. Read-write transactions over the same stores run one after another, across
+connections and tabs, so a commit's reads and writes are atomic.
+
+Versions come from a clock of this connection's own (a hybrid logical clock), not from a
+counter in the database, so a plain write is one request: a version is ``tick * TABS +
+connection``, where ``tick`` is the wall clock in microseconds, raised above every tick this
+connection has handed out or read (and, in a commit that reads entries, above theirs), and
+``connection`` is this connection's number, one of ``TABS`` handed out in turn (``meta``'s
+``connections`` counter, taken by its first write). So versions never repeat across tabs,
+grow with each write of one tab, and grow for a key whenever the writer checked or read it;
+plain writes of one key from two tabs follow the clock (Python's here: milliseconds).
 
 Speed (issue 22): every crossing between Python and JavaScript costs (a call, an attribute, a
 converted value, above all a proxy made for a callback), and a plain JavaScript get costs
 about 0.4 ms here. So ``get`` and ``commit`` go through a small JavaScript helper
 (``_HELPER``, transport only): one call starts the whole transaction, and it calls back into
 Python through proxies made once: ``plan`` (in the transaction, once the reads are done: the
-checks, the versions and the values to write are computed in Python, which writes them through
-the helper) and ``done``/``failed`` (the outcome). A lone blind write goes with the call. A
-commit calls ``transaction.commit()`` once its requests are made, and the waiting task resumes
-inside the event that answers it (``_Answer``), not in a later browser task.
+checks, the version and the values to write are computed in Python, which writes them through
+the helper) and ``done``/``failed`` (the outcome). A batch that reads nothing is planned before
+the call, and its one write (store.set, store.delete) goes with the call. A commit calls
+``transaction.commit()`` once its requests are made, and the waiting task resumes inside the
+event that answers it (``_Answer``), not in a later browser task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .backend import Check, Commit, Mutation, Record, planned_writes
@@ -48,7 +58,9 @@ DATABASE_VERSION = 1
 ENTRIES = "entries"
 META = "meta"
 EXPIRY_INDEX = "expiry"
-VERSION_KEY = "version"
+TABS = 10_000
+"""Connections told apart by a version's last four digits; with microseconds since the epoch
+in front, versions keep to the store's 20 digits until the year 2286."""
 SWEEP_EVERY = 60.0
 """Seconds between two clean-ups of expired entries (done inside a commit's transaction)."""
 SWEEP_BATCH = 100
@@ -58,13 +70,17 @@ HANDLERS = ("onupgradeneeded", "onblocked", "onsuccess", "onerror")
 READ = (ENTRIES,)
 
 
-# The helper: transport only. ``get`` reads one entry and calls ``done(id, value, version,
-# expires)``; ``commit`` reads the entries named (keys joined by NUL, which no key holds) and
-# the counter, calls ``plan(id, counter, found)`` in the transaction (``found``: value,
-# version, expires for each name, in order), which writes through ``put`` and ``remove`` and
-# answers the version for the counter (-1: nothing to write, -2: abort), then removes up to
-# ``sweep`` expired entries, and calls ``done(id)`` once the transaction has committed.
-# Failures call ``failed(id, name, message)``.
+# The helper: transport only. An entry is ``{k: key, v: value (Uint8Array), n: tick, c:
+# connection, e: expires_at}`` (``c`` undefined in entries written before versions came from
+# clocks: ``n`` was the version). ``get`` reads one entry and calls ``done(id, value, tick,
+# connection, expires)``. ``commit`` writes the one entry given with the call (``name``;
+# ``value`` undefined: removed), or else reads the entries named (keys joined by NUL, which no
+# key holds) and calls ``plan(id, found)`` in the transaction (``found``: value, tick,
+# connection, expires for each name, in order; right away when nothing is read), which writes
+# through ``put`` and ``remove`` and answers 1 (written), 0 (nothing written) or -1 (abort).
+# Then it removes up to ``sweep`` expired entries, and calls ``done(id)`` once the transaction
+# has committed. ``connection`` takes the next connection number. Failures call
+# ``failed(id, name, message)``.
 _HELPER = """(done, plan, failed) => {
   const encoder = new TextEncoder();
   const key = (namespace, name) => [namespace, encoder.encode(name)];
@@ -77,93 +93,86 @@ _HELPER = """(done, plan, failed) => {
         .get(key(namespace, name));
       request.onsuccess = () => {
         const value = request.result;
-        if (value === undefined) done(id, undefined, 0, undefined);
-        else done(id, value.v, value.n, value.e);
+        if (value === undefined) done(id);
+        else done(id, value.v, value.n, value.c, value.e);
       };
       request.onerror = () => refuse(id, request.error, "a read failed");
     },
-    commit(db, namespace, id, names, now, sweep, predicted, name, value, expires) {
-      const transaction = db.transaction(["entries", "meta"], "readwrite");
+    commit(db, namespace, id, names, now, sweep, name, value, tick, connection, expires) {
+      const transaction = db.transaction("entries", "readwrite");
       const entries = transaction.objectStore("entries");
-      const meta = transaction.objectStore("meta");
-      const reads = names ? names.split("\\0") : [];
-      for (let i = 0; i < reads.length; i++) reads[i] = entries.get(key(namespace, reads[i]));
-      const counter = meta.get("version");
-      let mispredicted = false;
-      let sweeping = false;
-      const write = (found, before) => {
+      transaction.oncomplete = () => done(id);
+      transaction.onabort = () => refuse(id, transaction.error, "the transaction was aborted");
+      // Once every request is made, commit without waiting for their results to come back
+      // first (IndexedDB's own auto-commit waits for them: one more round of messages). A
+      // clean-up's requests come later: IndexedDB commits once they are done.
+      const written = () => {
+        if (sweep > 0) {
+          const expired = entries.index("expiry").getAllKeys(IDBKeyRange.upperBound(now), sweep);
+          expired.onsuccess = () => { for (const k of expired.result) entries.delete(k); };
+        } else if (transaction.commit) {
+          transaction.commit();
+        }
+      };
+      const write = (found) => {
         writing = [entries, namespace];
-        let version;
+        let outcome;
         try {
-          version = plan(id, before, found);
+          outcome = plan(id, found);
         } finally {
           writing = null;
         }
-        if (version === -2) {
-          transaction.abort();
-          return false;
-        }
-        if (version === -1) return true;
-        return counted(version);
+        if (outcome < 0) transaction.abort();
+        else if (outcome > 0) written();
+        else if (transaction.commit) transaction.commit();
       };
-      const counted = (version) => {
-        meta.put(version, "version");
-        if (sweep > 0) {
-          sweeping = true;
-          const expired = entries.index("expiry").getAllKeys(IDBKeyRange.upperBound(now), sweep);
-          expired.onsuccess = () => { for (const k of expired.result) entries.delete(k); };
-        }
-        return true;
-      };
-      // Once every request is made, commit without waiting for their results to come back
-      // first (IndexedDB's own auto-commit waits for them: one more round of messages).
-      const requested = () => { if (!sweeping && transaction.commit) transaction.commit(); };
-      if (predicted > 0) {
-        // Blind writes: made at once under the predicted version, and undone if the counter,
-        // read first, says another connection took it (each round of requests costs).
-        if (name === undefined) {
-          write([], predicted - 1);
-        } else {  // the one write, given with the call: no call back into Python
-          if (value === undefined) entries.delete(key(namespace, name));
-          else entries.put({k: name, v: value, n: predicted, e: expires}, key(namespace, name));
-          counted(predicted);
-        }
-        counter.onsuccess = () => {
-          if ((counter.result ?? 0) + 1 !== predicted) {
-            mispredicted = true;
-            transaction.abort();
-          } else {
-            requested();
-          }
-        };
+      if (name !== undefined) {  // the one write, planned before the call
+        if (value === undefined) entries.delete(key(namespace, name));
+        else entries.put({k: name, v: value, n: tick, c: connection, e: expires},
+                         key(namespace, name));
+        written();
+      } else if (!names) {
+        write([]);
       } else {
-        // Requests succeed in the order they were made: once the counter's has, all have.
-        counter.onsuccess = () => {
+        const reads = names.split("\\0");
+        for (let i = 0; i < reads.length; i++) reads[i] = entries.get(key(namespace, reads[i]));
+        // Requests succeed in the order they were made: once the last one has, all have.
+        reads[reads.length - 1].onsuccess = () => {
           const found = [];
           for (const read of reads) {
             const value = read.result;
-            if (value === undefined) found.push(undefined, 0, undefined);
-            else found.push(value.v, value.n, value.e);
+            if (value === undefined) found.push(undefined, 0, undefined, undefined);
+            else found.push(value.v, value.n, value.c, value.e);
           }
-          if (write(found, counter.result ?? 0)) requested();
+          write(found);
         };
       }
-      transaction.oncomplete = () => done(id);
-      transaction.onabort = () => {
-        if (mispredicted) failed(id, "Mispredicted", String(counter.result ?? 0));
-        else refuse(id, transaction.error, "the transaction was aborted");
-      };
     },
-    put(name, value, version, expires) {
+    put(name, value, tick, connection, expires) {
       // An entry that never expires has ``e`` undefined, which is not a key: it is left out
       // of the expiry index.
-      writing[0].put({k: name, v: value, n: version, e: expires}, key(writing[1], name));
+      writing[0].put({k: name, v: value, n: tick, c: connection, e: expires},
+                     key(writing[1], name));
     },
     remove(name) {
       writing[0].delete(key(writing[1], name));
     },
+    connection(db) {
+      return new Promise((resolve, reject) => {
+        const transaction = db.transaction("meta", "readwrite");
+        const meta = transaction.objectStore("meta");
+        const request = meta.get("connections");
+        let number = 0;
+        request.onsuccess = () => {
+          number = ((request.result ?? 0) + 1) % %(tabs)d;
+          meta.put(number, "connections");
+        };
+        transaction.oncomplete = () => resolve(number);
+        transaction.onabort = () => reject(transaction.error);
+      });
+    },
   };
-}"""
+}""".replace("%(tabs)d", str(TABS))
 
 
 def database_name(base: str) -> str:
@@ -182,21 +191,30 @@ class IndexedDBBackend:
         self._next_sweep = 0.0
         self._helper: _Helper | None = None
         self._proxies: list[Any] = []
-        self._waiting: dict[int, _Waiting] = {}  # operations under way, by number
+        self._waiting: dict[int, _Read | _Planned] = {}  # operations under way, by number
         self._last = 0
-        self._known: int | None = None  # the version counter as this connection last saw it
-        self._committing = 0  # this connection's commits under way
+        self._connection = -1  # this connection's number, a version's last digits
+        self._seen = 0  # the greatest version this backend handed out or read
 
     # -- the protocol ---------------------------------------------------------------------------
 
-    async def get(self, namespace: str, key: str, now: float) -> Record | None:
-        db = self._db if self._db is not None else await self._database()
-        waiting = self._wait(_Read(key, now))
+    def get(self, namespace: str, key: str, now: float) -> Awaitable[Record | None]:
+        # Not a coroutine: with the database open, the caller awaits the answer itself (one
+        # frame less to make, resume and unwind, a measurable share of a quick read).
+        db = self._db
+        if db is None:
+            return self._get_opening(namespace, key, now)
+        self._last = number = self._last + 1
+        read = self._waiting[number] = _Read(key, now)
         try:
-            self._js().get(db, namespace, key, waiting.number)
+            (self._helper or self._js()).get(db, namespace, key, number)
         except JsException as exc:
-            self._lost(db, waiting, exc)
-        return await waiting.future
+            self._lost(db, number, exc)
+        return read
+
+    async def _get_opening(self, namespace: str, key: str, now: float) -> Record | None:
+        await self._database()
+        return await self.get(namespace, key, now)
 
     async def list(
         self, namespace: str, prefix: str, start_after: str | None, limit: int, now: float
@@ -231,6 +249,8 @@ class IndexedDBBackend:
                         last = value.k
                         record = _record(value, now)
                         if record is not None:
+                            if record.version > self._seen:
+                                self._seen = record.version
                             found.append(record)
                             if len(found) == limit:
                                 break
@@ -249,60 +269,51 @@ class IndexedDBBackend:
     async def commit(
         self, namespace: str, checks: Sequence[Check], mutations: Sequence[Mutation], now: float
     ) -> Commit:
-        # Plain writes (no checks, no increments) need the counter only for their version: when
-        # this connection knows it and has nothing else under way, they write with the next
-        # version at once and check the counter in the same transaction (undone if another
-        # tab moved it): one round of requests instead of two.
-        blind = not checks and all(m.kind != "increment" for m in mutations)
-        predicted = 0
-        if blind and mutations and self._known is not None and not self._committing:
-            predicted = self._known + 1
-        self._committing += 1
-        try:
-            try:
-                return await self._commit(namespace, checks, mutations, now, predicted)
-            except _Mispredicted:
-                return await self._commit(namespace, checks, mutations, now, 0)
-        finally:
-            self._committing -= 1
-
-    async def _commit(
-        self,
-        namespace: str,
-        checks: Sequence[Check],
-        mutations: Sequence[Mutation],
-        now: float,
-        predicted: int,
-    ) -> Commit:
+        if not checks and not mutations:
+            return Commit(True)
         db = self._db if self._db is not None else await self._database()
+        while self._connection < 0:
+            await self._number(db)
+            db = self._db if self._db is not None else await self._database()
         sweep = 0
         if mutations and now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
             sweep = SWEEP_BATCH
-        planned = _Planned(namespace, checks, mutations, now)
-        waiting = self._wait(planned)
+        planned = _Planned(checks, mutations, now, self._version)
+        self._last = number = self._last + 1
+        self._waiting[number] = planned
         given: tuple[Any, ...] = ()
-        if predicted:
-            # Blind writes need nothing read: planned now, and one write (store.set,
-            # store.delete) goes with the call instead of through a call back into Python.
-            written, sums = planned_writes(mutations, lambda key: None, predicted)
+        if not planned.names:
+            # Nothing to read (no checks, no increments): planned now, and one write
+            # (store.set, store.delete) goes with the call instead of through a call back.
+            written = planned.blind()
             if len(written) == 1:
                 ((key, record),) = written.items()
-                value = None if record is None else to_js(record.value)
-                given = (key, value, None if record is None else record.expires_at)
-                planned.result = Commit(True, predicted, sums)
-                planned.counter = predicted
+                if record is None:
+                    given = (key, None)
+                else:
+                    tick, connection = divmod(record.version, TABS)
+                    given = (key, to_js(record.value), tick, connection, record.expires_at)
         try:
-            self._js().commit(
-                db, namespace, waiting.number, planned.names, now, sweep, predicted, *given
+            (self._helper or self._js()).commit(
+                db, namespace, number, planned.names, now, sweep, *given
             )
         except JsException as exc:
-            self._lost(db, waiting, exc)
-        try:
-            return await waiting.future
-        finally:
-            if planned.counter is not None:
-                self._known = planned.counter
+            self._lost(db, number, exc)
+        return await planned
+
+    def _version(self, floor: int = 0) -> int:
+        """A new version: greater than ``floor`` and than every version this backend handed
+        out or read, and above the wall clock's microsecond; its last digits are this
+        connection's number."""
+        if self._connection < 0:  # opened again meanwhile (after a ``versionchange``)
+            raise StoreUnavailable(self.description, "the database was opened again: try again")
+        seen = self._seen if self._seen > floor else floor
+        tick = int(time.time() * 1_000_000)
+        if tick <= seen // TABS:
+            tick = seen // TABS + 1
+        self._seen = version = tick * TABS + self._connection
+        return version
 
     async def close(self) -> None:
         if self._db is not None:
@@ -323,58 +334,51 @@ class IndexedDBBackend:
             self._helper = _Helper(run_js(_HELPER)(*self._proxies))
         return self._helper
 
-    def _wait(self, operation: _Read | _Planned) -> _Waiting:
-        self._last += 1
-        waiting = _Waiting(self._last, operation)
-        self._waiting[self._last] = waiting
-        return waiting
-
-    def _lost(self, db: Any, waiting: _Waiting, exc: JsException) -> None:
+    def _lost(self, db: Any, number: int, exc: JsException) -> None:
         """The helper could not start a transaction: the connection is closing or closed."""
-        del self._waiting[waiting.number]
+        del self._waiting[number]
         if self._db is db:
             self._db = None  # the next operation opens it again
         raise StoreUnavailable(self.description, f"no transaction: {exc}") from None
 
-    def _done(self, number: int, value: Any = None, version: Any = 0, expires: Any = None) -> None:
-        waiting = self._waiting.pop(number, None)
-        if waiting is None:
-            return
-        operation = waiting.operation
-        try:
-            if isinstance(operation, _Read):
-                outcome: Any = None
-                if value is not None and (expires is None or expires > operation.now):
-                    outcome = Record(operation.key, value.to_bytes(), int(version), expires)
+    def _done(
+        self,
+        number: int,
+        value: Any = None,
+        tick: int = 0,
+        connection: int | None = None,
+        expires: float | None = None,
+    ) -> None:
+        operation = self._waiting.pop(number, None)
+        if type(operation) is _Read:
+            if value is None or (expires is not None and expires <= operation.now):
+                operation.set_result(None)
+                return
+            version = tick if connection is None else tick * TABS + connection
+            if version > self._seen:
+                self._seen = version
+            operation.set_result(Record(operation.key, value.to_bytes(), version, expires))
+        elif operation is not None:
+            if operation.failure is not None:
+                operation.set_exception(operation.failure)
             else:
-                outcome = operation.outcome()
-        except Exception as exc:
-            _fail(waiting.future, exc)
-        else:
-            _settle(waiting.future, outcome)
+                operation.set_result(operation.commit)
 
-    def _plan(self, number: int, counter: Any, found: Any) -> int:
-        waiting = self._waiting.get(number)
-        if waiting is None:
-            return -2
-        assert isinstance(waiting.operation, _Planned)
-        return waiting.operation.plan(self._js(), int(counter), found)
+    def _plan(self, number: int, found: Any) -> int:
+        planned = self._waiting.get(number)
+        if not isinstance(planned, _Planned):
+            return -1
+        return planned.plan(self._js(), found)
 
     def _failed(self, number: int, name: str, message: str) -> None:
-        waiting = self._waiting.pop(number, None)
-        if waiting is None:
-            return
-        operation = waiting.operation
-        if name == "Mispredicted":
-            assert isinstance(operation, _Planned)
-            operation.counter = int(message)
-            _fail(waiting.future, _Mispredicted())
+        operation = self._waiting.pop(number, None)
+        if operation is None:
             return
         if isinstance(operation, _Planned) and operation.failure is not None:
-            _fail(waiting.future, operation.failure)  # the plan's own error aborted it
+            operation.set_exception(operation.failure)  # the plan's own error aborted it
             return
         what = "a read failed" if isinstance(operation, _Read) else "the transaction was aborted"
-        _fail(waiting.future, self._refused(name, message, what))
+        operation.set_exception(self._refused(name, message, what))
 
     # -- connections and transactions ---------------------------------------------------------
 
@@ -442,8 +446,19 @@ class IndexedDBBackend:
         watcher = create_proxy(gone)
         db.onversionchange = watcher
         db.onclose = watcher
+        self._connection = -1  # taken by the first write (a read-only tab writes nothing)
         self._db = db
         return db
+
+    async def _number(self, db: Any) -> None:
+        """Take this connection's number: what its versions end with."""
+        try:
+            number = await self._js().connection(db)
+        except JsException as exc:
+            name, message = getattr(exc, "name", None), getattr(exc, "message", str(exc))
+            raise self._refused(name, message, "no connection number") from None
+        if self._db is db:
+            self._connection = int(number)
 
     def _transaction(
         self,
@@ -487,6 +502,7 @@ class _Helper:
         self.commit = helper.commit
         self.put = helper.put
         self.remove = helper.remove
+        self.connection = helper.connection
 
 
 class _Answer:
@@ -501,9 +517,17 @@ class _Answer:
     waiting through JSPI, the wake-up goes through ``call_soon`` as usual.) Tasks accept such
     an object by the ``_asyncio_future_blocking`` protocol, as they accept any future-like."""
 
-    _asyncio_future_blocking = False
+    __slots__ = (
+        "_asyncio_future_blocking",
+        "_callbacks",
+        "_exception",
+        "_loop",
+        "_result",
+        "_state",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._asyncio_future_blocking = False
         self._loop = loop
         self._callbacks: list[tuple[Callable[[Any], None], Any]] = []
         self._state = "pending"  # or "done", "cancelled"
@@ -575,101 +599,121 @@ class _Answer:
         if self._state == "pending":
             self._asyncio_future_blocking = True
             yield self
-        return self.result()
+        if self._exception is not None or self._state == "cancelled":
+            return self.result()  # raises
+        return self._result
 
     __iter__ = __await__
 
 
-class _Mispredicted(Exception):
-    """Another connection moved the version counter since this one last saw it."""
+class _Read(_Answer):
+    """A ``get`` under way: which key, and the clock that decides expiry."""
 
-
-class _Waiting:
-    """An operation under way: its number (how the helper names it) and its future."""
-
-    def __init__(self, number: int, operation: _Read | _Planned) -> None:
-        self.number = number
-        self.operation = operation
-        self.future = _Answer(asyncio.get_running_loop())
-        self.names = operation.names
-
-
-class _Read:
-    """A ``get``: which key, and the clock that decides expiry."""
-
-    names = ""
+    __slots__ = ("key", "now")
 
     def __init__(self, key: str, now: float) -> None:
+        super().__init__(asyncio.get_running_loop())
         self.key = key
         self.now = now
 
 
-class _Planned:
-    """One commit: the keys whose entries it reads (checks, increments), then, in its
-    transaction, ``plan`` decides and writes; ``outcome`` is what it returns once the
-    transaction has committed."""
+class _Planned(_Answer):
+    """One commit under way: the keys whose entries it reads (checks, increments), then, in
+    its transaction, ``plan`` decides and writes (``version(floor)`` gives its version); its
+    ``commit`` (or ``failure``) is the answer once the transaction has committed."""
+
+    __slots__ = (
+        "checks",
+        "commit",
+        "failure",
+        "keys",
+        "mutations",
+        "names",
+        "now",
+        "version",
+        "written",
+    )
 
     def __init__(
-        self, namespace: str, checks: Sequence[Check], mutations: Sequence[Mutation], now: float
+        self,
+        checks: Sequence[Check],
+        mutations: Sequence[Mutation],
+        now: float,
+        version: Callable[[int], int],
     ) -> None:
+        super().__init__(asyncio.get_running_loop())
         self.checks = checks
         self.mutations = mutations
         self.now = now
+        self.version = version
         needed = [check.key for check in checks]
         needed += [m.key for m in mutations if m.kind == "increment"]
         self.keys = list(dict.fromkeys(needed))
         self.names = "\0".join(self.keys)
-        self.result = Commit(True)
+        self.commit = Commit(True)
         self.failure: Exception | None = None
-        self.counter: int | None = None
-        """The version counter as this commit's transaction left it (once planned)."""
+        self.written: dict[str, Record | None] = {}
 
-    def plan(self, helper: _Helper, counter: int, found: Any) -> int:
-        """Check, compute and write (through ``helper``); the counter's new value, -1 when
-        nothing is to be written, -2 to abort (``failure`` says why)."""
+    def blind(self) -> dict[str, Record | None]:
+        """The writes of a batch that reads nothing, planned before its transaction."""
+        version = self.version(0)
+        self.written, sums = planned_writes(self.mutations, _nothing, version)
+        self.commit = Commit(True, version, sums)
+        return self.written
+
+    def plan(self, helper: _Helper, found: Any) -> int:
+        """Check, compute and write (through ``helper``): 1 when written, 0 when nothing is
+        to be written, -1 to abort (``failure`` says why)."""
         try:
-            self.counter = counter
-            current = self._current(found)
+            if not self.keys:
+                self._write(helper, self.written)
+                return 1
+            current, newest = self._current(found)
             for check in self.checks:
                 record = current[check.key]
                 if (record.version if record is not None else None) != check.version:
-                    self.result = Commit(False)
-                    return -1
+                    self.commit = Commit(False)
+                    return 0
             if not self.mutations:
-                return -1
-            version = counter + 1
+                return 0
+            version = self.version(newest)
             try:
                 written, sums = planned_writes(self.mutations, current.get, version)
             except NotAnInteger as exc:
                 self.failure = exc  # nothing written; raised once the transaction ends
-                return -1
-            for key, record in written.items():
-                if record is None:
-                    helper.remove(key)
-                else:
-                    helper.put(key, to_js(record.value), version, record.expires_at)
-            self.result = Commit(True, version, sums)
-            self.counter = version
-            return version
+                return 0
+            self._write(helper, written)
+            self.commit = Commit(True, version, sums)
+            return 1
         except Exception as exc:
             self.failure = exc
-            return -2
+            return -1
 
-    def _current(self, found: Any) -> dict[str, Record | None]:
-        if not self.keys:
-            return {}
+    @staticmethod
+    def _write(helper: _Helper, written: dict[str, Record | None]) -> None:
+        for key, record in written.items():
+            if record is None:
+                helper.remove(key)
+            else:
+                tick, connection = divmod(record.version, TABS)
+                helper.put(key, to_js(record.value), tick, connection, record.expires_at)
+
+    def _current(self, found: Any) -> tuple[dict[str, Record | None], int]:
+        """The live entries read, and the greatest version read (of any entry)."""
         values = found.to_py(depth=1)  # the list only: each value stays a Uint8Array
         current: dict[str, Record | None] = {}
+        newest = 0
         for index, key in enumerate(self.keys):
-            value, version, expires = values[3 * index : 3 * index + 3]
+            value, tick, connection, expires = values[4 * index : 4 * index + 4]
+            version = tick if connection is None else tick * TABS + connection
+            newest = max(newest, version)
             live = value is not None and (expires is None or expires > self.now)
-            current[key] = Record(key, value.to_bytes(), int(version), expires) if live else None
-        return current
+            current[key] = Record(key, value.to_bytes(), version, expires) if live else None
+        return current, newest
 
-    def outcome(self) -> Commit:
-        if self.failure is not None:
-            raise self.failure
-        return self.result
+
+def _nothing(key: str) -> None:
+    return None
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -781,4 +825,6 @@ def _record(value: Any, now: float) -> Record | None:
     expires_at = value.e
     if expires_at is not None and expires_at <= now:
         return None
-    return Record(value.k, value.v.to_bytes(), int(value.n), expires_at)
+    tick, connection = value.n, getattr(value, "c", None)  # no ``c``: an older entry
+    version = tick if connection is None else tick * TABS + connection
+    return Record(value.k, value.v.to_bytes(), version, expires_at)

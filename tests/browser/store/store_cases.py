@@ -11,7 +11,7 @@ import traceback
 import uuid
 
 import store_table
-from js import indexedDB
+from js import Object, indexedDB
 from pyodide.ffi import JsException, create_once_callable, to_js
 
 from valor import HTTPError, vlugin
@@ -64,27 +64,61 @@ async def case_expired_entries_are_removed(opened):
 
 
 async def case_writes_from_two_connections_get_distinct_versions(opened):
-    """Plain writes take the next version at once when the connection knows the counter: one
-    that another connection moved meanwhile is undone and made again."""
+    """Versions come from each connection's clock and end with its number: two connections
+    never hand out the same one, even writing at once; each one's versions grow; and a write
+    made after reading an entry gets a greater version than the entry's."""
     first = opened.store("race")
     second = opened.store("race", await opened.another())
     versions = []
-    for index in range(20):  # taking turns: each finds the counter moved by the other
+    for index in range(20):  # taking turns on one key, each reading the other's write first
         store = (first, second)[index % 2]
-        versions.append(await store.set(f"turn/{index}", index))
+        if versions:
+            assert (await store.get_entry("turn")).version == versions[-1]
+        versions.append(await store.set("turn", index))
     assert versions == sorted(versions) and len(set(versions)) == 20, versions
+    ends = {version[-4:] for version in versions}  # the connections' numbers
+    assert len(ends) == 2, versions
     together = await asyncio.gather(
         *(first.set(f"a/{i}", i) for i in range(30)), *(second.set(f"b/{i}", i) for i in range(30))
     )
-    assert len(set(together)) == 60 and min(together) > versions[-1]
+    assert len(set(together)) == 60, together
+    for own in (together[:30], together[30:]):
+        assert own == sorted(own) and len({version[-4:] for version in own}) == 1, own
     for index in range(30):
         for store, key, version in ((first, f"a/{index}", together[index]),
                                     (second, f"b/{index}", together[30 + index])):  # fmt: skip
             entry = await store.get_entry(key)
             assert entry is not None and entry.version == version, (key, entry, version)
-    deleted = await first.atomic().delete("turn/0").set("turn/1", "again").commit()
-    assert deleted.ok and deleted.version > max(together)
-    assert (await second.get_entry("turn/1")).version == deleted.version
+    # A batch that checks a key gives it a greater version than the one checked, whichever
+    # connection wrote that; a stale check fails.
+    stale = (await first.get_entry("b/0")).version
+    for store in (second, first, second):
+        entry = await store.get_entry("b/0")
+        done = await store.atomic().check("b/0", entry.version).set("b/0", "again").commit()
+        assert done.ok and done.version > entry.version, (entry, done)
+    assert not (await second.atomic().check("b/0", stale).delete("b/0").commit()).ok
+
+
+async def case_entries_written_before_clock_versions_are_read_and_outgrown(opened):
+    """An entry as an earlier release wrote it (``n`` its version from the store's counter,
+    no ``c``) is read with that version, listed, and outgrown by the next write of it."""
+    store = opened.store("earlier")
+    await store.set("other", 1)  # the database is open
+    db = await opened.backend._database()
+    written = asyncio.get_running_loop().create_future()
+    transaction = db.transaction("entries", "readwrite")
+    entry = to_js({"k": "n", "v": b"j41", "n": 7, "e": None}, dict_converter=Object.fromEntries)
+    transaction.objectStore("entries").put(entry, to_js(["earlier", b"n"]))
+    transaction.oncomplete = create_once_callable(lambda event: written.set_result(None))
+    await written
+    old = await store.get_entry("n")
+    assert old is not None and (old.value, old.version) == (41, f"{7:020d}"), old
+    listed = {e.key: e.version for e in (await store.list()).entries}
+    assert listed["n"] == old.version and listed["other"] > old.version, listed
+    assert not (await store.atomic().check("n", f"{8:020d}").set("n", 0).commit()).ok
+    assert await store.increment("n") == 42
+    assert (await store.get_entry("n")).version > old.version
+    assert not (await store.atomic().check("n", old.version).set("n", 0).commit()).ok
 
 
 async def case_a_transaction_does_not_outlive_an_await(opened):
@@ -104,6 +138,9 @@ async def case_a_transaction_does_not_outlive_an_await(opened):
 
 BROWSER_CASES = {
     "a_transaction_does_not_outlive_an_await": case_a_transaction_does_not_outlive_an_await,
+    "entries_written_before_clock_versions_are_read_and_outgrown": (
+        case_entries_written_before_clock_versions_are_read_and_outgrown
+    ),
     "expired_entries_are_removed": case_expired_entries_are_removed,
     "writes_from_two_connections_get_distinct_versions": (
         case_writes_from_two_connections_get_distinct_versions
