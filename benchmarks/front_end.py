@@ -42,7 +42,7 @@ from valor.static import StaticServer
 from valor.testing.hosts import CHROMIUM_ARGS, find_chromium
 from valor.testing.pytest_plugin import _empty_storage
 
-SETUPS = {}
+DURATIONS = {"setup": {}, "teardown": {}}
 
 
 @pytest.fixture(scope="session")
@@ -89,12 +89,12 @@ def pytest_collection_modifyitems(items):
 
 
 def pytest_runtest_logreport(report):
-    if report.when == "setup" and report.passed:
-        SETUPS[report.nodeid.split("::")[-1]] = report.duration
+    if report.when in DURATIONS and report.passed:
+        DURATIONS[report.when][report.nodeid.split("::")[-1]] = report.duration
 
 
 def pytest_sessionfinish(session):
-    Path(os.environ["BENCH_OUT"]).write_text(json.dumps(SETUPS))
+    Path(os.environ["BENCH_OUT"]).write_text(json.dumps(DURATIONS))
 '''
 
 TESTS = """
@@ -127,8 +127,9 @@ globalThis.mocksReady = true;
 </script>"""
 
 
-def run(work: Path, count: int, fresh: bool) -> dict[str, list[float]]:
-    out = work / f"setups-{fresh}.json"
+def run(work: Path, count: int, fresh: bool) -> dict[str, dict[str, list[float]]]:
+    """Each kind's set-up and teardown times, by phase: {"setup": {"valor": [...], ...}}."""
+    out = work / f"durations-{fresh}.json"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime_py"), os.environ.get("PYTHONPATH", "")]),
@@ -142,16 +143,18 @@ def run(work: Path, count: int, fresh: bool) -> dict[str, list[float]]:
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"the benchmark's tests failed:\n{done.stdout}\n{done.stderr}")
-    setups = json.loads(out.read_text())
-    if len(setups) != 2 * count:
-        raise SystemExit(f"expected {2 * count} set-ups, got {sorted(setups)}:\n{done.stdout}")
-    by_kind: dict[str, list[float]] = {"valor": [], "msw": []}
-    for name, duration in setups.items():
-        # test_msw[chromium-3]: pytest-playwright adds the browser to tests using its fixtures
-        kind, n = re.fullmatch(r"test_(\w+)\[(?:\w+-)?(\d+)\]", name).groups()
-        if n != "0":  # the first of each kind builds, launches and fills the cache
-            by_kind[kind].append(duration)
-    return by_kind
+    durations = json.loads(out.read_text())
+    by_phase: dict[str, dict[str, list[float]]] = {}
+    for phase, times in durations.items():
+        if len(times) != 2 * count:
+            raise SystemExit(f"expected {2 * count} {phase}s, got {sorted(times)}:\n{done.stdout}")
+        by_kind: dict[str, list[float]] = by_phase.setdefault(phase, {"valor": [], "msw": []})
+        for name, duration in times.items():
+            # test_msw[chromium-3]: pytest-playwright adds the browser to tests using its fixtures
+            kind, n = re.fullmatch(r"test_(\w+)\[(?:\w+-)?(\d+)\]", name).groups()
+            if n != "0":  # the first of each kind builds, launches and fills the cache
+                by_kind[kind].append(duration)
+    return by_phase
 
 
 def summary(times: list[float]) -> tuple[float, float]:
@@ -176,16 +179,20 @@ def main() -> None:
         (work / "pytest.ini").write_text("[pytest]\n")
         shared = run(work, args.tests, fresh=False)
         fresh = run(work, args.tests, fresh=True)
-    valor, valor90 = summary(shared["valor"])
-    msw, msw90 = summary(shared["msw"])
-    alone, alone90 = summary(fresh["valor"])
-    msw_again, _ = summary(fresh["msw"])
+    rows = [
+        ("valor_page (shared context)", shared, "valor"),
+        ("valor_page (valor_fresh_context = true)", fresh, "valor"),
+        ("MSW, same set-up (shared context)", shared, "msw"),
+        ("MSW, in the second run", fresh, "msw"),
+    ]
     print(f"Per-test set-up before the test's first line, {args.tests - 1} tests each (seconds)")
-    print(f"{'':44}{'median':>8}{'p90':>8}")
-    print(f"{'valor_page (shared context)':44}{valor:8.3f}{valor90:8.3f}")
-    print(f"{'valor_page (valor_fresh_context = true)':44}{alone:8.3f}{alone90:8.3f}")
-    print(f"{'MSW, same set-up (shared context)':44}{msw:8.3f}{msw90:8.3f}")
-    print(f"{'MSW, in the second run':44}{msw_again:8.3f}")
+    print(f"{'':44}{'median':>8}{'p90':>8}{'teardown':>10}")
+    for label, durations, kind in rows:
+        median, p90 = summary(durations["setup"][kind])
+        teardown, _ = summary(durations["teardown"][kind])
+        print(f"{label:44}{median:8.3f}{p90:8.3f}{teardown:10.3f}")
+    valor, _ = summary(shared["setup"]["valor"])
+    msw, _ = summary(shared["setup"]["msw"])
     print(f"Valor/MSW (shared context): {valor / msw:.2f}")
     verdict = "met" if valor <= TARGET else "missed"
     print(f"target: valor_page median <= {TARGET} s: {verdict} ({valor:.3f} s)")

@@ -220,11 +220,10 @@ def valor_api(
         )
     shared = _reuses_context(request)
     start_page = config.getini("valor_start_page")
-    keep_store = request.node.get_closest_marker("valor_keep_store") is not None
     if shared:
         context = request.getfixturevalue("valor_browser_context")
         pages: _SparePages = request.getfixturevalue("_valor_spare_pages")
-        api = pages.take(context, valor_front_end, start_page, keep_store)
+        api = pages.take(context, valor_front_end, start_page, _keeps_store(request.node))
     else:
         context = request.getfixturevalue("context")  # pytest-playwright's, with its artifacts
         context.add_init_script(START_WAITS_FOR_PLUGINS)
@@ -234,16 +233,21 @@ def valor_api(
     page = api.page
     try:
         api.wait_until_ready()
-        if shared:  # the next test's page boots while this one runs
+        if shared:  # none boots for the next test yet (the first test, say): one starts now
             pages.prepare(context, valor_front_end, start_page)
     except BaseException:
         if shared:
-            page.close()
+            pages.release(valor_front_end, page)
         raise
     yield api
     unhandled = list(api.unhandled)
     if shared:
-        page.close()
+        pages.release(valor_front_end, page)
+        # A page for the test after the next one starts here, on the origin this test leaves,
+        # so it boots during the next test too; not when the next test keeps this store.
+        following = request.node.stash.get(_NEXT_PAGE_TEST, None)
+        if following is not None and not _keeps_store(following):
+            pages.prepare(context, valor_front_end, start_page)
     if unhandled and mode == "error":
         pytest.fail(api.unhandled_message(), pytrace=False)
     elif unhandled and mode == "warn":
@@ -258,32 +262,53 @@ def valor_page(valor_api: ValorAPI) -> Any:
 
 
 class _SparePages:
-    """Pages booting for the next test, one per site, on the site's other origin than the
-    last test's (``SiteServer.urls``): its store, storage and cookies emptied before it
-    loads, so it is as fresh as a page opened when the test starts, and its runtime boots
-    while the test before runs."""
+    """Pages booting ahead for the next tests, one site's on each of its origins
+    (``SiteServer.urls``) that no test's page is on: an origin's store, storage and cookies are
+    emptied before its page loads, so the page is as fresh as one opened when its test starts,
+    and its runtime boots while the tests before run. A test takes the oldest."""
 
     def __init__(self) -> None:
-        self.spare: dict[int, ValorAPI] = {}
-        self.last: dict[int, int] = {}  # site -> the index of the origin the last test used
+        self.spares: dict[int, list[ValorAPI]] = {}  # site -> pages booting, oldest first
+        self.in_use: dict[int, int] = {}  # site -> the origin index of the running test's page
+        self.last: dict[int, int] = {}  # site -> the origin index of the last test's page
 
     def take(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
-        spare = self.spare.pop(id(site), None)
-        if spare is not None and (spare.page.is_closed() or spare.page.context != context):
-            spare = None  # from a browser pytest has launched again since
-        if spare is not None and not keep_store:
-            self.last[id(site)] = site.urls.index(spare.url)
-            return spare
-        if spare is not None:
-            spare.page.close()
-        # The last test's origin, for its store; else a fresh one.
-        index = self.last.get(id(site), 0) if keep_store else 1 - self.last.get(id(site), 1)
-        self.last[id(site)] = index
-        return self._open(context, site, index, start_page, empty=not keep_store)
+        spares = self.spares.setdefault(id(site), [])
+        for spare in list(spares):
+            if spare.page.is_closed() or spare.page.context != context:
+                spares.remove(spare)  # from a browser pytest has launched again since
+        if keep_store:  # the last test's origin, with its store
+            index = self.last.get(id(site), 0)
+            for spare in [s for s in spares if s.url == site.urls[index]]:
+                spares.remove(spare)  # emptied already: what the test keeps is an empty store
+                spare.page.close()
+            api = self._open(context, site, index, start_page, empty=False)
+        elif spares:
+            api = spares.pop(0)
+        else:
+            index = 1 - self.last.get(id(site), 1)
+            api = self._open(context, site, index, start_page, empty=True)
+        index = site.urls.index(api.url)
+        self.in_use[id(site)] = self.last[id(site)] = index
+        return api
+
+    def release(self, site: SiteServer, page: Any) -> None:
+        """The test's page is done: closed, and its origin free for a page of a later test."""
+        page.close()
+        self.in_use.pop(id(site), None)
 
     def prepare(self, context: Any, site: SiteServer, start_page: str) -> None:
-        index = 1 - self.last[id(site)]
-        self.spare[id(site)] = self._open(context, site, index, start_page, empty=True)
+        """Start a page for a later test on an origin no page is on, if there is one."""
+        index = self._free(site, prefer=1 - self.last.get(id(site), 1))
+        if index is not None:
+            spare = self._open(context, site, index, start_page, empty=True)
+            self.spares.setdefault(id(site), []).append(spare)
+
+    def _free(self, site: SiteServer, prefer: int) -> int | None:
+        taken = {site.urls.index(spare.url) for spare in self.spares.get(id(site), [])}
+        taken.add(self.in_use.get(id(site), -1))
+        free = [index for index in (prefer, 1 - prefer) if index not in taken]
+        return free[0] if free else None
 
     def _open(
         self, context: Any, site: SiteServer, index: int, start_page: str, empty: bool
@@ -304,9 +329,10 @@ class _SparePages:
         return api
 
     def close(self) -> None:
-        for api in self.spare.values():
-            api.page.close()
-        self.spare.clear()
+        for spares in self.spares.values():
+            for api in spares:
+                api.page.close()
+        self.spares.clear()
 
 
 @pytest.fixture(scope="session")
@@ -314,6 +340,35 @@ def _valor_spare_pages() -> Iterator[_SparePages]:
     pages = _SparePages()
     yield pages
     pages.close()
+
+
+_NEXT_PAGE_TEST = pytest.StashKey["pytest.Item | None"]()
+_PAGE_TESTS_FROM = pytest.StashKey[dict[int, "pytest.Item | None"]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    # Before the test's fixtures are torn down: valor_api's teardown looks at the next test
+    # that has a valor_page, the one after this in the session's order.
+    if nextitem is not None:
+        item.stash[_NEXT_PAGE_TEST] = _page_tests_from(item.session).get(id(nextitem))
+
+
+def _page_tests_from(session: pytest.Session) -> dict[int, pytest.Item | None]:
+    """For each test (by id), the first test from it on that has a ``valor_page``."""
+    if _PAGE_TESTS_FROM not in session.stash:  # built once the order is final
+        following: dict[int, pytest.Item | None] = {}
+        page_test = None
+        for item in reversed(session.items):
+            if "valor_api" in getattr(item, "fixturenames", ()):
+                page_test = item
+            following[id(item)] = page_test
+        session.stash[_PAGE_TESTS_FROM] = following
+    return session.stash[_PAGE_TESTS_FROM]
+
+
+def _keeps_store(item: pytest.Item) -> bool:
+    return item.get_closest_marker("valor_keep_store") is not None
 
 
 def _reuses_context(request: pytest.FixtureRequest) -> bool:
