@@ -5,12 +5,13 @@ A pytest session of its own (pytest-playwright, Chromium) runs ``--tests`` trivi
 each kind, interleaved: ``valor_page`` on the to-do example (``plugins/todo``), and an
 ``msw_page`` fixture doing for MSW what ``valor_page`` does for Valor: a new page in a context
 shared by the tests, its storage emptied, the start page loaded and its mocks started
-(``worker.start()``). Reported: the median and p90 of the tests' setup times, the first test of
-each kind left out (it builds the bundle, launches the browser and fills the cache).
-``valor_page`` starts the next test's page while a test runs (see docs/testing.md); the MSW
-side does not, as a plain MSW set-up does not. Then the
-same for Valor with ``valor_fresh_context = true`` (a context per test, as with pytest-
-playwright's artifacts). Target: Valor's median <= 0.5 s.
+(``worker.start()``). Reported: the median and p90 of the tests' setup times and the median
+teardown, the first test of each kind left out (it builds the bundle, launches the browser and
+fills the cache). ``valor_page`` starts a page for the test after the next one as a test's
+page closes (see docs/testing.md), in the teardown; the MSW side boots nothing ahead, as a
+plain MSW set-up does not. Then the same for Valor with ``valor_fresh_context = true`` (a
+context per test, as with pytest-playwright's artifacts). Target: Valor's median set-up
+<= 0.5 s.
 
     python benchmarks/front_end.py [--tests 15]
 """

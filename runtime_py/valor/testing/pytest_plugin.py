@@ -321,8 +321,9 @@ class _SparePages:
                 context.clear_cookies(domain=site.HOSTS[index])
                 _empty_storage(context, api.page, api.origin)
             api.watch()
-            # Not waiting for the load: the runtime boots on its own, wait_until_ready waits.
-            api.page.goto(api.url + start_page.lstrip("/"), wait_until="commit")
+            # Not waiting for the navigation, not even its answer: the runtime boots on its
+            # own, and wait_until_ready waits for it.
+            api.page.evaluate(NAVIGATE, api.url + start_page.lstrip("/"))
         except BaseException:
             api.page.close()
             raise
@@ -341,6 +342,9 @@ def _valor_spare_pages() -> Iterator[_SparePages]:
     yield pages
     pages.close()
 
+
+NAVIGATE = "(url) => { location.assign(url); }"
+"""Starts a navigation without waiting for it (``page.goto`` waits at least for its answer)."""
 
 _NEXT_PAGE_TEST = pytest.StashKey["pytest.Item | None"]()
 _PAGE_TESTS_FROM = pytest.StashKey[dict[int, "pytest.Item | None"]]()
@@ -387,10 +391,7 @@ def _empty_storage(context: Any, page: Any, origin: str) -> None:
     """The site's IndexedDB (the plug-ins' store and the registry's overrides) and local
     storage, emptied; the service worker and its cached bundle stay."""
     session = context.new_cdp_session(page)
-    try:
-        session.send(
-            "Storage.clearDataForOrigin",
-            {"origin": origin, "storageTypes": "indexeddb,local_storage,websql,file_systems"},
-        )
-    finally:
-        session.detach()
+    session.send(
+        "Storage.clearDataForOrigin",
+        {"origin": origin, "storageTypes": "indexeddb,local_storage,websql,file_systems"},
+    )  # the session ends with the page
