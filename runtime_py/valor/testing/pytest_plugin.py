@@ -233,7 +233,8 @@ def valor_api(
     page = api.page
     try:
         api.wait_until_ready()
-        if shared:  # none boots for the next test yet (the first test, say): one starts now
+        # None boots for the next test yet (the first test, say): one starts now.
+        if shared and _boots_ahead_for(_next_page_test(request.node)):
             pages.prepare(context, valor_front_end, start_page)
     except BaseException:
         if shared:
@@ -245,8 +246,8 @@ def valor_api(
         pages.release(valor_front_end, page)
         # A page for the test after the next one starts here, on the origin this test leaves,
         # so it boots during the next test too; not when the next test keeps this store.
-        following = request.node.stash.get(_NEXT_PAGE_TEST, None)
-        if following is not None and not _keeps_store(following):
+        following = _next_page_test(request.node)
+        if _boots_ahead_for(following, _next_page_test(following)):
             pages.prepare(context, valor_front_end, start_page)
     if unhandled and mode == "error":
         pytest.fail(api.unhandled_message(), pytrace=False)
@@ -346,29 +347,32 @@ def _valor_spare_pages() -> Iterator[_SparePages]:
 NAVIGATE = "(url) => { location.assign(url); }"
 """Starts a navigation without waiting for it (``page.goto`` waits at least for its answer)."""
 
-_NEXT_PAGE_TEST = pytest.StashKey["pytest.Item | None"]()
-_PAGE_TESTS_FROM = pytest.StashKey[dict[int, "pytest.Item | None"]]()
+_NEXT_PAGE_TESTS = pytest.StashKey[dict[int, "pytest.Item | None"]]()
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    # Before the test's fixtures are torn down: valor_api's teardown looks at the next test
-    # that has a valor_page, the one after this in the session's order.
-    if nextitem is not None:
-        item.stash[_NEXT_PAGE_TEST] = _page_tests_from(item.session).get(id(nextitem))
-
-
-def _page_tests_from(session: pytest.Session) -> dict[int, pytest.Item | None]:
-    """For each test (by id), the first test from it on that has a ``valor_page``."""
-    if _PAGE_TESTS_FROM not in session.stash:  # built once the order is final
+def _next_page_test(item: pytest.Item | None) -> pytest.Item | None:
+    """The first test after ``item`` in the session's order that has a ``valor_page``."""
+    if item is None:
+        return None
+    session = item.session
+    if _NEXT_PAGE_TESTS not in session.stash:  # built once, when the order is final
         following: dict[int, pytest.Item | None] = {}
         page_test = None
-        for item in reversed(session.items):
-            if "valor_api" in getattr(item, "fixturenames", ()):
-                page_test = item
-            following[id(item)] = page_test
-        session.stash[_PAGE_TESTS_FROM] = following
-    return session.stash[_PAGE_TESTS_FROM]
+        for later in reversed(session.items):
+            following[id(later)] = page_test
+            if "valor_api" in getattr(later, "fixturenames", ()):
+                page_test = later
+        session.stash[_NEXT_PAGE_TESTS] = following
+    return session.stash[_NEXT_PAGE_TESTS].get(id(item))
+
+
+def _boots_ahead_for(first: pytest.Item | None, second: pytest.Item | None = None) -> bool:
+    """Whether a page booting now would be taken: by ``first``, the next test with a page,
+    or (given) by ``second``, the one after it, when ``first`` takes the one booting
+    already. A test that keeps the store takes none, and wants the origin of the test
+    before it as that test left it."""
+    tests = [first] if second is None else [first, second]
+    return all(test is not None and not _keeps_store(test) for test in tests)
 
 
 def _keeps_store(item: pytest.Item) -> bool:
