@@ -2,7 +2,8 @@
 line runs, beside Mock Service Worker's equivalent set-up in the same run.
 
 A pytest session of its own (pytest-playwright, Chromium) runs ``--tests`` trivial tests of
-each kind, interleaved: ``valor_page`` on the to-do example (``plugins/todo``), and an
+each kind, interleaved (``--grouped``: one kind after the other): ``valor_page`` on the to-do
+example (``plugins/todo``), and an
 ``msw_page`` fixture doing for MSW what ``valor_page`` does for Valor: a new page in a context
 shared by the tests, its storage emptied, the start page loaded and its mocks started
 (``worker.start()``). Reported: the median and p90 of the tests' setup times and the median
@@ -13,7 +14,7 @@ plain MSW set-up does not. Then the same for Valor with ``valor_fresh_context = 
 context per test, as with pytest-playwright's artifacts). Target: Valor's median set-up
 <= 0.5 s.
 
-    python benchmarks/front_end.py [--tests 15]
+    python benchmarks/front_end.py [--tests 15] [--grouped]
 """
 
 from __future__ import annotations
@@ -86,7 +87,10 @@ def msw_page(msw_context, msw_site):
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.callspec.params["n"])  # interleaved: the same conditions
+    if os.environ["BENCH_ORDER"] == "grouped":  # each kind's tests one after another
+        items.sort(key=lambda item: (item.name.split("[")[0], item.callspec.params["n"]))
+    else:  # interleaved: the same conditions
+        items.sort(key=lambda item: item.callspec.params["n"])
 
 
 def pytest_runtest_logreport(report):
@@ -128,7 +132,7 @@ globalThis.mocksReady = true;
 </script>"""
 
 
-def run(work: Path, count: int, fresh: bool) -> dict[str, dict[str, list[float]]]:
+def run(work: Path, count: int, fresh: bool, order: str) -> dict[str, dict[str, list[float]]]:
     """Each kind's set-up and teardown times, by phase: {"setup": {"valor": [...], ...}}."""
     out = work / f"durations-{fresh}.json"
     env = {
@@ -137,6 +141,7 @@ def run(work: Path, count: int, fresh: bool) -> dict[str, dict[str, list[float]]
         "BENCH_MANIFEST": str(ROOT / "plugins" / "todo" / "plugins.json"),
         "BENCH_MSW_SITE": str(work / "msw"),
         "BENCH_OUT": str(out),
+        "BENCH_ORDER": order,
     }
     options = ["-o", f"valor_fresh_context={'true' if fresh else 'false'}"]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
@@ -166,6 +171,12 @@ def summary(times: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=15, help="tests of each kind (default 15)")
+    parser.add_argument(
+        "--grouped",
+        action="store_true",
+        help="run each kind's tests one after another instead of interleaved: a page booting "
+        "ahead then has only the tests of its own kind to boot during",
+    )
     args = parser.parse_args()
     if not (MSW / "package.json").exists():
         raise SystemExit("msw is not installed: run npm ci (it is pinned in package.json)")
@@ -178,15 +189,19 @@ def main() -> None:
         (work / "conftest.py").write_text(CONFTEST)
         (work / "test_pages.py").write_text(TESTS.format(count=args.tests))
         (work / "pytest.ini").write_text("[pytest]\n")
-        shared = run(work, args.tests, fresh=False)
-        fresh = run(work, args.tests, fresh=True)
+        order = "grouped" if args.grouped else "interleaved"
+        shared = run(work, args.tests, fresh=False, order=order)
+        fresh = run(work, args.tests, fresh=True, order=order)
     rows = [
         ("valor_page (shared context)", shared, "valor"),
         ("valor_page (valor_fresh_context = true)", fresh, "valor"),
         ("MSW, same set-up (shared context)", shared, "msw"),
         ("MSW, in the second run", fresh, "msw"),
     ]
-    print(f"Per-test set-up before the test's first line, {args.tests - 1} tests each (seconds)")
+    print(
+        f"Per-test set-up before the test's first line, {args.tests - 1} tests each, {order}"
+        " (seconds)"
+    )
     print(f"{'':44}{'median':>8}{'p90':>8}{'teardown':>10}")
     for label, durations, kind in rows:
         median, p90 = summary(durations["setup"][kind])
