@@ -2,17 +2,19 @@
 line runs, beside Mock Service Worker's equivalent set-up in the same run.
 
 A pytest session of its own (pytest-playwright, Chromium) runs ``--tests`` trivial tests of
-each kind, interleaved: ``valor_page`` on the to-do example (``plugins/todo``), and an
+each kind, interleaved (``--grouped``: one kind after the other): ``valor_page`` on the to-do
+example (``plugins/todo``), and an
 ``msw_page`` fixture doing for MSW what ``valor_page`` does for Valor: a new page in a context
 shared by the tests, its storage emptied, the start page loaded and its mocks started
-(``worker.start()``). Reported: the median and p90 of the tests' setup times, the first test of
-each kind left out (it builds the bundle, launches the browser and fills the cache).
-``valor_page`` starts the next test's page while a test runs (see docs/testing.md); the MSW
-side does not, as a plain MSW set-up does not. Then the
-same for Valor with ``valor_fresh_context = true`` (a context per test, as with pytest-
-playwright's artifacts). Target: Valor's median <= 0.5 s.
+(``worker.start()``). Reported: the median and p90 of the tests' setup times and the median
+teardown, the first test of each kind left out (it builds the bundle, launches the browser and
+fills the cache). ``valor_page`` starts a page for the test after the next one as a test's
+page closes (see docs/testing.md), in the teardown; the MSW side boots nothing ahead, as a
+plain MSW set-up does not. Then the same for Valor with ``valor_fresh_context = true`` (a
+context per test, as with pytest-playwright's artifacts). Target: Valor's median set-up
+<= 0.5 s.
 
-    python benchmarks/front_end.py [--tests 15]
+    python benchmarks/front_end.py [--tests 15] [--grouped]
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from valor.static import StaticServer
 from valor.testing.hosts import CHROMIUM_ARGS, find_chromium
 from valor.testing.pytest_plugin import _empty_storage
 
-SETUPS = {}
+DURATIONS = {"setup": {}, "teardown": {}}
 
 
 @pytest.fixture(scope="session")
@@ -85,16 +87,19 @@ def msw_page(msw_context, msw_site):
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.callspec.params["n"])  # interleaved: the same conditions
+    if os.environ["BENCH_ORDER"] == "grouped":  # each kind's tests one after another
+        items.sort(key=lambda item: (item.name.split("[")[0], item.callspec.params["n"]))
+    else:  # interleaved: the same conditions
+        items.sort(key=lambda item: item.callspec.params["n"])
 
 
 def pytest_runtest_logreport(report):
-    if report.when == "setup" and report.passed:
-        SETUPS[report.nodeid.split("::")[-1]] = report.duration
+    if report.when in DURATIONS and report.passed:
+        DURATIONS[report.when][report.nodeid.split("::")[-1]] = report.duration
 
 
 def pytest_sessionfinish(session):
-    Path(os.environ["BENCH_OUT"]).write_text(json.dumps(SETUPS))
+    Path(os.environ["BENCH_OUT"]).write_text(json.dumps(DURATIONS))
 '''
 
 TESTS = """
@@ -127,14 +132,16 @@ globalThis.mocksReady = true;
 </script>"""
 
 
-def run(work: Path, count: int, fresh: bool) -> dict[str, list[float]]:
-    out = work / f"setups-{fresh}.json"
+def run(work: Path, count: int, fresh: bool, order: str) -> dict[str, dict[str, list[float]]]:
+    """Each kind's set-up and teardown times, by phase: {"setup": {"valor": [...], ...}}."""
+    out = work / f"durations-{fresh}.json"
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "runtime_py"), os.environ.get("PYTHONPATH", "")]),
         "BENCH_MANIFEST": str(ROOT / "plugins" / "todo" / "plugins.json"),
         "BENCH_MSW_SITE": str(work / "msw"),
         "BENCH_OUT": str(out),
+        "BENCH_ORDER": order,
     }
     options = ["-o", f"valor_fresh_context={'true' if fresh else 'false'}"]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
@@ -142,16 +149,18 @@ def run(work: Path, count: int, fresh: bool) -> dict[str, list[float]]:
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"the benchmark's tests failed:\n{done.stdout}\n{done.stderr}")
-    setups = json.loads(out.read_text())
-    if len(setups) != 2 * count:
-        raise SystemExit(f"expected {2 * count} set-ups, got {sorted(setups)}:\n{done.stdout}")
-    by_kind: dict[str, list[float]] = {"valor": [], "msw": []}
-    for name, duration in setups.items():
-        # test_msw[chromium-3]: pytest-playwright adds the browser to tests using its fixtures
-        kind, n = re.fullmatch(r"test_(\w+)\[(?:\w+-)?(\d+)\]", name).groups()
-        if n != "0":  # the first of each kind builds, launches and fills the cache
-            by_kind[kind].append(duration)
-    return by_kind
+    durations = json.loads(out.read_text())
+    by_phase: dict[str, dict[str, list[float]]] = {}
+    for phase, times in durations.items():
+        if len(times) != 2 * count:
+            raise SystemExit(f"expected {2 * count} {phase}s, got {sorted(times)}:\n{done.stdout}")
+        by_kind: dict[str, list[float]] = by_phase.setdefault(phase, {"valor": [], "msw": []})
+        for name, duration in times.items():
+            # test_msw[chromium-3]: pytest-playwright adds the browser to tests using its fixtures
+            kind, n = re.fullmatch(r"test_(\w+)\[(?:\w+-)?(\d+)\]", name).groups()
+            if n != "0":  # the first of each kind builds, launches and fills the cache
+                by_kind[kind].append(duration)
+    return by_phase
 
 
 def summary(times: list[float]) -> tuple[float, float]:
@@ -162,6 +171,12 @@ def summary(times: list[float]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=15, help="tests of each kind (default 15)")
+    parser.add_argument(
+        "--grouped",
+        action="store_true",
+        help="run each kind's tests one after another instead of interleaved: a page booting "
+        "ahead then has only the tests of its own kind to boot during",
+    )
     args = parser.parse_args()
     if not (MSW / "package.json").exists():
         raise SystemExit("msw is not installed: run npm ci (it is pinned in package.json)")
@@ -174,18 +189,26 @@ def main() -> None:
         (work / "conftest.py").write_text(CONFTEST)
         (work / "test_pages.py").write_text(TESTS.format(count=args.tests))
         (work / "pytest.ini").write_text("[pytest]\n")
-        shared = run(work, args.tests, fresh=False)
-        fresh = run(work, args.tests, fresh=True)
-    valor, valor90 = summary(shared["valor"])
-    msw, msw90 = summary(shared["msw"])
-    alone, alone90 = summary(fresh["valor"])
-    msw_again, _ = summary(fresh["msw"])
-    print(f"Per-test set-up before the test's first line, {args.tests - 1} tests each (seconds)")
-    print(f"{'':44}{'median':>8}{'p90':>8}")
-    print(f"{'valor_page (shared context)':44}{valor:8.3f}{valor90:8.3f}")
-    print(f"{'valor_page (valor_fresh_context = true)':44}{alone:8.3f}{alone90:8.3f}")
-    print(f"{'MSW, same set-up (shared context)':44}{msw:8.3f}{msw90:8.3f}")
-    print(f"{'MSW, in the second run':44}{msw_again:8.3f}")
+        order = "grouped" if args.grouped else "interleaved"
+        shared = run(work, args.tests, fresh=False, order=order)
+        fresh = run(work, args.tests, fresh=True, order=order)
+    rows = [
+        ("valor_page (shared context)", shared, "valor"),
+        ("valor_page (valor_fresh_context = true)", fresh, "valor"),
+        ("MSW, same set-up (shared context)", shared, "msw"),
+        ("MSW, in the second run", fresh, "msw"),
+    ]
+    print(
+        f"Per-test set-up before the test's first line, {args.tests - 1} tests each, {order}"
+        " (seconds)"
+    )
+    print(f"{'':44}{'median':>8}{'p90':>8}{'teardown':>10}")
+    for label, durations, kind in rows:
+        median, p90 = summary(durations["setup"][kind])
+        teardown, _ = summary(durations["teardown"][kind])
+        print(f"{label:44}{median:8.3f}{p90:8.3f}{teardown:10.3f}")
+    valor, _ = summary(shared["setup"]["valor"])
+    msw, _ = summary(shared["setup"]["msw"])
     print(f"Valor/MSW (shared context): {valor / msw:.2f}")
     verdict = "met" if valor <= TARGET else "missed"
     print(f"target: valor_page median <= {TARGET} s: {verdict} ({valor:.3f} s)")

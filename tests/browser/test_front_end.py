@@ -124,6 +124,11 @@ def test_adds_a_todo_to_the_store(valor_page: Page) -> None:
     assert valor_page.evaluate(post, '{"title": "kept"}') == 201
 
 
+def test_with_a_page_of_its_own_between_the_two(page: Page, valor_front_end) -> None:
+    # pytest-playwright's own page: the store the next test with valor_page keeps stays
+    assert page.goto(valor_front_end.url + "style.css").ok
+
+
 @pytest.mark.valor_keep_store
 def test_a_test_can_keep_the_store(valor_page: Page) -> None:
     assert "kept" in valor_page.evaluate(FETCH, "api/todos")[1]

@@ -220,11 +220,10 @@ def valor_api(
         )
     shared = _reuses_context(request)
     start_page = config.getini("valor_start_page")
-    keep_store = request.node.get_closest_marker("valor_keep_store") is not None
     if shared:
         context = request.getfixturevalue("valor_browser_context")
         pages: _SparePages = request.getfixturevalue("_valor_spare_pages")
-        api = pages.take(context, valor_front_end, start_page, keep_store)
+        api = pages.take(context, valor_front_end, start_page, _keeps_store(request.node))
     else:
         context = request.getfixturevalue("context")  # pytest-playwright's, with its artifacts
         context.add_init_script(START_WAITS_FOR_PLUGINS)
@@ -234,16 +233,22 @@ def valor_api(
     page = api.page
     try:
         api.wait_until_ready()
-        if shared:  # the next test's page boots while this one runs
+        # None boots for the next test yet (the first test, say): one starts now.
+        if shared and _boots_ahead_for(_next_page_test(request.node)):
             pages.prepare(context, valor_front_end, start_page)
     except BaseException:
         if shared:
-            page.close()
+            pages.release(valor_front_end, page)
         raise
     yield api
     unhandled = list(api.unhandled)
     if shared:
-        page.close()
+        pages.release(valor_front_end, page)
+        # A page for the test after the next one starts here, on the origin this test leaves,
+        # so it boots during the next test too; not when the next test keeps this store.
+        following = _next_page_test(request.node)
+        if _boots_ahead_for(following, _next_page_test(following)):
+            pages.prepare(context, valor_front_end, start_page)
     if unhandled and mode == "error":
         pytest.fail(api.unhandled_message(), pytrace=False)
     elif unhandled and mode == "warn":
@@ -258,32 +263,53 @@ def valor_page(valor_api: ValorAPI) -> Any:
 
 
 class _SparePages:
-    """Pages booting for the next test, one per site, on the site's other origin than the
-    last test's (``SiteServer.urls``): its store, storage and cookies emptied before it
-    loads, so it is as fresh as a page opened when the test starts, and its runtime boots
-    while the test before runs."""
+    """Pages booting ahead for the next tests, one site's on each of its origins
+    (``SiteServer.urls``) that no test's page is on: an origin's store, storage and cookies are
+    emptied before its page loads, so the page is as fresh as one opened when its test starts,
+    and its runtime boots while the tests before run. A test takes the oldest."""
 
     def __init__(self) -> None:
-        self.spare: dict[int, ValorAPI] = {}
-        self.last: dict[int, int] = {}  # site -> the index of the origin the last test used
+        self.spares: dict[int, list[ValorAPI]] = {}  # site -> pages booting, oldest first
+        self.in_use: dict[int, int] = {}  # site -> the origin index of the running test's page
+        self.last: dict[int, int] = {}  # site -> the origin index of the last test's page
 
     def take(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
-        spare = self.spare.pop(id(site), None)
-        if spare is not None and (spare.page.is_closed() or spare.page.context != context):
-            spare = None  # from a browser pytest has launched again since
-        if spare is not None and not keep_store:
-            self.last[id(site)] = site.urls.index(spare.url)
-            return spare
-        if spare is not None:
-            spare.page.close()
-        # The last test's origin, for its store; else a fresh one.
-        index = self.last.get(id(site), 0) if keep_store else 1 - self.last.get(id(site), 1)
-        self.last[id(site)] = index
-        return self._open(context, site, index, start_page, empty=not keep_store)
+        spares = self.spares.setdefault(id(site), [])
+        for spare in list(spares):
+            if spare.page.is_closed() or spare.page.context != context:
+                spares.remove(spare)  # from a browser pytest has launched again since
+        if keep_store:  # the last test's origin, with its store
+            index = self.last.get(id(site), 0)
+            for spare in [s for s in spares if s.url == site.urls[index]]:
+                spares.remove(spare)  # emptied already: what the test keeps is an empty store
+                spare.page.close()
+            api = self._open(context, site, index, start_page, empty=False)
+        elif spares:
+            api = spares.pop(0)
+        else:
+            index = 1 - self.last.get(id(site), 1)
+            api = self._open(context, site, index, start_page, empty=True)
+        index = site.urls.index(api.url)
+        self.in_use[id(site)] = self.last[id(site)] = index
+        return api
+
+    def release(self, site: SiteServer, page: Any) -> None:
+        """The test's page is done: closed, and its origin free for a page of a later test."""
+        page.close()
+        self.in_use.pop(id(site), None)
 
     def prepare(self, context: Any, site: SiteServer, start_page: str) -> None:
-        index = 1 - self.last[id(site)]
-        self.spare[id(site)] = self._open(context, site, index, start_page, empty=True)
+        """Start a page for a later test on an origin no page is on, if there is one."""
+        index = self._free(site, prefer=1 - self.last.get(id(site), 1))
+        if index is not None:
+            spare = self._open(context, site, index, start_page, empty=True)
+            self.spares.setdefault(id(site), []).append(spare)
+
+    def _free(self, site: SiteServer, prefer: int) -> int | None:
+        taken = {site.urls.index(spare.url) for spare in self.spares.get(id(site), [])}
+        taken.add(self.in_use.get(id(site), -1))
+        free = [index for index in (prefer, 1 - prefer) if index not in taken]
+        return free[0] if free else None
 
     def _open(
         self, context: Any, site: SiteServer, index: int, start_page: str, empty: bool
@@ -296,17 +322,19 @@ class _SparePages:
                 context.clear_cookies(domain=site.HOSTS[index])
                 _empty_storage(context, api.page, api.origin)
             api.watch()
-            # Not waiting for the load: the runtime boots on its own, wait_until_ready waits.
-            api.page.goto(api.url + start_page.lstrip("/"), wait_until="commit")
+            # Not waiting for the navigation, not even its answer: the runtime boots on its
+            # own, and wait_until_ready waits for it.
+            api.page.evaluate(NAVIGATE, api.url + start_page.lstrip("/"))
         except BaseException:
             api.page.close()
             raise
         return api
 
     def close(self) -> None:
-        for api in self.spare.values():
-            api.page.close()
-        self.spare.clear()
+        for spares in self.spares.values():
+            for api in spares:
+                api.page.close()
+        self.spares.clear()
 
 
 @pytest.fixture(scope="session")
@@ -314,6 +342,41 @@ def _valor_spare_pages() -> Iterator[_SparePages]:
     pages = _SparePages()
     yield pages
     pages.close()
+
+
+NAVIGATE = "(url) => { location.assign(url); }"
+"""Starts a navigation without waiting for it (``page.goto`` waits at least for its answer)."""
+
+_NEXT_PAGE_TESTS = pytest.StashKey[dict[int, "pytest.Item | None"]]()
+
+
+def _next_page_test(item: pytest.Item | None) -> pytest.Item | None:
+    """The first test after ``item`` in the session's order that has a ``valor_page``."""
+    if item is None:
+        return None
+    session = item.session
+    if _NEXT_PAGE_TESTS not in session.stash:  # built once, when the order is final
+        following: dict[int, pytest.Item | None] = {}
+        page_test = None
+        for later in reversed(session.items):
+            following[id(later)] = page_test
+            if "valor_api" in getattr(later, "fixturenames", ()):
+                page_test = later
+        session.stash[_NEXT_PAGE_TESTS] = following
+    return session.stash[_NEXT_PAGE_TESTS].get(id(item))
+
+
+def _boots_ahead_for(first: pytest.Item | None, second: pytest.Item | None = None) -> bool:
+    """Whether a page booting now would be taken: by ``first``, the next test with a page,
+    or (given) by ``second``, the one after it, when ``first`` takes the one booting
+    already. A test that keeps the store takes none, and wants the origin of the test
+    before it as that test left it."""
+    tests = [first] if second is None else [first, second]
+    return all(test is not None and not _keeps_store(test) for test in tests)
+
+
+def _keeps_store(item: pytest.Item) -> bool:
+    return item.get_closest_marker("valor_keep_store") is not None
 
 
 def _reuses_context(request: pytest.FixtureRequest) -> bool:
@@ -332,10 +395,7 @@ def _empty_storage(context: Any, page: Any, origin: str) -> None:
     """The site's IndexedDB (the plug-ins' store and the registry's overrides) and local
     storage, emptied; the service worker and its cached bundle stay."""
     session = context.new_cdp_session(page)
-    try:
-        session.send(
-            "Storage.clearDataForOrigin",
-            {"origin": origin, "storageTypes": "indexeddb,local_storage,websql,file_systems"},
-        )
-    finally:
-        session.detach()
+    session.send(
+        "Storage.clearDataForOrigin",
+        {"origin": origin, "storageTypes": "indexeddb,local_storage,websql,file_systems"},
+    )  # the session ends with the page
