@@ -2,7 +2,11 @@
 
 ``valor build`` makes the snapshot in Node (``snapshot.mjs``): Pyodide started, the runtime
 wheel unpacked, then ``prepare`` imports every module the runtime and the plug-in kinds need,
-so a browser boot skips Python's start-up and those imports. What may go in: imported modules
+so a browser boot skips Python's start-up and those imports. A bundle with requirements has
+them in its snapshot too: the modules its plug-ins import from them (FastAPI, Pydantic) are
+imported before it is taken, and compiled ones' shared libraries are loaded first thing, before
+Python starts, in Node and again in the browser before the heap is restored (so each lands at
+the same addresses; ``valor-worker.js``). What may go in: imported modules
 and their constants. What must not: plug-ins (their ``on_create`` runs at boot, so their state
 is fresh), JavaScript objects (a heap cannot carry them; ``js`` is not imported), anything of
 the build machine (the environment is reset to what a browser has), and any state that must
@@ -18,6 +22,7 @@ import os
 import random
 import struct
 import sys
+from collections.abc import Iterable
 
 MODULES = (
     "valor.browser",  # and with it every kind's browser engine (valor.kinds.browser_loaders)
@@ -59,11 +64,19 @@ class SnapshotMismatch(Exception):
     """A snapshot made for another build."""
 
 
-def prepare(build_key: str) -> None:
-    """Called in Node just before the snapshot is taken."""
+def prepare(build_key: str, requirements: Iterable[str] = ()) -> list[str]:
+    """Called in Node just before the snapshot is taken: imports the runtime's modules, then
+    ``requirements``, the modules the plug-ins import from their requirements. Returns those
+    that failed to import (left to the plug-in's own import at boot, which reports it)."""
     global key
     for name in MODULES:
         importlib.import_module(name)
+    failed = []
+    for name in requirements:
+        try:
+            importlib.import_module(name)
+        except Exception:  # any failure: the plug-in's own import at boot reports it
+            failed.append(name)
     if "js" in sys.modules:
         raise RuntimeError("the js module was imported: a snapshot must hold no JS objects")
     for name in list(os.environ):
@@ -71,6 +84,7 @@ def prepare(build_key: str) -> None:
             del os.environ[name]
     os.environ.update(BROWSER_ENVIRON)
     key = build_key
+    return failed
 
 
 def restore(build_key: str, language: str) -> None:
