@@ -223,10 +223,10 @@ async function loadPython(loadPyodide, bundle, { info, snapshot, archives, step,
         const heap = snapshot.bytes.then(inflateSnapshot);
         // A snapshot made with the requirements' compiled libraries loaded: they are compiled
         // while Pyodide loads, and loaded before the heap is restored (preloadDynlibs).
-        const { dynlibs = [], handles = {} } = (!snapshot.made && info.snapshot) || {};
+        const { dynlibs = [], tables = [], handles = {} } = (!snapshot.made && info.snapshot) || {};
         const compiled = dynlibs.length ? compileDynlibs(archives.requirements, dynlibs) : Promise.resolve([]);
         compiled.catch(() => {}); // reported when used
-        restoring = { heap, dynlibs, handles, compiled };
+        restoring = { heap, dynlibs, tables, handles, compiled };
         const booted = await load({ _loadSnapshot: heap }).finally(() => (restoring = null));
         await unpacked;
         booted.pyimport("valor.snapshot").restore(snapshot.source.key, navigator.language ?? "");
@@ -260,7 +260,7 @@ async function compileDynlibs(archive, names) {
   }));
 }
 
-async function preloadDynlibs(Module, sitePackages, { heap, dynlibs, handles, compiled }) {
+async function preloadDynlibs(Module, sitePackages, { heap, dynlibs, tables, handles, compiled }) {
   // Before Python starts and the heap is restored: the memory as large as the snapshot's heap
   // (Pyodide starts with 30 MB), then the requirements' shared libraries loaded as snapshot.mjs
   // loaded them when it made the snapshot (in order, before Python starts), so each gets the
@@ -271,6 +271,11 @@ async function preloadDynlibs(Module, sitePackages, { heap, dynlibs, handles, co
   const modules = await compiled;
   dynlibs.forEach((name, index) => {
     const path = `${sitePackages}/${name}`;
+    const table = Module.wasmTable;
+    if (table.length > tables[index]) {
+      throw new Error(`the function table has ${table.length} slots, the snapshot's libraries start at ${tables[index]}`);
+    }
+    table.grow(tables[index] - table.length);
     const dso = Module.newDSO(path, undefined, "loading");
     dso.refcount = Infinity;
     dso.global = false;

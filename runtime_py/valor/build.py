@@ -544,7 +544,8 @@ def _snapshot(
         held = [name for name in imports if name not in failed]
         notes.append(f"{len(held)} modules of the requirements in it")
         # The compiled requirements' libraries, loaded before the heap is restored, in order.
-        info.update(modules=held, dynlibs=meta.get("dynlibs", []), handles=meta.get("handles", {}))
+        info.update(modules=held, **{k: meta.get(k, []) for k in ("dynlibs", "tables")})
+        info["handles"] = meta.get("handles", {})
     return info
 
 

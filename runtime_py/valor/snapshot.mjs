@@ -27,6 +27,8 @@ const { loadPyodide } = await import(pathToFileURL(`${pyodideDir}/pyodide.mjs`).
 const { default: createModule } = await import(pathToFileURL(`${pyodideDir}/pyodide.asm.mjs`).href);
 let Module = null;
 let dynlibs = [];
+const TABLE_MARGIN = 64;
+const tables = []; // the function table's size before each library: its slots start there
 let sitePackages = null;
 const pyodide = await loadPyodide({
   indexURL: `${pyodideDir}/`,
@@ -47,8 +49,16 @@ const pyodide = await loadPyodide({
       FS.writeFile(path, bytes);
     }
     dynlibs = [...files.keys()].filter((name) => name.endsWith(".so")).sort();
+    // The function table is a slot or so longer in a browser than here at this point (Pyodide
+    // adds a function or two for its host): the libraries' slots start a little further on,
+    // where the browser's boot pads its table to (valor-worker.js).
+    if (dynlibs.length) {
+      const table = Module.wasmTable;
+      table.grow(Math.ceil((table.length + TABLE_MARGIN) / 256) * 256 - table.length);
+    }
     for (const name of dynlibs) {
       const path = `${sitePackages}/${name}`;
+      tables.push(Module.wasmTable.length);
       // What valor-worker.js's preloadDynlibs does, with the same arguments.
       const dso = Module.newDSO(path, undefined, "loading");
       dso.refcount = Infinity;
@@ -77,7 +87,7 @@ for (const [handle, { name }] of Object.entries(Module.LDSO.loadedLibsByHandle))
 // hold; the browser's boot lists them again.
 for (const name of Object.keys(pyodide.loadedPackages)) delete pyodide.loadedPackages[name];
 writeFileSync(out, pyodide.makeMemorySnapshot());
-writeFileSync(`${out}.json`, JSON.stringify({ dynlibs, handles, failed }));
+writeFileSync(`${out}.json`, JSON.stringify({ dynlibs, tables, handles, failed }));
 
 function zipEntries(archive) {
   // The build's stored (uncompressed) archive: its files' names and bytes.
