@@ -142,7 +142,7 @@ def test_progress_is_printed_step_by_step(tmp_path: Path) -> None:
     steps = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert len(steps) == 7 and steps[0].startswith("[1/7] Checking the manifest")
     assert all(" done" in line for line in steps)
-    assert re.search(r"\[4/7\] Making the memory snapshot with Node .* MB, .* MB gzipped", steps[3])
+    assert re.search(r"\[5/7\] Making the memory snapshot with Node .* MB, .* MB gzipped", steps[4])
     assert "Built " in result.stdout
 
 
