@@ -69,6 +69,7 @@ def prepare(build_key: str, requirements: Iterable[str] = ()) -> list[str]:
     ``requirements``, the modules the plug-ins import from their requirements. Returns those
     that failed to import (left to the plug-in's own import at boot, which reports it)."""
     global key
+    _browser_environ()  # before the imports too: a requirement may read it when imported
     for name in MODULES:
         importlib.import_module(name)
     failed = []
@@ -79,12 +80,16 @@ def prepare(build_key: str, requirements: Iterable[str] = ()) -> list[str]:
             failed.append(name)
     if "js" in sys.modules:
         raise RuntimeError("the js module was imported: a snapshot must hold no JS objects")
+    _browser_environ()
+    key = build_key
+    return failed
+
+
+def _browser_environ() -> None:
     for name in list(os.environ):
         if name not in BROWSER_ENVIRON and name not in KEPT:
             del os.environ[name]
     os.environ.update(BROWSER_ENVIRON)
-    key = build_key
-    return failed
 
 
 def restore(build_key: str, language: str) -> None:
