@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.wheels import write_wheel
-from tests.servers import MANIFEST, ROOT
+from tests.servers import ASGI_MANIFEST, MANIFEST, ROOT
 from valor import build as build_module
 from valor import protocol
 from valor.build import PYODIDE_FILES, BuildError, build
@@ -112,6 +112,19 @@ def test_a_failing_snapshot_script_is_a_warning(
     output = capsys.readouterr().out
     assert "warning: no memory snapshot in the bundle" in output
     assert "cannot snapshot here" in output
+
+
+def test_when_the_requirements_break_the_snapshot_it_holds_the_runtime_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    fails = 'if (requirementsZip) throw new Error("cannot import these here");\n'
+    monkeypatch.setattr(build_module, "SNAPSHOT_SCRIPT", script_copy(tmp_path, fails))
+    bundle = build(ASGI_MANIFEST, tmp_path / "d")
+    assert bundle.snapshot is not None and "dynlibs" not in bundle.snapshot
+    assert (tmp_path / "d" / "snapshot.bin").exists() and not bundle.snapshot_in_browser
+    output = capsys.readouterr().out
+    assert "warning: the memory snapshot holds the runtime only" in output
+    assert "cannot import these here" in output
 
 
 def test_fallback_is_stamped_into_the_page_and_the_service_worker(tmp_path: Path) -> None:
