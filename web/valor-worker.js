@@ -127,14 +127,18 @@ async function boot({ protocol, base, manifest, version }) {
     // and lock file), and none of it waits for the bundle's list.
     const pyodideModule = import(`${base}pyodide/pyodide.mjs`);
     pyodideModule.catch(() => {}); // reported when used
-    // The script pyodide.mjs imports first thing (the same URL, so one fetch): asked for now.
-    import(`${base}pyodide/pyodide.asm.mjs`).catch(() => {});
+    // The script pyodide.mjs imports first thing (the same URL, so one fetch): asked for now,
+    // and handed to it (loadPython), which gives this worker Emscripten's module.
+    const asmModule = import(`${base}pyodide/pyodide.asm.mjs`);
+    asmModule.catch(() => {});
     const info = JSON.parse(new TextDecoder().decode(await step("bundle", () => bundle.read("valor-bundle.json"))));
     // Then everything else at once: the snapshot, the runtime wheel, the plug-ins' files.
     const snapshot = await findSnapshot(bundle, info);
     const archives = readArchives(bundle, info, step);
     const { loadPyodide } = await pyodideModule;
-    const pyodide = await loadPython(loadPyodide, bundle, { info, snapshot, archives, step, warnings });
+    const { default: createModule } = await asmModule;
+    const load = { info, snapshot, archives, step, warnings, createModule };
+    const pyodide = await loadPython(loadPyodide, bundle, load);
     const fromSnapshot = Boolean(snapshot.bytes) && warnings.length === 0;
     await startRuntime(pyodide, base, manifest, { started, steps, fromSnapshot, warnings });
     if (info.snapshot_in_browser && !fromSnapshot) snapshot.kept.make(info.runtime_wheel);
@@ -188,27 +192,42 @@ function readArchives(bundle, info, step) {
   };
 }
 
-async function loadPython(loadPyodide, bundle, { info, snapshot, archives, step, warnings }) {
+async function loadPython(loadPyodide, bundle, { info, snapshot, archives, step, warnings, createModule }) {
   const indexURL = `${bundle.base}pyodide/`;
   // The snapshot holds imported modules, not their files: the wheel's files go on the file
   // system for what is read later (tracebacks' source lines, lazy imports), the plug-ins'
   // files under /valor, where the bundle's manifest names them. Pyodide calls fsInit while
-  // it sets up its file system (it says where site-packages is) and goes on if it fails:
-  // the failure is thrown once Pyodide has loaded.
+  // it sets up its file system (it says where site-packages is), before Python starts, and
+  // goes on if it fails: the failure is thrown once Pyodide has loaded.
   let unpacked = null;
+  let Module = null; // Emscripten's module, for the shared libraries
+  let restoring = null; // what preloadDynlibs needs, while a boot from the snapshot loads
   const fsInit = (FS, { sitePackages }) => {
+    const restore = restoring;
     unpacked = (async () => {
       unzip(await archives.wheel, sitePackages, FS);
       if (archives.requirements) unzip(await archives.requirements, sitePackages, FS);
       unzip(await archives.files, "/valor", FS);
+      if (restore) await preloadDynlibs(Module, sitePackages, restore);
     })();
     return unpacked.catch(() => {});
   };
-  const load = (options) => bundle.serving(indexURL, () => loadPyodide({ indexURL, fsInit, ...options }));
+  const createPyodideModule = (settings) => {
+    Module = settings;
+    return createModule(settings);
+  };
+  const load = (options) => bundle.serving(indexURL, () => loadPyodide({ indexURL, fsInit, createPyodideModule, ...options }));
   if (snapshot.bytes) {
     try {
       return await step("pyodide", async () => {
-        const booted = await load({ _loadSnapshot: snapshot.bytes.then(inflateSnapshot) });
+        const heap = snapshot.bytes.then(inflateSnapshot);
+        // A snapshot made with the requirements' compiled libraries loaded: they are compiled
+        // while Pyodide loads, and loaded before the heap is restored (preloadDynlibs).
+        const { dynlibs = [], tables = [], handles = {} } = (!snapshot.made && info.snapshot) || {};
+        const compiled = dynlibs.length ? compileDynlibs(archives.requirements, dynlibs) : Promise.resolve([]);
+        compiled.catch(() => {}); // reported when used
+        restoring = { heap, dynlibs, tables, handles, compiled };
+        const booted = await load({ _loadSnapshot: heap }).finally(() => (restoring = null));
         await unpacked;
         booted.pyimport("valor.snapshot").restore(snapshot.source.key, navigator.language ?? "");
         return booted;
@@ -229,6 +248,40 @@ async function loadPython(loadPyodide, bundle, { info, snapshot, archives, step,
   const pyodide = await step("pyodide", () => load({}));
   await unpacked;
   return pyodide;
+}
+
+async function compileDynlibs(archive, names) {
+  // The shared libraries the snapshot was made with, from the requirements' archive.
+  if (!archive) throw new Error("the bundle has no requirements' archive");
+  const files = zipEntries(await archive);
+  return Promise.all(names.map((name) => {
+    if (!files.has(name)) throw new Error(`${name} is not in the requirements' archive`);
+    return WebAssembly.compile(files.get(name));
+  }));
+}
+
+async function preloadDynlibs(Module, sitePackages, { heap, dynlibs, tables, handles, compiled }) {
+  // Before Python starts and the heap is restored: the memory as large as the snapshot's heap
+  // (Pyodide starts with 30 MB), then the requirements' shared libraries loaded as snapshot.mjs
+  // loaded them when it made the snapshot (in order, before Python starts), so each gets the
+  // same memory and function table slots, which the restored heap points into. Their dlopen
+  // handles name them again.
+  const size = (await heap).length;
+  if (Module.HEAP8.length < size) Module.growMemory(size);
+  const modules = await compiled;
+  dynlibs.forEach((name, index) => {
+    const path = `${sitePackages}/${name}`;
+    const table = Module.wasmTable;
+    if (table.length > tables[index]) {
+      throw new Error(`the function table has ${table.length} slots, the snapshot's libraries start at ${tables[index]}`);
+    }
+    table.grow(tables[index] - table.length);
+    const dso = Module.newDSO(path, undefined, "loading");
+    dso.refcount = Infinity;
+    dso.global = false;
+    dso.exports = Module.loadWebAssemblyModule(modules[index], { loadAsync: false }, path, {});
+    for (const handle of handles[name] ?? []) Module.LDSO.loadedLibsByHandle[handle] = dso;
+  });
 }
 
 async function startRuntime(pyodide, base, manifest, { started, steps, fromSnapshot, warnings }) {
@@ -267,6 +320,16 @@ function summary(error) {
 function unzip(archive, folder, FS) {
   // The build stores the runtime wheel and plugins.zip uncompressed, so writing their files
   // from here is a copy each: a few ms, where Python's zipfile took tens on a fresh boot.
+  for (const [name, bytes] of zipEntries(archive)) {
+    const path = `${folder}/${name}`;
+    FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
+    FS.writeFile(path, bytes);
+  }
+}
+
+function zipEntries(archive) {
+  // A stored (uncompressed) archive's files: name -> bytes (views into the archive).
+  const files = new Map();
   const view = new DataView(archive.buffer, archive.byteOffset, archive.byteLength);
   let end = archive.length - 22; // the end of central directory record, after any comment
   while (end >= 0 && view.getUint32(end, true) !== 0x06054b50) end--;
@@ -283,10 +346,9 @@ function unzip(archive, folder, FS) {
     if (name.endsWith("/")) continue;
     if (method !== 0) throw new Error(`${name} is compressed in its archive (the build stores them)`);
     const start = local + 30 + view.getUint16(local + 26, true) + view.getUint16(local + 28, true);
-    const path = `${folder}/${name}`;
-    FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
-    FS.writeFile(path, archive.subarray(start, start + size));
+    files.set(name, archive.subarray(start, start + size));
   }
+  return files;
 }
 
 function buildFiles(base, version) {

@@ -281,17 +281,24 @@ def build(
             wheel = _runtime_wheel(staging / "wheels")
             bundle.runtime_wheel = f"wheels/{wheel.name}"
             notes.append(wheel.name)
+        with progress.step("Fetching plug-in requirements with pip") as notes:
+            imports = _add_requirements(
+                bundle, specs, cache_dir, pyodide_dir, staging, progress, notes
+            )
         with progress.step("Making the memory snapshot with Node") as notes:
             if snapshot:
-                bundle.snapshot = _snapshot(cache_dir, pyodide_dir, wheel, staging, progress, notes)
+                requirements = (
+                    staging / bundle.requirements_archive if bundle.requirements_archive else None
+                )
+                bundle.snapshot = _snapshot(
+                    cache_dir, pyodide_dir, wheel, staging, progress, notes, requirements, imports
+                )
                 bundle.snapshot_in_browser = bundle.snapshot is None
                 if bundle.snapshot:
                     size, packed = bundle.snapshot["bytes"], bundle.snapshot["gzip_bytes"]
                     notes.append(f"{size / 1e6:.1f} MB, {packed / 1e6:.1f} MB gzipped")
             else:
                 notes.append("skipped: --no-snapshot")
-        with progress.step("Fetching plug-in requirements with pip") as notes:
-            _add_requirements(bundle, specs, cache_dir, pyodide_dir, staging, progress, notes)
         with progress.step("Copying plug-ins") as notes:
             bundle.files = _copy_plugins(manifest, specs, staging / "plugins", bundle.fallback)
             _archive(staging, bundle.files, staging / bundle.files_archive)
@@ -331,12 +338,14 @@ def _add_requirements(
     staging: Path,
     progress: Progress,
     notes: list[str],
-) -> None:
+) -> list[str]:
     """The plug-ins' requirement wheels' files, laid out as installed (with bytecode when Node
-    can compile it), into the requirements archive; their names into ``bundle``."""
+    can compile it), into the requirements archive; their names into ``bundle``. Returns the
+    modules the plug-ins import from them (for the memory snapshot)."""
     lock = json.loads((pyodide_dir / "pyodide-lock.json").read_text())
     platform = pyodide_platform(lock)
     chosen: dict[str, Path] = {}
+    imports: list[str] = []
     for spec in specs:
         wheels = []
         if spec.requirements:
@@ -346,6 +355,9 @@ def _add_requirements(
             if path.name not in chosen:
                 chosen[path.name] = path
                 bundle.requirement_wheels.append(path.name)
+        for name in _requirement_imports(spec, wheels):
+            if name not in imports:
+                imports.append(name)
         uncovered = _uncovered_imports(spec, wheels)
         if uncovered:
             progress.warn(
@@ -362,6 +374,7 @@ def _add_requirements(
         _write_zip(staging / REQUIREMENTS_ARCHIVE, sorted(entries.items()))
         bundle.requirements_archive = REQUIREMENTS_ARCHIVE
     notes.append(f"{len(chosen)} wheels")
+    return imports
 
 
 def _check_manifest(path: Path, progress: Progress) -> tuple[Manifest, list[PluginSpec]]:
@@ -406,35 +419,50 @@ def _uncovered_imports(spec: PluginSpec, wheels: list[Path]) -> list[str]:
     """The modules a plug-in's Python files import that the browser will not have: not in
     Python's standard library, not beside the plug-in, not in its requirements' wheels
     (dependencies included), as ``name (file:line)``."""
-    sources = _python_sources(spec)
-    if not sources:
+    if spec.path is None:
         return []
-    provided = {"valor", "js", "pyodide", "pyodide_js"}  # Pyodide provides these
+    found = []
+    provided = {"valor", "js", "pyodide", "pyodide_js"} | _provided(wheels)  # Pyodide's own
+    top_package = _package_folder(spec)
+    folders = {spec.path.parent, *([top_package.parent] if top_package else [])}
+    beside = {path.stem for folder in folders for path in folder.iterdir()}
+    for name, source, line in _imports(spec):
+        top = name.split(".", 1)[0]
+        if top in sys.stdlib_module_names or top in provided or top in beside:
+            continue
+        found.append(f"{top} ({source.name}:{line})")
+    return found
+
+
+def _requirement_imports(spec: PluginSpec, wheels: list[Path]) -> list[str]:
+    """The modules a plug-in's Python files import from its requirements' wheels."""
+    provided = _provided(wheels)
+    names = [name for name, _, _ in _imports(spec) if name.split(".", 1)[0] in provided]
+    return list(dict.fromkeys(names))
+
+
+def _provided(wheels: list[Path]) -> set[str]:
+    """The top-level modules the wheels install."""
+    provided = set()
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as archive:
             for name in archive.namelist():
                 top = name.split("/", 1)[0]
                 if not top.endswith((".dist-info", ".data")):
                     provided.add(top.removesuffix(".py"))
-    found = []
-    top_package = _package_folder(spec)
-    assert spec.path is not None
-    folders = {spec.path.parent, *([top_package.parent] if top_package else [])}
-    beside = {path.stem for folder in folders for path in folder.iterdir()}
-    for source in sources:
+    return provided
+
+
+def _imports(spec: PluginSpec) -> Iterator[tuple[str, Path, int]]:
+    """The absolute imports in a plug-in's Python files: ``(module, file, line)``."""
+    for source in _python_sources(spec):
         tree = ast.parse(source.read_bytes(), str(source))
         for node in ast.walk(tree):
-            names = []
             if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
+                for alias in node.names:
+                    yield alias.name, source, node.lineno
             elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
-                names = [node.module]
-            for name in names:
-                top = name.split(".", 1)[0]
-                if top in sys.stdlib_module_names or top in provided or top in beside:
-                    continue
-                found.append(f"{top} ({source.name}:{node.lineno})")
-    return found
+                yield node.module, source, node.lineno
 
 
 def _check_fallback(url: str | None) -> str | None:
@@ -452,14 +480,25 @@ def _snapshot(
     staging: Path,
     progress: Progress,
     notes: list[str],
+    requirements: Path | None = None,
+    imports: list[str] | None = None,
 ) -> dict[str, Any] | None:
-    """Make the memory snapshot with Node (cached by Pyodide, runtime wheel and script); without
-    Node, or when it fails, warn and leave it out: the browser then boots as without one."""
+    """Make the memory snapshot with Node (cached by Pyodide, runtime wheel, script and
+    requirements): with ``requirements`` (the archive) it holds ``imports`` too, the modules the
+    plug-ins import from them. Without Node, or when it fails, warn and leave it out: the
+    browser then boots as without one. When only the requirements' part fails, the snapshot
+    holds the runtime alone and the plug-ins import them at boot."""
     script = PACKAGE_DIR / SNAPSHOT_SCRIPT
     digest = hashlib.sha256(PYODIDE_VERSION.encode() + wheel.read_bytes() + script.read_bytes())
     digest.update(snapshot_file.MAGIC)  # the cache holds it packed
+    extra: list[str] = []
+    if requirements is not None:
+        modules = json.dumps(imports or [])
+        digest.update(hashlib.sha256(requirements.read_bytes()).digest() + modules.encode())
+        extra = [str(requirements), modules]
     key = digest.hexdigest()[:16]
     cached = cache_dir / "snapshots" / f"{key}.bin"
+    meta_file = cached.with_suffix(".json")
     if not cached.exists():
         node = shutil.which("node")
         if node is None:
@@ -471,25 +510,43 @@ def _snapshot(
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".partial")
         command = [node, str(script), str(pyodide_dir.resolve()), str(wheel), key, str(partial)]
-        failure = _run_node(command)
+        failure = _run_node([*command, *extra])
+        made = Path(f"{partial}.json")
         if failure is not None:
+            partial.unlink(missing_ok=True)
+            made.unlink(missing_ok=True)
+            if requirements is not None:
+                progress.warn(
+                    "the memory snapshot holds the runtime only (the plug-ins import their"
+                    f" requirements at boot): node {SNAPSHOT_SCRIPT} failed: {failure}"
+                )
+                return _snapshot(cache_dir, pyodide_dir, wheel, staging, progress, notes)
             progress.warn(
                 f"no memory snapshot in the bundle (each browser makes one after its first"
                 f" boot): node {SNAPSHOT_SCRIPT} failed: {failure}"
             )
-            partial.unlink(missing_ok=True)
             return None
         packed = snapshot_file.pack(partial.read_bytes())
         partial.write_bytes(packed)
         gzipped = len(gzip.compress(packed, compresslevel=6))
         cached.with_suffix(".gzip-size").write_text(str(gzipped))
+        made.replace(meta_file) if made.exists() else meta_file.write_text("{}")
         partial.rename(cached)
     else:
         notes.append("cached")
     _copy(cached, staging / SNAPSHOT_FILE)
     size_file = cached.with_suffix(".gzip-size")
     packed = int(size_file.read_text()) if size_file.exists() else 0
-    return {"path": SNAPSHOT_FILE, "key": key, "bytes": cached.stat().st_size, "gzip_bytes": packed}
+    info = {"path": SNAPSHOT_FILE, "key": key, "bytes": cached.stat().st_size, "gzip_bytes": packed}
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    if imports and requirements is not None:
+        failed = meta.get("failed", [])
+        held = [name for name in imports if name not in failed]
+        notes.append(f"{len(held)} modules of the requirements in it")
+        # The compiled requirements' libraries, loaded before the heap is restored, in order.
+        info.update(modules=held, **{k: meta.get(k, []) for k in ("dynlibs", "tables")})
+        info["handles"] = meta.get("handles", {})
+    return info
 
 
 def _npm_package(name: str, version: str, cache_dir: Path, notes: list[str]) -> Path:

@@ -2,7 +2,11 @@
 
 ``valor build`` makes the snapshot in Node (``snapshot.mjs``): Pyodide started, the runtime
 wheel unpacked, then ``prepare`` imports every module the runtime and the plug-in kinds need,
-so a browser boot skips Python's start-up and those imports. What may go in: imported modules
+so a browser boot skips Python's start-up and those imports. A bundle with requirements has
+them in its snapshot too: the modules its plug-ins import from them (FastAPI, Pydantic) are
+imported before it is taken, and compiled ones' shared libraries are loaded first thing, before
+Python starts, in Node and again in the browser before the heap is restored (so each lands at
+the same addresses; ``valor-worker.js``). What may go in: imported modules
 and their constants. What must not: plug-ins (their ``on_create`` runs at boot, so their state
 is fresh), JavaScript objects (a heap cannot carry them; ``js`` is not imported), anything of
 the build machine (the environment is reset to what a browser has), and any state that must
@@ -15,9 +19,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import pkgutil
 import random
 import struct
 import sys
+import warnings
+from collections.abc import Iterable
 
 MODULES = (
     "valor.browser",  # and with it every kind's browser engine (valor.kinds.browser_loaders)
@@ -59,18 +66,58 @@ class SnapshotMismatch(Exception):
     """A snapshot made for another build."""
 
 
-def prepare(build_key: str) -> None:
-    """Called in Node just before the snapshot is taken."""
+def prepare(build_key: str, requirements: Iterable[str] = ()) -> list[str]:
+    """Called in Node just before the snapshot is taken: imports the runtime's modules, then
+    ``requirements``, the modules the plug-ins import from their requirements, and every
+    module of their packages. Returns those that failed to import (left to the plug-in's own
+    import at boot, which reports it)."""
     global key
+    _browser_environ()  # before the imports too: a requirement may read it when imported
     for name in MODULES:
         importlib.import_module(name)
+    failed: list[str] = []
+    for name in requirements:
+        _try_import(name, failed)
+    for top in dict.fromkeys(name.split(".", 1)[0] for name in requirements):
+        _import_submodules(top, failed)
     if "js" in sys.modules:
         raise RuntimeError("the js module was imported: a snapshot must hold no JS objects")
+    _browser_environ()
+    key = build_key
+    return failed
+
+
+def _try_import(name: str, failed: list[str]) -> None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a deprecation warning is the plug-in's to see
+            importlib.import_module(name)
+    except BaseException:  # any failure (even SystemExit): a plug-in's own import reports it
+        failed.append(name)
+
+
+def _import_submodules(top: str, failed: list[str]) -> None:
+    """Every module of an imported package: what a plug-in's import of it leaves for later
+    runs at boot otherwise (FastAPI imports ``pydantic.v1`` when it mounts a route, Pydantic
+    imports its parts as they are first named: seconds of a boot)."""
+    package = sys.modules.get(top)
+    if package is None or not hasattr(package, "__path__"):
+        return
+    for module in pkgutil.walk_packages(package.__path__, f"{top}.", onerror=failed.append):
+        if module.name not in sys.modules and not _skipped(module.name):
+            _try_import(module.name, failed)
+
+
+def _skipped(name: str) -> bool:
+    parts = name.split(".")
+    return "tests" in parts or "testing" in parts or parts[-1] == "__main__"
+
+
+def _browser_environ() -> None:
     for name in list(os.environ):
         if name not in BROWSER_ENVIRON and name not in KEPT:
             del os.environ[name]
     os.environ.update(BROWSER_ENVIRON)
-    key = build_key
 
 
 def restore(build_key: str, language: str) -> None:

@@ -5,16 +5,20 @@ Chromium, and the two answers are compared in full: status, reason, headers and 
 from __future__ import annotations
 
 import base64
+import json
 import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser.conftest import START, Site, fetch, site_for
+from tests.browser.conftest import START, Site, fetch, served, site_for, start_page
 from tests.browser.test_streaming import READ_HELD
 from tests.cases import ASGI_CASES, Answer, Case, compare_cases
 from tests.servers import ASGI_MANIFEST, Server, http_send, valor_server
+from valor.build import serve
 from valor.headers import Headers
 from valor.testing.hosts import FETCH
 
@@ -68,6 +72,40 @@ def asgi_page(browser: Browser, asgi_site: Site, console: list[str]) -> Iterator
         page.goto(asgi_site.url + "blank.html")
         page.evaluate(START, {})
         yield page
+    finally:
+        context.close()
+
+
+def test_fastapi_and_pydantic_are_in_the_memory_snapshot(asgi_page: Page, asgi_site: Site) -> None:
+    snapshot = json.loads((asgi_site.folder / "valor-bundle.json").read_text())["snapshot"]
+    assert {"fastapi", "pydantic", "starlette.routing"} <= set(snapshot["modules"])
+    # Pydantic's compiled core, loaded before the heap is restored, where the snapshot had it.
+    [library] = snapshot["dynlibs"]
+    assert library.startswith("pydantic_core/") and library.endswith(".so")
+    assert snapshot["tables"][0] > 0 and snapshot["handles"][library]
+    detail = asgi_page.evaluate("Valor.detail")
+    assert detail["snapshot"] is True and detail["warnings"] == []
+
+
+def test_a_snapshot_whose_libraries_do_not_fit_is_skipped_with_a_warning(
+    browser: Browser, asgi_site: Site, tmp_path: Path
+) -> None:
+    folder = tmp_path / "dist"
+    shutil.copytree(asgi_site.folder, folder)
+    info = json.loads((folder / "valor-bundle.json").read_text())
+    info["snapshot"]["tables"] = [1]  # as if made by a Pyodide with a shorter function table
+    (folder / "valor-bundle.json").write_text(json.dumps(info))
+    context = browser.new_context()
+    try:
+        with served(serve(folder)) as server:
+            page = start_page(context, server.url)
+            detail = page.evaluate("Valor.detail")
+            assert detail["status"] == "ready" and detail["snapshot"] is False
+            [warning] = detail["warnings"]
+            assert "memory snapshot snapshot.bin was skipped" in warning
+            assert "the function table has" in warning and "booted without it" in warning
+            answer = fetch(page, server.url + "shop/items/1")
+            assert (answer.status, answer.body) == (200, b'{"id":1,"name":"apple"}')
     finally:
         context.close()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.browser.wheels import write_wheel
-from tests.servers import MANIFEST, ROOT
+from tests.servers import ASGI_MANIFEST, MANIFEST, ROOT
 from valor import build as build_module
 from valor import protocol
 from valor.build import PYODIDE_FILES, BuildError, build
@@ -114,6 +114,19 @@ def test_a_failing_snapshot_script_is_a_warning(
     assert "cannot snapshot here" in output
 
 
+def test_when_the_requirements_break_the_snapshot_it_holds_the_runtime_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    fails = 'if (requirementsZip) throw new Error("cannot import these here");\n'
+    monkeypatch.setattr(build_module, "SNAPSHOT_SCRIPT", script_copy(tmp_path, fails))
+    bundle = build(ASGI_MANIFEST, tmp_path / "d")
+    assert bundle.snapshot is not None and "dynlibs" not in bundle.snapshot
+    assert (tmp_path / "d" / "snapshot.bin").exists() and not bundle.snapshot_in_browser
+    output = capsys.readouterr().out
+    assert "warning: the memory snapshot holds the runtime only" in output
+    assert "cannot import these here" in output
+
+
 def test_fallback_is_stamped_into_the_page_and_the_service_worker(tmp_path: Path) -> None:
     bundle = build(MANIFEST, tmp_path / "d", fallback="http://127.0.0.1:9/api", quiet=True)
     assert bundle.fallback == "http://127.0.0.1:9/api/"
@@ -142,7 +155,7 @@ def test_progress_is_printed_step_by_step(tmp_path: Path) -> None:
     steps = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert len(steps) == 7 and steps[0].startswith("[1/7] Checking the manifest")
     assert all(" done" in line for line in steps)
-    assert re.search(r"\[4/7\] Making the memory snapshot with Node .* MB, .* MB gzipped", steps[3])
+    assert re.search(r"\[5/7\] Making the memory snapshot with Node .* MB, .* MB gzipped", steps[4])
     assert "Built " in result.stdout
 
 
