@@ -113,6 +113,39 @@ def http_answer(answer: ResponseMessage, drop: frozenset[str] = frozenset()) -> 
     return answer
 
 
+def checked_answer(message: Any, drop: frozenset[str] = frozenset()) -> ResponseMessage:
+    """``http_answer(response_message(message), drop)``: a plug-in's answer normalised and
+    checked, its headers a new list. The usual answer, whose header names and values are all
+    known valid and kept (seen before, under the same ``drop``), is checked in one pass."""
+    if type(message) is dict:
+        status, headers, body = (
+            message.get("status", 200),
+            message.get("headers"),
+            message.get("body"),
+        )
+        if (
+            type(status) is int
+            and 200 <= status <= 599
+            and type(body) is bytes
+            and type(headers) is list
+            and not (body and status in NO_BODY)
+        ):
+            kept = []
+            try:
+                for pair in headers:
+                    if type(pair) is not list or len(pair) != 2:
+                        break
+                    # The sets hold str only: whatever else a pair holds is not in them.
+                    if pair[0] not in _kept_names or pair[1] not in _kept_values:
+                        break
+                    kept.append(pair)
+                else:
+                    return {"status": status, "headers": kept, "body": body}
+            except TypeError:  # an unhashable name or value: the checks below say so
+                pass
+    return http_answer(response_message(message), drop)
+
+
 # The same for an ASGI app's answer, as it sends it (bytes): names seen valid and in lower case
 # (by the names dropped: True, kept), short values seen valid and trimmed. Bounded as above.
 _raw_names: dict[frozenset[str], dict[bytes, bool]] = {}
