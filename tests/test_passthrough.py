@@ -58,6 +58,12 @@ async def app(scope, receive, send):
             (b"connection", b"keep-alive"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2"),
             (b"x-empty", b""), (b"Transfer-Encoding", b"gzip")]})
         await send({"type": "http.response.body", "body": b"hi", "more_body": False})
+    elif what == "plain-headers":  # names in lower case, nothing to trim: passed on as sent
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"text/plain"), (b"content-length", b"999"),
+            (b"x-valor-plugin", b"fake"), (b"x-correlation-id", b"fake"),
+            (b"keep-alive", b"timeout=5"), (b"set-cookie", b"a=1"), (b"x-empty", b"")]})
+        await send({"type": "http.response.body", "body": b"plain"})
     elif what == "status":
         code = int(query.get("code", "200"))
         status = HTTPStatus(code) if query.get("enum") else code
@@ -257,6 +263,9 @@ CASES: dict[str, bytes] = {
     "echo-no-host": b"GET /probe/echo HTTP/1.0\r\n\r\n",
     "answer-headers": request("GET", "/probe/headers"),
     "answer-headers-head": request("HEAD", "/probe/headers"),
+    "plain-headers": request("GET", "/probe/plain-headers"),
+    "plain-headers-again": request("GET", "/probe/plain-headers"),  # its headers known now
+    "plain-headers-head": request("HEAD", "/probe/plain-headers"),
     "status-enum": request("GET", "/probe/status?code=201&enum=1&body=made"),
     "status-enum-stream": request("GET", "/probe/status?code=200&enum=1&stream=1&body=a"),
     "status-204": request("GET", "/probe/status?code=204"),
@@ -362,6 +371,21 @@ def test_the_cases_reach_what_they_name(servers: tuple[Server, Server]) -> None:
         b"content-length: 2",
         b"Connection: close",  # uvicorn's, as the request asked
     ], head
+    for case in ("plain-headers", "plain-headers-again"):
+        head = exchange(direct, CASES[case]).partition(b"\r\n\r\n")[0].split(b"\r\n")
+        head[-1] = head[-1].replace(b"Connection: ", b"connection: ")
+        assert head[1:] == [
+            b"date: <date>",
+            b"server: uvicorn",
+            b"content-type: text/plain",
+            b"set-cookie: a=1",
+            b"x-empty: ",
+            b"x-correlation-id: <generated id>",
+            b"x-valor-plugin: probe",
+            b"x-valor-host: server",
+            b"content-length: 5",
+            b"connection: close",
+        ], head
     for case, status in [
         ("raise", b"500"),
         ("hang", b"504"),

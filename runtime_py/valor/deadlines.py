@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import weakref
-from time import monotonic, sleep
+from time import monotonic
 
 WATCHDOG_SIGNAL = getattr(signal, "SIGUSR2", None)
 WATCH_INTERVAL = 0.2
@@ -67,9 +67,12 @@ class Deadlines:
                 self._watched = _watchdog.watch(self)
             if self._watched:
                 _watchdog.arm()
+                _watchdog.moved.set()
         elif deadline < self._due:  # a shorter limit than those in flight
             self._timer.cancel()
             self._set_timer(deadline, seconds)
+            if self._watched:
+                _watchdog.moved.set()
         return task
 
     def has(self, task: asyncio.Task[object]) -> bool:
@@ -112,6 +115,10 @@ class Deadlines:
         if self._watched:
             _watchdog.disarm()
 
+    def late_at(self) -> float | None:
+        """When the timer will be late, if it is set (read by the watchdog)."""
+        return None if self._timer is None else self._due + 2 * self.tick
+
     def overdue(self, now: float) -> bool:
         """Whether the loop is held while a deadline passed (called from the watchdog)."""
         late = 2 * self.tick
@@ -136,12 +143,15 @@ class Deadlines:
 
 class _Watchdog:
     """One thread for every ``Deadlines`` of the process: while any of their timers is armed
-    (requests in flight) it checks each tick whether the loop is held past a deadline, and
-    signals the main thread. Arming and disarming happen in the main thread, only when a timer
-    starts or stops, so a busy server pays nothing per request."""
+    (requests in flight) it looks whether the loop is held past a deadline, when a timer would
+    be late and then each ``WATCH_INTERVAL`` while one is, and signals the main thread. Arming,
+    disarming and moving a timer earlier happen in the main thread, only when a timer starts,
+    stops or gets an earlier deadline, so a busy server pays nothing per request, and the
+    thread wakes seldom: each wake-up takes the GIL from the loop."""
 
     def __init__(self) -> None:
         self.busy = threading.Event()
+        self.moved = threading.Event()  # a timer was set earlier than the thread waits for
         self.armed = 0
         self._watched: weakref.WeakSet[Deadlines] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
@@ -189,13 +199,15 @@ class _Watchdog:
         assert WATCHDOG_SIGNAL is not None
         while True:
             self.busy.wait()
-            # A few times a second: each wake-up takes the GIL from the loop, and a held loop
-            # is then interrupted at most this much later.
-            sleep(WATCH_INTERVAL)
+            self.moved.clear()  # before reading the timers: a later move wakes the wait below
             watched = list(self._watched)
             now = monotonic()
             if any(d.overdue(now) for d in watched):
                 signal.pthread_kill(loop_thread, WATCHDOG_SIGNAL)
+            # Until the first timer would be late; at most a few times a second, so a held
+            # loop is interrupted at most this much later.
+            late = [at for d in watched if (at := d.late_at()) is not None]
+            self.moved.wait(max(min(late, default=now) - now, WATCH_INTERVAL))
 
     def _interrupt(self, signum: int, frame: object) -> None:
         # Runs in the main thread, between two bytecodes of whatever holds its loop.

@@ -13,12 +13,14 @@ ASGI server and keeps the message path; both hosts answer alike.
 from __future__ import annotations
 
 import asyncio
+import logging
 from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
-from .access import new_request_id
+from .access import access_log, log_access, new_request_id
 from .asgi_http import (
+    HOST_HEADER,
     BodyTooLarge,
     Message,
     Receive,
@@ -42,10 +44,17 @@ from .headers import first_value
 from .kinds.asgi.core import AsgiPlugin
 from .outbound import CALLING, Calling
 from .responses import error_message
-from .routing import Mount, below
+from .routing import Mount, below, split_url
 from .runtime import NOT_FROM_PLUGINS, Runtime
 from .streaming import Stream, streamed
-from .wire import ResponseMessage, WireError, http_answer, response_message
+from .wire import (
+    NO_BODY,
+    ResponseMessage,
+    WireError,
+    http_answer,
+    plain_asgi_headers,
+    response_message,
+)
 
 # The answer's state, as far as the app has sent it.
 WAITING, STREAMING, COMPLETE = 0, 1, 2
@@ -190,11 +199,12 @@ class PassThrough:
 class _Route:
     """Where a path leads: the mount, and the app scope's paths."""
 
-    __slots__ = ("mount", "paths", "plugin", "spec")
+    __slots__ = ("mount", "name", "paths", "plugin", "spec")
 
     def __init__(self, mount: Mount, paths: tuple[str, bytes, str]) -> None:
         self.mount = mount
         self.spec = mount.spec
+        self.name = mount.spec.name.encode("latin-1")  # its x-valor-plugin
         self.plugin: AsgiPlugin = mount.plugin  # type: ignore[assignment]
         self.paths = paths
 
@@ -317,6 +327,16 @@ class _Call:
             part = bytes(part)
         more = event.get("more_body", False)
         if self.state == WAITING:
+            if not more and self.upper != "HEAD":
+                # The usual answer, whole and plain: its headers pass as the app sent them.
+                status = self.start.get("status")
+                headers = self._plain_head(status, part)
+                if headers is not None:
+                    if self._stop_deadline():  # it caught its cancellation and answered late
+                        await self.answer(failure_answer(self.route.spec, DeadlineExceeded(), True))
+                        return
+                    await self._send_whole(status, headers, part)
+                    return
             answer, refused = self._head(self.start, part, more)
             if refused:
                 await self._refuse(answer, more)
@@ -374,6 +394,32 @@ class _Call:
             return http_answer(response_message(wire), drop=NOT_FROM_PLUGINS), False
         except WireError as exc:
             return failure_answer(spec, exc, False), True
+
+    def _plain_head(self, status: Any, part: bytes) -> list[tuple[bytes, bytes]] | None:
+        """The app's headers for a whole answer ``_head`` would pass unchanged (bar the
+        headers the runtime drops), or None: ``_head`` then checks it."""
+        if type(status) is not int or not 200 <= status <= 599 or (part and status in NO_BODY):
+            return None
+        return plain_asgi_headers(self.start.get("headers", ()), NOT_FROM_PLUGINS)  # type: ignore[union-attr]
+
+    async def _send_whole(
+        self, status: int, headers: list[tuple[bytes, bytes]], part: bytes
+    ) -> None:
+        """Send a whole answer with the runtime's headers, as ``_events`` does."""
+        self.state = COMPLETE
+        route = self.route
+        headers.append((b"x-correlation-id", self.correlation_id.encode("latin-1")))
+        headers.append((b"x-valor-plugin", route.name))
+        headers.append(HOST_HEADER)
+        if status != 204 and status != 304:
+            headers.append((b"content-length", b"%d" % len(part)))
+        if access_log.isEnabledFor(logging.INFO):
+            path = split_url(self.full_path)[1]
+            method = self.scope["method"]
+            log_access(route.spec.name, status, method, path, self.started, self.correlation_id)
+        send = self.server_send
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": part})
 
     async def _refuse(self, answer: Any, more: bool) -> None:
         """Answer with the runtime's error instead of the app's answer; a stream is cut short

@@ -30,9 +30,10 @@ from .store import MemoryBackend, Store
 from .store.backend import Backend
 from .stream_watch import watched
 from .streaming import Stream, streamed
-from .wire import RequestMessage, ResponseMessage, WireError, http_answer, response_message
+from .wire import RequestMessage, ResponseMessage, WireError, checked_answer
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+_FAILED = object()  # a plug-in's call that raised, already answered
 
 log = logging.getLogger("valor")
 
@@ -241,21 +242,55 @@ class Runtime:
             mount = self.table.match(path)
             if mount is None:
                 response = error_message(404, f"no plug-in is mounted at {raw_path!r}")
+            elif read_body is not None and (failed := await receive(message, read_body)):
+                response = failed
             else:
-                failed = await receive(message, read_body) if read_body else None
-                response = failed or await self._call(
-                    mount,
-                    message,
-                    method,
-                    origin,
-                    raw_path,
-                    path,
-                    query,
-                    # A body read late (read_body) is in the message now.
-                    body if read_body is None else message.get("body") or None,
-                    correlation_id,
-                    request_id,
-                )
+                # The plug-in's call, inline: a coroutine of its own cost more than most of
+                # its steps. A body read late (read_body) is in the message now.
+                if read_body is not None:
+                    body = message.get("body") or None
+                spec = mount.spec
+                plugin: Plugin = mount.plugin
+                handle_forwarded = getattr(plugin, "handle_forwarded", None)
+                forwarded = self._forwarded(
+                    message, spec, handle_forwarded is None, method, origin, raw_path, path,
+                    query, body, correlation_id, request_id,
+                )  # fmt: skip
+                deadlines = self.deadlines
+                task = deadlines.start(spec.timeout)
+                stream = None
+                # For its calls out: who calls (and whose call this is, for a sibling's), with
+                # what id.
+                calling = CALLING.set(Calling(self, spec, correlation_id, origin, CALLING.get()))
+                try:
+                    if handle_forwarded is None:
+                        answer = await plugin.handle(forwarded)
+                    else:
+                        forwarding = Forwarding(
+                            correlation_id,
+                            self.forwarded_prefix(spec, message.get("root_path", "")),
+                            message.get("client"),
+                        )
+                        answer = await handle_forwarded(forwarded, forwarding)
+                    stream = streamed(answer)
+                    if stream is not None:
+                        await stream.start()  # its first part, under the plug-in's timeout
+                except BaseException as exc:
+                    expired = deadlines.stop(task)
+                    if stream is not None:
+                        await stream.aclose()
+                    response = failure_answer(spec, exc, expired)
+                    answer = _FAILED
+                finally:
+                    CALLING.reset(calling)
+                if answer is _FAILED:
+                    pass
+                elif stream is None:
+                    response = self._checked(spec, answer, deadlines.stop(task))
+                else:
+                    response = await self._checked_stream(
+                        spec, answer, stream, deadlines.stop(task)
+                    )
         if method == "HEAD":
             if isinstance(response["body"], Stream):
                 await response["body"].aclose()
@@ -303,10 +338,11 @@ class Runtime:
             log_access(name, response["status"], message["method"], path, started, correlation_id)
         return response
 
-    async def _call(
+    def _forwarded(
         self,
-        mount: Mount,
         message: RequestMessage,
+        spec: PluginSpec,
+        as_headers: bool,
         method: str,
         origin: str,
         raw_path: str,
@@ -315,58 +351,48 @@ class Runtime:
         body: bytes | None,
         correlation_id: str,
         request_id: str | None,
-    ) -> ResponseMessage:
-        spec = mount.spec
-        root_path = message.get("root_path", "")
-        plugin: Plugin = mount.plugin
-        handle_forwarded = getattr(plugin, "handle_forwarded", None)
-        if handle_forwarded is None:
+    ) -> RequestMessage:
+        """The request a plug-in gets: below its prefix, with the runtime's headers
+        (``as_headers``), else the client's (for a plug-in that takes them beside the request,
+        ``handle_forwarded``: an ASGI app's scope)."""
+        if as_headers:
             headers = self.forwarded_headers(
-                message["headers"], spec, correlation_id, request_id, root_path
+                message["headers"], spec, correlation_id, request_id, message.get("root_path", "")
             )
-        else:  # the client's headers; the rest beside them (an ASGI app's scope)
+        else:
             headers = message["headers"]
-        forwarded: RequestMessage = {
+        return {
             "url": origin + below(raw_path, path, spec.prefix) + query,
             # HEAD reaches every kind of plug-in as GET; handle() drops the body.
             "method": "GET" if method == "HEAD" else method,
             "headers": headers,
             "body": body,
         }
-        deadlines = self.deadlines
-        task = deadlines.start(spec.timeout)
-        stream = None
-        # For its calls out: who calls (and whose call this is, for a sibling's), with what id.
-        calling = CALLING.set(Calling(self, spec, correlation_id, origin, CALLING.get()))
-        try:
-            if handle_forwarded is None:
-                answer = await plugin.handle(forwarded)
-            else:
-                prefix = self.forwarded_prefix(spec, root_path)
-                forwarding = Forwarding(correlation_id, prefix, message.get("client"))
-                answer = await handle_forwarded(forwarded, forwarding)
-            stream = streamed(answer)
-            if stream is not None:
-                await stream.start()  # its first part, under the plug-in's timeout
-        except BaseException as exc:
-            expired = deadlines.stop(task)
-            if stream is not None:
-                await stream.aclose()
-            return failure_answer(spec, exc, expired)
-        finally:
-            CALLING.reset(calling)
-        if deadlines.stop(task):  # it caught its cancellation and answered late anyway
-            if stream is not None:
-                await stream.aclose()
+
+    def _checked(self, spec: PluginSpec, answer: object, expired: bool) -> ResponseMessage:
+        """A plug-in's whole answer checked (``wire.checked_answer``), or the error it gets
+        instead; ``expired``: it caught its cancellation and answered late anyway."""
+        if expired:
             return timed_out(spec)
         try:
-            response = http_answer(response_message(answer), drop=NOT_FROM_PLUGINS)
+            return checked_answer(answer, drop=NOT_FROM_PLUGINS)
         except WireError as exc:
-            if stream is not None:
-                await stream.aclose()
             return failure_answer(spec, exc, False)
-        if stream is not None:  # the rest of its parts, each within the plug-in's timeout
-            response["body"] = watched(stream, spec.name, spec.timeout, deadlines)  # type: ignore[typeddict-item]
+
+    async def _checked_stream(
+        self, spec: PluginSpec, answer: object, stream: Stream, expired: bool
+    ) -> ResponseMessage:
+        """The same for a streamed answer, whose first part has come: the rest of its parts
+        come each within the plug-in's timeout, unless it is refused (the stream closed)."""
+        if expired:
+            await stream.aclose()
+            return timed_out(spec)
+        try:
+            response = checked_answer(answer, drop=NOT_FROM_PLUGINS)
+        except WireError as exc:
+            await stream.aclose()
+            return failure_answer(spec, exc, False)
+        response["body"] = watched(stream, spec.name, spec.timeout, self.deadlines)  # type: ignore[typeddict-item]
         return response
 
     def forwarded_headers(

@@ -15,7 +15,6 @@ from .asgi_http import (
     RequestBody,
     Scope,
     Send,
-    client_address,
     has_body,
     request_url,
     response_events,
@@ -33,6 +32,9 @@ log = logging.getLogger("valor")
 DEFAULT_BODY_TIMEOUT = 30.0
 """Seconds a request body may go without a byte arriving (408 past it), as nginx's
 ``client_body_timeout``."""
+
+_HTTP_1 = frozenset(["1.0", "1.1"])  # without Content-Length nor Transfer-Encoding, no body
+_ORIGINS_MAX = 256
 
 SERVER_LOADERS: dict[str, Loader] = server_loaders()
 """Every plug-in kind the server host can load."""
@@ -59,6 +61,7 @@ class ValorApp:
         self.body_timeout = body_timeout
         self.root_path = root_path.rstrip("/")
         self._loaded = False
+        self._origins: dict[tuple[str, bytes | None], str] = {}  # by scheme and Host
         self._loading: asyncio.Future[None] | None = None
         # Requests to asgi plug-ins skip the wire message: the app gets this exchange.
         self._passthrough = (
@@ -97,18 +100,43 @@ class ValorApp:
         # The request path, inline: each coroutine call costs more than most of its steps
         # (and a loop less than a comprehension, a function call of its own on Python 3.11).
         runtime = self.runtime
+        raw = scope["headers"]
         headers = []
-        for name, value in scope["headers"]:
+        for name, value in raw:
             headers.append([name.decode("latin-1"), value.decode("latin-1")])
-        url, bad_host = request_url(scope)
+        # The usual request, each header once, no body, a known Host: request_url's and
+        # has_body's work from one dict (C), without their calls.
+        named = dict(raw)
+        origin = self._origins.get((scope.get("scheme", "http"), named.get(b"host")))
+        raw_path = scope.get("raw_path")
+        if (
+            origin is not None
+            and raw_path
+            and not scope.get("root_path")
+            and len(named) == len(raw)
+            and b"content-length" not in named
+            and b"transfer-encoding" not in named
+            and scope.get("http_version") in _HTTP_1
+        ):
+            query = scope.get("query_string")
+            url = origin + raw_path.decode("latin-1")
+            if query:
+                url += "?" + query.decode("latin-1")
+            bad_host = None
+            framed = False
+        else:
+            url, bad_host = request_url(scope)
+            framed = None  # has_body says
+            self._learn_origin(scope, named.get(b"host"), bad_host)
         method = scope["method"]
+        client = scope.get("client")
         message = {
             "url": url,
             "method": method,
             "headers": headers,
             "body": None,
             "root_path": scope.get("root_path") or self.root_path,
-            "client": client_address(scope),
+            "client": (client[0], client[1]) if client else None,
         }
         head = method == "HEAD"
         if bad_host is not None:
@@ -121,7 +149,7 @@ class ValorApp:
         # The body is read only once the runtime knows who will use it (see Runtime.handle).
         reader = None
         try:
-            if has_body(scope, headers, runtime.max_body_size):
+            if framed is None and has_body(scope, headers, runtime.max_body_size):
                 reader = RequestBody(receive, runtime.max_body_size, self.body_timeout)
         except BodyTooLarge:
             response = runtime.finish(message, runtime.too_large())
@@ -135,6 +163,12 @@ class ValorApp:
             await send(body)
         else:
             await send_parts(response["body"], send, receive)
+
+    def _learn_origin(self, scope: Scope, host: bytes | None, bad_host: str | None) -> None:
+        """Remember the origin a valid Host header gives, for the usual request (bounded)."""
+        if host is not None and bad_host is None and len(self._origins) < _ORIGINS_MAX:
+            scheme = scope.get("scheme", "http")
+            self._origins[(scheme, host)] = f"{scheme}://{host.decode('latin-1')}"
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

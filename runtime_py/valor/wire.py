@@ -113,6 +113,82 @@ def http_answer(answer: ResponseMessage, drop: frozenset[str] = frozenset()) -> 
     return answer
 
 
+def checked_answer(message: Any, drop: frozenset[str] = frozenset()) -> ResponseMessage:
+    """``http_answer(response_message(message), drop)``: a plug-in's answer normalised and
+    checked, its headers a new list. The usual answer, whose header names and values are all
+    known valid and kept (seen before, under the same ``drop``), is checked in one pass."""
+    if type(message) is dict:
+        status, headers, body = (
+            message.get("status", 200),
+            message.get("headers"),
+            message.get("body"),
+        )
+        if (
+            type(status) is int
+            and 200 <= status <= 599
+            and type(body) is bytes
+            and type(headers) is list
+            and not (body and status in NO_BODY)
+        ):
+            kept = []
+            try:
+                for pair in headers:
+                    if type(pair) is not list or len(pair) != 2:
+                        break
+                    # The sets hold str only: whatever else a pair holds is not in them.
+                    if pair[0] not in _kept_names or pair[1] not in _kept_values:
+                        break
+                    kept.append(pair)
+                else:
+                    return {"status": status, "headers": kept, "body": body}
+            except TypeError:  # an unhashable name or value: the checks below say so
+                pass
+    return http_answer(response_message(message), drop)
+
+
+# The same for an ASGI app's answer, as it sends it (bytes): names seen valid and in lower case
+# (by the names dropped: True, kept), short values seen valid and trimmed. Bounded as above.
+_raw_names: dict[frozenset[str], dict[bytes, bool]] = {}
+_raw_values: set[bytes] = set()
+
+
+def plain_asgi_headers(
+    headers: Any, drop: frozenset[str] = frozenset()
+) -> list[tuple[bytes, bytes]] | None:
+    """An ASGI answer's headers, without those named in ``drop``, when each is as
+    ``http_answer`` keeps it unchanged: a token name in lower case and a value with nothing to
+    trim. None otherwise (``http_answer`` then says what is wrong, or trims). Known names and
+    short values are looked up, not checked again."""
+    names = _raw_names.get(drop)
+    if names is None:
+        names = _raw_names[drop] = {}
+    kept = []
+    try:
+        for name, value in headers:
+            keep = names.get(name)
+            if keep is None:
+                if type(name) is not bytes:
+                    return None
+                text = name.decode("latin-1")
+                if not _TOKEN.fullmatch(text) or text.lower() != text:
+                    return None
+                keep = text not in drop
+                if len(names) < _KEPT_NAMES_MAX:
+                    names[name] = keep
+            if value not in _raw_values:
+                if type(value) is not bytes:
+                    return None
+                if not _TRIMMED_VALUE.fullmatch(value.decode("latin-1")):
+                    return None
+                if len(value) <= _KEPT_VALUE_SIZE and len(_raw_values) < _KEPT_VALUES_MAX:
+                    _raw_values.add(value)
+            if keep:
+                kept.append((name, value))
+    except (TypeError, ValueError):  # not pairs, or not hashable: http_answer says what
+        return None
+    return kept
+
+
 def _is_pair_list(headers: list[Any]) -> bool:
     for pair in headers:
         if type(pair) is not list or len(pair) != 2:
