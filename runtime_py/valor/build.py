@@ -495,7 +495,7 @@ def _snapshot(
     if requirements is not None:
         modules = json.dumps(imports or [])
         digest.update(hashlib.sha256(requirements.read_bytes()).digest() + modules.encode())
-        extra = [str(requirements), modules]
+        extra = [modules]
     key = digest.hexdigest()[:16]
     cached = cache_dir / "snapshots" / f"{key}.bin"
     meta_file = cached.with_suffix(".json")
@@ -510,7 +510,12 @@ def _snapshot(
         cached.parent.mkdir(parents=True, exist_ok=True)
         partial = cached.with_suffix(".partial")
         command = [node, str(script), str(pyodide_dir.resolve()), str(wheel), key, str(partial)]
-        failure = _run_node([*command, *extra])
+        with tempfile.TemporaryDirectory(prefix="valor-requirements-") as unpacked:
+            if requirements is not None:
+                with zipfile.ZipFile(requirements) as archive:
+                    archive.extractall(unpacked)
+                extra.insert(0, unpacked)
+            failure = _run_node([*command, *extra])
         made = Path(f"{partial}.json")
         if failure is not None:
             partial.unlink(missing_ok=True)

@@ -1,12 +1,12 @@
 // Makes the Pyodide memory snapshot that the browser's runtime worker boots from. `valor build`
 // runs it with Node:
-//   node snapshot.mjs PYODIDE_DIR RUNTIME_WHEEL KEY OUT [REQUIREMENTS_ZIP MODULES_JSON]
+//   node snapshot.mjs PYODIDE_DIR RUNTIME_WHEEL KEY OUT [REQUIREMENTS_DIR MODULES_JSON]
 //
 // The snapshot is the whole wasm heap after the runtime and every module it and the plug-in
-// kinds import are imported (valor.snapshot.prepare), and with REQUIREMENTS_ZIP (the bundle's
-// requirements, laid out as installed) the modules MODULES_JSON names, which the plug-ins import
-// from them. No plug-in is loaded, no package is loaded with loadPackage (that breaks
-// makeMemorySnapshot), and Python holds no JavaScript object.
+// kinds import are imported (valor.snapshot.prepare), and with REQUIREMENTS_DIR (the bundle's
+// requirements.zip, unpacked by `valor build`: laid out as installed) the modules MODULES_JSON
+// names, which the plug-ins import from them. No plug-in is loaded, no package is loaded with
+// loadPackage (that breaks makeMemorySnapshot), and Python holds no JavaScript object.
 //
 // A compiled requirement's shared library (Pydantic's core) lives partly outside the heap: its
 // code and its slots in the function table. So each is loaded before Python starts, in a fixed
@@ -14,11 +14,10 @@
 // heap, the same on every boot, and the browser loads the same libraries the same way before it
 // restores the heap (valor-worker.js). OUT.json says which, in order, and their dlopen handles:
 //   {"dynlibs": [path in site-packages, ...], "handles": {path: [handle, ...]}, "failed": [...]}
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 
-const [pyodideDir, wheel, key, out, requirementsZip, modulesJson] = process.argv.slice(2);
-const requirements = requirementsZip ? readFileSync(requirementsZip) : null;
+const [pyodideDir, wheel, key, out, requirementsDir, modulesJson] = process.argv.slice(2);
 const modules = modulesJson ? JSON.parse(modulesJson) : [];
 // Emscripten names the program after argv[1]; a browser says "./this.program". Otherwise the
 // build machine's path would be frozen into sys.executable and $_.
@@ -41,8 +40,8 @@ const pyodide = await loadPyodide({
   },
   fsInit: (FS, paths) => {
     sitePackages = paths.sitePackages;
-    if (!requirements) return;
-    const files = zipEntries(requirements);
+    if (!requirementsDir) return;
+    const files = requirementFiles(requirementsDir);
     for (const [name, bytes] of files) {
       const path = `${sitePackages}/${name}`;
       FS.mkdirTree(path.slice(0, path.lastIndexOf("/")));
@@ -89,26 +88,13 @@ for (const name of Object.keys(pyodide.loadedPackages)) delete pyodide.loadedPac
 writeFileSync(out, pyodide.makeMemorySnapshot());
 writeFileSync(`${out}.json`, JSON.stringify({ dynlibs, tables, handles, failed }));
 
-function zipEntries(archive) {
-  // The build's stored (uncompressed) archive: its files' names and bytes.
-  const view = new DataView(archive.buffer, archive.byteOffset, archive.byteLength);
-  let end = archive.length - 22;
-  while (end >= 0 && view.getUint32(end, true) !== 0x06054b50) end--;
-  if (end < 0) throw new Error("not a zip archive");
-  const names = new TextDecoder();
+function requirementFiles(dir) {
+  // The unpacked requirements' files: name (relative, with "/") -> bytes.
   const files = new Map();
-  let entry = view.getUint32(end + 16, true);
-  for (let count = view.getUint16(end + 10, true); count > 0; count--) {
-    const method = view.getUint16(entry + 10, true);
-    const size = view.getUint32(entry + 20, true);
-    const nameLength = view.getUint16(entry + 28, true);
-    const local = view.getUint32(entry + 42, true);
-    const name = names.decode(archive.subarray(entry + 46, entry + 46 + nameLength));
-    entry += 46 + nameLength + view.getUint16(entry + 30, true) + view.getUint16(entry + 32, true);
-    if (name.endsWith("/")) continue;
-    if (method !== 0) throw new Error(`${name} is compressed in its archive`);
-    const start = local + 30 + view.getUint16(local + 26, true) + view.getUint16(local + 28, true);
-    files.set(name, archive.subarray(start, start + size));
+  for (const entry of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (!entry.isFile()) continue;
+    const path = `${entry.parentPath ?? entry.path}/${entry.name}`;
+    files.set(path.slice(dir.length + 1), readFileSync(path));
   }
   return files;
 }
