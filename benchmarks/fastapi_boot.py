@@ -1,5 +1,5 @@
 """The first answer of a repeat visit: the FastAPI bundle (``plugins/asgi.json``: FastAPI,
-Pydantic and Starlette installed and imported at boot) beside the plain examples' bundle
+Pydantic and Starlette among its requirements, in its memory snapshot) beside the plain examples' bundle
 (``plugins/plugins.json``), in the same run. Each run is a new browser profile: a first visit
 (which fills the service worker's cache), then the page again in the same profile, timed from
 its navigation to the first plug-in answer (``performance.now()`` in the page). Target: the
