@@ -1,9 +1,9 @@
 """The first answer of a repeat visit: the FastAPI bundle (``plugins/asgi.json``: FastAPI,
-Pydantic and Starlette among its requirements, in its memory snapshot) beside the plain examples' bundle
-(``plugins/plugins.json``), in the same run. Each run is a new browser profile: a first visit
-(which fills the service worker's cache), then the page again in the same profile, timed from
-its navigation to the first plug-in answer (``performance.now()`` in the page). Target: the
-FastAPI bundle at most 1.5x the plain one.
+Pydantic and Starlette among its requirements, in its memory snapshot) beside the plain
+examples' bundle (``plugins/plugins.json``), in the same run. Each run is a new browser
+profile: a first visit (which fills the service worker's cache), then the page again in the
+same profile, timed from its navigation to the first plug-in answer (``performance.now()`` in
+the page). Target: the FastAPI bundle at most 1.5x the plain one.
 
 Chromium is driven by Playwright with a persistent profile (times are taken in the page).
 

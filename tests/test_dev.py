@@ -132,6 +132,43 @@ def test_a_change_rebuilds_restarts_and_reloads(dev: DevRun) -> None:
     assert "changed: plugins/hello.py" in dev.log()
 
 
+COUNTER = """from valor import vlugin
+
+
+def on_create(ctx):
+    pass
+
+
+@vlugin
+async def on_request(ctx, req):
+    return str(await ctx.store.increment("hits"))
+"""
+
+
+def test_the_plugins_store_is_data_not_a_change(dev: DevRun) -> None:
+    """The server's SQLite store sits beside the manifest, in the watched folder. Its files
+    change on every write and every restart (a checkpoint when the server stops): none of it
+    may rebuild the bundle and restart the server (which would change them again)."""
+    (dev.folder / "plugins" / "hello.py").write_text(COUNTER)
+    wait_for(lambda: httpx.post(dev.server + "hello").text.isdigit(), "the counter", dev)
+    hits = [int(httpx.post(dev.server + "hello").text) for _ in range(20)]
+    assert hits == list(range(hits[0], hits[0] + 20))
+    # Changes after the writes and after a restart: once the last is seen, any event the
+    # store's files made has been seen too.
+    for sentinel in ("one.txt", "two.txt"):
+        (dev.folder / "plugins" / sentinel).write_text("seen")
+        seen = f"changed: plugins/{sentinel}"
+        wait_for(lambda seen=seen: seen in dev.log(), sentinel, dev)
+        wait_for(lambda: httpx.post(dev.server + "hello").text.isdigit(), "the restart", dev)
+    changes = [line for line in dev.log().splitlines() if line.startswith("valor dev: changed:")]
+    assert changes[-2:] == [
+        "valor dev: changed: plugins/one.txt",
+        "valor dev: changed: plugins/two.txt",
+    ]
+    assert not any("valor-store" in line for line in changes), dev.log()
+    assert int(httpx.post(dev.server + "hello").text) > hits[-1]  # the count kept
+
+
 def test_a_broken_build_keeps_the_last_good_bundle(dev: DevRun) -> None:
     manifest = dev.folder / "plugins" / "plugins.json"
     good = manifest.read_text()

@@ -29,8 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ManifestError
+from .manifest import load_manifest
 from .processes import stop_process
 from .static import MIME_TYPES
+from .store.errors import StoreError
+from .store.urls import default_url, sqlite_path
 
 SERVER_PATH = "/_server/"
 DEV_PATH = "/_dev/"
@@ -259,6 +262,7 @@ class Dev:
         from watchfiles import watch
 
         out = self.out.resolve()
+        store = _store_file(self.manifest)
         sources = [*self.manifest.parent.rglob("*.c"), *self.manifest.parent.rglob("Cargo.toml")]
         self.compile({p for p in sources if not p.is_relative_to(out)})
         self._compiled.clear()
@@ -278,7 +282,9 @@ class Dev:
                 stop_event=stop,
                 watch_filter=lambda _, path: (
                     not (
-                        Path(path).is_relative_to(out) or ".part" in Path(path).name  # compiling
+                        Path(path).is_relative_to(out)
+                        or ".part" in Path(path).name  # compiling
+                        or (store is not None and path.startswith(store))  # and -wal, -shm
                     )
                 ),
                 raise_interrupt=False,
@@ -344,6 +350,22 @@ def _sources_folder(path: Path) -> Path | None:
         for folder in path.parents:
             if (folder / "Cargo.toml").is_file():
                 return folder.parent
+    return None
+
+
+def _store_file(manifest: Path) -> str | None:
+    """The server host's SQLite store, as ``valor serve MANIFEST`` picks it: its writes (and
+    SQLite's files beside it) are the plug-ins' data, not sources to rebuild on."""
+    url = os.environ.get("VALOR_STORE")
+    base_dir = Path.cwd()
+    if not url:
+        base_dir = manifest.parent
+        with contextlib.suppress(ManifestError, OSError, ValueError):
+            url = load_manifest(manifest).store
+        url = url or default_url(base_dir)
+    with contextlib.suppress(StoreError):
+        path = sqlite_path(url, base_dir)
+        return None if path is None else str(path.resolve())
     return None
 
 

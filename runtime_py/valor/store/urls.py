@@ -22,17 +22,28 @@ def open_backend(url: str, base_dir: Path) -> Backend:
         from .redis import RedisBackend
 
         return RedisBackend(url)
-    if url.startswith("sqlite:"):
-        # As SQLAlchemy writes them: sqlite:///relative/path, sqlite:////absolute/path.
-        if not url.startswith("sqlite:///") or url == "sqlite:///":
-            raise StoreError(f"store URL {url!r}: write sqlite:///PATH (three slashes)")
-        return _sqlite(base_dir / url.removeprefix("sqlite:///"))
-    if "://" in url or not url:
+    path = sqlite_path(url, base_dir)
+    if path is None:
         raise StoreError(
             f"store URL {url!r} is not one of memory:, sqlite:///PATH (or a path), "
             "redis://HOST:PORT/DB"
         )
-    return _sqlite(base_dir / url)
+    from .sqlite import SqliteBackend  # not in Pyodide's build of the runtime's needs
+
+    return SqliteBackend(path)
+
+
+def sqlite_path(url: str, base_dir: Path) -> Path | None:
+    """The SQLite file ``url`` names (a relative path is relative to ``base_dir``), or None
+    when it names another backend."""
+    if url.startswith("sqlite:"):
+        # As SQLAlchemy writes them: sqlite:///relative/path, sqlite:////absolute/path.
+        if not url.startswith("sqlite:///") or url == "sqlite:///":
+            raise StoreError(f"store URL {url!r}: write sqlite:///PATH (three slashes)")
+        return base_dir / url.removeprefix("sqlite:///")
+    if url == "memory:" or "://" in url or not url:
+        return None
+    return base_dir / url
 
 
 def default_url(base_dir: Path) -> str:
@@ -47,9 +58,3 @@ def redacted(url: str) -> str:
     netloc = parts.netloc.rpartition("@")[2]
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit(parts._replace(netloc=user + netloc))
-
-
-def _sqlite(path: Path) -> Backend:
-    from .sqlite import SqliteBackend  # not in Pyodide's build of the runtime's needs
-
-    return SqliteBackend(path)
