@@ -117,7 +117,7 @@ def test_a_failing_snapshot_script_is_a_warning(
 def test_when_the_requirements_break_the_snapshot_it_holds_the_runtime_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    fails = 'if (requirementsZip) throw new Error("cannot import these here");\n'
+    fails = 'if (requirementsDir) throw new Error("cannot import these here");\n'
     monkeypatch.setattr(build_module, "SNAPSHOT_SCRIPT", script_copy(tmp_path, fails))
     bundle = build(ASGI_MANIFEST, tmp_path / "d")
     assert bundle.snapshot is not None and "dynlibs" not in bundle.snapshot

@@ -70,7 +70,11 @@ class PluginProcess:
         self.on_call = on_call
         self._proc: asyncio.subprocess.Process | None = None
         self._starting: asyncio.Task[None] | None = None
-        self._pending: dict[int, asyncio.Future[tuple[dict[str, Any], bytes]]] = {}
+        # Each request's process too: a process dying must fail its own requests only, not
+        # those already sent to the one that replaced it.
+        self._pending: dict[
+            int, tuple[asyncio.subprocess.Process, asyncio.Future[tuple[dict[str, Any], bytes]]]
+        ] = {}
         self._ids = itertools.count()
         self._write_lock = asyncio.Lock()
         self._stderr: deque[str] = deque(maxlen=20)
@@ -128,11 +132,15 @@ class PluginProcess:
         future: asyncio.Future[tuple[dict[str, Any], bytes]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._pending[request_id] = future
+        self._pending[request_id] = (proc, future)
         try:
             await self._write(proc, request_id, payload)
             return await future
         except asyncio.CancelledError:
+            if self.on_cancel == "kill" and self._proc is proc:
+                # At once: the deadline may cancel this wait for the kill again and answer,
+                # and the next request must start a new process, not reach this dying one.
+                self._proc = None
             await asyncio.shield(self._cancel(proc, request_id))
             raise
         finally:
@@ -194,8 +202,11 @@ class PluginProcess:
                 if "call" in answer[0]:
                     self._spawn_task(self._answer_call(proc, request_id, *answer))
                     continue
-                future = self._pending.get(request_id)
-                if future is not None and not future.done():
+                proc_and_future = self._pending.get(request_id)
+                if proc_and_future is None or proc_and_future[0] is not proc:
+                    continue
+                future = proc_and_future[1]
+                if not future.done():
                     future.set_result(answer)
         except (asyncio.IncompleteReadError, ConnectionError, AbiError) as exc:
             if isinstance(exc, AbiError):
@@ -204,8 +215,8 @@ class PluginProcess:
             await proc.wait()
             self.restarts += 1
             error = PluginCrashed(self._crash_message(proc))
-            for future in list(self._pending.values()):
-                if not future.done():
+            for owner, future in list(self._pending.values()):
+                if owner is proc and not future.done():
                     future.set_exception(error)
 
     def _crash_message(self, proc: asyncio.subprocess.Process) -> str:
