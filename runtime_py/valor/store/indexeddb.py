@@ -43,6 +43,7 @@ from typing import Any
 
 from .backend import Check, Commit, Mutation, Record, planned_writes
 from .errors import NotAnInteger, StoreFull, StoreUnavailable
+from .limits import MAX_VALUE_BYTES
 
 try:
     from pyodide.ffi import JsException, create_proxy, to_js
@@ -66,6 +67,8 @@ SWEEP_EVERY = 60.0
 SWEEP_BATCH = 100
 """Expired entries removed by one clean-up at most, so a commit never waits long for it."""
 LIST_BATCH_MIN = 16
+READ_BUFFER = MAX_VALUE_BYTES
+"""Bytes of the buffer a read's value is copied into: any value the store takes fits."""
 HANDLERS = ("onupgradeneeded", "onblocked", "onsuccess", "onerror")
 READ = (ENTRIES,)
 
@@ -73,7 +76,8 @@ READ = (ENTRIES,)
 # The helper: transport only. An entry is ``{k: key, v: value (Uint8Array), n: tick, c:
 # connection, e: expires_at}`` (``c`` undefined in entries written before versions came from
 # clocks: ``n`` was the version). ``get`` reads one entry and calls ``done(id, value, tick,
-# connection, expires)``. ``commit`` writes the one entry given with the call (``name``;
+# connection, expires)``, the value's length in place of the value when it is in the buffer.
+# ``commit`` writes the one entry given with the call (``name``;
 # ``value`` undefined: removed), or else reads the entries named (keys joined by NUL, which no
 # key holds) and calls ``plan(id, found)`` in the transaction (``found``: value, tick,
 # connection, expires for each name, in order; right away when nothing is read), which writes
@@ -81,8 +85,15 @@ READ = (ENTRIES,)
 # Then it removes up to ``sweep`` expired entries, and calls ``done(id)`` once the transaction
 # has committed. ``connection`` takes the next connection number. Failures call
 # ``failed(id, name, message)``.
-_HELPER = """(done, plan, failed) => {
+_HELPER = """(done, plan, failed, buffer, module) => {
   const encoder = new TextEncoder();
+  // A read's value is copied into Python's buffer (a bytearray, held exported so it never
+  // moves) rather than handed over as a Uint8Array: no proxy made, no call back into
+  // JavaScript for its bytes. The heap's view is looked up each time: it is new after the
+  // memory grows.
+  const exported = buffer.getBuffer("u8");
+  const address = exported.data.byteOffset;
+  let capacity = exported.data.length;
   const key = (namespace, name) => [namespace, encoder.encode(name)];
   const refuse = (id, error, what) =>
     failed(id, error ? error.name : "", error ? error.message : what);
@@ -93,8 +104,11 @@ _HELPER = """(done, plan, failed) => {
         .get(key(namespace, name));
       request.onsuccess = () => {
         const value = request.result;
-        if (value === undefined) done(id);
-        else done(id, value.v, value.n, value.c, value.e);
+        if (value === undefined) return done(id);
+        const bytes = value.v;
+        if (bytes.length > capacity) return done(id, bytes, value.n, value.c, value.e);
+        module.HEAPU8.set(bytes, address);
+        done(id, bytes.length, value.n, value.c, value.e);
       };
       request.onerror = () => refuse(id, request.error, "a read failed");
     },
@@ -157,6 +171,10 @@ _HELPER = """(done, plan, failed) => {
     remove(name) {
       writing[0].delete(key(writing[1], name));
     },
+    release() {
+      capacity = -1;  // a read answering later must not write into memory given back
+      exported.release();
+    },
     connection(db) {
       return new Promise((resolve, reject) => {
         const transaction = db.transaction("meta", "readwrite");
@@ -191,6 +209,7 @@ class IndexedDBBackend:
         self._next_sweep = 0.0
         self._helper: _Helper | None = None
         self._proxies: list[Any] = []
+        self._buffer = memoryview(b"")  # where the helper copies a read's value
         self._waiting: dict[int, _Read | _Planned] = {}  # operations under way, by number
         self._last = 0
         self._connection = -1  # this connection's number, a version's last digits
@@ -319,19 +338,26 @@ class IndexedDBBackend:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._helper is not None:
+            self._helper.release()
         for proxy in self._proxies:
             proxy.destroy()
         self._proxies.clear()
         self._helper = None
+        self._buffer = memoryview(b"")
 
     # -- the JavaScript helper's side ---------------------------------------------------------
 
     def _js(self) -> _Helper:
         if self._helper is None:
+            import pyodide_js
             from pyodide.code import run_js
 
             self._proxies = [create_proxy(f) for f in (self._done, self._plan, self._failed)]
-            self._helper = _Helper(run_js(_HELPER)(*self._proxies))
+            self._buffer = memoryview(bytearray(READ_BUFFER))
+            self._helper = _Helper(
+                run_js(_HELPER)(*self._proxies, self._buffer.obj, pyodide_js._module)
+            )
         return self._helper
 
     def _lost(self, db: Any, number: int, exc: JsException) -> None:
@@ -354,10 +380,12 @@ class IndexedDBBackend:
             if value is None or (expires is not None and expires <= operation.now):
                 operation.set_result(None)
                 return
+            # The value's length when the helper copied it into the buffer, else its bytes.
+            data = self._buffer[:value].tobytes() if type(value) is int else value.to_bytes()
             version = tick if connection is None else tick * TABS + connection
             if version > self._seen:
                 self._seen = version
-            operation.set_result(Record(operation.key, value.to_bytes(), version, expires))
+            operation.set_result(Record(operation.key, data, version, expires))
         elif operation is not None:
             if operation.failure is not None:
                 operation.set_exception(operation.failure)
@@ -503,6 +531,7 @@ class _Helper:
         self.put = helper.put
         self.remove = helper.remove
         self.connection = helper.connection
+        self.release = helper.release
 
 
 class _Answer:
