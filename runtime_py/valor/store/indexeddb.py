@@ -224,7 +224,8 @@ class IndexedDBBackend:
         if db is None:
             return self._get_opening(namespace, key, now)
         self._last = number = self._last + 1
-        read = self._waiting[number] = _Read(key, now)
+        read = self._waiting[number] = _Read()
+        read.key, read.now = key, now
         try:
             (self._helper or self._js()).get(db, namespace, key, number)
         except JsException as exc:
@@ -378,19 +379,16 @@ class IndexedDBBackend:
         operation = self._waiting.pop(number, None)
         if type(operation) is _Read:
             if value is None or (expires is not None and expires <= operation.now):
-                operation.set_result(None)
+                operation.answer(None)
                 return
             # The value's length when the helper copied it into the buffer, else its bytes.
             data = self._buffer[:value].tobytes() if type(value) is int else value.to_bytes()
             version = tick if connection is None else tick * TABS + connection
             if version > self._seen:
                 self._seen = version
-            operation.set_result(Record(operation.key, data, version, expires))
+            operation.answer(Record(operation.key, data, version, expires))
         elif operation is not None:
-            if operation.failure is not None:
-                operation.set_exception(operation.failure)
-            else:
-                operation.set_result(operation.commit)
+            operation.answer(operation.commit, operation.failure)
 
     def _plan(self, number: int, found: Any) -> int:
         planned = self._waiting.get(number)
@@ -403,10 +401,10 @@ class IndexedDBBackend:
         if operation is None:
             return
         if isinstance(operation, _Planned) and operation.failure is not None:
-            operation.set_exception(operation.failure)  # the plan's own error aborted it
+            operation.answer(None, operation.failure)  # the plan's own error aborted it
             return
         what = "a read failed" if isinstance(operation, _Read) else "the transaction was aborted"
-        operation.set_exception(self._refused(name, message, what))
+        operation.answer(None, self._refused(name, message, what))
 
     # -- connections and transactions ---------------------------------------------------------
 
@@ -534,105 +532,39 @@ class _Helper:
         self.release = helper.release
 
 
-class _Answer:
-    """What a store operation awaits: a future whose waiting task resumes inside the
-    IndexedDB event that answers it.
+class _Answer(asyncio.Future):  # type: ignore[type-arg]
+    """What a store operation awaits: an asyncio future (the C one: a task awaiting it and
+    registering its wake-up runs no Python code) whose waiting task resumes inside the
+    IndexedDB event that answers it (``answer``).
 
-    An ``asyncio.Future`` wakes its task through ``loop.call_soon``, which in Pyodide's loop
-    makes a proxy and waits for another browser task: 0.3-0.5 ms in Chromium's runtime worker
-    on this machine, as much as the IndexedDB read itself. The event handler is a browser task
-    of its own with no Python task running, so the waiting task's step can run right there, as
-    a JavaScript ``await`` resumes in the same task. (If a task is running after all, say one
-    waiting through JSPI, the wake-up goes through ``call_soon`` as usual.) Tasks accept such
-    an object by the ``_asyncio_future_blocking`` protocol, as they accept any future-like."""
+    Settled the usual way, a future wakes its task through ``loop.call_soon``, which in
+    Pyodide's loop makes a proxy and waits for another browser task: 0.3-0.5 ms in Chromium's
+    runtime worker on this machine, as much as the IndexedDB read itself. The event handler is
+    a browser task of its own with no Python task running, so the waiting task's step can run
+    right there, as a JavaScript ``await`` resumes in the same task. (If a task is running
+    after all, say one waiting through JSPI, the wake-up goes through ``call_soon`` as
+    usual.)"""
 
-    __slots__ = (
-        "_asyncio_future_blocking",
-        "_callbacks",
-        "_exception",
-        "_loop",
-        "_result",
-        "_state",
-    )
+    __slots__ = ()
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._asyncio_future_blocking = False
-        self._loop = loop
-        self._callbacks: list[tuple[Callable[[Any], None], Any]] = []
-        self._state = "pending"  # or "done", "cancelled"
-        self._result: Any = None
-        self._exception: BaseException | None = None
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def done(self) -> bool:
-        return self._state != "pending"
-
-    def cancelled(self) -> bool:
-        return self._state == "cancelled"
-
-    def result(self) -> Any:
-        if self._state == "cancelled":
-            raise asyncio.CancelledError
-        if self._exception is not None:
-            raise self._exception
-        return self._result
-
-    def exception(self) -> BaseException | None:
-        if self._state == "cancelled":
-            raise asyncio.CancelledError
-        return self._exception
-
-    def add_done_callback(self, callback: Callable[[Any], None], *, context: Any = None) -> None:
-        if self._state == "pending":
-            self._callbacks.append((callback, context))
+    def answer(self, result: Any, exception: BaseException | None = None) -> None:
+        """Settle with ``result`` (or ``exception``) and run the waiting task's step now."""
+        if self.done():  # cancelled meanwhile: its waiter has gone (a commit may commit)
+            return
+        callbacks = self._callbacks
+        if callbacks and asyncio.current_task(self._loop) is None:
+            # Settled, the future would hand these to ``call_soon``: taken off, run here.
+            for callback, _ in callbacks:
+                self.remove_done_callback(callback)
         else:
-            self._loop.call_soon(callback, self, context=context)
-
-    def remove_done_callback(self, callback: Callable[[Any], None]) -> int:
-        before = len(self._callbacks)
-        self._callbacks = [pair for pair in self._callbacks if pair[0] != callback]
-        return before - len(self._callbacks)
-
-    def cancel(self, msg: Any = None) -> bool:
-        # The operation goes on in IndexedDB (a commit may still commit); its waiter stops.
-        if self._state != "pending":
-            return False
-        self._state = "cancelled"
-        self._wake(soon=True)
-        return True
-
-    def set_result(self, result: Any) -> None:
-        if self._state == "pending":
-            self._state, self._result = "done", result
-            self._wake()
-
-    def set_exception(self, exception: BaseException) -> None:
-        if self._state == "pending":
-            self._state, self._exception = "done", exception
-            self._wake()
-
-    def _wake(self, soon: bool = False) -> None:
-        callbacks, self._callbacks = self._callbacks, []
-        running = soon or asyncio.current_task(self._loop) is not None
-        for callback, context in callbacks:
-            if running:
-                self._loop.call_soon(callback, self, context=context)
-            elif context is not None:
+            callbacks = None
+        if exception is None:
+            self.set_result(result)
+        else:
+            self.set_exception(exception)
+        if callbacks:
+            for callback, context in callbacks:
                 context.run(callback, self)
-            else:
-                callback(self)
-
-    def __await__(self) -> Any:
-        if self._state == "pending":
-            self._asyncio_future_blocking = True
-            yield self
-        if self._exception is not None or self._state == "cancelled":
-            return self.result()  # raises
-        return self._result
-
-    __iter__ = __await__
 
 
 class _Read(_Answer):
@@ -640,10 +572,8 @@ class _Read(_Answer):
 
     __slots__ = ("key", "now")
 
-    def __init__(self, key: str, now: float) -> None:
-        super().__init__(asyncio.get_running_loop())
-        self.key = key
-        self.now = now
+    key: str
+    now: float
 
 
 class _Planned(_Answer):
@@ -670,7 +600,7 @@ class _Planned(_Answer):
         now: float,
         version: Callable[[int], int],
     ) -> None:
-        super().__init__(asyncio.get_running_loop())
+        super().__init__()
         self.checks = checks
         self.mutations = mutations
         self.now = now
