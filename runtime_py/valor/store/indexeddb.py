@@ -94,7 +94,19 @@ _HELPER = """(done, plan, failed, buffer, module) => {
   const exported = buffer.getBuffer("u8");
   const address = exported.data.byteOffset;
   let capacity = exported.data.length;
-  const key = (namespace, name) => [namespace, encoder.encode(name)];
+  // The keys read lately, made once: encoding a name makes an ArrayBuffer, which costs as
+  // much as a quick read's other JavaScript (IndexedDB copies a key, so one can be reused).
+  const keys = new Map();
+  const key = (namespace, name) => {
+    let named = keys.get(namespace);
+    if (named === undefined) keys.set(namespace, (named = new Map()));
+    let made = named.get(name);
+    if (made === undefined) {
+      if (named.size >= 256) named.clear();
+      named.set(name, (made = [namespace, encoder.encode(name)]));
+    }
+    return made;
+  };
   const refuse = (id, error, what) =>
     failed(id, error ? error.name : "", error ? error.message : what);
   let writing = null;  // the entries store and namespace of the commit being planned
