@@ -18,7 +18,7 @@ async def waiting_task(
     loop: asyncio.AbstractEventLoop,
 ) -> tuple[_Answer, list[str], asyncio.Task[None]]:
     """An answer, and a task waiting on it that notes ``got <result>`` in ``steps``."""
-    answer = _Answer(loop)
+    answer = _Answer(loop=loop)
     steps: list[str] = []
 
     async def waiter() -> None:
@@ -35,7 +35,7 @@ def test_the_waiting_task_resumes_inside_the_answering_call() -> None:
         answer, steps, task = await waiting_task(loop)
 
         def event() -> None:  # as an IndexedDB event handler: no task runs
-            answer.set_result(7)
+            answer.answer(7)
             steps.append("event handler returns")
 
         loop.call_soon(event)
@@ -48,7 +48,7 @@ def test_the_waiting_task_resumes_inside_the_answering_call() -> None:
 def test_an_answer_given_while_a_task_runs_wakes_the_waiter_later() -> None:
     async def main() -> None:
         answer, steps, task = await waiting_task(asyncio.get_running_loop())
-        answer.set_result("x")  # from this running task: no nested step
+        answer.answer("x")  # from this running task: no nested step
         steps.append("answered")
         await task
         assert steps == ["answered", "got x"]
@@ -59,24 +59,24 @@ def test_an_answer_given_while_a_task_runs_wakes_the_waiter_later() -> None:
 def test_an_exception_reaches_the_waiter_and_a_cancelled_wait_ends_at_once() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        failing = _Answer(loop)
-        loop.call_soon(failing.set_exception, ValueError("refused"))
+        failing = _Answer(loop=loop)
+        loop.call_soon(failing.answer, None, ValueError("refused"))
         with pytest.raises(ValueError, match="refused"):
             await failing
 
-        never = _Answer(loop)
+        never = _Answer(loop=loop)
         task = loop.create_task(_wait(never))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert never.cancelled()
-        never.set_result(1)  # the operation's late answer is ignored
+        never.answer(1)  # the operation's late answer is ignored
         assert never.cancelled()
 
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.01):
-                await _Answer(loop)
+                await _Answer(loop=loop)
 
     asyncio.run(main())
 

@@ -2,13 +2,18 @@
 an operation through the Valor store (``ctx.store``, IndexedDB) or through IndexedDB driven
 from plain JavaScript, each call timed where it runs. ``GET /store-bench/<side>/<op>?n=50``
 answers the round's durations in microseconds. ``python``: the plain JavaScript calls, each
-awaited from Python, which is what any Python code in Pyodide pays to wait for IndexedDB."""
+awaited from Python, which is what any Python code in Pyodide pays to wait for IndexedDB.
+``floor`` (get only): the plain JavaScript get answering Python through one call in and one
+call back, the waiting task resumed in the event as the store's is: no Python work besides,
+the least a read from Python can cost here."""
 
 import time
 
 from pyodide.code import run_js
+from pyodide.ffi import create_proxy
 
 from valor import HTTPError, vlugin
+from valor.store.indexeddb import _Read
 
 VALUE = {"text": "a note of some forty characters or so", "id": 12345}
 
@@ -48,6 +53,7 @@ RAW = run_js(
   };
   const round = async (op, start, count) => {
     db ??= await open();
+    if (op === "get") await calls.set(0);  // a get reads a stored value, as Valor's side does
     const durations = [];
     for (let i = start; i < start + count; i++) {
       const started = performance.now();
@@ -57,9 +63,24 @@ RAW = run_js(
     return durations;
   };
   round.one = async (op, i) => { db ??= await open(); return calls[op](i); };
+  round.floor = (done, id) => {
+    const request = db.transaction("kv", "readonly").objectStore("kv").get("k0");
+    request.onsuccess = () => done(id);
+  };
   return round;
 })()"""
 )
+
+
+# The floor's reads under way, and the one proxy that answers them (made once, as the store's).
+floor_reads = {}
+floor_done = create_proxy(lambda id: floor_reads.pop(id).answer(None))
+
+
+def floor_get(index):
+    read = floor_reads[index] = _Read()
+    RAW.floor(floor_done, index)
+    return read
 
 
 def on_create(ctx):
@@ -71,13 +92,20 @@ async def on_request(ctx, req):
     side, _, op = req.path.strip("/").partition("/")
     start = int(req.query_params.get("start", "0"))
     count = int(req.query_params.get("n", "50"))
-    if op not in ("get", "set", "increment") or side not in ("valor", "raw", "python"):
-        raise HTTPError(404, "GET /store-bench/<valor|raw|python>/<get|set|increment>")
+    if op not in ("get", "set", "increment") or side not in ("valor", "raw", "python", "floor"):
+        raise HTTPError(404, "GET /store-bench/<valor|raw|python|floor>/<get|set|increment>")
     if side == "raw":
         durations = await RAW(op, start, count)
         return {"us": durations.to_py()}
     store = ctx.store
-    if side == "python":  # the same JavaScript calls, each awaited from Python
+    if side == "floor":
+        if op != "get":
+            raise HTTPError(404, "the floor is measured for get only")
+        await RAW.one("set", 0)
+        call = floor_get
+    elif side == "python":  # the same JavaScript calls, each awaited from Python
+        if op == "get":
+            await RAW.one("set", 0)
 
         def call(index):
             return RAW.one(op, index)

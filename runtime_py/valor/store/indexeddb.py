@@ -43,6 +43,7 @@ from typing import Any
 
 from .backend import Check, Commit, Mutation, Record, planned_writes
 from .errors import NotAnInteger, StoreFull, StoreUnavailable
+from .limits import MAX_VALUE_BYTES
 
 try:
     from pyodide.ffi import JsException, create_proxy, to_js
@@ -66,6 +67,8 @@ SWEEP_EVERY = 60.0
 SWEEP_BATCH = 100
 """Expired entries removed by one clean-up at most, so a commit never waits long for it."""
 LIST_BATCH_MIN = 16
+READ_BUFFER = MAX_VALUE_BYTES
+"""Bytes of the buffer a read's value is copied into: any value the store takes fits."""
 HANDLERS = ("onupgradeneeded", "onblocked", "onsuccess", "onerror")
 READ = (ENTRIES,)
 
@@ -73,7 +76,8 @@ READ = (ENTRIES,)
 # The helper: transport only. An entry is ``{k: key, v: value (Uint8Array), n: tick, c:
 # connection, e: expires_at}`` (``c`` undefined in entries written before versions came from
 # clocks: ``n`` was the version). ``get`` reads one entry and calls ``done(id, value, tick,
-# connection, expires)``. ``commit`` writes the one entry given with the call (``name``;
+# connection, expires)``, the value's length in place of the value when it is in the buffer.
+# ``commit`` writes the one entry given with the call (``name``;
 # ``value`` undefined: removed), or else reads the entries named (keys joined by NUL, which no
 # key holds) and calls ``plan(id, found)`` in the transaction (``found``: value, tick,
 # connection, expires for each name, in order; right away when nothing is read), which writes
@@ -81,9 +85,28 @@ READ = (ENTRIES,)
 # Then it removes up to ``sweep`` expired entries, and calls ``done(id)`` once the transaction
 # has committed. ``connection`` takes the next connection number. Failures call
 # ``failed(id, name, message)``.
-_HELPER = """(done, plan, failed) => {
+_HELPER = """(done, plan, failed, buffer, module) => {
   const encoder = new TextEncoder();
-  const key = (namespace, name) => [namespace, encoder.encode(name)];
+  // A read's value is copied into Python's buffer (a bytearray, held exported so it never
+  // moves) rather than handed over as a Uint8Array: no proxy made, no call back into
+  // JavaScript for its bytes. The heap's view is looked up each time: it is new after the
+  // memory grows.
+  const exported = buffer.getBuffer("u8");
+  const address = exported.data.byteOffset;
+  let capacity = exported.data.length;
+  // The keys read lately, made once: encoding a name makes an ArrayBuffer, which costs as
+  // much as a quick read's other JavaScript (IndexedDB copies a key, so one can be reused).
+  const keys = new Map();
+  const key = (namespace, name) => {
+    let named = keys.get(namespace);
+    if (named === undefined) keys.set(namespace, (named = new Map()));
+    let made = named.get(name);
+    if (made === undefined) {
+      if (named.size >= 256) named.clear();
+      named.set(name, (made = [namespace, encoder.encode(name)]));
+    }
+    return made;
+  };
   const refuse = (id, error, what) =>
     failed(id, error ? error.name : "", error ? error.message : what);
   let writing = null;  // the entries store and namespace of the commit being planned
@@ -93,8 +116,11 @@ _HELPER = """(done, plan, failed) => {
         .get(key(namespace, name));
       request.onsuccess = () => {
         const value = request.result;
-        if (value === undefined) done(id);
-        else done(id, value.v, value.n, value.c, value.e);
+        if (value === undefined) return done(id);
+        const bytes = value.v;
+        if (bytes.length > capacity) return done(id, bytes, value.n, value.c, value.e);
+        module.HEAPU8.set(bytes, address);
+        done(id, bytes.length, value.n, value.c, value.e);
       };
       request.onerror = () => refuse(id, request.error, "a read failed");
     },
@@ -157,6 +183,10 @@ _HELPER = """(done, plan, failed) => {
     remove(name) {
       writing[0].delete(key(writing[1], name));
     },
+    release() {
+      capacity = -1;  // a read answering later must not write into memory given back
+      exported.release();
+    },
     connection(db) {
       return new Promise((resolve, reject) => {
         const transaction = db.transaction("meta", "readwrite");
@@ -191,6 +221,7 @@ class IndexedDBBackend:
         self._next_sweep = 0.0
         self._helper: _Helper | None = None
         self._proxies: list[Any] = []
+        self._buffer = memoryview(b"")  # where the helper copies a read's value
         self._waiting: dict[int, _Read | _Planned] = {}  # operations under way, by number
         self._last = 0
         self._connection = -1  # this connection's number, a version's last digits
@@ -205,7 +236,8 @@ class IndexedDBBackend:
         if db is None:
             return self._get_opening(namespace, key, now)
         self._last = number = self._last + 1
-        read = self._waiting[number] = _Read(key, now)
+        read = self._waiting[number] = _Read()
+        read.key, read.now = key, now
         try:
             (self._helper or self._js()).get(db, namespace, key, number)
         except JsException as exc:
@@ -319,19 +351,26 @@ class IndexedDBBackend:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._helper is not None:
+            self._helper.release()
         for proxy in self._proxies:
             proxy.destroy()
         self._proxies.clear()
         self._helper = None
+        self._buffer = memoryview(b"")
 
     # -- the JavaScript helper's side ---------------------------------------------------------
 
     def _js(self) -> _Helper:
         if self._helper is None:
+            import pyodide_js
             from pyodide.code import run_js
 
             self._proxies = [create_proxy(f) for f in (self._done, self._plan, self._failed)]
-            self._helper = _Helper(run_js(_HELPER)(*self._proxies))
+            self._buffer = memoryview(bytearray(READ_BUFFER))
+            self._helper = _Helper(
+                run_js(_HELPER)(*self._proxies, self._buffer.obj, pyodide_js._module)
+            )
         return self._helper
 
     def _lost(self, db: Any, number: int, exc: JsException) -> None:
@@ -352,17 +391,16 @@ class IndexedDBBackend:
         operation = self._waiting.pop(number, None)
         if type(operation) is _Read:
             if value is None or (expires is not None and expires <= operation.now):
-                operation.set_result(None)
+                operation.answer(None)
                 return
+            # The value's length when the helper copied it into the buffer, else its bytes.
+            data = self._buffer[:value].tobytes() if type(value) is int else value.to_bytes()
             version = tick if connection is None else tick * TABS + connection
             if version > self._seen:
                 self._seen = version
-            operation.set_result(Record(operation.key, value.to_bytes(), version, expires))
+            operation.answer(Record(operation.key, data, version, expires))
         elif operation is not None:
-            if operation.failure is not None:
-                operation.set_exception(operation.failure)
-            else:
-                operation.set_result(operation.commit)
+            operation.answer(operation.commit, operation.failure)
 
     def _plan(self, number: int, found: Any) -> int:
         planned = self._waiting.get(number)
@@ -375,10 +413,10 @@ class IndexedDBBackend:
         if operation is None:
             return
         if isinstance(operation, _Planned) and operation.failure is not None:
-            operation.set_exception(operation.failure)  # the plan's own error aborted it
+            operation.answer(None, operation.failure)  # the plan's own error aborted it
             return
         what = "a read failed" if isinstance(operation, _Read) else "the transaction was aborted"
-        operation.set_exception(self._refused(name, message, what))
+        operation.answer(None, self._refused(name, message, what))
 
     # -- connections and transactions ---------------------------------------------------------
 
@@ -503,107 +541,42 @@ class _Helper:
         self.put = helper.put
         self.remove = helper.remove
         self.connection = helper.connection
+        self.release = helper.release
 
 
-class _Answer:
-    """What a store operation awaits: a future whose waiting task resumes inside the
-    IndexedDB event that answers it.
+class _Answer(asyncio.Future):  # type: ignore[type-arg]
+    """What a store operation awaits: an asyncio future (the C one: a task awaiting it and
+    registering its wake-up runs no Python code) whose waiting task resumes inside the
+    IndexedDB event that answers it (``answer``).
 
-    An ``asyncio.Future`` wakes its task through ``loop.call_soon``, which in Pyodide's loop
-    makes a proxy and waits for another browser task: 0.3-0.5 ms in Chromium's runtime worker
-    on this machine, as much as the IndexedDB read itself. The event handler is a browser task
-    of its own with no Python task running, so the waiting task's step can run right there, as
-    a JavaScript ``await`` resumes in the same task. (If a task is running after all, say one
-    waiting through JSPI, the wake-up goes through ``call_soon`` as usual.) Tasks accept such
-    an object by the ``_asyncio_future_blocking`` protocol, as they accept any future-like."""
+    Settled the usual way, a future wakes its task through ``loop.call_soon``, which in
+    Pyodide's loop makes a proxy and waits for another browser task: 0.3-0.5 ms in Chromium's
+    runtime worker on this machine, as much as the IndexedDB read itself. The event handler is
+    a browser task of its own with no Python task running, so the waiting task's step can run
+    right there, as a JavaScript ``await`` resumes in the same task. (If a task is running
+    after all, say one waiting through JSPI, the wake-up goes through ``call_soon`` as
+    usual.)"""
 
-    __slots__ = (
-        "_asyncio_future_blocking",
-        "_callbacks",
-        "_exception",
-        "_loop",
-        "_result",
-        "_state",
-    )
+    __slots__ = ()
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._asyncio_future_blocking = False
-        self._loop = loop
-        self._callbacks: list[tuple[Callable[[Any], None], Any]] = []
-        self._state = "pending"  # or "done", "cancelled"
-        self._result: Any = None
-        self._exception: BaseException | None = None
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self._loop
-
-    def done(self) -> bool:
-        return self._state != "pending"
-
-    def cancelled(self) -> bool:
-        return self._state == "cancelled"
-
-    def result(self) -> Any:
-        if self._state == "cancelled":
-            raise asyncio.CancelledError
-        if self._exception is not None:
-            raise self._exception
-        return self._result
-
-    def exception(self) -> BaseException | None:
-        if self._state == "cancelled":
-            raise asyncio.CancelledError
-        return self._exception
-
-    def add_done_callback(self, callback: Callable[[Any], None], *, context: Any = None) -> None:
-        if self._state == "pending":
-            self._callbacks.append((callback, context))
+    def answer(self, result: Any, exception: BaseException | None = None) -> None:
+        """Settle with ``result`` (or ``exception``) and run the waiting task's step now."""
+        if self.done():  # cancelled meanwhile: its waiter has gone (a commit may commit)
+            return
+        callbacks = self._callbacks
+        if callbacks and asyncio.current_task(self._loop) is None:
+            # Settled, the future would hand these to ``call_soon``: taken off, run here.
+            for callback, _ in callbacks:
+                self.remove_done_callback(callback)
         else:
-            self._loop.call_soon(callback, self, context=context)
-
-    def remove_done_callback(self, callback: Callable[[Any], None]) -> int:
-        before = len(self._callbacks)
-        self._callbacks = [pair for pair in self._callbacks if pair[0] != callback]
-        return before - len(self._callbacks)
-
-    def cancel(self, msg: Any = None) -> bool:
-        # The operation goes on in IndexedDB (a commit may still commit); its waiter stops.
-        if self._state != "pending":
-            return False
-        self._state = "cancelled"
-        self._wake(soon=True)
-        return True
-
-    def set_result(self, result: Any) -> None:
-        if self._state == "pending":
-            self._state, self._result = "done", result
-            self._wake()
-
-    def set_exception(self, exception: BaseException) -> None:
-        if self._state == "pending":
-            self._state, self._exception = "done", exception
-            self._wake()
-
-    def _wake(self, soon: bool = False) -> None:
-        callbacks, self._callbacks = self._callbacks, []
-        running = soon or asyncio.current_task(self._loop) is not None
-        for callback, context in callbacks:
-            if running:
-                self._loop.call_soon(callback, self, context=context)
-            elif context is not None:
+            callbacks = None
+        if exception is None:
+            self.set_result(result)
+        else:
+            self.set_exception(exception)
+        if callbacks:
+            for callback, context in callbacks:
                 context.run(callback, self)
-            else:
-                callback(self)
-
-    def __await__(self) -> Any:
-        if self._state == "pending":
-            self._asyncio_future_blocking = True
-            yield self
-        if self._exception is not None or self._state == "cancelled":
-            return self.result()  # raises
-        return self._result
-
-    __iter__ = __await__
 
 
 class _Read(_Answer):
@@ -611,10 +584,8 @@ class _Read(_Answer):
 
     __slots__ = ("key", "now")
 
-    def __init__(self, key: str, now: float) -> None:
-        super().__init__(asyncio.get_running_loop())
-        self.key = key
-        self.now = now
+    key: str
+    now: float
 
 
 class _Planned(_Answer):
@@ -641,7 +612,7 @@ class _Planned(_Answer):
         now: float,
         version: Callable[[int], int],
     ) -> None:
-        super().__init__(asyncio.get_running_loop())
+        super().__init__()
         self.checks = checks
         self.mutations = mutations
         self.now = now
