@@ -34,10 +34,15 @@ UNHANDLED_MODES = ("error", "warn", "bypass")
 COPY_SKIPS = {"__pycache__", "node_modules", "target"}  # large, and never a plug-in's file
 KINDS_BY_SUFFIX = {".py": "python", ".js": "js", ".wasm": "wasm"}
 
+SHARED_RUNTIME = "valor-testing"
+"""The name of the shared worker whose runtime the pages of a shared context join."""
+
 # Runs before the page's own scripts: Valor.start() resolves once every plug-in has loaded and
 # the registry's changes (a test's overrides, kept in the site's store) are mounted, so the
-# page's first requests after a reload never reach a plug-in an override replaces.
-START_WAITS_FOR_PLUGINS = """(() => {
+# page's first requests after a reload never reach a plug-in an override replaces. With
+# `shared`, the page's runtime is the origin's shared one (booted once, reset between tests),
+# and the page's options are kept for the page that keeps it alive between tests.
+_START = """((shared) => {
   let valor;
   Object.defineProperty(globalThis, "Valor", {
     configurable: true,
@@ -45,10 +50,26 @@ START_WAITS_FOR_PLUGINS = """(() => {
     set(runtime) {
       valor = runtime;
       const start = runtime.start.bind(runtime);
-      runtime.start = (options) => start(options).then(() => runtime.loaded());
+      runtime.start = (options = {}) => {
+        runtime.startOptions = options;
+        const chosen = shared ? {...options, shared} : options;
+        return start(chosen).then(() => runtime.loaded());
+      };
     },
   });
-})();"""
+})(%s);"""
+START_WAITS_FOR_PLUGINS = _START % "null"
+START_SHARED = _START % json.dumps(SHARED_RUNTIME)
+
+# The page that keeps an origin's shared runtime alive between tests (a shared worker ends
+# with its last page) and resets it: the bundle's valor.js joins the runtime a test's page
+# booted, with that page's options.
+KEEP = """async ({base, options, shared}) => {
+  const { Valor } = await import(`${base}valor.js`);
+  await Valor.start({...options, shared});
+  await Valor.loaded();
+}"""
+RESET = "(stage) => Valor.reset(stage).then(() => null)"
 
 READY = """() => {
   const valor = globalThis.Valor;
