@@ -8,11 +8,12 @@ example (``plugins/todo``), and an
 shared by the tests, its storage emptied, the start page loaded and its mocks started
 (``worker.start()``). Reported: the median and p90 of the tests' setup times and the median
 teardown, the first test of each kind left out (it builds the bundle, launches the browser and
-fills the cache). ``valor_page`` starts a page for the test after the next one as a test's
-page closes (see docs/testing.md), in the teardown; the MSW side boots nothing ahead, as a
-plain MSW set-up does not. Then the same for Valor with ``valor_fresh_context = true`` (a
-context per test, as with pytest-playwright's artifacts). Target: Valor's median set-up
-<= 0.5 s.
+fills the cache). In the shared context ``valor_page`` resets the site's runtime, booted once,
+in each test's set-up (see docs/testing.md), and its teardown only closes the page; the sum
+of set-up and teardown is what a test costs. Then the same for Valor with
+``valor_fresh_context = true`` (a context per test, as with pytest-playwright's artifacts:
+each test's page boots Pyodide). Target: Valor's median set-up <= 0.5 s, run ``--grouped``
+too: back to back, nothing a page does ahead of its test can hide there.
 
     python benchmarks/front_end.py [--tests 15] [--grouped]
 """
