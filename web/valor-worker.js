@@ -163,6 +163,12 @@ async function reset({ stage }, page) {
     else throw new Error(`no such stage of a reset: ${stage}`);
   } catch (failed) {
     error = String(failed?.message ?? failed);
+    if (stage === "start") {
+      // As a failed boot: the pages hear why, and requests are answered 503 with it.
+      bootFailure = `the browser runtime failed to start again: ${error}`;
+      setStatus("error", { error });
+      for (const [from, { id }] of waiting.splice(0)) from.postMessage(failure(id, 503, bootFailure));
+    }
   }
   page.postMessage({ type: TYPE.RESET, stage, ...(error ? { error } : {}) });
 }
@@ -376,6 +382,7 @@ async function startRuntime(pyodide, base, manifest, { started, steps, fromSnaps
   pullPart = host.pull;
   cancelStream = host.cancel;
   const bootMs = Math.round(performance.now() - started);
+  bootFailure = null; // a reset's runtime after one that failed to start
   setStatus("ready", { ...state, bootMs, steps, snapshot: fromSnapshot, warnings });
   for (const [from, message] of waiting.splice(0)) answer(from, message);
   const mine = host;

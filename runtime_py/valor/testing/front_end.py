@@ -70,6 +70,9 @@ KEEP = """async ({base, options, shared}) => {
   await Valor.loaded();
 }"""
 RESET = "(stage) => Valor.reset(stage).then(() => null)"
+RESET_UNAWAITED = "(stage) => { Valor.reset(stage).catch(() => {}); }"
+"""Starts a reset's stage; a failure to start shows on every page of the runtime (status
+``error``), where ``ValorAPI.wait_until_ready`` reports it."""
 
 READY = """() => {
   const valor = globalThis.Valor;

@@ -263,7 +263,7 @@ class _SharedRuntimes:
         self.sessions: dict[int, Any] = {}  # site -> the keeper's DevTools session
 
     def open(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
-        from .front_end import KEEP, RESET, SHARED_RUNTIME, ValorAPI
+        from .front_end import KEEP, RESET, RESET_UNAWAITED, SHARED_RUNTIME, ValorAPI
 
         keeper = self.keepers.get(id(site))
         if keeper is not None and (keeper.is_closed() or keeper.context != context):
@@ -273,7 +273,8 @@ class _SharedRuntimes:
             if not keep_store:
                 context.clear_cookies(domain=site.HOSTS[0])
                 self.sessions[id(site)].send("Storage.clearDataForOrigin", _clear_data(site.origin))
-            keeper.evaluate(RESET, "start")
+            # The test's page opens while the runtime starts, and waits for it.
+            keeper.evaluate(RESET_UNAWAITED, "start")
         elif not keep_store:  # a new context: empty unless a test of its own used the site
             context.clear_cookies(domain=site.HOSTS[0])
             blank = context.new_page()
