@@ -253,10 +253,11 @@ class _SharedRuntimes:
     """One Valor runtime per site for the tests of a shared context: the first test's page
     boots it (in a shared worker, ``front_end.START_SHARED``), a page of its own (the keeper)
     keeps it alive between tests, and before each later test the keeper resets it: the
-    runtime closes (plug-ins' ``on_destroy``, the store's connection), the origin's cookies and
-    storage are emptied (IndexedDB with the plug-ins' store and the overrides, local storage),
-    and a fresh runtime starts in the same Pyodide (plug-ins imported again, state empty,
-    the manifest's mounts). Then the test's own page opens and joins it."""
+    runtime closes (its plug-ins, the store's connection), the origin's cookies and storage
+    are emptied (IndexedDB with the plug-ins' store and the overrides, local storage), and a
+    fresh runtime starts in the same Pyodide (plug-ins imported again, state empty, the
+    manifest's mounts). Then the test's own page opens and joins it. Only the running site's
+    runtime is kept: a test of another site lets it go (each is a Pyodide's memory)."""
 
     def __init__(self) -> None:
         self.keepers: dict[int, Any] = {}  # site -> the keeper page
@@ -265,9 +266,12 @@ class _SharedRuntimes:
     def open(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
         from .front_end import KEEP, RESET, RESET_UNAWAITED, SHARED_RUNTIME, ValorAPI
 
+        for other in [key for key in self.keepers if key != id(site)]:
+            self._let_go(other)  # one Pyodide alive at a time: a site's tests come together
         keeper = self.keepers.get(id(site))
         if keeper is not None and (keeper.is_closed() or keeper.context != context):
-            keeper = None  # from a browser pytest has launched again since
+            self._let_go(id(site))  # from a browser pytest has launched again since
+            keeper = None
         if keeper is not None:
             keeper.evaluate(RESET, "stop")
             if not keep_store:
@@ -275,7 +279,7 @@ class _SharedRuntimes:
                 self.sessions[id(site)].send("Storage.clearDataForOrigin", _clear_data(site.origin))
             # The test's page opens while the runtime starts, and waits for it.
             keeper.evaluate(RESET_UNAWAITED, "start")
-        elif not keep_store:  # a new context: empty unless a test of its own used the site
+        elif not keep_store:  # a site's first test, or its first since it was let go
             context.clear_cookies(domain=site.HOSTS[0])
             blank = context.new_page()
             _empty_storage(context, blank, site.origin)
@@ -298,12 +302,16 @@ class _SharedRuntimes:
             raise
         return api
 
+    def _let_go(self, site: int) -> None:
+        """Close a site's keeper: its runtime ends with it (no test's page is open)."""
+        keeper = self.keepers.pop(site)
+        self.sessions.pop(site, None)
+        if not keeper.is_closed():
+            keeper.close()
+
     def close(self) -> None:
-        for keeper in self.keepers.values():
-            if not keeper.is_closed():
-                keeper.close()
-        self.keepers.clear()
-        self.sessions.clear()
+        for site in list(self.keepers):
+            self._let_go(site)
 
 
 @pytest.fixture(scope="session")
