@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page
+
+from valor.testing import front_end
+from valor.testing.front_end import ValorAPI
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -37,6 +41,13 @@ await Valor.start();
 </script>"""
 COUNT = "async () => (await fetch('api/counter')).json()"
 LEFT = "() => [document.cookie, localStorage.getItem('left')]"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _wedged_runtimes_found_sooner() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(front_end, "RESET_MS", 5000)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +92,21 @@ def test_a_second_page_of_the_test_shares_its_runtime(valor_page: Page) -> None:
         assert other.evaluate(COUNT)["calls"] == 2
     finally:
         other.close()
+
+
+def test_leaves_a_plugin_blocking_the_runtime(valor_page: Page, valor_api: ValorAPI) -> None:
+    def spin(req):
+        while True:
+            pass
+
+    valor_api.use("spin", spin, prefix="/api/spin")
+    valor_page.evaluate("() => { fetch('api/spin'); }")  # never answered
+
+
+def test_the_next_test_gets_a_new_runtime(
+    recwarn: pytest.WarningsRecorder, valor_page: Page
+) -> None:
+    # recwarn first: it records what valor_page's set-up warned
+    said = [str(warning.message) for warning in recwarn]
+    assert any("booting a new runtime, as the last one did not close" in s for s in said), said
+    assert valor_page.evaluate(COUNT) == {"calls": 1, "tally": 1, "stored": 1}

@@ -69,7 +69,16 @@ KEEP = """async ({base, options, shared}) => {
   await Valor.start({...options, shared});
   await Valor.loaded();
 }"""
-RESET = "(stage) => Valor.reset(stage).then(() => null)"
+RESET = """async ({stage, ms}) => {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms);
+  });
+  try { await Promise.race([Valor.reset(stage), late]); } finally { clearTimeout(timer); }
+}"""
+RESET_MS = 30_000
+"""How long closing the runtime between tests may take: longer, and it is taken for wedged (a
+plug-in blocking its thread) and a new one boots."""
 RESET_UNAWAITED = "(stage) => { Valor.reset(stage).catch(() => {}); }"
 """Starts a reset's stage; a failure to start shows on every page of the runtime (status
 ``error``), where ``ValorAPI.wait_until_ready`` reports it."""

@@ -264,6 +264,9 @@ class _SharedRuntimes:
         self.sessions: dict[int, Any] = {}  # site -> the keeper's DevTools session
 
     def open(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
+        from playwright.sync_api import Error as PlaywrightError
+
+        from . import front_end
         from .front_end import KEEP, RESET, RESET_UNAWAITED, SHARED_RUNTIME, ValorAPI
 
         for other in [key for key in self.keepers if key != id(site)]:
@@ -273,7 +276,17 @@ class _SharedRuntimes:
             self._let_go(id(site))  # from a browser pytest has launched again since
             keeper = None
         if keeper is not None:
-            keeper.evaluate(RESET, "stop")
+            try:
+                keeper.evaluate(RESET, {"stage": "stop", "ms": front_end.RESET_MS})
+            except PlaywrightError as exc:
+                message = str(exc).splitlines()[0]
+                warnings.warn(
+                    f"valor_page: booting a new runtime, as the last one did not close: {message}",
+                    stacklevel=1,
+                )
+                self._let_go(id(site))  # its worker ends with its last page
+                keeper = None
+        if keeper is not None:
             if not keep_store:
                 context.clear_cookies(domain=site.HOSTS[0])
                 self.sessions[id(site)].send("Storage.clearDataForOrigin", _clear_data(site.origin))
