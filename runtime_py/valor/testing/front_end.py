@@ -142,14 +142,9 @@ def site_of(manifest: str | PathLike[str]) -> Path | None:
 
 
 class SiteServer:
-    """A built site served on 127.0.0.1 by a static server in a thread.
+    """A built site served on 127.0.0.1 by a static server in a thread."""
 
-    The site is reached under two host names, ``127.0.0.1`` and ``localhost`` (``urls``): two
-    origins, each with its own service worker, store and cookies, so the next test's page can
-    boot on one while a test runs on the other.
-    """
-
-    HOSTS = ("127.0.0.1", "localhost")
+    HOST = "127.0.0.1"
 
     def __init__(self, dist: Path, base: str, manifest: Path) -> None:
         self.dist = dist
@@ -157,8 +152,7 @@ class SiteServer:
         self._server = serve(dist, base)
         self.base: str = self._server.base
         port = self._server.server_address[1]
-        self.urls = [f"http://{host}:{port}{self.base}" for host in self.HOSTS]
-        self.url: str = self.urls[0]  # ends with the base
+        self.url = f"http://{self.HOST}:{port}{self.base}"  # ends with the base
         self.origin = self.url[: -len(self.base)]
         bundle = json.loads((dist / "valor-bundle.json").read_text())
         self.assets = {self.base + name for name in bundle["assets"]} | {self.base}
@@ -193,7 +187,7 @@ class ValorAPI:
     page: Any  # playwright's sync Page
     site: SiteServer
     url: str = ""
-    """Where the site is for this page (one of ``site.urls``; default the first)."""
+    """Where the site is for this page (default ``site.url``)."""
     requests: list[Recorded] = field(default_factory=list)
     """Every request of the page that Valor answered, in order."""
     unhandled: list[Recorded] = field(default_factory=list)

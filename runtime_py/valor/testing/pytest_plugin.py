@@ -288,12 +288,12 @@ class _SharedRuntimes:
                 keeper = None
         if keeper is not None:
             if not keep_store:
-                context.clear_cookies(domain=site.HOSTS[0])
+                context.clear_cookies(domain=site.HOST)
                 self.sessions[id(site)].send("Storage.clearDataForOrigin", _clear_data(site.origin))
             # The test's page opens while the runtime starts, and waits for it.
             keeper.evaluate(RESET_UNAWAITED, "start")
         elif not keep_store:  # a site's first test, or its first since it was let go
-            context.clear_cookies(domain=site.HOSTS[0])
+            context.clear_cookies(domain=site.HOST)
             blank = context.new_page()
             _empty_storage(context, blank, site.origin)
             blank.close()
