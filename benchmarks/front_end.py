@@ -54,7 +54,7 @@ def tree_cpu():
     """CPU seconds of this process and every process under it (the Playwright driver, the
     browser, its renderers and workers), their reaped children's included."""
     below = {}
-    for entry in os.listdir("/proc"):
+    for entry in filter(str.isdigit, os.listdir("/proc")):
         try:
             fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
