@@ -250,9 +250,10 @@ def valor_page(valor_api: ValorAPI) -> Any:
 
 
 class _SharedRuntimes:
-    """One Valor runtime per site for the tests of a shared context: the first test's page
-    boots it (in a shared worker, ``front_end.START_SHARED``), a page of its own (the keeper)
-    keeps it alive between tests, and before each later test the keeper resets it: the
+    """One Valor runtime per site for the tests of a shared context: in the site's first test a
+    page at the start page boots it (in a shared worker, ``front_end.START_SHARED``) and a page
+    of its own (the keeper) joins it, to keep it alive between tests; before each test the
+    keeper resets it: the
     runtime closes (its plug-ins, the store's connection), the origin's cookies and storage
     are emptied (IndexedDB with the plug-ins' store and the overrides, local storage), and a
     fresh runtime starts in the same Pyodide (plug-ins imported again, state empty, the
@@ -267,7 +268,7 @@ class _SharedRuntimes:
         from playwright.sync_api import Error as PlaywrightError
 
         from . import front_end
-        from .front_end import KEEP, RESET, RESET_UNAWAITED, SHARED_RUNTIME, ValorAPI
+        from .front_end import RESET, RESET_UNAWAITED, ValorAPI
 
         for other in [key for key in self.keepers if key != id(site)]:
             self._let_go(other)  # one Pyodide alive at a time: a site's tests come together
@@ -275,45 +276,53 @@ class _SharedRuntimes:
         if keeper is not None and (keeper.is_closed() or keeper.context != context):
             self._let_go(id(site))  # from a browser pytest has launched again since
             keeper = None
-        if keeper is not None:
-            try:
-                keeper.evaluate(RESET, {"stage": "stop", "ms": front_end.RESET_MS})
-            except PlaywrightError as exc:
-                message = str(exc).splitlines()[0]
-                warnings.warn(
-                    f"valor_page: booting a new runtime, as the last one did not close: {message}",
-                    stacklevel=1,
-                )
-                self._let_go(id(site))  # its worker ends with its last page
-                keeper = None
-        if keeper is not None:
-            if not keep_store:
-                context.clear_cookies(domain=site.HOST)
-                self.sessions[id(site)].send("Storage.clearDataForOrigin", _clear_data(site.origin))
-            # The test's page opens while the runtime starts, and waits for it.
-            keeper.evaluate(RESET_UNAWAITED, "start")
-        elif not keep_store:  # a site's first test, or its first since it was let go
+        if keeper is None:
+            keeper = self._boot(context, site, start_page)
+        try:
+            keeper.evaluate(RESET, {"stage": "stop", "ms": front_end.RESET_MS})
+        except PlaywrightError as exc:
+            message = str(exc).splitlines()[0]
+            warnings.warn(
+                f"valor_page: booting a new runtime, as the last one did not close: {message}",
+                stacklevel=1,
+            )
+            self._let_go(id(site))  # its worker ends with its last page
+            keeper = self._boot(context, site, start_page)
+            keeper.evaluate(RESET, {"stage": "stop", "ms": front_end.RESET_MS})
+        if not keep_store:
             context.clear_cookies(domain=site.HOST)
-            blank = context.new_page()
-            _empty_storage(context, blank, site.origin)
-            blank.close()
+            self.sessions[id(site)].send("Storage.clearDataForOrigin", _clear_data(site.origin))
+        # The test's page opens while the runtime starts, and waits for it.
+        keeper.evaluate(RESET_UNAWAITED, "start")
         api = ValorAPI(context.new_page(), site)
         try:
             api.watch()
             api.page.goto(api.url + start_page.lstrip("/"))
             api.wait_until_ready()
-            if keeper is None:
-                keeper = context.new_page()
-                keeper.goto(site.url + "valor-bundle.json")
-                options = api.page.evaluate("() => Valor.startOptions ?? {}")
-                shared = {"base": site.base, "options": options, "shared": SHARED_RUNTIME}
-                keeper.evaluate(KEEP, shared)
-                self.keepers[id(site)] = keeper
-                self.sessions[id(site)] = context.new_cdp_session(keeper)
         except BaseException:
             api.page.close()
             raise
         return api
+
+    def _boot(self, context: Any, site: SiteServer, start_page: str) -> Any:
+        """Boot the site's runtime from a page at the start page, and keep it with a keeper
+        page; the test's own page comes after a reset, as in every later test (so the first
+        reset, slower, as V8 is still optimizing Pyodide's code, is this test's too)."""
+        from .front_end import KEEP, SHARED_RUNTIME, ValorAPI
+
+        booting = ValorAPI(context.new_page(), site)  # its requests are nobody's
+        try:
+            booting.page.goto(site.url + start_page.lstrip("/"))
+            booting.wait_until_ready()
+            keeper = context.new_page()
+            keeper.goto(site.url + "valor-bundle.json")
+            options = booting.page.evaluate("() => Valor.startOptions ?? {}")
+            keeper.evaluate(KEEP, {"base": site.base, "options": options, "shared": SHARED_RUNTIME})
+        finally:
+            booting.page.close()
+        self.keepers[id(site)] = keeper
+        self.sessions[id(site)] = context.new_cdp_session(keeper)
+        return keeper
 
     def _let_go(self, site: int) -> None:
         """Close a site's keeper: its runtime ends with it (no test's page is open)."""
