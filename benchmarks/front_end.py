@@ -8,11 +8,14 @@ example (``plugins/todo``), and an
 shared by the tests, its storage emptied, the start page loaded and its mocks started
 (``worker.start()``). Reported: the median and p90 of the tests' setup times and the median
 teardown, the first test of each kind left out (it builds the bundle, launches the browser and
-fills the cache). ``valor_page`` starts a page for the test after the next one as a test's
-page closes (see docs/testing.md), in the teardown; the MSW side boots nothing ahead, as a
-plain MSW set-up does not. Then the same for Valor with ``valor_fresh_context = true`` (a
-context per test, as with pytest-playwright's artifacts). Target: Valor's median set-up
-<= 0.5 s.
+fills the cache), and the median CPU time per test (set-up, test and teardown) of the pytest
+process and every process under it, the browser's included: unlike the wall-clock times, it
+hardly grows when other work shares the machine. In the shared context ``valor_page`` resets
+the site's runtime, booted once, in each test's set-up (see docs/testing.md), and its teardown
+only closes the page; set-up plus teardown is what a test waits. Then the same for Valor with
+``valor_fresh_context = true`` (a context per test, as with pytest-playwright's artifacts:
+each test's page boots Pyodide). Target: Valor's median set-up <= 0.5 s, ``--grouped`` too:
+back to back, nothing a page does ahead of its test can hide there.
 
     python benchmarks/front_end.py [--tests 15] [--grouped]
 """
@@ -44,7 +47,34 @@ from valor.static import StaticServer
 from valor.testing.hosts import CHROMIUM_ARGS, find_chromium
 from valor.testing.pytest_plugin import _empty_storage
 
-DURATIONS = {"setup": {}, "teardown": {}}
+DURATIONS = {"setup": {}, "teardown": {}, "cpu": {}}
+
+
+def tree_cpu():
+    """CPU seconds of this process and every process under it (the Playwright driver, the
+    browser, its renderers and workers), their reaped children's included."""
+    below = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        below.setdefault(int(fields[1]), []).append((int(entry), fields))
+    ticks, todo, total = os.sysconf("SC_CLK_TCK"), [os.getpid()], 0
+    own = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()
+    total += sum(int(own[i]) for i in (11, 12, 13, 14))
+    while todo:
+        for pid, fields in below.get(todo.pop(), []):
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+            todo.append(pid)
+    return total / ticks
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    before = tree_cpu()
+    yield
+    DURATIONS["cpu"][item.name] = tree_cpu() - before
 
 
 @pytest.fixture(scope="session")
@@ -202,11 +232,12 @@ def main() -> None:
         f"Per-test set-up before the test's first line, {args.tests - 1} tests each, {order}"
         " (seconds)"
     )
-    print(f"{'':44}{'median':>8}{'p90':>8}{'teardown':>10}")
+    print(f"{'':44}{'median':>8}{'p90':>8}{'teardown':>10}{'CPU/test':>10}")
     for label, durations, kind in rows:
         median, p90 = summary(durations["setup"][kind])
         teardown, _ = summary(durations["teardown"][kind])
-        print(f"{label:44}{median:8.3f}{p90:8.3f}{teardown:10.3f}")
+        cpu, _ = summary(durations["cpu"][kind])
+        print(f"{label:44}{median:8.3f}{p90:8.3f}{teardown:10.3f}{cpu:10.3f}")
     valor, _ = summary(shared["setup"]["valor"])
     msw, _ = summary(shared["setup"]["msw"])
     print(f"Valor/MSW (shared context): {valor / msw:.2f}")

@@ -1,7 +1,9 @@
 // The runtime worker (a module worker, one per tab): boots Pyodide, installs the Valor runtime
 // from the bundle and answers requests that the service worker sends over a MessagePort. Its
 // messages, to the page and on the port: valor/protocol.py, written in by the build (see
-// docs/browser.md).
+// docs/browser.md). Started as a shared worker (`Valor.start({shared})`, which valor_page uses
+// between tests), it serves the pages of the origin that join it: one runtime, booted once,
+// reset between tests (RESET) instead of booted again.
 
 const PROTOCOL = /*__VALOR_PROTOCOL__*/null;
 if (!PROTOCOL) throw new Error("valor-worker.js is the unbuilt source: serve the output of valor build");
@@ -17,14 +19,48 @@ const ports = []; // the latest ports, the current one last
 const KEEP_PORTS = 4;
 const waiting = []; // requests that arrived while booting: [port, message]
 let bootFailure = null; // why the boot failed: every request is answered 503 with it at once
+let booted = null; // what a reset starts the runtime again with: {pyodide, base, manifest, ...}
+let booting = false; // a BOOT came: a shared worker's later pages join instead
+let lastStatus = { status }; // the last STATUS and LOADED, for a page that joins
+let lastLoaded = null;
+const SHARED = typeof SharedWorkerGlobalScope !== "undefined" && self instanceof SharedWorkerGlobalScope;
+const pages = new Set(); // a shared worker's pages (their ports); a dedicated one has `self`
 
 // Handlers first, before any await: a module worker drops messages that find no handler.
-self.onmessage = (event) => {
+if (SHARED) {
+  self.onconnect = (event) => {
+    const page = event.ports[0];
+    pages.add(page);
+    page.onmessage = (message) => fromPage(message, page);
+    page.addEventListener("close", () => pages.delete(page)); // where a browser tells
+  };
+} else {
+  self.onmessage = (event) => fromPage(event, self);
+}
+
+function fromPage(event, page) {
   const message = event.data;
   if (message.type === TYPE.PORT) adopt(event.ports[0]);
+  else if (message.type === TYPE.BOOT && booting) greet(page);
   else if (message.type === TYPE.BOOT) boot(message);
-  else if (message.type === TYPE.PING) self.postMessage({ type: TYPE.PONG });
-};
+  else if (message.type === TYPE.PING) page.postMessage({ type: TYPE.PONG });
+  else if (message.type === TYPE.RESET) reset(message, page);
+}
+
+function toPages(message) {
+  if (!SHARED) return self.postMessage(message);
+  for (const page of pages) page.postMessage(message); // a closed page's port drops it
+}
+
+function greet(page) {
+  // A page joining a shared runtime: where it is, as the pages before it heard it.
+  page.postMessage({ type: TYPE.STATUS, protocol: PROTOCOL.version, ...lastStatus });
+  if (lastLoaded) page.postMessage(lastLoaded);
+  if (!host) return;
+  const prefixes = host.prefixes;
+  page.postMessage({ type: TYPE.PREFIXES, prefixes: prefixes.toJs() });
+  prefixes.destroy();
+}
 
 function adopt(newPort) {
   // A new port means the service worker restarted or was updated. Older ports stay open a
@@ -110,11 +146,50 @@ function failure(id, status, detail) {
 
 function setStatus(next, extra = {}) {
   status = next;
-  self.postMessage({ type: TYPE.STATUS, protocol: PROTOCOL.version, status, ...extra });
+  lastStatus = { status, ...extra };
+  toPages({ type: TYPE.STATUS, protocol: PROTOCOL.version, status, ...extra });
   port?.postMessage({ type: TYPE.STATUS, status });
 }
 
+async function reset({ stage }, page) {
+  // Between two tests (valor_page): "stop" closes the runtime (its plug-ins' on_destroy, its
+  // store's connection), so the test's storage can be emptied; "start" starts a fresh one in
+  // this Pyodide, as a boot does after loading it. Requests in between wait for it.
+  let error;
+  try {
+    if (!booted) throw new Error("the runtime has not booted");
+    if (stage === "stop") await stopRuntime();
+    else if (stage === "start") await startRuntime(booted.pyodide, booted.base, booted.manifest, booted.options());
+    else throw new Error(`no such stage of a reset: ${stage}`);
+  } catch (failed) {
+    error = String(failed?.message ?? failed);
+    if (stage === "start") {
+      // As a failed boot: the pages hear why, and requests are answered 503 with it.
+      bootFailure = `the browser runtime failed to start again: ${error}`;
+      setStatus("error", { error });
+      for (const [from, { id }] of waiting.splice(0)) from.postMessage(failure(id, 503, bootFailure));
+    }
+  }
+  page.postMessage({ type: TYPE.RESET, stage, ...(error ? { error } : {}) });
+}
+
+async function stopRuntime() {
+  const old = host;
+  if (!old) return;
+  for (const proxy of [handle, pullPart, cancelStream]) proxy.destroy();
+  host = handle = pullPart = cancelStream = null;
+  streams.clear();
+  lastLoaded = null;
+  setStatus("booting");
+  try {
+    await old.close();
+  } finally {
+    old.destroy();
+  }
+}
+
 async function boot({ protocol, base, manifest, version }) {
+  booting = true;
   const started = performance.now();
   const { steps, step } = stepTimer();
   const warnings = [];
@@ -140,6 +215,10 @@ async function boot({ protocol, base, manifest, version }) {
     const load = { info, snapshot, archives, step, warnings, createModule };
     const pyodide = await loadPython(loadPyodide, bundle, load);
     const fromSnapshot = Boolean(snapshot.bytes) && warnings.length === 0;
+    booted = {
+      pyodide, base, manifest,
+      options: () => ({ started: performance.now(), steps: {}, fromSnapshot, warnings }),
+    };
     await startRuntime(pyodide, base, manifest, { started, steps, fromSnapshot, warnings });
     if (info.snapshot_in_browser && !fromSnapshot) snapshot.kept.make(info.runtime_wheel);
   } catch (error) {
@@ -290,25 +369,30 @@ async function startRuntime(pyodide, base, manifest, { started, steps, fromSnaps
   // caused them, so a request to a new plug-in right after it is intercepted.
   const onChange = (prefixes) => {
     port?.postMessage({ type: TYPE.PREFIXES, prefixes });
-    self.postMessage({ type: TYPE.PREFIXES, prefixes });
+    toPages({ type: TYPE.PREFIXES, prefixes });
   };
   // The runtime answers at once; a request to a plug-in still loading waits for it.
   const loading = performance.now();
   host = await browser.start(`/valor/${manifest}`, base.replace(/\/$/, ""), onChange);
+  browser.destroy();
   // Errors logged under an error id (a plug-in's, after its answer too): Valor.detail.errors.
-  host.report_errors((error) => self.postMessage({ type: TYPE.LOGGED, error: JSON.parse(error) }));
+  host.report_errors((error) => toPages({ type: TYPE.LOGGED, error: JSON.parse(error) }));
   const state = host.describe().toJs({ dict_converter: Object.fromEntries });
   handle = host.handle;
   pullPart = host.pull;
   cancelStream = host.cancel;
   const bootMs = Math.round(performance.now() - started);
+  bootFailure = null; // a reset's runtime after one that failed to start
   setStatus("ready", { ...state, bootMs, steps, snapshot: fromSnapshot, warnings });
   for (const [from, message] of waiting.splice(0)) answer(from, message);
+  const mine = host;
   const later = host.loaded();
   const loaded = (await later).toJs({ dict_converter: Object.fromEntries });
   later.destroy();
+  if (host !== mine) return; // stopped while loading (a reset)
   steps.plugins = Math.round(performance.now() - loading);
-  self.postMessage({ type: TYPE.LOADED, ...loaded, steps });
+  lastLoaded = { type: TYPE.LOADED, ...loaded, steps };
+  toPages(lastLoaded);
 }
 
 function summary(error) {
@@ -416,7 +500,7 @@ function keptSnapshot(bundle) {
       maker.onmessage = ({ data }) => {
         maker.terminate();
         if (data.type === TYPE.FAILED) console.warn(`valor: making the memory snapshot failed: ${data.error}`);
-        self.postMessage({ type: TYPE.SNAPSHOT, kept: data.type === TYPE.KEPT, error: data.error });
+        toPages({ type: TYPE.SNAPSHOT, kept: data.type === TYPE.KEPT, error: data.error });
       };
       maker.postMessage({ base, version, key, runtimeWheel, cacheName, url });
     },

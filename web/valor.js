@@ -7,6 +7,9 @@
 // "prefixes" after /_plugins changes; "logged" for each error the runtime logs under an error
 // id (a plug-in's, after its answer too), which `Valor.detail.errors` keeps (the last ones).
 // The messages it exchanges with both workers: valor/protocol.py, written in by the build.
+// `start({shared: name})` runs the runtime in a shared worker of that name, which the origin's
+// pages that ask for the same name join (booted once); `reset()` gives it a fresh runtime
+// (valor_page does both, between tests: see docs/testing.md).
 
 const BUILD = /*__VALOR_BUILD__*/null;
 const PROTOCOL = /*__VALOR_PROTOCOL__*/null;
@@ -35,6 +38,7 @@ class ValorRuntime extends EventTarget {
   #nonce = 0;
   #epoch = null; // the service worker instance this tab last sent a port to on request
   #sentPrefixes = null; // JSON of the prefixes the service worker was last given on connecting
+  #resets = new Map(); // stage -> resolve: a reset's stage under way
 
   /** Resolves with the state once every plug-in has loaded or failed to (after `start`);
    * rejects with the reason once the runtime has failed, or has not loaded within the boot
@@ -67,9 +71,10 @@ class ValorRuntime extends EventTarget {
     timeout = 35000,
     base = BUILD.base,
     bootTimeout = BOOT_TIMEOUT,
+    shared = null,
   } = {}) {
     const began = performance.now();
-    this.#options = { manifest, timeout, base };
+    this.#options = { manifest, timeout, base, shared };
     if (!("serviceWorker" in navigator)) {
       throw new Error("this browser has no service workers (is the page served over http://localhost or https?)");
     }
@@ -131,10 +136,36 @@ class ValorRuntime extends EventTarget {
   }
 
   #startWorker(base, manifest) {
-    this.#worker = new Worker(`${base}valor-worker.js?v=${VERSION}`, { type: "module" });
-    this.#worker.onmessage = (event) => this.#onWorkerMessage(event.data);
-    this.#worker.onerror = (event) => this.#fail(new Error(`the runtime worker failed: ${event.message ?? "could not load"}`));
+    const url = `${base}valor-worker.js?v=${VERSION}`;
+    const failed = (event) => this.#fail(new Error(`the runtime worker failed: ${event.message ?? "could not load"}`));
+    const { shared } = this.#options;
+    if (shared) {
+      // Joined if the origin runs it already (it then answers BOOT with where it is).
+      const worker = new SharedWorker(url, { type: "module", name: shared });
+      worker.onerror = failed;
+      worker.port.onmessage = (event) => this.#onWorkerMessage(event.data);
+      this.#worker = {
+        postMessage: (message, transfer) => worker.port.postMessage(message, transfer),
+        terminate: () => worker.port.close(), // the other pages' runtime goes on
+      };
+    } else {
+      this.#worker = new Worker(url, { type: "module" });
+      this.#worker.onmessage = (event) => this.#onWorkerMessage(event.data);
+      this.#worker.onerror = failed;
+    }
     this.#worker.postMessage({ type: TYPE.BOOT, protocol: PROTOCOL.version, base, manifest, version: VERSION });
+  }
+
+  /** A fresh runtime in the same worker, for tests: `reset("stop")` closes the runtime (its
+   * plug-ins, its store's connection; requests wait), `reset("start")` starts one on the
+   * manifest again, which resolves once its plug-ins have loaded. Every page on it sees it. */
+  async reset(stage) {
+    if (!this.#worker) throw new Error("Valor.start() first");
+    const done = new Promise((resolve) => this.#resets.set(stage, resolve));
+    this.#worker.postMessage({ type: TYPE.RESET, stage });
+    const { error } = await done;
+    if (error) throw new Error(`resetting the runtime (${stage}) failed: ${error}`);
+    return stage === "start" ? this.loaded() : this.detail;
   }
 
   // A plug-in that blocks the worker's thread (a sync endless loop) would wedge this tab's
@@ -153,6 +184,12 @@ class ValorRuntime extends EventTarget {
 
   #restartWorker() {
     const seconds = this.#options.timeout / 1000;
+    if (this.#options.shared) {
+      // Another page's worker too: a new one of that name would be the same one.
+      this.#fail(new Error(`the shared runtime worker did not respond for ${seconds} s (a plug-in blocking it?)`));
+      clearInterval(this.#watchdog);
+      return;
+    }
     console.warn(`valor: the runtime worker did not respond for ${seconds} s (a plug-in blocking it?): restarting it`);
     this.#worker.terminate();
     this.#setStatus("booting", { restarts: (this.detail.restarts ?? 0) + 1 });
@@ -248,6 +285,9 @@ class ValorRuntime extends EventTarget {
   #onWorkerMessage(message) {
     if (message.type === TYPE.PONG) {
       this.#lastPong = performance.now();
+    } else if (message.type === TYPE.RESET) {
+      this.#resets.get(message.stage)?.(message);
+      this.#resets.delete(message.stage);
     } else if (message.type === TYPE.STATUS && message.protocol !== PROTOCOL.version) {
       this.#worker.terminate();
       this.#fail(new Error(`the runtime worker speaks Valor message protocol ${message.protocol ?? "(none)"} and this page ${PROTOCOL.version}: they come from different builds; reload the page`));

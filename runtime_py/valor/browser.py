@@ -17,6 +17,7 @@ from typing import Any
 from .errors import PluginLoadError
 from .event_loop import run_late_timers_at_once
 from .kinds import Loader, browser_loaders
+from .kinds.python import fresh
 from .manifest import load_manifest
 from .runtime import Runtime
 from .status import reason
@@ -184,10 +185,19 @@ class WorkerHost:
         """Call ``callback(json)`` with each error the runtime logs under an error id (a
         plug-in that failed, before or after its answer): ``{"message", "error_id",
         "traceback"}``, for the page's ``Valor.detail.errors``."""
-        logging.getLogger("valor").addHandler(_ErrorReporter(callback))
+        logger = logging.getLogger("valor")
+        for handler in [h for h in logger.handlers if isinstance(h, _ErrorReporter)]:
+            logger.removeHandler(handler)  # a runtime started before in this interpreter's
+        logger.addHandler(_ErrorReporter(callback))
 
     async def close(self) -> None:
+        """Close the runtime: its plug-ins (each one's ``on_destroy``), streams and store."""
+        for stream_id in list(self._streams):
+            closing = self.cancel(stream_id)  # nobody will pull the rest
+            if closing is not None:
+                await closing
         await self.runtime.close()
+        fresh.forget_all()  # a runtime started after this one imports its plug-ins afresh
 
 
 class _ErrorReporter(logging.Handler):

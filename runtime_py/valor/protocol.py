@@ -18,7 +18,7 @@ from .responses import error_message
 from .status import REASONS
 from .wire import NO_BODY
 
-VERSION = 1
+VERSION = 2
 """Bump it when a message changes meaning or fields: a page, service worker or runtime worker
 of another version is refused with an error naming both, instead of misreading messages."""
 
@@ -39,6 +39,7 @@ PAGE_TO_RUNTIME = {
     "BOOT": "boot",  # {protocol, base, manifest, version}: start the runtime
     "PORT": "port",  # + ports[0]: the service worker's end of this tab's channel
     "PING": "ping",  # are you responsive?
+    "RESET": "reset",  # {stage}: "stop" closes the runtime, "start" starts a fresh one
 }
 # Runtime worker -> page.
 RUNTIME_TO_PAGE = {
@@ -48,6 +49,7 @@ RUNTIME_TO_PAGE = {
     "PONG": "pong",
     "PREFIXES": "prefixes",  # {prefixes}: after /_plugins changed the mounts
     "LOGGED": "error",  # {error: {message, error_id, traceback}}
+    "RESET": "reset",  # {stage, error?}: that stage of a reset is done
 }
 # Service worker -> runtime worker, on the tab's port.
 SERVICE_WORKER_TO_RUNTIME = {

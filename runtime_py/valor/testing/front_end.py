@@ -34,10 +34,15 @@ UNHANDLED_MODES = ("error", "warn", "bypass")
 COPY_SKIPS = {"__pycache__", "node_modules", "target"}  # large, and never a plug-in's file
 KINDS_BY_SUFFIX = {".py": "python", ".js": "js", ".wasm": "wasm"}
 
+SHARED_RUNTIME = "valor-testing"
+"""The name of the shared worker whose runtime the pages of a shared context join."""
+
 # Runs before the page's own scripts: Valor.start() resolves once every plug-in has loaded and
 # the registry's changes (a test's overrides, kept in the site's store) are mounted, so the
-# page's first requests after a reload never reach a plug-in an override replaces.
-START_WAITS_FOR_PLUGINS = """(() => {
+# page's first requests after a reload never reach a plug-in an override replaces. With
+# `shared`, the page's runtime is the origin's shared one (booted once, reset between tests),
+# and the page's options are kept for the page that keeps it alive between tests.
+_START = """((shared) => {
   let valor;
   Object.defineProperty(globalThis, "Valor", {
     configurable: true,
@@ -45,10 +50,38 @@ START_WAITS_FOR_PLUGINS = """(() => {
     set(runtime) {
       valor = runtime;
       const start = runtime.start.bind(runtime);
-      runtime.start = (options) => start(options).then(() => runtime.loaded());
+      runtime.start = (options = {}) => {
+        runtime.startOptions = options;
+        const chosen = shared ? {...options, shared} : options;
+        return start(chosen).then(() => runtime.loaded());
+      };
     },
   });
-})();"""
+})(%s);"""
+START_WAITS_FOR_PLUGINS = _START % "null"
+START_SHARED = _START % json.dumps(SHARED_RUNTIME)
+
+# The page that keeps an origin's shared runtime alive between tests (a shared worker ends
+# with its last page) and resets it: the bundle's valor.js joins the runtime a test's page
+# booted, with that page's options.
+KEEP = """async ({base, options, shared}) => {
+  const { Valor } = await import(`${base}valor.js`);
+  await Valor.start({...options, shared});
+  await Valor.loaded();
+}"""
+RESET = """async ({stage, ms}) => {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms);
+  });
+  try { await Promise.race([Valor.reset(stage), late]); } finally { clearTimeout(timer); }
+}"""
+RESET_MS = 30_000
+"""How long closing the runtime between tests may take: longer, and it is taken for wedged (a
+plug-in blocking its thread) and a new one boots."""
+RESET_UNAWAITED = "(stage) => { Valor.reset(stage).catch(() => {}); }"
+"""Starts a reset's stage; a failure to start shows on every page of the runtime (status
+``error``), where ``ValorAPI.wait_until_ready`` reports it."""
 
 READY = """() => {
   const valor = globalThis.Valor;
@@ -109,14 +142,9 @@ def site_of(manifest: str | PathLike[str]) -> Path | None:
 
 
 class SiteServer:
-    """A built site served on 127.0.0.1 by a static server in a thread.
+    """A built site served on 127.0.0.1 by a static server in a thread."""
 
-    The site is reached under two host names, ``127.0.0.1`` and ``localhost`` (``urls``): two
-    origins, each with its own service worker, store and cookies, so the next test's page can
-    boot on one while a test runs on the other.
-    """
-
-    HOSTS = ("127.0.0.1", "localhost")
+    HOST = "127.0.0.1"
 
     def __init__(self, dist: Path, base: str, manifest: Path) -> None:
         self.dist = dist
@@ -124,8 +152,7 @@ class SiteServer:
         self._server = serve(dist, base)
         self.base: str = self._server.base
         port = self._server.server_address[1]
-        self.urls = [f"http://{host}:{port}{self.base}" for host in self.HOSTS]
-        self.url: str = self.urls[0]  # ends with the base
+        self.url = f"http://{self.HOST}:{port}{self.base}"  # ends with the base
         self.origin = self.url[: -len(self.base)]
         bundle = json.loads((dist / "valor-bundle.json").read_text())
         self.assets = {self.base + name for name in bundle["assets"]} | {self.base}
@@ -160,7 +187,7 @@ class ValorAPI:
     page: Any  # playwright's sync Page
     site: SiteServer
     url: str = ""
-    """Where the site is for this page (one of ``site.urls``; default the first)."""
+    """Where the site is for this page (default ``site.url``)."""
     requests: list[Recorded] = field(default_factory=list)
     """Every request of the page that Valor answered, in order."""
     unhandled: list[Recorded] = field(default_factory=list)

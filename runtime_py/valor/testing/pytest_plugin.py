@@ -187,12 +187,12 @@ def valor_front_end(
 @pytest.fixture(scope="session")
 def valor_browser_context(browser: Any, browser_context_args: dict[str, Any]) -> Iterator[Any]:
     """The browser context ``valor_page`` reuses from test to test (pytest-playwright's
-    ``browser`` and ``browser_context_args``): its service worker and cached bundle stay,
-    so a test's page boots from the cache; its store and storage are emptied per test."""
-    from .front_end import START_WAITS_FOR_PLUGINS
+    ``browser`` and ``browser_context_args``): its service worker, cached bundle and compiled
+    code stay, and its pages share each origin's runtime, booted once and reset per test."""
+    from .front_end import START_SHARED
 
     context = browser.new_context(**browser_context_args)
-    context.add_init_script(START_WAITS_FOR_PLUGINS)
+    context.add_init_script(START_SHARED)
     yield context
     context.close()
 
@@ -218,37 +218,24 @@ def valor_api(
         raise pytest.UsageError(
             f"valor_unhandled_requests: {mode!r} is not one of error, warn, bypass"
         )
-    shared = _reuses_context(request)
     start_page = config.getini("valor_start_page")
-    if shared:
+    if _reuses_context(request):
         context = request.getfixturevalue("valor_browser_context")
-        pages: _SparePages = request.getfixturevalue("_valor_spare_pages")
-        api = pages.take(context, valor_front_end, start_page, _keeps_store(request.node))
+        runtimes: _SharedRuntimes = request.getfixturevalue("_valor_shared_runtimes")
+        api = runtimes.open(context, valor_front_end, start_page, _keeps_store(request.node))
+        shared = True
     else:
         context = request.getfixturevalue("context")  # pytest-playwright's, with its artifacts
         context.add_init_script(START_WAITS_FOR_PLUGINS)
         api = ValorAPI(context.new_page(), valor_front_end)
         api.watch()
         api.page.goto(api.url + start_page.lstrip("/"))
-    page = api.page
-    try:
         api.wait_until_ready()
-        # None boots for the next test yet (the first test, say): one starts now.
-        if shared and _boots_ahead_for(_next_page_test(request.node)):
-            pages.prepare(context, valor_front_end, start_page)
-    except BaseException:
-        if shared:
-            pages.release(valor_front_end, page)
-        raise
+        shared = False
     yield api
     unhandled = list(api.unhandled)
     if shared:
-        pages.release(valor_front_end, page)
-        # A page for the test after the next one starts here, on the origin this test leaves,
-        # so it boots during the next test too; not when the next test keeps this store.
-        following = _next_page_test(request.node)
-        if _boots_ahead_for(following, _next_page_test(following)):
-            pages.prepare(context, valor_front_end, start_page)
+        api.page.close()
     if unhandled and mode == "error":
         pytest.fail(api.unhandled_message(), pytrace=False)
     elif unhandled and mode == "warn":
@@ -262,117 +249,98 @@ def valor_page(valor_api: ValorAPI) -> Any:
     return valor_api.page
 
 
-class _SparePages:
-    """Pages booting ahead for the next tests, one site's on each of its origins
-    (``SiteServer.urls``) that no test's page is on: an origin's store, storage and cookies are
-    emptied before its page loads, so the page is as fresh as one opened when its test starts,
-    and its runtime boots while the tests before run. A test takes the oldest."""
+class _SharedRuntimes:
+    """One Valor runtime per site for the tests of a shared context: in the site's first test a
+    page at the start page boots it (in a shared worker, ``front_end.START_SHARED``) and a page
+    of its own (the keeper) joins it, to keep it alive between tests; before each test the
+    keeper resets it: the
+    runtime closes (its plug-ins, the store's connection), the origin's cookies and storage
+    are emptied (IndexedDB with the plug-ins' store and the overrides, local storage), and a
+    fresh runtime starts in the same Pyodide (plug-ins imported again, state empty, the
+    manifest's mounts). Then the test's own page opens and joins it. Only the running site's
+    runtime is kept: a test of another site lets it go (each is a Pyodide's memory)."""
 
     def __init__(self) -> None:
-        self.spares: dict[int, list[ValorAPI]] = {}  # site -> pages booting, oldest first
-        self.in_use: dict[int, int] = {}  # site -> the origin index of the running test's page
-        self.last: dict[int, int] = {}  # site -> the origin index of the last test's page
+        self.keepers: dict[int, Any] = {}  # site -> the keeper page
+        self.sessions: dict[int, Any] = {}  # site -> the keeper's DevTools session
 
-    def take(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
-        spares = self.spares.setdefault(id(site), [])
-        for spare in list(spares):
-            if spare.page.is_closed() or spare.page.context != context:
-                spares.remove(spare)  # from a browser pytest has launched again since
-        if keep_store:  # the last test's origin, with its store
-            index = self.last.get(id(site), 0)
-            for spare in [s for s in spares if s.url == site.urls[index]]:
-                spares.remove(spare)  # emptied already: what the test keeps is an empty store
-                spare.page.close()
-            api = self._open(context, site, index, start_page, empty=False)
-        elif spares:
-            api = spares.pop(0)
-        else:
-            index = 1 - self.last.get(id(site), 1)
-            api = self._open(context, site, index, start_page, empty=True)
-        index = site.urls.index(api.url)
-        self.in_use[id(site)] = self.last[id(site)] = index
-        return api
+    def open(self, context: Any, site: SiteServer, start_page: str, keep_store: bool) -> ValorAPI:
+        from playwright.sync_api import Error as PlaywrightError
 
-    def release(self, site: SiteServer, page: Any) -> None:
-        """The test's page is done: closed, and its origin free for a page of a later test."""
-        page.close()
-        self.in_use.pop(id(site), None)
+        from . import front_end
+        from .front_end import RESET, RESET_UNAWAITED, ValorAPI
 
-    def prepare(self, context: Any, site: SiteServer, start_page: str) -> None:
-        """Start a page for a later test on an origin no page is on, if there is one."""
-        index = self._free(site, prefer=1 - self.last.get(id(site), 1))
-        if index is not None:
-            spare = self._open(context, site, index, start_page, empty=True)
-            self.spares.setdefault(id(site), []).append(spare)
-
-    def _free(self, site: SiteServer, prefer: int) -> int | None:
-        taken = {site.urls.index(spare.url) for spare in self.spares.get(id(site), [])}
-        taken.add(self.in_use.get(id(site), -1))
-        free = [index for index in (prefer, 1 - prefer) if index not in taken]
-        return free[0] if free else None
-
-    def _open(
-        self, context: Any, site: SiteServer, index: int, start_page: str, empty: bool
-    ) -> ValorAPI:
-        from .front_end import ValorAPI
-
-        api = ValorAPI(context.new_page(), site, site.urls[index])
+        for other in [key for key in self.keepers if key != id(site)]:
+            self._let_go(other)  # one Pyodide alive at a time: a site's tests come together
+        keeper = self.keepers.get(id(site))
+        if keeper is not None and (keeper.is_closed() or keeper.context != context):
+            self._let_go(id(site))  # from a browser pytest has launched again since
+            keeper = None
+        if keeper is None:
+            keeper = self._boot(context, site, start_page)
         try:
-            if empty:
-                context.clear_cookies(domain=site.HOSTS[index])
-                _empty_storage(context, api.page, api.origin)
+            keeper.evaluate(RESET, {"stage": "stop", "ms": front_end.RESET_MS})
+        except PlaywrightError as exc:
+            message = str(exc).splitlines()[0]
+            warnings.warn(
+                f"valor_page: booting a new runtime, as the last one did not close: {message}",
+                stacklevel=1,
+            )
+            self._let_go(id(site))  # its worker ends with its last page
+            keeper = self._boot(context, site, start_page)
+            keeper.evaluate(RESET, {"stage": "stop", "ms": front_end.RESET_MS})
+        if not keep_store:
+            context.clear_cookies(domain=site.HOST)
+            self.sessions[id(site)].send("Storage.clearDataForOrigin", _clear_data(site.origin))
+        # The test's page opens while the runtime starts, and waits for it.
+        keeper.evaluate(RESET_UNAWAITED, "start")
+        api = ValorAPI(context.new_page(), site)
+        try:
             api.watch()
-            # Not waiting for the navigation, not even its answer: the runtime boots on its
-            # own, and wait_until_ready waits for it.
-            api.page.evaluate(NAVIGATE, api.url + start_page.lstrip("/"))
+            api.page.goto(api.url + start_page.lstrip("/"))
+            api.wait_until_ready()
         except BaseException:
             api.page.close()
             raise
         return api
 
+    def _boot(self, context: Any, site: SiteServer, start_page: str) -> Any:
+        """Boot the site's runtime from a page at the start page, and keep it with a keeper
+        page; the test's own page comes after a reset, as in every later test (so the first
+        reset, slower, as V8 is still optimizing Pyodide's code, is this test's too)."""
+        from .front_end import KEEP, SHARED_RUNTIME, ValorAPI
+
+        booting = ValorAPI(context.new_page(), site)  # its requests are nobody's
+        try:
+            booting.page.goto(site.url + start_page.lstrip("/"))
+            booting.wait_until_ready()
+            keeper = context.new_page()
+            keeper.goto(site.url + "valor-bundle.json")
+            options = booting.page.evaluate("() => Valor.startOptions ?? {}")
+            keeper.evaluate(KEEP, {"base": site.base, "options": options, "shared": SHARED_RUNTIME})
+        finally:
+            booting.page.close()
+        self.keepers[id(site)] = keeper
+        self.sessions[id(site)] = context.new_cdp_session(keeper)
+        return keeper
+
+    def _let_go(self, site: int) -> None:
+        """Close a site's keeper: its runtime ends with it (no test's page is open)."""
+        keeper = self.keepers.pop(site)
+        self.sessions.pop(site, None)
+        if not keeper.is_closed():
+            keeper.close()
+
     def close(self) -> None:
-        for spares in self.spares.values():
-            for api in spares:
-                api.page.close()
-        self.spares.clear()
+        for site in list(self.keepers):
+            self._let_go(site)
 
 
 @pytest.fixture(scope="session")
-def _valor_spare_pages() -> Iterator[_SparePages]:
-    pages = _SparePages()
-    yield pages
-    pages.close()
-
-
-NAVIGATE = "(url) => { location.assign(url); }"
-"""Starts a navigation without waiting for it (``page.goto`` waits at least for its answer)."""
-
-_NEXT_PAGE_TESTS = pytest.StashKey[dict[int, "pytest.Item | None"]]()
-
-
-def _next_page_test(item: pytest.Item | None) -> pytest.Item | None:
-    """The first test after ``item`` in the session's order that has a ``valor_page``."""
-    if item is None:
-        return None
-    session = item.session
-    if _NEXT_PAGE_TESTS not in session.stash:  # built once, when the order is final
-        following: dict[int, pytest.Item | None] = {}
-        page_test = None
-        for later in reversed(session.items):
-            following[id(later)] = page_test
-            if "valor_api" in getattr(later, "fixturenames", ()):
-                page_test = later
-        session.stash[_NEXT_PAGE_TESTS] = following
-    return session.stash[_NEXT_PAGE_TESTS].get(id(item))
-
-
-def _boots_ahead_for(first: pytest.Item | None, second: pytest.Item | None = None) -> bool:
-    """Whether a page booting now would be taken: by ``first``, the next test with a page,
-    or (given) by ``second``, the one after it, when ``first`` takes the one booting
-    already. A test that keeps the store takes none, and wants the origin of the test
-    before it as that test left it."""
-    tests = [first] if second is None else [first, second]
-    return all(test is not None and not _keeps_store(test) for test in tests)
+def _valor_shared_runtimes() -> Iterator[_SharedRuntimes]:
+    runtimes = _SharedRuntimes()
+    yield runtimes
+    runtimes.close()
 
 
 def _keeps_store(item: pytest.Item) -> bool:
@@ -394,8 +362,11 @@ def _reuses_context(request: pytest.FixtureRequest) -> bool:
 def _empty_storage(context: Any, page: Any, origin: str) -> None:
     """The site's IndexedDB (the plug-ins' store and the registry's overrides) and local
     storage, emptied; the service worker and its cached bundle stay."""
-    session = context.new_cdp_session(page)
-    session.send(
-        "Storage.clearDataForOrigin",
-        {"origin": origin, "storageTypes": "indexeddb,local_storage,websql,file_systems"},
-    )  # the session ends with the page
+    context.new_cdp_session(page).send("Storage.clearDataForOrigin", _clear_data(origin))
+    # the session ends with the page
+
+
+def _clear_data(origin: str) -> dict[str, str]:
+    """What ``Storage.clearDataForOrigin`` empties between tests (the service worker and its
+    cache stay)."""
+    return {"origin": origin, "storageTypes": "indexeddb,local_storage,websql,file_systems"}

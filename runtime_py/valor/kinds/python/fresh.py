@@ -43,6 +43,15 @@ def remember(folder: Path, package: bool) -> None:
             _imported[name] = (file, *signature)
 
 
+def forget_all() -> None:
+    """Drop every plug-in's own modules: the next load of each imports them all again, as in a
+    new process (a browser runtime started again in the same interpreter, between tests)."""
+    for name in _imported:
+        sys.modules.pop(name, None)
+    _imported.clear()
+    importlib.invalidate_caches()
+
+
 def _modules_in(folder: Path, package: bool) -> dict[str, str]:
     inside = str(folder.resolve()) + os.sep
     found = {}
