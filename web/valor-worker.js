@@ -495,7 +495,12 @@ function keptSnapshot(bundle) {
       await (await caches.open(cacheName)).delete(url);
     },
     make(runtimeWheel) {
-      // In a worker of its own, after this runtime is ready: see valor-snapshot.js.
+      // In a worker of its own, after this runtime is ready: see valor-snapshot.js. A shared
+      // worker (valor_page's runtime) cannot start one; the next dedicated one will make it.
+      if (typeof Worker === "undefined") {
+        toPages({ type: TYPE.SNAPSHOT, kept: false, error: "a shared worker cannot start the snapshot's worker" });
+        return;
+      }
       const maker = new Worker(`${base}valor-snapshot.js?v=${version}`, { type: "module" });
       maker.onmessage = ({ data }) => {
         maker.terminate();

@@ -6,6 +6,7 @@ site of its own, in real Chromium."""
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,9 +15,11 @@ import pytest
 from playwright.sync_api import Page
 
 from valor.testing import front_end
-from valor.testing.front_end import ValorAPI
+from valor.testing.front_end import FrontEndError, ValorAPI
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+PLUGINS = Path(__file__).resolve().parents[2] / "plugins"
 
 COUNTER = """
 import tally  # a helper module beside the plug-in, with state of its own
@@ -57,6 +60,7 @@ def valor_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "site" / "index.html").write_text(PAGE)
     (folder / "counter.py").write_text(textwrap.dedent(COUNTER))
     (folder / "tally.py").write_text("SEEN = []\n")
+    shutil.copy(PLUGINS / "build" / "hello.wasm", folder / "hello.wasm")  # not mounted
     plugin = {"name": "counter", "type": "python", "path": "counter.py", "prefix": "/api/counter"}
     manifest = folder / "plugins.json"
     manifest.write_text(json.dumps({"site": "site", "plugins": [plugin]}))
@@ -92,6 +96,15 @@ def test_a_second_page_of_the_test_shares_its_runtime(valor_page: Page) -> None:
         assert other.evaluate(COUNT)["calls"] == 2
     finally:
         other.close()
+
+
+def test_a_plugin_in_a_worker_of_its_own_cannot_join_the_shared_runtime(
+    valor_page: Page, valor_api: ValorAPI, valor_manifest: Path
+) -> None:
+    # a shared worker cannot start workers: the error says what to do instead
+    with pytest.raises(FrontEndError, match="valor_fresh_context = true"):
+        valor_api.use("wasm", valor_manifest.parent / "hello.wasm", prefix="/api/wasm")
+    assert valor_page.evaluate(COUNT)["calls"] == 1  # the runtime goes on
 
 
 def test_leaves_a_plugin_blocking_the_runtime(valor_page: Page, valor_api: ValorAPI) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..build import build, serve
+from ..kinds.shared.browser_ffi import KINDS_IN_WORKERS
 from ..manifest import load_manifest
 
 INLINE_PLUGIN = "_valor_testing/inline.py"
@@ -149,6 +150,8 @@ class SiteServer:
     def __init__(self, dist: Path, base: str, manifest: Path) -> None:
         self.dist = dist
         self.manifest = manifest.resolve()
+        plugins = load_manifest(self.manifest).plugins
+        self.needs_workers = any(plugin.type in KINDS_IN_WORKERS for plugin in plugins)
         self._server = serve(dist, base)
         self.base: str = self._server.base
         port = self._server.server_address[1]

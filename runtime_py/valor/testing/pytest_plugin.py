@@ -219,7 +219,7 @@ def valor_api(
             f"valor_unhandled_requests: {mode!r} is not one of error, warn, bypass"
         )
     start_page = config.getini("valor_start_page")
-    if _reuses_context(request):
+    if _reuses_context(request, valor_front_end):
         context = request.getfixturevalue("valor_browser_context")
         runtimes: _SharedRuntimes = request.getfixturevalue("_valor_shared_runtimes")
         api = runtimes.open(context, valor_front_end, start_page, _keeps_store(request.node))
@@ -347,11 +347,13 @@ def _keeps_store(item: pytest.Item) -> bool:
     return item.get_closest_marker("valor_keep_store") is not None
 
 
-def _reuses_context(request: pytest.FixtureRequest) -> bool:
+def _reuses_context(request: pytest.FixtureRequest, site: SiteServer) -> bool:
     """Whether this test can share the warm context: Chromium (its storage is emptied through
-    the DevTools protocol), and no pytest-playwright artifacts, which are per context."""
+    the DevTools protocol), no pytest-playwright artifacts, which are per context, and no
+    js, wasm or wasi plug-in in the manifest (each runs in a worker of its own, and Chromium's
+    shared workers, which hold the shared runtime, cannot start workers)."""
     config = request.config
-    if config.getini("valor_fresh_context"):
+    if config.getini("valor_fresh_context") or site.needs_workers:
         return False
     if request.getfixturevalue("browser_name") != "chromium":  # as the test's parameter
         return False

@@ -14,7 +14,15 @@ from typing import Any
 from ...errors import PluginLoadError
 from ...manifest import PluginSpec
 from ...wire import RequestMessage
-from ..shared.browser_ffi import field, js_bytes, js_message, js_object, plugin_url, site_url
+from ..shared.browser_ffi import (
+    field,
+    js_bytes,
+    js_message,
+    js_object,
+    plugin_url,
+    require_workers,
+    site_url,
+)
 from .core import JsOptions, JsPlugin
 from .core import load as load_js_with
 
@@ -57,6 +65,7 @@ async def load_js(spec: PluginSpec) -> JsPlugin:
     async def start(spec: PluginSpec, options: JsOptions) -> WorkerPoolEngine:
         from pyodide.code import run_js
 
+        require_workers(spec)
         pool_module = await run_js(f"import({json.dumps(site_url('kinds/pool.mjs'))})")
         make_worker = run_js(
             "(boot, script) => () => new Worker(boot, {type: 'module', name: script})"

@@ -25,6 +25,26 @@ def plugin_url(spec: PluginSpec) -> str:
     return site_url(path[len(BUNDLE_ROOT) :])
 
 
+KINDS_IN_WORKERS = frozenset({"js", "wasm", "wasi"})
+"""Kinds whose plug-ins the browser host runs in a worker of their own, started from the
+runtime's worker."""
+
+
+def require_workers(spec: PluginSpec) -> None:
+    """A clear load error where the runtime's worker cannot start workers: Chromium's shared
+    workers cannot (``valor_page``'s shared runtime, which such manifests therefore skip)."""
+    import js
+
+    if not hasattr(js, "Worker"):
+        raise PluginLoadError(
+            spec.name,
+            f"a {spec.type} plug-in runs in a worker of its own, and this runtime's worker "
+            "cannot start workers (a shared worker: valor_page's shared runtime, which a "
+            "manifest with such plug-ins does not use; for one mounted by a test, set the ini "
+            "option valor_fresh_context = true)",
+        )
+
+
 def js_bytes(data: bytes) -> Any:
     from js import Uint8Array
 

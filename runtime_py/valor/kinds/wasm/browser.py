@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from ...errors import PluginCrashed, PluginLoadError
 from ...failures import PluginFailed
 from ...manifest import PluginSpec
-from ..shared.browser_ffi import field, js_bytes, js_object, site_url
+from ..shared.browser_ffi import field, js_bytes, js_object, require_workers, site_url
 from .core import (
     Step,
     Steps,
@@ -52,6 +52,7 @@ class Executor:
     async def start(self) -> None:
         if self._ready is not None:
             return await self._ready
+        require_workers(self.spec)
         from js import Worker
         from pyodide.ffi import create_proxy
 
