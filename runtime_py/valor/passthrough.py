@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
@@ -61,7 +60,6 @@ WAITING, STREAMING, COMPLETE = 0, 1, 2
 _UNKNOWN: Any = object()
 _HTTP_1 = frozenset(["1.0", "1.1"])  # without Content-Length nor Transfer-Encoding, no body
 _CACHED = 1024  # entries at most in each of the caches
-_name = itemgetter(0)
 # A Calling without NamedTuple's __new__, a Python function: one frame less per request.
 _new_calling = tuple.__new__
 
@@ -134,7 +132,7 @@ class PassThrough:
             app_scope["method"] = "GET" if method == "HEAD" else method
             app_scope["scheme"] = scheme
             app_scope["query_string"] = query
-            app_scope["headers"] = sorted(raw, key=_name)
+            app_scope["headers"] = sorted(raw)  # by name: each is there once
             app_scope["server"] = server
             if client:
                 app_scope["client"] = (client[0], client[1])
@@ -357,7 +355,20 @@ class _Call:
                             expired = DeadlineExceeded()
                             await self.answer(failure_answer(self.route.spec, expired, True))
                             return
-                    await self._send_whole(status, headers, part)
+                    # With the runtime's headers, as _events adds them.
+                    self.state = COMPLETE
+                    route = self.route
+                    headers.append((b"x-correlation-id", self.correlation_id.encode("latin-1")))
+                    headers += route.tail
+                    if status != 204 and status != 304:
+                        headers.append((b"content-length", b"%d" % len(part)))
+                    if access_log.isEnabledFor(logging.INFO):
+                        self._log(status)
+                    send = self.server_send
+                    await send(
+                        {"type": "http.response.start", "status": status, "headers": headers}
+                    )
+                    await send({"type": "http.response.body", "body": part})
                     return
         if self.stopped:
             raise asyncio.CancelledError
@@ -430,23 +441,11 @@ class _Call:
         except WireError as exc:
             return failure_answer(spec, exc, False), True
 
-    async def _send_whole(
-        self, status: int, headers: list[tuple[bytes, bytes]], part: bytes
-    ) -> None:
-        """Send a whole answer with the runtime's headers, as ``_events`` does."""
-        self.state = COMPLETE
-        route = self.route
-        headers.append((b"x-correlation-id", self.correlation_id.encode("latin-1")))
-        headers += route.tail
-        if status != 204 and status != 304:
-            headers.append((b"content-length", b"%d" % len(part)))
-        if access_log.isEnabledFor(logging.INFO):
-            path = split_url(self.full_path)[1]
-            method = self.scope["method"]
-            log_access(route.spec.name, status, method, path, self.started, self.correlation_id)
-        send = self.server_send
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": part})
+    def _log(self, status: int) -> None:
+        """A whole plain answer's access-log line, as ``Runtime.finish`` writes it."""
+        path = split_url(self.full_path)[1]
+        spec = self.route.spec
+        log_access(spec.name, status, self.scope["method"], path, self.started, self.correlation_id)
 
     async def _refuse(self, answer: Any, more: bool) -> None:
         """Answer with the runtime's error instead of the app's answer; a stream is cut short
