@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from operator import itemgetter
 from time import perf_counter
 from typing import Any
 
@@ -61,7 +60,8 @@ WAITING, STREAMING, COMPLETE = 0, 1, 2
 _UNKNOWN: Any = object()
 _HTTP_1 = frozenset(["1.0", "1.1"])  # without Content-Length nor Transfer-Encoding, no body
 _CACHED = 1024  # entries at most in each of the caches
-_name = itemgetter(0)
+# A Calling without NamedTuple's __new__, a Python function: one frame less per request.
+_new_calling = tuple.__new__
 
 
 class PassThrough:
@@ -115,22 +115,35 @@ class PassThrough:
             and scope.get("http_version") in _HTTP_1
             and b"".join(named).islower()
         ):
-            host = named.get(b"host")
-            known = self._servers.get((scheme, host))  # type: ignore[arg-type]
+            known = self._servers.get((scheme, named.get(b"host")))
             if known is None:
-                known = self._server(scope, scheme, host)
+                known = self._server(scope, scheme, named.get(b"host"))
                 if known is None:
                     return None
             server, origin = known
             request_id = named.get(b"x-request-id")
             correlation_id = request_id.decode("latin-1") if request_id else new_request_id()
-            headers = sorted(raw, key=_name)
             call = _Call(self, route, scope, receive, send, full_path, correlation_id, origin)
-        else:
-            general = self._general(scope, receive, send, route, full_path, scheme)
-            if general is None:
-                return None
-            call, headers, server = general
+            method = call.upper
+            client = scope.get("client")
+            # The app's scope (AsgiPlugin.http_scope's), from the route's: one copy, the
+            # request's own entries set.
+            app_scope = route.scope.copy()
+            app_scope["method"] = "GET" if method == "HEAD" else method
+            app_scope["scheme"] = scheme
+            app_scope["query_string"] = query
+            app_scope["headers"] = sorted(raw)  # by name: each is there once
+            app_scope["server"] = server
+            if client:
+                app_scope["client"] = (client[0], client[1])
+            app_scope["state"] = route.state.copy()
+            app_scope["extensions"] = {"valor": {"request_id": correlation_id}}
+            call.app_scope = app_scope
+            return call
+        general = self._general(scope, receive, send, route, full_path, scheme)
+        if general is None:
+            return None
+        call, headers, server = general
         upper = call.upper
         call.app_scope = route.plugin.http_scope(
             "GET" if upper == "HEAD" else upper,
@@ -199,14 +212,18 @@ class PassThrough:
 class _Route:
     """Where a path leads: the mount, and the app scope's paths."""
 
-    __slots__ = ("mount", "name", "paths", "plugin", "spec")
+    __slots__ = ("mount", "name", "paths", "plugin", "scope", "spec", "state", "tail")
 
     def __init__(self, mount: Mount, paths: tuple[str, bytes, str]) -> None:
         self.mount = mount
         self.spec = mount.spec
         self.name = mount.spec.name.encode("latin-1")  # its x-valor-plugin
+        self.tail = ((b"x-valor-plugin", self.name), HOST_HEADER)  # for every whole answer
         self.plugin: AsgiPlugin = mount.plugin  # type: ignore[assignment]
         self.paths = paths
+        self.state = self.plugin.state
+        # What the app's scope has for every request here; PassThrough.call sets the rest.
+        self.scope = self.plugin.http_scope("GET", "http", paths, b"", [], ("", 0), None, "")
 
 
 class _Call:
@@ -262,7 +279,7 @@ class _Call:
         self.deadline = runtime.deadlines.start(spec.timeout, task)
         # For its calls out (valor.http_client()), as the message path's Runtime._call does.
         calling = CALLING.set(
-            Calling(runtime, spec, self.correlation_id, self.origin, CALLING.get())
+            _new_calling(Calling, (runtime, spec, self.correlation_id, self.origin, CALLING.get()))
         )
         try:
             await self.route.plugin.app(self.app_scope, self.receive, self.send)
@@ -314,6 +331,45 @@ class _Call:
             return
         if kind != "http.response.body":
             return  # as the message path: other events (extensions) are not offered
+        start = self.start
+        if self.state == WAITING and start is not None and not event.get("more_body"):
+            # The usual answer, whole and plain: its headers pass as the app sent them.
+            # (Neither gone nor stopped while it waits: those come after a first part.)
+            part = event.get("body", b"")
+            if type(part) is not bytes:
+                part = bytes(part)
+            status = start.get("status")
+            if (
+                self.upper != "HEAD"
+                and type(status) is int
+                and 200 <= status <= 599
+                and not (part and status in NO_BODY)
+            ):
+                headers = plain_asgi_headers(start.get("headers", ()), NOT_FROM_PLUGINS)
+                if headers is not None:
+                    deadline = self.deadline
+                    if deadline is not None:
+                        self.deadline = None
+                        if self.passthrough.runtime.deadlines.stop(deadline):
+                            # It caught its cancellation and answered late.
+                            expired = DeadlineExceeded()
+                            await self.answer(failure_answer(self.route.spec, expired, True))
+                            return
+                    # With the runtime's headers, as _events adds them.
+                    self.state = COMPLETE
+                    route = self.route
+                    headers.append((b"x-correlation-id", self.correlation_id.encode("latin-1")))
+                    headers += route.tail
+                    if status != 204 and status != 304:
+                        headers.append((b"content-length", b"%d" % len(part)))
+                    if access_log.isEnabledFor(logging.INFO):
+                        self._log(status)
+                    send = self.server_send
+                    await send(
+                        {"type": "http.response.start", "status": status, "headers": headers}
+                    )
+                    await send({"type": "http.response.body", "body": part})
+                    return
         if self.stopped:
             raise asyncio.CancelledError
         if self.gone:
@@ -327,16 +383,6 @@ class _Call:
             part = bytes(part)
         more = event.get("more_body", False)
         if self.state == WAITING:
-            if not more and self.upper != "HEAD":
-                # The usual answer, whole and plain: its headers pass as the app sent them.
-                status = self.start.get("status")
-                headers = self._plain_head(status, part)
-                if headers is not None:
-                    if self._stop_deadline():  # it caught its cancellation and answered late
-                        await self.answer(failure_answer(self.route.spec, DeadlineExceeded(), True))
-                        return
-                    await self._send_whole(status, headers, part)
-                    return
             answer, refused = self._head(self.start, part, more)
             if refused:
                 await self._refuse(answer, more)
@@ -395,31 +441,11 @@ class _Call:
         except WireError as exc:
             return failure_answer(spec, exc, False), True
 
-    def _plain_head(self, status: Any, part: bytes) -> list[tuple[bytes, bytes]] | None:
-        """The app's headers for a whole answer ``_head`` would pass unchanged (bar the
-        headers the runtime drops), or None: ``_head`` then checks it."""
-        if type(status) is not int or not 200 <= status <= 599 or (part and status in NO_BODY):
-            return None
-        return plain_asgi_headers(self.start.get("headers", ()), NOT_FROM_PLUGINS)  # type: ignore[union-attr]
-
-    async def _send_whole(
-        self, status: int, headers: list[tuple[bytes, bytes]], part: bytes
-    ) -> None:
-        """Send a whole answer with the runtime's headers, as ``_events`` does."""
-        self.state = COMPLETE
-        route = self.route
-        headers.append((b"x-correlation-id", self.correlation_id.encode("latin-1")))
-        headers.append((b"x-valor-plugin", route.name))
-        headers.append(HOST_HEADER)
-        if status != 204 and status != 304:
-            headers.append((b"content-length", b"%d" % len(part)))
-        if access_log.isEnabledFor(logging.INFO):
-            path = split_url(self.full_path)[1]
-            method = self.scope["method"]
-            log_access(route.spec.name, status, method, path, self.started, self.correlation_id)
-        send = self.server_send
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": part})
+    def _log(self, status: int) -> None:
+        """A whole plain answer's access-log line, as ``Runtime.finish`` writes it."""
+        path = split_url(self.full_path)[1]
+        spec = self.route.spec
+        log_access(spec.name, status, self.scope["method"], path, self.started, self.correlation_id)
 
     async def _refuse(self, answer: Any, more: bool) -> None:
         """Answer with the runtime's error instead of the app's answer; a stream is cut short
