@@ -610,6 +610,10 @@ def _apply(
         if mutation.kind == "delete":
             cursor.execute(_DELETE, (namespace, mutation.key))
             return Commit(True, version)
+        row = cursor.execute(_GET, (namespace, mutation.key, now)).fetchone()
+        value, total = incremented(row[0] if row else None, mutation.by, mutation.key)
+        _put(cursor, namespace, mutation.key, value, version, row[2] if row else None)
+        return Commit(True, version, (total,))
     # Computed in full before anything is written: a failing increment writes nothing.
     written: dict[str, tuple[bytes, float | None] | None] = {}
     sums: list[int] = []
