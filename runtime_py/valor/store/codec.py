@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .errors import NotAnInteger, ValueNotStorable, ValueTooLarge
@@ -13,7 +14,32 @@ from .limits import MAX_SAFE_INTEGER, MAX_VALUE_BYTES
 JSON_TAG = b"j"
 BYTES_TAG = b"b"
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _one_encoder() -> Callable[[Any], str]:
+    """``_encoder.encode``, without building its C encoder anew on every call (as much work
+    as encoding a small value): built once here, with the same settings but for the check
+    for cycles (a cycle is then a ``RecursionError``, which ``encode`` reports the same)."""
+    try:
+        make = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+        scan = make(
+            None,
+            _encoder.default,
+            json.encoder.encode_basestring,
+            None,
+            ":",
+            ",",
+            False,
+            False,
+            False,
+        )
+    except (AttributeError, TypeError):  # no C accelerator, or another signature
+        return _encoder.encode
+    return lambda value: "".join(scan(value, 0))
+
+
+_dumps = _one_encoder()
 
 
 def encode(value: Any, key: str) -> bytes:

@@ -78,6 +78,15 @@ INSERT OR IGNORE INTO counter VALUES (1, 0);
 """
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _GET = f"SELECT value, version, expires_at FROM entries WHERE namespace = ? AND key = ? AND {_LIVE}"
+_UPSERT = (
+    "INSERT INTO entries (namespace, key, value, version, expires_at) VALUES (?, ?, ?, ?, {}) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+    "version = excluded.version, expires_at = excluded.expires_at"
+)
+_PUT = _UPSERT.format("?")
+_PUT_LASTING = _UPSERT.format("NULL")
+_DELETE = "DELETE FROM entries WHERE namespace = ? AND key = ?"
+_TAKE_VERSIONS = "UPDATE counter SET version = version + ? WHERE id = 1 RETURNING version"
 
 
 def connect(
@@ -199,6 +208,7 @@ class _LoopConnection:
 
     def __init__(self, path: Path, turn: WriteTurn, thread: int) -> None:
         self.connection = connect(path, 0, check_same_thread=False)
+        self.cursor = self.connection.cursor()  # one for every statement: no cursor each
         self.turn = turn
         self.thread = thread
         try:
@@ -216,19 +226,19 @@ class _LoopConnection:
             return None
         try:
             try:
-                self.connection.execute("BEGIN IMMEDIATE")
+                self.cursor.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 if _busy(exc):
                     return None
                 raise
-            return _write_begun(self.connection, queued)
+            return _write_begun(self.cursor, queued)
         finally:
             self.turn.__exit__()
 
     def try_get(self, namespace: str, key: str, now: float) -> list[Any] | None:
         """The entry's rows (none or one), or None if SQLite says busy."""
         try:
-            return self.connection.execute(_GET, (namespace, key, now)).fetchall()
+            return self.cursor.execute(_GET, (namespace, key, now)).fetchall()
         except sqlite3.OperationalError as exc:
             if _busy(exc):
                 return None
@@ -328,10 +338,12 @@ class SqliteBackend:
     def _commit_on_loop(self) -> None:
         """On the loop's thread: the batch committed at once, or handed to the writer's
         thread."""
-        batch = self._loop_batch[:LOOP_MAX_BATCH]
-        del self._loop_batch[:LOOP_MAX_BATCH]
-        if self._loop_batch:
+        batch = self._loop_batch
+        if len(batch) > LOOP_MAX_BATCH:
+            batch, self._loop_batch = batch[:LOOP_MAX_BATCH], batch[LOOP_MAX_BATCH:]
             batch[0].loop.call_soon(self._commit_on_loop)
+        else:
+            self._loop_batch = []
         on_loop = self._usable_on_loop()
         outcomes: list[Commit | BaseException] | None = None
         if on_loop is not None and not self._draining:
@@ -347,7 +359,8 @@ class SqliteBackend:
             self._to_writer(batch)
             return
         self._counted(len(batch))
-        _settle_all([(item.future, outcome) for item, outcome in zip(batch, outcomes, strict=True)])
+        for item, outcome in zip(batch, outcomes, strict=True):
+            _settle(item.future, outcome)
 
     def _to_writer(self, items: list[_Queued]) -> None:
         if self._closed:  # a commit racing close(): its thread is gone
@@ -397,8 +410,9 @@ class SqliteBackend:
         with self._turn:
             # IMMEDIATE: the write lock from the start, so the checks and the writes see the
             # same data, whichever process commits next.
-            connection.execute("BEGIN IMMEDIATE")
-            return _write_begun(connection, queued)
+            cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            return _write_begun(cursor, queued)
 
     def _open_on_loop(self) -> None:
         """In the writer's thread, after a commit: the loop's connection, if it has none."""
@@ -499,7 +513,7 @@ def _busy(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
-@dataclass
+@dataclass(slots=True)
 class _Queued:
     namespace: str
     checks: Sequence[Check]
@@ -541,74 +555,65 @@ def _create_schema(connection: sqlite3.Connection) -> None:
     connection.execute("COMMIT")
 
 
-def _write_begun(
-    connection: sqlite3.Connection, queued: Sequence[_Queued]
-) -> list[Commit | BaseException]:
+def _write_begun(cursor: sqlite3.Cursor, queued: Sequence[_Queued]) -> list[Commit | BaseException]:
     """The queued commits, in the transaction just begun, then committed (or rolled back, and
     the error raised). A commit that fails (``NotAnInteger``) writes nothing and takes
     nothing from the others: each computes everything before it writes."""
-    versions = _Versions(connection)
     outcomes: list[Commit | BaseException] = []
     try:
+        # The versions of the whole transaction in one statement: one a commit that writes
+        # (one that fails leaves its number unused; versions only have to grow).
+        writing = sum(1 for item in queued if item.mutations)
+        version = 0
+        if writing:
+            (last,) = cursor.execute(_TAKE_VERSIONS, (writing,)).fetchone()
+            version = last - writing
         for item in queued:
+            if item.mutations:
+                version += 1
             try:
                 outcome: Commit | BaseException = _apply(
-                    connection, item.namespace, item.checks, item.mutations, item.now, versions
+                    cursor, item.namespace, item.checks, item.mutations, item.now, version
                 )
             except StoreError as exc:
                 outcome = exc
             outcomes.append(outcome)
-        versions.save()
-        connection.execute("COMMIT")
+        cursor.execute("COMMIT")
     except BaseException:
+        connection = cursor.connection
         if connection.in_transaction:
             connection.rollback()
         raise
     return outcomes
 
 
-class _Versions:
-    """The versions one transaction hands out: the first from the counter in the file, the
-    next counted on here and written back once, at the end (one statement per transaction,
-    not one per commit)."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-        self.last: int | None = None
-        self.unsaved = False
-
-    def take(self) -> int:
-        if self.last is None:
-            (self.last,) = self.connection.execute(
-                "UPDATE counter SET version = version + 1 WHERE id = 1 RETURNING version"
-            ).fetchone()
-        else:
-            self.last += 1
-            self.unsaved = True
-        return self.last
-
-    def save(self) -> None:
-        if self.unsaved:
-            self.connection.execute("UPDATE counter SET version = ? WHERE id = 1", (self.last,))
-
-
 def _apply(
-    connection: sqlite3.Connection,
+    cursor: sqlite3.Cursor,
     namespace: str,
     checks: Sequence[Check],
     mutations: Sequence[Mutation],
     now: float,
-    versions: _Versions,
+    version: int,
 ) -> Commit:
-    def current(key: str) -> tuple[bytes, int, float | None] | None:
-        return connection.execute(_GET, (namespace, key, now)).fetchone()
-
     for check in checks:
-        row = current(check.key)
+        row = cursor.execute(_GET, (namespace, check.key, now)).fetchone()
         if (row[1] if row is not None else None) != check.version:
             return Commit(False)
     if not mutations:
         return Commit(True)
+    if len(mutations) == 1:  # most commits: nothing to compute beforehand
+        mutation = mutations[0]
+        if mutation.kind == "set":
+            assert mutation.value is not None
+            _put(cursor, namespace, mutation.key, mutation.value, version, mutation.expires_at)
+            return Commit(True, version)
+        if mutation.kind == "delete":
+            cursor.execute(_DELETE, (namespace, mutation.key))
+            return Commit(True, version)
+        row = cursor.execute(_GET, (namespace, mutation.key, now)).fetchone()
+        value, total = incremented(row[0] if row else None, mutation.by, mutation.key)
+        _put(cursor, namespace, mutation.key, value, version, row[2] if row else None)
+        return Commit(True, version, (total,))
     # Computed in full before anything is written: a failing increment writes nothing.
     written: dict[str, tuple[bytes, float | None] | None] = {}
     sums: list[int] = []
@@ -623,26 +628,34 @@ def _apply(
             if key in written:
                 before = written[key]
             else:
-                row = current(key)
+                row = cursor.execute(_GET, (namespace, key, now)).fetchone()
                 before = None if row is None else (row[0], row[2])
             value, total = incremented(before[0] if before else None, mutation.by, key)
             written[key] = (value, before[1] if before else None)
             sums.append(total)
-    version = versions.take()
     for key, entry in written.items():
         if entry is None:
-            connection.execute(
-                "DELETE FROM entries WHERE namespace = ? AND key = ?", (namespace, key)
-            )
+            cursor.execute(_DELETE, (namespace, key))
         else:
-            connection.execute(
-                "INSERT INTO entries (namespace, key, value, version, expires_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (namespace, key) DO UPDATE SET "
-                "value = excluded.value, version = excluded.version, "
-                "expires_at = excluded.expires_at",
-                (namespace, key, entry[0], version, entry[1]),
-            )
+            _put(cursor, namespace, key, entry[0], version, entry[1])
     return Commit(True, version, tuple(sums))
+
+
+def _put(
+    cursor: sqlite3.Cursor,
+    namespace: str,
+    key: str,
+    value: bytes,
+    version: int,
+    expires_at: float | None,
+) -> None:
+    # ``bytearray`` and no None: Python's sqlite3 binds those types as they are, while a
+    # ``bytes`` or None goes through its adapter lookup first, which raises and clears an
+    # AttributeError each time (as much work as the rest of the statement's binding).
+    if expires_at is None:
+        cursor.execute(_PUT_LASTING, (namespace, key, bytearray(value), version))
+    else:
+        cursor.execute(_PUT, (namespace, key, bytearray(value), version, expires_at))
 
 
 def prefix_end(prefix: str) -> str | None:
