@@ -23,7 +23,7 @@ import asyncio
 import importlib.util
 import os
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import h11
@@ -144,7 +144,9 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
     """uvicorn's h11 request cycle, whose answer head skips h11's checks when every field
     passed them before (``_h11_checked``); any other head is uvicorn's own, errors included."""
 
-    async def send(self, message: Any) -> None:
+    def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
+        # Not a coroutine function: it hands back uvicorn's coroutine, or _sent() once the
+        # head is written, so that no answer's send costs two coroutines.
         if (
             self.response_started
             or self.disconnected
@@ -153,12 +155,12 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
             or message["type"] != "http.response.start"
             or type(message["status"]) is not int
         ):
-            return await super().send(message)
+            return _h11_send(self, message)
         headers = self.default_headers + list(message.get("headers", []))
         if CLOSE_HEADER in self.scope["headers"] and CLOSE_HEADER not in headers:
             headers.append(CLOSE_HEADER)  # a list of its own, made above
         if not _h11_checked(headers):
-            return await super().send(message)
+            return _h11_send(self, message)
         # From here, uvicorn's start of an answer.
         self.response_started = True
         self.waiting_for_100_continue = False
@@ -166,6 +168,14 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
         reason = h11_impl.STATUS_PHRASES[status]
         response = h11.Response(status_code=status, headers=headers, reason=reason, _parsed=True)
         self.transport.write(self.conn.send(event=response))
+        return _sent()
+
+
+_h11_send = h11_impl.RequestResponseCycle.send
+
+
+async def _sent() -> None:
+    """What a cycle's send hands back to await once it has sent its message itself."""
 
 
 class GuardedH11Protocol(HeadTimer, H11Protocol):
@@ -204,7 +214,8 @@ if HTTPTOOLS:
         ``HEADER_VALUE_RE``); a head with an invalid field is uvicorn's own, errors
         included."""
 
-        async def send(self, message: Any) -> None:
+        def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
+            # As GuardedH11Cycle's: uvicorn's coroutine, or _sent() once the head is written.
             if (
                 self.response_started
                 or self.disconnected
@@ -212,7 +223,7 @@ if HTTPTOOLS:
                 or self.access_log
                 or message["type"] != "http.response.start"
             ):
-                return await super().send(message)
+                return _httptools_send(self, message)
             headers = self.default_headers + list(message.get("headers", []))
             values = _values.seen
             content = []
@@ -222,20 +233,20 @@ if HTTPTOOLS:
                     lowered = _names.get(name)
                     if lowered is None:
                         if HEADER_RE.search(name):
-                            return await super().send(message)
+                            return _httptools_send(self, message)
                         lowered = name.lower()
                         if len(_names) < _NAMES_MAX:
                             _names[name] = lowered
                     if value not in values:
                         if HEADER_VALUE_RE.search(value):
-                            return await super().send(message)
+                            return _httptools_send(self, message)
                         _values.add(value)
                     if lowered in _FRAMING:
                         framing = [] if framing is None else framing
                         framing.append((lowered, value))
                     content.extend((lowered, b": ", value, b"\r\n"))
             except (TypeError, ValueError):  # not pairs, not bytes: uvicorn says what
-                return await super().send(message)
+                return _httptools_send(self, message)
             # From here, uvicorn's start of an answer, the headers checked above.
             self.response_started = True
             self.waiting_for_100_continue = False
@@ -265,6 +276,9 @@ if HTTPTOOLS:
                 content.append(b"transfer-encoding: chunked\r\n")
             content.append(b"\r\n")
             self.transport.write(b"".join(content))
+            return _sent()
+
+    _httptools_send = httptools_impl.RequestResponseCycle.send
 
     class GuardedHttpToolsProtocol(HeadTimer, HttpToolsProtocol):
         on_headers_complete = _making(HttpToolsProtocol.on_headers_complete, GuardedHttpToolsCycle)
