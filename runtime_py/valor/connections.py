@@ -10,6 +10,11 @@ nginx's ``client_header_timeout`` does.
 h11 refuses a head larger than 16 KiB (400); llhttp, under httptools, has no such limit, so
 within the time limit a client could send headers without end. The httptools protocol answers
 431 past the same size, as nginx's ``large_client_header_buffers`` does.
+
+Both protocols check an answer's header names and values as uvicorn does (h11's rules, or
+uvicorn's for httptools), but a name or value seen valid before is not checked again: the
+checks were most of the cost of each header (about 8,000 instructions on either stack, a
+regular expression call per name and per value), and an answer repeats most of its fields.
 """
 
 from __future__ import annotations
@@ -17,8 +22,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import types
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import h11
+from h11._headers import _field_name_re, _field_value_re
+from uvicorn.protocols.http import h11_impl
+from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .responses import error_message
@@ -76,9 +87,102 @@ class HeadTimer:
         raise NotImplementedError
 
 
+def _making(method: Callable[..., Any], cycle: type) -> Callable[..., Any]:
+    """A method of uvicorn's protocol that makes a ``cycle`` where uvicorn's makes its own
+    ``RequestResponseCycle`` (its module's global): the same code, other globals. Changing a
+    made cycle's class instead cost more than it saved: Python 3.11's attribute caches for
+    the object, in uvicorn's code and here, no longer held."""
+    names = {**method.__globals__, "RequestResponseCycle": cycle}
+    return types.FunctionType(
+        method.__code__, names, method.__name__, method.__defaults__, method.__closure__
+    )
+
+
+class SeenValid:
+    """Header names or values (bytes) a check passed, so that one seen before is not checked
+    again. Bounded: a full set starts again, so fields that change (a date, an id) keep their
+    check and the usual ones stay cheap."""
+
+    __slots__ = ("seen",)
+    LIMIT = 1024
+    SIZE = 256  # longer values are checked each time
+
+    def __init__(self) -> None:
+        self.seen: set[bytes] = set()
+
+    def add(self, field: bytes) -> None:
+        if len(field) <= self.SIZE:
+            if len(self.seen) >= self.LIMIT:
+                self.seen.clear()
+            self.seen.add(field)
+
+
+_h11_names = SeenValid()
+_h11_values = SeenValid()
+
+
+def _h11_checked(headers: list[Any]) -> bool:
+    """Whether h11 would accept every pair as it is (bytes, a token name, a field value):
+    then ``h11.Response`` may skip its checks (``_parsed``)."""
+    names, values = _h11_names.seen, _h11_values.seen
+    try:
+        for name, value in headers:
+            if name not in names:
+                if type(name) is not bytes or not _field_name_re.fullmatch(name):
+                    return False
+                _h11_names.add(name)
+            if value not in values:
+                if type(value) is not bytes or not _field_value_re.fullmatch(value):
+                    return False
+                _h11_values.add(value)
+    except (TypeError, ValueError):  # not pairs, or unhashable: h11 says what is wrong
+        return False
+    return True
+
+
+class GuardedH11Cycle(h11_impl.RequestResponseCycle):
+    """uvicorn's h11 request cycle, whose answer head skips h11's checks when every field
+    passed them before (``_h11_checked``); any other head is uvicorn's own, errors included."""
+
+    def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
+        # Not a coroutine function: it hands back uvicorn's coroutine, or _sent() once the
+        # head is written, so that no answer's send costs two coroutines.
+        if (
+            self.response_started
+            or self.disconnected
+            or self.flow.write_paused
+            or self.access_log
+            or message["type"] != "http.response.start"
+            or type(message["status"]) is not int
+        ):
+            return _h11_send(self, message)
+        headers = self.default_headers + list(message.get("headers", []))
+        if CLOSE_HEADER in self.scope["headers"] and CLOSE_HEADER not in headers:
+            headers.append(CLOSE_HEADER)  # a list of its own, made above
+        if not _h11_checked(headers):
+            return _h11_send(self, message)
+        # From here, uvicorn's start of an answer.
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status = message["status"]
+        reason = h11_impl.STATUS_PHRASES[status]
+        response = h11.Response(status_code=status, headers=headers, reason=reason, _parsed=True)
+        self.transport.write(self.conn.send(event=response))
+        return _sent()
+
+
+_h11_send = h11_impl.RequestResponseCycle.send
+
+
+async def _sent() -> None:
+    """What a cycle's send hands back to await once it has sent its message itself."""
+
+
 class GuardedH11Protocol(HeadTimer, H11Protocol):
+    handle_events = _making(H11Protocol.handle_events, GuardedH11Cycle)
+
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        H11Protocol.on_response_complete(self)  # named, not super(): cheaper, per request
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self._await_head()
 
@@ -91,16 +195,100 @@ HTTPTOOLS = importlib.util.find_spec("httptools") is not None
 """Whether httptools is installed (it has no wheel for some platforms, such as Pyodide)."""
 
 if HTTPTOOLS:
-    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    from uvicorn.protocols.http import httptools_impl
+    from uvicorn.protocols.http.httptools_impl import (
+        HEADER_RE,
+        HEADER_VALUE_RE,
+        STATUS_LINE,
+        HttpToolsProtocol,
+    )
+
+    _names: dict[bytes, bytes] = {}  # a name uvicorn accepts, and its lower case
+    _NAMES_MAX = 1024
+    _values = SeenValid()
+    _FRAMING = frozenset([b"content-length", b"transfer-encoding", b"connection"])
+
+    class GuardedHttpToolsCycle(httptools_impl.RequestResponseCycle):
+        """uvicorn's httptools request cycle, whose answer head checks only the names and
+        values it has not seen valid before (uvicorn's checks, ``HEADER_RE`` and
+        ``HEADER_VALUE_RE``); a head with an invalid field is uvicorn's own, errors
+        included."""
+
+        def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
+            # As GuardedH11Cycle's: uvicorn's coroutine, or _sent() once the head is written.
+            if (
+                self.response_started
+                or self.disconnected
+                or self.flow.write_paused
+                or self.access_log
+                or message["type"] != "http.response.start"
+            ):
+                return _httptools_send(self, message)
+            headers = self.default_headers + list(message.get("headers", []))
+            values = _values.seen
+            content = []
+            framing = None
+            try:
+                for name, value in headers:
+                    lowered = _names.get(name)
+                    if lowered is None:
+                        if HEADER_RE.search(name):
+                            return _httptools_send(self, message)
+                        lowered = name.lower()
+                        if len(_names) < _NAMES_MAX:
+                            _names[name] = lowered
+                    if value not in values:
+                        if HEADER_VALUE_RE.search(value):
+                            return _httptools_send(self, message)
+                        _values.add(value)
+                    if lowered in _FRAMING:
+                        framing = [] if framing is None else framing
+                        framing.append((lowered, value))
+                    content.extend((lowered, b": ", value, b"\r\n"))
+            except (TypeError, ValueError):  # not pairs, not bytes: uvicorn says what
+                return _httptools_send(self, message)
+            # From here, uvicorn's start of an answer, the headers checked above.
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            status_code = message["status"]
+            content.insert(0, STATUS_LINE[status_code])
+            has_connection_close = False
+            for name, value in framing or ():
+                if name == b"content-length" and self.chunked_encoding is None:
+                    self.expected_content_length = int(value.decode())
+                    self.chunked_encoding = False
+                elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                    self.expected_content_length = 0
+                    self.chunked_encoding = True
+                elif name == b"connection":
+                    connection = [token.lower().strip() for token in value.split(b",")]
+                    if b"close" in connection:
+                        self.keep_alive = False
+                        has_connection_close = True
+            if not self.keep_alive and not has_connection_close:
+                content.append(b"connection: close\r\n")
+            if (
+                self.chunked_encoding is None
+                and self.scope["method"] != "HEAD"
+                and status_code not in (204, 304)
+            ):
+                self.chunked_encoding = True
+                content.append(b"transfer-encoding: chunked\r\n")
+            content.append(b"\r\n")
+            self.transport.write(b"".join(content))
+            return _sent()
+
+    _httptools_send = httptools_impl.RequestResponseCycle.send
 
     class GuardedHttpToolsProtocol(HeadTimer, HttpToolsProtocol):
+        on_headers_complete = _making(HttpToolsProtocol.on_headers_complete, GuardedHttpToolsCycle)
         max_head_size = MAX_HEAD_SIZE
         # Cheap per request: no parser callback is wrapped.
         _head_scope: object = None  # the request whose head bytes _head_size counts
         _head_size = 0
 
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
+            HttpToolsProtocol.data_received(self, data)  # named, not super(): cheaper
             # uvicorn makes a request's scope when its head begins and its cycle, holding that
             # scope, when the head ends: a scope without its cycle is a head still coming.
             scope = self.scope
@@ -113,7 +301,7 @@ if HTTPTOOLS:
                     self._refuse_large_head()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
+            HttpToolsProtocol.on_response_complete(self)
             # A pipelined request whose head has come already is now self.cycle, unanswered.
             if self.cycle.response_complete and not self.transport.is_closing():
                 self._await_head()
