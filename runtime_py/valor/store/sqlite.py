@@ -45,7 +45,6 @@ from typing import Any, TypeVar
 from .backend import Check, Commit, Mutation, Record
 from .codec import incremented
 from .errors import StoreError, StoreFull, StoreUnavailable
-from .limits import MAX_SAFE_INTEGER
 
 T = TypeVar("T")
 
@@ -88,24 +87,6 @@ _PUT = _UPSERT.format("?")
 _PUT_LASTING = _UPSERT.format("NULL")
 _DELETE = "DELETE FROM entries WHERE namespace = ? AND key = ?"
 _TAKE_VERSIONS = "UPDATE counter SET version = version + ? WHERE id = 1 RETURNING version"
-_BODY = "CAST(substr(value, 2) AS TEXT)"  # an integer's digits, after its tag
-_INCREMENT = (
-    # A lone increment in one statement: the sum computed by SQLite, where the value is
-    # certainly a lasting integer that ``incremented`` would accept and the sum within range.
-    # Otherwise nothing is written and no row returned, and ``_apply`` takes the long way
-    # (which computes the same, or raises ``NotAnInteger``). Integers are at most 17 digits
-    # (``MAX_SAFE_INTEGER`` has 16), so SQLite's 64-bit arithmetic is exact.
-    "INSERT INTO entries (namespace, key, value, version, expires_at) "
-    "VALUES (?1, ?2, CAST('j' || ?3 AS BLOB), ?4, NULL) "
-    "ON CONFLICT (namespace, key) DO UPDATE SET "
-    "value = CAST('j' || (CAST(substr(value, 2) AS INTEGER) + ?3) AS BLOB), "
-    "version = excluded.version "
-    "WHERE expires_at IS NULL AND substr(value, 1, 1) = x'6a' AND length(value) <= 18 "
-    f"AND ({_BODY} GLOB '[0-9]*' OR {_BODY} GLOB '-[0-9]*') "
-    f"AND substr({_BODY}, 2) NOT GLOB '*[^0-9]*' "
-    f"AND abs(CAST(substr(value, 2) AS INTEGER) + ?3) <= {MAX_SAFE_INTEGER} "
-    "RETURNING value"
-)
 
 
 def connect(
@@ -629,9 +610,6 @@ def _apply(
         if mutation.kind == "delete":
             cursor.execute(_DELETE, (namespace, mutation.key))
             return Commit(True, version)
-        row = cursor.execute(_INCREMENT, (namespace, mutation.key, mutation.by, version)).fetchone()
-        if row is not None:
-            return Commit(True, version, (int(row[0][1:]),))
         row = cursor.execute(_GET, (namespace, mutation.key, now)).fetchone()
         value, total = incremented(row[0] if row else None, mutation.by, mutation.key)
         _put(cursor, namespace, mutation.key, value, version, row[2] if row else None)
