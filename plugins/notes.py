@@ -15,7 +15,8 @@ def on_create(ctx):
 
 @vlugin
 async def on_request(ctx, req):
-    await _seed(ctx)
+    if not ctx.state.seeded:
+        await _seed(ctx)
     parts = [part for part in req.path.split("/") if part]
     if not parts:
         if req.method == "GET":
@@ -46,8 +47,6 @@ async def on_request(ctx, req):
 
 async def _seed(ctx):
     """Add the configured first notes once per store: whichever worker comes first does."""
-    if ctx.state.seeded:
-        return
     seed = ctx.config.get("seed", [])
     batch = ctx.store.atomic().check("next-id", None).set("next-id", len(seed))
     for note_id, text in enumerate(seed, start=1):
