@@ -91,7 +91,8 @@ def incremented(encoded: bytes | None, by: int, key: str) -> tuple[bytes, int]:
     current = 0
     if encoded is not None:
         body = encoded[1:]
-        if encoded[:1] != JSON_TAG or not body.lstrip(b"-").isdigit():
+        digits = body[1:] if body[:1] == b"-" else body
+        if encoded[:1] != JSON_TAG or not digits.isdigit():
             raise NotAnInteger(f"cannot increment store key {key!r}: its value is not an integer")
         current = int(body)
     total = current + by
