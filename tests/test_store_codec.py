@@ -9,7 +9,7 @@ from valor.store import NotAnInteger
 from valor.store.codec import encode_integer, incremented
 
 
-@pytest.mark.parametrize("body", [b"--5", b"-", b"", b"1.5", b"+5", b" 5", b"5-", b"\"5\""])
+@pytest.mark.parametrize("body", [b"--5", b"-", b"", b"1.5", b"+5", b" 5", b"5-", b'"5"'])
 def test_a_stored_value_that_is_not_an_integer_is_not_incremented(body: bytes) -> None:
     with pytest.raises(NotAnInteger, match="'hits'"):
         incremented(b"j" + body, 1, "hits")
