@@ -36,6 +36,7 @@ import functools
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -129,19 +130,36 @@ class _Connection:
 
     def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self.connection is None:
-            connection = connect(self.path)
-            try:
-                self.setup(connection)
-            except BaseException:
-                connection.close()
-                raise
-            self.connection = connection
+            self.connection = self._open()
         try:
             return work(self.connection)
         except sqlite3.Error:
             # Start again from a new connection next time (the file may be back, or writable).
             self._drop()
             raise
+
+    def _open(self) -> sqlite3.Connection:
+        # Processes opening a new file at once (`valor serve --workers 4`'s first requests)
+        # race to switch it to WAL and create the schema, and SQLite may say busy at once,
+        # without its busy timeout, where waiting could deadlock: one POST in a thousand was
+        # answered 503. Opening is tried again until the timeout; nothing is written before.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            connection = None
+            try:
+                connection = connect(self.path)
+                self.setup(connection)
+                return connection
+            except sqlite3.OperationalError as exc:
+                if connection is not None:
+                    connection.close()
+                if not _busy(exc) or time.monotonic() >= deadline:
+                    raise
+            except BaseException:
+                if connection is not None:
+                    connection.close()
+                raise
+            time.sleep(0.005)
 
     def _drop(self) -> None:
         connection, self.connection = self.connection, None
