@@ -101,6 +101,9 @@ class Store:
                 loop = None
         self._loop = loop
         self.sync = SyncStore(self)
+        # A backend may answer a get with the value decoded (IndexedDB does, in the event
+        # that answers the read): no record made, nothing left to do once resumed.
+        self._get_value = getattr(backend, "get_value", None)
 
     @property
     def description(self) -> str:
@@ -116,6 +119,8 @@ class Store:
 
     async def get(self, key: str) -> Any:
         """The value of ``key``, or None if it has none (or it expired)."""
+        if self._get_value is not None:
+            return await self._get_value(self.namespace, check_key(key), self.clock())
         record = await self.backend.get(self.namespace, check_key(key), self.clock())
         return None if record is None else codec.decode(record.value)
 
