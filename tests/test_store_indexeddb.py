@@ -1,7 +1,7 @@
 """The IndexedDB backend's future (``_Answer``), in CPython: the waiting task resumes inside the
 call that answers it when no task is running (as in an IndexedDB event handler), through
-``call_soon`` when one is, and a cancelled wait ends the task's wait at once. The backend
-itself runs in Chromium: tests/browser/test_store.py."""
+``call_soon`` when one is, and a cancelled wait ends the task's wait at once; a read's answer,
+decoded or not. The backend itself runs in Chromium: tests/browser/test_store.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import asyncio
 
 import pytest
 
-from valor.store.indexeddb import _Answer
+from valor.store.backend import Record
+from valor.store.indexeddb import TABS, IndexedDBBackend, _Answer
 
 pytestmark = [pytest.mark.timeout(30)]
 
@@ -83,3 +84,47 @@ def test_an_exception_reaches_the_waiter_and_a_cancelled_wait_ends_at_once() -> 
 
 async def _wait(answer: _Answer) -> object:
     return await answer
+
+
+def test_a_read_answers_the_value_decoded_or_the_record() -> None:
+    """``get_value`` (``Store.get``) is answered with the value decoded in the answering call,
+    ``get`` (``get_entry``) with the record; an expired entry reads as none, and a value the
+    codec did not write reaches the reader as its error instead of leaving it waiting."""
+
+    async def main() -> None:
+        backend = IndexedDBBackend("test")
+        backend._buffer = memoryview(bytearray(64))
+        backend._buffer[:9] = b'j{"a":[1]'
+        backend._buffer[9:10] = b"}"
+        backend._db = object()  # open: the helper below takes the reads
+        backend._helper = started = _Started()
+        decoded = backend.get_value("ns", "k", 100.0)
+        record = backend.get("ns", "k", 100.0)
+        expired = backend.get_value("ns", "k", 100.0)
+        missing = backend.get_value("ns", "k", 100.0)
+        corrupt = backend.get_value("ns", "k", 100.0)
+        assert [number for _, _, _, number in started.reads] == [1, 2, 3, 4, 5]
+        backend._done(1, 10, 1234, 5, None)
+        backend._done(2, 10, 1234, 5, 200.0)
+        backend._done(3, 10, 1234, 5, 100.0)
+        backend._done(4)
+        backend._buffer[:1] = b"x"
+        backend._done(5, 10, 1234, 5, None)
+        assert await decoded == {"a": [1]}
+        assert await record == Record("k", b'j{"a":[1]}', 1234 * TABS + 5, 200.0)
+        assert await expired is None and await missing is None
+        with pytest.raises(ValueError, match="not a store value"):
+            await corrupt
+        assert backend._seen == 1234 * TABS + 5 and not backend._waiting
+
+    asyncio.run(main())
+
+
+class _Started:
+    """The JavaScript helper's ``get``, noting the reads started."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[object, str, str, int]] = []
+
+    def get(self, db: object, namespace: str, key: str, number: int) -> None:
+        self.reads.append((db, namespace, key, number))

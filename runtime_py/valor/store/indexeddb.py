@@ -42,6 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .backend import Check, Commit, Mutation, Record, planned_writes
+from .codec import decode
 from .errors import NotAnInteger, StoreFull, StoreUnavailable
 from .limits import MAX_VALUE_BYTES
 
@@ -230,23 +231,32 @@ class IndexedDBBackend:
     # -- the protocol ---------------------------------------------------------------------------
 
     def get(self, namespace: str, key: str, now: float) -> Awaitable[Record | None]:
-        # Not a coroutine: with the database open, the caller awaits the answer itself (one
-        # frame less to make, resume and unwind, a measurable share of a quick read).
+        return self.get_value(namespace, key, now, decoded=False)
+
+    def get_value(
+        self, namespace: str, key: str, now: float, *, decoded: bool = True
+    ) -> Awaitable[Any]:
+        """``key``'s value decoded (``Store.get``), or None; its ``Record`` when not
+        ``decoded`` (``get``). The value is decoded in the event that answers the read: no
+        record made, no step of the caller's left to decode it once resumed.
+
+        Not a coroutine: with the database open, the caller awaits the answer itself (one
+        frame less to make, resume and unwind, a measurable share of a quick read)."""
         db = self._db
         if db is None:
-            return self._get_opening(namespace, key, now)
+            return self._get_opening(namespace, key, now, decoded)
         self._last = number = self._last + 1
         read = self._waiting[number] = _Read()
-        read.key, read.now = key, now
+        read.key, read.now, read.decoded = key, now, decoded
         try:
             (self._helper or self._js()).get(db, namespace, key, number)
         except JsException as exc:
             self._lost(db, number, exc)
         return read
 
-    async def _get_opening(self, namespace: str, key: str, now: float) -> Record | None:
+    async def _get_opening(self, namespace: str, key: str, now: float, decoded: bool) -> Any:
         await self._database()
-        return await self.get(namespace, key, now)
+        return await self.get_value(namespace, key, now, decoded=decoded)
 
     async def list(
         self, namespace: str, prefix: str, start_after: str | None, limit: int, now: float
@@ -398,7 +408,15 @@ class IndexedDBBackend:
             version = tick if connection is None else tick * TABS + connection
             if version > self._seen:
                 self._seen = version
-            operation.answer(Record(operation.key, data, version, expires))
+            if not operation.decoded:
+                operation.answer(Record(operation.key, data, version, expires))
+                return
+            try:
+                decoded = decode(data)
+            except Exception as exc:  # not a value the codec wrote: the reader hears of it
+                operation.answer(None, exc)
+                return
+            operation.answer(decoded)
         elif operation is not None:
             operation.answer(operation.commit, operation.failure)
 
@@ -580,10 +598,12 @@ class _Answer(asyncio.Future):  # type: ignore[type-arg]
 
 
 class _Read(_Answer):
-    """A ``get`` under way: which key, and the clock that decides expiry."""
+    """A ``get`` under way: which key, the clock that decides expiry, and whether it answers
+    the decoded value or the record."""
 
-    __slots__ = ("key", "now")
+    __slots__ = ("decoded", "key", "now")
 
+    decoded: bool
     key: str
     now: float
 
