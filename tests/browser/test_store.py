@@ -35,6 +35,7 @@ from tests.parity.store_table import STORE_MANIFEST, compare_store_cases
 from tests.servers import MANIFEST, ROOT, http_send, valor_server
 from tests.test_store import CASES
 from valor.build import build, serve
+from valor.store.indexeddb import DATABASE_VERSION
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -112,6 +113,7 @@ NAMES += [
     "expired_entries_are_removed",
     "writes_from_two_connections_get_distinct_versions",
     "a_transaction_does_not_outlive_an_await",
+    "entries_of_version_1_are_moved_to_their_keys",
 ]
 
 
@@ -315,10 +317,10 @@ def test_a_full_quota_answers_507_naming_the_store_and_recovers(
         context.close()
 
 
-UPGRADE_ELSEWHERE = """async (name) => {
+UPGRADE_ELSEWHERE = """async ([name, version]) => {
   // What a newer build's schema would do: open the site's database at a higher version.
   await new Promise((resolve, reject) => {
-    const request = indexedDB.open(name, 2);
+    const request = indexedDB.open(name, version);
     request.onsuccess = () => { request.result.close(); resolve(); };
     request.onerror = () => reject(request.error);
   });
@@ -341,7 +343,7 @@ def test_a_store_out_of_reach_answers_503_naming_it_and_recovers(
         add_note(page, store_site, "first")
         # The tab's connection lets go when the database is upgraded elsewhere; its own
         # version is then refused: the store cannot be opened by this build.
-        page.evaluate(UPGRADE_ELSEWHERE, "valor-store:/")
+        page.evaluate(UPGRADE_ELSEWHERE, ["valor-store:/", DATABASE_VERSION + 1])
         refused = fetch(page, url + "notes")
         assert refused.status == 503, refused.body
         error = refused.json()

@@ -12,6 +12,7 @@ import uuid
 
 import store_table
 from js import Object, indexedDB
+from pyodide.code import run_js
 from pyodide.ffi import JsException, create_once_callable, to_js
 
 from valor import HTTPError, vlugin
@@ -108,7 +109,7 @@ async def case_entries_written_before_clock_versions_are_read_and_outgrown(opene
     written = asyncio.get_running_loop().create_future()
     transaction = db.transaction("entries", "readwrite")
     entry = to_js({"k": "n", "v": b"j41", "n": 7, "e": None}, dict_converter=Object.fromEntries)
-    transaction.objectStore("entries").put(entry, to_js(["earlier", b"n"]))
+    transaction.objectStore("entries").put(entry, to_js(b"earlier\xffn"))
     transaction.oncomplete = create_once_callable(lambda event: written.set_result(None))
     await written
     old = await store.get_entry("n")
@@ -119,6 +120,54 @@ async def case_entries_written_before_clock_versions_are_read_and_outgrown(opene
     assert await store.increment("n") == 42
     assert (await store.get_entry("n")).version > old.version
     assert not (await store.atomic().check("n", old.version).set("n", 0).commit()).ok
+
+
+# A database as version 1 of the backend left it: entries keyed [namespace, key in UTF-8].
+VERSION_1 = run_js(
+    """(name, entries) => new Promise((resolve, reject) => {
+  const request = indexedDB.open(name, 1);
+  request.onupgradeneeded = () => {
+    request.result.createObjectStore("entries").createIndex("expiry", "e");
+    request.result.createObjectStore("meta");
+  };
+  request.onerror = () => reject(request.error);
+  request.onsuccess = () => {
+    const db = request.result;
+    const transaction = db.transaction("entries", "readwrite");
+    const encoder = new TextEncoder();
+    for (const [namespace, key, json, tick, connection, expires] of entries) {
+      const value = {k: key, v: encoder.encode("j" + json), n: tick, c: connection, e: expires};
+      transaction.objectStore("entries").put(value, [namespace, encoder.encode(key)]);
+    }
+    transaction.oncomplete = () => { db.close(); resolve(); };
+    transaction.onabort = () => reject(transaction.error);
+  };
+})"""
+)
+
+
+async def case_entries_of_version_1_are_moved_to_their_keys(opened):
+    """A database version 1 wrote (keys ``[namespace, key]``) is upgraded on opening: every
+    entry is read, listed in code-point order and written under its key, as before."""
+    undefined = None
+    entries = [
+        ["old", "a", "1", 5, 3, undefined],
+        ["old", "\U0001f600", '"smile"', 6, 3, undefined],
+        ["old", "\uffff", '"last BMP"', 7, 3, undefined],
+        ["old", "gone", "0", 8, 3, 1.0],  # expired long ago
+        ["oldish", "b", "2", 9, undefined, undefined],  # from before clock versions
+    ]
+    await VERSION_1(opened.backend.name, to_js(entries))
+    store, other = opened.store("old"), opened.store("oldish")
+    assert await store.get("a") == 1 and await store.get("gone") is None
+    assert (await store.get_entry("a")).version == f"{5 * 10_000 + 3:020d}"
+    assert (await other.get_entry("b")).version == f"{9:020d}"
+    listed = [(e.key, e.value) for e in (await store.list()).entries]
+    assert listed == [("a", 1), ("\uffff", "last BMP"), ("\U0001f600", "smile")], listed
+    assert [e.key for e in (await store.list("\uffff")).entries] == ["\uffff"]
+    assert [e.key for e in (await other.list()).entries] == ["b"]
+    assert await store.increment("a") == 2 and await other.increment("b") == 3
+    assert await _count(opened.backend, "entries") == 5  # moved, not copied
 
 
 async def case_a_transaction_does_not_outlive_an_await(opened):
@@ -138,6 +187,9 @@ async def case_a_transaction_does_not_outlive_an_await(opened):
 
 BROWSER_CASES = {
     "a_transaction_does_not_outlive_an_await": case_a_transaction_does_not_outlive_an_await,
+    "entries_of_version_1_are_moved_to_their_keys": (
+        case_entries_of_version_1_are_moved_to_their_keys
+    ),
     "entries_written_before_clock_versions_are_read_and_outgrown": (
         case_entries_written_before_clock_versions_are_read_and_outgrown
     ),
