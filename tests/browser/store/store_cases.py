@@ -166,8 +166,8 @@ async def case_entries_of_version_1_are_moved_to_their_keys(opened):
     assert listed == [("a", 1), ("\uffff", "last BMP"), ("\U0001f600", "smile")], listed
     assert [e.key for e in (await store.list("\uffff")).entries] == ["\uffff"]
     assert [e.key for e in (await other.list()).entries] == ["b"]
-    assert await store.increment("a") == 2 and await other.increment("b") == 3
     assert await _count(opened.backend, "entries") == 5  # moved, not copied
+    assert await store.increment("a") == 2 and await other.increment("b") == 3
 
 
 async def case_a_transaction_does_not_outlive_an_await(opened):
