@@ -114,6 +114,7 @@ NAMES += [
     "writes_from_two_connections_get_distinct_versions",
     "a_transaction_does_not_outlive_an_await",
     "entries_of_version_1_are_moved_to_their_keys",
+    "a_batch_reads_more_than_its_buffer_holds",
 ]
 
 

@@ -79,13 +79,15 @@ READ = (ENTRIES,)
 
 # The helper: transport only. An entry is ``{k: key, v: value (Uint8Array), n: tick, c:
 # connection, e: expires_at}`` (``c`` undefined in entries written before versions came from
-# clocks: ``n`` was the version). ``get`` reads one entry and calls ``done(id, value, tick,
-# connection, expires)``, the value's length in place of the value when it is in the buffer.
-# ``commit`` writes the one entry given with the call (``name``;
-# ``value`` undefined: removed), or else reads the entries named (keys joined by NUL, which no
-# key holds) and calls ``plan(id, found)`` in the transaction (``found``: value, tick,
-# connection, expires for each name, in order; right away when nothing is read), which writes
-# through ``put`` and ``remove`` and answers 1 (written), 0 (nothing written) or -1 (abort).
+# clocks: ``n`` was the version). Values cross in Python's buffer: given by their length, their
+# bytes in the buffer (the value itself when it does not fit). ``get`` reads one entry and
+# calls ``done(id, value, tick, connection, expires)``. ``commit`` writes the one entry given
+# with the call (``name``; ``value`` undefined: removed), or else reads the entries named (keys
+# joined by NUL, which no key holds) and calls ``plan(id, found)`` in the transaction
+# (``found``: value, tick, connection, expires for each name, in order, the values one after
+# another in the buffer; right away when nothing is read), which writes through ``put`` (its
+# value at the buffer's start) and ``remove`` and answers 1 (written), 0 (nothing written) or
+# -1 (abort).
 # Then it removes up to ``sweep`` expired entries, and calls ``done(id)`` once the transaction
 # has committed. ``connection`` takes the next connection number. Failures call
 # ``failed(id, name, message)``.
@@ -130,6 +132,10 @@ _HELPER = """(done, plan, failed, buffer, module) => {
     }
     return made;
   };
+  // A value to write, given by its length: its bytes, copied out of the buffer's start (a
+  // copy of its own: a view of the heap would have IndexedDB keep the whole heap).
+  const given = (value) =>
+    typeof value === "number" ? module.HEAPU8.slice(address, address + value) : value;
   const refuse = (id, error, what) =>
     failed(id, error ? error.name : "", error ? error.message : what);
   let writing = null;  // the entries store and namespace of the commit being planned
@@ -177,7 +183,7 @@ _HELPER = """(done, plan, failed, buffer, module) => {
       };
       if (name !== undefined) {  // the one write, planned before the call
         if (value === undefined) entries.delete(key(namespace, name));
-        else entries.put({k: name, v: value, n: tick, c: connection, e: expires},
+        else entries.put({k: name, v: given(value), n: tick, c: connection, e: expires},
                          key(namespace, name));
         written();
       } else if (!names) {
@@ -188,10 +194,21 @@ _HELPER = """(done, plan, failed, buffer, module) => {
         // Requests succeed in the order they were made: once the last one has, all have.
         reads[reads.length - 1].onsuccess = () => {
           const found = [];
+          let offset = 0;
           for (const read of reads) {
             const value = read.result;
-            if (value === undefined) found.push(undefined, 0, undefined, undefined);
-            else found.push(value.v, value.n, value.c, value.e);
+            if (value === undefined) {
+              found.push(undefined, 0, undefined, undefined);
+              continue;
+            }
+            const bytes = value.v;
+            if (offset + bytes.length <= capacity) {
+              module.HEAPU8.set(bytes, address + offset);
+              offset += bytes.length;
+              found.push(bytes.length, value.n, value.c, value.e);
+            } else {
+              found.push(bytes, value.n, value.c, value.e);
+            }
           }
           write(found);
         };
@@ -200,7 +217,7 @@ _HELPER = """(done, plan, failed, buffer, module) => {
     put(name, value, tick, connection, expires) {
       // An entry that never expires has ``e`` undefined, which is not a key: it is left out
       // of the expiry index.
-      writing[0].put({k: name, v: value, n: tick, c: connection, e: expires},
+      writing[0].put({k: name, v: given(value), n: tick, c: connection, e: expires},
                      key(writing[1], name));
     },
     remove(name) {
@@ -375,7 +392,8 @@ class IndexedDBBackend:
                     given = (key, None)
                 else:
                     tick, connection = divmod(record.version, TABS)
-                    given = (key, to_js(record.value), tick, connection, record.expires_at)
+                    value = _handed(record.value, self._buffer)
+                    given = (key, value, tick, connection, record.expires_at)
         try:
             (self._helper or self._js()).commit(
                 db, namespace, number, planned.names, now, sweep, *given
@@ -464,7 +482,7 @@ class IndexedDBBackend:
         planned = self._waiting.get(number)
         if not isinstance(planned, _Planned):
             return -1
-        return planned.plan(self._js(), found)
+        return planned.plan(self._js(), found, self._buffer)
 
     def _failed(self, number: int, name: str, message: str) -> None:
         operation = self._waiting.pop(number, None)
@@ -697,14 +715,14 @@ class _Planned(_Answer):
         self.commit = Commit(True, version, sums)
         return self.written
 
-    def plan(self, helper: _Helper, found: Any) -> int:
-        """Check, compute and write (through ``helper``): 1 when written, 0 when nothing is
-        to be written, -1 to abort (``failure`` says why)."""
+    def plan(self, helper: _Helper, found: Any, buffer: memoryview) -> int:
+        """Check, compute and write (through ``helper``, the values crossing in ``buffer``): 1
+        when written, 0 when nothing is to be written, -1 to abort (``failure`` says why)."""
         try:
             if not self.keys:
-                self._write(helper, self.written)
+                self._write(helper, self.written, buffer)
                 return 1
-            current, newest = self._current(found)
+            current, newest = self._current(found, buffer)
             for check in self.checks:
                 record = current[check.key]
                 if (record.version if record is not None else None) != check.version:
@@ -718,7 +736,7 @@ class _Planned(_Answer):
             except NotAnInteger as exc:
                 self.failure = exc  # nothing written; raised once the transaction ends
                 return 0
-            self._write(helper, written)
+            self._write(helper, written, buffer)
             self.commit = Commit(True, version, sums)
             return 1
         except Exception as exc:
@@ -726,30 +744,50 @@ class _Planned(_Answer):
             return -1
 
     @staticmethod
-    def _write(helper: _Helper, written: dict[str, Record | None]) -> None:
+    def _write(helper: _Helper, written: dict[str, Record | None], buffer: memoryview) -> None:
         for key, record in written.items():
             if record is None:
                 helper.remove(key)
             else:
                 tick, connection = divmod(record.version, TABS)
-                helper.put(key, to_js(record.value), tick, connection, record.expires_at)
+                value = _handed(record.value, buffer)
+                helper.put(key, value, tick, connection, record.expires_at)
 
-    def _current(self, found: Any) -> tuple[dict[str, Record | None], int]:
+    def _current(self, found: Any, buffer: memoryview) -> tuple[dict[str, Record | None], int]:
         """The live entries read, and the greatest version read (of any entry)."""
-        values = found.to_py(depth=1)  # the list only: each value stays a Uint8Array
+        values = found.to_py(depth=1)  # the list only: a value too big stays a Uint8Array
         current: dict[str, Record | None] = {}
         newest = 0
+        offset = 0  # where the next value's bytes are in the buffer
         for index, key in enumerate(self.keys):
             value, tick, connection, expires = values[4 * index : 4 * index + 4]
             version = tick if connection is None else tick * TABS + connection
             newest = max(newest, version)
-            live = value is not None and (expires is None or expires > self.now)
-            current[key] = Record(key, value.to_bytes(), version, expires) if live else None
+            if value is None or (expires is not None and expires <= self.now):
+                current[key] = None
+            elif type(value) is int:  # its length, its bytes the next in the buffer
+                current[key] = Record(
+                    key, buffer[offset : offset + value].tobytes(), version, expires
+                )
+            else:
+                current[key] = Record(key, value.to_bytes(), version, expires)
+            if type(value) is int:
+                offset += value
         return current, newest
 
 
 def _nothing(key: str) -> None:
     return None
+
+
+def _handed(value: bytes, buffer: memoryview) -> Any:
+    """``value`` for the helper to write: copied to the buffer's start and given by its length
+    (no ``to_js``, no Uint8Array made from Python), or itself when it does not fit."""
+    size = len(value)
+    if size > len(buffer):
+        return to_js(value)
+    buffer[:size] = value
+    return size
 
 
 # -- helpers -----------------------------------------------------------------------------------

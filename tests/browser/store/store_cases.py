@@ -170,6 +170,22 @@ async def case_entries_of_version_1_are_moved_to_their_keys(opened):
     assert await store.increment("a") == 2 and await other.increment("b") == 3
 
 
+async def case_a_batch_reads_more_than_its_buffer_holds(opened):
+    """A batch's reads cross to Python one after another in the backend's buffer (64 KiB), and
+    one that no longer fits comes as it is: the entries read after it are still read right."""
+    store = opened.store("big")
+    first = await store.set("first", "a" * 40_000)
+    second = await store.set("second", "b" * 40_000)
+    await store.set("n", 1)
+    batch = store.atomic().check("first", first).check("second", second).increment("n", 2)
+    done = await batch.set("third", "c" * 40_000).commit()
+    assert done.ok, done
+    assert await store.get("n") == 3 and await store.get("third") == "c" * 40_000
+    assert [await store.get(key) for key in ("first", "second")] == ["a" * 40_000, "b" * 40_000]
+    assert not (await store.atomic().check("second", first).increment("n").commit()).ok
+    assert await store.get("n") == 3
+
+
 async def case_a_transaction_does_not_outlive_an_await(opened):
     """Why a commit issues its requests from IndexedDB's own event handlers: once Python
     awaits (here one event-loop turn), its transaction has committed and takes no request."""
@@ -186,6 +202,7 @@ async def case_a_transaction_does_not_outlive_an_await(opened):
 
 
 BROWSER_CASES = {
+    "a_batch_reads_more_than_its_buffer_holds": case_a_batch_reads_more_than_its_buffer_holds,
     "a_transaction_does_not_outlive_an_await": case_a_transaction_does_not_outlive_an_await,
     "entries_of_version_1_are_moved_to_their_keys": (
         case_entries_of_version_1_are_moved_to_their_keys
