@@ -365,7 +365,17 @@ class IndexedDBBackend:
         self._transaction(db, READ, "readonly", read, listed)
         return await listed
 
-    async def commit(
+    def commit(
+        self, namespace: str, checks: Sequence[Check], mutations: Sequence[Mutation], now: float
+    ) -> Awaitable[Commit]:
+        # Not a coroutine once the database is open and this connection has its number: the
+        # caller awaits the answer itself, as a get's.
+        db = self._db
+        if db is None or self._connection < 0 or not (checks or mutations):
+            return self._commit_opening(namespace, checks, mutations, now)
+        return self._start(db, namespace, checks, mutations, now)
+
+    async def _commit_opening(
         self, namespace: str, checks: Sequence[Check], mutations: Sequence[Mutation], now: float
     ) -> Commit:
         if not checks and not mutations:
@@ -374,6 +384,17 @@ class IndexedDBBackend:
         while self._connection < 0:
             await self._number(db)
             db = self._db if self._db is not None else await self._database()
+        return await self._start(db, namespace, checks, mutations, now)
+
+    def _start(
+        self,
+        db: Any,
+        namespace: str,
+        checks: Sequence[Check],
+        mutations: Sequence[Mutation],
+        now: float,
+    ) -> _Planned:
+        """Start a commit's transaction; the commit is the answer."""
         sweep = 0
         if mutations and now >= self._next_sweep:
             self._next_sweep = now + SWEEP_EVERY
@@ -400,7 +421,7 @@ class IndexedDBBackend:
             )
         except JsException as exc:
             self._lost(db, number, exc)
-        return await planned
+        return planned
 
     def _version(self, floor: int = 0) -> int:
         """A new version: greater than ``floor`` and than every version this backend handed
