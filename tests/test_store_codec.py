@@ -1,11 +1,11 @@
 """``valor.store.codec``: what an increment makes of stored values that are not integers,
-as a database file edited by hand may hold."""
+as a database file edited by hand may hold; values decoded from a view."""
 
 from __future__ import annotations
 
 import pytest
 
-from valor.store import NotAnInteger
+from valor.store import NotAnInteger, codec
 from valor.store.codec import encode_integer, incremented
 
 
@@ -19,3 +19,18 @@ def test_integers_and_an_absent_value_add_up() -> None:
     assert incremented(None, 3, "hits") == (encode_integer(3), 3)
     assert incremented(b"j-5", 2, "hits") == (encode_integer(-3), -3)
     assert incremented(b"j41", 1, "hits") == (b"j42", 42)
+
+
+@pytest.mark.parametrize(
+    "encoded",
+    [
+        codec.encode({"text": "é😀", "n": [1, 2.5, None]}, "k"),
+        codec.encode(b"\x00\xff", "k"),
+        b'j {"a": 1} ',  # not encode's compact text: the long way
+        b'j"\xed\xa0\x80"',  # a lone surrogate, as JavaScript may have written it
+    ],
+)
+def test_a_value_decodes_the_same_from_a_view(encoded: bytes) -> None:
+    view = memoryview(bytearray(encoded) + b"after")[: len(encoded)]
+    assert codec.decode(view) == codec.decode(encoded)
+    assert type(codec.decode(view)) is type(codec.decode(encoded))

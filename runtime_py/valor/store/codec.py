@@ -64,13 +64,15 @@ def encode(value: Any, key: str) -> bytes:
 _scan = json.JSONDecoder().scan_once
 
 
-def decode(encoded: bytes) -> Any:
+def decode(encoded: bytes | memoryview) -> Any:
+    """``encode``'s value back; ``encoded`` may be a view (the browser's store decodes from
+    the buffer its reads are copied into, with no copy of its own first)."""
     tag, body = encoded[:1], encoded[1:]
     if tag == JSON_TAG:
         # ``encode``'s compact text, read by the parser's scanner at once: ``json.loads`` goes
         # through four Python-level calls first, a measurable share of a quick read (the
         # browser's store). Anything else (whitespace around it) takes the long way.
-        text = body.decode("utf-8", "surrogatepass")
+        text = str(body, "utf-8", "surrogatepass")
         try:
             value, end = _scan(text, 0)
         except StopIteration:
@@ -78,7 +80,7 @@ def decode(encoded: bytes) -> Any:
         return value if end == len(text) else json.loads(text)
     if tag == BYTES_TAG:
         return bytes(body)
-    raise ValueError(f"not a store value (tag {tag!r})")
+    raise ValueError(f"not a store value (tag {bytes(tag)!r})")
 
 
 def encode_integer(number: int) -> bytes:
