@@ -113,7 +113,7 @@ def test_a_read_answers_the_value_decoded_or_the_record() -> None:
         assert await decoded == {"a": [1]}
         assert await record == Record("k", b'j{"a":[1]}', 1234 * TABS + 5, 200.0)
         assert await expired is None and await missing is None
-        with pytest.raises(ValueError, match="not a store value"):
+        with pytest.raises(ValueError, match=r"not a store value \(tag b'x'\)"):
             await corrupt
         assert backend._seen == 1234 * TABS + 5 and not backend._waiting
 

@@ -482,13 +482,14 @@ class IndexedDBBackend:
             if value is None or (expires is not None and expires <= operation.now):
                 operation.answer(None)
                 return
-            # The value's length when the helper copied it into the buffer, else its bytes.
-            data = self._buffer[:value].tobytes() if type(value) is int else value.to_bytes()
+            # The value's length when the helper copied it into the buffer (decoded from there,
+            # no copy first), else its bytes.
+            data = self._buffer[:value] if type(value) is int else value.to_bytes()
             version = tick if connection is None else tick * TABS + connection
             if version > self._seen:
                 self._seen = version
             if not operation.decoded:
-                operation.answer(Record(operation.key, data, version, expires))
+                operation.answer(Record(operation.key, bytes(data), version, expires))
                 return
             try:
                 decoded = decode(data)
