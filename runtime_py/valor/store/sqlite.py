@@ -39,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,7 +86,10 @@ _UPSERT = (
 _PUT = _UPSERT.format("?")
 _PUT_LASTING = _UPSERT.format("NULL")
 _DELETE = "DELETE FROM entries WHERE namespace = ? AND key = ?"
-_TAKE_VERSIONS = "UPDATE counter SET version = version + ? WHERE id = 1 RETURNING version"
+# Two statements, not one with RETURNING: SQLite keeps returned rows in a temporary b-tree
+# it opens, zeroes pages for and closes each time, more work than a second statement.
+_TAKE_VERSIONS = "UPDATE counter SET version = version + ? WHERE id = 1"
+_LAST_VERSION = "SELECT version FROM counter WHERE id = 1"
 
 
 def connect(
@@ -329,17 +331,23 @@ class SqliteBackend:
     async def commit(
         self, namespace: str, checks: Sequence[Check], mutations: Sequence[Mutation], now: float
     ) -> Commit:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Commit] = loop.create_future()
-        item = _Queued(namespace, checks, mutations, now, future, loop)
+        future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
+        item = (namespace, checks, mutations, now, future)
         self._now = now
+        on_loop = self._on_loop
         # Not while the writer's thread has commits queued: this one would overtake them,
         # and take the turn between its batches.
-        if not self._draining and self._usable_on_loop() is not None and _short(checks, mutations):
+        if (
+            on_loop is not None
+            and not self._draining
+            and on_loop.thread == threading.get_ident()
+            and _short(checks, mutations)
+        ):
             # Committed once the tasks ready now have run, with the commits they make.
-            self._loop_batch.append(item)
-            if len(self._loop_batch) == 1:
-                loop.call_soon(self._commit_on_loop)
+            batch = self._loop_batch
+            batch.append(item)
+            if len(batch) == 1:
+                future.get_loop().call_soon(self._commit_on_loop)
         else:
             if self._loop_thread is None:
                 self._loop_thread = threading.get_ident()
@@ -359,7 +367,7 @@ class SqliteBackend:
         batch = self._loop_batch
         if len(batch) > LOOP_MAX_BATCH:
             batch, self._loop_batch = batch[:LOOP_MAX_BATCH], batch[LOOP_MAX_BATCH:]
-            batch[0].loop.call_soon(self._commit_on_loop)
+            batch[0][4].get_loop().call_soon(self._commit_on_loop)
         else:
             self._loop_batch = []
         on_loop = self._usable_on_loop()
@@ -378,12 +386,12 @@ class SqliteBackend:
             return
         self._counted(len(batch))
         for item, outcome in zip(batch, outcomes, strict=True):
-            _settle(item.future, outcome)
+            _settle(item[4], outcome)
 
     def _to_writer(self, items: list[_Queued]) -> None:
         if self._closed:  # a commit racing close(): its thread is gone
             closed = StoreUnavailable(self.description, "the store was closed")
-            _settle_all([(item.future, closed) for item in items])
+            _settle_all([(item[4], closed) for item in items])
             return
         with self._queue_lock:
             self._queue += items
@@ -418,7 +426,8 @@ class SqliteBackend:
             # is a write to the loop's self-pipe and a turn of the loop.
             answers: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
             for item, outcome in zip(queued, outcomes, strict=True):
-                answers.setdefault(item.loop, []).append((item.future, outcome))
+                future = item[4]
+                answers.setdefault(future.get_loop(), []).append((future, outcome))
             for loop, settled in answers.items():
                 loop.call_soon_threadsafe(_settle_all, settled)
 
@@ -531,14 +540,9 @@ def _busy(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
-@dataclass(slots=True)
-class _Queued:
-    namespace: str
-    checks: Sequence[Check]
-    mutations: Sequence[Mutation]
-    now: float
-    future: asyncio.Future[Commit]
-    loop: asyncio.AbstractEventLoop
+_Queued = tuple[str, Sequence[Check], Sequence[Mutation], float, "asyncio.Future[Commit]"]
+"""A commit waiting: its namespace, checks, mutations, clock, and the future it answers (a
+plain tuple: one is made per commit, and a dataclass's ``__init__`` cost more)."""
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Commit], Commit | BaseException]]) -> None:
@@ -591,18 +595,19 @@ def _write_begun(cursor: sqlite3.Cursor, queued: Sequence[_Queued]) -> list[Comm
     try:
         # The versions of the whole transaction in one statement: one a commit that writes
         # (one that fails leaves its number unused; versions only have to grow).
-        writing = sum(1 for item in queued if item.mutations)
+        writing = sum(1 for item in queued if item[2])
         version = 0
         if writing:
-            (last,) = cursor.execute(_TAKE_VERSIONS, (writing,)).fetchone()
+            cursor.execute(_TAKE_VERSIONS, (writing,))
+            (last,) = cursor.execute(_LAST_VERSION).fetchone()
             version = last - writing
         staged: _Staged = {}
-        for item in queued:
-            if item.mutations:
+        for namespace, checks, mutations, now, _ in queued:
+            if mutations:
                 version += 1
             try:
                 outcome: Commit | BaseException = _apply(
-                    cursor, staged, item.namespace, item.checks, item.mutations, item.now, version
+                    cursor, staged, namespace, checks, mutations, now, version
                 )
             except StoreError as exc:
                 outcome = exc
