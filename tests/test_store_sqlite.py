@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from valor.store import Store, StoreUnavailable
+from valor.store import NotAnInteger, Store, StoreUnavailable
 from valor.store import sqlite as sqlite_store
+from valor.store.api import Entry, render_version
+from valor.store.backend import Check, Mutation
+from valor.store.codec import encode
 from valor.store.sqlite import LOOP_MAX_OPERATIONS, SqliteBackend
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -106,6 +109,60 @@ async def test_short_commits_and_gets_are_made_on_the_loops_thread(tmp_path: Pat
         assert (await waiting).ok
         assert await listing is not None
         assert len((await store.list("large/")).entries) == LOOP_MAX_OPERATIONS + 1
+    finally:
+        await backend.close()
+
+
+async def test_the_commits_of_one_transaction_read_each_others_writes(tmp_path: Path) -> None:
+    backend = SqliteBackend(tmp_path / "store.sqlite3")
+    store = Store(backend, "test")
+    try:
+        await store.set("word", "w")  # the writer's thread, which opens the loop's connection
+        await wait_until(lambda: backend._on_loop is not None and not backend._draining)
+        assert backend._on_loop is not None
+        statements: list[str] = []
+        backend._on_loop.connection.set_trace_callback(statements.append)
+        now = time.time()
+        set_a = Mutation("set", "a", encode(1, "a"))
+        increment_a = Mutation("increment", "a", by=1)
+        increment_word = Mutation("increment", "word", by=1)
+        commits = [
+            ((), (set_a,), now),
+            ((), (increment_a,), now),  # 2
+            # Fails whole: its set of "a" is not seen by the next commits.
+            ((), (Mutation("set", "a", encode(100, "a")), increment_word), now),
+            ((), (increment_a, increment_a), now),  # 3, 4
+            ((Check("a", None),), (set_a,), now),  # "a" is there: not ok
+            ((), (Mutation("delete", "a"),), now),
+            ((), (increment_a,), now),  # a deleted entry counts as 0
+            ((), (Mutation("set", "e", encode(5, "e"), now + 10),), now),
+            ((Check("e", None),), (Mutation("increment", "e", by=1),), now + 20),  # expired: 1
+            ((), (Mutation("set", "f", encode(5, "f"), now + 10),), now),
+            ((), (Mutation("increment", "f", by=1),), now),  # 6, its expiry kept
+        ]
+        outcomes = await asyncio.gather(
+            *(backend.commit("test", checks, mutations, at) for checks, mutations, at in commits),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[2], NotAnInteger)
+        assert [getattr(outcome, "ok", None) for outcome in outcomes] == [
+            True, True, None, True, False, True, True, True, True, True, True
+        ]  # fmt: skip
+        assert [getattr(outcome, "sums", None) for outcome in outcomes] == [
+            (), (2,), None, (3, 4), (), (), (1,), (), (1,), (), (6,)
+        ]  # fmt: skip
+        # One transaction, each entry written once with the version of its last writer.
+        versions = [outcome.version for outcome in outcomes if getattr(outcome, "version", None)]
+        assert versions == sorted(set(versions)) and len(versions) == 9
+        assert statements.count("BEGIN IMMEDIATE") == 1
+        assert len([sql for sql in statements if sql.startswith("INSERT")]) == 3
+        assert await store.get_entry("a") == Entry("a", 1, render_version(outcomes[6].version))
+        entry = await backend.get("test", "e", now + 20)
+        # Incremented once expired: a new entry, without the expiry.
+        assert entry is not None and (entry.value, entry.expires_at) == (b"j1", None)
+        entry = await backend.get("test", "f", now)
+        assert entry is not None and (entry.value, entry.expires_at) == (b"j6", now + 10)
+        assert await store.get("word") == "w"
     finally:
         await backend.close()
 

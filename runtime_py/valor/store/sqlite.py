@@ -39,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -87,7 +86,10 @@ _UPSERT = (
 _PUT = _UPSERT.format("?")
 _PUT_LASTING = _UPSERT.format("NULL")
 _DELETE = "DELETE FROM entries WHERE namespace = ? AND key = ?"
-_TAKE_VERSIONS = "UPDATE counter SET version = version + ? WHERE id = 1 RETURNING version"
+# Two statements, not one with RETURNING: SQLite keeps returned rows in a temporary b-tree
+# it opens, zeroes pages for and closes each time, more work than a second statement.
+_TAKE_VERSIONS = "UPDATE counter SET version = version + ? WHERE id = 1"
+_LAST_VERSION = "SELECT version FROM counter WHERE id = 1"
 
 
 def connect(
@@ -329,17 +331,23 @@ class SqliteBackend:
     async def commit(
         self, namespace: str, checks: Sequence[Check], mutations: Sequence[Mutation], now: float
     ) -> Commit:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Commit] = loop.create_future()
-        item = _Queued(namespace, checks, mutations, now, future, loop)
+        future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
+        item = (namespace, checks, mutations, now, future)
         self._now = now
+        on_loop = self._on_loop
         # Not while the writer's thread has commits queued: this one would overtake them,
         # and take the turn between its batches.
-        if not self._draining and self._usable_on_loop() is not None and _short(checks, mutations):
+        if (
+            on_loop is not None
+            and not self._draining
+            and on_loop.thread == threading.get_ident()
+            and _short(checks, mutations)
+        ):
             # Committed once the tasks ready now have run, with the commits they make.
-            self._loop_batch.append(item)
-            if len(self._loop_batch) == 1:
-                loop.call_soon(self._commit_on_loop)
+            batch = self._loop_batch
+            batch.append(item)
+            if len(batch) == 1:
+                future.get_loop().call_soon(self._commit_on_loop)
         else:
             if self._loop_thread is None:
                 self._loop_thread = threading.get_ident()
@@ -359,7 +367,7 @@ class SqliteBackend:
         batch = self._loop_batch
         if len(batch) > LOOP_MAX_BATCH:
             batch, self._loop_batch = batch[:LOOP_MAX_BATCH], batch[LOOP_MAX_BATCH:]
-            batch[0].loop.call_soon(self._commit_on_loop)
+            batch[0][4].get_loop().call_soon(self._commit_on_loop)
         else:
             self._loop_batch = []
         on_loop = self._usable_on_loop()
@@ -378,12 +386,12 @@ class SqliteBackend:
             return
         self._counted(len(batch))
         for item, outcome in zip(batch, outcomes, strict=True):
-            _settle(item.future, outcome)
+            _settle(item[4], outcome)
 
     def _to_writer(self, items: list[_Queued]) -> None:
         if self._closed:  # a commit racing close(): its thread is gone
             closed = StoreUnavailable(self.description, "the store was closed")
-            _settle_all([(item.future, closed) for item in items])
+            _settle_all([(item[4], closed) for item in items])
             return
         with self._queue_lock:
             self._queue += items
@@ -418,7 +426,8 @@ class SqliteBackend:
             # is a write to the loop's self-pipe and a turn of the loop.
             answers: dict[asyncio.AbstractEventLoop, list[tuple[Any, Any]]] = {}
             for item, outcome in zip(queued, outcomes, strict=True):
-                answers.setdefault(item.loop, []).append((item.future, outcome))
+                future = item[4]
+                answers.setdefault(future.get_loop(), []).append((future, outcome))
             for loop, settled in answers.items():
                 loop.call_soon_threadsafe(_settle_all, settled)
 
@@ -531,14 +540,9 @@ def _busy(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
 
 
-@dataclass(slots=True)
-class _Queued:
-    namespace: str
-    checks: Sequence[Check]
-    mutations: Sequence[Mutation]
-    now: float
-    future: asyncio.Future[Commit]
-    loop: asyncio.AbstractEventLoop
+_Queued = tuple[str, Sequence[Check], Sequence[Mutation], float, "asyncio.Future[Commit]"]
+"""A commit waiting: its namespace, checks, mutations, clock, and the future it answers (a
+plain tuple: one is made per commit, and a dataclass's ``__init__`` cost more)."""
 
 
 def _settle_all(settled: list[tuple[asyncio.Future[Commit], Commit | BaseException]]) -> None:
@@ -573,29 +577,42 @@ def _create_schema(connection: sqlite3.Connection) -> None:
     connection.execute("COMMIT")
 
 
+_Entry = tuple[bytes, int, float | None]
+"""An entry's value, version and expiry, as ``_GET`` reads it."""
+_Staged = dict[tuple[str, str], "_Entry | None"]
+"""The entries a transaction's commits wrote so far (None: deleted), by namespace and key."""
+
+
 def _write_begun(cursor: sqlite3.Cursor, queued: Sequence[_Queued]) -> list[Commit | BaseException]:
     """The queued commits, in the transaction just begun, then committed (or rolled back, and
     the error raised). A commit that fails (``NotAnInteger``) writes nothing and takes
-    nothing from the others: each computes everything before it writes."""
+    nothing from the others: each computes everything before it writes.
+
+    The commits write into a plan, which later commits read through; each entry the plan
+    holds is written once, at the end. A batch of increments of one counter (the notes'
+    ids) reads it once and writes it once, not once per increment."""
     outcomes: list[Commit | BaseException] = []
     try:
         # The versions of the whole transaction in one statement: one a commit that writes
         # (one that fails leaves its number unused; versions only have to grow).
-        writing = sum(1 for item in queued if item.mutations)
+        writing = sum(1 for item in queued if item[2])
         version = 0
         if writing:
-            (last,) = cursor.execute(_TAKE_VERSIONS, (writing,)).fetchone()
+            cursor.execute(_TAKE_VERSIONS, (writing,))
+            (last,) = cursor.execute(_LAST_VERSION).fetchone()
             version = last - writing
-        for item in queued:
-            if item.mutations:
+        staged: _Staged = {}
+        for namespace, checks, mutations, now, _ in queued:
+            if mutations:
                 version += 1
             try:
                 outcome: Commit | BaseException = _apply(
-                    cursor, item.namespace, item.checks, item.mutations, item.now, version
+                    cursor, staged, namespace, checks, mutations, now, version
                 )
             except StoreError as exc:
                 outcome = exc
             outcomes.append(outcome)
+        _write_staged(cursor, staged)
         cursor.execute("COMMIT")
     except BaseException:
         connection = cursor.connection
@@ -607,15 +624,17 @@ def _write_begun(cursor: sqlite3.Cursor, queued: Sequence[_Queued]) -> list[Comm
 
 def _apply(
     cursor: sqlite3.Cursor,
+    staged: _Staged,
     namespace: str,
     checks: Sequence[Check],
     mutations: Sequence[Mutation],
     now: float,
     version: int,
 ) -> Commit:
+    """One commit, its writes added to ``staged`` only if it succeeds."""
     for check in checks:
-        row = cursor.execute(_GET, (namespace, check.key, now)).fetchone()
-        if (row[1] if row is not None else None) != check.version:
+        entry = _read(cursor, staged, namespace, check.key, now)
+        if (entry[1] if entry is not None else None) != check.version:
             return Commit(False)
     if not mutations:
         return Commit(True)
@@ -623,57 +642,69 @@ def _apply(
         mutation = mutations[0]
         if mutation.kind == "set":
             assert mutation.value is not None
-            _put(cursor, namespace, mutation.key, mutation.value, version, mutation.expires_at)
+            staged[namespace, mutation.key] = (mutation.value, version, mutation.expires_at)
             return Commit(True, version)
         if mutation.kind == "delete":
-            cursor.execute(_DELETE, (namespace, mutation.key))
+            staged[namespace, mutation.key] = None
             return Commit(True, version)
-        row = cursor.execute(_GET, (namespace, mutation.key, now)).fetchone()
-        value, total = incremented(row[0] if row else None, mutation.by, mutation.key)
-        _put(cursor, namespace, mutation.key, value, version, row[2] if row else None)
+        entry = _read(cursor, staged, namespace, mutation.key, now)
+        value, total = incremented(entry[0] if entry else None, mutation.by, mutation.key)
+        staged[namespace, mutation.key] = (value, version, entry[2] if entry else None)
         return Commit(True, version, (total,))
-    # Computed in full before anything is written: a failing increment writes nothing.
-    written: dict[str, tuple[bytes, float | None] | None] = {}
+    # Computed in full before anything is staged: a failing increment writes nothing.
+    written: dict[str, _Entry | None] = {}
     sums: list[int] = []
     for mutation in mutations:
         key = mutation.key
         if mutation.kind == "set":
             assert mutation.value is not None
-            written[key] = (mutation.value, mutation.expires_at)
+            written[key] = (mutation.value, version, mutation.expires_at)
         elif mutation.kind == "delete":
             written[key] = None
         else:
-            if key in written:
-                before = written[key]
-            else:
-                row = cursor.execute(_GET, (namespace, key, now)).fetchone()
-                before = None if row is None else (row[0], row[2])
+            before = written[key] if key in written else _read(cursor, staged, namespace, key, now)
             value, total = incremented(before[0] if before else None, mutation.by, key)
-            written[key] = (value, before[1] if before else None)
+            written[key] = (value, version, before[2] if before else None)
             sums.append(total)
     for key, entry in written.items():
-        if entry is None:
-            cursor.execute(_DELETE, (namespace, key))
-        else:
-            _put(cursor, namespace, key, entry[0], version, entry[1])
+        staged[namespace, key] = entry
     return Commit(True, version, tuple(sums))
 
 
-def _put(
-    cursor: sqlite3.Cursor,
-    namespace: str,
-    key: str,
-    value: bytes,
-    version: int,
-    expires_at: float | None,
-) -> None:
-    # ``bytearray`` and no None: Python's sqlite3 binds those types as they are, while a
-    # ``bytes`` or None goes through its adapter lookup first, which raises and clears an
-    # AttributeError each time (as much work as the rest of the statement's binding).
-    if expires_at is None:
-        cursor.execute(_PUT_LASTING, (namespace, key, bytearray(value), version))
-    else:
-        cursor.execute(_PUT, (namespace, key, bytearray(value), version, expires_at))
+def _read(
+    cursor: sqlite3.Cursor, staged: _Staged, namespace: str, key: str, now: float
+) -> _Entry | None:
+    """The live entry of ``key`` as the transaction's commits so far left it."""
+    try:
+        entry = staged[namespace, key]
+    except KeyError:
+        return cursor.execute(_GET, (namespace, key, now)).fetchone()
+    if entry is None or (entry[2] is not None and entry[2] <= now):
+        return None
+    return entry
+
+
+def _write_staged(cursor: sqlite3.Cursor, staged: _Staged) -> None:
+    """Every entry the transaction's commits wrote, in a statement per kind of write."""
+    lasting: list[tuple[str, str, bytearray, int]] = []
+    expiring: list[tuple[str, str, bytearray, int, float]] = []
+    deleted: list[tuple[str, str]] = []
+    for (namespace, key), entry in staged.items():
+        # ``bytearray`` and no None: Python's sqlite3 binds those types as they are, while a
+        # ``bytes`` or None goes through its adapter lookup first, which raises and clears
+        # an AttributeError each time (as much work as the rest of the statement's binding).
+        if entry is None:
+            deleted.append((namespace, key))
+        elif entry[2] is None:
+            lasting.append((namespace, key, bytearray(entry[0]), entry[1]))
+        else:
+            expiring.append((namespace, key, bytearray(entry[0]), entry[1], entry[2]))
+    if deleted:
+        cursor.executemany(_DELETE, deleted)
+    if lasting:
+        cursor.executemany(_PUT_LASTING, lasting)
+    if expiring:
+        cursor.executemany(_PUT, expiring)
 
 
 def prefix_end(prefix: str) -> str | None:
