@@ -62,6 +62,7 @@ WAITING, STREAMING, COMPLETE = 0, 1, 2
 _UNKNOWN: Any = object()
 _HTTP_1 = frozenset(["1.0", "1.1"])  # without Content-Length nor Transfer-Encoding, no body
 _CACHED = 1024  # entries at most in each of the caches
+_NONE: dict[Any, Any] = {}  # found nothing
 # ``in`` on bytes tries its operand as an int first: a bytes operand costs it a TypeError.
 _HASH = ord("#")
 # A Calling without NamedTuple's __new__, a Python function: one frame less per request.
@@ -124,8 +125,7 @@ class PassThrough:
             and (named.keys() <= self._plain_names or self._plain(named))
         ):
             host = named.get(b"host")
-            servers = self._servers.get(scheme)
-            known = servers.get(host) if servers is not None else None
+            known = self._servers.get(scheme, _NONE).get(host)
             if known is None:
                 known = self._server(scope, scheme, host)
                 if known is None:
@@ -142,7 +142,10 @@ class PassThrough:
             app_scope["method"] = "GET" if method == "HEAD" else method
             app_scope["scheme"] = scheme
             app_scope["query_string"] = query
-            app_scope["headers"] = sorted(raw)  # by name: each is there once
+            headers = [*raw]
+            if len(headers) > 1:
+                headers.sort()  # by name: each is there once
+            app_scope["headers"] = headers
             app_scope["server"] = server
             if client:
                 app_scope["client"] = (client[0], client[1])
@@ -251,16 +254,36 @@ class _Route:
 
 class _Call:
     """One request to an ASGI app: its ``receive`` and ``send``, and the answer they carry.
-    What most requests never change is a class attribute."""
+    Slots, each set at once: an attribute read through the class (a default) costs several
+    times one read from a slot."""
 
+    __slots__ = (
+        "app_scope",
+        "body",
+        "correlation_id",
+        "deadline",
+        "gone",
+        "idle",
+        "origin",
+        "passthrough",
+        "route",
+        "scope",
+        "server_receive",
+        "server_send",
+        "start",
+        "started",
+        "state",
+        "stopped",
+        "task",
+        "upper",
+        "watcher",
+    )
     app_scope: Scope
-    body: bytes | None = b""  # for the app's first receive(); None: to be read first
-    start: Message | None = None
-    state = WAITING
+    body: bytes | None  # for the app's first receive(); None: to be read first
+    start: Message | None
     task: asyncio.Task[Any]
-    deadline: asyncio.Task[Any] | None = None  # the next part's, while the app works on it
-    watcher: asyncio.Task[None] | None = None  # for a client that goes away
-    gone = idle = stopped = False
+    deadline: asyncio.Task[Any] | None  # the next part's, while the app works on it
+    watcher: asyncio.Task[None] | None  # for a client that goes away
 
     def __init__(
         self,
@@ -280,17 +303,20 @@ class _Call:
         self.correlation_id = correlation_id
         self.origin = origin  # for the app's calls out
         self.started = perf_counter()
-        method = scope["method"]
-        self.upper = method.upper()  # the runtime's view: "head" is a HEAD too
-        self.head = method == "HEAD"  # the server's: no content-length, no body
+        self.upper = scope["method"].upper()  # the runtime's view: "head" is a HEAD too
+        self.body = b""
+        self.start = self.deadline = self.watcher = None
+        self.state = WAITING
+        self.gone = self.idle = self.stopped = False
 
     async def run(self) -> None:
-        runtime = self.passthrough.runtime
-        spec = self.route.spec
+        passthrough = self.passthrough
+        route = self.route
+        spec = route.spec
         if self.body is None:
             try:
                 reader = RequestBody(
-                    self.server_receive, runtime.max_body_size, self.passthrough.body_timeout
+                    self.server_receive, passthrough.runtime.max_body_size, passthrough.body_timeout
                 )
                 self.body = await reader() or b""
             except BodyError as exc:
@@ -301,13 +327,16 @@ class _Call:
         else:
             task = _current_tasks.get(get_running_loop())
         self.task = task  # type: ignore[assignment]
-        self.deadline = self.passthrough.deadlines.start(spec.timeout, task)  # type: ignore[arg-type]
+        self.deadline = passthrough.deadlines.start(spec.timeout, task)  # type: ignore[arg-type]
         # For its calls out (valor.http_client()), as the message path's Runtime._call does.
         calling = CALLING.set(
-            _new_calling(Calling, (runtime, spec, self.correlation_id, self.origin, CALLING.get()))
+            _new_calling(
+                Calling,
+                (passthrough.runtime, spec, self.correlation_id, self.origin, CALLING.get()),
+            )
         )
         try:
-            await self.route.plugin.app(self.app_scope, self.receive, self.send)
+            await route.plugin.app(self.app_scope, self.receive, self.send)
             if self.state != COMPLETE and not (self.gone or self.stopped):
                 what = "an answer" if self.start is None else "the rest of its answer"
                 raise RuntimeError(f"the ASGI app returned without sending {what}")
@@ -326,7 +355,7 @@ class _Call:
             elif self.state == STREAMING and isinstance(exc, Exception):
                 raise broken_error(spec.name, exc) from exc
             elif self.state == COMPLETE and isinstance(exc, Exception):
-                self.route.plugin.failed_after_answer(exc)
+                route.plugin.failed_after_answer(exc)
             else:
                 raise
         finally:
@@ -335,8 +364,8 @@ class _Call:
                 self._stop_deadline()
             if self.watcher is not None:
                 self._quiet()
-            if (self.gone or self.idle) and task.cancelling():
-                task.uncancel()  # our own cancellation, not the server's
+            if (self.gone or self.idle) and task.cancelling():  # type: ignore[union-attr]
+                task.uncancel()  # type: ignore[union-attr]  # our own cancellation, not the server's
 
     async def receive(self) -> Message:
         """The body, read before the app was called, then only ``http.disconnect``."""
@@ -503,7 +532,9 @@ class _Call:
         message: Any = {"url": self.route.full_path, "method": self.scope["method"], "headers": []}
         runtime = self.passthrough.runtime
         runtime.finish(message, response, self.correlation_id, self.route.mount, self.started)
-        return response_events(response, self.head or no_length, unread)  # type: ignore[arg-type]
+        # The server's view of a HEAD: no content-length, no body.
+        head = self.scope["method"] == "HEAD" or no_length
+        return response_events(response, head, unread)  # type: ignore[arg-type]
 
     def _stop_deadline(self) -> bool:
         """Stop the first part's deadline, if it runs; whether it had passed."""
