@@ -18,12 +18,15 @@ import shutil
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.cases import ASGI_CASES
 from tests.servers import ROOT, Server, valor_server
+from valor.server import create_app
 
 PROBE = """
 import asyncio, json, time
@@ -260,6 +263,7 @@ CASES: dict[str, bytes] = {
     "echo-patch": request("PATCH", "/probe/echo", [], b"{}"),
     "echo-http-1.0": request("GET", "/probe/echo").replace(b"HTTP/1.1", b"HTTP/1.0", 1),
     "echo-encoded-prefix": request("GET", "/%70robe/echo"),
+    "echo-hash-in-query": request("GET", "/probe/echo?x=1#y"),
     "echo-no-host": b"GET /probe/echo HTTP/1.0\r\n\r\n",
     "answer-headers": request("GET", "/probe/headers"),
     "answer-headers-head": request("HEAD", "/probe/headers"),
@@ -433,3 +437,66 @@ def test_the_watchdog_stops_an_app_that_holds_the_loop(servers: tuple[Server, Se
     answer = exchange(direct, request("GET", "/probe/hold-loop"))
     assert answer.startswith(b"HTTP/1.1 504 "), answer[:300]
     assert b"did not answer within 0.5 seconds" in answer
+
+
+async def _in_process(app: Any, headers: list[tuple[bytes, bytes]], query: bytes) -> list[Any]:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/probe/echo",
+        "raw_path": b"/probe/echo",
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(event: dict[str, Any]) -> None:
+        sent.append(event)
+
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.anyio
+async def test_names_learned_for_the_usual_request_change_no_answer(tmp_path: Path) -> None:
+    """In-process, where names may come in any case: the pass-through remembers the header
+    names of the usual request (lower case, each once, no body announced), and a request
+    with names in upper case, repeated, or announcing a body, before or after, answers as the
+    message path does; so does a ``#`` in the query string."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    manifest = tmp_path / "plugins.json"
+    manifest.write_text(
+        json.dumps({"plugins": [{"name": "probe", "type": "asgi", "path": "probe.py"}]})
+    )
+    apps = [create_app(manifest, store="memory:", passthrough=on) for on in (True, False)]
+    for app in apps:
+        await app.startup()
+    host = (b"host", b"example.com")
+    cases = [
+        ([host, (b"x-request-id", b"a")], b""),
+        ([host, (b"x-request-id", b"b"), (b"x-name", b"1")], b"y=1"),
+        ([host, (b"x-request-id", b"c")], b"y=1#z"),
+        ([(b"Host", b"example.com"), (b"x-request-id", b"d")], b""),
+        ([host, (b"x-request-id", b"e"), (b"X-Name", b"2")], b""),
+        ([host, (b"x-request-id", b"f"), (b"x-name", b"1"), (b"x-name", b"2")], b""),
+        ([host, (b"x-request-id", b"g"), (b"content-length", b"0")], b""),
+        ([host, (b"x-request-id", b"h"), (b"x-name", b"3")], b""),
+    ]
+    try:
+        for headers, query in cases:
+            direct, wire = [await _in_process(app, list(headers), query) for app in apps]
+            assert direct == wire, (headers, query)
+            assert direct[0]["status"] == 200, direct
+    finally:
+        for app in apps:
+            await app.runtime.close()
+    assert apps[0]._passthrough._plain_names == {b"host", b"x-request-id", b"x-name"}

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from asyncio import get_running_loop
 from time import perf_counter
 from typing import Any
 
@@ -60,8 +62,16 @@ WAITING, STREAMING, COMPLETE = 0, 1, 2
 _UNKNOWN: Any = object()
 _HTTP_1 = frozenset(["1.0", "1.1"])  # without Content-Length nor Transfer-Encoding, no body
 _CACHED = 1024  # entries at most in each of the caches
+_NONE: dict[Any, Any] = {}  # found nothing
+# ``in`` on bytes tries its operand as an int first: a bytes operand costs it a TypeError.
+_HASH = ord("#")
 # A Calling without NamedTuple's __new__, a Python function: one frame less per request.
 _new_calling = tuple.__new__
+# The request's task: asyncio.current_task() is a Python function before 3.12 (C after) that
+# reads this dict, keyed by the running loop.
+_current_tasks = None if sys.version_info >= (3, 12) else asyncio.tasks._current_tasks  # type: ignore[attr-defined]
+# Each whole answer's Content-Length header, by length: made once each. Bounded.
+_lengths: dict[int, tuple[bytes, bytes]] = {}
 
 
 class PassThrough:
@@ -69,14 +79,16 @@ class PassThrough:
 
     def __init__(self, runtime: Runtime, body_timeout: float, root_path: str = "") -> None:
         self.runtime = runtime
+        self.deadlines = runtime.deadlines
         self.body_timeout = body_timeout
         self.root_path = root_path
         self.active = False
-        # Where each path leads (None: not to an asgi plug-in), and the scope's ``server`` and
-        # the request's origin for each valid Host: worked out once each, until the mounts
-        # change. Bounded.
-        self._routes: dict[str, _Route | None] = {}
-        self._servers: dict[tuple[str, bytes], tuple[tuple[str, int], str]] = {}
+        # Where each raw path leads (None: not to an asgi plug-in), the scope's ``server`` and
+        # the request's origin for each valid Host by scheme, and the header names seen in
+        # the usual request: worked out once each (routes until the mounts change). Bounded.
+        self._routes: dict[bytes, _Route | None] = {}
+        self._servers: dict[str, dict[bytes, tuple[tuple[str, int], str]]] = {}
+        self._plain_names: set[bytes] = set()
         runtime.subscribe(self._update)
 
     def _update(self) -> None:
@@ -88,42 +100,40 @@ class PassThrough:
         other request and for those the message path refuses before routing (a bad Host, a
         body announced too large), which it then answers."""
         raw_path = scope.get("raw_path")
-        root_path = scope.get("root_path") or self.root_path
-        if raw_path and not scope.get("root_path"):
-            full_path = raw_path.decode("latin-1")
-        else:
-            full_path = target_path(scope)
-        if root_path:  # routes are cached for the usual server, without one
-            route = self._route(full_path, root_path)
-        else:
-            route = self._routes.get(full_path, _UNKNOWN)
+        root_path = scope.get("root_path")
+        if raw_path and not root_path and not self.root_path:
+            # The usual server's request: routes are cached by the raw path.
+            route = self._routes.get(raw_path, _UNKNOWN)
             if route is _UNKNOWN:
-                route = self._route(full_path)
+                route = self._route(raw_path.decode("latin-1"), "", raw_path)
+        else:
+            full_path = raw_path.decode("latin-1") if raw_path and not root_path else None
+            route = self._route(full_path or target_path(scope), root_path or self.root_path)
         if route is None:
             return None
         query = scope.get("query_string", b"")
-        if b"#" in query:  # the message path's URL would end at it
+        if _HASH in query:  # the message path's URL would end at it
             return None
         scheme = scope.get("scheme", "http")
         raw = scope["headers"]
         named = dict(raw)
         # The usual request: each name once, in lower case (as ASGI servers give them), no body.
         if (
-            len(named) == len(raw)
-            and b"content-length" not in named
-            and b"transfer-encoding" not in named
+            named
+            and len(named) == len(raw)
             and scope.get("http_version") in _HTTP_1
-            and b"".join(named).islower()
+            and (named.keys() <= self._plain_names or self._plain(named))
         ):
-            known = self._servers.get((scheme, named.get(b"host")))
+            host = named.get(b"host")
+            known = self._servers.get(scheme, _NONE).get(host)
             if known is None:
-                known = self._server(scope, scheme, named.get(b"host"))
+                known = self._server(scope, scheme, host)
                 if known is None:
                     return None
             server, origin = known
             request_id = named.get(b"x-request-id")
             correlation_id = request_id.decode("latin-1") if request_id else new_request_id()
-            call = _Call(self, route, scope, receive, send, full_path, correlation_id, origin)
+            call = _Call(self, route, scope, receive, send, correlation_id, origin)
             method = call.upper
             client = scope.get("client")
             # The app's scope (AsgiPlugin.http_scope's), from the route's: one copy, the
@@ -132,7 +142,10 @@ class PassThrough:
             app_scope["method"] = "GET" if method == "HEAD" else method
             app_scope["scheme"] = scheme
             app_scope["query_string"] = query
-            app_scope["headers"] = sorted(raw)  # by name: each is there once
+            headers = [*raw]
+            if len(headers) > 1:
+                headers.sort()  # by name: each is there once
+            app_scope["headers"] = headers
             app_scope["server"] = server
             if client:
                 app_scope["client"] = (client[0], client[1])
@@ -140,7 +153,7 @@ class PassThrough:
             app_scope["extensions"] = {"valor": {"request_id": correlation_id}}
             call.app_scope = app_scope
             return call
-        general = self._general(scope, receive, send, route, full_path, scheme)
+        general = self._general(scope, receive, send, route, scheme)
         if general is None:
             return None
         call, headers, server = general
@@ -157,13 +170,23 @@ class PassThrough:
         )
         return call
 
+    def _plain(self, named: dict[bytes, bytes]) -> bool:
+        """Whether the request's header names (each there once) are as the usual request has
+        them: in lower case, no body announced. Such names are remembered (bounded)."""
+        if b"content-length" in named or b"transfer-encoding" in named:
+            return False
+        if not b"".join(named).islower():
+            return False
+        if len(self._plain_names) < _CACHED:
+            self._plain_names.update(named)
+        return True
+
     def _general(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
         route: _Route,
-        full_path: str,
         scheme: str,
     ) -> tuple[_Call, list[tuple[bytes, bytes]], tuple[str, int]] | None:
         """``call`` for any request: the message path's own steps, on decoded headers."""
@@ -178,21 +201,22 @@ class PassThrough:
             return None
         correlation_id = first_value(headers, "x-request-id") or new_request_id()
         origin = f"{scheme}://{host}"
-        call = _Call(self, route, scope, receive, send, full_path, correlation_id, origin)
+        call = _Call(self, route, scope, receive, send, correlation_id, origin)
         if with_body:
             call.body = None  # read before the app is called
         return call, scope_headers(headers), server_address(scheme, host)
 
-    def _route(self, full_path: str, root_path: str = "") -> _Route | None:
+    def _route(self, full_path: str, root_path: str, key: bytes | None = None) -> _Route | None:
+        """Where ``full_path`` leads, cached under ``key`` (the raw path) if given."""
         found = self.runtime.plugin_at(full_path)
         route = None
         if found is not None and type(found[0].plugin) is AsgiPlugin and "#" not in full_path:
             mount, raw_path, path = found
             prefix = self.runtime.forwarded_prefix(mount.spec, root_path)
             paths = scope_paths(prefix, below(raw_path, path, mount.spec.prefix))
-            route = _Route(mount, paths)
-        if not root_path and len(self._routes) < _CACHED:
-            self._routes[full_path] = route
+            route = _Route(mount, paths, full_path)
+        if key is not None and len(self._routes) < _CACHED:
+            self._routes[key] = route
         return route
 
     def _server(
@@ -204,17 +228,19 @@ class PassThrough:
         if bad_host is not None:
             return None
         known = server_address(scheme, host_name), f"{scheme}://{host_name}"
-        if host is not None and len(self._servers) < _CACHED:
-            self._servers[(scheme, host)] = known
+        servers = self._servers.setdefault(scheme, {})
+        if host is not None and len(servers) < _CACHED:
+            servers[host] = known
         return known
 
 
 class _Route:
     """Where a path leads: the mount, and the app scope's paths."""
 
-    __slots__ = ("mount", "name", "paths", "plugin", "scope", "spec", "state", "tail")
+    __slots__ = ("full_path", "mount", "name", "paths", "plugin", "scope", "spec", "state", "tail")
 
-    def __init__(self, mount: Mount, paths: tuple[str, bytes, str]) -> None:
+    def __init__(self, mount: Mount, paths: tuple[str, bytes, str], full_path: str) -> None:
+        self.full_path = full_path
         self.mount = mount
         self.spec = mount.spec
         self.name = mount.spec.name.encode("latin-1")  # its x-valor-plugin
@@ -228,16 +254,36 @@ class _Route:
 
 class _Call:
     """One request to an ASGI app: its ``receive`` and ``send``, and the answer they carry.
-    What most requests never change is a class attribute."""
+    Slots, each set at once: an attribute read through the class (a default) costs several
+    times one read from a slot."""
 
+    __slots__ = (
+        "app_scope",
+        "body",
+        "correlation_id",
+        "deadline",
+        "gone",
+        "idle",
+        "origin",
+        "passthrough",
+        "route",
+        "scope",
+        "server_receive",
+        "server_send",
+        "start",
+        "started",
+        "state",
+        "stopped",
+        "task",
+        "upper",
+        "watcher",
+    )
     app_scope: Scope
-    body: bytes | None = b""  # for the app's first receive(); None: to be read first
-    start: Message | None = None
-    state = WAITING
+    body: bytes | None  # for the app's first receive(); None: to be read first
+    start: Message | None
     task: asyncio.Task[Any]
-    deadline: asyncio.Task[Any] | None = None  # the next part's, while the app works on it
-    watcher: asyncio.Task[None] | None = None  # for a client that goes away
-    gone = idle = stopped = False
+    deadline: asyncio.Task[Any] | None  # the next part's, while the app works on it
+    watcher: asyncio.Task[None] | None  # for a client that goes away
 
     def __init__(
         self,
@@ -246,7 +292,6 @@ class _Call:
         scope: Scope,
         receive: Receive,
         send: Send,
-        full_path: str,
         correlation_id: str,
         origin: str,
     ) -> None:
@@ -255,34 +300,43 @@ class _Call:
         self.scope = scope
         self.server_receive = receive
         self.server_send = send
-        self.full_path = full_path
         self.correlation_id = correlation_id
         self.origin = origin  # for the app's calls out
         self.started = perf_counter()
-        method = scope["method"]
-        self.upper = method.upper()  # the runtime's view: "head" is a HEAD too
-        self.head = method == "HEAD"  # the server's: no content-length, no body
+        self.upper = scope["method"].upper()  # the runtime's view: "head" is a HEAD too
+        self.body = b""
+        self.start = self.deadline = self.watcher = None
+        self.state = WAITING
+        self.gone = self.idle = self.stopped = False
 
     async def run(self) -> None:
-        runtime = self.passthrough.runtime
-        spec = self.route.spec
+        passthrough = self.passthrough
+        route = self.route
+        spec = route.spec
         if self.body is None:
             try:
                 reader = RequestBody(
-                    self.server_receive, runtime.max_body_size, self.passthrough.body_timeout
+                    self.server_receive, passthrough.runtime.max_body_size, passthrough.body_timeout
                 )
                 self.body = await reader() or b""
             except BodyError as exc:
                 await self.answer(error_message(exc.status, exc.detail), unread=True)
                 return
-        self.task = task = asyncio.current_task()  # type: ignore[assignment]
-        self.deadline = runtime.deadlines.start(spec.timeout, task)
+        if _current_tasks is None:
+            task = asyncio.current_task()
+        else:
+            task = _current_tasks.get(get_running_loop())
+        self.task = task  # type: ignore[assignment]
+        self.deadline = passthrough.deadlines.start(spec.timeout, task)  # type: ignore[arg-type]
         # For its calls out (valor.http_client()), as the message path's Runtime._call does.
         calling = CALLING.set(
-            _new_calling(Calling, (runtime, spec, self.correlation_id, self.origin, CALLING.get()))
+            _new_calling(
+                Calling,
+                (passthrough.runtime, spec, self.correlation_id, self.origin, CALLING.get()),
+            )
         )
         try:
-            await self.route.plugin.app(self.app_scope, self.receive, self.send)
+            await route.plugin.app(self.app_scope, self.receive, self.send)
             if self.state != COMPLETE and not (self.gone or self.stopped):
                 what = "an answer" if self.start is None else "the rest of its answer"
                 raise RuntimeError(f"the ASGI app returned without sending {what}")
@@ -301,7 +355,7 @@ class _Call:
             elif self.state == STREAMING and isinstance(exc, Exception):
                 raise broken_error(spec.name, exc) from exc
             elif self.state == COMPLETE and isinstance(exc, Exception):
-                self.route.plugin.failed_after_answer(exc)
+                route.plugin.failed_after_answer(exc)
             else:
                 raise
         finally:
@@ -310,8 +364,8 @@ class _Call:
                 self._stop_deadline()
             if self.watcher is not None:
                 self._quiet()
-            if (self.gone or self.idle) and task.cancelling():
-                task.uncancel()  # our own cancellation, not the server's
+            if (self.gone or self.idle) and task.cancelling():  # type: ignore[union-attr]
+                task.uncancel()  # type: ignore[union-attr]  # our own cancellation, not the server's
 
     async def receive(self) -> Message:
         """The body, read before the app was called, then only ``http.disconnect``."""
@@ -350,7 +404,7 @@ class _Call:
                     deadline = self.deadline
                     if deadline is not None:
                         self.deadline = None
-                        if self.passthrough.runtime.deadlines.stop(deadline):
+                        if self.passthrough.deadlines.stop(deadline):
                             # It caught its cancellation and answered late.
                             expired = DeadlineExceeded()
                             await self.answer(failure_answer(self.route.spec, expired, True))
@@ -361,7 +415,13 @@ class _Call:
                     headers.append((b"x-correlation-id", self.correlation_id.encode("latin-1")))
                     headers += route.tail
                     if status != 204 and status != 304:
-                        headers.append((b"content-length", b"%d" % len(part)))
+                        size = len(part)
+                        length = _lengths.get(size)
+                        if length is None:
+                            length = (b"content-length", b"%d" % size)
+                            if len(_lengths) < _CACHED:
+                                _lengths[size] = length
+                        headers.append(length)
                     if access_log.isEnabledFor(logging.INFO):
                         self._log(status)
                     send = self.server_send
@@ -432,7 +492,7 @@ class _Call:
             wire = _wire_answer(start["status"], start, part, more)
         except Exception as exc:
             return failure_answer(spec, exc, self._stop_deadline()), True
-        if self.passthrough.runtime.deadlines.stop(self.deadline):  # type: ignore[arg-type]
+        if self.passthrough.deadlines.stop(self.deadline):  # type: ignore[arg-type]
             self.deadline = None
             return failure_answer(spec, DeadlineExceeded(), True), True
         self.deadline = None
@@ -443,7 +503,7 @@ class _Call:
 
     def _log(self, status: int) -> None:
         """A whole plain answer's access-log line, as ``Runtime.finish`` writes it."""
-        path = split_url(self.full_path)[1]
+        path = split_url(self.route.full_path)[1]
         spec = self.route.spec
         log_access(spec.name, status, self.scope["method"], path, self.started, self.correlation_id)
 
@@ -469,25 +529,26 @@ class _Call:
     ) -> tuple[Message, Message]:
         """An answer's ASGI events, with the runtime's headers and access-log line
         (``Runtime.finish``), as the message path sends it."""
-        message: Any = {"url": self.full_path, "method": self.scope["method"], "headers": []}
+        message: Any = {"url": self.route.full_path, "method": self.scope["method"], "headers": []}
         runtime = self.passthrough.runtime
         runtime.finish(message, response, self.correlation_id, self.route.mount, self.started)
-        return response_events(response, self.head or no_length, unread)  # type: ignore[arg-type]
+        # The server's view of a HEAD: no content-length, no body.
+        head = self.scope["method"] == "HEAD" or no_length
+        return response_events(response, head, unread)  # type: ignore[arg-type]
 
     def _stop_deadline(self) -> bool:
         """Stop the first part's deadline, if it runs; whether it had passed."""
         if self.deadline is None:
             return False
         task, self.deadline = self.deadline, None
-        return self.passthrough.runtime.deadlines.stop(task)
+        return self.passthrough.deadlines.stop(task)
 
     async def _next_part(self) -> None:
         """Give the app its timeout for the next part, under the runtime's deadlines (the
         watchdog stops an app that holds the loop between parts), and let the loop turn: an
         app that never awaits, to a client that has gone (whose send returns at once), would
         otherwise never let the client's leaving be noticed, nor any other request run."""
-        runtime = self.passthrough.runtime
-        self.deadline = runtime.deadlines.start(self.route.spec.timeout, self.task)
+        self.deadline = self.passthrough.deadlines.start(self.route.spec.timeout, self.task)
         await asyncio.sleep(0)
 
     def _client_gone(self, watcher: asyncio.Task[None]) -> None:
