@@ -13,7 +13,9 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
+from valor.asgi_http import BODY_FOLLOWS
 from valor.connections import GuardedH11Protocol, GuardedHttpToolsProtocol
 from valor.processes import free_port
 
@@ -113,3 +115,113 @@ def test_each_head_is_answered_as_uvicorns_protocol_answers_it(
             assert outcome(client, valors + path) == expected
     if path in ("/crlf-value", "/nul-value", "/bad-name", "/not-pairs"):
         assert isinstance(expected, str)  # refused, not answered: the test can fail
+
+
+# -- a head whose body follows at once (BODY_FOLLOWS) goes out with it, in one write ---------
+
+
+class Transport(asyncio.Transport):
+    """What a protocol writes, write by write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def answer_app(marked: bool, body: bytes, fields: list[Any], more: bool) -> Any:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        start = {"type": "http.response.start", "status": 200, "headers": fields}
+        if marked:
+            start[BODY_FOLLOWS] = True
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": more})
+        if more:
+            await send({"type": "http.response.body", "body": b"!"})
+
+    return app
+
+
+async def exchange(protocol: type, app: Any, request: bytes) -> tuple[bytes, int, bool]:
+    """What a protocol writes for two requests on one connection (the second if it stays
+    open): the bytes, in how many writes, and whether it closed the connection."""
+    config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
+    config.load()
+    state = ServerState()
+    state.default_headers = [(b"server", b"uvicorn")]
+    connection = protocol(config, state, {}, asyncio.get_running_loop())
+    transport = Transport()
+    connection.connection_made(transport)
+    for _ in range(2):
+        if transport.closed:
+            break
+        connection.data_received(request)
+        for _ in range(20):
+            await asyncio.sleep(0)
+    closed = transport.closed
+    connection.connection_lost(None)
+    return b"".join(transport.writes), len(transport.writes), closed
+
+
+TYPE = (b"content-type", b"text/plain")
+LENGTH = (b"content-length", b"5")
+GET = b"GET / HTTP/1.1\r\nhost: example.com\r\n\r\n"
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "protocols",
+    [(H11Protocol, GuardedH11Protocol), (HttpToolsProtocol, GuardedHttpToolsProtocol)],
+    ids=["h11", "httptools"],
+)
+@pytest.mark.parametrize(
+    ("request_head", "body", "fields", "more"),
+    [
+        (GET, b"hello", [TYPE, LENGTH], False),
+        (GET.replace(b"GET", b"HEAD"), b"", [TYPE, LENGTH], False),
+        (GET, b"hell", [TYPE, LENGTH], True),  # more parts: the head goes first, alone
+        (GET, b"hell", [TYPE, LENGTH], False),  # shorter than its length: uvicorn's error
+        (GET, b"hello!", [TYPE, LENGTH], False),  # longer
+        (GET, b"hello", [(b"Content-Type", b"text/plain"), LENGTH], False),
+        (GET, b"hello", [TYPE, (b"content-length", b"05")], False),
+        (GET, b"hello", [(b"host", b"example.com"), TYPE, LENGTH], False),  # h11 moves it
+        (GET, b"hello", [TYPE, LENGTH, (b"connection", b"keep-alive")], False),
+        (GET, b"hello", [TYPE], False),  # no length: chunked
+        (
+            GET.replace(b"\r\n\r\n", b"\r\nconnection: Close\r\n\r\n"),
+            b"hello",
+            [TYPE, LENGTH],
+            False,
+        ),
+        (GET.replace(b"HTTP/1.1", b"HTTP/1.0"), b"hello", [TYPE, LENGTH], False),
+    ],
+)
+async def test_a_head_whose_body_follows_is_written_with_it(
+    protocols: tuple[type, type], request_head: bytes, body: bytes, fields: list[Any], more: bool
+) -> None:
+    uvicorns, valors = protocols
+    expected = await exchange(uvicorns, answer_app(False, body, fields, more), request_head)
+    for marked in (False, True):
+        got = await exchange(valors, answer_app(marked, body, fields, more), request_head)
+        assert (got[0], got[2]) == (expected[0], expected[2])
+    if marked and body == b"hello" and LENGTH in fields:  # each answer in one write
+        assert got[1] == (1 if got[2] else 2)

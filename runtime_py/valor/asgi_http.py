@@ -20,6 +20,10 @@ Send = Callable[[Message], Awaitable[None]]
 
 # Which host answered: the one header in which the two hosts' answers differ, by design.
 HOST_HEADER = (b"x-valor-host", b"server")
+BODY_FOLLOWS = "valor.body_follows"
+"""A key of an ``http.response.start`` event: its whole body is the next event, sent at once.
+A server may then hold the head and write it with the body, one write (one system call, one
+packet) instead of two, as ``valor.connections``' protocols do; any other server ignores it."""
 
 
 class BodyTooLarge(Exception):

@@ -32,6 +32,7 @@ from uvicorn.protocols.http import h11_impl
 from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .asgi_http import BODY_FOLLOWS
 from .responses import error_message
 
 DEFAULT_TIMEOUT_HEADERS = 10.0
@@ -142,11 +143,16 @@ def _h11_checked(headers: list[Any]) -> bool:
 
 class GuardedH11Cycle(h11_impl.RequestResponseCycle):
     """uvicorn's h11 request cycle, whose answer head skips h11's checks when every field
-    passed them before (``_h11_checked``); any other head is uvicorn's own, errors included."""
+    passed them before (``_h11_checked``); any other head is uvicorn's own, errors included.
+    A head whose body follows at once (``BODY_FOLLOWS``) is written with it."""
+
+    _held: bytes | None = None  # the head, until its body comes
 
     def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
         # Not a coroutine function: it hands back uvicorn's coroutine, or _sent() once the
         # head is written, so that no answer's send costs two coroutines.
+        if self._held is not None:
+            return self._send_with_head(message)
         if (
             self.response_started
             or self.disconnected
@@ -167,7 +173,40 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
         status = message["status"]
         reason = h11_impl.STATUS_PHRASES[status]
         response = h11.Response(status_code=status, headers=headers, reason=reason, _parsed=True)
-        self.transport.write(self.conn.send(event=response))
+        head = self.conn.send(event=response)
+        if message.get(BODY_FOLLOWS):
+            self._held = head
+        else:
+            self.transport.write(head)
+        return _sent()
+
+    def _send_with_head(self, message: Any) -> Coroutine[Any, Any, None]:
+        """The held head and this message's body in one write, as uvicorn would send the
+        body (h11 frames it); any other message after the head, uvicorn's way."""
+        head, self._held = self._held, None
+        if (
+            self.disconnected
+            or self.flow.write_paused
+            or message["type"] != "http.response.body"
+            or message.get("more_body", False)
+        ):
+            self.transport.write(head)
+            return _h11_send(self, message)
+        body = b"" if self.scope["method"] == "HEAD" else message.get("body", b"")
+        data = b""
+        try:
+            data = self.conn.send(event=h11.Data(data=body))
+            self.response_complete = True
+            self.message_event.set()
+            end = self.conn.send(event=h11.EndOfMessage())
+        except BaseException:  # a body longer or shorter than its length: as uvicorn fails
+            self.transport.write(head + data)
+            raise
+        self.transport.write(head + data + end)
+        if self.conn.our_state is h11.MUST_CLOSE or not self.keep_alive:
+            self.conn.send(event=h11.ConnectionClosed())
+            self.transport.close()
+        self.on_response()
         return _sent()
 
 
@@ -214,8 +253,12 @@ if HTTPTOOLS:
         ``HEADER_VALUE_RE``); a head with an invalid field is uvicorn's own, errors
         included."""
 
+        _held: bytes | None = None  # the head, until its body comes (BODY_FOLLOWS)
+
         def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
             # As GuardedH11Cycle's: uvicorn's coroutine, or _sent() once the head is written.
+            if self._held is not None:
+                return self._send_with_head(message)
             if (
                 self.response_started
                 or self.disconnected
@@ -275,7 +318,35 @@ if HTTPTOOLS:
                 self.chunked_encoding = True
                 content.append(b"transfer-encoding: chunked\r\n")
             content.append(b"\r\n")
-            self.transport.write(b"".join(content))
+            if message.get(BODY_FOLLOWS) and not self.chunked_encoding:
+                self._held = b"".join(content)
+            else:
+                self.transport.write(b"".join(content))
+            return _sent()
+
+        def _send_with_head(self, message: Any) -> Coroutine[Any, Any, None]:
+            """The held head and this message's body in one write, as uvicorn would send the
+            body; any other message after the head, or a body not of its length, uvicorn's
+            way (its errors)."""
+            head, self._held = self._held, None
+            body = message.get("body", b"")
+            bodiless = self.scope["method"] == "HEAD"  # uvicorn sends none
+            if (
+                self.disconnected
+                or self.flow.write_paused
+                or message["type"] != "http.response.body"
+                or message.get("more_body", False)
+                or (len(body) != self.expected_content_length and not bodiless)
+            ):
+                self.transport.write(head)
+                return _httptools_send(self, message)
+            self.expected_content_length = 0
+            self.transport.write(head if bodiless else head + body)
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
             return _sent()
 
     _httptools_send = httptools_impl.RequestResponseCycle.send

@@ -34,6 +34,7 @@ from .wire import RequestMessage, ResponseMessage, WireError, checked_answer
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 _FAILED = object()  # a plug-in's call that raised, already answered
+_new_tuple = tuple.__new__
 
 log = logging.getLogger("valor")
 
@@ -261,7 +262,10 @@ class Runtime:
                 stream = None
                 # For its calls out: who calls (and whose call this is, for a sibling's), with
                 # what id.
-                calling = CALLING.set(Calling(self, spec, correlation_id, origin, CALLING.get()))
+                # (A named tuple made by tuple.__new__: its own __new__ is a Python function.)
+                calling = CALLING.set(
+                    _new_tuple(Calling, (self, spec, correlation_id, origin, CALLING.get()))
+                )
                 try:
                     if handle_forwarded is None:
                         answer = await plugin.handle(forwarded)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .asgi_http import (
+    BODY_FOLLOWS,
     BodyTooLarge,
     Receive,
     RequestBody,
@@ -158,10 +159,12 @@ class ValorApp:
             response = await runtime.handle(message, reader)
             unread = reader is not None and not reader.complete
         start, body = response_events(response, head, unread)
-        await send(start)
         if type(response["body"]) is bytes:
+            start[BODY_FOLLOWS] = True
+            await send(start)
             await send(body)
         else:
+            await send(start)
             await send_parts(response["body"], send, receive)
 
     def _learn_origin(self, scope: Scope, host: bytes | None, bad_host: str | None) -> None:
