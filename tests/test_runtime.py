@@ -463,3 +463,39 @@ def test_a_fault_in_holding_the_starts_never_costs_the_manifest_its_mounts(
         assert loop.run_until_complete(boot()) == ["a", "b", "c", "d"]
     finally:
         loop.close()
+
+
+BLOCKED = """
+import time
+from pathlib import Path
+from valor import vlugin
+
+
+@vlugin
+def on_request(req):
+    deadline = time.monotonic() + 10
+    while not Path(__file__).with_name("release").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"
+"""
+
+
+async def test_a_plugin_removed_while_its_calls_wait_for_a_thread_answers_them(
+    tmp_path: Path,
+) -> None:
+    """A sync plug-in's calls waiting for one of its threads when it is removed (say through
+    the registry, by another worker's change) still get their answers: closing its threads
+    lets the queued calls run instead of cancelling them, which raised CancelledError out of
+    ``handle`` (a dropped request on the server)."""
+    path = write(tmp_path, "blocked", BLOCKED)
+    plugin = {"name": "blocked", "type": "python", "path": path, "limits": {"threads": 1}}
+    runtime = await runtime_with(tmp_path, [plugin])
+    threads = runtime.table.mounts["blocked"].plugin.threads
+    calls = [asyncio.ensure_future(runtime.handle(request("http://x/blocked"))) for _ in range(2)]
+    # Until the second call waits in the queue of the plug-in's one thread (the executor's).
+    while threads._executor is None or threads._executor._work_queue.qsize() < 1:
+        await asyncio.sleep(0.01)
+    await runtime.remove("blocked")
+    (tmp_path / "release").touch()
+    answers = await asyncio.wait_for(asyncio.gather(*calls), 15)
+    assert [(answer["status"], answer["body"]) for answer in answers] == [(200, b"done")] * 2

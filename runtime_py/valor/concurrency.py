@@ -68,8 +68,11 @@ class Threads:
             self.abandoned -= 1
 
     def close(self) -> None:
+        """Take no more calls. Calls already waiting for a thread still run and answer: the
+        plug-in is being removed, not its callers (cancelling their futures dropped their
+        requests); each is bounded by its timeout, as it was."""
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=False)
 
 
 def as_async(
