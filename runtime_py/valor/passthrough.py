@@ -207,7 +207,7 @@ class PassThrough:
         route = None
         if found is not None and type(found[0].plugin) is AsgiPlugin and "#" not in full_path:
             mount, raw_path, path = found
-            prefix = self.runtime.forwarded_prefix(mount.spec, root_path)
+            prefix = self.runtime.forwarded_prefix(mount, root_path)
             paths = scope_paths(prefix, below(raw_path, path, mount.spec.prefix))
             route = _Route(mount, paths, full_path)
         if key is not None and len(self._routes) < _CACHED:

@@ -139,7 +139,7 @@ class Runtime:
         async with self.changing:
             self.table.check_free(spec)
             plugin = await load_plugin(self, spec)
-            mount = Mount(spec, plugin)
+            mount = Mount(spec, plugin, self.root_path)
             self.table.mounts[spec.name] = mount
             self.table.drop_unloaded(spec)
             self.reroute()
@@ -252,9 +252,9 @@ class Runtime:
                     body = message.get("body") or None
                 spec = mount.spec
                 plugin: Plugin = mount.plugin
-                handle_forwarded = getattr(plugin, "handle_forwarded", None)
+                handle_forwarded = mount.handle_forwarded
                 forwarded = self._forwarded(
-                    message, spec, handle_forwarded is None, method, origin, raw_path, path,
+                    message, mount, handle_forwarded is None, method, origin, raw_path, path,
                     query, body, correlation_id, request_id,
                 )  # fmt: skip
                 deadlines = self.deadlines
@@ -272,7 +272,7 @@ class Runtime:
                     else:
                         forwarding = Forwarding(
                             correlation_id,
-                            self.forwarded_prefix(spec, message.get("root_path", "")),
+                            self.forwarded_prefix(mount, message.get("root_path", "")),
                             message.get("client"),
                         )
                         answer = await handle_forwarded(forwarded, forwarding)
@@ -345,7 +345,7 @@ class Runtime:
     def _forwarded(
         self,
         message: RequestMessage,
-        spec: PluginSpec,
+        mount: Mount,
         as_headers: bool,
         method: str,
         origin: str,
@@ -361,12 +361,12 @@ class Runtime:
         ``handle_forwarded``: an ASGI app's scope)."""
         if as_headers:
             headers = self.forwarded_headers(
-                message["headers"], spec, correlation_id, request_id, message.get("root_path", "")
+                message["headers"], mount, correlation_id, request_id, message.get("root_path", "")
             )
         else:
             headers = message["headers"]
         return {
-            "url": origin + below(raw_path, path, spec.prefix) + query,
+            "url": origin + below(raw_path, path, mount.spec.prefix) + query,
             # HEAD reaches every kind of plug-in as GET; handle() drops the body.
             "method": "GET" if method == "HEAD" else method,
             "headers": headers,
@@ -402,7 +402,7 @@ class Runtime:
     def forwarded_headers(
         self,
         headers: list[list[str]],
-        spec: PluginSpec,
+        mount: Mount,
         correlation_id: str,
         request_id: str | None,
         root_path: str = "",
@@ -414,10 +414,12 @@ class Runtime:
         forwarded = fetch_order(headers, drop="x-forwarded-prefix")
         if not request_id:
             forwarded.append(["x-request-id", correlation_id])
-        forwarded.append(["x-forwarded-prefix", self.forwarded_prefix(spec, root_path)])
+        # Under no ASGI server's root path (the usual case), the mount's own, without a call.
+        prefix = self.forwarded_prefix(mount, root_path) if root_path else mount.forwarded_prefix
+        forwarded.append(["x-forwarded-prefix", prefix])
         return forwarded
 
-    def forwarded_prefix(self, spec: PluginSpec, root_path: str = "") -> str:
+    def forwarded_prefix(self, mount: Mount, root_path: str = "") -> str:
         """The path a plug-in is mounted at, as its requests' x-forwarded-prefix gives it:
         under the ASGI server's ``root_path`` (a proxy's prefix) and the runtime's own."""
-        return root_path.rstrip("/") + self.root_path + spec.prefix.rstrip("/")
+        return root_path.rstrip("/") + mount.forwarded_prefix
