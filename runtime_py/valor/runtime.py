@@ -214,13 +214,17 @@ class Runtime:
     # -- answering --------------------------------------------------------------------------
 
     async def handle(
-        self, message: RequestMessage, read_body: BodyReader | None = None
+        self,
+        message: RequestMessage,
+        read_body: BodyReader | None = None,
+        url_parts: tuple[str, str, str] | None = None,
     ) -> ResponseMessage:
         """Answer one wire request. A host may pass ``read_body`` instead of a body: it is
         called only once the request is known to reach a plug-in or the registry's login has
-        passed, so nobody can make the host read bodies it would throw away."""
+        passed, so nobody can make the host read bodies it would throw away. A host that made
+        the message's URL from its parts may pass them, as ``split_url`` gives them."""
         started = time.perf_counter()
-        origin, full_path, query = split_url(message["url"])
+        origin, full_path, query = url_parts or split_url(message["url"])
         request_id = first_value(message["headers"], "x-request-id")
         correlation_id = request_id or new_request_id()
         # The path as sent (percent-encoded), below the root path; routing decodes it.
