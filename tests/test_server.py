@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -331,3 +332,64 @@ def test_create_app_serves_valor_manifest_by_default(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("VALOR_MANIFEST")
     assert create_app().manifest_path == "plugins/plugins.json"
     assert create_app(MANIFEST).manifest_path == MANIFEST
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("raw_path", "query"),
+    [
+        (b"/echo/a", b""),
+        (b"/echo/a", b"b=1&c"),
+        (b"/echo/a%20b", b"q=%23"),
+        (b"/echo/a#frag", b""),
+        (b"/echo/a", b"b=1#frag"),
+        (b"/echo/a?b", b"c"),
+        (b"*", b""),
+    ],
+)
+async def test_the_usual_request_hands_the_runtime_the_url_it_would_split(
+    tmp_path: Path, raw_path: bytes, query: bytes
+) -> None:
+    # The usual request (each header once) gives the runtime its URL's parts; a repeated
+    # header takes the other way, which only splits the URL: the answers are the same.
+    from valor.server import create_app
+
+    (tmp_path / "echo.py").write_text(
+        "from valor import vlugin\n@vlugin\ndef on_request(req):\n    return req.url\n"
+    )
+    (tmp_path / "plugins.json").write_text(
+        json.dumps({"plugins": [{"name": "echo", "type": "python", "path": "echo.py"}]})
+    )
+    app = create_app(tmp_path / "plugins.json", store="memory:")
+    answers = []
+    for extra in ([], [(b"x-a", b"1"), (b"x-a", b"2")]) * 2:  # the first learns the origin
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": raw_path.decode(),
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": [(b"host", b"example.com"), (b"x-request-id", b"r"), *extra],
+            "client": ("127.0.0.1", 1),
+        }
+        sent = await _events(app, scope)
+        answers.append([(e.get("status"), e.get("headers"), e.get("body")) for e in sent])
+    await app.runtime.close()
+    assert answers[2] == answers[1] == answers[3]
+
+
+async def _events(app: Any, scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """The events an ASGI app sends for one request without a body."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(event: dict[str, Any]) -> None:
+        sent.append(event)
+
+    await app(scope, receive, send)
+    return sent

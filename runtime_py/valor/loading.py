@@ -194,10 +194,10 @@ class StagedStart:
         table = runtime.table
         try:
             try:
-                mount = Mount(spec, await load_plugin(runtime, spec))
+                mount = Mount(spec, await load_plugin(runtime, spec), runtime.root_path)
             except PluginLoadError as failure:
                 async with runtime.changing:
-                    table.unloaded[spec.name] = Mount(spec, Unavailable(failure))
+                    table.unloaded[spec.name] = Mount(spec, Unavailable(failure), runtime.root_path)
                     runtime.reroute(notify=False)
                 raise
             async with runtime.changing:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from asyncio import get_running_loop
 from time import perf_counter
 from typing import Any
 
@@ -67,9 +65,6 @@ _NONE: dict[Any, Any] = {}  # found nothing
 _HASH = ord("#")
 # A Calling without NamedTuple's __new__, a Python function: one frame less per request.
 _new_calling = tuple.__new__
-# The request's task: asyncio.current_task() is a Python function before 3.12 (C after) that
-# reads this dict, keyed by the running loop.
-_current_tasks = None if sys.version_info >= (3, 12) else asyncio.tasks._current_tasks  # type: ignore[attr-defined]
 # Each whole answer's Content-Length header, by length: made once each. Bounded.
 _lengths: dict[int, tuple[bytes, bytes]] = {}
 
@@ -212,7 +207,7 @@ class PassThrough:
         route = None
         if found is not None and type(found[0].plugin) is AsgiPlugin and "#" not in full_path:
             mount, raw_path, path = found
-            prefix = self.runtime.forwarded_prefix(mount.spec, root_path)
+            prefix = self.runtime.forwarded_prefix(mount, root_path)
             paths = scope_paths(prefix, below(raw_path, path, mount.spec.prefix))
             route = _Route(mount, paths, full_path)
         if key is not None and len(self._routes) < _CACHED:
@@ -322,12 +317,8 @@ class _Call:
             except BodyError as exc:
                 await self.answer(error_message(exc.status, exc.detail), unread=True)
                 return
-        if _current_tasks is None:
-            task = asyncio.current_task()
-        else:
-            task = _current_tasks.get(get_running_loop())
-        self.task = task  # type: ignore[assignment]
-        self.deadline = passthrough.deadlines.start(spec.timeout, task)  # type: ignore[arg-type]
+        # The request's task, which its deadline cancels (Deadlines.start reads it).
+        task = self.task = self.deadline = passthrough.deadlines.start(spec.timeout)  # type: ignore[assignment]
         # For its calls out (valor.http_client()), as the message path's Runtime._call does.
         calling = CALLING.set(
             _new_calling(

@@ -3,7 +3,7 @@ prefix, matched on whole segments of the decoded path), as Starlette's ``Mount``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 from urllib.parse import unquote
@@ -15,10 +15,21 @@ from .manifest import HEALTH_PREFIX, REGISTRY_PREFIX, PluginSpec
 
 @dataclass(frozen=True)
 class Mount:
-    """A plug-in at its prefix."""
+    """A plug-in at its prefix, under the runtime's ``root_path``."""
 
     spec: PluginSpec
     plugin: Plugin
+    root_path: str = ""
+    # Made once here rather than for each request.
+    forwarded_prefix: str = field(init=False, repr=False, compare=False)
+    """Its requests' x-forwarded-prefix under no ASGI server's root path."""
+    handle_forwarded: Any = field(init=False, repr=False, compare=False)
+    """The plug-in's ``handle_forwarded`` (see ``valor.kinds``), or None."""
+
+    def __post_init__(self) -> None:
+        prefix = self.root_path + self.spec.prefix.rstrip("/")
+        object.__setattr__(self, "forwarded_prefix", prefix)
+        object.__setattr__(self, "handle_forwarded", getattr(self.plugin, "handle_forwarded", None))
 
 
 class MountTable:

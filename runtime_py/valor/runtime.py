@@ -139,7 +139,7 @@ class Runtime:
         async with self.changing:
             self.table.check_free(spec)
             plugin = await load_plugin(self, spec)
-            mount = Mount(spec, plugin)
+            mount = Mount(spec, plugin, self.root_path)
             self.table.mounts[spec.name] = mount
             self.table.drop_unloaded(spec)
             self.reroute()
@@ -214,13 +214,17 @@ class Runtime:
     # -- answering --------------------------------------------------------------------------
 
     async def handle(
-        self, message: RequestMessage, read_body: BodyReader | None = None
+        self,
+        message: RequestMessage,
+        read_body: BodyReader | None = None,
+        url_parts: tuple[str, str, str] | None = None,
     ) -> ResponseMessage:
         """Answer one wire request. A host may pass ``read_body`` instead of a body: it is
         called only once the request is known to reach a plug-in or the registry's login has
-        passed, so nobody can make the host read bodies it would throw away."""
+        passed, so nobody can make the host read bodies it would throw away. A host that made
+        the message's URL from its parts may pass them, as ``split_url`` gives them."""
         started = time.perf_counter()
-        origin, full_path, query = split_url(message["url"])
+        origin, full_path, query = url_parts or split_url(message["url"])
         request_id = first_value(message["headers"], "x-request-id")
         correlation_id = request_id or new_request_id()
         # The path as sent (percent-encoded), below the root path; routing decodes it.
@@ -252,11 +256,31 @@ class Runtime:
                     body = message.get("body") or None
                 spec = mount.spec
                 plugin: Plugin = mount.plugin
-                handle_forwarded = getattr(plugin, "handle_forwarded", None)
-                forwarded = self._forwarded(
-                    message, spec, handle_forwarded is None, method, origin, raw_path, path,
-                    query, body, correlation_id, request_id,
-                )  # fmt: skip
+                handle_forwarded = mount.handle_forwarded
+                root_path = message.get("root_path", "")
+                # Under no ASGI server's root path (the usual case), the mount's own, no call.
+                prefix = (
+                    self.forwarded_prefix(mount, root_path) if root_path else mount.forwarded_prefix
+                )
+                # The request a plug-in gets: below its prefix, with the runtime's headers, else
+                # the client's (for one that takes them beside the request: an ASGI app's scope).
+                if handle_forwarded is None:
+                    # In fetch()'s order, a new list (the host's stays as it came), with its
+                    # request id and prefix. A client's x-forwarded-prefix is dropped: the
+                    # prefix a plug-in builds links with (a Location) is the runtime's.
+                    headers = fetch_order(message["headers"], drop="x-forwarded-prefix")
+                    if not request_id:
+                        headers.append(["x-request-id", correlation_id])
+                    headers.append(["x-forwarded-prefix", prefix])
+                else:
+                    headers = message["headers"]
+                forwarded: RequestMessage = {
+                    "url": origin + below(raw_path, path, spec.prefix) + query,
+                    # HEAD reaches every kind of plug-in as GET; the body is dropped below.
+                    "method": "GET" if method == "HEAD" else method,
+                    "headers": headers,
+                    "body": body,
+                }
                 deadlines = self.deadlines
                 task = deadlines.start(spec.timeout)
                 stream = None
@@ -270,11 +294,7 @@ class Runtime:
                     if handle_forwarded is None:
                         answer = await plugin.handle(forwarded)
                     else:
-                        forwarding = Forwarding(
-                            correlation_id,
-                            self.forwarded_prefix(spec, message.get("root_path", "")),
-                            message.get("client"),
-                        )
+                        forwarding = Forwarding(correlation_id, prefix, message.get("client"))
                         answer = await handle_forwarded(forwarded, forwarding)
                     stream = streamed(answer)
                     if stream is not None:
@@ -289,12 +309,17 @@ class Runtime:
                     CALLING.reset(calling)
                 if answer is _FAILED:
                     pass
+                elif deadlines.stop(task):  # it caught its cancellation, answered late anyway
+                    if stream is not None:
+                        await stream.aclose()
+                    response = timed_out(spec)
                 elif stream is None:
-                    response = self._checked(spec, answer, deadlines.stop(task))
+                    try:
+                        response = checked_answer(answer, drop=NOT_FROM_PLUGINS)
+                    except WireError as exc:
+                        response = failure_answer(spec, exc, False)
                 else:
-                    response = await self._checked_stream(
-                        spec, answer, stream, deadlines.stop(task)
-                    )
+                    response = await self._checked_stream(spec, answer, stream)
         if method == "HEAD":
             if isinstance(response["body"], Stream):
                 await response["body"].aclose()
@@ -342,55 +367,12 @@ class Runtime:
             log_access(name, response["status"], message["method"], path, started, correlation_id)
         return response
 
-    def _forwarded(
-        self,
-        message: RequestMessage,
-        spec: PluginSpec,
-        as_headers: bool,
-        method: str,
-        origin: str,
-        raw_path: str,
-        path: str,
-        query: str,
-        body: bytes | None,
-        correlation_id: str,
-        request_id: str | None,
-    ) -> RequestMessage:
-        """The request a plug-in gets: below its prefix, with the runtime's headers
-        (``as_headers``), else the client's (for a plug-in that takes them beside the request,
-        ``handle_forwarded``: an ASGI app's scope)."""
-        if as_headers:
-            headers = self.forwarded_headers(
-                message["headers"], spec, correlation_id, request_id, message.get("root_path", "")
-            )
-        else:
-            headers = message["headers"]
-        return {
-            "url": origin + below(raw_path, path, spec.prefix) + query,
-            # HEAD reaches every kind of plug-in as GET; handle() drops the body.
-            "method": "GET" if method == "HEAD" else method,
-            "headers": headers,
-            "body": body,
-        }
-
-    def _checked(self, spec: PluginSpec, answer: object, expired: bool) -> ResponseMessage:
-        """A plug-in's whole answer checked (``wire.checked_answer``), or the error it gets
-        instead; ``expired``: it caught its cancellation and answered late anyway."""
-        if expired:
-            return timed_out(spec)
-        try:
-            return checked_answer(answer, drop=NOT_FROM_PLUGINS)
-        except WireError as exc:
-            return failure_answer(spec, exc, False)
-
     async def _checked_stream(
-        self, spec: PluginSpec, answer: object, stream: Stream, expired: bool
+        self, spec: PluginSpec, answer: object, stream: Stream
     ) -> ResponseMessage:
-        """The same for a streamed answer, whose first part has come: the rest of its parts
-        come each within the plug-in's timeout, unless it is refused (the stream closed)."""
-        if expired:
-            await stream.aclose()
-            return timed_out(spec)
+        """A streamed answer checked (``wire.checked_answer``) once its first part has come, or
+        the error it gets instead: the rest of its parts come each within the plug-in's
+        timeout, unless it is refused (the stream closed)."""
         try:
             response = checked_answer(answer, drop=NOT_FROM_PLUGINS)
         except WireError as exc:
@@ -399,25 +381,7 @@ class Runtime:
         response["body"] = watched(stream, spec.name, spec.timeout, self.deadlines)  # type: ignore[typeddict-item]
         return response
 
-    def forwarded_headers(
-        self,
-        headers: list[list[str]],
-        spec: PluginSpec,
-        correlation_id: str,
-        request_id: str | None,
-        root_path: str = "",
-    ) -> list[list[str]]:
-        """The request headers a plug-in gets: a new list (the host's stays as it came), in
-        ``fetch()``'s order, with its request id and the prefix it is mounted at. A client's
-        x-forwarded-prefix is dropped: the prefix a plug-in builds links with (a Location) is
-        the runtime's, never the client's."""
-        forwarded = fetch_order(headers, drop="x-forwarded-prefix")
-        if not request_id:
-            forwarded.append(["x-request-id", correlation_id])
-        forwarded.append(["x-forwarded-prefix", self.forwarded_prefix(spec, root_path)])
-        return forwarded
-
-    def forwarded_prefix(self, spec: PluginSpec, root_path: str = "") -> str:
+    def forwarded_prefix(self, mount: Mount, root_path: str = "") -> str:
         """The path a plug-in is mounted at, as its requests' x-forwarded-prefix gives it:
         under the ASGI server's ``root_path`` (a proxy's prefix) and the runtime's own."""
-        return root_path.rstrip("/") + self.root_path + spec.prefix.rstrip("/")
+        return root_path.rstrip("/") + mount.forwarded_prefix

@@ -119,14 +119,22 @@ class ValorApp:
             and b"transfer-encoding" not in named
             and scope.get("http_version") in _HTTP_1
         ):
+            path = raw_path.decode("latin-1")
             query = scope.get("query_string")
-            url = origin + raw_path.decode("latin-1")
-            if query:
-                url += "?" + query.decode("latin-1")
+            query = "?" + query.decode("latin-1") if query else ""
+            url = origin + path + query
+            # The runtime splits the URL again unless given its parts: those split_url would
+            # give (a path from its first slash, without a query or a fragment).
+            parts = (
+                (origin, path, query)
+                if path[0] == "/" and "#" not in url and "?" not in path
+                else None
+            )
             bad_host = None
             framed = False
         else:
             url, bad_host = request_url(scope)
+            parts = None
             framed = None  # has_body says
             self._learn_origin(scope, named.get(b"host"), bad_host)
         method = scope["method"]
@@ -156,7 +164,7 @@ class ValorApp:
             response = runtime.finish(message, runtime.too_large())
             unread = True
         else:
-            response = await runtime.handle(message, reader)
+            response = await runtime.handle(message, reader, parts)
             unread = reader is not None and not reader.complete
         start, body = response_events(response, head, unread)
         if type(response["body"]) is bytes:
