@@ -19,6 +19,7 @@ from typing import Any
 
 from .access import access_log, log_access, new_request_id
 from .asgi_http import (
+    BODY_FOLLOWS,
     HOST_HEADER,
     BodyTooLarge,
     Message,
@@ -416,8 +417,14 @@ class _Call:
                     if access_log.isEnabledFor(logging.INFO):
                         self._log(status)
                     send = self.server_send
+                    # The whole body follows at once: the server's protocols write both in one.
                     await send(
-                        {"type": "http.response.start", "status": status, "headers": headers}
+                        {
+                            "type": "http.response.start",
+                            "status": status,
+                            "headers": headers,
+                            BODY_FOLLOWS: True,
+                        }
                     )
                     await send({"type": "http.response.body", "body": part})
                     return
@@ -447,6 +454,8 @@ class _Call:
             # A stream's length is not known: the server sends it chunked.
             start, body = self._events(answer, no_length=stream)
             send = self.server_send
+            if not stream:
+                start[BODY_FOLLOWS] = True
             await send(start)
             if not stream:
                 await send(body)
