@@ -21,6 +21,7 @@ from valor.store import (
     NotAnInteger,
     Store,
     StoreError,
+    StoreUnavailable,
     ValueNotStorable,
     ValueTooLarge,
 )
@@ -461,3 +462,47 @@ def test_store_urls(tmp_path: Path) -> None:
     assert redacted("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
     assert redacted("redis://:secret@host:6379/0") == "redis://:***@host:6379/0"
     assert redacted("redis://host:6379/0") == "redis://host:6379/0"
+
+
+# -- Redis's connection ---------------------------------------------------------------------
+
+
+async def test_redis_that_does_not_answer_is_unavailable_after_the_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each command is timed by the backend itself (the client has no socket timeout)."""
+    silent: list[asyncio.StreamWriter] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent.append(writer)  # reads nothing, answers nothing
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setattr("valor.store.redis.SOCKET_TIMEOUT", 0.3)
+    backend = RedisBackend(f"redis://127.0.0.1:{port}/0")
+    store = Store(backend, "test")
+    try:
+        for call in (store.get("k"), store.set("k", 1), store.increment("n")):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match=r"no answer within 0\.3 s"):
+                await call
+            assert time.monotonic() - started < 5
+    finally:
+        await backend.close()
+        for writer in silent:
+            writer.close()
+        server.close()
+
+
+async def test_redis_loads_its_scripts_again_when_the_server_lost_them(redis_url: str) -> None:
+    backend = RedisBackend(redis_url)
+    store = Store(backend, "scripts")
+    try:
+        await backend._connected().flushall()
+        assert await store.increment("n") == 1
+        await backend._connected().script_flush()
+        assert await store.increment("n") == 2
+        await store.set("k", "v")
+        assert await store.get("k") == "v"
+    finally:
+        await backend.close()
