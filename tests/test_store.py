@@ -217,9 +217,22 @@ async def case_expiry(opened: Opened) -> None:
     assert await store.get("short") == "again"
     await store.set("counter", 5, expire_in=10)
     assert await store.increment("counter") == 6  # the expiry stays as it was
+    await store.set("word", "abc", expire_in=10)  # expired, a value of any kind is absent
     opened.clock.advance(11)
     assert await store.get("counter") is None
     assert await store.increment("counter") == 1
+    assert await store.increment("word", 5) == 5
+    entry = await store.get_entry("word")
+    assert entry is not None and entry.value == 5
+    assert [e.key for e in (await store.list()).entries] == [
+        "counter",
+        "forever",
+        "long",
+        "short",
+        "word",
+    ]
+    opened.clock.advance(1000)  # an increment made the entry anew, with no expiry
+    assert await store.get("word") == 5
     for bad in (0, -1, float("nan"), float("inf"), "10", True):
         with pytest.raises(BatchInvalid, match="'k'"):
             await store.set("k", 1, expire_in=bad)  # type: ignore[arg-type]

@@ -78,34 +78,58 @@ local function add(value, by, member)
 end
 """.replace("MAX_SAFE", str(MAX_SAFE_INTEGER))
 
+# The lone set and increment below are written out in full rather than through ``put``,
+# ``live`` and ``add``: each is most of a plug-in's writes, and the functions' closures,
+# tables and extra string calls were about a third of the increment script's time in Redis
+# (INFO commandstats: 16 against 11 us per EVALSHA on the 2-core machine under load).
+
 # A lone set: KEYS counter, key set, entry; ARGV member, encoded value, expires_at or ''.
 # Answers the version.
-_SET = (
-    _PUT
-    + """
+_SET = """
 local version = redis.call('INCR', KEYS[1])
-put(KEYS[3], string.format('%.0f', version), ARGV[2], ARGV[3])
+local exp = ARGV[3]
+if exp == '' then
+  redis.call('SET', KEYS[3], string.format('%.0f', version) .. '::' .. ARGV[2])
+else
+  redis.call('SET', KEYS[3], string.format('%.0f', version) .. ':' .. exp .. ':' .. ARGV[2],
+    'PXAT', math.ceil(tonumber(exp) * 1000))
+end
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 return version
 """
-)
 
 # A lone increment: KEYS counter, key set, entry; ARGV member, by, now. The expiry stays as it
-# was. Answers 'version:sum' as a status reply (one line: cheaper to read than a bulk string).
-_INCREMENT = (
-    _LIVE
-    + _PUT
-    + _ADD
-    + """
-local r = live(KEYS[3], tonumber(ARGV[3]))
-local total, failed = add(r and r[1], ARGV[2], ARGV[1])
-if failed then return failed end
+# was; an entry expired by the caller's clock counts as absent (its value is not read). Only
+# an entry made anew joins the key set. Answers 'version:sum' as a status reply (one line:
+# cheaper to read than a bulk string).
+_INCREMENT = """
+local data = redis.call('GET', KEYS[3])
+local exp, sum = '', tonumber(ARGV[2])
+if data then
+  local e, digits = string.match(data, '^%d+:([^:]*):j(%-?%d+)$')
+  if not e then e = string.match(data, '^%d+:([^:]*):') end
+  if e ~= '' and tonumber(e) <= tonumber(ARGV[3]) then
+    data = nil
+  elseif not digits then
+    return redis.error_reply('VALOR_NOT_AN_INTEGER ' .. ARGV[1])
+  else
+    exp, sum = e, sum + tonumber(digits)
+  end
+end
+if sum > MAX_SAFE or sum < -MAX_SAFE then
+  return redis.error_reply('VALOR_OUT_OF_RANGE ' .. ARGV[1])
+end
+sum = string.format('%.0f', sum)
 local version = string.format('%.0f', redis.call('INCR', KEYS[1]))
-put(KEYS[3], version, 'j' .. total, r and r[3] or '')
-if not r then redis.call('ZADD', KEYS[2], 0, ARGV[1]) end
-return redis.status_reply(version .. ':' .. total)
-"""
-)
+if exp == '' then
+  redis.call('SET', KEYS[3], version .. '::j' .. sum)
+else
+  redis.call('SET', KEYS[3], version .. ':' .. exp .. ':j' .. sum,
+    'PXAT', math.ceil(tonumber(exp) * 1000))
+end
+if not data then redis.call('ZADD', KEYS[2], 0, ARGV[1]) end
+return redis.status_reply(version .. ':' .. sum)
+""".replace("MAX_SAFE", str(MAX_SAFE_INTEGER))
 
 # Any batch. KEYS: version counter, key set, entry keys...; ARGV: now, #checks,
 # (entry, version)..., #mutations, (kind, entry, member, value, expires_at, by)...
