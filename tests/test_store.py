@@ -500,6 +500,22 @@ async def test_redis_that_does_not_answer_is_unavailable_after_the_timeout(
             with pytest.raises(StoreUnavailable, match=r"no answer within 0\.3 s"):
                 await call
             assert time.monotonic() - started < 5
+        # Calls started apart each wait their own time; one its caller cancels is cancelled.
+        first = asyncio.create_task(store.get("a"))
+        await asyncio.sleep(0.15)
+        second_started = time.monotonic()
+        second = asyncio.create_task(store.get("b"))
+        cancelled = asyncio.create_task(store.get("c"))
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        with pytest.raises(StoreUnavailable):
+            await first
+        with pytest.raises(StoreUnavailable):
+            await second
+        assert time.monotonic() - second_started >= 0.3  # not ended with the first
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert not backend._in_flight and not backend._expired
     finally:
         await backend.close()
         for writer in silent:

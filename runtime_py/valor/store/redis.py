@@ -224,6 +224,11 @@ class RedisBackend:
         self._client: Any = None
         self._names: dict[str, tuple[bytes, bytes]] = {}  # namespace -> key set, entry prefix
         self._scripts: dict[str, bytes] = {}  # script -> its SHA, once loaded
+        # Calls waiting for Redis (task -> when it started, oldest first), the timer that
+        # ends those waiting too long, and those it cancelled (``_call``, ``_expire``).
+        self._in_flight: dict[asyncio.Task[Any], float] = {}
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._expired: set[asyncio.Task[Any]] = set()
         self._no_script: type[Exception] = Exception
         self._response_error: type[Exception] = Exception
 
@@ -236,7 +241,7 @@ class RedisBackend:
             self._response_error = ResponseError
             # No socket timeout (redis-py's default is 5 s): ``_call`` times each command
             # itself, more cheaply (redis-py times each write with ``wait_for``: a task and
-            # a turn of the event loop more per command).
+            # a turn of the event loop more per command, a third of a command's client time).
             self._client = redis.asyncio.from_url(
                 self.url, socket_timeout=None, socket_connect_timeout=SOCKET_TIMEOUT
             )
@@ -331,34 +336,67 @@ class RedisBackend:
         return Commit(True, int(version), tuple(int(total) for total in sums))
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
     async def _call(self, command: bytes) -> Any:
         """One packed command on a connection of the client's pool, its reply as Redis gave
-        it; ``TimeoutError`` (an ``OSError``) after ``SOCKET_TIMEOUT`` seconds.
+        it; ``TimeoutError`` (an ``OSError``) once it has taken ``SOCKET_TIMEOUT`` seconds.
 
         ``execute_command`` wraps each command in retries, timing hooks and callbacks, and
         packs it at about three times ``_packed``'s cost. Retries are no loss: a write script
         resent after a lost connection could be applied twice (an increment counted twice),
         and a failed read is answered 503 at once; the next call connects again."""
         pool = self._connected().connection_pool
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight[task] = loop.time()
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(SOCKET_TIMEOUT, self._expire)
         try:
-            async with asyncio.timeout(SOCKET_TIMEOUT):
-                connection = await pool.get_connection()
-                try:
-                    await connection.send_packed_command(command, False)
-                    return await connection.read_response()
-                except self._response_error:
-                    raise  # the connection is fine: it read the whole (error) reply
-                except BaseException:
-                    await connection.disconnect()  # a reply may be half read
-                    raise
-                finally:
-                    await pool.release(connection)
-        except TimeoutError:
+            connection = await pool.get_connection()
+            try:
+                await connection.send_packed_command(command, False)
+                return await connection.read_response()
+            except self._response_error:
+                raise  # the connection is fine: it read the whole (error) reply
+            except BaseException:
+                await connection.disconnect()  # a reply may be half read
+                raise
+            finally:
+                await pool.release(connection)
+        except asyncio.CancelledError:
+            if task not in self._expired:
+                raise
+            self._expired.remove(task)
+            if task.uncancel():
+                raise  # its caller cancelled it as well
             raise TimeoutError(f"no answer within {SOCKET_TIMEOUT:g} s") from None
+        finally:
+            del self._in_flight[task]
+
+    def _expire(self) -> None:
+        """Cancel the calls that have taken ``SOCKET_TIMEOUT`` seconds (each raises
+        ``TimeoutError``), and wake again when the oldest of the others is due.
+
+        One timer for every call in flight: an ``asyncio.timeout`` around each call cost
+        about a tenth of a command's client time (a handle made, pushed on the loop's heap
+        and cancelled), as much as the rest of the backend's own work."""
+        self._watchdog = None
+        loop = asyncio.get_running_loop()
+        due = loop.time() - SOCKET_TIMEOUT
+        for task, started in self._in_flight.items():  # the oldest first
+            if started > due:
+                self._watchdog = loop.call_at(started + SOCKET_TIMEOUT, self._expire)
+                return
+            if task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
 
     async def _run(self, script: str, *arguments: Any, keys: int = 3) -> Any:
         """``script`` on ``arguments`` (its first ``keys`` are its KEYS) by its SHA, loading it
