@@ -535,3 +535,21 @@ async def test_redis_loads_its_scripts_again_when_the_server_lost_them(redis_url
         assert await store.get("k") == "v"
     finally:
         await backend.close()
+
+
+def test_redis_commands_are_packed_as_redis_py_packs_them() -> None:
+    from redis.asyncio.connection import Connection
+
+    from valor.store.redis import _COUNTER, _INCREMENT, _SET, _SHA, _head, _lone, _packed
+
+    def redis_py(*parts: object) -> bytes:
+        return b"".join(Connection().pack_command(*parts))
+
+    value = "späti ✓".encode() + bytes(range(256))
+    assert _packed(b"GET", "k ✓", 3, 1.5, b"") == redis_py("GET", "k ✓", 3, 1.5, b"")
+    for script, last in ((_SET, b""), (_INCREMENT, b"1765140000.25")):
+        head = _head(script, b"valor:n:k")
+        packed = _lone(head, b"valor:n:e:k\xe2\x9c\x93", b"k\xe2\x9c\x93", value, last)
+        assert packed == redis_py(
+            "EVALSHA", _SHA[script], 3, _COUNTER, "valor:n:k", "valor:n:e:k✓", "k✓", value, last
+        )

@@ -13,14 +13,17 @@ reply element, which is most of a store operation's time. So a read is one ``GET
 or increment (what ``store.set`` and ``store.increment`` send) runs a short script of its own
 with three keys and three arguments and answers one integer or one string; anything else runs
 the general batch script. Scripts are called by their SHA (``EVALSHA``), loaded again if the
-server lost them.
+server lost them. Commands go from the backend to a pooled connection directly: packed by the
+backend (a lone write's start packed once per namespace) and timed by one watchdog timer,
+without ``execute_command``'s wrappers or redis-py's socket timeout (a task per write).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .backend import Check, Commit, Mutation, Record
 from .errors import NotAnInteger, StoreFull, StoreUnavailable
@@ -215,6 +218,13 @@ return found
 )
 
 
+_SHA = {
+    script: hashlib.sha1(script.encode()).hexdigest().encode()
+    for script in (_SET, _INCREMENT, _COMMIT, _LIST)
+}
+"""Each script's SHA, as Redis names it (EVALSHA), without asking Redis."""
+
+
 class RedisBackend:
     """Entries in a Redis server (7.0 or later), shared by every process that names it."""
 
@@ -222,8 +232,7 @@ class RedisBackend:
         self.url = url
         self.description = redacted(url)
         self._client: Any = None
-        self._names: dict[str, tuple[bytes, bytes]] = {}  # namespace -> key set, entry prefix
-        self._scripts: dict[str, bytes] = {}  # script -> its SHA, once loaded
+        self._names: dict[str, _Names] = {}
         # Calls waiting for Redis (task -> when it started, oldest first), the timer that
         # ends those waiting too long, and those it cancelled (``_call``, ``_expire``).
         self._in_flight: dict[asyncio.Task[Any], float] = {}
@@ -247,19 +256,23 @@ class RedisBackend:
             )
         return self._client
 
-    def _keys(self, namespace: str) -> tuple[bytes, bytes]:
-        """The namespace's key set and the start of its entries' keys, encoded once."""
+    def _keys(self, namespace: str) -> _Names:
+        """The namespace's names and command heads, encoded once."""
         names = self._names.get(namespace)
         if names is None:
-            names = self._names[namespace] = (
-                f"{ROOT}:{namespace}:k".encode(),
+            key_set = f"{ROOT}:{namespace}:k".encode()
+            names = self._names[namespace] = _Names(
+                key_set,
                 f"{ROOT}:{namespace}:e:".encode(),
+                _head(_SET, key_set),
+                _head(_INCREMENT, key_set),
             )
         return names
 
     async def get(self, namespace: str, key: str, now: float) -> Record | None:
         try:
-            data = await self._call(_packed(b"GET", self._keys(namespace)[1] + key.encode()))
+            entry = self._keys(namespace).entries + key.encode()
+            data = await self._call(b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(entry), entry))
         except Exception as exc:
             self._reraise(exc)
             raise
@@ -276,7 +289,7 @@ class RedisBackend:
             low = b"[" + prefix.encode()
         end = prefix_end(prefix)
         high = b"(" + end.encode() if end is not None else b"+"
-        key_set, entries = self._keys(namespace)
+        key_set, entries, _, _ = self._keys(namespace)
         flat = await self._run(_LIST, key_set, repr(now), low, high, limit, entries, keys=1)
         records = []
         for index in range(0, len(flat), 2):
@@ -288,21 +301,18 @@ class RedisBackend:
     async def commit(
         self, namespace: str, checks: Sequence[Check], mutations: Sequence[Mutation], now: float
     ) -> Commit:
-        key_set, entries = self._keys(namespace)
+        key_set, entries, set_head, increment_head = self._keys(namespace)
         if not checks and len(mutations) == 1:  # store.set and store.increment
             mutation = mutations[0]
             key = mutation.key.encode()
             if mutation.kind == "set":
-                expires = b"" if mutation.expires_at is None else repr(mutation.expires_at)
-                version = await self._run(
-                    _SET, _COUNTER, key_set, entries + key, key, mutation.value, expires
-                )
-                return Commit(True, version)
+                expires = b"" if mutation.expires_at is None else repr(mutation.expires_at).encode()
+                command = _lone(set_head, entries + key, key, mutation.value, expires)
+                return Commit(True, await self._evalsha(_SET, command))
             if mutation.kind == "increment":
-                answer = await self._run(
-                    _INCREMENT, _COUNTER, key_set, entries + key, key, mutation.by, repr(now)
-                )
-                version, total = answer.split(b":")
+                by = str(mutation.by).encode()
+                command = _lone(increment_head, entries + key, key, by, repr(now).encode())
+                version, total = (await self._evalsha(_INCREMENT, command)).split(b":")
                 return Commit(True, int(version), (int(total),))
         keys: list[Any] = [_COUNTER, key_set]
         index: dict[str, int] = {}
@@ -399,18 +409,18 @@ class RedisBackend:
                 task.cancel()
 
     async def _run(self, script: str, *arguments: Any, keys: int = 3) -> Any:
-        """``script`` on ``arguments`` (its first ``keys`` are its KEYS) by its SHA, loading it
-        first if Redis does not know it (a new connection, a restarted or flushed server)."""
+        """``script`` on ``arguments`` (its first ``keys`` are its KEYS)."""
+        return await self._evalsha(script, _packed(b"EVALSHA", _SHA[script], keys, *arguments))
+
+    async def _evalsha(self, script: str, command: bytes) -> Any:
+        """``command``, an EVALSHA of ``script``'s SHA, loading the script first if Redis
+        does not know it (a new server, a restarted or flushed one)."""
         try:
-            sha = self._scripts.get(script)
-            if sha is not None:
-                try:
-                    return await self._call(_packed(b"EVALSHA", sha, keys, *arguments))
-                except self._no_script:
-                    pass
-            sha = await self._call(_packed(b"SCRIPT", b"LOAD", script.encode()))
-            self._scripts[script] = sha
-            return await self._call(_packed(b"EVALSHA", sha, keys, *arguments))
+            try:
+                return await self._call(command)
+            except self._no_script:
+                await self._call(_packed(b"SCRIPT", b"LOAD", script.encode()))
+                return await self._call(command)
         except Exception as exc:
             self._reraise(exc)
             raise
@@ -448,6 +458,37 @@ def _record(key: str, data: bytes, now: float) -> Record | None:
             return None
         return Record(key, value, int(version), expires_at)
     return Record(key, value, int(version))
+
+
+class _Names(NamedTuple):
+    """A namespace's names in Redis, and the start of its lone set's and increment's
+    commands (EVALSHA, the script's SHA, 3 keys, the counter, the key set)."""
+
+    key_set: bytes
+    entries: bytes  # + key: an entry
+    set_head: bytes
+    increment_head: bytes
+
+
+def _head(script: str, key_set: bytes) -> bytes:
+    """The first five of a lone script's nine parts, packed (``_lone`` adds the rest)."""
+    head = _packed(b"EVALSHA", _SHA[script], b"3", _COUNTER, key_set)
+    return b"*9\r\n" + head.removeprefix(b"*5\r\n")
+
+
+def _lone(head: bytes, entry: bytes, member: bytes, value: bytes, last: bytes) -> bytes:
+    """A lone set's or increment's command: ``head`` and four more bulk strings, packed in
+    one step (``_packed`` costs as much as the rest of the backend's Python per call)."""
+    return head + b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(entry),
+        entry,
+        len(member),
+        member,
+        len(value),
+        value,
+        len(last),
+        last,
+    )
 
 
 def _packed(*parts: Any) -> bytes:
