@@ -7,13 +7,14 @@ awaited from Python, which is what any Python code in Pyodide pays to wait for I
 call back, the waiting task resumed in the event as the store's is: no Python work besides,
 the least a read from Python can cost here."""
 
+import asyncio
 import time
 
 from pyodide.code import run_js
 from pyodide.ffi import create_proxy
 
 from valor import HTTPError, vlugin
-from valor.store.indexeddb import _Read
+from valor.store.indexeddb import _answer
 
 VALUE = {"text": "a note of some forty characters or so", "id": 12345}
 
@@ -74,11 +75,11 @@ RAW = run_js(
 
 # The floor's reads under way, and the one proxy that answers them (made once, as the store's).
 floor_reads = {}
-floor_done = create_proxy(lambda id: floor_reads.pop(id).answer(None))
+floor_done = create_proxy(lambda id: _answer(floor_reads.pop(id), None))
 
 
 def floor_get(index):
-    read = floor_reads[index] = _Read()
+    read = floor_reads[index] = asyncio.Future()
     RAW.floor(floor_done, index)
     return read
 
