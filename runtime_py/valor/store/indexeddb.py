@@ -141,8 +141,11 @@ _HELPER = """(done, plan, failed, buffer, module) => {
   let writing = null;  // the entries store and namespace of the commit being planned
   return {
     get(db, namespace, name, id) {
-      const request = db.transaction("entries", "readonly").objectStore("entries")
-        .get(key(namespace, name));
+      const transaction = db.transaction("entries", "readonly");
+      const request = transaction.objectStore("entries").get(key(namespace, name));
+      // Its one request made: committed once it is done, rather than once the answer's event
+      // has run and come back (a read 10-25 us quicker in Chromium's runtime worker).
+      if (transaction.commit) transaction.commit();
       request.onsuccess = () => {
         const value = request.result;
         if (value === undefined) return done(id);
