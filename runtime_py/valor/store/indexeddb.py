@@ -31,9 +31,10 @@ about 0.4 ms here. So ``get`` and ``commit`` go through a small JavaScript helpe
 Python through proxies made once: ``plan`` (in the transaction, once the reads are done: the
 checks, the version and the values to write are computed in Python, which writes them through
 the helper) and ``done``/``failed`` (the outcome). A batch that reads nothing is planned before
-the call, and its one write (store.set, store.delete) goes with the call. A commit calls
-``transaction.commit()`` once its requests are made, and the waiting task resumes inside the
-event that answers it (``_answer``), not in a later browser task.
+the call, and its one write (store.set, store.delete) goes with the call. A get or a commit
+calls ``transaction.commit()`` once its requests are made, and the waiting task (awaiting a
+plain asyncio future) resumes inside the event that answers it (``_answer``), not in a later
+browser task.
 """
 
 from __future__ import annotations
