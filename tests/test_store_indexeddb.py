@@ -1,4 +1,4 @@
-"""The IndexedDB backend's future (``_Answer``), in CPython: the waiting task resumes inside the
+"""The IndexedDB backend's answers (``_answer``), in CPython: the waiting task resumes inside the
 call that answers it when no task is running (as in an IndexedDB event handler), through
 ``call_soon`` when one is, and a cancelled wait ends the task's wait at once; a read's answer,
 decoded or not. The backend itself runs in Chromium: tests/browser/test_store.py."""
@@ -10,16 +10,16 @@ import asyncio
 import pytest
 
 from valor.store.backend import Record
-from valor.store.indexeddb import TABS, IndexedDBBackend, _Answer
+from valor.store.indexeddb import TABS, IndexedDBBackend, _answer
 
 pytestmark = [pytest.mark.timeout(30)]
 
 
 async def waiting_task(
     loop: asyncio.AbstractEventLoop,
-) -> tuple[_Answer, list[str], asyncio.Task[None]]:
-    """An answer, and a task waiting on it that notes ``got <result>`` in ``steps``."""
-    answer = _Answer(loop=loop)
+) -> tuple[asyncio.Future[object], list[str], asyncio.Task[None]]:
+    """A future, and a task waiting on it that notes ``got <result>`` in ``steps``."""
+    answer: asyncio.Future[object] = loop.create_future()
     steps: list[str] = []
 
     async def waiter() -> None:
@@ -36,7 +36,7 @@ def test_the_waiting_task_resumes_inside_the_answering_call() -> None:
         answer, steps, task = await waiting_task(loop)
 
         def event() -> None:  # as an IndexedDB event handler: no task runs
-            answer.answer(7)
+            _answer(answer, 7)
             steps.append("event handler returns")
 
         loop.call_soon(event)
@@ -49,7 +49,7 @@ def test_the_waiting_task_resumes_inside_the_answering_call() -> None:
 def test_an_answer_given_while_a_task_runs_wakes_the_waiter_later() -> None:
     async def main() -> None:
         answer, steps, task = await waiting_task(asyncio.get_running_loop())
-        answer.answer("x")  # from this running task: no nested step
+        _answer(answer, "x")  # from this running task: no nested step
         steps.append("answered")
         await task
         assert steps == ["answered", "got x"]
@@ -60,29 +60,29 @@ def test_an_answer_given_while_a_task_runs_wakes_the_waiter_later() -> None:
 def test_an_exception_reaches_the_waiter_and_a_cancelled_wait_ends_at_once() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        failing = _Answer(loop=loop)
-        loop.call_soon(failing.answer, None, ValueError("refused"))
+        failing = loop.create_future()
+        loop.call_soon(_answer, failing, None, ValueError("refused"))
         with pytest.raises(ValueError, match="refused"):
             await failing
 
-        never = _Answer(loop=loop)
+        never = loop.create_future()
         task = loop.create_task(_wait(never))
         await asyncio.sleep(0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert never.cancelled()
-        never.answer(1)  # the operation's late answer is ignored
+        _answer(never, 1)  # the operation's late answer is ignored
         assert never.cancelled()
 
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.01):
-                await _Answer(loop=loop)
+                await loop.create_future()
 
     asyncio.run(main())
 
 
-async def _wait(answer: _Answer) -> object:
+async def _wait(answer: asyncio.Future[object]) -> object:
     return await answer
 
 
@@ -104,6 +104,8 @@ def test_a_read_answers_the_value_decoded_or_the_record() -> None:
         missing = backend.get_value("ns", "k", 100.0)
         corrupt = backend.get_value("ns", "k", 100.0)
         assert [number for _, _, _, number in started.reads] == [1, 2, 3, 4, 5]
+        # Plain asyncio futures: a task awaiting one takes the C task's shortcuts.
+        assert {type(read) for read in (decoded, record, expired)} == {asyncio.Future}
         backend._done(1, 10, 1234, 5, None)
         backend._done(2, 10, 1234, 5, 200.0)
         backend._done(3, 10, 1234, 5, 100.0)
