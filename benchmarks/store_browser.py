@@ -135,6 +135,15 @@ def report(results: dict[str, Any]) -> list[float]:
             ("indexeddb (plain javascript)", raw, ""),
             ("  the same, awaited from python", awaited, f"{awaited[0] / raw[0]:6.2f}"),
         ]
+        if "committed" in results[op]:
+            committed = percentiles(results[op]["committed"])
+            rows.append(
+                (
+                    "  the same, committed early",
+                    committed,
+                    f"{valor[0] / committed[0]:6.2f} (valor's over it)",
+                )
+            )
         if "floor" in results[op]:
             floor = percentiles(results[op]["floor"])
             rows.append(("  the same, least python can do", floor, f"{floor[0] / raw[0]:6.2f}"))
