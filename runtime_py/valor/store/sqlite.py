@@ -15,7 +15,7 @@ Where the work is done, and why the event loop does not wait:
   that come while it has some queued; it waits for the turn there (a write blocked longer
   than ``BUSY_TIMEOUT_MS`` fails: 503) and commits everything queued in one transaction.
   It is the only place the disk is synced: no connection checkpoints by itself; every
-  ``MAINTAIN_EVERY`` commits the writer's thread checkpoints the WAL into the database file
+  ``MAINTAIN_EVERY`` transactions the writer's thread checkpoints the WAL into the database file
   and, in the same turn, makes the first write after it (the one that starts the WAL over
   and syncs its header), removing expired entries.
 - **Reads**: ``get`` (one entry, at most 64 KiB) on the loop's connection, from the WAL
@@ -56,11 +56,13 @@ LOOP_MAX_BYTES = 16 * 1024
 together, is made on the event loop's thread; a larger one goes to the writer's thread."""
 LOOP_MAX_BATCH = 32
 """At most this many commits in one transaction on the event loop's thread."""
-MAINTAIN_EVERY = 500
-"""Every ``MAINTAIN_EVERY`` commits a process makes, its writer's thread checkpoints the WAL
-(about 2 pages a commit: SQLite's own default is every 1000 pages) and removes up to
-``CLEANUP_BATCH`` expired entries (they are invisible already: this only gives their space
-back)."""
+MAINTAIN_EVERY = 200
+"""Every ``MAINTAIN_EVERY`` transactions a process makes, its writer's thread checkpoints the
+WAL (about 3 pages a transaction, whatever its number of commits; with two processes that is
+about SQLite's own default of every 1000 pages) and removes up to ``CLEANUP_BATCH`` expired
+entries (they are invisible already: this only gives their space back). Counted in
+transactions, not commits: a checkpoint costs its syncs more than its pages, and holds the
+write turn of every process meanwhile."""
 CLEANUP_BATCH = 1000
 
 _SCHEMA = """
@@ -286,7 +288,7 @@ class SqliteBackend:
         self._on_loop: _LoopConnection | None = None
         self._loop_thread: int | None = None  # the thread of the loop that commits first
         self._loop_batch: list[_Queued] = []  # commits waiting for the loop's next turn
-        self._commits = 0  # since the last maintenance
+        self._transactions = 0  # since the last maintenance
         self._maintaining = False
         self._now = 0.0  # the clock of the latest commit, for removing expired entries
         self._closed = False
@@ -384,7 +386,7 @@ class SqliteBackend:
         if outcomes is None:
             self._to_writer(batch)
             return
-        self._counted(len(batch))
+        self._counted()
         for item, outcome in zip(batch, outcomes, strict=True):
             _settle(item[4], outcome)
 
@@ -420,7 +422,7 @@ class SqliteBackend:
                 outcomes = [exc for _ in queued]
             else:
                 self._ready = True  # the schema is there
-                self._counted(len(queued))
+                self._counted()
                 self._open_on_loop()
             # One wake-up of each event loop for the whole batch, not one per commit: each
             # is a write to the loop's self-pipe and a turn of the loop.
@@ -456,13 +458,14 @@ class SqliteBackend:
             # Closed by the writer's thread: the last connection to close checkpoints.
             self._writer.executor.submit(on_loop.close)
 
-    def _counted(self, commits: int) -> None:
-        """Count commits; every ``MAINTAIN_EVERY``, the writer's thread maintains the file."""
+    def _counted(self) -> None:
+        """Count a transaction; every ``MAINTAIN_EVERY``, the writer's thread maintains the
+        file."""
         with self._queue_lock:
-            self._commits += commits
-            if self._commits < MAINTAIN_EVERY or self._maintaining or self._closed:
+            self._transactions += 1
+            if self._transactions < MAINTAIN_EVERY or self._maintaining or self._closed:
                 return
-            self._maintaining, self._commits = True, 0
+            self._maintaining, self._transactions = True, 0
         self._writer.executor.submit(self._maintain)
 
     def _maintain(self) -> None:
