@@ -57,13 +57,13 @@ LOOP_MAX_BYTES = 16 * 1024
 together, is made on the event loop's thread; a larger one goes to the writer's thread."""
 LOOP_MAX_BATCH = 32
 """At most this many commits in one transaction on the event loop's thread."""
-MAINTAIN_EVERY = 200
+MAINTAIN_EVERY = 1000
 """Every ``MAINTAIN_EVERY`` transactions a process makes, its maintainer's thread checkpoints
-the WAL (about 3 pages a transaction, whatever its number of commits; with two processes that
-is about SQLite's own default of every 1000 pages) and removes up to ``CLEANUP_BATCH`` expired
-entries (they are invisible already: this only gives their space back). Counted in
-transactions, not commits: a checkpoint's last part holds the write turn of every process,
-and costs its syncs more than its pages."""
+the WAL and removes up to ``CLEANUP_BATCH`` expired entries (they are invisible already: this
+only gives their space back). Counted in transactions, not commits: a transaction writes about
+3 pages whatever its number of commits, so the WAL grows by some 12 MB per process between
+checkpoints (SQLite's own default is every 1000 pages). Few: a checkpoint's last part holds
+the write turn of every process, and costs its three syncs more than its pages."""
 CLEANUP_BATCH = 1000
 
 _SCHEMA = """
