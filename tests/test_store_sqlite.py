@@ -244,6 +244,64 @@ async def test_the_writers_thread_checkpoints_and_removes_expired_entries(
         await backend.close()
 
 
+async def test_commits_go_on_during_a_checkpoint_and_the_wal_starts_over_in_its_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pages are checkpointed outside the write turn; a commit made meanwhile (by another
+    process) appends to the WAL rather than starting it over (which would sync the disk where
+    it commits), and the maintenance's own write, in its turn, starts it over."""
+    monkeypatch.setattr(sqlite_store, "MAINTAIN_EVERY", 10**9)  # only the call below
+    path = tmp_path / "store.sqlite3"
+    backend = SqliteBackend(path)
+    store = Store(backend, "test")
+    wal = Path(f"{path}-wal")
+    other = sqlite_store.connect(path, check_same_thread=False)
+    other.execute("PRAGMA wal_autocheckpoint = 0")
+    sizes: list[int] = []
+
+    class Watched:
+        """The maintainer's connection, with another process's commit right after the
+        checkpoint made outside the turn."""
+
+        def __init__(self, connection: sqlite3.Connection) -> None:
+            self.connection = connection
+
+        def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+            cursor = self.connection.execute(sql, *args)
+            if sql.startswith("PRAGMA wal_checkpoint") and not sizes:
+                assert cursor.fetchone()[1:] == (frames, frames)  # all of the WAL copied
+                sizes.append(wal.stat().st_size)
+                other.execute("UPDATE counter SET version = version + 1")  # a version taken
+                sizes.append(wal.stat().st_size)
+            return cursor
+
+        def rollback(self) -> None:
+            self.connection.rollback()
+
+    try:
+        for index in range(20):
+            await store.set(f"k{index}", index)
+        page = other.execute("PRAGMA page_size").fetchone()[0]
+        frames = (wal.stat().st_size - 32) // (24 + page)  # the WAL's header, then frames
+
+        def maintain() -> None:
+            connection = sqlite_store.connect(path)
+            try:
+                backend._checkpoint_and_clean(Watched(connection))  # type: ignore[arg-type]
+            finally:
+                backend._drop_pin()
+                connection.close()
+
+        await asyncio.get_running_loop().run_in_executor(None, maintain)
+        assert sizes[1] > sizes[0]  # appended: the WAL was not started over by that commit
+        # The maintenance's write started it over: its frames only.
+        assert other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] < frames
+        assert [await store.get(f"k{index}") for index in range(20)] == list(range(20))
+    finally:
+        other.close()
+        await backend.close()
+
+
 async def test_close_leaves_every_write_in_the_file_and_no_threads(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     backend = SqliteBackend(path)

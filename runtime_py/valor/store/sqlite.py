@@ -14,10 +14,11 @@ Where the work is done, and why the event loop does not wait:
   has the turn, a large commit, the loop's connection not opened yet or failing) and those
   that come while it has some queued; it waits for the turn there (a write blocked longer
   than ``BUSY_TIMEOUT_MS`` fails: 503) and commits everything queued in one transaction.
-  It is the only place the disk is synced: no connection checkpoints by itself; every
-  ``MAINTAIN_EVERY`` commits the writer's thread checkpoints the WAL into the database file
-  and, in the same turn, makes the first write after it (the one that starts the WAL over
-  and syncs its header), removing expired entries.
+- **The maintainer's thread** is the only place the disk is synced: no connection
+  checkpoints by itself; every ``MAINTAIN_EVERY`` transactions that thread checkpoints the
+  WAL into the database file while the commits go on, then, in one turn, what came
+  meanwhile, and makes the first write after it (the one that starts the WAL over and syncs
+  its header), removing expired entries.
 - **Reads**: ``get`` (one entry, at most 64 KiB) on the loop's connection, from the WAL
   snapshot of the moment: a WAL reader does not wait for writers. SQLite can answer "busy"
   only while a connection rebuilds the WAL's index (after a crash); the read then goes to the
@@ -56,11 +57,13 @@ LOOP_MAX_BYTES = 16 * 1024
 together, is made on the event loop's thread; a larger one goes to the writer's thread."""
 LOOP_MAX_BATCH = 32
 """At most this many commits in one transaction on the event loop's thread."""
-MAINTAIN_EVERY = 500
-"""Every ``MAINTAIN_EVERY`` commits a process makes, its writer's thread checkpoints the WAL
-(about 2 pages a commit: SQLite's own default is every 1000 pages) and removes up to
-``CLEANUP_BATCH`` expired entries (they are invisible already: this only gives their space
-back)."""
+MAINTAIN_EVERY = 1000
+"""Every ``MAINTAIN_EVERY`` transactions a process makes, its maintainer's thread checkpoints
+the WAL and removes up to ``CLEANUP_BATCH`` expired entries (they are invisible already: this
+only gives their space back). Counted in transactions, not commits: a transaction writes about
+3 pages whatever its number of commits, so the WAL grows by some 12 MB per process between
+checkpoints (SQLite's own default is every 1000 pages). Few: a checkpoint's last part holds
+the write turn of every process, and costs its three syncs more than its pages."""
 CLEANUP_BATCH = 1000
 
 _SCHEMA = """
@@ -278,15 +281,19 @@ class SqliteBackend:
         self.description = f"sqlite:///{self.path.as_posix()}"
         self._writer = _Connection(self.path, _create_schema)
         self._reader = _Connection(self.path, _no_autocheckpoint)
+        # Checkpoints have their thread: the writer's goes on committing meanwhile.
+        self._maintainer = _Connection(self.path, _no_autocheckpoint)
+        self._pin: sqlite3.Connection | None = None  # the maintainer's thread's
         self._ready = False
         self._turn = WriteTurn(Path(f"{self.path}-lock"))
+        self._maintainer_turn = WriteTurn(self._turn.path)
         self._queue: list[_Queued] = []  # commits waiting for the writer's thread
         self._queue_lock = threading.Lock()
         self._draining = False
         self._on_loop: _LoopConnection | None = None
         self._loop_thread: int | None = None  # the thread of the loop that commits first
         self._loop_batch: list[_Queued] = []  # commits waiting for the loop's next turn
-        self._commits = 0  # since the last maintenance
+        self._transactions = 0  # since the last maintenance
         self._maintaining = False
         self._now = 0.0  # the clock of the latest commit, for removing expired entries
         self._closed = False
@@ -384,7 +391,7 @@ class SqliteBackend:
         if outcomes is None:
             self._to_writer(batch)
             return
-        self._counted(len(batch))
+        self._counted()
         for item, outcome in zip(batch, outcomes, strict=True):
             _settle(item[4], outcome)
 
@@ -420,7 +427,7 @@ class SqliteBackend:
                 outcomes = [exc for _ in queued]
             else:
                 self._ready = True  # the schema is there
-                self._counted(len(queued))
+                self._counted()
                 self._open_on_loop()
             # One wake-up of each event loop for the whole batch, not one per commit: each
             # is a write to the loop's self-pipe and a turn of the loop.
@@ -456,47 +463,77 @@ class SqliteBackend:
             # Closed by the writer's thread: the last connection to close checkpoints.
             self._writer.executor.submit(on_loop.close)
 
-    def _counted(self, commits: int) -> None:
-        """Count commits; every ``MAINTAIN_EVERY``, the writer's thread maintains the file."""
+    def _counted(self) -> None:
+        """Count a transaction; every ``MAINTAIN_EVERY``, the maintainer's thread maintains the
+        file."""
         with self._queue_lock:
-            self._commits += commits
-            if self._commits < MAINTAIN_EVERY or self._maintaining or self._closed:
+            self._transactions += 1
+            if self._transactions < MAINTAIN_EVERY or self._maintaining or self._closed:
                 return
-            self._maintaining, self._commits = True, 0
-        self._writer.executor.submit(self._maintain)
+            self._maintaining, self._transactions = True, 0
+        self._maintainer.executor.submit(self._maintain)
 
     def _maintain(self) -> None:
-        """In the writer's thread: checkpoint the WAL into the database file and remove
-        expired entries. Both in one write turn, the checkpoint first: the first write after
-        a complete checkpoint starts the WAL over and syncs its header to the disk, and that
-        write is this one, not a commit on an event loop."""
+        """In the maintainer's thread: checkpoint the WAL into the database file and remove
+        expired entries. The first write after a complete checkpoint starts the WAL over and
+        syncs its header to the disk: that write is this one, not a commit on an event loop.
+
+        Most of the checkpoint (copying the pages, syncing both files) is done before the
+        write turn is taken, the processes' commits going on meanwhile: a read transaction
+        held open all that time keeps every other connection from starting the WAL over.
+        Then, in the turn, what was committed meanwhile is checkpointed too, and the write
+        made."""
         try:
-            self._writer._run(self._checkpoint_and_clean)
+            self._maintainer._run(self._checkpoint_and_clean)
         except (sqlite3.Error, OSError):
-            pass  # the commits report the store's faults; this is tried again later
+            self._drop_pin()  # the commits report the store's faults; tried again later
         finally:
             self._maintaining = False
 
     def _checkpoint_and_clean(self, connection: sqlite3.Connection) -> None:
-        with self._turn:
+        if self._pin is None:
+            self._pin = connect(self.path)
+            _no_autocheckpoint(self._pin)
+        pin = self._pin
+        pin.execute("BEGIN")
+        try:
+            # A WAL reader's snapshot: while it is open, no writer starts the WAL over.
+            pin.execute(_LAST_VERSION).fetchone()
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                # Written even when nothing expired, so that this is the WAL's first write.
-                connection.execute("UPDATE counter SET version = version WHERE id = 1")
-                connection.execute(
-                    "DELETE FROM entries WHERE (namespace, key) IN (SELECT namespace, key "
-                    "FROM entries WHERE expires_at <= ? LIMIT ?)",
-                    (self._now, CLEANUP_BATCH),
-                )
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.execute("COMMIT")
+            with self._maintainer_turn:
+                pin.execute("COMMIT")
+                connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    # Written even when nothing expired: this is the WAL's first write. A
+                    # version taken, not the same one rewritten: SQLite writes no page whose
+                    # content is unchanged, and a commit of no page does not start the WAL.
+                    connection.execute(_TAKE_VERSIONS, (1,))
+                    connection.execute(
+                        "DELETE FROM entries WHERE (namespace, key) IN (SELECT namespace, key "
+                        "FROM entries WHERE expires_at <= ? LIMIT ?)",
+                        (self._now, CLEANUP_BATCH),
+                    )
+                except BaseException:
+                    connection.rollback()
+                    raise
+                connection.execute("COMMIT")
+        finally:
+            if pin.in_transaction:
+                pin.rollback()
+
+    def _drop_pin(self) -> None:
+        pin, self._pin = self._pin, None
+        if pin is not None:
+            pin.close()
 
     async def close(self) -> None:
         self._closed = True
         await self._writer.run(self._close_on_loop)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._maintainer.executor, self._drop_pin)
+        await self._maintainer.close()
+        self._maintainer_turn.close()
         await self._reader.close()
         await self._writer.close()
         self._turn.close()
