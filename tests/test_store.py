@@ -537,6 +537,36 @@ async def test_redis_loads_its_scripts_again_when_the_server_lost_them(redis_url
         await backend.close()
 
 
+async def test_redis_connections_closed_between_calls_are_opened_again(redis_url: str) -> None:
+    """The backend keeps its connections open between calls; one Redis closed meanwhile
+    (a restart, its idle ``timeout``) is not written to: the next write is answered once."""
+    from valor.store.redis import _ready
+
+    backend = RedisBackend(redis_url)
+    store = Store(backend, "kept")
+    try:
+        client = backend._connected()
+        await client.flushall()
+        assert await store.increment("n") == 1
+        await asyncio.gather(*(store.get("k") for _ in range(3)))
+        kept = list(backend._idle)
+        assert len(kept) == 3 and all(_ready(connection) for connection in kept)
+        assert await store.increment("n") == 2  # on a kept connection: no new one
+        assert {id(connection) for connection in backend._idle} == {id(c) for c in kept}
+        await client.execute_command("CLIENT", "KILL", "TYPE", "normal")
+        for _ in range(500):
+            if not any(_ready(connection) for connection in kept):
+                break
+            await asyncio.sleep(0.01)
+        assert not any(_ready(connection) for connection in kept)
+        assert await store.increment("n") == 3
+        await store.set("k", "v")
+        assert await store.get("k") == "v"
+    finally:
+        await backend.close()
+    assert not backend._idle
+
+
 def test_redis_commands_are_packed_as_redis_py_packs_them() -> None:
     from redis.asyncio.connection import Connection
 

@@ -13,9 +13,10 @@ reply element, which is most of a store operation's time. So a read is one ``GET
 or increment (what ``store.set`` and ``store.increment`` send) runs a short script of its own
 with three keys and three arguments and answers one integer or one string; anything else runs
 the general batch script. Scripts are called by their SHA (``EVALSHA``), loaded again if the
-server lost them. Commands go from the backend to a pooled connection directly: packed by the
-backend (a lone write's start packed once per namespace) and timed by one watchdog timer,
-without ``execute_command``'s wrappers or redis-py's socket timeout (a task per write).
+server lost them. Commands go from the backend to a connection it keeps idle between calls:
+packed by the backend (a lone write's start packed once per namespace) and timed by one
+watchdog timer, without ``execute_command``'s wrappers, redis-py's socket timeout (a task per
+write) or its pool's lock, metrics and readiness probe (about 10 µs a call).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ ROOT = "valor"
 _COUNTER = f"{ROOT}:version".encode()
 SOCKET_TIMEOUT = 5.0
 """Seconds a command may take before the store counts as unavailable (503)."""
+MAX_IDLE = 64
+"""Connections kept open between calls; more are closed once their call is answered."""
 
 # An entry's parts: {value, version, expires_at ('' for never)}, or nil when there is none or
 # it expired by the caller's clock (expired counts as absent, as in every backend).
@@ -232,6 +235,7 @@ class RedisBackend:
         self.url = url
         self.description = redacted(url)
         self._client: Any = None
+        self._idle: list[Any] = []  # connected, between calls, the last used last
         self._names: dict[str, _Names] = {}
         # Calls waiting for Redis (task -> when it started, oldest first), the timer that
         # ends those waiting too long, and those it cancelled (``_call``, ``_expire``).
@@ -349,19 +353,22 @@ class RedisBackend:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await connection.disconnect()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
     async def _call(self, command: bytes) -> Any:
-        """One packed command on a connection of the client's pool, its reply as Redis gave
-        it; ``TimeoutError`` (an ``OSError``) once it has taken ``SOCKET_TIMEOUT`` seconds.
+        """One packed command on a connection kept idle between calls, its reply as Redis
+        gave it; ``TimeoutError`` (an ``OSError``) once it has taken ``SOCKET_TIMEOUT`` seconds.
 
         ``execute_command`` wraps each command in retries, timing hooks and callbacks, and
         packs it at about three times ``_packed``'s cost. Retries are no loss: a write script
         resent after a lost connection could be applied twice (an increment counted twice),
         and a failed read is answered 503 at once; the next call connects again."""
-        pool = self._connected().connection_pool
+        client = self._connected()
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -369,17 +376,25 @@ class RedisBackend:
         if self._watchdog is None:
             self._watchdog = loop.call_later(SOCKET_TIMEOUT, self._expire)
         try:
-            connection = await pool.get_connection()
+            idle = self._idle
+            connection = idle.pop() if idle else None
+            if connection is None or not _ready(connection):
+                if connection is not None:
+                    await connection.disconnect()
+                pool = client.connection_pool
+                connection = pool.connection_class(**pool.connection_kwargs)
+                await connection.connect()
             try:
                 await connection.send_packed_command(command, False)
-                return await connection.read_response()
+                reply = await connection.read_response()
             except self._response_error:
-                raise  # the connection is fine: it read the whole (error) reply
+                self._keep(idle, connection)  # it read the whole (error) reply
+                raise
             except BaseException:
                 await connection.disconnect()  # a reply may be half read
                 raise
-            finally:
-                await pool.release(connection)
+            self._keep(idle, connection)
+            return reply
         except asyncio.CancelledError:
             if task not in self._expired:
                 raise
@@ -389,6 +404,16 @@ class RedisBackend:
             raise TimeoutError(f"no answer within {SOCKET_TIMEOUT:g} s") from None
         finally:
             del self._in_flight[task]
+
+    def _keep(self, idle: list[Any], connection: Any) -> None:
+        """Keep ``connection`` for the next call, unless the backend was closed meanwhile
+        (``idle`` is no longer its list) or enough are kept already."""
+        if idle is self._idle and len(idle) < MAX_IDLE:
+            idle.append(connection)
+        else:
+            task = asyncio.ensure_future(connection.disconnect())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
 
     def _expire(self) -> None:
         """Cancel the calls that have taken ``SOCKET_TIMEOUT`` seconds (each raises
@@ -447,6 +472,18 @@ class RedisBackend:
             return
         if isinstance(exc, (exceptions.RedisError, OSError)):  # connection, timeout, ...
             raise StoreUnavailable(self.description, f"{type(exc).__name__}: {exc}") from exc
+
+
+_closing: set[asyncio.Future[Any]] = set()  # connections being closed, kept from the GC
+
+
+def _ready(connection: Any) -> bool:
+    """Whether a kept connection can take a command: still open at both ends. Redis closes
+    idle clients (``timeout``) and restarts; a write sent on such a connection would fail
+    without telling whether it was applied. Its stream's end is seen without a system call
+    (redis-py's own probe, ``can_read``, costs a timeout context per call)."""
+    reader = getattr(connection, "_reader", None)
+    return connection.is_connected and reader is not None and not reader.at_eof()
 
 
 def _record(key: str, data: bytes, now: float) -> Record | None:
