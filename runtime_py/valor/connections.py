@@ -371,11 +371,49 @@ if HTTPTOOLS:
                 if self._head_size > self.max_head_size and not self.transport.is_closing():
                     self._refuse_large_head()
 
+        # The keep-alive time limit, as HeadTimer's: one timer per connection, moved lazily.
+        # uvicorn sets a timer on each answer and cancels it when the next request comes: on
+        # uvloop about a microsecond per request.
+        _idle_due: float | None = None  # when the connection, answered and idle, closes
+        _idle_timer: asyncio.TimerHandle | None = None
+
         def on_response_complete(self) -> None:
-            HttpToolsProtocol.on_response_complete(self)
+            if self.pipeline or self.transport.is_closing():
+                HttpToolsProtocol.on_response_complete(self)
+            else:  # uvicorn's steps without a pipelined request, its timer set lazily
+                self.server_state.total_requests += 1
+                self._unset_keepalive_if_required()
+                self.flow.resume_reading()
+                self._idle_due = self.loop.time() + self.timeout_keep_alive
+                if self._idle_timer is None:
+                    self._idle_timer = self.loop.call_at(self._idle_due, self._check_idle)
             # A pipelined request whose head has come already is now self.cycle, unanswered.
             if self.cycle.response_complete and not self.transport.is_closing():
                 self._await_head()
+
+        def _unset_keepalive_if_required(self) -> None:
+            # uvicorn calls it when data comes and when the connection is lost. Its own timer
+            # is set only after a pipelined request's answer (on_response_complete).
+            self._idle_due = None
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
+
+        def _check_idle(self) -> None:
+            self._idle_timer = None
+            due = self._idle_due
+            if due is None or self.transport.is_closing():
+                return  # data came since the answer: uvicorn's timer would be cancelled
+            if due > self.loop.time():  # answered again since the timer was set
+                self._idle_timer = self.loop.call_at(due, self._check_idle)
+            else:
+                self.timeout_keep_alive_handler()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+            super().connection_lost(exc)
 
         def _answering(self) -> bool:
             return not (self.cycle is None or self.cycle.response_complete)
