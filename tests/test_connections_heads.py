@@ -15,6 +15,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from valor import connections
 from valor.asgi_http import BODY_FOLLOWS
 from valor.connections import GuardedH11Protocol, GuardedHttpToolsProtocol
 from valor.processes import free_port
@@ -30,6 +31,8 @@ HEADS: dict[str, list[Any]] = {
     "/bad-name": [(b"x id", b"1")],
     "/empty-name": [(b"", b"1")],
     "/str-pair": [("x-id", "1")],
+    "/id-value": [(b"x-id", b"0f3aC9")],  # letters and digits: passed, not remembered
+    "/str-value": [(b"x-id", "0f3aC9")],
     "/not-pairs": [(b"x-id",)],
     "/float-status": [],
 }
@@ -115,6 +118,10 @@ def test_each_head_is_answered_as_uvicorns_protocol_answers_it(
             assert outcome(client, valors + path) == expected
     if path in ("/crlf-value", "/nul-value", "/bad-name", "/not-pairs"):
         assert isinstance(expected, str)  # refused, not answered: the test can fail
+    if path == "/id-value":  # checked each time, not kept among the values seen valid
+        assert expected[0] == 200
+        assert b"0f3aC9" not in connections._h11_values.seen
+        assert b"0f3aC9" not in getattr(connections, "_values", connections._h11_values).seen
 
 
 # -- a head whose body follows at once (BODY_FOLLOWS) goes out with it, in one write ---------
@@ -312,11 +319,19 @@ async def keep_alive_timeline(protocol: type) -> list[tuple[float, int, bool]]:
 
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
-async def test_an_idle_connection_closes_when_uvicorns_keep_alive_limit_says() -> None:
-    """Valor's httptools protocol moves one timer lazily where uvicorn's sets one per answer:
-    a connection closes at the same moments (5 s after its latest answer with nothing
-    since), never while a request is under way nor early after a later answer."""
-    expected = await keep_alive_timeline(HttpToolsProtocol)
+@pytest.mark.parametrize(
+    "protocols",
+    [(H11Protocol, GuardedH11Protocol), (HttpToolsProtocol, GuardedHttpToolsProtocol)],
+    ids=["h11", "httptools"],
+)
+async def test_an_idle_connection_closes_when_uvicorns_keep_alive_limit_says(
+    protocols: tuple[type, type],
+) -> None:
+    """Valor's protocols move one timer lazily where uvicorn's set one per answer: a
+    connection closes at the same moments (5 s after its latest answer with nothing since),
+    never while a request is under way nor early after a later answer."""
+    uvicorns, valors = protocols
+    expected = await keep_alive_timeline(uvicorns)
     assert expected[-2:] == [(13.9, 3, False), (14, 3, True)]
     assert all(not closed for _, _, closed in expected[:-1])
-    assert await keep_alive_timeline(GuardedHttpToolsProtocol) == expected
+    assert await keep_alive_timeline(valors) == expected

@@ -133,9 +133,12 @@ def _h11_checked(headers: list[Any]) -> bool:
                     return False
                 _h11_names.add(name)
             if value not in values:
-                if type(value) is not bytes or not _field_value_re.fullmatch(value):
+                if type(value) is not bytes:
                     return False
-                _h11_values.add(value)
+                if not value.isalnum():  # letters and digits (ids) pass: not remembered
+                    if not _field_value_re.fullmatch(value):
+                        return False
+                    _h11_values.add(value)
     except (TypeError, ValueError):  # not pairs, or unhashable: h11 says what is wrong
         return False
     return True
@@ -280,7 +283,9 @@ if HTTPTOOLS:
                         lowered = name.lower()
                         if len(_names) < _NAMES_MAX:
                             _names[name] = lowered
-                    if value not in values:
+                    # Letters and digits only (an id, a length) pass, not remembered: a value
+                    # new in each answer (x-correlation-id) would cost a search and churn the set.
+                    if value not in values and not (type(value) is bytes and value.isalnum()):
                         if HEADER_VALUE_RE.search(value):
                             return _httptools_send(self, message)
                         _values.add(value)
