@@ -15,6 +15,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from valor import connections
 from valor.asgi_http import BODY_FOLLOWS
 from valor.connections import GuardedH11Protocol, GuardedHttpToolsProtocol
 from valor.processes import free_port
@@ -30,6 +31,8 @@ HEADS: dict[str, list[Any]] = {
     "/bad-name": [(b"x id", b"1")],
     "/empty-name": [(b"", b"1")],
     "/str-pair": [("x-id", "1")],
+    "/id-value": [(b"x-id", b"0f3aC9")],  # letters and digits: passed, not remembered
+    "/str-value": [(b"x-id", "0f3aC9")],
     "/not-pairs": [(b"x-id",)],
     "/float-status": [],
 }
@@ -115,6 +118,10 @@ def test_each_head_is_answered_as_uvicorns_protocol_answers_it(
             assert outcome(client, valors + path) == expected
     if path in ("/crlf-value", "/nul-value", "/bad-name", "/not-pairs"):
         assert isinstance(expected, str)  # refused, not answered: the test can fail
+    if path == "/id-value":  # checked each time, not kept among the values seen valid
+        assert expected[0] == 200
+        assert b"0f3aC9" not in connections._h11_values.seen
+        assert b"0f3aC9" not in getattr(connections, "_values", connections._h11_values).seen
 
 
 # -- a head whose body follows at once (BODY_FOLLOWS) goes out with it, in one write ---------
@@ -225,3 +232,106 @@ async def test_a_head_whose_body_follows_is_written_with_it(
         assert (got[0], got[2]) == (expected[0], expected[2])
     if marked and body == b"hello" and LENGTH in fields:  # each answer in one write
         assert got[1] == (1 if got[2] else 2)
+
+
+# -- the keep-alive time limit: one timer per connection, moved lazily -----------------------
+
+
+class Timer:
+    def __init__(self, when: float, callback: Any, args: tuple[Any, ...]) -> None:
+        self.when, self.callback, self.args = when, callback, args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Clock:
+    """The running loop, but for its clock and timers, which the test moves on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.now = 0.0
+        self.timers: list[Timer] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loop, name)
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any, *args: Any) -> Timer:
+        timer = Timer(when, callback, args)
+        self.timers.append(timer)
+        return timer
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> Timer:
+        return self.call_at(self.now + delay, callback, *args)
+
+    def advance(self, to: float) -> None:
+        self.now = to
+        while due := [t for t in self.timers if t.when <= to and not t.cancelled]:
+            timer = min(due, key=lambda t: t.when)
+            self.timers.remove(timer)
+            timer.callback(*timer.args)
+
+
+async def keep_alive_timeline(protocol: type) -> list[tuple[float, int, bool]]:
+    """A connection answered at 0, again at 3, a slow request from 6 to 9, then idle: at
+    each moment, the answers written so far and whether the connection is closed."""
+    release = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow":
+            await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": [LENGTH]})
+        await send({"type": "http.response.body", "body": b"hello"})
+
+    config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
+    config.load()
+    assert config.timeout_keep_alive == 5
+    clock = Clock(asyncio.get_running_loop())
+    connection = protocol(config, ServerState(), {}, clock)
+    transport = Transport()
+    connection.connection_made(transport)
+
+    async def settle() -> None:
+        for _ in range(20):
+            await asyncio.sleep(0)
+
+    seen = []
+    steps: list[tuple[float, bytes | None]] = [
+        (0, GET), (3, GET), (5.5, None), (6, GET.replace(b"/", b"/slow", 1)), (9, None),
+        (9, b""), (13.9, None), (14, None),
+    ]  # fmt: skip
+    for moment, data in steps:
+        clock.advance(moment)
+        if data == b"":
+            release.set()
+        elif data:
+            connection.data_received(data)
+        await settle()
+        answers = b"".join(transport.writes).count(b"HTTP/1.1 200 OK")
+        seen.append((moment, answers, transport.closed))
+    connection.connection_lost(None)
+    return seen
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "protocols",
+    [(H11Protocol, GuardedH11Protocol), (HttpToolsProtocol, GuardedHttpToolsProtocol)],
+    ids=["h11", "httptools"],
+)
+async def test_an_idle_connection_closes_when_uvicorns_keep_alive_limit_says(
+    protocols: tuple[type, type],
+) -> None:
+    """Valor's protocols move one timer lazily where uvicorn's set one per answer: a
+    connection closes at the same moments (5 s after its latest answer with nothing since),
+    never while a request is under way nor early after a later answer."""
+    uvicorns, valors = protocols
+    expected = await keep_alive_timeline(uvicorns)
+    assert expected[-2:] == [(13.9, 3, False), (14, 3, True)]
+    assert all(not closed for _, _, closed in expected[:-1])
+    assert await keep_alive_timeline(valors) == expected

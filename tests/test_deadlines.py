@@ -171,3 +171,30 @@ def test_a_clock_that_moves_on_while_the_timer_runs_never_schedules_it_in_the_pa
     finally:
         loop.close()
     assert problems == []
+
+
+async def test_the_task_is_this_threads_while_another_loop_runs_one() -> None:
+    """``start`` finds the running task without ``get_running_loop()`` when one loop runs a
+    task; with another thread's loop in the middle of one, it still gives this thread's."""
+    import threading
+
+    inside, release = threading.Event(), threading.Event()
+
+    async def held() -> None:
+        inside.set()
+        release.wait(5)  # holds its loop, its task entered, until this thread has looked
+
+    thread = threading.Thread(target=asyncio.run, args=(held(),))
+    thread.start()
+    try:
+        assert inside.wait(5)
+        await asyncio.sleep(0)  # this task's next step: its entry now after the other's
+        deadlines = Deadlines(TICK)
+        task = deadlines.start(1.0)
+        deadlines.stop(task)
+        assert task is asyncio.current_task()
+    finally:
+        release.set()
+        thread.join(5)
+    assert deadlines.start(1.0) is asyncio.current_task()  # alone again
+    deadlines.stop(asyncio.current_task())  # type: ignore[arg-type]

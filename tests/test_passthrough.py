@@ -503,3 +503,55 @@ async def test_names_learned_for_the_usual_request_change_no_answer(tmp_path: Pa
         for app in apps:
             await app.runtime.close()
     assert apps[0]._passthrough._plain_names == {b"host", b"x-request-id", b"x-name"}
+
+
+CALLING_PROBE = """
+import json
+from valor.outbound import calling
+
+
+async def app(scope, receive, send):
+    current = calling()
+    shown = {
+        "spec": current.spec.name,
+        "runtime": type(current.runtime).__name__,
+        "correlation_id": current.correlation_id,
+        "origin": current.origin,
+        "caller": current.caller,
+        "chain": current.chain(),
+    }
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": json.dumps(shown).encode()})
+"""
+
+
+@pytest.mark.anyio
+async def test_the_app_sees_the_same_calling_on_both_paths(tmp_path: Path) -> None:
+    """The pass-through's call stands for ``outbound.Calling`` while the app runs (no tuple is
+    made per request): its fields and chain are the message path's, and it is gone after."""
+    from valor.outbound import calling
+
+    (tmp_path / "probe.py").write_text(CALLING_PROBE)
+    manifest = tmp_path / "plugins.json"
+    manifest.write_text(
+        json.dumps({"plugins": [{"name": "probe", "type": "asgi", "path": "probe.py"}]})
+    )
+    apps = [create_app(manifest, store="memory:", passthrough=on) for on in (True, False)]
+    for app in apps:
+        await app.startup()
+    headers = [(b"host", b"example.com"), (b"x-request-id", b"abc")]
+    try:
+        direct, wire = [await _in_process(app, list(headers), b"") for app in apps]
+    finally:
+        for app in apps:
+            await app.runtime.close()
+    assert direct == wire
+    assert json.loads(direct[1]["body"]) == {
+        "spec": "probe",
+        "runtime": "Runtime",
+        "correlation_id": "abc",
+        "origin": "http://example.com",
+        "caller": None,
+        "chain": ["probe"],
+    }
+    assert calling() is None

@@ -51,13 +51,24 @@ class HeadTimer:
     opens or an answer ends, stopped with the connection. One timer per connection, moved
     lazily (when it fires it looks at when the head now awaited is due): a timer set on each
     answer and cancelled on each head cost about 29,000 instructions per request on h11
-    (callgrind), 4 % of its whole request. Each protocol says whether it is answering."""
+    (callgrind), 4 % of its whole request. Each protocol says whether it is answering.
+
+    uvicorn's keep-alive limit (``timeout_keep_alive``: an answered connection with nothing
+    since closes) is kept the same way: uvicorn sets a timer on each answer and cancels it when
+    data comes (``_unset_keepalive_if_required``); here the answer notes when the idle
+    connection is due to close (``_await_next_request``) and one timer, when it fires, closes
+    it, waits on for a later answer, or stops while a request is under way."""
 
     timeout_headers = _timeout_headers()
     _head_timer: asyncio.TimerHandle | None = None
     _head_due = 0.0  # when the head awaited since the latest answer must be complete
+    _idle_due: float | None = None  # when the connection, answered and idle, closes
+    _idle_timer: asyncio.TimerHandle | None = None
     transport: asyncio.Transport
     loop: asyncio.AbstractEventLoop
+    timeout_keep_alive: float
+    timeout_keep_alive_task: asyncio.TimerHandle | None
+    timeout_keep_alive_handler: Callable[[], None]  # uvicorn's: closes the connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)  # type: ignore[misc]
@@ -67,7 +78,34 @@ class HeadTimer:
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         super().connection_lost(exc)  # type: ignore[misc]
+
+    def _await_next_request(self) -> None:
+        """Where uvicorn sets its keep-alive timer after an answer."""
+        self._idle_due = self.loop.time() + self.timeout_keep_alive
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(self._idle_due, self._check_idle)
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls it when data comes and when the connection is lost. Its own timer is
+        # set only where its code is kept (httptools' pipelined request).
+        self._idle_due = None
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+
+    def _check_idle(self) -> None:
+        self._idle_timer = None
+        due = self._idle_due
+        if due is None or self.transport.is_closing():
+            return  # data came since the answer: uvicorn's timer would be cancelled
+        if due > self.loop.time():  # answered again since the timer was set
+            self._idle_timer = self.loop.call_at(due, self._check_idle)
+        else:
+            self.timeout_keep_alive_handler()
 
     def _await_head(self) -> None:
         self._head_due = self.loop.time() + self.timeout_headers
@@ -133,9 +171,12 @@ def _h11_checked(headers: list[Any]) -> bool:
                     return False
                 _h11_names.add(name)
             if value not in values:
-                if type(value) is not bytes or not _field_value_re.fullmatch(value):
+                if type(value) is not bytes:
                     return False
-                _h11_values.add(value)
+                if not value.isalnum():  # letters and digits (ids) pass: not remembered
+                    if not _field_value_re.fullmatch(value):
+                        return False
+                    _h11_values.add(value)
     except (TypeError, ValueError):  # not pairs, or unhashable: h11 says what is wrong
         return False
     return True
@@ -221,7 +262,16 @@ class GuardedH11Protocol(HeadTimer, H11Protocol):
     handle_events = _making(H11Protocol.handle_events, GuardedH11Cycle)
 
     def on_response_complete(self) -> None:
-        H11Protocol.on_response_complete(self)  # named, not super(): cheaper, per request
+        # uvicorn's, its keep-alive timer set lazily (HeadTimer).
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self._await_next_request()
+        self.flow.resume_reading()
+        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+            self.conn.start_next_cycle()
+            self.handle_events()
         if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
             self._await_head()
 
@@ -280,7 +330,9 @@ if HTTPTOOLS:
                         lowered = name.lower()
                         if len(_names) < _NAMES_MAX:
                             _names[name] = lowered
-                    if value not in values:
+                    # Letters and digits only (an id, a length) pass, not remembered: a value
+                    # new in each answer (x-correlation-id) would cost a search and churn the set.
+                    if value not in values and not (type(value) is bytes and value.isalnum()):
                         if HEADER_VALUE_RE.search(value):
                             return _httptools_send(self, message)
                         _values.add(value)
@@ -372,7 +424,13 @@ if HTTPTOOLS:
                     self._refuse_large_head()
 
         def on_response_complete(self) -> None:
-            HttpToolsProtocol.on_response_complete(self)
+            if self.pipeline or self.transport.is_closing():
+                HttpToolsProtocol.on_response_complete(self)
+            else:  # uvicorn's steps without a pipelined request, its timer set lazily (HeadTimer)
+                self.server_state.total_requests += 1
+                self._unset_keepalive_if_required()
+                self.flow.resume_reading()
+                self._await_next_request()
             # A pipelined request whose head has come already is now self.cycle, unanswered.
             if self.cycle.response_complete and not self.transport.is_closing():
                 self._await_head()

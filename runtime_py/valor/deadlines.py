@@ -63,6 +63,13 @@ class Deadlines:
         if task is None:
             if _current_tasks is None:
                 task = asyncio.current_task()
+            elif len(_current_tasks) == 1:
+                # Every loop running a task has its entry there, this thread's too: the only
+                # one (a server worker's one loop) is this task, found without
+                # get_running_loop(), a getpid() system call per request on 3.11. Another
+                # thread's loop may add an entry after the count: it comes after this one.
+                for task in _current_tasks.values():  # noqa: B007  (the first)
+                    break
             else:
                 task = _current_tasks.get(get_running_loop())
             if task is None:
@@ -90,6 +97,8 @@ class Deadlines:
         """Forget ``task``'s deadline. True when the deadline passed and its cancellations are
         the only ones pending (the task's own ``CancelledError`` is then a timeout)."""
         del self._pending[task]
+        if not self._expired:  # the usual case: no deadline has passed
+            return False
         cancels = self._expired.pop(task, 0)
         if not cancels:
             return False

@@ -42,6 +42,7 @@ from .errors import BodyError
 from .failures import broken_error, failure_answer, idle_error
 from .headers import first_value
 from .kinds.asgi.core import AsgiPlugin
+from .manifest import PluginSpec
 from .outbound import CALLING, Calling
 from .responses import error_message
 from .routing import Mount, below, split_url
@@ -64,8 +65,8 @@ _CACHED = 1024  # entries at most in each of the caches
 _NONE: dict[Any, Any] = {}  # found nothing
 # ``in`` on bytes tries its operand as an int first: a bytes operand costs it a TypeError.
 _HASH = ord("#")
-# A Calling without NamedTuple's __new__, a Python function: one frame less per request.
-_new_calling = tuple.__new__
+_INFO = logging.INFO
+_new_call = object.__new__
 # Each whole answer's Content-Length header, by length: made once each. Bounded.
 _lengths: dict[int, tuple[bytes, bytes]] = {}
 
@@ -129,8 +130,30 @@ class PassThrough:
             server, origin = known
             request_id = named.get(b"x-request-id")
             correlation_id = request_id.decode("latin-1") if request_id else new_request_id()
-            call = _Call(self, route, scope, receive, send, correlation_id, origin)
-            method = call.upper
+            general = None
+        else:
+            general = self._general(scope, scheme)
+            if general is None:
+                return None
+            correlation_id, origin, with_body, headers, server = general
+        # Built here, not by __init__: a frame less per request.
+        call = _new_call(_Call)
+        call.passthrough = self
+        call.runtime = self.runtime
+        call.route = route
+        call.spec = route.spec
+        call.scope = scope
+        call.server_receive = receive
+        call.server_send = send
+        call.correlation_id = correlation_id
+        call.origin = origin  # for the app's calls out
+        call.started = perf_counter()
+        call.upper = method = scope["method"].upper()  # the runtime's view: "head" too
+        call.body = b""
+        call.start = call.deadline = call.watcher = None
+        call.state = WAITING
+        call.gone = call.idle = call.stopped = False
+        if general is None:
             client = scope.get("client")
             # The app's scope (AsgiPlugin.http_scope's), from the route's: one copy, the
             # request's own entries set.
@@ -149,20 +172,17 @@ class PassThrough:
             app_scope["extensions"] = {"valor": {"request_id": correlation_id}}
             call.app_scope = app_scope
             return call
-        general = self._general(scope, receive, send, route, scheme)
-        if general is None:
-            return None
-        call, headers, server = general
-        upper = call.upper
+        if with_body:
+            call.body = None  # read before the app is called
         call.app_scope = route.plugin.http_scope(
-            "GET" if upper == "HEAD" else upper,
+            "GET" if method == "HEAD" else method,
             scheme,
             route.paths,
             query,
             headers,
             server,
             client_address(scope),
-            call.correlation_id,
+            correlation_id,
         )
         return call
 
@@ -178,14 +198,11 @@ class PassThrough:
         return True
 
     def _general(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        route: _Route,
-        scheme: str,
-    ) -> tuple[_Call, list[tuple[bytes, bytes]], tuple[str, int]] | None:
-        """``call`` for any request: the message path's own steps, on decoded headers."""
+        self, scope: Scope, scheme: str
+    ) -> tuple[str, str, bool, list[tuple[bytes, bytes]], tuple[str, int]] | None:
+        """``call``'s steps for any request, the message path's own on decoded headers: the
+        correlation id, the origin, whether a body is to be read, the scope's headers and
+        ``server``; None for a request the message path refuses."""
         host, bad_host = request_host(scope)
         if bad_host is not None:
             return None
@@ -197,10 +214,13 @@ class PassThrough:
             return None
         correlation_id = first_value(headers, "x-request-id") or new_request_id()
         origin = f"{scheme}://{host}"
-        call = _Call(self, route, scope, receive, send, correlation_id, origin)
-        if with_body:
-            call.body = None  # read before the app is called
-        return call, scope_headers(headers), server_address(scheme, host)
+        return (
+            correlation_id,
+            origin,
+            with_body,
+            scope_headers(headers),
+            server_address(scheme, host),
+        )
 
     def _route(self, full_path: str, root_path: str, key: bytes | None = None) -> _Route | None:
         """Where ``full_path`` leads, cached under ``key`` (the raw path) if given."""
@@ -250,12 +270,16 @@ class _Route:
 
 class _Call:
     """One request to an ASGI app: its ``receive`` and ``send``, and the answer they carry.
-    Slots, each set at once: an attribute read through the class (a default) costs several
-    times one read from a slot."""
+    Slots, each set at once (by ``PassThrough.call``): an attribute read through the class (a
+    default) costs several times one read from a slot.
+
+    It is also the app's ``outbound.Calling`` while it runs (``CALLING``): it has that named
+    tuple's fields and ``chain``, so no tuple is made per request."""
 
     __slots__ = (
         "app_scope",
         "body",
+        "caller",
         "correlation_id",
         "deadline",
         "gone",
@@ -263,9 +287,11 @@ class _Call:
         "origin",
         "passthrough",
         "route",
+        "runtime",
         "scope",
         "server_receive",
         "server_send",
+        "spec",
         "start",
         "started",
         "state",
@@ -280,30 +306,11 @@ class _Call:
     task: asyncio.Task[Any]
     deadline: asyncio.Task[Any] | None  # the next part's, while the app works on it
     watcher: asyncio.Task[None] | None  # for a client that goes away
+    runtime: Runtime  # Calling's fields: the runtime, the plug-in, the call to it, if any
+    spec: PluginSpec
+    caller: Calling | None
 
-    def __init__(
-        self,
-        passthrough: PassThrough,
-        route: _Route,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        correlation_id: str,
-        origin: str,
-    ) -> None:
-        self.passthrough = passthrough
-        self.route = route
-        self.scope = scope
-        self.server_receive = receive
-        self.server_send = send
-        self.correlation_id = correlation_id
-        self.origin = origin  # for the app's calls out
-        self.started = perf_counter()
-        self.upper = scope["method"].upper()  # the runtime's view: "head" is a HEAD too
-        self.body = b""
-        self.start = self.deadline = self.watcher = None
-        self.state = WAITING
-        self.gone = self.idle = self.stopped = False
+    chain = Calling.chain
 
     async def run(self) -> None:
         passthrough = self.passthrough
@@ -321,12 +328,8 @@ class _Call:
         # The request's task, which its deadline cancels (Deadlines.start reads it).
         task = self.task = self.deadline = passthrough.deadlines.start(spec.timeout)  # type: ignore[assignment]
         # For its calls out (valor.http_client()), as the message path's Runtime._call does.
-        calling = CALLING.set(
-            _new_calling(
-                Calling,
-                (passthrough.runtime, spec, self.correlation_id, self.origin, CALLING.get()),
-            )
-        )
+        self.caller = CALLING.get()
+        calling = CALLING.set(self)  # type: ignore[arg-type]  # a Calling but for its type
         try:
             await route.plugin.app(self.app_scope, self.receive, self.send)
             if self.state != COMPLETE and not (self.gone or self.stopped):
@@ -414,7 +417,7 @@ class _Call:
                             if len(_lengths) < _CACHED:
                                 _lengths[size] = length
                         headers.append(length)
-                    if access_log.isEnabledFor(logging.INFO):
+                    if access_log.isEnabledFor(_INFO):
                         self._log(status)
                     send = self.server_send
                     # The whole body follows at once: the server's protocols write both in one.
