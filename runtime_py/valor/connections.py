@@ -32,7 +32,7 @@ from uvicorn.protocols.http import h11_impl
 from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .asgi_http import BODY_FOLLOWS
+from .asgi_http import BODY_FOLLOWS, SENT
 from .responses import error_message
 
 DEFAULT_TIMEOUT_HEADERS = 10.0
@@ -190,8 +190,8 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
     _held: bytes | None = None  # the head, until its body comes
 
     def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
-        # Not a coroutine function: it hands back uvicorn's coroutine, or _sent() once the
-        # head is written, so that no answer's send costs two coroutines.
+        # Not a coroutine function: it hands back uvicorn's coroutine, or SENT once the head
+        # is written, so that no answer's send costs two coroutines.
         if self._held is not None:
             return self._send_with_head(message)
         if (
@@ -219,7 +219,7 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
             self._held = head
         else:
             self.transport.write(head)
-        return _sent()
+        return SENT
 
     def _send_with_head(self, message: Any) -> Coroutine[Any, Any, None]:
         """The held head and this message's body in one write, as uvicorn would send the
@@ -248,14 +248,10 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
             self.conn.send(event=h11.ConnectionClosed())
             self.transport.close()
         self.on_response()
-        return _sent()
+        return SENT
 
 
 _h11_send = h11_impl.RequestResponseCycle.send
-
-
-async def _sent() -> None:
-    """What a cycle's send hands back to await once it has sent its message itself."""
 
 
 class GuardedH11Protocol(HeadTimer, H11Protocol):
@@ -306,7 +302,7 @@ if HTTPTOOLS:
         _held: bytes | None = None  # the head, until its body comes (BODY_FOLLOWS)
 
         def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
-            # As GuardedH11Cycle's: uvicorn's coroutine, or _sent() once the head is written.
+            # As GuardedH11Cycle's: uvicorn's coroutine, or SENT once the head is written.
             if self._held is not None:
                 return self._send_with_head(message)
             if (
@@ -374,7 +370,7 @@ if HTTPTOOLS:
                 self._held = b"".join(content)
             else:
                 self.transport.write(b"".join(content))
-            return _sent()
+            return SENT
 
         def _send_with_head(self, message: Any) -> Coroutine[Any, Any, None]:
             """The held head and this message's body in one write, as uvicorn would send the
@@ -399,7 +395,7 @@ if HTTPTOOLS:
             if not self.keep_alive:
                 self.transport.close()
             self.on_response()
-            return _sent()
+            return SENT
 
     _httptools_send = httptools_impl.RequestResponseCycle.send
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from time import perf_counter
 from typing import Any
 
@@ -21,6 +22,7 @@ from .access import access_log, log_access, new_request_id
 from .asgi_http import (
     BODY_FOLLOWS,
     HOST_HEADER,
+    SENT,
     BodyTooLarge,
     Message,
     Receive,
@@ -371,15 +373,18 @@ class _Call:
         await disconnected(self.server_receive)
         return {"type": "http.disconnect"}
 
-    async def send(self, event: Message) -> None:
+    def send(self, event: Message) -> Awaitable[None]:
+        # Not a coroutine function: the usual answer's two events are handled here and hand
+        # back the server's awaitable (SENT from Valor's protocols, which have sent it), so
+        # that they make no coroutine of their own; any other event is _send's.
         kind = event["type"]
         if kind == "http.response.start":
             if self.start is not None:
-                raise RuntimeError("http.response.start was sent twice")
+                return self._send(event)  # its error
             self.start = event
-            return
+            return SENT
         if kind != "http.response.body":
-            return  # as the message path: other events (extensions) are not offered
+            return SENT  # as the message path: other events (extensions) are not offered
         start = self.start
         if self.state == WAITING and start is not None and not event.get("more_body"):
             # The usual answer, whole and plain: its headers pass as the app sent them.
@@ -402,8 +407,7 @@ class _Call:
                         if self.passthrough.deadlines.stop(deadline):
                             # It caught its cancellation and answered late.
                             expired = DeadlineExceeded()
-                            await self.answer(failure_answer(self.route.spec, expired, True))
-                            return
+                            return self.answer(failure_answer(self.route.spec, expired, True))
                     # With the runtime's headers, as _events adds them.
                     self.state = COMPLETE
                     route = self.route
@@ -421,7 +425,7 @@ class _Call:
                         self._log(status)
                     send = self.server_send
                     # The whole body follows at once: the server's protocols write both in one.
-                    await send(
+                    sent = send(
                         {
                             "type": "http.response.start",
                             "status": status,
@@ -429,8 +433,17 @@ class _Call:
                             BODY_FOLLOWS: True,
                         }
                     )
-                    await send({"type": "http.response.body", "body": part})
-                    return
+                    body = {"type": "http.response.body", "body": part}
+                    if sent is SENT:  # sent already: nothing to await before the body
+                        return send(body)
+                    return _then(sent, send, body)
+        return self._send(event)
+
+    async def _send(self, event: Message) -> None:
+        """``send`` for any event but the usual answer's."""
+        kind = event["type"]
+        if kind == "http.response.start":
+            raise RuntimeError("http.response.start was sent twice")
         if self.stopped:
             raise asyncio.CancelledError
         if self.gone:
@@ -565,6 +578,12 @@ class _Call:
         if self.watcher is not None:
             self.watcher.cancel()
             self.watcher = None
+
+
+async def _then(first: Awaitable[None], send: Send, second: Message) -> None:
+    """Await the server's send of one event, then send the next."""
+    await first
+    await send(second)
 
 
 def _wire_answer(status: Any, start: Message, part: bytes, more: bool) -> dict[str, Any]:
