@@ -335,3 +335,36 @@ async def test_an_idle_connection_closes_when_uvicorns_keep_alive_limit_says(
     assert expected[-2:] == [(13.9, 3, False), (14, 3, True)]
     assert all(not closed for _, _, closed in expected[:-1])
     assert await keep_alive_timeline(valors) == expected
+
+
+# -- the server's set of request tasks, without a done callback per request -------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_each_request_task_stays_in_the_servers_set_until_it_ends() -> None:
+    """uvicorn's shutdown waits on its set of request tasks; the httptools protocol drops a
+    task from it at the connection's next request or end, if done by then, else when done."""
+    state = ServerState()
+    running: list[bool] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [LENGTH]})
+        await send({"type": "http.response.body", "body": b"hello"})
+        # Answered: a pipelined request after it has started, this task runs on.
+        running.append(asyncio.current_task() in state.tasks)
+
+    config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
+    config.load()
+    connection = GuardedHttpToolsProtocol(config, state, {}, asyncio.get_running_loop())
+    transport = Transport()
+    connection.connection_made(transport)
+    for request in (GET * 2, GET):  # two pipelined, then one more
+        connection.data_received(request)
+        for _ in range(20):
+            await asyncio.sleep(0)
+    assert b"".join(transport.writes).count(b"HTTP/1.1 200 OK") == 3
+    assert running == [True, True, True]
+    assert len(state.tasks) == 1 and all(task.done() for task in state.tasks)  # the latest
+    connection.connection_lost(None)
+    assert not state.tasks

@@ -405,6 +405,7 @@ if HTTPTOOLS:
         # Cheap per request: no parser callback is wrapped.
         _head_scope: object = None  # the request whose head bytes _head_size counts
         _head_size = 0
+        _task: asyncio.Task[None] | None = None  # the latest request's, while in tasks
 
         def data_received(self, data: bytes) -> None:
             HttpToolsProtocol.data_received(self, data)  # named, not super(): cheaper
@@ -418,6 +419,33 @@ if HTTPTOOLS:
                 self._head_size += len(data)
                 if self._head_size > self.max_head_size and not self.transport.is_closing():
                     self._refuse_large_head()
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            # uvicorn's, the task kept in the server's set (which shutdown waits on) without a
+            # done callback per request (its call, a loop callback when the task ends, and
+            # its discard): the connection holds its latest task and drops it from the set
+            # once done, at its next request or when it closes.
+            if self.config.reset_contextvars or self.limit_concurrency is not None:
+                HttpToolsProtocol._start_asgi_task(self, cycle, app)  # counts tasks: exact
+                return
+            task = self.loop.create_task(cycle.run_asgi(app))
+            self.tasks.add(task)
+            self._drop_task()
+            self._task = task
+
+        def _drop_task(self) -> None:
+            """Drop the connection's latest task from the server's set, now if done."""
+            task = self._task
+            if task is not None:
+                self._task = None
+                if task.done():
+                    self.tasks.discard(task)
+                else:  # a pipelined request's, started by the answer before it
+                    task.add_done_callback(self.tasks.discard)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._drop_task()
+            super().connection_lost(exc)
 
         def on_response_complete(self) -> None:
             if self.pipeline or self.transport.is_closing():
