@@ -69,6 +69,7 @@ _NONE: dict[Any, Any] = {}  # found nothing
 _HASH = ord("#")
 _INFO = logging.INFO
 _new_call = object.__new__
+_access_cache: dict[int, bool] = getattr(access_log, "_cache", {})  # logging's, by level
 # Each whole answer's Content-Length header, by length: made once each. Bounded.
 _lengths: dict[int, tuple[bytes, bytes]] = {}
 
@@ -98,8 +99,20 @@ class PassThrough:
         """The call that serves the request if it reaches an ``asgi`` plug-in; None for any
         other request and for those the message path refuses before routing (a bad Host, a
         body announced too large), which it then answers."""
-        raw_path = scope.get("raw_path")
-        root_path = scope.get("root_path")
+        try:  # the keys uvicorn's scope has: subscripts cost a third of get()'s calls
+            raw_path = scope["raw_path"]
+            root_path = scope["root_path"]
+            query = scope["query_string"]
+            scheme = scope["scheme"]
+            version = scope["http_version"]
+            client = scope["client"]
+        except KeyError:  # any may be left out (ASGI's defaults)
+            raw_path = scope.get("raw_path")
+            root_path = scope.get("root_path")
+            query = scope.get("query_string", b"")
+            scheme = scope.get("scheme", "http")
+            version = scope.get("http_version")
+            client = scope.get("client")
         if raw_path and not root_path and not self.root_path:
             # The usual server's request: routes are cached by the raw path.
             route = self._routes.get(raw_path, _UNKNOWN)
@@ -110,17 +123,15 @@ class PassThrough:
             route = self._route(full_path or target_path(scope), root_path or self.root_path)
         if route is None:
             return None
-        query = scope.get("query_string", b"")
         if _HASH in query:  # the message path's URL would end at it
             return None
-        scheme = scope.get("scheme", "http")
         raw = scope["headers"]
         named = dict(raw)
         # The usual request: each name once, in lower case (as ASGI servers give them), no body.
         if (
             named
             and len(named) == len(raw)
-            and scope.get("http_version") in _HTTP_1
+            and version in _HTTP_1
             and (named.keys() <= self._plain_names or self._plain(named))
         ):
             host = named.get(b"host")
@@ -156,7 +167,6 @@ class PassThrough:
         call.state = WAITING
         call.gone = call.idle = call.stopped = False
         if general is None:
-            client = scope.get("client")
             # The app's scope (AsgiPlugin.http_scope's), from the route's: one copy, the
             # request's own entries set.
             app_scope = route.scope.copy()
@@ -421,7 +431,13 @@ class _Call:
                             if len(_lengths) < _CACHED:
                                 _lengths[size] = length
                         headers.append(length)
-                    if access_log.isEnabledFor(_INFO):
+                    # isEnabledFor's answer from the logger's own cache (cleared when levels
+                    # change) without its call; the call when not cached. (A disabled logger
+                    # may be cached True: its line is then dropped by access_log.info.)
+                    logged = _access_cache.get(_INFO)
+                    if logged is None:
+                        logged = access_log.isEnabledFor(_INFO)
+                    if logged:
                         self._log(status)
                     send = self.server_send
                     # The whole body follows at once: the server's protocols write both in one.
