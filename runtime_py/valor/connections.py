@@ -477,11 +477,24 @@ if HTTPTOOLS:
         def on_response_complete(self) -> None:
             if self.pipeline or self.transport.is_closing():
                 HttpToolsProtocol.on_response_complete(self)
-            else:  # uvicorn's steps without a pipelined request, its timer set lazily (HeadTimer)
+            else:
+                # uvicorn's steps without a pipelined request, its timer set lazily: those of
+                # _unset_keepalive_if_required, _await_next_request and _await_head, inline
+                # (three calls less per request). The answered cycle is still self.cycle.
                 self.server_state.total_requests += 1
-                self._unset_keepalive_if_required()
+                if self.timeout_keep_alive_task is not None:
+                    self.timeout_keep_alive_task.cancel()
+                    self.timeout_keep_alive_task = None
                 self.flow.resume_reading()
-                self._await_next_request()
+                loop = self.loop
+                now = loop.time()
+                self._idle_due = now + self.timeout_keep_alive
+                if self._idle_timer is None:
+                    self._idle_timer = loop.call_at(self._idle_due, self._check_idle)
+                self._head_due = now + self.timeout_headers
+                if self._head_timer is None:
+                    self._head_timer = loop.call_at(self._head_due, self._check_head)
+                return
             # A pipelined request whose head has come already is now self.cycle, unanswered.
             if self.cycle.response_complete and not self.transport.is_closing():
                 self._await_head()
