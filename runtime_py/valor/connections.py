@@ -346,8 +346,9 @@ if HTTPTOOLS:
             framing = None
             try:
                 for name, value in headers:
-                    lowered = _names.get(name)
-                    if lowered is None:
+                    try:  # a subscript, not get(): no method call for a name seen before
+                        lowered = _names[name]
+                    except KeyError:
                         if HEADER_RE.search(name):
                             return _httptools_send(self, message)
                         lowered = name.lower()
@@ -362,7 +363,7 @@ if HTTPTOOLS:
                     if lowered in _FRAMING:
                         framing = [] if framing is None else framing
                         framing.append((lowered, value))
-                    content.extend((lowered, b": ", value, b"\r\n"))
+                    content += (lowered, b": ", value, b"\r\n")  # no method call
             except (TypeError, ValueError):  # not pairs, not bytes: uvicorn says what
                 return _httptools_send(self, message)
             # From here, uvicorn's start of an answer, the headers checked above.
