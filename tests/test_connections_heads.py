@@ -394,3 +394,22 @@ async def test_a_cycles_message_event_is_an_asyncio_event_made_without_a_call() 
         assert await asyncio.gather(*waiters) == [True, True]
         assert await event.wait() is True
         event.clear()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",  # the parser's error: uvicorn's 400
+        GET.replace(b"\r\n\r\n", b"\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"),
+        GET.replace(b"\r\n\r\n", b"\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"),
+    ],
+    ids=["invalid", "websocket", "h2c"],
+)
+async def test_a_parsers_error_or_upgrade_is_handled_as_uvicorn_handles_it(
+    request_head: bytes,
+) -> None:
+    app = answer_app(False, b"hello", [TYPE, LENGTH], False)
+    expected = await exchange(HttpToolsProtocol, app, request_head)
+    assert await exchange(GuardedHttpToolsProtocol, app, request_head) == expected

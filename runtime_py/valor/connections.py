@@ -307,6 +307,7 @@ HTTPTOOLS = importlib.util.find_spec("httptools") is not None
 """Whether httptools is installed (it has no wheel for some platforms, such as Pyodide)."""
 
 if HTTPTOOLS:
+    import httptools
     from uvicorn.protocols.http import httptools_impl
     from uvicorn.protocols.http.httptools_impl import (
         HEADER_RE,
@@ -427,6 +428,15 @@ if HTTPTOOLS:
 
     _httptools_send = httptools_impl.RequestResponseCycle.send
 
+    class _Raising:
+        """A parser that raises what the connection's parser raised, for uvicorn to handle."""
+
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def feed_data(self, data: bytes) -> None:
+            raise self.exc
+
     class GuardedHttpToolsProtocol(HeadTimer, HttpToolsProtocol):
         on_headers_complete = _making(HttpToolsProtocol.on_headers_complete, GuardedHttpToolsCycle)
         max_head_size = MAX_HEAD_SIZE
@@ -436,7 +446,16 @@ if HTTPTOOLS:
         _task: asyncio.Task[None] | None = None  # the latest request's, while in tasks
 
         def data_received(self, data: bytes) -> None:
-            HttpToolsProtocol.data_received(self, data)  # named, not super(): cheaper
+            # uvicorn's, with _unset_keepalive_if_required's steps inline (two calls less per
+            # request); a parser's error or upgrade is uvicorn's own to handle.
+            self._idle_due = None
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
+            try:
+                self.parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                self._parser_stopped(exc)
             # uvicorn makes a request's scope when its head begins and its cycle, holding that
             # scope, when the head ends: a scope without its cycle is a head still coming.
             scope = self.scope
@@ -447,6 +466,15 @@ if HTTPTOOLS:
                 self._head_size += len(data)
                 if self._head_size > self.max_head_size and not self.transport.is_closing():
                     self._refuse_large_head()
+
+        def _parser_stopped(self, exc: Exception) -> None:
+            """uvicorn's data_received for a parser that raised ``exc``: the same steps."""
+            parser, self.parser = self.parser, _Raising(exc)  # type: ignore[assignment]
+            try:
+                HttpToolsProtocol.data_received(self, b"")
+            finally:
+                if type(self.parser) is _Raising:
+                    self.parser = parser
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             # uvicorn's, the task kept in the server's set (which shutdown waits on) without a
