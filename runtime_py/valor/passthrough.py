@@ -425,8 +425,9 @@ class _Call:
                     headers += route.tail
                     if status != 204 and status != 304:
                         size = len(part)
-                        length = _lengths.get(size)
-                        if length is None:
+                        try:  # a subscript, not get(): no method call for a length seen
+                            length = _lengths[size]
+                        except KeyError:
                             length = (b"content-length", b"%d" % size)
                             if len(_lengths) < _CACHED:
                                 _lengths[size] = length
