@@ -335,3 +335,81 @@ async def test_an_idle_connection_closes_when_uvicorns_keep_alive_limit_says(
     assert expected[-2:] == [(13.9, 3, False), (14, 3, True)]
     assert all(not closed for _, _, closed in expected[:-1])
     assert await keep_alive_timeline(valors) == expected
+
+
+# -- the server's set of request tasks, without a done callback per request -------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_each_request_task_stays_in_the_servers_set_until_it_ends() -> None:
+    """uvicorn's shutdown waits on its set of request tasks; the httptools protocol drops a
+    task from it at the connection's next request or end, if done by then, else when done."""
+    state = ServerState()
+    running: list[bool] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [LENGTH]})
+        await send({"type": "http.response.body", "body": b"hello"})
+        # Answered: a pipelined request after it has started, this task runs on.
+        running.append(asyncio.current_task() in state.tasks)
+
+    config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
+    config.load()
+    connection = GuardedHttpToolsProtocol(config, state, {}, asyncio.get_running_loop())
+    transport = Transport()
+    connection.connection_made(transport)
+    for request in (GET * 2, GET):  # two pipelined, then one more
+        connection.data_received(request)
+        for _ in range(20):
+            await asyncio.sleep(0)
+    assert b"".join(transport.writes).count(b"HTTP/1.1 200 OK") == 3
+    assert running == [True, True, True]
+    assert len(state.tasks) == 1 and all(task.done() for task in state.tasks)  # the latest
+    connection.connection_lost(None)
+    assert not state.tasks
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_cycles_message_event_is_an_asyncio_event_made_without_a_call() -> None:
+    """Both protocols give their cycles a ``MessageEvent``: it waits and wakes as asyncio's
+    (its waiters' deque made by its first wait)."""
+    for protocol in (GuardedH11Protocol, GuardedHttpToolsProtocol):
+        config = uvicorn.Config(answer_app(False, b"hello", [LENGTH], False), lifespan="off")
+        config.load()
+        connection = protocol(config, ServerState(), {}, asyncio.get_running_loop())
+        connection.connection_made(Transport())
+        connection.data_received(GET)
+        await asyncio.sleep(0)
+        assert type(connection.cycle.message_event) is connections.MessageEvent
+        connection.connection_lost(None)
+    event = connections.MessageEvent()
+    for _ in range(2):
+        assert not event.is_set()
+        waiters = [asyncio.ensure_future(event.wait()) for _ in range(2)]
+        await asyncio.sleep(0)
+        assert not any(waiter.done() for waiter in waiters)
+        event.set()
+        assert await asyncio.gather(*waiters) == [True, True]
+        assert await event.wait() is True
+        event.clear()
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",  # the parser's error: uvicorn's 400
+        GET.replace(b"\r\n\r\n", b"\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"),
+        GET.replace(b"\r\n\r\n", b"\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n"),
+    ],
+    ids=["invalid", "websocket", "h2c"],
+)
+async def test_a_parsers_error_or_upgrade_is_handled_as_uvicorn_handles_it(
+    request_head: bytes,
+) -> None:
+    app = answer_app(False, b"hello", [TYPE, LENGTH], False)
+    expected = await exchange(HttpToolsProtocol, app, request_head)
+    assert await exchange(GuardedHttpToolsProtocol, app, request_head) == expected

@@ -440,7 +440,9 @@ def test_the_watchdog_stops_an_app_that_holds_the_loop(servers: tuple[Server, Se
     assert b"did not answer within 0.5 seconds" in answer
 
 
-async def _in_process(app: Any, headers: list[tuple[bytes, bytes]], query: bytes) -> list[Any]:
+async def _in_process(
+    app: Any, headers: list[tuple[bytes, bytes]], query: bytes, without: str = ""
+) -> list[Any]:
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -455,6 +457,7 @@ async def _in_process(app: Any, headers: list[tuple[bytes, bytes]], query: bytes
         "client": ("127.0.0.1", 5000),
         "server": ("127.0.0.1", 80),
     }
+    scope.pop(without, None)
     sent: list[Any] = []
 
     async def receive() -> dict[str, Any]:
@@ -503,6 +506,81 @@ async def test_names_learned_for_the_usual_request_change_no_answer(tmp_path: Pa
         for app in apps:
             await app.runtime.close()
     assert apps[0]._passthrough._plain_names == {b"host", b"x-request-id", b"x-name"}
+
+
+@pytest.mark.anyio
+async def test_a_scope_without_an_optional_key_is_answered_as_the_message_path_does(
+    tmp_path: Path,
+) -> None:
+    """ASGI lets a server leave out several of the scope's keys: the pass-through reads
+    uvicorn's scope by subscripts, and any other by their defaults."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    manifest = tmp_path / "plugins.json"
+    manifest.write_text(
+        json.dumps({"plugins": [{"name": "probe", "type": "asgi", "path": "probe.py"}]})
+    )
+    apps = [create_app(manifest, store="memory:", passthrough=on) for on in (True, False)]
+    for app in apps:
+        await app.startup()
+    headers = [(b"host", b"example.com"), (b"x-request-id", b"a")]
+    keys = ["", "raw_path", "root_path", "query_string", "scheme", "client", "http_version"]
+    try:
+        for key in keys:
+            direct, wire = [await _in_process(app, list(headers), b"y=1", key) for app in apps]
+            assert direct == wire, key
+            assert direct[0]["status"] == 200, direct
+    finally:
+        for app in apps:
+            await app.runtime.close()
+
+
+@pytest.mark.anyio
+async def test_access_lines_follow_the_loggers_level_and_disabled_flag(tmp_path: Path) -> None:
+    """The usual answer asks the access logger's own cache whether it writes (logging's
+    call when the cache, cleared by each level set, has no answer): a level set later, or
+    the logger disabled (as logging's dictConfig does), is followed at once."""
+    import logging
+
+    from valor.access import access_log
+
+    (tmp_path / "probe.py").write_text(PROBE)
+    manifest = tmp_path / "plugins.json"
+    manifest.write_text(
+        json.dumps({"plugins": [{"name": "probe", "type": "asgi", "path": "probe.py"}]})
+    )
+    app = create_app(manifest, store="memory:")
+    await app.startup()
+    lines: list[str] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Lines()
+    level, disabled = access_log.level, access_log.disabled
+    access_log.addHandler(handler)
+    headers = [(b"host", b"example.com"), (b"x-request-id", b"a")]
+    try:
+        for new_level, off, written in [
+            (logging.INFO, False, 1),
+            (logging.INFO, False, 1),  # cached
+            (logging.WARNING, False, 0),
+            (logging.INFO, False, 1),
+            (logging.INFO, True, 0),
+            (logging.INFO, False, 1),
+        ]:
+            if access_log.level != new_level:
+                access_log.setLevel(new_level)  # clears the cache
+            access_log.disabled = off  # does not
+            lines.clear()
+            answer = await _in_process(app, list(headers), b"")
+            assert answer[0]["status"] == 200
+            assert len(lines) == written, (new_level, off)
+    finally:
+        access_log.removeHandler(handler)
+        access_log.setLevel(level)
+        access_log.disabled = disabled
+        await app.runtime.close()
 
 
 CALLING_PROBE = """

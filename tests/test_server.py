@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import json
 import os
 import threading
@@ -12,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
@@ -393,3 +396,18 @@ async def _events(app: Any, scope: dict[str, Any]) -> list[dict[str, Any]]:
 
     await app(scope, receive, send)
     return sent
+
+
+def test_servers_take_the_app_for_an_asgi_3_app() -> None:
+    """The app's ``__call__`` hands back a coroutine without being a coroutine function (one
+    coroutine less per request): it is marked as one, so that uvicorn (and any server that
+    asks ``iscoroutinefunction``) calls it as an ASGI 3 app, not an ASGI 2 one."""
+    from valor.server import create_app
+
+    app = create_app(MANIFEST)
+    assert asyncio.iscoroutinefunction(app.__call__)
+    if hasattr(inspect, "markcoroutinefunction"):
+        assert inspect.iscoroutinefunction(app.__call__)
+    config = uvicorn.Config(app)
+    config.load()
+    assert config.interface == "asgi3"

@@ -26,6 +26,19 @@ A server may then hold the head and write it with the body, one write (one syste
 packet) instead of two, as ``valor.connections``' protocols do; any other server ignores it."""
 
 
+def _done() -> asyncio.Future[None]:
+    future: asyncio.Future[None] = asyncio.Future(loop=(loop := asyncio.SelectorEventLoop()))
+    future.set_result(None)
+    loop.close()  # never used: awaiting a done future neither yields nor schedules
+    return future
+
+
+SENT = _done()
+"""What a ``send`` hands back once it has sent its event itself (no coroutine to run): one
+future, done, for every such send. Awaiting it costs a third of a new coroutine's call and
+await. The pass-through's send, handed it by the server's, need await nothing more."""
+
+
 class BodyTooLarge(Exception):
     """A request body over the size limit, announced or read."""
 

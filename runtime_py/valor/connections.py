@@ -20,11 +20,12 @@ regular expression call per name and per value), and an answer repeats most of i
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.util
 import os
 import types
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 import h11
 from h11._headers import _field_name_re, _field_value_re
@@ -32,7 +33,7 @@ from uvicorn.protocols.http import h11_impl
 from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .asgi_http import BODY_FOLLOWS
+from .asgi_http import BODY_FOLLOWS, SENT
 from .responses import error_message
 
 DEFAULT_TIMEOUT_HEADERS = 10.0
@@ -126,12 +127,38 @@ class HeadTimer:
         raise NotImplementedError
 
 
+class MessageEvent(asyncio.Event):
+    """A cycle's ``asyncio.Event`` (set when a request's body or end comes, or its client
+    goes) made without a call: its deque of waiters is made by the first wait. Most requests
+    (a GET, its end read with its head) are never waited on."""
+
+    __init__ = object.__init__  # type: ignore[assignment]
+    _value = False
+    _waiters: Any = ()  # set() goes through it
+
+    async def wait(self) -> Literal[True]:
+        if not self._waiters:
+            self._waiters = collections.deque()
+        return await super().wait()
+
+
+class _Asyncio:
+    """The ``asyncio`` that the protocols' ``_making`` methods see: its ``Event`` is
+    ``MessageEvent``."""
+
+    Event = MessageEvent
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+
 def _making(method: Callable[..., Any], cycle: type) -> Callable[..., Any]:
     """A method of uvicorn's protocol that makes a ``cycle`` where uvicorn's makes its own
-    ``RequestResponseCycle`` (its module's global): the same code, other globals. Changing a
-    made cycle's class instead cost more than it saved: Python 3.11's attribute caches for
-    the object, in uvicorn's code and here, no longer held."""
-    names = {**method.__globals__, "RequestResponseCycle": cycle}
+    ``RequestResponseCycle`` (its module's global), with a ``MessageEvent`` for its
+    ``asyncio.Event``: the same code, other globals. Changing a made cycle's class instead
+    cost more than it saved: Python 3.11's attribute caches for the object, in uvicorn's code
+    and here, no longer held."""
+    names = {**method.__globals__, "RequestResponseCycle": cycle, "asyncio": _Asyncio()}
     return types.FunctionType(
         method.__code__, names, method.__name__, method.__defaults__, method.__closure__
     )
@@ -190,8 +217,8 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
     _held: bytes | None = None  # the head, until its body comes
 
     def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
-        # Not a coroutine function: it hands back uvicorn's coroutine, or _sent() once the
-        # head is written, so that no answer's send costs two coroutines.
+        # Not a coroutine function: it hands back uvicorn's coroutine, or SENT once the head
+        # is written, so that no answer's send costs two coroutines.
         if self._held is not None:
             return self._send_with_head(message)
         if (
@@ -219,7 +246,7 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
             self._held = head
         else:
             self.transport.write(head)
-        return _sent()
+        return SENT
 
     def _send_with_head(self, message: Any) -> Coroutine[Any, Any, None]:
         """The held head and this message's body in one write, as uvicorn would send the
@@ -248,14 +275,10 @@ class GuardedH11Cycle(h11_impl.RequestResponseCycle):
             self.conn.send(event=h11.ConnectionClosed())
             self.transport.close()
         self.on_response()
-        return _sent()
+        return SENT
 
 
 _h11_send = h11_impl.RequestResponseCycle.send
-
-
-async def _sent() -> None:
-    """What a cycle's send hands back to await once it has sent its message itself."""
 
 
 class GuardedH11Protocol(HeadTimer, H11Protocol):
@@ -284,6 +307,7 @@ HTTPTOOLS = importlib.util.find_spec("httptools") is not None
 """Whether httptools is installed (it has no wheel for some platforms, such as Pyodide)."""
 
 if HTTPTOOLS:
+    import httptools
     from uvicorn.protocols.http import httptools_impl
     from uvicorn.protocols.http.httptools_impl import (
         HEADER_RE,
@@ -306,7 +330,7 @@ if HTTPTOOLS:
         _held: bytes | None = None  # the head, until its body comes (BODY_FOLLOWS)
 
         def send(self, message: Any) -> Coroutine[Any, Any, None]:  # type: ignore[override]
-            # As GuardedH11Cycle's: uvicorn's coroutine, or _sent() once the head is written.
+            # As GuardedH11Cycle's: uvicorn's coroutine, or SENT once the head is written.
             if self._held is not None:
                 return self._send_with_head(message)
             if (
@@ -323,8 +347,9 @@ if HTTPTOOLS:
             framing = None
             try:
                 for name, value in headers:
-                    lowered = _names.get(name)
-                    if lowered is None:
+                    try:  # a subscript, not get(): no method call for a name seen before
+                        lowered = _names[name]
+                    except KeyError:
                         if HEADER_RE.search(name):
                             return _httptools_send(self, message)
                         lowered = name.lower()
@@ -339,7 +364,7 @@ if HTTPTOOLS:
                     if lowered in _FRAMING:
                         framing = [] if framing is None else framing
                         framing.append((lowered, value))
-                    content.extend((lowered, b": ", value, b"\r\n"))
+                    content += (lowered, b": ", value, b"\r\n")  # no method call
             except (TypeError, ValueError):  # not pairs, not bytes: uvicorn says what
                 return _httptools_send(self, message)
             # From here, uvicorn's start of an answer, the headers checked above.
@@ -374,7 +399,7 @@ if HTTPTOOLS:
                 self._held = b"".join(content)
             else:
                 self.transport.write(b"".join(content))
-            return _sent()
+            return SENT
 
         def _send_with_head(self, message: Any) -> Coroutine[Any, Any, None]:
             """The held head and this message's body in one write, as uvicorn would send the
@@ -399,9 +424,18 @@ if HTTPTOOLS:
             if not self.keep_alive:
                 self.transport.close()
             self.on_response()
-            return _sent()
+            return SENT
 
     _httptools_send = httptools_impl.RequestResponseCycle.send
+
+    class _Raising:
+        """A parser that raises what the connection's parser raised, for uvicorn to handle."""
+
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def feed_data(self, data: bytes) -> None:
+            raise self.exc
 
     class GuardedHttpToolsProtocol(HeadTimer, HttpToolsProtocol):
         on_headers_complete = _making(HttpToolsProtocol.on_headers_complete, GuardedHttpToolsCycle)
@@ -409,9 +443,19 @@ if HTTPTOOLS:
         # Cheap per request: no parser callback is wrapped.
         _head_scope: object = None  # the request whose head bytes _head_size counts
         _head_size = 0
+        _task: asyncio.Task[None] | None = None  # the latest request's, while in tasks
 
         def data_received(self, data: bytes) -> None:
-            HttpToolsProtocol.data_received(self, data)  # named, not super(): cheaper
+            # uvicorn's, with _unset_keepalive_if_required's steps inline (two calls less per
+            # request); a parser's error or upgrade is uvicorn's own to handle.
+            self._idle_due = None
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
+            try:
+                self.parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                self._parser_stopped(exc)
             # uvicorn makes a request's scope when its head begins and its cycle, holding that
             # scope, when the head ends: a scope without its cycle is a head still coming.
             scope = self.scope
@@ -423,14 +467,63 @@ if HTTPTOOLS:
                 if self._head_size > self.max_head_size and not self.transport.is_closing():
                     self._refuse_large_head()
 
+        def _parser_stopped(self, exc: Exception) -> None:
+            """uvicorn's data_received for a parser that raised ``exc``: the same steps."""
+            parser, self.parser = self.parser, _Raising(exc)  # type: ignore[assignment]
+            try:
+                HttpToolsProtocol.data_received(self, b"")
+            finally:
+                if type(self.parser) is _Raising:
+                    self.parser = parser
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            # uvicorn's, the task kept in the server's set (which shutdown waits on) without a
+            # done callback per request (its call, a loop callback when the task ends, and
+            # its discard): the connection holds its latest task and drops it from the set
+            # once done, at its next request or when it closes.
+            if self.config.reset_contextvars or self.limit_concurrency is not None:
+                HttpToolsProtocol._start_asgi_task(self, cycle, app)  # counts tasks: exact
+                return
+            task = self.loop.create_task(cycle.run_asgi(app))
+            self.tasks.add(task)
+            self._drop_task()
+            self._task = task
+
+        def _drop_task(self) -> None:
+            """Drop the connection's latest task from the server's set, now if done."""
+            task = self._task
+            if task is not None:
+                self._task = None
+                if task.done():
+                    self.tasks.discard(task)
+                else:  # a pipelined request's, started by the answer before it
+                    task.add_done_callback(self.tasks.discard)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._drop_task()
+            super().connection_lost(exc)
+
         def on_response_complete(self) -> None:
             if self.pipeline or self.transport.is_closing():
                 HttpToolsProtocol.on_response_complete(self)
-            else:  # uvicorn's steps without a pipelined request, its timer set lazily (HeadTimer)
+            else:
+                # uvicorn's steps without a pipelined request, its timer set lazily: those of
+                # _unset_keepalive_if_required, _await_next_request and _await_head, inline
+                # (three calls less per request). The answered cycle is still self.cycle.
                 self.server_state.total_requests += 1
-                self._unset_keepalive_if_required()
+                if self.timeout_keep_alive_task is not None:
+                    self.timeout_keep_alive_task.cancel()
+                    self.timeout_keep_alive_task = None
                 self.flow.resume_reading()
-                self._await_next_request()
+                loop = self.loop
+                now = loop.time()
+                self._idle_due = now + self.timeout_keep_alive
+                if self._idle_timer is None:
+                    self._idle_timer = loop.call_at(self._idle_due, self._check_idle)
+                self._head_due = now + self.timeout_headers
+                if self._head_timer is None:
+                    self._head_timer = loop.call_at(self._head_due, self._check_head)
+                return
             # A pipelined request whose head has come already is now self.cycle, unanswered.
             if self.cycle.response_complete and not self.transport.is_closing():
                 self._await_head()

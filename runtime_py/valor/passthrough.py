@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from time import perf_counter
 from typing import Any
 
@@ -21,6 +22,7 @@ from .access import access_log, log_access, new_request_id
 from .asgi_http import (
     BODY_FOLLOWS,
     HOST_HEADER,
+    SENT,
     BodyTooLarge,
     Message,
     Receive,
@@ -67,6 +69,7 @@ _NONE: dict[Any, Any] = {}  # found nothing
 _HASH = ord("#")
 _INFO = logging.INFO
 _new_call = object.__new__
+_access_cache: dict[int, bool] = getattr(access_log, "_cache", {})  # logging's, by level
 # Each whole answer's Content-Length header, by length: made once each. Bounded.
 _lengths: dict[int, tuple[bytes, bytes]] = {}
 
@@ -96,8 +99,20 @@ class PassThrough:
         """The call that serves the request if it reaches an ``asgi`` plug-in; None for any
         other request and for those the message path refuses before routing (a bad Host, a
         body announced too large), which it then answers."""
-        raw_path = scope.get("raw_path")
-        root_path = scope.get("root_path")
+        try:  # the keys uvicorn's scope has: subscripts cost a third of get()'s calls
+            raw_path = scope["raw_path"]
+            root_path = scope["root_path"]
+            query = scope["query_string"]
+            scheme = scope["scheme"]
+            version = scope["http_version"]
+            client = scope["client"]
+        except KeyError:  # any may be left out (ASGI's defaults)
+            raw_path = scope.get("raw_path")
+            root_path = scope.get("root_path")
+            query = scope.get("query_string", b"")
+            scheme = scope.get("scheme", "http")
+            version = scope.get("http_version")
+            client = scope.get("client")
         if raw_path and not root_path and not self.root_path:
             # The usual server's request: routes are cached by the raw path.
             route = self._routes.get(raw_path, _UNKNOWN)
@@ -108,17 +123,15 @@ class PassThrough:
             route = self._route(full_path or target_path(scope), root_path or self.root_path)
         if route is None:
             return None
-        query = scope.get("query_string", b"")
         if _HASH in query:  # the message path's URL would end at it
             return None
-        scheme = scope.get("scheme", "http")
         raw = scope["headers"]
         named = dict(raw)
         # The usual request: each name once, in lower case (as ASGI servers give them), no body.
         if (
             named
             and len(named) == len(raw)
-            and scope.get("http_version") in _HTTP_1
+            and version in _HTTP_1
             and (named.keys() <= self._plain_names or self._plain(named))
         ):
             host = named.get(b"host")
@@ -154,7 +167,6 @@ class PassThrough:
         call.state = WAITING
         call.gone = call.idle = call.stopped = False
         if general is None:
-            client = scope.get("client")
             # The app's scope (AsgiPlugin.http_scope's), from the route's: one copy, the
             # request's own entries set.
             app_scope = route.scope.copy()
@@ -371,15 +383,18 @@ class _Call:
         await disconnected(self.server_receive)
         return {"type": "http.disconnect"}
 
-    async def send(self, event: Message) -> None:
+    def send(self, event: Message) -> Awaitable[None]:
+        # Not a coroutine function: the usual answer's two events are handled here and hand
+        # back the server's awaitable (SENT from Valor's protocols, which have sent it), so
+        # that they make no coroutine of their own; any other event is _send's.
         kind = event["type"]
         if kind == "http.response.start":
             if self.start is not None:
-                raise RuntimeError("http.response.start was sent twice")
+                return self._send(event)  # its error
             self.start = event
-            return
+            return SENT
         if kind != "http.response.body":
-            return  # as the message path: other events (extensions) are not offered
+            return SENT  # as the message path: other events (extensions) are not offered
         start = self.start
         if self.state == WAITING and start is not None and not event.get("more_body"):
             # The usual answer, whole and plain: its headers pass as the app sent them.
@@ -402,8 +417,7 @@ class _Call:
                         if self.passthrough.deadlines.stop(deadline):
                             # It caught its cancellation and answered late.
                             expired = DeadlineExceeded()
-                            await self.answer(failure_answer(self.route.spec, expired, True))
-                            return
+                            return self.answer(failure_answer(self.route.spec, expired, True))
                     # With the runtime's headers, as _events adds them.
                     self.state = COMPLETE
                     route = self.route
@@ -411,17 +425,24 @@ class _Call:
                     headers += route.tail
                     if status != 204 and status != 304:
                         size = len(part)
-                        length = _lengths.get(size)
-                        if length is None:
+                        try:  # a subscript, not get(): no method call for a length seen
+                            length = _lengths[size]
+                        except KeyError:
                             length = (b"content-length", b"%d" % size)
                             if len(_lengths) < _CACHED:
                                 _lengths[size] = length
                         headers.append(length)
-                    if access_log.isEnabledFor(_INFO):
+                    # isEnabledFor's answer from the logger's own cache (cleared when levels
+                    # change) without its call; the call when not cached. (A disabled logger
+                    # may be cached True: its line is then dropped by access_log.info.)
+                    logged = _access_cache.get(_INFO)
+                    if logged is None:
+                        logged = access_log.isEnabledFor(_INFO)
+                    if logged:
                         self._log(status)
                     send = self.server_send
                     # The whole body follows at once: the server's protocols write both in one.
-                    await send(
+                    sent = send(
                         {
                             "type": "http.response.start",
                             "status": status,
@@ -429,8 +450,17 @@ class _Call:
                             BODY_FOLLOWS: True,
                         }
                     )
-                    await send({"type": "http.response.body", "body": part})
-                    return
+                    body = {"type": "http.response.body", "body": part}
+                    if sent is SENT:  # sent already: nothing to await before the body
+                        return send(body)
+                    return _then(sent, send, body)
+        return self._send(event)
+
+    async def _send(self, event: Message) -> None:
+        """``send`` for any event but the usual answer's."""
+        kind = event["type"]
+        if kind == "http.response.start":
+            raise RuntimeError("http.response.start was sent twice")
         if self.stopped:
             raise asyncio.CancelledError
         if self.gone:
@@ -565,6 +595,12 @@ class _Call:
         if self.watcher is not None:
             self.watcher.cancel()
             self.watcher = None
+
+
+async def _then(first: Awaitable[None], send: Send, second: Message) -> None:
+    """Await the server's send of one event, then send the next."""
+    await first
+    await send(second)
 
 
 def _wire_answer(status: Any, start: Message, part: bytes, more: bool) -> dict[str, Any]:

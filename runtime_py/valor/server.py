@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import secrets
+import sys
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +88,27 @@ class ValorApp:
             await self.runtime.load(manifest, strict=self.strict)
         self._loaded = True
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine function (marked as one below): a request to an ``asgi`` plug-in is
+        # its call's own coroutine, one coroutine less per request; any other, _answer's.
+        if self._loaded and scope["type"] == "http":
+            passthrough = self._passthrough
+            if passthrough is not None and passthrough.active:
+                call = passthrough.call(scope, receive, send)
+                if call is not None:
+                    return call.run()
+            return self._answer(scope, receive, send)
+        return self._serve(scope, receive, send)
+
+    # Servers tell an ASGI 3 app by its coroutine function __call__ (uvicorn, by asyncio's or
+    # inspect's iscoroutinefunction): this one hands back a coroutine, as those do.
+    if sys.version_info >= (3, 12):
+        __call__ = inspect.markcoroutinefunction(__call__)
+    else:
+        __call__._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Lifespan, and the first request under a server that does not run it."""
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
                 await self._lifespan(receive, send)
@@ -98,6 +121,10 @@ class ValorApp:
             if call is not None:
                 await call.run()
                 return
+        await self._answer(scope, receive, send)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """An HTTP request's answer through the runtime (the message path)."""
         # The request path, inline: each coroutine call costs more than most of its steps
         # (and a loop less than a comprehension, a function call of its own on Python 3.11).
         runtime = self.runtime

@@ -165,8 +165,9 @@ def plain_asgi_headers(
     kept = []
     try:
         for name, value in headers:
-            keep = names.get(name)
-            if keep is None:
+            try:  # a subscript, not get(): no method call for a name seen before
+                keep = names[name]
+            except KeyError:
                 if type(name) is not bytes:
                     return None
                 text = name.decode("latin-1")
