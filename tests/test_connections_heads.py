@@ -188,6 +188,12 @@ async def exchange(protocol: type, app: Any, request: bytes) -> tuple[bytes, int
     return b"".join(transport.writes), len(transport.writes), closed
 
 
+# uvicorn's protocol and Valor's guarded one beside it, for each stack.
+BOTH_PROTOCOLS = pytest.mark.parametrize(
+    "protocols",
+    [(H11Protocol, GuardedH11Protocol), (HttpToolsProtocol, GuardedHttpToolsProtocol)],
+    ids=["h11", "httptools"],
+)
 TYPE = (b"content-type", b"text/plain")
 LENGTH = (b"content-length", b"5")
 GET = b"GET / HTTP/1.1\r\nhost: example.com\r\n\r\n"
@@ -195,11 +201,7 @@ GET = b"GET / HTTP/1.1\r\nhost: example.com\r\n\r\n"
 
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize(
-    "protocols",
-    [(H11Protocol, GuardedH11Protocol), (HttpToolsProtocol, GuardedHttpToolsProtocol)],
-    ids=["h11", "httptools"],
-)
+@BOTH_PROTOCOLS
 @pytest.mark.parametrize(
     ("request_head", "body", "fields", "more"),
     [
@@ -319,11 +321,7 @@ async def keep_alive_timeline(protocol: type) -> list[tuple[float, int, bool]]:
 
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize(
-    "protocols",
-    [(H11Protocol, GuardedH11Protocol), (HttpToolsProtocol, GuardedHttpToolsProtocol)],
-    ids=["h11", "httptools"],
-)
+@BOTH_PROTOCOLS
 async def test_an_idle_connection_closes_when_uvicorns_keep_alive_limit_says(
     protocols: tuple[type, type],
 ) -> None:

@@ -440,6 +440,25 @@ def test_the_watchdog_stops_an_app_that_holds_the_loop(servers: tuple[Server, Se
     assert b"did not answer within 0.5 seconds" in answer
 
 
+def _probe_manifest(folder: Path, source: str) -> Path:
+    """A manifest of one asgi plug-in, ``probe``, whose module is ``source``."""
+    (folder / "probe.py").write_text(source)
+    manifest = folder / "plugins.json"
+    manifest.write_text(
+        json.dumps({"plugins": [{"name": "probe", "type": "asgi", "path": "probe.py"}]})
+    )
+    return manifest
+
+
+async def _both_paths(folder: Path, source: str) -> list[Any]:
+    """The probe's app started twice: passed through, and through the wire message."""
+    manifest = _probe_manifest(folder, source)
+    apps = [create_app(manifest, store="memory:", passthrough=on) for on in (True, False)]
+    for app in apps:
+        await app.startup()
+    return apps
+
+
 async def _in_process(
     app: Any, headers: list[tuple[bytes, bytes]], query: bytes, without: str = ""
 ) -> list[Any]:
@@ -478,14 +497,7 @@ async def test_names_learned_for_the_usual_request_change_no_answer(tmp_path: Pa
     names of the usual request (lower case, each once, no body announced), and a request
     with names in upper case, repeated, or announcing a body, before or after, answers as the
     message path does; so does a ``#`` in the query string."""
-    (tmp_path / "probe.py").write_text(PROBE)
-    manifest = tmp_path / "plugins.json"
-    manifest.write_text(
-        json.dumps({"plugins": [{"name": "probe", "type": "asgi", "path": "probe.py"}]})
-    )
-    apps = [create_app(manifest, store="memory:", passthrough=on) for on in (True, False)]
-    for app in apps:
-        await app.startup()
+    apps = await _both_paths(tmp_path, PROBE)
     host = (b"host", b"example.com")
     cases = [
         ([host, (b"x-request-id", b"a")], b""),
@@ -514,14 +526,7 @@ async def test_a_scope_without_an_optional_key_is_answered_as_the_message_path_d
 ) -> None:
     """ASGI lets a server leave out several of the scope's keys: the pass-through reads
     uvicorn's scope by subscripts, and any other by their defaults."""
-    (tmp_path / "probe.py").write_text(PROBE)
-    manifest = tmp_path / "plugins.json"
-    manifest.write_text(
-        json.dumps({"plugins": [{"name": "probe", "type": "asgi", "path": "probe.py"}]})
-    )
-    apps = [create_app(manifest, store="memory:", passthrough=on) for on in (True, False)]
-    for app in apps:
-        await app.startup()
+    apps = await _both_paths(tmp_path, PROBE)
     headers = [(b"host", b"example.com"), (b"x-request-id", b"a")]
     keys = ["", "raw_path", "root_path", "query_string", "scheme", "client", "http_version"]
     try:
@@ -543,11 +548,7 @@ async def test_access_lines_follow_the_loggers_level_and_disabled_flag(tmp_path:
 
     from valor.access import access_log
 
-    (tmp_path / "probe.py").write_text(PROBE)
-    manifest = tmp_path / "plugins.json"
-    manifest.write_text(
-        json.dumps({"plugins": [{"name": "probe", "type": "asgi", "path": "probe.py"}]})
-    )
+    manifest = _probe_manifest(tmp_path, PROBE)
     app = create_app(manifest, store="memory:")
     await app.startup()
     lines: list[str] = []
@@ -609,14 +610,7 @@ async def test_the_app_sees_the_same_calling_on_both_paths(tmp_path: Path) -> No
     made per request): its fields and chain are the message path's, and it is gone after."""
     from valor.outbound import calling
 
-    (tmp_path / "probe.py").write_text(CALLING_PROBE)
-    manifest = tmp_path / "plugins.json"
-    manifest.write_text(
-        json.dumps({"plugins": [{"name": "probe", "type": "asgi", "path": "probe.py"}]})
-    )
-    apps = [create_app(manifest, store="memory:", passthrough=on) for on in (True, False)]
-    for app in apps:
-        await app.startup()
+    apps = await _both_paths(tmp_path, CALLING_PROBE)
     headers = [(b"host", b"example.com"), (b"x-request-id", b"abc")]
     try:
         direct, wire = [await _in_process(app, list(headers), b"") for app in apps]
