@@ -27,7 +27,8 @@ packet) instead of two, as ``valor.connections``' protocols do; any other server
 
 
 def _done() -> asyncio.Future[None]:
-    future: asyncio.Future[None] = asyncio.Future(loop=(loop := asyncio.SelectorEventLoop()))
+    # The host's own kind of loop: Pyodide's (a WebLoop) has no sockets for a selector's.
+    future: asyncio.Future[None] = asyncio.Future(loop=(loop := asyncio.new_event_loop()))
     future.set_result(None)
     loop.close()  # never used: awaiting a done future neither yields nor schedules
     return future
