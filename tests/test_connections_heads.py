@@ -370,32 +370,6 @@ async def test_each_request_task_stays_in_the_servers_set_until_it_ends() -> Non
 
 @pytest.mark.anyio
 @pytest.mark.timeout(30)
-async def test_a_cycles_message_event_is_an_asyncio_event_made_without_a_call() -> None:
-    """Both protocols give their cycles a ``MessageEvent``: it waits and wakes as asyncio's
-    (its waiters' deque made by its first wait)."""
-    for protocol in (GuardedH11Protocol, GuardedHttpToolsProtocol):
-        config = uvicorn.Config(answer_app(False, b"hello", [LENGTH], False), lifespan="off")
-        config.load()
-        connection = protocol(config, ServerState(), {}, asyncio.get_running_loop())
-        connection.connection_made(Transport())
-        connection.data_received(GET)
-        await asyncio.sleep(0)
-        assert type(connection.cycle.message_event) is connections.MessageEvent
-        connection.connection_lost(None)
-    event = connections.MessageEvent()
-    for _ in range(2):
-        assert not event.is_set()
-        waiters = [asyncio.ensure_future(event.wait()) for _ in range(2)]
-        await asyncio.sleep(0)
-        assert not any(waiter.done() for waiter in waiters)
-        event.set()
-        assert await asyncio.gather(*waiters) == [True, True]
-        assert await event.wait() is True
-        event.clear()
-
-
-@pytest.mark.anyio
-@pytest.mark.timeout(30)
 @pytest.mark.parametrize(
     "request_head",
     [

@@ -20,12 +20,11 @@ regular expression call per name and per value), and an answer repeats most of i
 from __future__ import annotations
 
 import asyncio
-import collections
 import importlib.util
 import os
 import types
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal
+from typing import Any
 
 import h11
 from h11._headers import _field_name_re, _field_value_re
@@ -127,38 +126,12 @@ class HeadTimer:
         raise NotImplementedError
 
 
-class MessageEvent(asyncio.Event):
-    """A cycle's ``asyncio.Event`` (set when a request's body or end comes, or its client
-    goes) made without a call: its deque of waiters is made by the first wait. Most requests
-    (a GET, its end read with its head) are never waited on."""
-
-    __init__ = object.__init__  # type: ignore[assignment]
-    _value = False
-    _waiters: Any = ()  # set() goes through it
-
-    async def wait(self) -> Literal[True]:
-        if not self._waiters:
-            self._waiters = collections.deque()
-        return await super().wait()
-
-
-class _Asyncio:
-    """The ``asyncio`` that the protocols' ``_making`` methods see: its ``Event`` is
-    ``MessageEvent``."""
-
-    Event = MessageEvent
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-
 def _making(method: Callable[..., Any], cycle: type) -> Callable[..., Any]:
     """A method of uvicorn's protocol that makes a ``cycle`` where uvicorn's makes its own
-    ``RequestResponseCycle`` (its module's global), with a ``MessageEvent`` for its
-    ``asyncio.Event``: the same code, other globals. Changing a made cycle's class instead
-    cost more than it saved: Python 3.11's attribute caches for the object, in uvicorn's code
-    and here, no longer held."""
-    names = {**method.__globals__, "RequestResponseCycle": cycle, "asyncio": _Asyncio()}
+    ``RequestResponseCycle`` (its module's global): the same code, other globals. Changing a
+    made cycle's class instead cost more than it saved: Python 3.11's attribute caches for
+    the object, in uvicorn's code and here, no longer held."""
+    names = {**method.__globals__, "RequestResponseCycle": cycle}
     return types.FunctionType(
         method.__code__, names, method.__name__, method.__defaults__, method.__closure__
     )
