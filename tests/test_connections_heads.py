@@ -16,7 +16,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from valor import connections
-from valor.asgi_http import BODY_FOLLOWS
+from valor.asgi_http import BODY_FOLLOWS, WHOLE_ANSWERS
 from valor.connections import GuardedH11Protocol, GuardedHttpToolsProtocol
 from valor.processes import free_port
 
@@ -167,13 +167,16 @@ def answer_app(marked: bool, body: bytes, fields: list[Any], more: bool) -> Any:
     return app
 
 
-async def exchange(protocol: type, app: Any, request: bytes) -> tuple[bytes, int, bool]:
+async def exchange(
+    protocol: type, app: Any, request: bytes, defaults: list[Any] | None = None
+) -> tuple[bytes, int, bool]:
     """What a protocol writes for two requests on one connection (the second if it stays
-    open): the bytes, in how many writes, and whether it closed the connection."""
+    open): the bytes, in how many writes, and whether it closed the connection. ``defaults``:
+    the server's default fields (``server: uvicorn`` unless given)."""
     config = uvicorn.Config(app, log_level="critical", access_log=False, lifespan="off")
     config.load()
     state = ServerState()
-    state.default_headers = [(b"server", b"uvicorn")]
+    state.default_headers = defaults or [(b"server", b"uvicorn")]
     connection = protocol(config, state, {}, asyncio.get_running_loop())
     transport = Transport()
     connection.connection_made(transport)
@@ -385,3 +388,68 @@ async def test_a_parsers_error_or_upgrade_is_handled_as_uvicorn_handles_it(
     app = answer_app(False, b"hello", [TYPE, LENGTH], False)
     expected = await exchange(HttpToolsProtocol, app, request_head)
     assert await exchange(GuardedHttpToolsProtocol, app, request_head) == expected
+
+
+# -- a whole answer handed over at once (send_whole), without its ASGI events ----------------
+
+
+def whole_app(status: int, fields: list[Any], body: bytes, taken: list[bool]) -> Any:
+    """Answers through the cycle's ``send_whole`` where the server has it, noting whether it
+    took the answer, and through the events where it did not."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        cycle = getattr(send, "__self__", None)
+        if type(cycle) in WHOLE_ANSWERS:
+            took = cycle.send_whole(status, fields, body)
+            taken.append(took)
+            if took:
+                return
+        await send({"type": "http.response.start", "status": status, "headers": fields})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("request_head", "status", "fields", "body"),
+    [
+        (GET, 200, [TYPE, (b"x-id", b"a b\tc"), LENGTH], b"hello"),
+        (GET.replace(b"GET", b"HEAD"), 200, [TYPE, LENGTH], b"hello"),
+        (GET, 204, [TYPE], b""),
+        (GET, 304, [], b""),
+        (GET, 418, [LENGTH], b"hello"),
+        (GET.replace(b"\r\n\r\n", b"\r\nconnection: Close\r\n\r\n"), 200, [LENGTH], b"hello"),
+        (GET.replace(b"HTTP/1.1", b"HTTP/1.0"), 200, [LENGTH], b"hello"),
+        (GET.replace(b"\r\n\r\n", b"\r\nexpect: 100-continue\r\n\r\n"), 200, [LENGTH], b"hello"),
+    ],
+)
+async def test_a_whole_answer_is_written_as_uvicorns_protocol_writes_its_events(
+    request_head: bytes, status: int, fields: list[Any], body: bytes
+) -> None:
+    taken: list[bool] = []
+    expected = await exchange(
+        HttpToolsProtocol, whole_app(status, fields, body, taken), request_head
+    )
+    assert taken == []  # uvicorn's own protocol has no send_whole
+    got = await exchange(
+        GuardedHttpToolsProtocol, whole_app(status, fields, body, taken), request_head
+    )
+    assert got == (expected[0], 1 if expected[2] else 2, expected[2])  # one write per answer
+    assert taken and all(taken)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(30)
+async def test_a_whole_answer_is_refused_where_uvicorns_steps_are_needed() -> None:
+    # Default fields that are framing (a --header of the server's) or invalid: uvicorn's own
+    # send handles them, its errors included.
+    for defaults in ([(b"connection", b"close")], [(b"x-bad", b"a\r\nb")]):
+        taken: list[bool] = []
+        app = whole_app(200, [LENGTH], b"hello", taken)
+        expected = await exchange(HttpToolsProtocol, app, GET, defaults)
+        assert taken == []
+        got = await exchange(GuardedHttpToolsProtocol, app, GET, defaults)
+        assert taken and not any(taken)
+        assert got == expected

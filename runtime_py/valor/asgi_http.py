@@ -25,6 +25,11 @@ BODY_FOLLOWS = "valor.body_follows"
 A server may then hold the head and write it with the body, one write (one system call, one
 packet) instead of two, as ``valor.connections``' protocols do; any other server ignores it."""
 
+WHOLE_ANSWERS: set[type] = set()
+"""Server classes whose ``send`` (a bound method) belongs to an object with ``send_whole(status,
+fields, body) -> bool``: a whole answer in one call, no ASGI events made (``valor.connections``'
+httptools cycle). The pass-through hands its usual answer that way when the server's is one."""
+
 
 def _done() -> asyncio.Future[None]:
     # The host's own kind of loop: Pyodide's (a WebLoop) has no sockets for a selector's.

@@ -32,7 +32,7 @@ from uvicorn.protocols.http import h11_impl
 from uvicorn.protocols.http.flow_control import CLOSE_HEADER
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .asgi_http import BODY_FOLLOWS, SENT
+from .asgi_http import BODY_FOLLOWS, SENT, WHOLE_ANSWERS
 from .responses import error_message
 
 DEFAULT_TIMEOUT_HEADERS = 10.0
@@ -399,7 +399,55 @@ if HTTPTOOLS:
             self.on_response()
             return SENT
 
+        def send_whole(self, status: int, fields: list[tuple[bytes, bytes]], body: bytes) -> bool:
+            """Send a whole answer in one write, without its ASGI events; False (nothing sent)
+            where uvicorn's own steps are needed: the caller then sends the events.
+
+            The caller vouches for ``fields``, as ``valor.passthrough`` checks them: names in
+            lower case and values uvicorn accepts, a ``content-length`` of ``body``'s length
+            (none for 204 and 304) and no other framing field."""
+            if self.response_started or self.disconnected or self.flow.write_paused:
+                return False
+            if self.access_log:  # uvicorn's line is written by its own send
+                return False
+            defaults = _default_lines(self.default_headers)
+            if defaults is None:
+                return False
+            content = [STATUS_LINE[status], defaults]
+            for name, value in fields:
+                content += (name, b": ", value, b"\r\n")
+            if not self.keep_alive:
+                content.append(b"connection: close\r\n")
+            content.append(b"\r\n")
+            if self.scope["method"] != "HEAD":
+                content.append(body)
+            self.response_started = self.response_complete = True
+            self.waiting_for_100_continue = False
+            self.transport.write(b"".join(content))
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+            return True
+
+    WHOLE_ANSWERS.add(GuardedHttpToolsCycle)
     _httptools_send = httptools_impl.RequestResponseCycle.send
+    # The server's default fields (Date, Server, --header's), a new list each second: the
+    # latest list's lines, made once, or None where uvicorn's own steps are needed.
+    _defaults: tuple[list[tuple[bytes, bytes]], bytes | None] = ([], b"")
+
+    def _default_lines(fields: list[tuple[bytes, bytes]]) -> bytes | None:
+        global _defaults
+        if fields is not _defaults[0]:
+            lines: list[bytes] = []
+            for name, value in fields:
+                lowered = name.lower()
+                if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value) or lowered in _FRAMING:
+                    _defaults = (fields, None)
+                    return None
+                lines += (lowered, b": ", value, b"\r\n")
+            _defaults = (fields, b"".join(lines))
+        return _defaults[1]
 
     class _Raising:
         """A parser that raises what the connection's parser raised, for uvicorn to handle."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable
 from time import perf_counter
 from typing import Any
@@ -23,6 +24,7 @@ from .asgi_http import (
     BODY_FOLLOWS,
     HOST_HEADER,
     SENT,
+    WHOLE_ANSWERS,
     BodyTooLarge,
     Message,
     Receive,
@@ -67,6 +69,8 @@ _CACHED = 1024  # entries at most in each of the caches
 _NONE: dict[Any, Any] = {}  # found nothing
 # ``in`` on bytes tries its operand as an int first: a bytes operand costs it a TypeError.
 _HASH = ord("#")
+# What no field value may hold (uvicorn's check of an answer's values).
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _INFO = logging.INFO
 _new_call = object.__new__
 _access_cache: dict[int, bool] = getattr(access_log, "_cache", {})  # logging's, by level
@@ -421,7 +425,8 @@ class _Call:
                     # With the runtime's headers, as _events adds them.
                     self.state = COMPLETE
                     route = self.route
-                    headers.append((b"x-correlation-id", self.correlation_id.encode("latin-1")))
+                    correlation_id = self.correlation_id.encode("latin-1")
+                    headers.append((b"x-correlation-id", correlation_id))
                     headers += route.tail
                     if status != 204 and status != 304:
                         size = len(part)
@@ -441,6 +446,15 @@ class _Call:
                     if logged:
                         self._log(status)
                     send = self.server_send
+                    # Valor's own protocol takes the answer whole, its fields as checked here
+                    # (an id from the request checked as the server would).
+                    server = getattr(send, "__self__", None)
+                    if (
+                        type(server) in WHOLE_ANSWERS
+                        and (correlation_id.isalnum() or not _CONTROL.search(correlation_id))
+                        and server.send_whole(status, headers, part)
+                    ):
+                        return SENT
                     # The whole body follows at once: the server's protocols write both in one.
                     sent = send(
                         {
