@@ -399,13 +399,20 @@ if HTTPTOOLS:
             self.on_response()
             return SENT
 
-        def send_whole(self, status: int, fields: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        def send_whole(
+            self,
+            status: int,
+            fields: list[tuple[bytes, bytes]],
+            lines: tuple[bytes, ...],
+            body: bytes,
+        ) -> bool:
             """Send a whole answer in one write, without its ASGI events; False (nothing sent)
-            where uvicorn's own steps are needed: the caller then sends the events.
+            where uvicorn's own steps are needed: the caller then sends the events. ``lines``:
+            more fields, written out (``name: value\\r\\n``, in parts), after ``fields``.
 
-            The caller vouches for ``fields``, as ``valor.passthrough`` checks them: names in
-            lower case and values uvicorn accepts, a ``content-length`` of ``body``'s length
-            (none for 204 and 304) and no other framing field."""
+            The caller vouches for both, as ``valor.passthrough`` checks them: names in lower
+            case and values uvicorn accepts, a ``content-length`` of ``body``'s length (none
+            for 204 and 304) and no other framing field."""
             if self.response_started or self.disconnected or self.flow.write_paused:
                 return False
             if self.access_log:  # uvicorn's line is written by its own send
@@ -416,6 +423,7 @@ if HTTPTOOLS:
             content = [STATUS_LINE[status], defaults]
             for name, value in fields:
                 content += (name, b": ", value, b"\r\n")
+            content += lines
             if not self.keep_alive:
                 content.append(b"connection: close\r\n")
             content.append(b"\r\n")

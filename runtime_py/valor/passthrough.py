@@ -74,8 +74,10 @@ _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _INFO = logging.INFO
 _new_call = object.__new__
 _access_cache: dict[int, bool] = getattr(access_log, "_cache", {})  # logging's, by level
-# Each whole answer's Content-Length header, by length: made once each. Bounded.
+# Each whole answer's Content-Length header, by length, as a field and as a line: made once
+# each. Bounded.
 _lengths: dict[int, tuple[bytes, bytes]] = {}
+_length_lines: dict[int, bytes] = {}
 
 
 class PassThrough:
@@ -269,7 +271,18 @@ class PassThrough:
 class _Route:
     """Where a path leads: the mount, and the app scope's paths."""
 
-    __slots__ = ("full_path", "mount", "name", "paths", "plugin", "scope", "spec", "state", "tail")
+    __slots__ = (
+        "full_path",
+        "lines",
+        "mount",
+        "name",
+        "paths",
+        "plugin",
+        "scope",
+        "spec",
+        "state",
+        "tail",
+    )
 
     def __init__(self, mount: Mount, paths: tuple[str, bytes, str], full_path: str) -> None:
         self.full_path = full_path
@@ -277,6 +290,8 @@ class _Route:
         self.spec = mount.spec
         self.name = mount.spec.name.encode("latin-1")  # its x-valor-plugin
         self.tail = ((b"x-valor-plugin", self.name), HOST_HEADER)  # for every whole answer
+        # The same as lines, after the correlation id's (WHOLE_ANSWERS' send_whole).
+        self.lines = b"".join([b"\r\n", *(b"%s: %s\r\n" % field for field in self.tail)])
         self.plugin: AsgiPlugin = mount.plugin  # type: ignore[assignment]
         self.paths = paths
         self.state = self.plugin.state
@@ -426,17 +441,8 @@ class _Call:
                     self.state = COMPLETE
                     route = self.route
                     correlation_id = self.correlation_id.encode("latin-1")
-                    headers.append((b"x-correlation-id", correlation_id))
-                    headers += route.tail
-                    if status != 204 and status != 304:
-                        size = len(part)
-                        try:  # a subscript, not get(): no method call for a length seen
-                            length = _lengths[size]
-                        except KeyError:
-                            length = (b"content-length", b"%d" % size)
-                            if len(_lengths) < _CACHED:
-                                _lengths[size] = length
-                        headers.append(length)
+                    counted = status != 204 and status != 304
+                    size = len(part)
                     # isEnabledFor's answer from the logger's own cache (cleared when levels
                     # change) without its call; the call when not cached. (A disabled logger
                     # may be cached True: its line is then dropped by access_log.info.)
@@ -446,15 +452,32 @@ class _Call:
                     if logged:
                         self._log(status)
                     send = self.server_send
-                    # Valor's own protocol takes the answer whole, its fields as checked here
-                    # (an id from the request checked as the server would).
+                    # Valor's own protocol takes the answer whole: the app's fields as checked
+                    # here, then the runtime's as lines (an id from the request checked as the
+                    # server would check it).
                     server = getattr(send, "__self__", None)
-                    if (
-                        type(server) in WHOLE_ANSWERS
-                        and (correlation_id.isalnum() or not _CONTROL.search(correlation_id))
-                        and server.send_whole(status, headers, part)
+                    if type(server) in WHOLE_ANSWERS and (
+                        correlation_id.isalnum() or not _CONTROL.search(correlation_id)
                     ):
-                        return SENT
+                        try:  # a subscript, not get(): no method call for a length seen
+                            length_line = _length_lines[size] if counted else b""
+                        except KeyError:
+                            length_line = b"content-length: %d\r\n" % size
+                            if len(_length_lines) < _CACHED:
+                                _length_lines[size] = length_line
+                        lines = (b"x-correlation-id: ", correlation_id, route.lines, length_line)
+                        if server.send_whole(status, headers, lines, part):
+                            return SENT
+                    headers.append((b"x-correlation-id", correlation_id))
+                    headers += route.tail
+                    if counted:
+                        try:
+                            length = _lengths[size]
+                        except KeyError:
+                            length = (b"content-length", b"%d" % size)
+                            if len(_lengths) < _CACHED:
+                                _lengths[size] = length
+                        headers.append(length)
                     # The whole body follows at once: the server's protocols write both in one.
                     sent = send(
                         {
