@@ -15,6 +15,10 @@ Both protocols check an answer's header names and values as uvicorn does (h11's 
 uvicorn's for httptools), but a name or value seen valid before is not checked again: the
 checks were most of the cost of each header (about 8,000 instructions on either stack, a
 regular expression call per name and per value), and an answer repeats most of its fields.
+
+The httptools cycle also takes a whole answer in one call, ``send_whole`` (its fields checked
+by the caller, no ASGI events made: ``valor.passthrough`` hands the usual answer of an
+``asgi`` plug-in that way); it writes what uvicorn writes for the same two events.
 """
 
 from __future__ import annotations
