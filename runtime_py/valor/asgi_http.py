@@ -27,8 +27,9 @@ packet) instead of two, as ``valor.connections``' protocols do; any other server
 
 WHOLE_ANSWERS: set[type] = set()
 """Server classes whose ``send`` (a bound method) belongs to an object with ``send_whole(status,
-fields, body) -> bool``: a whole answer in one call, no ASGI events made (``valor.connections``'
-httptools cycle). The pass-through hands its usual answer that way when the server's is one."""
+fields, lines, body) -> bool``: a whole answer in one call, no ASGI events made
+(``valor.connections``' httptools cycle). The pass-through hands its usual answer that way when
+the server's is one."""
 
 
 def _done() -> asyncio.Future[None]:

@@ -69,15 +69,15 @@ _CACHED = 1024  # entries at most in each of the caches
 _NONE: dict[Any, Any] = {}  # found nothing
 # ``in`` on bytes tries its operand as an int first: a bytes operand costs it a TypeError.
 _HASH = ord("#")
-# What no field value may hold (uvicorn's check of an answer's values).
+# What no field value may hold: uvicorn's check of an answer's values (its httptools module's
+# HEADER_VALUE_RE, which valor.connections uses), without importing uvicorn here.
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _INFO = logging.INFO
 _new_call = object.__new__
 _access_cache: dict[int, bool] = getattr(access_log, "_cache", {})  # logging's, by level
-# Each whole answer's Content-Length header, by length, as a field and as a line: made once
-# each. Bounded.
-_lengths: dict[int, tuple[bytes, bytes]] = {}
-_length_lines: dict[int, bytes] = {}
+# Each whole answer's Content-Length header, by length, as a field and as a line (for
+# send_whole): made once each. Bounded.
+_lengths: dict[int, tuple[tuple[bytes, bytes], bytes]] = {}
 
 
 class PassThrough:
@@ -290,8 +290,7 @@ class _Route:
         self.spec = mount.spec
         self.name = mount.spec.name.encode("latin-1")  # its x-valor-plugin
         self.tail = ((b"x-valor-plugin", self.name), HOST_HEADER)  # for every whole answer
-        # The same as lines, after the correlation id's (WHOLE_ANSWERS' send_whole).
-        self.lines = b"".join([b"\r\n", *(b"%s: %s\r\n" % field for field in self.tail)])
+        self.lines = b"".join(b"%s: %s\r\n" % field for field in self.tail)  # for send_whole
         self.plugin: AsgiPlugin = mount.plugin  # type: ignore[assignment]
         self.paths = paths
         self.state = self.plugin.state
@@ -441,8 +440,18 @@ class _Call:
                     self.state = COMPLETE
                     route = self.route
                     correlation_id = self.correlation_id.encode("latin-1")
-                    counted = status != 204 and status != 304
-                    size = len(part)
+                    length = None  # none for 204 and 304
+                    if status != 204 and status != 304:
+                        size = len(part)
+                        try:  # a subscript, not get(): no method call for a length seen
+                            length = _lengths[size]
+                        except KeyError:
+                            length = (
+                                (b"content-length", b"%d" % size),
+                                b"content-length: %d\r\n" % size,
+                            )
+                            if len(_lengths) < _CACHED:
+                                _lengths[size] = length
                     # isEnabledFor's answer from the logger's own cache (cleared when levels
                     # change) without its call; the call when not cached. (A disabled logger
                     # may be cached True: its line is then dropped by access_log.info.)
@@ -459,25 +468,19 @@ class _Call:
                     if type(server) in WHOLE_ANSWERS and (
                         correlation_id.isalnum() or not _CONTROL.search(correlation_id)
                     ):
-                        try:  # a subscript, not get(): no method call for a length seen
-                            length_line = _length_lines[size] if counted else b""
-                        except KeyError:
-                            length_line = b"content-length: %d\r\n" % size
-                            if len(_length_lines) < _CACHED:
-                                _length_lines[size] = length_line
-                        lines = (b"x-correlation-id: ", correlation_id, route.lines, length_line)
+                        lines = (
+                            b"x-correlation-id: ",
+                            correlation_id,
+                            b"\r\n",
+                            route.lines,
+                            b"" if length is None else length[1],
+                        )
                         if server.send_whole(status, headers, lines, part):
                             return SENT
                     headers.append((b"x-correlation-id", correlation_id))
                     headers += route.tail
-                    if counted:
-                        try:
-                            length = _lengths[size]
-                        except KeyError:
-                            length = (b"content-length", b"%d" % size)
-                            if len(_lengths) < _CACHED:
-                                _lengths[size] = length
-                        headers.append(length)
+                    if length is not None:
+                        headers.append(length[0])
                     # The whole body follows at once: the server's protocols write both in one.
                     sent = send(
                         {
