@@ -84,10 +84,13 @@ RESET_UNAWAITED = "(stage) => { Valor.reset(stage).catch(() => {}); }"
 """Starts a reset's stage; a failure to start shows on every page of the runtime (status
 ``error``), where ``ValorAPI.wait_until_ready`` reports it."""
 
+# Ready: every plug-in loaded, and start() resolved (its startMs set), so the service worker
+# intercepts the page's requests. The runtime's worker can be ready first: on a busy machine
+# the service worker's install and claim can take longer than a boot from the snapshot.
 READY = """() => {
   const valor = globalThis.Valor;
   if (!valor || valor.status === "error") return Boolean(valor);
-  return valor.status === "ready" && valor.detail.loading === false;
+  return valor.status === "ready" && valor.detail.loading === false && "startMs" in valor.detail;
 }"""
 
 CONTROL_FETCH = """async ({url, method, body, header}) => {

@@ -245,7 +245,8 @@ def valor_api(
 @pytest.fixture
 def valor_page(valor_api: ValorAPI) -> Any:
     """A Playwright page at the site's start page, its Valor runtime ready (every plug-in
-    loaded); plug-in state and the store start empty. Overrides: ``valor_api``."""
+    loaded, the page's requests intercepted); plug-in state and the store start empty.
+    Overrides: ``valor_api``."""
     return valor_api.page
 
 
