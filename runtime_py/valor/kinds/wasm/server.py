@@ -11,15 +11,16 @@ answering other kinds) never wakes it. CPython only.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import math
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import wasmtime
+import wasmtime._ffi as wasmtime_ffi
 
 from ...concurrency import DEFAULT_THREADS, Threads
 from ...errors import PluginLoadError
@@ -41,20 +42,56 @@ from .limits import WasmLimits
 T = TypeVar("T")
 
 TICK = 0.05
-_engines: weakref.WeakSet[wasmtime.Engine] = weakref.WeakSet()
-_ticker_lock = threading.Lock()
-_ticker: threading.Thread | None = None
 _busy = threading.Condition()
 _running = 0  # wasm calls in progress, in every engine
+_ticker_lock = threading.Lock()
+_ticker: threading.Thread | None = None
+_stopping = False  # the interpreter is exiting: the ticker ends
+# Each live engine's native pointer, by the engine's id: the ticker ticks pointers, never the
+# engines themselves. wasmtime frees an engine in its __del__, in a call that lets other
+# threads run, before the engine's weak references are cleared: a ticker reading engines
+# from a weak set could tick one being freed (a crash), or resurrect it. An engine's pointer
+# leaves this dict, and is freed, under _ticking, which the ticker holds while it ticks.
+_pointers: dict[int, Any] = {}
+_ticking = threading.Lock()
+
+
+class _TickedEngine(wasmtime.Engine):
+    """An engine the ticker ticks until wasmtime frees it."""
+
+    def __init__(self, config: wasmtime.Config) -> None:
+        super().__init__(config)
+        with _ticking:
+            _pointers[id(self)] = self.ptr()
+
+    def _delete(self, ptr: Any) -> None:
+        with _ticking:
+            _pointers.pop(id(self), None)
+            super()._delete(ptr)
 
 
 def _tick_forever() -> None:
     while True:
         with _busy:
-            _busy.wait_for(lambda: _running > 0)
+            _busy.wait_for(lambda: _running > 0 or _stopping)
+        if _stopping:
+            return
         time.sleep(TICK)
-        for engine in list(_engines):
-            engine.increment_epoch()
+        with _ticking:
+            for pointer in _pointers.values():
+                wasmtime_ffi.wasmtime_engine_increment_epoch(pointer)
+
+
+@atexit.register
+def _stop_ticker() -> None:
+    # Before the interpreter finalizes: a daemon thread stopped there while holding _ticking
+    # would hang the engines' __del__ for ever.
+    global _stopping
+    with _busy:
+        _stopping = True
+        _busy.notify_all()
+    if _ticker is not None:
+        _ticker.join(timeout=1)
 
 
 def make_engine(limits: WasmLimits) -> wasmtime.Engine:
@@ -63,8 +100,7 @@ def make_engine(limits: WasmLimits) -> wasmtime.Engine:
     config = wasmtime.Config()
     config.epoch_interruption = True
     config.consume_fuel = limits.fuel is not None
-    engine = wasmtime.Engine(config)
-    _engines.add(engine)
+    engine = _TickedEngine(config)
     with _ticker_lock:
         if _ticker is None:
             _ticker = threading.Thread(target=_tick_forever, name="valor-wasm-epoch", daemon=True)
