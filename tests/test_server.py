@@ -81,9 +81,16 @@ def test_hanging_plugin_does_not_stall_others(server: Server) -> None:
 
 
 def test_slow_sync_handler_runs_off_the_event_loop(tmp_path: Path) -> None:
+    # The slow handler says it has started, then blocks its thread until the test lets it go.
+    started, release = tmp_path / "started", tmp_path / "release"
     (tmp_path / "slow.py").write_text(
-        "import time\nfrom valor import vlugin\n\n@vlugin\ndef on_request(req):\n"
-        "    time.sleep(1.5)\n    return 'slow'\n"
+        "import time\nfrom pathlib import Path\nfrom valor import vlugin\n\n"
+        "@vlugin\ndef on_request(req):\n"
+        f"    Path({str(started)!r}).touch()\n"
+        "    deadline = time.monotonic() + 30\n"
+        f"    while not Path({str(release)!r}).exists() and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    return 'slow'\n"
     )
     (tmp_path / "fast.py").write_text(
         "from valor import vlugin\n\n@vlugin\ndef on_request(req):\n    return 'fast'\n"
@@ -100,13 +107,20 @@ def test_slow_sync_handler_runs_off_the_event_loop(tmp_path: Path) -> None:
         )
     )
     with valor_server(manifest, log_dir=tmp_path) as running:
-        slow = threading.Thread(target=httpx.get, args=(running.url + "/slow",))
+        answers: list[str] = []
+        slow = threading.Thread(
+            target=lambda: answers.append(httpx.get(running.url + "/slow", timeout=40).text)
+        )
         slow.start()
-        time.sleep(0.2)
-        started = time.monotonic()
-        assert httpx.get(running.url + "/fast").text == "fast"
-        assert time.monotonic() - started < 1.0
-        slow.join()
+        deadline = time.monotonic() + 20
+        while not started.exists():
+            assert time.monotonic() < deadline, "the slow handler never started"
+            time.sleep(0.01)
+        # Were the handler on the event loop, this could not be answered before the release.
+        assert httpx.get(running.url + "/fast", timeout=10).text == "fast"
+        release.touch()
+        slow.join(timeout=40)
+        assert answers == ["slow"]
 
 
 class TestRegistry:

@@ -137,10 +137,10 @@ def test_js_hung_worker_does_not_block_the_others(kinds_server: Server) -> None:
         target=lambda: hung.append(httpx.get(kinds_server.url + "/js-faulty/hang", timeout=10))
     )
     thread.start()
-    time.sleep(0.3)
-    started = time.monotonic()
+    time.sleep(0.3)  # for the hanging request to reach its worker; not a wait for an event
     answer = httpx.get(kinds_server.url + "/js-faulty/")
-    assert answer.text == "Hello Plugin!" and time.monotonic() - started < 1.0
+    assert answer.text == "Hello Plugin!"
+    assert not hung  # answered while the hanging request still waits (its timeout is 2 s)
     thread.join()
     assert hung[0].status_code == 504
 
