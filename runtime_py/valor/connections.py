@@ -318,9 +318,13 @@ if HTTPTOOLS:
                 or message["type"] != "http.response.start"
             ):
                 return _httptools_send(self, message)
-            headers = self.default_headers + list(message.get("headers", []))
+            # The server's own fields, checked once per list (framing or invalid: uvicorn's).
+            defaults = _default_lines(self.default_headers)
+            if defaults is None:
+                return _httptools_send(self, message)
+            headers = list(message.get("headers", []))
             values = _values.seen
-            content = []
+            content = [defaults]
             framing = None
             try:
                 for name, value in headers:
