@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.servers import Server, valor_server
+from tests.waiting import wait_for
 
 PLUGINS = {
     # An async handler that loops on the CPU: it holds the event loop itself.
@@ -385,7 +386,7 @@ def test_a_crash_answers_502_with_an_error_id_and_keeps_its_details_in_the_log(
     body = answer.json()
     assert body["detail"] == f"plug-in {name!r} crashed"
     error_id = body["error_id"]
-    wait_until(lambda: error_id in leaky.log(), 10)
+    wait_for(lambda: error_id in leaky.log(), 10, "the error id in the log")
     [line] = [line for line in leaky.log().splitlines() if error_id in line]
     assert SECRET in line  # the operator still learns why
 
@@ -397,10 +398,3 @@ def test_a_js_worker_that_ends_itself_answers_502_at_once_and_is_replaced(leaky:
         assert closed == 502 and elapsed < 5  # not its 20 s timeout
     answers = [httpx.get(leaky.url + "/closer", timeout=30) for _ in range(4)]
     assert [(a.status_code, a.text) for a in answers] == [(200, "open")] * 4
-
-
-def wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)

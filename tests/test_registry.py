@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,6 +12,7 @@ import pytest
 
 from tests.conftest import REGISTRY_TOKEN
 from tests.servers import valor_server
+from tests.waiting import wait_for
 from valor.runtime import Runtime
 from valor.server import SERVER_LOADERS
 from valor.store.sqlite import SqliteBackend
@@ -61,16 +60,9 @@ def test_two_runtimes_on_one_store_follow_each_other(tmp_path: Path) -> None:
     definition = {"name": "again", "type": "python", "path": "hello.py"}
     with TestClient(runtime(), path) as one, TestClient(runtime(), path) as two:
         assert one.post("/_plugins", json=definition, headers=TOKEN).status_code == 201
-        wait_for(lambda: two.get("/again").status_code == 200)
+        wait_for(lambda: two.get("/again").status_code == 200, 30)
         assert two.delete("/_plugins/hello", headers=TOKEN).status_code == 200
-        wait_for(lambda: one.get("/hello").status_code == 404)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.02)
+        wait_for(lambda: one.get("/hello").status_code == 404, 30)
 
 
 def valor_registry(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -102,7 +94,7 @@ def test_valor_registry_reset_goes_back_to_the_manifest(tmp_path: Path) -> None:
         assert reset.returncode == 0, reset.stderr
         assert "forgot 1 added (added) and 1 removed (hello)" in reset.stdout
         # The running server follows: the added plug-in goes within a second or so.
-        wait_for(lambda: httpx.get(server.url + "/added").status_code == 404)
+        wait_for(lambda: httpx.get(server.url + "/added").status_code == 404, 30)
     shown = valor_registry("show", str(path), cwd=tmp_path)
     assert json.loads(shown.stdout)["added"] == {} and json.loads(shown.stdout)["removed"] == []
     # Started again on the same store: the manifest alone, the removed plug-in back.

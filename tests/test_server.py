@@ -19,6 +19,7 @@ import uvicorn
 from tests.cases import run_cases
 from tests.conftest import REGISTRY_TOKEN
 from tests.servers import MANIFEST, Server, http_send, valor_server
+from tests.waiting import wait_for
 from valor import asgi_http as host
 
 AUTH = {"authorization": f"Bearer {REGISTRY_TOKEN}"}
@@ -112,10 +113,7 @@ def test_slow_sync_handler_runs_off_the_event_loop(tmp_path: Path) -> None:
             target=lambda: answers.append(httpx.get(running.url + "/slow", timeout=40).text)
         )
         slow.start()
-        deadline = time.monotonic() + 20
-        while not started.exists():
-            assert time.monotonic() < deadline, "the slow handler never started"
-            time.sleep(0.01)
+        wait_for(started.exists, 20, "the slow handler's start")
         # Were the handler on the event loop, this could not be answered before the release.
         assert httpx.get(running.url + "/fast", timeout=10).text == "fast"
         release.touch()

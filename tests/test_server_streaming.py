@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.servers import ASGI_MANIFEST, MANIFEST, Server, valor_server
+from tests.waiting import wait_for
 
 MB = 1024 * 1024
 PART = 64 * 1024
@@ -192,13 +193,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-
-
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("plugin", ["export", "board"])
 def test_a_stream_that_never_awaits_is_closed_when_its_client_leaves(
@@ -220,7 +214,7 @@ def test_a_stream_that_never_awaits_is_closed_when_its_client_leaves(
         stats.update(httpx.get(url + "/stats", timeout=10).json())
         return stats["closed"] == closed + 1
 
-    wait_for(generator_closed, 30, "the generator was not closed")
+    wait_for(generator_closed, 30, "the generator's close")
     assert time.monotonic() - left < 3, f"closed after {time.monotonic() - left:.1f} s"
     assert httpx.get(hostile_server.url + "/hello", timeout=5).text == "hello"
     # Nothing produces any more, and the server's CPU is free.

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.servers import ROOT, Server, redis_server, valor_server
+from tests.waiting import wait_for
 from valor.processes import stop_process
 
 pytestmark = pytest.mark.timeout(420)
@@ -178,13 +179,6 @@ TOKEN = {"authorization": "Bearer store-test"}
 ADDED = "from valor import vlugin\n@vlugin\ndef added(req):\n    return 'added'\n"
 
 
-def wait_for(condition, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.05)
-
-
 def registry_server(manifest: Path, *args: str, log_dir: Path):
     return valor_server(
         manifest, "--registry", *args, log_dir=log_dir, env={"VALOR_TOKEN": "store-test"}
@@ -201,11 +195,11 @@ def test_every_worker_follows_the_registry_and_it_outlasts_a_restart(tmp_path: P
         posted = httpx.post(server.url + "/_plugins", json=definition, headers=TOKEN)
         assert posted.status_code == 201, posted.text
         for client in workers:
-            wait_for(lambda client=client: client.get("/added").status_code == 200)
+            wait_for(lambda client=client: client.get("/added").status_code == 200, 60)
         gone = httpx.delete(server.url + "/_plugins/notes", headers=TOKEN)
         assert gone.status_code == 200, gone.text
         for client in workers:
-            wait_for(lambda client=client: client.get("/notes").status_code == 404)
+            wait_for(lambda client=client: client.get("/notes").status_code == 404, 60)
             listed = [p["name"] for p in client.get("/_plugins", headers=TOKEN).json()["plugins"]]
             assert sorted(listed) == ["added", "pid"]
             client.close()
@@ -231,9 +225,9 @@ def test_servers_sharing_a_redis_follow_each_others_registry(
         registry_server(manifest, *store, log_dir=tmp_path) as two,
     ):
         assert httpx.post(one.url + "/_plugins", json=definition, headers=TOKEN).status_code == 201
-        wait_for(lambda: httpx.get(two.url + "/added").status_code == 200)
+        wait_for(lambda: httpx.get(two.url + "/added").status_code == 200, 60)
         assert httpx.delete(two.url + "/_plugins/added", headers=TOKEN).status_code == 200
-        wait_for(lambda: httpx.get(one.url + "/added").status_code == 404)
+        wait_for(lambda: httpx.get(one.url + "/added").status_code == 404, 60)
 
 
 def flush_redis(url: str) -> None:
