@@ -13,10 +13,10 @@ from playwright.sync_api import BrowserContext, expect
 
 from tests.servers import ROOT
 from valor.build import BuildError, build, main, serve
+from valor.testing.front_end import READY  # start() resolved too: requests intercepted
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 TODO = ROOT / "plugins" / "todo"
-READY = "() => Valor.status === 'ready' && Valor.detail.loading === false"
 
 
 def test_the_manifests_site_is_the_start_page(tmp_path: Path) -> None:
